@@ -1,0 +1,460 @@
+//! Packing user records into one Kinesis record.
+
+use std::collections::HashMap;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::Message;
+
+use crate::{
+    MAGIC, MD5_LEN, OVERHEAD,
+    error::Error,
+    hash_key::{HashKey, md5_digest},
+    proto,
+    record::{LARGEST_MAX_RECORD_SIZE, UserRecord},
+};
+
+/// The outer partition key of an aggregate. It does not route the record (the explicit hash key
+/// does), so it is the shortest possible, as the KPL's is.
+pub const AGGREGATE_PARTITION_KEY: &str = "a";
+
+/// The KPL's default `AggregationMaxSize`, in bytes.
+pub const KPL_DEFAULT_AGGREGATE_MAX_BYTES: usize = 51_200;
+
+/// How large an aggregate may grow.
+///
+/// `max_bytes` bounds the Kinesis record the aggregator emits as Kinesis counts it (outer
+/// partition key + data); `max_records` bounds how many user records it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AggregationLimits {
+    max_bytes: usize,
+    max_records: usize,
+}
+
+impl AggregationLimits {
+    /// Limits in bytes (1 to 10 MiB) and user records (at least 1).
+    pub fn new(max_bytes: usize, max_records: usize) -> Result<Self, Error> {
+        if !(1..=LARGEST_MAX_RECORD_SIZE).contains(&max_bytes) {
+            return Err(Error::OutOfRange {
+                name: "aggregate maximum size (bytes)",
+                value: max_bytes as u128,
+                min: 1,
+                max: LARGEST_MAX_RECORD_SIZE as u128,
+            });
+        }
+        if max_records == 0 {
+            return Err(Error::OutOfRange {
+                name: "aggregate maximum record count",
+                value: 0,
+                min: 1,
+                max: usize::MAX as u128,
+            });
+        }
+        Ok(AggregationLimits {
+            max_bytes,
+            max_records,
+        })
+    }
+
+    /// Largest aggregate, in bytes (outer partition key + data).
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Most user records per aggregate.
+    pub fn max_records(&self) -> usize {
+        self.max_records
+    }
+}
+
+/// The KPL's defaults: 51,200 bytes (`AggregationMaxSize`), 4,294,967,295 records
+/// (`AggregationMaxCount`).
+impl Default for AggregationLimits {
+    fn default() -> Self {
+        AggregationLimits {
+            max_bytes: KPL_DEFAULT_AGGREGATE_MAX_BYTES,
+            max_records: u32::MAX as usize,
+        }
+    }
+}
+
+/// A record ready to be sent to Kinesis (one `PutRecords` entry): what [`Aggregator::finish`]
+/// yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KinesisRecord {
+    /// `PartitionKey`: the user's own for a lone record, [`AGGREGATE_PARTITION_KEY`] for an
+    /// aggregate.
+    pub partition_key: String,
+    /// `ExplicitHashKey`: the user's own (if any) for a lone record; for an aggregate, the hash
+    /// key of its first user record, so it lands on the shard that owns that record.
+    pub explicit_hash_key: Option<HashKey>,
+    /// `Data`: the user's data for a lone record, the encoded aggregate otherwise.
+    pub data: Bytes,
+    /// How many user records this Kinesis record carries.
+    pub user_records: usize,
+}
+
+impl KinesisRecord {
+    /// Whether the data is an aggregate (it carries more than one user record).
+    pub fn is_aggregated(&self) -> bool {
+        self.user_records > 1
+    }
+
+    /// Size as Kinesis counts it against record and `PutRecords` limits: partition key + data.
+    pub fn size(&self) -> usize {
+        self.partition_key.len() + self.data.len()
+    }
+
+    /// The hash key Kinesis will route this record by.
+    pub fn hash_key(&self) -> HashKey {
+        self.explicit_hash_key
+            .unwrap_or_else(|| HashKey::from_partition_key(&self.partition_key))
+    }
+}
+
+/// Builds one aggregate at a time, tracking its exact encoded size as records are added.
+///
+/// Adding a record costs O(1) (two hash-map look-ups and some varint arithmetic); nothing is
+/// encoded until [`finish`](Self::finish). Partition keys and explicit hash keys are stored once
+/// per aggregate. A record that does not fit is handed back, never dropped or split.
+///
+/// ```
+/// use kinesis_aggregation::{AggregationLimits, Aggregator, UserRecord};
+///
+/// let mut agg = Aggregator::new(AggregationLimits::default());
+/// for i in 0..3 {
+///     let record = UserRecord::new(format!("key-{i}"), vec![b'x'; 100]).unwrap();
+///     if let Err(record) = agg.try_push(record) {
+///         unreachable!("three small records fit: {record:?}");
+///     }
+/// }
+/// let predicted = agg.data_len();
+/// let out = agg.finish().unwrap();
+/// assert_eq!(out.user_records, 3);
+/// assert_eq!(out.data.len(), predicted);
+/// ```
+#[derive(Debug)]
+pub struct Aggregator {
+    limits: AggregationLimits,
+    partition_keys: HashMap<String, u64>,
+    explicit_hash_keys: HashMap<HashKey, u64>,
+    records: Vec<proto::Record>,
+    /// Encoded length of the `AggregatedRecord` protobuf holding what was added so far.
+    proto_len: usize,
+    /// Hash key of the first record: the aggregate's outer explicit hash key.
+    first_hash_key: Option<HashKey>,
+}
+
+impl Aggregator {
+    /// An empty aggregator with these limits.
+    pub fn new(limits: AggregationLimits) -> Self {
+        Aggregator {
+            limits,
+            partition_keys: HashMap::new(),
+            explicit_hash_keys: HashMap::new(),
+            records: Vec::new(),
+            proto_len: 0,
+            first_hash_key: None,
+        }
+    }
+
+    /// The limits this aggregator enforces.
+    pub fn limits(&self) -> AggregationLimits {
+        self.limits
+    }
+
+    /// Number of user records added since the last [`finish`](Self::finish).
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether nothing was added since the last [`finish`](Self::finish).
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Exact length of the data [`finish`](Self::finish) would return now.
+    pub fn data_len(&self) -> usize {
+        match self.records.len() {
+            0 => 0,
+            1 => self.records[0].data.as_ref().map_or(0, Bytes::len),
+            _ => OVERHEAD + self.proto_len,
+        }
+    }
+
+    /// Exact size (partition key + data) of the Kinesis record [`finish`](Self::finish) would
+    /// return now.
+    pub fn size(&self) -> usize {
+        match self.records.len() {
+            0 => 0,
+            1 => self.lone_partition_key().map_or(0, str::len) + self.data_len(),
+            _ => AGGREGATE_PARTITION_KEY.len() + self.data_len(),
+        }
+    }
+
+    /// Size (partition key + data) the aggregate would have with `record` added, or `None` when
+    /// the record count limit is reached. Does not change the aggregator.
+    pub fn size_with(&self, record: &UserRecord) -> Option<usize> {
+        if self.records.len() >= self.limits.max_records {
+            return None;
+        }
+        let growth = self.growth(record);
+        Some(AGGREGATE_PARTITION_KEY.len() + OVERHEAD + self.proto_len + growth.bytes)
+    }
+
+    /// Adds `record` if the aggregate stays within the limits, else hands it back unchanged.
+    ///
+    /// An empty aggregator accepts any record: one that is too big to aggregate at all is then
+    /// emitted alone, unaggregated, by [`finish`](Self::finish). Validate records against the
+    /// stream's maximum record size before adding them.
+    pub fn try_push(&mut self, record: UserRecord) -> Result<(), UserRecord> {
+        if !self.records.is_empty() {
+            match self.size_with(&record) {
+                Some(size) if size <= self.limits.max_bytes => {}
+                _ => return Err(record),
+            }
+        }
+        let growth = self.growth(&record);
+        if self.records.is_empty() {
+            self.first_hash_key = Some(record.hash_key());
+        }
+        let (partition_key, explicit_hash_key, data) = record.into_parts();
+        let pk_index = match self.partition_keys.get(&partition_key) {
+            Some(&index) => index,
+            None => {
+                let index = self.partition_keys.len() as u64;
+                self.partition_keys.insert(partition_key, index);
+                index
+            }
+        };
+        let ehk_index = explicit_hash_key.map(|key| {
+            let next = self.explicit_hash_keys.len() as u64;
+            *self.explicit_hash_keys.entry(key).or_insert(next)
+        });
+        self.records.push(proto::Record {
+            partition_key_index: Some(pk_index),
+            explicit_hash_key_index: ehk_index,
+            data: Some(data),
+            tags: Vec::new(),
+        });
+        self.proto_len += growth.bytes;
+        Ok(())
+    }
+
+    /// Takes everything added so far as one Kinesis record and empties the aggregator.
+    ///
+    /// One record comes back as itself (its own partition key, explicit hash key and data); two or
+    /// more come back as an aggregate whose data length is exactly [`data_len`](Self::data_len).
+    /// `None` when the aggregator is empty.
+    pub fn finish(&mut self) -> Option<KinesisRecord> {
+        let first_hash_key = self.first_hash_key.take()?;
+        let records = std::mem::take(&mut self.records);
+        let partition_keys = table(std::mem::take(&mut self.partition_keys), |k| Bytes::from(k));
+        let explicit_hash_keys = table(std::mem::take(&mut self.explicit_hash_keys), |k| {
+            Bytes::from(k.to_string())
+        });
+        let proto_len = std::mem::take(&mut self.proto_len);
+
+        if records.len() == 1 {
+            let record = records.into_iter().next()?;
+            let partition_key = partition_keys.into_iter().next()?;
+            return Some(KinesisRecord {
+                // The table holds the key as the caller gave it: valid UTF-8.
+                partition_key: String::from_utf8_lossy(&partition_key).into_owned(),
+                explicit_hash_key: record
+                    .explicit_hash_key_index
+                    .map(|_| first_hash_key),
+                data: record.data.unwrap_or_default(),
+                user_records: 1,
+            });
+        }
+
+        let user_records = records.len();
+        let message = proto::AggregatedRecord {
+            partition_key_table: partition_keys,
+            explicit_hash_key_table: explicit_hash_keys,
+            records,
+        };
+        debug_assert_eq!(message.encoded_len(), proto_len);
+        let mut buf = BytesMut::with_capacity(OVERHEAD + proto_len);
+        buf.put_slice(&MAGIC);
+        message.encode_raw(&mut buf);
+        let digest = md5_digest(&buf[MAGIC.len()..]);
+        buf.put_slice(&digest);
+        debug_assert_eq!(buf.len(), MAGIC.len() + proto_len + MD5_LEN);
+        Some(KinesisRecord {
+            partition_key: AGGREGATE_PARTITION_KEY.to_owned(),
+            explicit_hash_key: Some(first_hash_key),
+            data: buf.freeze(),
+            user_records,
+        })
+    }
+
+    /// The partition key of the only record, when there is exactly one.
+    fn lone_partition_key(&self) -> Option<&str> {
+        self.partition_keys.keys().next().map(String::as_str)
+    }
+
+    /// How many protobuf bytes `record` would add.
+    fn growth(&self, record: &UserRecord) -> Growth {
+        let mut bytes = 0;
+        let pk_index = match self.partition_keys.get(record.partition_key()) {
+            Some(&index) => index,
+            None => {
+                bytes += proto::delimited_field_len(record.partition_key().len());
+                self.partition_keys.len() as u64
+            }
+        };
+        let mut inner = proto::varint_field_len(pk_index)
+            + proto::delimited_field_len(record.data().len());
+        if let Some(key) = record.explicit_hash_key() {
+            let ehk_index = match self.explicit_hash_keys.get(&key) {
+                Some(&index) => index,
+                None => {
+                    bytes += proto::delimited_field_len(key.decimal_len());
+                    self.explicit_hash_keys.len() as u64
+                }
+            };
+            inner += proto::varint_field_len(ehk_index);
+        }
+        bytes += proto::delimited_field_len(inner);
+        Growth { bytes }
+    }
+}
+
+struct Growth {
+    bytes: usize,
+}
+
+/// Turns a key -> index map back into the table, in index order.
+fn table<K>(map: HashMap<K, u64>, to_bytes: impl Fn(K) -> Bytes) -> Vec<Bytes> {
+    let mut entries: Vec<(u64, K)> = map.into_iter().map(|(k, i)| (i, k)).collect();
+    entries.sort_unstable_by_key(|(i, _)| *i);
+    entries.into_iter().map(|(_, k)| to_bytes(k)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(pk: &str, data: &[u8]) -> UserRecord {
+        UserRecord::new(pk, data.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn empty_aggregator_finishes_to_nothing() {
+        let mut agg = Aggregator::new(AggregationLimits::default());
+        assert_eq!(agg.finish(), None);
+        assert_eq!(agg.size(), 0);
+    }
+
+    #[test]
+    fn lone_record_is_sent_raw_with_its_own_keys() {
+        let mut agg = Aggregator::new(AggregationLimits::default());
+        let r = rec("user-key", b"payload").with_explicit_hash_key(HashKey::new(42));
+        agg.try_push(r).unwrap();
+        assert_eq!(agg.size(), "user-key".len() + 7);
+        let out = agg.finish().unwrap();
+        assert_eq!(out.partition_key, "user-key");
+        assert_eq!(out.explicit_hash_key, Some(HashKey::new(42)));
+        assert_eq!(&out.data[..], b"payload");
+        assert!(!out.is_aggregated());
+
+        agg.try_push(rec("other", b"")).unwrap();
+        let out = agg.finish().unwrap();
+        assert_eq!(out.explicit_hash_key, None);
+        assert_eq!(out.partition_key, "other");
+    }
+
+    #[test]
+    fn aggregate_routes_by_first_record() {
+        let mut agg = Aggregator::new(AggregationLimits::default());
+        agg.try_push(rec("first", b"1")).unwrap();
+        agg.try_push(rec("second", b"2").with_explicit_hash_key(HashKey::new(5)))
+            .unwrap();
+        let out = agg.finish().unwrap();
+        assert_eq!(out.partition_key, AGGREGATE_PARTITION_KEY);
+        assert_eq!(
+            out.explicit_hash_key,
+            Some(HashKey::from_partition_key("first"))
+        );
+        assert_eq!(&out.data[..4], &MAGIC);
+        assert_eq!(out.user_records, 2);
+        assert!(agg.is_empty());
+    }
+
+    #[test]
+    fn matches_the_reference_bytes() {
+        // Five records with keys pk-0/pk-1 alternating: the Python, Node and aiokpl aggregators
+        // all produce these 107 bytes (hex captured from Python aws-kinesis-agg 1.2.3).
+        const REFERENCE: &str = "f3899ac20a04706b2d300a04706b2d311a0d08001a097061796c6f61642d301a0d\
+            08011a097061796c6f61642d311a0d08001a097061796c6f61642d321a0d08011a097061796c6f61642d33\
+            1a0d08001a097061796c6f61642d344dfc2d4791ca5326626183e819840871";
+        let mut agg = Aggregator::new(AggregationLimits::default());
+        for i in 0..5 {
+            agg.try_push(rec(&format!("pk-{}", i % 2), format!("payload-{i}").as_bytes()))
+                .unwrap();
+        }
+        assert_eq!(agg.data_len(), 107);
+        let out = agg.finish().unwrap();
+        let hex: String = out.data.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, REFERENCE.replace(' ', ""));
+    }
+
+    #[test]
+    fn keys_are_deduplicated() {
+        let mut agg = Aggregator::new(AggregationLimits::default());
+        let ehk = HashKey::new(123);
+        agg.try_push(rec("same", b"a").with_explicit_hash_key(ehk)).unwrap();
+        agg.try_push(rec("same", b"b").with_explicit_hash_key(ehk)).unwrap();
+        let before = agg.data_len();
+        agg.try_push(rec("same", b"c").with_explicit_hash_key(ehk)).unwrap();
+        // Only the record entry is added: tag + length + (pk index 2 + ehk index 2 + data 3).
+        assert_eq!(agg.data_len() - before, 1 + 1 + 2 + 2 + 3);
+        agg.try_push(rec("new", b"d")).unwrap();
+        let out = agg.finish().unwrap();
+        let decoded = <proto::AggregatedRecord as Message>::decode(
+            &out.data[MAGIC.len()..out.data.len() - MD5_LEN],
+        )
+        .unwrap();
+        assert_eq!(decoded.partition_key_table.len(), 2);
+        assert_eq!(decoded.explicit_hash_key_table, vec![Bytes::from("123")]);
+        assert_eq!(decoded.records[3].explicit_hash_key_index, None);
+    }
+
+    #[test]
+    fn hands_back_what_does_not_fit() {
+        let limits = AggregationLimits::new(200, 3).unwrap();
+        let mut agg = Aggregator::new(limits);
+        agg.try_push(rec("k", &[0; 50])).unwrap();
+        agg.try_push(rec("k", &[1; 50])).unwrap();
+        let big = rec("k", &[2; 150]);
+        let back = agg.try_push(big.clone()).unwrap_err();
+        assert_eq!(back, big);
+        agg.try_push(rec("k", &[3; 10])).unwrap();
+        // Count limit reached.
+        let small = rec("k", b"");
+        assert_eq!(agg.try_push(small.clone()), Err(small));
+        assert!(agg.size() <= 200);
+        assert_eq!(agg.finish().unwrap().user_records, 3);
+    }
+
+    #[test]
+    fn oversized_record_goes_alone_and_raw() {
+        let limits = AggregationLimits::new(100, 1000).unwrap();
+        let mut agg = Aggregator::new(limits);
+        let big = rec("k", &[9; 500]);
+        agg.try_push(big.clone()).unwrap();
+        assert_eq!(agg.try_push(rec("k", b"x")).unwrap_err(), rec("k", b"x"));
+        let out = agg.finish().unwrap();
+        assert_eq!(out.data, big.data().clone());
+        assert_eq!(out.user_records, 1);
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        assert!(AggregationLimits::new(0, 1).is_err());
+        assert!(AggregationLimits::new(10 * 1024 * 1024 + 1, 1).is_err());
+        assert!(AggregationLimits::new(1, 0).is_err());
+        assert!(AggregationLimits::new(10 * 1024 * 1024, 1).is_ok());
+    }
+}

@@ -1,0 +1,183 @@
+//! 128-bit hash keys: how Kinesis maps a record to a shard.
+
+use std::{fmt, str::FromStr};
+
+use md5::{Digest, Md5};
+
+use crate::error::{Error, HashKeyProblem};
+
+/// A position in the Kinesis hash-key space `0..=2^128-1`.
+///
+/// A record's hash key is its explicit hash key when it has one, otherwise the MD5 digest of its
+/// partition key's UTF-8 bytes read as a big-endian unsigned integer. Each open shard owns one
+/// contiguous range of the space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct HashKey(u128);
+
+impl HashKey {
+    /// The smallest hash key, 0.
+    pub const MIN: HashKey = HashKey(0);
+    /// The largest hash key, 2^128 - 1.
+    pub const MAX: HashKey = HashKey(u128::MAX);
+
+    /// Wraps a raw 128-bit value.
+    pub const fn new(value: u128) -> Self {
+        HashKey(value)
+    }
+
+    /// The raw 128-bit value.
+    pub const fn get(self) -> u128 {
+        self.0
+    }
+
+    /// The hash key Kinesis derives from a partition key: MD5 of its UTF-8 bytes, big-endian.
+    pub fn from_partition_key(partition_key: &str) -> Self {
+        HashKey(u128::from_be_bytes(md5_digest(partition_key.as_bytes())))
+    }
+
+    /// Parses an explicit hash key exactly as Kinesis accepts it: decimal digits only, no sign,
+    /// no spaces, no leading zero, at most 2^128 - 1.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        parse_decimal(text, false)
+            .map(HashKey)
+            .map_err(|problem| Error::InvalidExplicitHashKey {
+                value: text.to_owned(),
+                problem,
+            })
+    }
+
+    /// Like [`HashKey::parse`] but tolerates leading zeros. Used for keys read from aggregates
+    /// written by other producers, which Kinesis never validated.
+    pub(crate) fn parse_lenient(text: &str) -> Option<Self> {
+        parse_decimal(text, true).ok().map(HashKey)
+    }
+
+    /// Number of characters of the decimal form, without formatting it.
+    pub(crate) fn decimal_len(self) -> usize {
+        let mut v = self.0;
+        let mut len = 1;
+        while v >= 10 {
+            v /= 10;
+            len += 1;
+        }
+        len
+    }
+}
+
+impl From<u128> for HashKey {
+    fn from(value: u128) -> Self {
+        HashKey(value)
+    }
+}
+
+impl From<HashKey> for u128 {
+    fn from(key: HashKey) -> Self {
+        key.0
+    }
+}
+
+impl FromStr for HashKey {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        HashKey::parse(text)
+    }
+}
+
+/// The decimal form Kinesis uses (`ExplicitHashKey`, `StartingHashKey`, `EndingHashKey`).
+impl fmt::Display for HashKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+fn parse_decimal(text: &str, allow_leading_zeros: bool) -> Result<u128, HashKeyProblem> {
+    let bytes = text.as_bytes();
+    if bytes.is_empty() {
+        return Err(HashKeyProblem::Empty);
+    }
+    if let Some(at) = bytes.iter().position(|b| !b.is_ascii_digit()) {
+        return Err(HashKeyProblem::NotADigit { at });
+    }
+    if !allow_leading_zeros && bytes.len() > 1 && bytes[0] == b'0' {
+        return Err(HashKeyProblem::LeadingZero);
+    }
+    bytes.iter().try_fold(0u128, |acc, &b| {
+        acc.checked_mul(10)
+            .and_then(|v| v.checked_add(u128::from(b - b'0')))
+            .ok_or(HashKeyProblem::TooLarge)
+    })
+}
+
+pub(crate) fn md5_digest(data: &[u8]) -> [u8; 16] {
+    Md5::digest(data).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn md5_of_partition_key_is_big_endian() {
+        // MD5("a") = 0cc175b9c0f1b6a831c399e269772661
+        assert_eq!(
+            HashKey::from_partition_key("a").get(),
+            0x0cc175b9c0f1b6a831c399e269772661
+        );
+        // MD5("") = d41d8cd98f00b204e9800998ecf8427e
+        assert_eq!(
+            HashKey::from_partition_key("").get(),
+            0xd41d8cd98f00b204e9800998ecf8427e
+        );
+    }
+
+    #[test]
+    fn parses_the_whole_range() {
+        assert_eq!(HashKey::parse("0").unwrap(), HashKey::MIN);
+        assert_eq!(
+            HashKey::parse("340282366920938463463374607431768211455").unwrap(),
+            HashKey::MAX
+        );
+        assert_eq!(HashKey::MAX.to_string(), u128::MAX.to_string());
+    }
+
+    #[test]
+    fn rejects_what_kinesis_rejects() {
+        let cases: &[(&str, HashKeyProblem)] = &[
+            ("", HashKeyProblem::Empty),
+            ("340282366920938463463374607431768211456", HashKeyProblem::TooLarge),
+            ("9999999999999999999999999999999999999999", HashKeyProblem::TooLarge),
+            ("-1", HashKeyProblem::NotADigit { at: 0 }),
+            ("+1", HashKeyProblem::NotADigit { at: 0 }),
+            (" 1", HashKeyProblem::NotADigit { at: 0 }),
+            ("1 ", HashKeyProblem::NotADigit { at: 1 }),
+            ("12a", HashKeyProblem::NotADigit { at: 2 }),
+            ("1e5", HashKeyProblem::NotADigit { at: 1 }),
+            ("٣", HashKeyProblem::NotADigit { at: 0 }),
+            ("007", HashKeyProblem::LeadingZero),
+        ];
+        for (text, problem) in cases {
+            match HashKey::parse(text) {
+                Err(Error::InvalidExplicitHashKey { value, problem: p }) => {
+                    assert_eq!(&value, text);
+                    assert_eq!(&p, problem, "{text:?}");
+                }
+                other => panic!("{text:?} gave {other:?}"),
+            }
+        }
+        assert_eq!(HashKey::parse_lenient("007"), Some(HashKey::new(7)));
+        assert_eq!(HashKey::parse_lenient("-7"), None);
+    }
+
+    #[test]
+    fn decimal_len_matches_formatting() {
+        for v in [0u128, 9, 10, 99, 100, 12345, u64::MAX as u128, u128::MAX - 1, u128::MAX] {
+            assert_eq!(HashKey::new(v).decimal_len(), v.to_string().len());
+        }
+        for shift in 0..128 {
+            let v = 1u128 << shift;
+            assert_eq!(HashKey::new(v).decimal_len(), v.to_string().len());
+            assert_eq!(HashKey::new(v - 1).decimal_len(), (v - 1).to_string().len());
+        }
+    }
+}

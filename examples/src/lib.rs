@@ -1,0 +1,1 @@
+//! Runnable examples for the kinesis-rs crates: see the `[[example]]` targets.
