@@ -248,7 +248,7 @@ impl Aggregator {
     pub fn finish(&mut self) -> Option<KinesisRecord> {
         let first_hash_key = self.first_hash_key.take()?;
         let records = std::mem::take(&mut self.records);
-        let partition_keys = table(std::mem::take(&mut self.partition_keys), |k| Bytes::from(k));
+        let partition_keys = table(std::mem::take(&mut self.partition_keys), Bytes::from);
         let explicit_hash_keys = table(std::mem::take(&mut self.explicit_hash_keys), |k| {
             Bytes::from(k.to_string())
         });

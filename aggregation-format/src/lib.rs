@@ -88,6 +88,9 @@ mod hash_range;
 mod proto;
 mod record;
 
+#[cfg(test)]
+mod proptests;
+
 #[cfg(feature = "lambda")]
 pub mod lambda;
 #[cfg(feature = "sdk")]

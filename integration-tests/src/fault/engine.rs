@@ -1,0 +1,225 @@
+//! Applies a [`Plan`] to one HTTP call: the part shared by the tower layer and the proxy.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+
+use super::{
+    ConnectionDropped, EntryFailureMode, FaultController, PUT_RECORDS, Plan, ServiceError,
+    Terminal, put_records,
+};
+use crate::serve::BoxError;
+
+/// The content type Kinesis answers with when the request does not say.
+const DEFAULT_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+
+/// The operation of an AWS JSON call: `X-Amz-Target` without the service prefix.
+pub(crate) fn operation_name(headers: &HeaderMap) -> Option<String> {
+    let target = headers.get("x-amz-target")?.to_str().ok()?;
+    let operation = target.split_once('.').map_or(target, |(_, op)| op);
+    Some(operation.to_owned())
+}
+
+/// Runs one call through the controller's faults; `forward` sends it to the stand-in.
+///
+/// Returns `Err(ConnectionDropped)` (boxed) to have the front-end close the connection without a
+/// response. Calls without `X-Amz-Target` (health checks) are forwarded untouched and uncounted.
+pub(crate) async fn apply<F, Fut>(
+    controller: &FaultController,
+    request: Request<Body>,
+    forward: F,
+) -> Result<Response<Body>, BoxError>
+where
+    F: FnOnce(Request<Body>) -> Fut,
+    Fut: Future<Output = Result<Response<Body>, BoxError>>,
+{
+    let Some(operation) = operation_name(request.headers()) else {
+        return forward(request).await;
+    };
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
+
+    if operation != PUT_RECORDS {
+        let plan = controller.plan(&operation, None);
+        if let Some(answer) = before_forward(&plan, &content_type).await {
+            return answer;
+        }
+        let response = forward(request).await?;
+        return after_forward(&plan, response);
+    }
+
+    // PutRecords: the body is needed to count (and maybe remove) entries.
+    let (mut parts, body) = request.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let plan = controller.plan(&operation, put_records::entry_count(&body));
+    if let Some(answer) = before_forward(&plan, &content_type).await {
+        return answer;
+    }
+    let Some(entries) = &plan.entries else {
+        let response = forward(Request::from_parts(parts, Body::from(body))).await?;
+        return after_forward(&plan, response);
+    };
+
+    let response = match entries.mode {
+        EntryFailureMode::Written => {
+            let response = forward(Request::from_parts(parts, Body::from(body))).await?;
+            rewrite_body(response, |b| {
+                put_records::overwrite_failures(b, &entries.failures)
+            })
+            .await?
+        }
+        EntryFailureMode::NotWritten if entries.failures.len() >= entries.total => json_response(
+            StatusCode::OK,
+            &content_type,
+            put_records::all_failed(&entries.failures),
+        ),
+        EntryFailureMode::NotWritten => {
+            let failed: Vec<usize> = entries.failures.iter().map(|(i, _)| *i).collect();
+            match put_records::without_entries(&body, &failed) {
+                Some(reduced) => {
+                    set_length(&mut parts.headers, reduced.len());
+                    let response = forward(Request::from_parts(parts, Body::from(reduced))).await?;
+                    rewrite_body(response, |b| {
+                        put_records::splice_failures(b, entries.total, &entries.failures)
+                    })
+                    .await?
+                }
+                None => forward(Request::from_parts(parts, Body::from(body))).await?,
+            }
+        }
+    };
+    after_forward(&plan, response)
+}
+
+/// Sleeps the plan's latency, then answers the call if the plan says it never reaches the
+/// stand-in.
+async fn before_forward(
+    plan: &Plan,
+    content_type: &HeaderValue,
+) -> Option<Result<Response<Body>, BoxError>> {
+    if !plan.latency.is_zero() {
+        tokio::time::sleep(plan.latency).await;
+    }
+    match &plan.terminal {
+        None => None,
+        Some(Terminal::Drop) => Some(Err(Box::new(ConnectionDropped))),
+        Some(Terminal::Error(error)) => Some(Ok(error_response(error, content_type))),
+    }
+}
+
+fn after_forward(plan: &Plan, response: Response<Body>) -> Result<Response<Body>, BoxError> {
+    if plan.drop_after {
+        drop(response);
+        return Err(Box::new(ConnectionDropped));
+    }
+    Ok(response)
+}
+
+/// Rewrites a successful response's body with `rewrite`; other responses pass unchanged.
+async fn rewrite_body(
+    response: Response<Body>,
+    rewrite: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
+) -> Result<Response<Body>, BoxError> {
+    if !response.status().is_success() {
+        return Ok(response);
+    }
+    let (mut parts, body) = response.into_parts();
+    let body = body.collect().await?.to_bytes();
+    match rewrite(&body) {
+        Some(rewritten) => {
+            // A checksum of the original body would no longer match.
+            parts.headers.remove("x-amz-crc32");
+            set_length(&mut parts.headers, rewritten.len());
+            Ok(Response::from_parts(parts, Body::from(rewritten)))
+        }
+        None => {
+            tracing::warn!("PutRecords response not rewritten: unexpected body");
+            Ok(Response::from_parts(parts, Body::from(body)))
+        }
+    }
+}
+
+fn set_length(headers: &mut HeaderMap, len: usize) {
+    headers.remove(TRANSFER_ENCODING);
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+}
+
+fn request_id() -> HeaderValue {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, Ordering::Relaxed);
+    HeaderValue::from_str(&format!("00000000-0000-4000-8000-{id:012x}")).unwrap_or(
+        HeaderValue::from_static("00000000-0000-4000-8000-000000000000"),
+    )
+}
+
+fn json_response(status: StatusCode, content_type: &HeaderValue, body: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(Body::from(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, content_type.clone());
+    headers.insert("x-amzn-RequestId", request_id());
+    response
+}
+
+/// The awsJson error response for `error`.
+pub(crate) fn error_response(error: &ServiceError, content_type: &HeaderValue) -> Response<Body> {
+    let body = serde_json::json!({ "__type": error.error_type(), "message": error.message() });
+    let mut response = json_response(
+        error.status(),
+        content_type,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    );
+    if let Ok(value) = HeaderValue::from_str(error.error_type()) {
+        response.headers_mut().insert("x-amzn-ErrorType", value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_comes_from_the_target_header() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(operation_name(&headers), None);
+        headers.insert(
+            "x-amz-target",
+            HeaderValue::from_static("Kinesis_20131202.PutRecords"),
+        );
+        assert_eq!(operation_name(&headers).as_deref(), Some("PutRecords"));
+        headers.insert(
+            "x-amz-target",
+            HeaderValue::from_static("DynamoDB_20120810.UpdateItem"),
+        );
+        assert_eq!(operation_name(&headers).as_deref(), Some("UpdateItem"));
+    }
+
+    #[tokio::test]
+    async fn error_responses_carry_type_header_and_body() {
+        let response = error_response(
+            &ServiceError::throttling(),
+            &HeaderValue::from_static("application/x-amz-json-1.0"),
+        );
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            response.headers()["x-amzn-ErrorType"],
+            "ThrottlingException"
+        );
+        assert_eq!(
+            response.headers()[CONTENT_TYPE],
+            "application/x-amz-json-1.0"
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["__type"], "ThrottlingException");
+    }
+}
