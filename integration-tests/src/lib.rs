@@ -46,6 +46,7 @@ pub mod error;
 pub mod fault;
 pub mod fixtures;
 pub mod kinesis_local;
+pub mod peers;
 pub mod proxy;
 pub mod sdk;
 mod serve;

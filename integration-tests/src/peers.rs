@@ -1,0 +1,514 @@
+//! The other implementations of the KPL aggregation format, driven from Rust for
+//! cross-compatibility tests and side-by-side benchmarks.
+//!
+//! Each peer runs as a one-shot child process (a driver script in `integration-tests/peers/`) that
+//! reads one JSON request on stdin and writes one JSON answer on stdout, binary data as base64.
+//! A request carries a whole batch (hundreds of record sets), so a test launches each peer only a
+//! few times.
+//!
+//! ```text
+//!  Peer::encode / decode / hash_keys / bench
+//!     │  JSON request (stdin)
+//!     ▼
+//!  python3 peers/agg_peer.py {python|aiokpl}     node peers/agg_peer.js
+//!     │  aws_kinesis_agg 1.2.3 / aiokpl 0.2.0       aws-kinesis-agg 4.2.8
+//!     ▼
+//!  JSON answer (stdout) ──▶ Encoded / Decoded / BenchReport
+//! ```
+//!
+//! The peers are installed by `scripts/install-tools.sh` under [`tools_dir`]; a missing one is a
+//! [`PeerError::Missing`] naming it, never a skip.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::tools::{find_executable, tools_dir};
+
+/// Why a peer could not be run or answered nonsense.
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// The peer (or the interpreter it needs) is not installed.
+    #[error(
+        "peer {peer} is missing: {detail}. Run scripts/install-tools.sh (tools dir: {})",
+        tools_dir.display()
+    )]
+    Missing {
+        /// The peer, e.g. `Python aws-kinesis-agg 1.2.3`.
+        peer: &'static str,
+        /// What exactly was not found.
+        detail: String,
+        /// The tools directory that was searched.
+        tools_dir: PathBuf,
+    },
+    /// Starting the driver or talking to it failed.
+    #[error("peer {peer}: {what}: {source}")]
+    Io {
+        /// The peer.
+        peer: &'static str,
+        /// What the harness was doing.
+        what: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The driver exited unsuccessfully.
+    #[error("peer {peer}: driver exited with {status}; stderr:\n{stderr}")]
+    Failed {
+        /// The peer.
+        peer: &'static str,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// The driver's answer is not the JSON the protocol expects.
+    #[error("peer {peer}: unreadable answer: {detail}")]
+    Protocol {
+        /// The peer.
+        peer: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+impl std::fmt::Debug for PeerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// One of the peer implementations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Peer {
+    /// awslabs `aws-kinesis-agg` for Python (`RecordAggregator`, `iter_deaggregate_records`).
+    Python,
+    /// awslabs `aws-kinesis-agg` for Node (`RecordAggregator`, `deaggregateSync`).
+    Node,
+    /// `aiokpl`, a pure-Python port of the KPL (`Aggregator`, `encode_aggregated`,
+    /// `decode_aggregated`).
+    Aiokpl,
+}
+
+impl Peer {
+    /// Every peer.
+    pub const ALL: [Peer; 3] = [Peer::Python, Peer::Node, Peer::Aiokpl];
+
+    /// The peer's name and pinned version.
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::Python => "Python aws-kinesis-agg 1.2.3",
+            Peer::Node => "Node aws-kinesis-agg 4.2.8",
+            Peer::Aiokpl => "Python aiokpl 0.2.0",
+        }
+    }
+
+    /// A short name for tables.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Peer::Python => "python-agg",
+            Peer::Node => "node-agg",
+            Peer::Aiokpl => "aiokpl",
+        }
+    }
+
+    /// Checks that the peer is installed at its pinned version, and that its interpreter is on
+    /// `PATH`; returns the command that runs its driver.
+    pub fn command(self) -> Result<Command, PeerError> {
+        let tools = tools_dir();
+        let missing = |detail: String| PeerError::Missing {
+            peer: self.name(),
+            detail,
+            tools_dir: tools.clone(),
+        };
+        let drivers = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers");
+        match self {
+            Peer::Python | Peer::Aiokpl => {
+                let python = find_executable("python3", "runs the Python peers")
+                    .map_err(|e| missing(e.to_string()))?;
+                let site = tools.join("python");
+                let marker = match self {
+                    Peer::Python => "aws_kinesis_agg-1.2.3.dist-info",
+                    _ => "aiokpl-0.2.0.dist-info",
+                };
+                if !site.join(marker).is_dir() {
+                    return Err(missing(format!(
+                        "{} does not exist",
+                        site.join(marker).display()
+                    )));
+                }
+                let mut command = Command::new(python);
+                command
+                    .arg(drivers.join("agg_peer.py"))
+                    .arg(if self == Peer::Python {
+                        "python"
+                    } else {
+                        "aiokpl"
+                    })
+                    .env("PYTHONPATH", &site);
+                Ok(command)
+            }
+            Peer::Node => {
+                let node = find_executable("node", "runs the Node peer")
+                    .map_err(|e| missing(e.to_string()))?;
+                let modules = tools.join("node").join("node_modules");
+                let manifest = modules.join("aws-kinesis-agg").join("package.json");
+                let text = std::fs::read_to_string(&manifest)
+                    .map_err(|e| missing(format!("cannot read {}: {e}", manifest.display())))?;
+                if !text.contains("\"version\": \"4.2.8\"") {
+                    return Err(missing(format!(
+                        "{} is not version 4.2.8",
+                        manifest.display()
+                    )));
+                }
+                let mut command = Command::new(node);
+                command
+                    .arg(drivers.join("agg_peer.js"))
+                    .env("NODE_PATH", &modules);
+                Ok(command)
+            }
+        }
+    }
+
+    /// Aggregates each set with the peer's aggregator; one [`Encoded`] per set, in order.
+    pub fn encode(self, sets: &[EncodeSet]) -> Result<Vec<Encoded>, PeerError> {
+        #[derive(Serialize)]
+        struct Request<'a> {
+            op: &'static str,
+            sets: &'a [EncodeSet],
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            results: Vec<Encoded>,
+        }
+        let answer: Answer = self.call(&Request { op: "encode", sets })?;
+        self.expect_len(answer.results, sets.len())
+    }
+
+    /// Deaggregates each Kinesis record with the peer's deaggregator; one [`Decoded`] per record.
+    pub fn decode(self, records: &[PeerKinesisRecord]) -> Result<Vec<Decoded>, PeerError> {
+        #[derive(Serialize)]
+        struct Request<'a> {
+            op: &'static str,
+            records: &'a [PeerKinesisRecord],
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            results: Vec<Decoded>,
+        }
+        let answer: Answer = self.call(&Request {
+            op: "decode",
+            records,
+        })?;
+        self.expect_len(answer.results, records.len())
+    }
+
+    /// The peer's hash key (MD5 of the UTF-8 key, big-endian, in decimal) of each partition key,
+    /// or the error the peer raised. The Node peer exposes no such function.
+    pub fn hash_keys(self, keys: &[String]) -> Result<Result<Vec<String>, String>, PeerError> {
+        #[derive(Serialize)]
+        struct Request<'a> {
+            op: &'static str,
+            keys: &'a [String],
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            hash_keys: Vec<String>,
+            error: Option<String>,
+        }
+        if self == Peer::Node {
+            return Ok(Err(
+                "aws-kinesis-agg for Node exposes no hash-key function".into()
+            ));
+        }
+        let answer: Answer = self.call(&Request {
+            op: "hash_keys",
+            keys,
+        })?;
+        Ok(match answer.error {
+            Some(error) => Err(error),
+            None => Ok(self.expect_len(answer.hash_keys, keys.len())?),
+        })
+    }
+
+    /// Runs the benchmark workloads inside the peer's process, which times itself.
+    pub fn bench(self, workloads: &[BenchWorkload]) -> Result<Vec<BenchReport>, PeerError> {
+        #[derive(Serialize)]
+        struct Request<'a> {
+            op: &'static str,
+            workloads: &'a [BenchWorkload],
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            results: Vec<BenchReport>,
+        }
+        let answer: Answer = self.call(&Request {
+            op: "bench",
+            workloads,
+        })?;
+        self.expect_len(answer.results, workloads.len())
+    }
+
+    fn expect_len<T>(self, items: Vec<T>, want: usize) -> Result<Vec<T>, PeerError> {
+        if items.len() == want {
+            Ok(items)
+        } else {
+            Err(PeerError::Protocol {
+                peer: self.name(),
+                detail: format!("{} results for {want} inputs", items.len()),
+            })
+        }
+    }
+
+    fn call<Req: Serialize, Ans: DeserializeOwned>(self, request: &Req) -> Result<Ans, PeerError> {
+        let peer = self.name();
+        let io = |what: &'static str| move |source| PeerError::Io { peer, what, source };
+        let body = serde_json::to_vec(request).map_err(|e| PeerError::Protocol {
+            peer,
+            detail: format!("cannot serialize the request: {e}"),
+        })?;
+        let mut child = self
+            .command()?
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(io("spawning the driver"))?;
+        let mut stdin = child.stdin.take().ok_or(PeerError::Protocol {
+            peer,
+            detail: "no stdin pipe".into(),
+        })?;
+        // Written from a thread so that a driver answering early cannot deadlock on full pipes.
+        let writer = std::thread::spawn(move || stdin.write_all(&body));
+        let output = child
+            .wait_with_output()
+            .map_err(io("waiting for the driver"))?;
+        let written = writer.join().map_err(|_| PeerError::Protocol {
+            peer,
+            detail: "the stdin writer thread panicked".into(),
+        })?;
+        if !output.status.success() {
+            return Err(PeerError::Failed {
+                peer,
+                status: output.status,
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            });
+        }
+        written.map_err(io("writing the request"))?;
+        serde_json::from_slice(&output.stdout).map_err(|e| PeerError::Protocol {
+            peer,
+            detail: format!(
+                "{e}; stdout starts {:?}; stderr: {}",
+                String::from_utf8_lossy(&output.stdout[..output.stdout.len().min(200)]),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        })
+    }
+}
+
+/// A user record handed to a peer's aggregator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerUserRecord {
+    /// Partition key.
+    pub pk: String,
+    /// Explicit hash key in decimal, if any.
+    pub ehk: Option<String>,
+    /// Payload.
+    #[serde(with = "base64_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// One record set for a peer's aggregator, and the limits to aggregate it with.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EncodeSet {
+    /// Largest aggregate data in bytes (magic + protobuf + MD5), in each peer's own accounting;
+    /// `None` for the peer's default (1 MiB for the awslabs peers, 51,200 for aiokpl).
+    pub max_size: Option<usize>,
+    /// Most user records per aggregate (aiokpl only; the awslabs peers have no such limit).
+    pub max_records: Option<usize>,
+    /// Python aws-kinesis-agg only: pass keys as UTF-8 `bytes` instead of `str`.
+    pub keys_as_bytes: bool,
+    /// The records, in order.
+    pub records: Vec<PeerUserRecord>,
+}
+
+/// A Kinesis record a peer's aggregator emitted.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct EncodedRecord {
+    /// The outer partition key the peer chose.
+    pub pk: Option<String>,
+    /// The outer explicit hash key the peer chose.
+    pub ehk: Option<String>,
+    /// The record's data (an aggregate, or a lone user record's own data).
+    #[serde(with = "base64_bytes")]
+    pub data: Vec<u8>,
+    /// User records in it, where the peer says.
+    pub user_records: Option<usize>,
+}
+
+/// What a peer's aggregator made of one record set.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Encoded {
+    /// The Kinesis records, in order.
+    pub records: Vec<EncodedRecord>,
+    /// The error the peer raised, if it rejected the set.
+    pub error: Option<String>,
+}
+
+/// A Kinesis record as read from a stream, handed to a peer's deaggregator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PeerKinesisRecord {
+    /// Partition key.
+    pub pk: String,
+    /// Sequence number.
+    pub seq: String,
+    /// Data.
+    #[serde(with = "base64_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// A user record a peer's deaggregator yielded.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct DecodedUserRecord {
+    /// Partition key (`None` when the peer gave none).
+    pub pk: Option<String>,
+    /// Explicit hash key, if the peer gave one.
+    pub ehk: Option<String>,
+    /// Payload.
+    #[serde(with = "base64_bytes")]
+    pub data: Vec<u8>,
+    /// Subsequence number, where the peer gives one.
+    pub sub: Option<u64>,
+    /// Whether the peer says it came out of an aggregate.
+    pub aggregated: Option<bool>,
+}
+
+/// What a peer's deaggregator made of one Kinesis record.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Decoded {
+    /// The user records, in order (those yielded before an error included).
+    pub records: Vec<DecodedUserRecord>,
+    /// The error the peer raised or printed, if any.
+    pub error: Option<String>,
+}
+
+/// A benchmark workload, generated identically by every implementation: record `i` has the
+/// partition key `"pk-"` + `i` zero-padded to `key_len` characters and the data
+/// `block[(i * 7919) % (65536 - data_len)..][..data_len]`, where `block` is 64 KiB of xorshift32
+/// output seeded with `0x9E3779B9` (see [`bench_block`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchWorkload {
+    /// Label for the report.
+    pub name: String,
+    /// Records in the set.
+    pub records: usize,
+    /// Partition key length (ASCII).
+    pub key_len: usize,
+    /// Data length.
+    pub data_len: usize,
+    /// Aggregate limit in our terms (outer key + data); the Python and Node aggregators get one
+    /// byte less of data, aiokpl gets it as `aggregation_max_size`.
+    pub max_size: usize,
+    /// Seconds of work per timed phase (passes over the set repeat until then).
+    pub seconds: f64,
+}
+
+/// One timed phase in a peer.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Timing {
+    /// User records processed.
+    pub records: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Aggregates produced by the first pass (encode only).
+    #[serde(default)]
+    pub aggregates: Option<u64>,
+    /// Bytes of those aggregates (encode only).
+    #[serde(default)]
+    pub bytes: Option<u64>,
+}
+
+/// A peer's benchmark report for one workload.
+#[derive(Clone, Debug, Deserialize)]
+pub struct BenchReport {
+    /// The workload's label.
+    pub name: String,
+    /// MD5 (hex) of every generated partition key and data, in order: proves the inputs match.
+    pub input_md5: String,
+    /// Aggregation (size accounting and encoding, outer key choice included).
+    pub encode: Timing,
+    /// Deaggregation of the peer's own aggregates, checksums verified.
+    pub decode: Timing,
+    /// Other ways of encoding with the same peer (e.g. aiokpl's codec alone).
+    #[serde(default)]
+    pub variants: Vec<BenchVariant>,
+}
+
+/// Another way of encoding with the same peer, timed like [`BenchReport::encode`].
+#[derive(Clone, Debug, Deserialize)]
+pub struct BenchVariant {
+    /// What differs from the main encode path.
+    pub label: String,
+    /// Its timing.
+    pub encode: Timing,
+}
+
+/// The 64 KiB payload source of the benchmark workloads: xorshift32 from `0x9E3779B9`, low byte.
+pub fn bench_block() -> Vec<u8> {
+    let mut x: u32 = 0x9E37_79B9;
+    (0..65536)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+/// Record `i` of a benchmark workload: its partition key and the byte range of its data in
+/// [`bench_block`].
+pub fn bench_record(i: usize, key_len: usize, data_len: usize) -> (String, std::ops::Range<usize>) {
+    let span = 65536 - data_len;
+    let offset = (i * 7919) % span;
+    let digits = key_len.saturating_sub(3);
+    (format!("pk-{i:0digits$}"), offset..offset + data_len)
+}
+
+mod base64_bytes {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(data))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_generator_is_stable() {
+        let block = bench_block();
+        assert_eq!(block.len(), 65536);
+        // First xorshift32 steps from 0x9E3779B9, low bytes (same in agg_peer.py / agg_peer.js).
+        let mut x: u32 = 0x9E37_79B9;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        assert_eq!(block[0], (x & 0xFF) as u8);
+        let (pk, range) = bench_record(12, 20, 100);
+        assert_eq!(pk, "pk-00000000000000012");
+        assert_eq!(pk.len(), 20);
+        assert_eq!(range, 12 * 7919..12 * 7919 + 100);
+    }
+}
