@@ -17,7 +17,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 2,000 user records of 100 bytes over 50 partition keys, packed into 51,200-byte aggregates.
     let user_records = 2_000;
     for i in 0..user_records {
-        let record = UserRecord::new(format!("device-{:03}", i % 50), Bytes::from(vec![b'x'; 100]))?;
+        let record = UserRecord::new(
+            format!("device-{:03}", i % 50),
+            Bytes::from(vec![b'x'; 100]),
+        )?;
         limit.check(&record)?;
         if let Err(record) = aggregator.try_push(record) {
             sent.extend(aggregator.finish());

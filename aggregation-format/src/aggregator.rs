@@ -197,8 +197,7 @@ impl Aggregator {
         if self.records.len() >= self.limits.max_records {
             return None;
         }
-        let growth = self.growth(record);
-        Some(AGGREGATE_PARTITION_KEY.len() + OVERHEAD + self.proto_len + growth.bytes)
+        Some(self.aggregate_size_with(self.place(record).bytes))
     }
 
     /// Adds `record` if the aggregate stays within the limits, else hands it back unchanged.
@@ -207,28 +206,28 @@ impl Aggregator {
     /// emitted alone, unaggregated, by [`finish`](Self::finish). Validate records against the
     /// stream's maximum record size before adding them.
     pub fn try_push(&mut self, record: UserRecord) -> Result<(), UserRecord> {
-        if !self.records.is_empty() {
-            match self.size_with(&record) {
-                Some(size) if size <= self.limits.max_bytes => {}
-                _ => return Err(record),
-            }
+        let placement = self.place(&record);
+        if !self.records.is_empty()
+            && (self.records.len() >= self.limits.max_records
+                || self.aggregate_size_with(placement.bytes) > self.limits.max_bytes)
+        {
+            return Err(record);
         }
-        let growth = self.growth(&record);
         if self.records.is_empty() {
             self.first_hash_key = Some(record.hash_key());
         }
         let (partition_key, explicit_hash_key, data) = record.into_parts();
-        let pk_index = match self.partition_keys.get(&partition_key) {
-            Some(&index) => index,
-            None => {
-                let index = self.partition_keys.len() as u64;
-                self.partition_keys.insert(partition_key, index);
-                index
-            }
-        };
+        let pk_index = placement.partition_key_index.unwrap_or_else(|| {
+            let index = self.partition_keys.len() as u64;
+            self.partition_keys.insert(partition_key, index);
+            index
+        });
         let ehk_index = explicit_hash_key.map(|key| {
-            let next = self.explicit_hash_keys.len() as u64;
-            *self.explicit_hash_keys.entry(key).or_insert(next)
+            placement.explicit_hash_key_index.unwrap_or_else(|| {
+                let index = self.explicit_hash_keys.len() as u64;
+                self.explicit_hash_keys.insert(key, index);
+                index
+            })
         });
         self.records.push(proto::Record {
             partition_key_index: Some(pk_index),
@@ -236,7 +235,7 @@ impl Aggregator {
             data: Some(data),
             tags: Vec::new(),
         });
-        self.proto_len += growth.bytes;
+        self.proto_len += placement.bytes;
         Ok(())
     }
 
@@ -260,9 +259,7 @@ impl Aggregator {
             return Some(KinesisRecord {
                 // The table holds the key as the caller gave it: valid UTF-8.
                 partition_key: String::from_utf8_lossy(&partition_key).into_owned(),
-                explicit_hash_key: record
-                    .explicit_hash_key_index
-                    .map(|_| first_hash_key),
+                explicit_hash_key: record.explicit_hash_key_index.map(|_| first_hash_key),
                 data: record.data.unwrap_or_default(),
                 user_records: 1,
             });
@@ -294,35 +291,48 @@ impl Aggregator {
         self.partition_keys.keys().next().map(String::as_str)
     }
 
-    /// How many protobuf bytes `record` would add.
-    fn growth(&self, record: &UserRecord) -> Growth {
+    /// Size of the aggregate (outer partition key + data) after `growth` more protobuf bytes.
+    fn aggregate_size_with(&self, growth: usize) -> usize {
+        AGGREGATE_PARTITION_KEY.len() + OVERHEAD + self.proto_len + growth
+    }
+
+    /// Where `record` would go: the protobuf bytes it would add, and the table entries it would
+    /// reuse. One look-up per key, shared by the size check and the insertion.
+    fn place(&self, record: &UserRecord) -> Placement {
         let mut bytes = 0;
-        let pk_index = match self.partition_keys.get(record.partition_key()) {
-            Some(&index) => index,
-            None => {
-                bytes += proto::delimited_field_len(record.partition_key().len());
-                self.partition_keys.len() as u64
-            }
-        };
-        let mut inner = proto::varint_field_len(pk_index)
-            + proto::delimited_field_len(record.data().len());
+        let partition_key_index = self.partition_keys.get(record.partition_key()).copied();
+        if partition_key_index.is_none() {
+            bytes += proto::delimited_field_len(record.partition_key().len());
+        }
+        let pk_index = partition_key_index.unwrap_or(self.partition_keys.len() as u64);
+        let mut inner =
+            proto::varint_field_len(pk_index) + proto::delimited_field_len(record.data().len());
+        let mut explicit_hash_key_index = None;
         if let Some(key) = record.explicit_hash_key() {
-            let ehk_index = match self.explicit_hash_keys.get(&key) {
-                Some(&index) => index,
-                None => {
-                    bytes += proto::delimited_field_len(key.decimal_len());
-                    self.explicit_hash_keys.len() as u64
-                }
-            };
+            explicit_hash_key_index = self.explicit_hash_keys.get(&key).copied();
+            if explicit_hash_key_index.is_none() {
+                bytes += proto::delimited_field_len(key.decimal_len());
+            }
+            let ehk_index = explicit_hash_key_index.unwrap_or(self.explicit_hash_keys.len() as u64);
             inner += proto::varint_field_len(ehk_index);
         }
         bytes += proto::delimited_field_len(inner);
-        Growth { bytes }
+        Placement {
+            bytes,
+            partition_key_index,
+            explicit_hash_key_index,
+        }
     }
 }
 
-struct Growth {
+/// What [`Aggregator::place`] found for one record.
+struct Placement {
+    /// Protobuf bytes the record adds (its table entries, if new, and its record entry).
     bytes: usize,
+    /// Index of its partition key, if the table has it already.
+    partition_key_index: Option<u64>,
+    /// Index of its explicit hash key, if it has one and the table has it already.
+    explicit_hash_key_index: Option<u64>,
 }
 
 /// Turns a key -> index map back into the table, in index order.
@@ -391,8 +401,11 @@ mod tests {
             1a0d08001a097061796c6f61642d344dfc2d4791ca5326626183e819840871";
         let mut agg = Aggregator::new(AggregationLimits::default());
         for i in 0..5 {
-            agg.try_push(rec(&format!("pk-{}", i % 2), format!("payload-{i}").as_bytes()))
-                .unwrap();
+            agg.try_push(rec(
+                &format!("pk-{}", i % 2),
+                format!("payload-{i}").as_bytes(),
+            ))
+            .unwrap();
         }
         assert_eq!(agg.data_len(), 107);
         let out = agg.finish().unwrap();
@@ -404,10 +417,13 @@ mod tests {
     fn keys_are_deduplicated() {
         let mut agg = Aggregator::new(AggregationLimits::default());
         let ehk = HashKey::new(123);
-        agg.try_push(rec("same", b"a").with_explicit_hash_key(ehk)).unwrap();
-        agg.try_push(rec("same", b"b").with_explicit_hash_key(ehk)).unwrap();
+        agg.try_push(rec("same", b"a").with_explicit_hash_key(ehk))
+            .unwrap();
+        agg.try_push(rec("same", b"b").with_explicit_hash_key(ehk))
+            .unwrap();
         let before = agg.data_len();
-        agg.try_push(rec("same", b"c").with_explicit_hash_key(ehk)).unwrap();
+        agg.try_push(rec("same", b"c").with_explicit_hash_key(ehk))
+            .unwrap();
         // Only the record entry is added: tag + length + (pk index 2 + ehk index 2 + data 3).
         assert_eq!(agg.data_len() - before, 1 + 1 + 2 + 2 + 3);
         agg.try_push(rec("new", b"d")).unwrap();

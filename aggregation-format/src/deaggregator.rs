@@ -117,7 +117,10 @@ impl fmt::Display for PassThrough {
                 "user record {record} points at entry {index} of {table}, which has {len} entries"
             ),
             Self::InvalidExplicitHashKey { record } => {
-                write!(f, "user record {record} has an explicit hash key that is not a 128-bit decimal")
+                write!(
+                    f,
+                    "user record {record} has an explicit hash key that is not a 128-bit decimal"
+                )
             }
             Self::Empty => f.write_str("aggregate holds no user record"),
         }
@@ -226,10 +229,13 @@ fn split(record: &StreamRecord) -> Result<Vec<DeaggregatedRecord>, PassThrough> 
         let explicit_hash_key = match user.explicit_hash_key_index {
             None => None,
             Some(index) => {
-                let slot = table_slot(&mut explicit_hash_keys, i, "explicit_hash_key_table", index)?;
+                let slot =
+                    table_slot(&mut explicit_hash_keys, i, "explicit_hash_key_table", index)?;
                 let key = *slot.get_or_insert_with(|| {
                     let raw = &message.explicit_hash_key_table[index as usize];
-                    std::str::from_utf8(raw).ok().and_then(HashKey::parse_lenient)
+                    std::str::from_utf8(raw)
+                        .ok()
+                        .and_then(HashKey::parse_lenient)
                 });
                 Some(key.ok_or(PassThrough::InvalidExplicitHashKey { record: i })?)
             }

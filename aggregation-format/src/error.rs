@@ -31,7 +31,9 @@ pub enum Error {
         problem: HashKeyProblem,
     },
     /// Partition key plus data is larger than the maximum record size.
-    #[error("record is {size} bytes (partition key + data); the maximum record size is {max} bytes")]
+    #[error(
+        "record is {size} bytes (partition key + data); the maximum record size is {max} bytes"
+    )]
     RecordTooLarge {
         /// UTF-8 bytes of the partition key plus bytes of data.
         size: usize,

@@ -145,8 +145,14 @@ mod tests {
     fn rejects_what_kinesis_rejects() {
         let cases: &[(&str, HashKeyProblem)] = &[
             ("", HashKeyProblem::Empty),
-            ("340282366920938463463374607431768211456", HashKeyProblem::TooLarge),
-            ("9999999999999999999999999999999999999999", HashKeyProblem::TooLarge),
+            (
+                "340282366920938463463374607431768211456",
+                HashKeyProblem::TooLarge,
+            ),
+            (
+                "9999999999999999999999999999999999999999",
+                HashKeyProblem::TooLarge,
+            ),
             ("-1", HashKeyProblem::NotADigit { at: 0 }),
             ("+1", HashKeyProblem::NotADigit { at: 0 }),
             (" 1", HashKeyProblem::NotADigit { at: 0 }),
@@ -171,7 +177,17 @@ mod tests {
 
     #[test]
     fn decimal_len_matches_formatting() {
-        for v in [0u128, 9, 10, 99, 100, 12345, u64::MAX as u128, u128::MAX - 1, u128::MAX] {
+        for v in [
+            0u128,
+            9,
+            10,
+            99,
+            100,
+            12345,
+            u64::MAX as u128,
+            u128::MAX - 1,
+            u128::MAX,
+        ] {
             assert_eq!(HashKey::new(v).decimal_len(), v.to_string().len());
         }
         for shift in 0..128 {

@@ -65,7 +65,10 @@ impl HashKeyRange {
 
     /// Splits records into those this shard should deliver and those it should not, keeping
     /// order in both.
-    pub fn split(&self, records: Vec<DeaggregatedRecord>) -> (Vec<DeaggregatedRecord>, Vec<DeaggregatedRecord>) {
+    pub fn split(
+        &self,
+        records: Vec<DeaggregatedRecord>,
+    ) -> (Vec<DeaggregatedRecord>, Vec<DeaggregatedRecord>) {
         records.into_iter().partition(|r| self.admits(r))
     }
 }

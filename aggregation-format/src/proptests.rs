@@ -53,7 +53,11 @@ fn user_record() -> impl Strategy<Value = UserRecord> {
 
 /// Records small enough that checking every byte position of an aggregate stays cheap.
 fn small_user_record() -> impl Strategy<Value = UserRecord> {
-    (partition_key(), proptest::option::of(hash_key()), proptest::collection::vec(any::<u8>(), 0..40))
+    (
+        partition_key(),
+        proptest::option::of(hash_key()),
+        proptest::collection::vec(any::<u8>(), 0..40),
+    )
         .prop_map(|(pk, ehk, data)| {
             let record = UserRecord::new(pk, data).unwrap();
             match ehk {
@@ -84,7 +88,12 @@ fn aggregate_all(limits: AggregationLimits, records: &[UserRecord]) -> Vec<Kines
         assert_eq!(record.user_records, count);
         assert!(count <= limits.max_records());
         if count > 1 {
-            assert!(record.size() <= limits.max_bytes(), "{} > {}", record.size(), limits.max_bytes());
+            assert!(
+                record.size() <= limits.max_bytes(),
+                "{} > {}",
+                record.size(),
+                limits.max_bytes()
+            );
         }
         out.push(record);
     };
@@ -284,12 +293,17 @@ proptest! {
 #[test]
 fn payloads_share_the_input_buffer() {
     let mut agg = Aggregator::new(AggregationLimits::default());
-    agg.try_push(UserRecord::new("a", vec![1u8; 64]).unwrap()).unwrap();
-    agg.try_push(UserRecord::new("b", vec![2u8; 64]).unwrap()).unwrap();
+    agg.try_push(UserRecord::new("a", vec![1u8; 64]).unwrap())
+        .unwrap();
+    agg.try_push(UserRecord::new("b", vec![2u8; 64]).unwrap())
+        .unwrap();
     let data = agg.finish().unwrap().data;
     let range = data.as_ptr() as usize..data.as_ptr() as usize + data.len();
     for user in deaggregate(stream_record(data.clone())) {
-        assert!(range.contains(&(user.data.as_ptr() as usize)), "payload was copied");
+        assert!(
+            range.contains(&(user.data.as_ptr() as usize)),
+            "payload was copied"
+        );
     }
 }
 

@@ -169,13 +169,19 @@ mod tests {
         assert!(UserRecord::new("k".repeat(256), Bytes::new()).is_ok());
         assert_eq!(
             UserRecord::new("k".repeat(257), Bytes::new()),
-            Err(Error::PartitionKeyTooLong { chars: 257, max: 256 })
+            Err(Error::PartitionKeyTooLong {
+                chars: 257,
+                max: 256
+            })
         );
         // 256 four-byte characters: 1024 bytes, still 256 characters.
         assert!(UserRecord::new("😀".repeat(256), Bytes::new()).is_ok());
         assert_eq!(
             UserRecord::new("é".repeat(257), Bytes::new()),
-            Err(Error::PartitionKeyTooLong { chars: 257, max: 256 })
+            Err(Error::PartitionKeyTooLong {
+                chars: 257,
+                max: 256
+            })
         );
     }
 
@@ -203,7 +209,10 @@ mod tests {
         assert!(MaxRecordSize::new(10 * 1024 * 1024 + 1).is_err());
         assert!(MaxRecordSize::from_kib(usize::MAX).is_err());
         let err = MaxRecordSize::from_kib(20_000).unwrap_err().to_string();
-        assert!(err.contains("maximum record size") && err.contains("10485760"), "{err}");
+        assert!(
+            err.contains("maximum record size") && err.contains("10485760"),
+            "{err}"
+        );
     }
 
     #[test]

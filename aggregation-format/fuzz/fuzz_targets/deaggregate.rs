@@ -43,7 +43,10 @@ fuzz_target!(|input: &[u8]| {
             None => record,
         };
         expected.push(record.clone());
-        assert!(agg.try_push(record).is_ok(), "fits in 10 MiB: input was smaller");
+        assert!(
+            agg.try_push(record).is_ok(),
+            "fits in 10 MiB: input was smaller"
+        );
     }
     let Some(again) = agg.finish() else { return };
     let back = deaggregate(StreamRecord {
