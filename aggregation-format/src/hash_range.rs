@@ -72,3 +72,60 @@ impl HashKeyRange {
         records.into_iter().partition(|r| self.admits(r))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn user(partition_key: &str, explicit: Option<u128>, aggregated: bool) -> DeaggregatedRecord {
+        DeaggregatedRecord {
+            sequence_number: Arc::from("1"),
+            sub_sequence_number: 0,
+            partition_key: Arc::from(partition_key),
+            explicit_hash_key: explicit.map(HashKey::new),
+            data: Bytes::new(),
+            aggregated,
+            approximate_arrival_timestamp: None,
+        }
+    }
+
+    #[test]
+    fn both_ends_are_included() {
+        let range = HashKeyRange::new(HashKey::new(10), HashKey::new(20)).unwrap();
+        assert!(!range.contains(HashKey::new(9)));
+        assert!(range.contains(HashKey::new(10)));
+        assert!(range.contains(HashKey::new(20)));
+        assert!(!range.contains(HashKey::new(21)));
+        assert!(HashKeyRange::ALL.contains(HashKey::MAX));
+        assert!(HashKeyRange::new(HashKey::new(2), HashKey::new(1)).is_err());
+        assert_eq!(
+            HashKeyRange::parse("0", "170141183460469231731687303715884105727").unwrap(),
+            HashKeyRange::new(HashKey::MIN, HashKey::new(u128::MAX / 2)).unwrap()
+        );
+        assert!(HashKeyRange::parse("-1", "5").is_err());
+    }
+
+    #[test]
+    fn split_keeps_owned_aggregated_records_and_every_raw_record() {
+        // MD5("a") starts with 0x0c, MD5("b") with 0x92: lower and upper half.
+        let lower = HashKeyRange::new(HashKey::MIN, HashKey::new(u128::MAX / 2)).unwrap();
+        let records = vec![
+            user("a", None, true),
+            user("b", None, true),
+            user("b", Some(5), true),
+            user("a", Some(u128::MAX), true),
+            // Not aggregated: Kinesis itself placed it here, whatever its key hashes to.
+            user("b", None, false),
+        ];
+        let (inside, outside) = lower.split(records.clone());
+        assert_eq!(
+            inside,
+            vec![records[0].clone(), records[2].clone(), records[4].clone()]
+        );
+        assert_eq!(outside, vec![records[1].clone(), records[3].clone()]);
+    }
+}
