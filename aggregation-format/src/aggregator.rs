@@ -246,9 +246,12 @@ impl Aggregator {
     /// `None` when the aggregator is empty.
     pub fn finish(&mut self) -> Option<KinesisRecord> {
         let first_hash_key = self.first_hash_key.take()?;
-        let records = std::mem::take(&mut self.records);
-        let partition_keys = table(std::mem::take(&mut self.partition_keys), Bytes::from);
-        let explicit_hash_keys = table(std::mem::take(&mut self.explicit_hash_keys), |k| {
+        // The next aggregate likely holds as many records: keep the allocations (the maps are
+        // drained, not replaced).
+        let capacity = self.records.len();
+        let records = std::mem::replace(&mut self.records, Vec::with_capacity(capacity));
+        let partition_keys = table(self.partition_keys.drain(), Bytes::from);
+        let explicit_hash_keys = table(self.explicit_hash_keys.drain(), |k| {
             Bytes::from(k.to_string())
         });
         let proto_len = std::mem::take(&mut self.proto_len);
@@ -336,8 +339,8 @@ struct Placement {
 }
 
 /// Turns a key -> index map back into the table, in index order.
-fn table<K>(map: HashMap<K, u64>, to_bytes: impl Fn(K) -> Bytes) -> Vec<Bytes> {
-    let mut entries: Vec<(u64, K)> = map.into_iter().map(|(k, i)| (i, k)).collect();
+fn table<K>(map: impl Iterator<Item = (K, u64)>, to_bytes: impl Fn(K) -> Bytes) -> Vec<Bytes> {
+    let mut entries: Vec<(u64, K)> = map.map(|(k, i)| (i, k)).collect();
     entries.sort_unstable_by_key(|(i, _)| *i);
     entries.into_iter().map(|(_, k)| to_bytes(k)).collect()
 }
