@@ -8,6 +8,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
+tools="${KINESIS_TOOLS_DIR:-$root/target/tools}"
 step() { printf '\n=== %s\n' "$*"; }
 
 step "install test tools"
@@ -39,7 +40,7 @@ step "fuzz the deaggregator for ${FUZZ_SECONDS}s"
 corpus_out="$root/target/fuzz-corpus/deaggregate"
 mkdir -p "$corpus_out"
 RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$root/target/fuzz" \
-  "$root/target/tools/cargo/bin/cargo-fuzz" run --fuzz-dir aggregation-format/fuzz deaggregate \
+  "$tools/cargo/bin/cargo-fuzz" run --fuzz-dir aggregation-format/fuzz deaggregate \
   "$corpus_out" aggregation-format/fuzz/corpus/deaggregate \
   -- -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 

@@ -23,8 +23,8 @@
 #![allow(clippy::unwrap_used)]
 
 use kinesis_aggregation::{
-    AggregationLimits, Aggregator, DeaggregatedRecord, HashKey, KinesisRecord, MAGIC, PassThrough,
-    StreamRecord, UserRecord, deaggregate, deaggregate_explained,
+    AggregationLimits, Aggregator, DeaggregatedRecord, HashKey, KinesisRecord, MAGIC, OVERHEAD,
+    PassThrough, StreamRecord, UserRecord, deaggregate, deaggregate_explained,
 };
 use kinesis_integration_tests::peers::{
     Decoded, DecodedUserRecord, EncodeSet, Encoded, EncodedRecord, Peer, PeerKinesisRecord,
@@ -37,8 +37,6 @@ use rand_chacha::ChaCha8Rng;
 
 const DEFAULT_SEED: u64 = 0x6b70_6c2d_6167_6731;
 const ONE_MIB: usize = 1024 * 1024;
-/// Magic + MD5 around an aggregate's protobuf.
-const OVERHEAD: usize = 20;
 
 fn seed() -> u64 {
     match std::env::var("CROSS_COMPAT_SEED") {
