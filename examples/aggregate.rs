@@ -58,13 +58,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (inside, outside) = shard.split(deaggregate(read));
         delivered += inside.len();
         elsewhere += outside.len();
-        if n == 0 {
-            if let Some(first) = inside.first() {
-                println!(
-                    "first user record: key {} sequence {} subsequence {}",
-                    first.partition_key, first.sequence_number, first.sub_sequence_number
-                );
-            }
+        if let (0, Some(first)) = (n, inside.first()) {
+            println!(
+                "first user record the lower-half shard owns: key {} sequence {} subsequence {}",
+                first.partition_key, first.sequence_number, first.sub_sequence_number
+            );
         }
     }
     println!(
