@@ -509,6 +509,11 @@ mod tests {
         let (pk, range) = bench_record(12, 20, 100);
         assert_eq!(pk, "pk-00000000000000012");
         assert_eq!(pk.len(), 20);
-        assert_eq!(range, 12 * 7919..12 * 7919 + 100);
+        // Offsets wrap within the block, as in the drivers: (i * 7919) % (65536 - data_len).
+        let offset = 12 * 7919 % (65536 - 100);
+        assert_eq!(offset, 29_592);
+        assert_eq!(range, offset..offset + 100);
+        let (_, first) = bench_record(0, 20, 100);
+        assert_eq!(first, 0..100);
     }
 }
