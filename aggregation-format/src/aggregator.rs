@@ -142,6 +142,8 @@ pub struct Aggregator {
     proto_len: usize,
     /// Hash key of the first record: the aggregate's outer explicit hash key.
     first_hash_key: Option<HashKey>,
+    /// UTF-8 length of the first record's partition key, for the size of a lone record.
+    first_partition_key_len: usize,
 }
 
 impl Aggregator {
@@ -154,6 +156,7 @@ impl Aggregator {
             records: Vec::new(),
             proto_len: 0,
             first_hash_key: None,
+            first_partition_key_len: 0,
         }
     }
 
@@ -186,7 +189,7 @@ impl Aggregator {
     pub fn size(&self) -> usize {
         match self.records.len() {
             0 => 0,
-            1 => self.lone_partition_key().map_or(0, str::len) + self.data_len(),
+            1 => self.first_partition_key_len + self.data_len(),
             _ => AGGREGATE_PARTITION_KEY.len() + self.data_len(),
         }
     }
@@ -215,6 +218,7 @@ impl Aggregator {
         }
         if self.records.is_empty() {
             self.first_hash_key = Some(record.hash_key());
+            self.first_partition_key_len = record.partition_key().len();
         }
         let (partition_key, explicit_hash_key, data) = record.into_parts();
         let pk_index = placement.partition_key_index.unwrap_or_else(|| {
@@ -287,11 +291,6 @@ impl Aggregator {
             data: buf.freeze(),
             user_records,
         })
-    }
-
-    /// The partition key of the only record, when there is exactly one.
-    fn lone_partition_key(&self) -> Option<&str> {
-        self.partition_keys.keys().next().map(String::as_str)
     }
 
     /// Size of the aggregate (outer partition key + data) after `growth` more protobuf bytes.
