@@ -7,7 +7,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
 };
-use aws_sdk_kinesis::types::{Record, ShardIteratorType, StreamStatus};
+use aws_sdk_kinesis::error::SdkError;
+use aws_sdk_kinesis::operation::put_records::{PutRecordsError, PutRecordsOutput};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, Record, ShardIteratorType, StreamStatus};
 
 use crate::fault::layer::BoxError;
 
@@ -24,6 +27,34 @@ pub fn unique_name(prefix: &str) -> String {
         .map(|d| d.as_micros() % 1_000_000_000)
         .unwrap_or(0);
     format!("{prefix}-{}-{n}-{micros}", std::process::id())
+}
+
+/// One `PutRecords` call with these (partition key, data) entries, as the SDK answers it.
+pub async fn put_records<K, D>(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    entries: impl IntoIterator<Item = (K, D)>,
+) -> Result<PutRecordsOutput, SdkError<PutRecordsError>>
+where
+    K: Into<String>,
+    D: Into<Vec<u8>>,
+{
+    let entries = entries
+        .into_iter()
+        .map(|(key, data)| {
+            PutRecordsRequestEntry::builder()
+                .partition_key(key)
+                .data(Blob::new(data))
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(SdkError::construction_failure)?;
+    client
+        .put_records()
+        .stream_name(stream)
+        .set_records(Some(entries))
+        .send()
+        .await
 }
 
 /// Creates a stream with `shards` shards and waits until it is `ACTIVE`.

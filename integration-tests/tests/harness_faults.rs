@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
-use kinesis_integration_tests::fixtures::{create_stream, read_stream, unique_name};
+use aws_sdk_kinesis::types::ShardIteratorType;
+use kinesis_integration_tests::fixtures::{create_stream, put_records, read_stream, unique_name};
 use kinesis_integration_tests::{
     ClientOptions, EntryErrorCode, EntryFailures, Fault, FaultController, FaultKind, FaultProxy,
     FaultRule, Ferrokinesis, FerrokinesisOptions, Injected, ServiceError, kinesis_client,
@@ -85,22 +85,12 @@ impl Harness {
         aws_sdk_kinesis::operation::put_records::PutRecordsOutput,
         SdkError<aws_sdk_kinesis::operation::put_records::PutRecordsError>,
     > {
-        let entries = keys
-            .iter()
-            .map(|key| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(*key)
-                    .data(Blob::new(key.as_bytes().to_vec()))
-                    .build()
-                    .unwrap()
-            })
-            .collect::<Vec<_>>();
-        self.client
-            .put_records()
-            .stream_name(&self.stream)
-            .set_records(Some(entries))
-            .send()
-            .await
+        put_records(
+            &self.client,
+            &self.stream,
+            keys.iter().map(|key| (*key, key.as_bytes())),
+        )
+        .await
     }
 
     async fn put_record(

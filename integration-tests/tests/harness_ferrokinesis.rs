@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
-use kinesis_integration_tests::fixtures::{create_stream, read_stream, unique_name};
+use aws_sdk_kinesis::types::ShardIteratorType;
+use kinesis_integration_tests::fixtures::{create_stream, put_records, read_stream, unique_name};
 use kinesis_integration_tests::{ClientOptions, Ferrokinesis, FerrokinesisOptions};
 
 #[tokio::test]
@@ -67,22 +67,8 @@ async fn enforce_limits_throttles_writes_per_shard() {
     // 1500 records in well under a second: over the 1000 records/s of one shard.
     let mut failed = 0;
     for call in 0..3 {
-        let entries = (0..500)
-            .map(|i| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(format!("{call}-{i}"))
-                    .data(Blob::new(vec![7u8; 10]))
-                    .build()
-                    .unwrap()
-            })
-            .collect::<Vec<_>>();
-        let output = client
-            .put_records()
-            .stream_name(&stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-            .unwrap();
+        let entries = (0..500).map(|i| (format!("{call}-{i}"), vec![7u8; 10]));
+        let output = put_records(&client, &stream, entries).await.unwrap();
         failed += output.failed_record_count().unwrap_or(0);
         for entry in output.records().iter().filter(|e| e.error_code().is_some()) {
             assert_eq!(

@@ -10,9 +10,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardFilter, ShardFilterType};
+use aws_sdk_kinesis::types::{ShardFilter, ShardFilterType};
 use kinesis_integration_tests::fixtures::{
-    create_stream, read_stream, unique_name, wait_for_stream,
+    create_stream, put_records, read_stream, unique_name, wait_for_stream,
 };
 use kinesis_integration_tests::{
     ClientOptions, EntryErrorCode, EntryFailures, Fault, FaultController, FaultKind, FaultProxy,
@@ -99,21 +99,8 @@ async fn proxy_in_front_of_kinesis_local_fails_entries_without_writing_them() {
     faults.add(FaultRule::new(Fault::PutRecordsEntries(
         EntryFailures::indices([0, 2]).code(EntryErrorCode::InternalFailure),
     )));
-    let entries = ["a", "b", "c", "d"]
-        .iter()
-        .map(|key| {
-            PutRecordsRequestEntry::builder()
-                .partition_key(*key)
-                .data(Blob::new(key.as_bytes().to_vec()))
-                .build()
-                .unwrap()
-        })
-        .collect::<Vec<_>>();
-    let output = client
-        .put_records()
-        .stream_name(&stream)
-        .set_records(Some(entries))
-        .send()
+    let keys = ["a", "b", "c", "d"];
+    let output = put_records(&client, &stream, keys.map(|key| (key, key.as_bytes())))
         .await
         .unwrap();
     assert_eq!(output.failed_record_count(), Some(2));
