@@ -106,8 +106,7 @@ impl KinesisRecord {
 
     /// The hash key Kinesis will route this record by.
     pub fn hash_key(&self) -> HashKey {
-        self.explicit_hash_key
-            .unwrap_or_else(|| HashKey::from_partition_key(&self.partition_key))
+        HashKey::of_record(self.explicit_hash_key, &self.partition_key)
     }
 }
 

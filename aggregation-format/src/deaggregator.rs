@@ -48,8 +48,7 @@ impl DeaggregatedRecord {
     /// its partition key. For a record that was not aggregated and whose explicit hash key is not
     /// known, this is only the partition key's hash.
     pub fn hash_key(&self) -> HashKey {
-        self.explicit_hash_key
-            .unwrap_or_else(|| HashKey::from_partition_key(&self.partition_key))
+        HashKey::of_record(self.explicit_hash_key, &self.partition_key)
     }
 }
 

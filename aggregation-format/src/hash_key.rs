@@ -35,6 +35,12 @@ impl HashKey {
         HashKey(u128::from_be_bytes(md5_digest(partition_key.as_bytes())))
     }
 
+    /// The hash key Kinesis routes a record by: its explicit hash key if it has one, else the
+    /// MD5 of its partition key.
+    pub fn of_record(explicit_hash_key: Option<HashKey>, partition_key: &str) -> Self {
+        explicit_hash_key.unwrap_or_else(|| Self::from_partition_key(partition_key))
+    }
+
     /// Parses an explicit hash key exactly as Kinesis accepts it: decimal digits only, no sign,
     /// no spaces, no leading zero, at most 2^128 - 1.
     pub fn parse(text: &str) -> Result<Self, Error> {

@@ -62,8 +62,7 @@ impl UserRecord {
 
     /// The hash key that decides the record's shard: the explicit one, else MD5 of the key.
     pub fn hash_key(&self) -> HashKey {
-        self.explicit_hash_key
-            .unwrap_or_else(|| HashKey::from_partition_key(&self.partition_key))
+        HashKey::of_record(self.explicit_hash_key, &self.partition_key)
     }
 
     /// Size as Kinesis counts it against the record limit: partition key UTF-8 bytes plus data.
