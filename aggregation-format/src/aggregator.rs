@@ -209,10 +209,7 @@ impl Aggregator {
     /// stream's maximum record size before adding them.
     pub fn try_push(&mut self, record: UserRecord) -> Result<(), UserRecord> {
         let placement = self.place(&record);
-        if !self.records.is_empty()
-            && (self.records.len() >= self.limits.max_records
-                || self.aggregate_size_with(placement.bytes) > self.limits.max_bytes)
-        {
+        if !self.fits(&placement) {
             return Err(record);
         }
         if self.records.is_empty() {
@@ -220,9 +217,54 @@ impl Aggregator {
             self.first_partition_key_len = record.partition_key().len();
         }
         let (partition_key, explicit_hash_key, data) = record.into_parts();
+        self.insert(placement, partition_key, explicit_hash_key, data, |key| key);
+        Ok(())
+    }
+
+    /// Like [`try_push`](Self::try_push), but keeps the caller's record: the data is shared
+    /// (a reference count, not a copy) and the partition key is copied only when it is new to
+    /// this aggregate. Returns whether the record was added. A producer that must be able to
+    /// hand records back or resend them uses this.
+    pub fn try_push_ref(&mut self, record: &UserRecord) -> bool {
+        let placement = self.place(record);
+        if !self.fits(&placement) {
+            return false;
+        }
+        if self.records.is_empty() {
+            self.first_hash_key = Some(record.hash_key());
+            self.first_partition_key_len = record.partition_key().len();
+        }
+        self.insert(
+            placement,
+            record.partition_key(),
+            record.explicit_hash_key(),
+            record.data().clone(),
+            str::to_owned,
+        );
+        true
+    }
+
+    /// Whether a record with this placement may join the aggregate. An empty aggregator takes
+    /// anything (an oversized record then goes alone, raw).
+    fn fits(&self, placement: &Placement) -> bool {
+        self.records.is_empty()
+            || (self.records.len() < self.limits.max_records
+                && self.aggregate_size_with(placement.bytes) <= self.limits.max_bytes)
+    }
+
+    /// Adds a record whose placement fits. `owned` turns the key into a table entry; it runs only
+    /// when the key is new to the aggregate.
+    fn insert<K>(
+        &mut self,
+        placement: Placement,
+        partition_key: K,
+        explicit_hash_key: Option<HashKey>,
+        data: Bytes,
+        owned: impl FnOnce(K) -> String,
+    ) {
         let pk_index = placement.partition_key_index.unwrap_or_else(|| {
             let index = self.partition_keys.len() as u64;
-            self.partition_keys.insert(partition_key, index);
+            self.partition_keys.insert(owned(partition_key), index);
             index
         });
         let ehk_index = explicit_hash_key.map(|key| {
@@ -239,7 +281,6 @@ impl Aggregator {
             tags: Vec::new(),
         });
         self.proto_len += placement.bytes;
-        Ok(())
     }
 
     /// Takes everything added so far as one Kinesis record and empties the aggregator.

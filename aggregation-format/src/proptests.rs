@@ -205,6 +205,24 @@ proptest! {
     }
 
     #[test]
+    fn push_by_reference_encodes_the_same_bytes(
+        limits in limits(),
+        records in proptest::collection::vec(user_record(), 0..40),
+    ) {
+        let by_value = aggregate_all(limits, &records);
+        let mut agg = Aggregator::new(limits);
+        let mut by_ref = Vec::new();
+        for record in &records {
+            if !agg.try_push_ref(record) {
+                by_ref.extend(agg.finish());
+                prop_assert!(agg.try_push_ref(record), "an empty aggregator takes any record");
+            }
+        }
+        by_ref.extend(agg.finish());
+        prop_assert_eq!(by_ref, by_value);
+    }
+
+    #[test]
     fn every_truncation_passes_through(records in proptest::collection::vec(small_user_record(), 2..6)) {
         let limits = AggregationLimits::new(10 * 1024 * 1024, 100).unwrap();
         let sent = aggregate_all(limits, &records);

@@ -22,6 +22,9 @@ pub struct UserRecord {
     partition_key: String,
     explicit_hash_key: Option<HashKey>,
     data: Bytes,
+    /// The routing hash, computed once: producers need it to predict the shard, to start an
+    /// aggregate and to check where the aggregate landed.
+    hash_key: HashKey,
 }
 
 impl UserRecord {
@@ -32,6 +35,7 @@ impl UserRecord {
         let partition_key = partition_key.into();
         validate_partition_key(&partition_key)?;
         Ok(UserRecord {
+            hash_key: HashKey::from_partition_key(&partition_key),
             partition_key,
             explicit_hash_key: None,
             data: data.into(),
@@ -42,6 +46,7 @@ impl UserRecord {
     #[must_use]
     pub fn with_explicit_hash_key(mut self, explicit_hash_key: HashKey) -> Self {
         self.explicit_hash_key = Some(explicit_hash_key);
+        self.hash_key = explicit_hash_key;
         self
     }
 
@@ -62,7 +67,7 @@ impl UserRecord {
 
     /// The hash key that decides the record's shard: the explicit one, else MD5 of the key.
     pub fn hash_key(&self) -> HashKey {
-        HashKey::of_record(self.explicit_hash_key, &self.partition_key)
+        self.hash_key
     }
 
     /// Size as Kinesis counts it against the record limit: partition key UTF-8 bytes plus data.
