@@ -1,0 +1,237 @@
+//! The producer's settings, with the KPL's defaults.
+
+use std::{num::NonZeroUsize, time::Duration};
+
+use kinesis_aggregation::{AggregationLimits, MaxRecordSize};
+
+use crate::error::Error;
+
+/// Most entries a `PutRecords` call may carry (service limit).
+pub const MAX_ENTRIES_PER_CALL: usize = 500;
+/// Most bytes (partition keys + data) a `PutRecords` call may carry (service limit).
+pub const MAX_BYTES_PER_CALL: usize = 10 * 1024 * 1024;
+/// A shard's write limit in records per second (service limit).
+pub const SHARD_RECORDS_PER_SECOND: f64 = 1000.0;
+/// A shard's write limit in bytes per second (service limit).
+pub const SHARD_BYTES_PER_SECOND: f64 = 1024.0 * 1024.0;
+
+/// The stream a producer writes to: by name or by ARN (for cross-account access).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum StreamRef {
+    /// A stream name in the client's account and region.
+    Name(String),
+    /// A stream ARN.
+    Arn(String),
+}
+
+impl StreamRef {
+    /// The name or ARN, as given.
+    pub fn as_str(&self) -> &str {
+        match self {
+            StreamRef::Name(s) | StreamRef::Arn(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for StreamRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that starts with `arn:` is an ARN, anything else a name.
+impl From<&str> for StreamRef {
+    fn from(s: &str) -> Self {
+        StreamRef::from(s.to_owned())
+    }
+}
+
+/// A string that starts with `arn:` is an ARN, anything else a name.
+impl From<String> for StreamRef {
+    fn from(s: String) -> Self {
+        if s.starts_with("arn:") {
+            StreamRef::Arn(s)
+        } else {
+            StreamRef::Name(s)
+        }
+    }
+}
+
+/// How the producer orders writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ordering {
+    /// Maximum throughput: several calls may be in flight per shard and retried records may land
+    /// after later ones (as with the KPL).
+    #[default]
+    Throughput,
+    /// Records with the same partition key (or explicit hash key) land in the order they were
+    /// put, across retries and throttling: at most one `PutRecords` call is in flight per shard,
+    /// it carries at most one entry for that shard, and a failed entry is retried before anything
+    /// newer for its shard. Per-shard throughput is then one entry (one aggregate, up to
+    /// the aggregate size) per round trip, so keep aggregation on with this mode.
+    ///
+    /// While the stream is being resharded, a record resent because it landed on a shard whose
+    /// range does not contain it can still land after newer records of its key.
+    PerPartitionKey,
+}
+
+/// Where the producer gets the largest record it accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordSizeLimit {
+    /// A fixed limit (1 MiB by default, as Kinesis and the KPL's `MaxUserRecordSize`).
+    Fixed(MaxRecordSize),
+    /// Read the stream's `MaxRecordSizeInKiB` with `DescribeStreamSummary` when the producer is
+    /// built (1 MiB when the stream does not report one).
+    FromStream,
+}
+
+/// Every setting, validated. Built by [`ProducerBuilder`](crate::ProducerBuilder).
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) aggregation: Option<AggregationLimits>,
+    pub(crate) max_entries_per_call: usize,
+    pub(crate) max_bytes_per_call: usize,
+    pub(crate) shard_flush_bytes: usize,
+    pub(crate) linger: Duration,
+    pub(crate) record_ttl: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_in_flight: usize,
+    pub(crate) rate_limit_percent: u32,
+    pub(crate) fail_if_throttled: bool,
+    pub(crate) record_size_limit: RecordSizeLimit,
+    pub(crate) max_outstanding_records: usize,
+    pub(crate) max_outstanding_bytes: usize,
+    pub(crate) ordering: Ordering,
+    pub(crate) shard_map_refresh: Duration,
+    pub(crate) retry_min_delay: Duration,
+    pub(crate) retry_max_delay: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            aggregation: Some(AggregationLimits::default()),
+            max_entries_per_call: MAX_ENTRIES_PER_CALL,
+            max_bytes_per_call: 5 * 1024 * 1024,
+            shard_flush_bytes: 256 * 1024,
+            linger: Duration::from_millis(100),
+            record_ttl: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(6),
+            max_in_flight: 24,
+            rate_limit_percent: 150,
+            fail_if_throttled: false,
+            record_size_limit: RecordSizeLimit::Fixed(MaxRecordSize::DEFAULT),
+            max_outstanding_records: 200_000,
+            max_outstanding_bytes: 128 * 1024 * 1024,
+            ordering: Ordering::Throughput,
+            shard_map_refresh: Duration::from_secs(60),
+            retry_min_delay: Duration::from_millis(100),
+            retry_max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Setters shared by the builder; each checks its range.
+impl Config {
+    pub(crate) fn set_aggregation(
+        &mut self,
+        max_bytes: usize,
+        max_records: usize,
+    ) -> Result<(), Error> {
+        self.aggregation = Some(AggregationLimits::new(max_bytes, max_records)?);
+        Ok(())
+    }
+
+    pub(crate) fn set_max_entries_per_call(&mut self, entries: usize) -> Result<(), Error> {
+        if !(1..=MAX_ENTRIES_PER_CALL).contains(&entries) {
+            return Err(Error::config(
+                "max_entries_per_call",
+                entries,
+                format!("must be 1 to {MAX_ENTRIES_PER_CALL} (PutRecords limit)"),
+            ));
+        }
+        self.max_entries_per_call = entries;
+        Ok(())
+    }
+
+    pub(crate) fn set_max_bytes_per_call(&mut self, bytes: usize) -> Result<(), Error> {
+        if !(1..=MAX_BYTES_PER_CALL).contains(&bytes) {
+            return Err(Error::config(
+                "max_bytes_per_call",
+                bytes,
+                format!("must be 1 to {MAX_BYTES_PER_CALL} (PutRecords limit)"),
+            ));
+        }
+        self.max_bytes_per_call = bytes;
+        Ok(())
+    }
+
+    pub(crate) fn set_rate_limit_percent(&mut self, percent: u32) -> Result<(), Error> {
+        if !(1..=1000).contains(&percent) {
+            return Err(Error::config(
+                "rate_limit_percent",
+                percent,
+                "must be 1 to 1000",
+            ));
+        }
+        self.rate_limit_percent = percent;
+        Ok(())
+    }
+
+    pub(crate) fn positive(name: &'static str, value: Duration) -> Result<Duration, Error> {
+        if value.is_zero() {
+            return Err(Error::config(
+                name,
+                format!("{value:?}"),
+                "must be more than zero",
+            ));
+        }
+        Ok(value)
+    }
+
+    /// Checks what single setters cannot: the bounds must admit the largest record.
+    pub(crate) fn validate(&self, max_record_size: MaxRecordSize) -> Result<(), Error> {
+        if self.max_outstanding_bytes < max_record_size.bytes() {
+            return Err(Error::config(
+                "max_outstanding_bytes",
+                self.max_outstanding_bytes,
+                format!(
+                    "must be at least the maximum record size ({} bytes)",
+                    max_record_size.bytes()
+                ),
+            ));
+        }
+        if self.max_bytes_per_call < max_record_size.bytes() {
+            return Err(Error::config(
+                "max_bytes_per_call",
+                self.max_bytes_per_call,
+                format!(
+                    "must be at least the maximum record size ({} bytes)",
+                    max_record_size.bytes()
+                ),
+            ));
+        }
+        if self.retry_min_delay > self.retry_max_delay {
+            return Err(Error::config(
+                "retry_backoff",
+                format!("{:?}..{:?}", self.retry_min_delay, self.retry_max_delay),
+                "the minimum delay must not exceed the maximum",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Per-shard ceiling in records and bytes per second, at the configured percentage.
+    pub(crate) fn shard_rates(&self) -> (f64, f64) {
+        let scale = f64::from(self.rate_limit_percent) / 100.0;
+        (
+            SHARD_RECORDS_PER_SECOND * scale,
+            SHARD_BYTES_PER_SECOND * scale,
+        )
+    }
+}
+
+pub(crate) fn non_zero(value: NonZeroUsize) -> usize {
+    value.get()
+}

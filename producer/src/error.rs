@@ -1,0 +1,124 @@
+//! The producer's one error type.
+
+use std::{sync::Arc, time::Duration};
+
+/// A boxed error from below the producer (the SDK), kept as a `source` so that SDK upgrades do not
+/// change this crate's public types.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in the producer: rejected input, configuration, the stream, and
+/// the final outcome of a record that could not be delivered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The record breaks a Kinesis rule (empty or too long partition key, explicit hash key out of
+    /// range, record over the stream's size limit). Detected before anything is buffered.
+    #[error("invalid record: {0}")]
+    InvalidRecord(#[from] kinesis_aggregation::Error),
+
+    /// A builder setting is out of range.
+    #[error("invalid setting {name} = {value}: {problem}")]
+    InvalidConfig {
+        /// The setting, as named on the builder.
+        name: &'static str,
+        /// The rejected value.
+        value: String,
+        /// What the value must be.
+        problem: String,
+    },
+
+    /// The stream does not exist (or is not visible with these credentials).
+    #[error("stream {stream} not found")]
+    StreamNotFound {
+        /// The stream name or ARN given to the builder.
+        stream: String,
+        /// The service's answer.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// A call the producer needs to start (`ListShards`, `DescribeStreamSummary`) failed.
+    #[error("{operation} on stream {stream} failed ({code})")]
+    Startup {
+        /// The API operation.
+        operation: &'static str,
+        /// The stream name or ARN.
+        stream: String,
+        /// The service's error code, or a description of the transport failure.
+        code: String,
+        /// The SDK's error.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// `try_put` found a backpressure bound full; the record is handed back.
+    #[error("the producer holds its maximum of {limit} outstanding {bound}")]
+    Full {
+        /// `"records"` or `"bytes"`.
+        bound: &'static str,
+        /// The configured bound.
+        limit: usize,
+    },
+
+    /// The producer was shut down before the record was admitted.
+    #[error("the producer is shut down")]
+    ShutDown,
+
+    /// The record's time to live passed before Kinesis accepted it.
+    #[error("record expired: not delivered within its time to live of {ttl:?} (last error: {})", last_error.as_deref().unwrap_or("none"))]
+    Expired {
+        /// The configured record TTL.
+        ttl: Duration,
+        /// The error code of the last failed attempt, if there was one.
+        last_error: Option<String>,
+    },
+
+    /// The shard throttled the record and the producer is set to fail throttled records at once.
+    #[error("throttled by shard {shard_id} ({code})")]
+    Throttled {
+        /// The shard that throttled the write.
+        shard_id: Arc<str>,
+        /// The service's error code.
+        code: String,
+    },
+
+    /// Kinesis rejected the record with an error retrying cannot fix (access denied, stream not
+    /// found, validation, KMS key problems).
+    #[error("rejected by Kinesis on stream {stream}: {code}: {message}")]
+    Rejected {
+        /// The stream name or ARN.
+        stream: String,
+        /// The service's error code.
+        code: String,
+        /// The service's message.
+        message: String,
+        /// The request id, when the whole call failed.
+        request_id: Option<String>,
+    },
+
+    /// The producer's task stopped (its runtime shut down) before the record was delivered.
+    #[error("the producer stopped before the record was delivered")]
+    Cancelled,
+}
+
+impl Error {
+    /// Whether putting the same record again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Full { .. }
+                | Error::Expired { .. }
+                | Error::Throttled { .. }
+                | Error::Cancelled
+                | Error::Startup { .. }
+        )
+    }
+
+    pub(crate) fn config(name: &'static str, value: impl ToString, problem: impl ToString) -> Self {
+        Error::InvalidConfig {
+            name,
+            value: value.to_string(),
+            problem: problem.to_string(),
+        }
+    }
+}

@@ -1,0 +1,1315 @@
+//! The producer's task: routes admitted records to per-shard aggregates, rate-limits and packs
+//! them into `PutRecords` calls, judges every answer, and resolves every receipt.
+//!
+//! One task owns all of this state, so there are no locks on the record path. The calls run in
+//! their own tasks (request building, signing and I/O spread over the runtime's threads) and
+//! report back on a channel.
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap, VecDeque},
+    sync::Arc,
+};
+
+use aws_sdk_kinesis::{Client, primitives::Blob, types::PutRecordsRequestEntry};
+use backon::ExponentialBackoff;
+use bytes::Bytes;
+use kinesis_aggregation::{Aggregator, HashKey, UserRecord};
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    time::Instant,
+};
+use tracing::{Instrument, debug, warn};
+
+use crate::{
+    config::{Config, Ordering, StreamRef},
+    error::Error,
+    kinesis::{self, CallError, EntryResult},
+    limiter::Limiter,
+    metrics as m,
+    producer::Admission,
+    receipt::{Attempt, AttemptError, Delivery, Failure, Outcome},
+    retry::{self, ErrorClass, Verdict},
+    shard_map::{ShardInfo, ShardMap, refresh_backoff},
+};
+
+/// A user record between admission and its receipt.
+pub(crate) struct Pending {
+    pub(crate) record: UserRecord,
+    tx: Option<oneshot::Sender<Outcome>>,
+    put_at: Instant,
+    /// End of the previous attempt (or the put): the start of the next attempt's delay.
+    last_end: Instant,
+    attempts: Vec<Attempt>,
+    epoch: u64,
+}
+
+impl Pending {
+    pub(crate) fn new(record: UserRecord, tx: oneshot::Sender<Outcome>, now: Instant) -> Self {
+        Pending {
+            record,
+            tx: Some(tx),
+            put_at: now,
+            last_end: now,
+            attempts: Vec::new(),
+            epoch: 0,
+        }
+    }
+
+    /// Takes the receipt's sender back without resolving it (the record never got in).
+    pub(crate) fn disarm(mut self) -> UserRecord {
+        self.tx = None;
+        self.record.clone()
+    }
+
+    fn resolve(&mut self, outcome: Outcome) {
+        if let Some(tx) = self.tx.take() {
+            // The application may have dropped the receipt; the record is resolved either way.
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+impl Drop for Pending {
+    /// Whatever tears the pipeline down (runtime shutdown, a panic), the receipt still resolves
+    /// and hands the record back.
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Err(Failure {
+                error: Error::Cancelled,
+                record: Some(self.record.clone()),
+                attempts: std::mem::take(&mut self.attempts),
+            }));
+        }
+    }
+}
+
+/// What the handles send to the task.
+pub(crate) enum Command {
+    Record(Pending),
+    Flush(oneshot::Sender<()>),
+    Shutdown,
+}
+
+/// What the call tasks report back.
+enum Event {
+    Call {
+        id: u64,
+        started: Instant,
+        finished: Instant,
+        result: Result<Vec<EntryResult>, CallError>,
+    },
+    Map {
+        started: Instant,
+        result: Result<ShardMap, String>,
+    },
+}
+
+/// One Kinesis record (an aggregate or a plain record) and the user records it carries.
+struct KRec {
+    partition_key: String,
+    explicit_hash_key: Option<HashKey>,
+    data: Bytes,
+    size: usize,
+    aggregated: bool,
+    records: Vec<Pending>,
+    /// The predicted shard.
+    shard: Arc<str>,
+    /// Earliest linger deadline of its records: ship by then.
+    deadline: Instant,
+    /// Earliest expiry of its records.
+    expiry: Instant,
+    backoff: Option<ExponentialBackoff>,
+    last_error: Option<String>,
+}
+
+impl KRec {
+    fn hash_keys(&self) -> impl Iterator<Item = HashKey> + '_ {
+        self.records.iter().map(|p| p.record.hash_key())
+    }
+}
+
+/// A Kinesis record waiting for its next attempt.
+struct RetryAt {
+    at: Instant,
+    seq: u64,
+    krec: KRec,
+}
+
+impl PartialEq for RetryAt {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for RetryAt {}
+impl PartialOrd for RetryAt {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for RetryAt {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// Metric handles of one shard, registered once.
+struct ShardMetrics {
+    user_records_put: Counter,
+    user_records_data_put: Counter,
+    kinesis_records_put: Counter,
+    kinesis_records_data_put: Counter,
+    rate_factor: Gauge,
+}
+
+/// Everything the task keeps per open shard.
+struct Shard {
+    info: ShardInfo,
+    aggregator: Option<Aggregator>,
+    aggregated: Vec<Pending>,
+    agg_deadline: Option<Instant>,
+    agg_expiry: Option<Instant>,
+    queue: VecDeque<KRec>,
+    limiter: Limiter,
+    /// When the limiter allows the queue's head, if it refused it.
+    ready_at: Option<Instant>,
+    /// Entries in flight.
+    busy: usize,
+    /// Kinesis records waiting for a retry.
+    retrying: usize,
+    /// Entries and bytes in the open batch.
+    batched: usize,
+    batched_bytes: usize,
+    metrics: ShardMetrics,
+    span: tracing::Span,
+}
+
+impl Shard {
+    fn new(info: ShardInfo, cfg: &Config, stream: &str, now: Instant) -> Self {
+        let (records, bytes) = cfg.shard_rates();
+        let labels = [
+            ("stream", stream.to_owned()),
+            ("shard_id", info.id.to_string()),
+        ];
+        Shard {
+            aggregator: cfg.aggregation.map(Aggregator::new),
+            aggregated: Vec::new(),
+            agg_deadline: None,
+            agg_expiry: None,
+            queue: VecDeque::new(),
+            limiter: Limiter::new(records, bytes, now),
+            ready_at: None,
+            busy: 0,
+            retrying: 0,
+            batched: 0,
+            batched_bytes: 0,
+            metrics: ShardMetrics {
+                user_records_put: counter!(m::USER_RECORDS_PUT, &labels),
+                user_records_data_put: counter!(m::USER_RECORDS_DATA_PUT, &labels),
+                kinesis_records_put: counter!(m::KINESIS_RECORDS_PUT, &labels),
+                kinesis_records_data_put: counter!(m::KINESIS_RECORDS_DATA_PUT, &labels),
+                rate_factor: gauge!(m::SHARD_RATE_FACTOR, &labels),
+            },
+            span: tracing::debug_span!("shard", stream, shard_id = %info.id),
+            info,
+        }
+    }
+
+    /// Whether the shard may add an entry to the open batch now.
+    fn may_batch(&self, ordering: Ordering) -> bool {
+        match ordering {
+            Ordering::Throughput => true,
+            Ordering::PerPartitionKey => self.busy == 0 && self.batched == 0 && self.retrying == 0,
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.aggregated.is_empty() && self.queue.is_empty()
+    }
+}
+
+/// The `PutRecords` call being packed.
+#[derive(Default)]
+struct Batch {
+    krecs: Vec<KRec>,
+    bytes: usize,
+    deadline: Option<Instant>,
+    /// A record did not fit: ship now.
+    full: bool,
+    /// One shard's share reached the early-flush threshold.
+    shard_full: bool,
+}
+
+/// Shard-map refresh bookkeeping.
+struct Refresh {
+    running: bool,
+    wanted: bool,
+    failures: u32,
+    not_before: Instant,
+    next_periodic: Instant,
+}
+
+/// Stream-wide metric handles.
+struct Metrics {
+    errors: Counter,
+    expired: Counter,
+    failed: Counter,
+    resent: Counter,
+    calls: Counter,
+    retries_per_record: Histogram,
+    buffering_time: Histogram,
+    request_time: Histogram,
+    user_per_kinesis: Histogram,
+    kinesis_per_request: Histogram,
+    user_per_request: Histogram,
+    pending: Gauge,
+    pending_bytes: Gauge,
+}
+
+pub(crate) struct Pipeline {
+    cfg: Arc<Config>,
+    client: Client,
+    stream: StreamRef,
+    admission: Arc<Admission>,
+    rx: mpsc::UnboundedReceiver<Command>,
+    rx_open: bool,
+    events_tx: mpsc::UnboundedSender<Event>,
+    events_rx: mpsc::UnboundedReceiver<Event>,
+    map: ShardMap,
+    shards: Vec<Shard>,
+    retries: BinaryHeap<Reverse<RetryAt>>,
+    retry_seq: u64,
+    unverified: Vec<(KRec, String, String)>,
+    batch: Batch,
+    in_flight: HashMap<u64, Vec<KRec>>,
+    next_call: u64,
+    round_robin: usize,
+    outstanding: usize,
+    epochs: VecDeque<usize>,
+    epoch_base: u64,
+    flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
+    draining: bool,
+    refresh: Refresh,
+    released_records: usize,
+    released_bytes: usize,
+    metrics: Metrics,
+}
+
+impl Pipeline {
+    pub(crate) fn new(
+        cfg: Arc<Config>,
+        client: Client,
+        stream: StreamRef,
+        admission: Arc<Admission>,
+        rx: mpsc::UnboundedReceiver<Command>,
+        map: ShardMap,
+    ) -> Self {
+        let now = Instant::now();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let name = stream.to_string();
+        let shards = map
+            .shards()
+            .iter()
+            .map(|info| Shard::new(info.clone(), &cfg, &name, now))
+            .collect();
+        let labels = [("stream", name.clone())];
+        let metrics = Metrics {
+            errors: counter!(m::ALL_ERRORS, &labels),
+            expired: counter!(m::USER_RECORD_EXPIRED, &labels),
+            failed: counter!(m::USER_RECORDS_FAILED, &labels),
+            resent: counter!(m::USER_RECORDS_RESENT, &labels),
+            calls: counter!(m::PUT_RECORDS_CALLS, &labels),
+            retries_per_record: histogram!(m::RETRIES_PER_RECORD, &labels),
+            buffering_time: histogram!(m::BUFFERING_TIME, &labels),
+            request_time: histogram!(m::REQUEST_TIME, &labels),
+            user_per_kinesis: histogram!(m::USER_RECORDS_PER_KINESIS_RECORD, &labels),
+            kinesis_per_request: histogram!(m::KINESIS_RECORDS_PER_REQUEST, &labels),
+            user_per_request: histogram!(m::USER_RECORDS_PER_REQUEST, &labels),
+            pending: gauge!(m::USER_RECORDS_PENDING, &labels),
+            pending_bytes: gauge!(m::USER_RECORDS_PENDING_BYTES, &labels),
+        };
+        Pipeline {
+            refresh: Refresh {
+                running: false,
+                wanted: false,
+                failures: 0,
+                not_before: now,
+                next_periodic: now + cfg.shard_map_refresh,
+            },
+            cfg,
+            client,
+            stream,
+            admission,
+            rx,
+            rx_open: true,
+            events_tx,
+            events_rx,
+            map,
+            shards,
+            retries: BinaryHeap::new(),
+            retry_seq: 0,
+            unverified: Vec::new(),
+            batch: Batch::default(),
+            in_flight: HashMap::new(),
+            next_call: 0,
+            round_robin: 0,
+            outstanding: 0,
+            epochs: VecDeque::from([0]),
+            epoch_base: 0,
+            flush_waiters: Vec::new(),
+            draining: false,
+            released_records: 0,
+            released_bytes: 0,
+            metrics,
+        }
+    }
+
+    /// Runs until every handle is gone (or shutdown was asked) and every record is resolved.
+    pub(crate) async fn run(self, done: watch::Sender<bool>) {
+        let span = tracing::info_span!("kinesis_producer", stream = %self.stream);
+        // Marks the producer stopped however the task ends, so that waiting `put`s and
+        // `shutdown`s return.
+        struct Stopped(watch::Sender<bool>, Arc<Admission>);
+        impl Drop for Stopped {
+            fn drop(&mut self) {
+                self.1.close();
+                let _ = self.0.send(true);
+            }
+        }
+        let _stopped = Stopped(done, self.admission.clone());
+        self.event_loop().instrument(span).await;
+    }
+
+    async fn event_loop(mut self) {
+        let mut commands = Vec::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            let wake = self.next_wake(now);
+            tokio::select! {
+                biased;
+                Some(event) = self.events_rx.recv() => {
+                    self.on_event(event);
+                    while let Ok(event) = self.events_rx.try_recv() {
+                        self.on_event(event);
+                    }
+                }
+                received = self.rx.recv_many(&mut commands, 1024), if self.rx_open => {
+                    if received == 0 {
+                        self.rx_open = false;
+                        self.draining = true;
+                    }
+                    let now = Instant::now();
+                    for command in commands.drain(..) {
+                        self.on_command(command, now);
+                    }
+                }
+                () = sleep_until(wake) => {}
+            }
+            self.pump(Instant::now());
+            self.release();
+            if !self.rx_open && self.outstanding == 0 {
+                debug!("drained; stopping");
+                return;
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command, now: Instant) {
+        match command {
+            Command::Record(mut pending) => {
+                pending.epoch = self.epoch_base + self.epochs.len() as u64 - 1;
+                if let Some(count) = self.epochs.back_mut() {
+                    *count += 1;
+                }
+                self.outstanding += 1;
+                self.route(pending, now);
+            }
+            Command::Flush(tx) => {
+                let epoch = self.epoch_base + self.epochs.len() as u64 - 1;
+                self.flush_waiters.push((epoch, tx));
+                self.epochs.push_back(0);
+                self.settle_flushes();
+            }
+            Command::Shutdown => {
+                // Refuse new sends; what is already queued in the channel is still delivered.
+                self.rx.close();
+                self.draining = true;
+            }
+        }
+    }
+
+    fn flushing(&self) -> bool {
+        self.draining || !self.flush_waiters.is_empty()
+    }
+
+    /// Puts a user record into its predicted shard's aggregate (or its queue, unaggregated).
+    fn route(&mut self, pending: Pending, now: Instant) {
+        let index = self.map.lookup(pending.record.hash_key());
+        let cfg = &self.cfg;
+        let deadline = pending.put_at + cfg.linger;
+        let expiry = pending.put_at + cfg.record_ttl;
+        let shard = &mut self.shards[index];
+        let Some(aggregator) = shard.aggregator.as_mut() else {
+            let (partition_key, explicit_hash_key, data) = {
+                let r = &pending.record;
+                (
+                    r.partition_key().to_owned(),
+                    r.explicit_hash_key(),
+                    r.data().clone(),
+                )
+            };
+            let size = pending.record.size();
+            shard.queue.push_back(KRec {
+                partition_key,
+                explicit_hash_key,
+                data,
+                size,
+                aggregated: false,
+                records: vec![pending],
+                shard: shard.info.id.clone(),
+                deadline,
+                expiry,
+                backoff: None,
+                last_error: None,
+            });
+            return;
+        };
+        if !aggregator.try_push_ref(&pending.record) {
+            Self::finish_aggregate(shard, now);
+            if let Some(aggregator) = shard.aggregator.as_mut() {
+                // An empty aggregator takes any record.
+                let _ = aggregator.try_push_ref(&pending.record);
+            }
+        }
+        shard.aggregated.push(pending);
+        shard.agg_deadline = Some(shard.agg_deadline.map_or(deadline, |d| d.min(deadline)));
+        shard.agg_expiry = Some(shard.agg_expiry.map_or(expiry, |d| d.min(expiry)));
+        let full = shard
+            .aggregator
+            .as_ref()
+            .is_some_and(|a| a.len() >= a.limits().max_records());
+        if full {
+            Self::finish_aggregate(shard, now);
+        }
+    }
+
+    /// Closes the shard's aggregate under construction and queues it.
+    fn finish_aggregate(shard: &mut Shard, now: Instant) {
+        let Some(kinesis) = shard.aggregator.as_mut().and_then(Aggregator::finish) else {
+            return;
+        };
+        let records = std::mem::take(&mut shard.aggregated);
+        shard.queue.push_back(KRec {
+            size: kinesis.size(),
+            aggregated: kinesis.is_aggregated(),
+            partition_key: kinesis.partition_key,
+            explicit_hash_key: kinesis.explicit_hash_key,
+            data: kinesis.data,
+            records,
+            shard: shard.info.id.clone(),
+            deadline: shard.agg_deadline.take().unwrap_or(now),
+            expiry: shard.agg_expiry.take().unwrap_or(now),
+            backoff: None,
+            last_error: None,
+        });
+    }
+
+    /// Moves everything that is due one step forward, and ships calls.
+    fn pump(&mut self, now: Instant) {
+        while self.retries.peek().is_some_and(|Reverse(r)| r.at <= now) {
+            if let Some(Reverse(retry)) = self.retries.pop() {
+                self.requeue(retry.krec, now);
+            }
+        }
+        let flushing = self.flushing();
+        for shard in &mut self.shards {
+            if !shard.aggregated.is_empty()
+                && (flushing || shard.agg_deadline.is_some_and(|d| d <= now))
+            {
+                Self::finish_aggregate(shard, now);
+            }
+        }
+        self.expire_queued(now);
+        if !self.refresh.running
+            && ((self.refresh.wanted && now >= self.refresh.not_before)
+                || now >= self.refresh.next_periodic)
+        {
+            self.start_refresh(now);
+        }
+        loop {
+            self.fill_batch(now);
+            if self.batch.krecs.is_empty() || self.in_flight.len() >= self.cfg.max_in_flight {
+                break;
+            }
+            let due = self.batch.full
+                || self.batch.shard_full
+                || self.flushing()
+                || self.batch.deadline.is_some_and(|d| d <= now);
+            if !due {
+                break;
+            }
+            self.ship(now);
+        }
+    }
+
+    /// Fails queued Kinesis records whose earliest TTL passed.
+    fn expire_queued(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        for shard in &mut self.shards {
+            // Retried records go back to the front; the queue is ordered by age closely enough
+            // that checking from the front finds the expired ones.
+            while shard.queue.front().is_some_and(|k| k.expiry <= now) {
+                expired.extend(shard.queue.pop_front());
+            }
+        }
+        for krec in expired {
+            self.fail_expired(krec);
+        }
+    }
+
+    /// Moves Kinesis records from the shard queues into the open batch as the limiters allow,
+    /// round robin over the shards.
+    fn fill_batch(&mut self, now: Instant) {
+        let count = self.shards.len();
+        if count == 0 {
+            return;
+        }
+        let ordering = self.cfg.ordering;
+        let (max_entries, max_bytes) = (self.cfg.max_entries_per_call, self.cfg.max_bytes_per_call);
+        let start = self.round_robin % count;
+        self.round_robin = self.round_robin.wrapping_add(1);
+        for offset in 0..count {
+            if self.batch.full {
+                return;
+            }
+            let shard = &mut self.shards[(start + offset) % count];
+            while let Some(head) = shard.queue.front() {
+                if !shard.may_batch(ordering) {
+                    break;
+                }
+                if self.batch.krecs.len() >= max_entries || self.batch.bytes + head.size > max_bytes
+                {
+                    self.batch.full = true;
+                    return;
+                }
+                if let Err(at) = shard.limiter.try_take(head.size, now) {
+                    shard.ready_at = Some(at);
+                    break;
+                }
+                shard.ready_at = None;
+                let Some(krec) = shard.queue.pop_front() else {
+                    break;
+                };
+                shard.batched += 1;
+                shard.batched_bytes += krec.size;
+                if shard.batched_bytes >= self.cfg.shard_flush_bytes {
+                    self.batch.shard_full = true;
+                }
+                self.batch.bytes += krec.size;
+                self.batch.deadline = Some(
+                    self.batch
+                        .deadline
+                        .map_or(krec.deadline, |d| d.min(krec.deadline)),
+                );
+                self.batch.krecs.push(krec);
+            }
+        }
+    }
+
+    /// Sends the open batch as one `PutRecords` call.
+    fn ship(&mut self, now: Instant) {
+        let batch = std::mem::take(&mut self.batch);
+        let mut krecs = Vec::with_capacity(batch.krecs.len());
+        for krec in batch.krecs {
+            if let Some(shard) = self.shard_mut(&krec.shard) {
+                shard.batched = shard.batched.saturating_sub(1);
+                shard.batched_bytes = shard.batched_bytes.saturating_sub(krec.size);
+                shard.busy += 1;
+            }
+            if krec.expiry <= now {
+                if let Some(shard) = self.shard_mut(&krec.shard) {
+                    shard.busy = shard.busy.saturating_sub(1);
+                }
+                self.fail_expired(krec);
+            } else {
+                krecs.push(krec);
+            }
+        }
+        if krecs.is_empty() {
+            return;
+        }
+        let user_records: usize = krecs.iter().map(|k| k.records.len()).sum();
+        self.metrics.calls.increment(1);
+        self.metrics.kinesis_per_request.record(krecs.len() as f64);
+        self.metrics.user_per_request.record(user_records as f64);
+        for krec in &krecs {
+            if krec.records.first().is_some_and(|p| p.attempts.is_empty()) {
+                let waited = now.saturating_duration_since(krec.records[0].put_at);
+                self.metrics
+                    .buffering_time
+                    .record_many(waited.as_secs_f64(), krec.records.len());
+            }
+        }
+        let parts: Vec<(String, Option<HashKey>, Bytes)> = krecs
+            .iter()
+            .map(|k| (k.partition_key.clone(), k.explicit_hash_key, k.data.clone()))
+            .collect();
+        let id = self.next_call;
+        self.next_call += 1;
+        self.in_flight.insert(id, krecs);
+        let client = self.client.clone();
+        let stream = self.stream.clone();
+        let timeout = self.cfg.request_timeout;
+        let events = self.events_tx.clone();
+        tokio::spawn(
+            async move {
+                let entries = parts
+                    .into_iter()
+                    .filter_map(|(partition_key, explicit_hash_key, data)| {
+                        PutRecordsRequestEntry::builder()
+                            .partition_key(partition_key)
+                            .set_explicit_hash_key(explicit_hash_key.map(|k| k.to_string()))
+                            .data(Blob::new(Vec::from(data)))
+                            .build()
+                            .ok()
+                    })
+                    .collect::<Vec<_>>();
+                let started = Instant::now();
+                let result = kinesis::put_records(&client, &stream, entries, timeout).await;
+                let _ = events.send(Event::Call {
+                    id,
+                    started,
+                    finished: Instant::now(),
+                    result,
+                });
+            }
+            .in_current_span(),
+        );
+    }
+
+    fn shard_mut(&mut self, id: &str) -> Option<&mut Shard> {
+        let index = self.map.position(id)?;
+        self.shards.get_mut(index)
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Call {
+                id,
+                started,
+                finished,
+                result,
+            } => self.on_call(id, started, finished, result),
+            Event::Map { started, result } => self.on_map(started, result, Instant::now()),
+        }
+    }
+
+    fn on_call(
+        &mut self,
+        id: u64,
+        started: Instant,
+        finished: Instant,
+        result: Result<Vec<EntryResult>, CallError>,
+    ) {
+        let Some(krecs) = self.in_flight.remove(&id) else {
+            return;
+        };
+        let duration = finished.saturating_duration_since(started);
+        self.metrics.request_time.record(duration.as_secs_f64());
+        for krec in &krecs {
+            if let Some(shard) = self.shard_mut(&krec.shard) {
+                shard.busy = shard.busy.saturating_sub(1);
+            }
+        }
+        match result {
+            Err(error) => {
+                let class = error.class();
+                self.count_error(&error.code);
+                debug!(code = %error.code, request_id = ?error.request_id, entries = krecs.len(), "PutRecords failed");
+                for krec in krecs {
+                    self.failed(
+                        krec,
+                        class,
+                        &error.code,
+                        &error.message,
+                        error.request_id.as_deref(),
+                        started,
+                        duration,
+                        finished,
+                    );
+                }
+            }
+            Ok(results) => {
+                let mut throttled: Vec<Arc<str>> = Vec::new();
+                for (krec, result) in krecs.into_iter().zip(results) {
+                    match result {
+                        EntryResult::Written {
+                            shard_id,
+                            sequence_number,
+                        } => self.written(
+                            krec,
+                            shard_id,
+                            sequence_number,
+                            started,
+                            duration,
+                            finished,
+                        ),
+                        EntryResult::Failed { code, message } => {
+                            let class = retry::classify(&code, None);
+                            self.count_error(&code);
+                            if class == ErrorClass::Throttled && !throttled.contains(&krec.shard) {
+                                throttled.push(krec.shard.clone());
+                            }
+                            self.failed(
+                                krec, class, &code, &message, None, started, duration, finished,
+                            );
+                        }
+                    }
+                }
+                for id in throttled {
+                    if let Some(shard) = self.shard_mut(&id) {
+                        shard.limiter.on_throttled(finished);
+                        shard.metrics.rate_factor.set(shard.limiter.factor());
+                        let _span = shard.span.enter();
+                        debug!(factor = shard.limiter.factor(), "throttled; rate lowered");
+                    }
+                }
+            }
+        }
+    }
+
+    fn count_error(&self, code: &str) {
+        self.metrics.errors.increment(1);
+        counter!(m::ERRORS_BY_CODE, "stream" => self.stream.to_string(), "error_code" => code.to_owned())
+            .increment(1);
+    }
+
+    /// An entry was written: decide whether consumers will see its user records.
+    fn written(
+        &mut self,
+        krec: KRec,
+        shard_id: String,
+        sequence_number: String,
+        started: Instant,
+        duration: std::time::Duration,
+        finished: Instant,
+    ) {
+        let range = self
+            .map
+            .position(&shard_id)
+            .and_then(|i| self.map.get(i))
+            .map(|s| s.range);
+        let verdict = retry::landed(
+            &krec.shard,
+            &shard_id,
+            range,
+            krec.aggregated,
+            krec.hash_keys(),
+        );
+        match verdict {
+            Verdict::Delivered => self.deliver(
+                krec,
+                &shard_id,
+                sequence_number,
+                started,
+                duration,
+                finished,
+            ),
+            Verdict::DeliveredElsewhere => {
+                self.want_refresh(Some(started));
+                self.deliver(
+                    krec,
+                    &shard_id,
+                    sequence_number,
+                    started,
+                    duration,
+                    finished,
+                );
+            }
+            Verdict::Resend => {
+                self.want_refresh(Some(started));
+                self.resend(krec, &shard_id, started, duration, finished);
+            }
+            Verdict::Unverified => {
+                self.want_refresh(None);
+                let mut krec = krec;
+                for pending in &mut krec.records {
+                    pending.attempts.push(Attempt {
+                        delay: started.saturating_duration_since(pending.last_end),
+                        duration,
+                        error: None,
+                    });
+                    pending.last_end = finished;
+                }
+                self.unverified.push((krec, shard_id, sequence_number));
+            }
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        mut krec: KRec,
+        shard_id: &str,
+        sequence_number: String,
+        started: Instant,
+        duration: std::time::Duration,
+        finished: Instant,
+    ) {
+        let now = finished;
+        if let Some(predicted) = self.shard_mut(&krec.shard) {
+            predicted.limiter.on_accepted(now);
+            predicted
+                .metrics
+                .rate_factor
+                .set(predicted.limiter.factor());
+        }
+        let shard_arc: Arc<str> = if *krec.shard == *shard_id {
+            krec.shard.clone()
+        } else {
+            Arc::from(shard_id)
+        };
+        let sequence: Arc<str> = Arc::from(sequence_number);
+        let bytes: usize = krec.records.iter().map(|p| p.record.size()).sum();
+        let count = krec.records.len();
+        if let Some(shard) = self.shard_mut(shard_id) {
+            shard.metrics.user_records_put.increment(count as u64);
+            shard.metrics.user_records_data_put.increment(bytes as u64);
+            shard.metrics.kinesis_records_put.increment(1);
+            shard
+                .metrics
+                .kinesis_records_data_put
+                .increment(krec.size as u64);
+        }
+        self.metrics.user_per_kinesis.record(count as f64);
+        let aggregated = krec.aggregated;
+        let records = std::mem::take(&mut krec.records);
+        let retries = records.first().map_or(0, |p| p.attempts.len());
+        self.metrics
+            .retries_per_record
+            .record_many(retries as f64, count);
+        for (index, mut pending) in records.into_iter().enumerate() {
+            pending.attempts.push(Attempt {
+                delay: started.saturating_duration_since(pending.last_end),
+                duration,
+                error: None,
+            });
+            let attempts = std::mem::take(&mut pending.attempts);
+            pending.resolve(Ok(Delivery {
+                shard_id: shard_arc.clone(),
+                sequence_number: sequence.clone(),
+                sub_sequence_number: if aggregated { index as u64 } else { 0 },
+                aggregated,
+                attempts,
+            }));
+            self.settle(&pending);
+        }
+    }
+
+    /// The aggregate landed where a KCL-style consumer drops it: send every user record again,
+    /// routed by the current map.
+    fn resend(
+        &mut self,
+        mut krec: KRec,
+        shard_id: &str,
+        started: Instant,
+        duration: std::time::Duration,
+        finished: Instant,
+    ) {
+        warn!(
+            predicted = %krec.shard,
+            actual = shard_id,
+            user_records = krec.records.len(),
+            "aggregate landed on a shard whose range does not hold all its records; resending them"
+        );
+        self.metrics.resent.increment(krec.records.len() as u64);
+        for pending in &mut krec.records {
+            pending.attempts.push(Attempt {
+                delay: started.saturating_duration_since(pending.last_end),
+                duration,
+                error: Some(AttemptError {
+                    code: "WrongShard".into(),
+                    message: format!("written to {shard_id}, whose hash key range does not hold every record of the aggregate"),
+                }),
+            });
+            pending.last_end = finished;
+        }
+        self.dissolve(krec, finished);
+    }
+
+    /// Routes a Kinesis record's user records again, each on its own.
+    fn dissolve(&mut self, mut krec: KRec, now: Instant) {
+        for pending in std::mem::take(&mut krec.records) {
+            self.route(pending, now);
+        }
+    }
+
+    /// An entry or a whole call failed.
+    #[allow(clippy::too_many_arguments)]
+    fn failed(
+        &mut self,
+        mut krec: KRec,
+        class: ErrorClass,
+        code: &str,
+        message: &str,
+        request_id: Option<&str>,
+        started: Instant,
+        duration: std::time::Duration,
+        finished: Instant,
+    ) {
+        for pending in &mut krec.records {
+            pending.attempts.push(Attempt {
+                delay: started.saturating_duration_since(pending.last_end),
+                duration,
+                error: Some(AttemptError {
+                    code: code.to_owned(),
+                    message: message.to_owned(),
+                }),
+            });
+            pending.last_end = finished;
+        }
+        krec.last_error = Some(code.to_owned());
+        let error = match class {
+            ErrorClass::Fatal => Some(Error::Rejected {
+                stream: self.stream.to_string(),
+                code: code.to_owned(),
+                message: message.to_owned(),
+                request_id: request_id.map(str::to_owned),
+            }),
+            ErrorClass::Throttled if self.cfg.fail_if_throttled => Some(Error::Throttled {
+                shard_id: krec.shard.clone(),
+                code: code.to_owned(),
+            }),
+            _ => None,
+        };
+        match error {
+            Some(error) => self.fail_all(krec, |_| clone_error(&error)),
+            None => self.schedule_retry(krec, finished),
+        }
+    }
+
+    fn schedule_retry(&mut self, mut krec: KRec, now: Instant) {
+        let (min, max) = (self.cfg.retry_min_delay, self.cfg.retry_max_delay);
+        let delay = krec
+            .backoff
+            .get_or_insert_with(|| retry::backoff(min, max))
+            .next()
+            .unwrap_or(max);
+        let at = now + delay;
+        if at >= krec.expiry {
+            self.fail_expired(krec);
+            return;
+        }
+        if let Some(shard) = self.shard_mut(&krec.shard) {
+            shard.retrying += 1;
+        }
+        self.retry_seq += 1;
+        self.retries.push(Reverse(RetryAt {
+            at,
+            seq: self.retry_seq,
+            krec,
+        }));
+    }
+
+    /// A retry is due: back to the front of its shard's queue if the shard is still open, else
+    /// its user records are routed again.
+    fn requeue(&mut self, krec: KRec, now: Instant) {
+        match self.map.position(&krec.shard) {
+            Some(index) => {
+                let shard = &mut self.shards[index];
+                shard.retrying = shard.retrying.saturating_sub(1);
+                shard.queue.push_front(krec);
+            }
+            None => self.dissolve(krec, now),
+        }
+    }
+
+    fn fail_expired(&mut self, krec: KRec) {
+        let ttl = self.cfg.record_ttl;
+        let last_error = krec.last_error.clone();
+        self.metrics.expired.increment(krec.records.len() as u64);
+        self.fail_all(krec, |_| Error::Expired {
+            ttl,
+            last_error: last_error.clone(),
+        });
+    }
+
+    fn fail_all(&mut self, mut krec: KRec, error: impl Fn(&Pending) -> Error) {
+        self.metrics.failed.increment(krec.records.len() as u64);
+        for mut pending in std::mem::take(&mut krec.records) {
+            let failure = Failure {
+                error: error(&pending),
+                record: Some(pending.record.clone()),
+                attempts: std::mem::take(&mut pending.attempts),
+            };
+            pending.resolve(Err(failure));
+            self.settle(&pending);
+        }
+    }
+
+    /// Bookkeeping for a resolved record: the flush epochs and the admission permits.
+    fn settle(&mut self, pending: &Pending) {
+        self.outstanding -= 1;
+        self.released_records += 1;
+        self.released_bytes += pending.record.size();
+        let index = (pending.epoch - self.epoch_base) as usize;
+        if let Some(count) = self.epochs.get_mut(index) {
+            *count -= 1;
+            if index == 0 && *count == 0 {
+                self.settle_flushes();
+            }
+        }
+    }
+
+    /// Completes the flushes whose records are all resolved.
+    fn settle_flushes(&mut self) {
+        while self.epochs.len() > 1 && self.epochs.front() == Some(&0) {
+            self.epochs.pop_front();
+            self.epoch_base += 1;
+        }
+        let base = self.epoch_base;
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flush_waiters)
+            .into_iter()
+            .partition(|(epoch, _)| *epoch < base);
+        self.flush_waiters = waiting;
+        for (_, tx) in done {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Returns the permits of resolved records to the admission bounds, in one step per event.
+    fn release(&mut self) {
+        if self.released_records > 0 {
+            self.admission.release(
+                std::mem::take(&mut self.released_records),
+                std::mem::take(&mut self.released_bytes),
+            );
+            let (records, bytes) = self.admission.outstanding();
+            self.metrics.pending.set(records as f64);
+            self.metrics.pending_bytes.set(bytes as f64);
+        }
+    }
+
+    /// Asks for a map refresh, unless the map is already newer than the answer that showed it
+    /// stale (`seen_at`: when that call started).
+    fn want_refresh(&mut self, seen_at: Option<Instant>) {
+        if seen_at.is_some_and(|at| self.map.fetched_at > at) {
+            return;
+        }
+        self.refresh.wanted = true;
+    }
+
+    fn start_refresh(&mut self, now: Instant) {
+        self.refresh.running = true;
+        self.refresh.wanted = false;
+        let client = self.client.clone();
+        let stream = self.stream.clone();
+        let timeout = self.cfg.request_timeout;
+        let events = self.events_tx.clone();
+        tokio::spawn(
+            async move {
+                let result = kinesis::list_shards(&client, &stream, timeout)
+                    .await
+                    .map_err(|e| format!("ListShards failed: {} {}", e.code, e.message))
+                    .and_then(|listed| {
+                        ShardMap::from_listing(&listed, now).map_err(|p| p.to_string())
+                    });
+                let _ = events.send(Event::Map {
+                    started: now,
+                    result,
+                });
+            }
+            .in_current_span(),
+        );
+    }
+
+    fn on_map(&mut self, started: Instant, result: Result<ShardMap, String>, now: Instant) {
+        self.refresh.running = false;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        counter!(m::SHARD_MAP_REFRESHES, "stream" => self.stream.to_string(), "outcome" => outcome)
+            .increment(1);
+        match result {
+            Ok(map) if started >= self.map.fetched_at => {
+                self.refresh.failures = 0;
+                self.refresh.next_periodic = now + self.cfg.shard_map_refresh;
+                self.install(map, now);
+            }
+            Ok(_) => {
+                // An answer older than the map in use: keep the newer one.
+            }
+            Err(problem) => {
+                self.refresh.failures += 1;
+                self.refresh.wanted = true;
+                self.refresh.not_before = now + refresh_backoff(self.refresh.failures);
+                warn!(%problem, failures = self.refresh.failures, "shard map refresh failed");
+                // Entries that landed on unknown shards cannot be checked: send them again.
+                for (krec, _, _) in std::mem::take(&mut self.unverified) {
+                    self.dissolve(krec, now);
+                }
+            }
+        }
+    }
+
+    /// Replaces the shard map. Shards that stay keep their state; the records of shards that
+    /// closed are routed again.
+    fn install(&mut self, map: ShardMap, now: Instant) {
+        let changed = map.shards().iter().map(|s| &s.id).ne(self
+            .map
+            .shards()
+            .iter()
+            .map(|s| &s.id));
+        if !changed {
+            self.map.fetched_at = map.fetched_at;
+        } else {
+            debug!(shards = map.len(), "shard map changed");
+            let mut old: HashMap<Arc<str>, Shard> = std::mem::take(&mut self.shards)
+                .into_iter()
+                .map(|s| (s.info.id.clone(), s))
+                .collect();
+            let name = self.stream.to_string();
+            self.shards = map
+                .shards()
+                .iter()
+                .map(|info| {
+                    old.remove(&info.id)
+                        .unwrap_or_else(|| Shard::new(info.clone(), &self.cfg, &name, now))
+                })
+                .collect();
+            self.map = map;
+            // Records of the shards that closed, oldest first: the queue, then the aggregate.
+            self.batch_return();
+            for (_, mut shard) in old {
+                for krec in std::mem::take(&mut shard.queue) {
+                    self.dissolve(krec, now);
+                }
+                if let Some(aggregator) = shard.aggregator.as_mut() {
+                    let _ = aggregator.finish();
+                }
+                for pending in std::mem::take(&mut shard.aggregated) {
+                    self.route(pending, now);
+                }
+            }
+        }
+        for (krec, shard_id, sequence_number) in std::mem::take(&mut self.unverified) {
+            let range = self
+                .map
+                .position(&shard_id)
+                .and_then(|i| self.map.get(i))
+                .map(|s| s.range);
+            match range {
+                Some(range) if krec.hash_keys().all(|k| range.contains(k)) => {
+                    self.deliver_verified(krec, &shard_id, sequence_number);
+                }
+                _ => {
+                    self.metrics.resent.increment(krec.records.len() as u64);
+                    warn!(actual = %shard_id, "aggregate landed on a shard whose range does not hold all its records; resending them");
+                    self.dissolve(krec, now);
+                }
+            }
+        }
+    }
+
+    /// Entries of the open batch whose shard closed go back to be routed again.
+    fn batch_return(&mut self) {
+        let batch = std::mem::take(&mut self.batch);
+        for krec in batch.krecs {
+            match self.map.position(&krec.shard) {
+                Some(index) => {
+                    let shard = &mut self.shards[index];
+                    shard.batched = shard.batched.saturating_sub(1);
+                    shard.batched_bytes = shard.batched_bytes.saturating_sub(krec.size);
+                    shard.queue.push_front(krec);
+                }
+                None => self.dissolve(krec, Instant::now()),
+            }
+        }
+    }
+
+    /// Delivers an entry whose attempt was already recorded when it landed on an unknown shard.
+    fn deliver_verified(&mut self, mut krec: KRec, shard_id: &str, sequence_number: String) {
+        let shard_arc: Arc<str> = Arc::from(shard_id);
+        let sequence: Arc<str> = Arc::from(sequence_number);
+        let aggregated = krec.aggregated;
+        for (index, mut pending) in std::mem::take(&mut krec.records).into_iter().enumerate() {
+            let attempts = std::mem::take(&mut pending.attempts);
+            pending.resolve(Ok(Delivery {
+                shard_id: shard_arc.clone(),
+                sequence_number: sequence.clone(),
+                sub_sequence_number: if aggregated { index as u64 } else { 0 },
+                aggregated,
+                attempts,
+            }));
+            self.settle(&pending);
+        }
+    }
+
+    /// When the task must next look at its state without an event.
+    fn next_wake(&self, now: Instant) -> Option<Instant> {
+        let mut wake: Option<Instant> = None;
+        let mut at = |t: Instant| wake = Some(wake.map_or(t, |w| w.min(t)));
+        if let Some(Reverse(retry)) = self.retries.peek() {
+            at(retry.at);
+        }
+        let flushing = self.flushing();
+        for shard in &self.shards {
+            if shard.is_idle() {
+                continue;
+            }
+            if let Some(d) = shard.agg_deadline {
+                at(if flushing { now } else { d });
+            }
+            if let Some(head) = shard.queue.front() {
+                at(head.expiry);
+                if let Some(ready) = shard.ready_at {
+                    at(ready);
+                }
+            }
+        }
+        if let Some(deadline) = self.batch.deadline
+            && self.in_flight.len() < self.cfg.max_in_flight
+        {
+            at(deadline);
+        }
+        if !self.refresh.running {
+            at(self.refresh.next_periodic);
+            if self.refresh.wanted {
+                at(self.refresh.not_before);
+            }
+        }
+        wake
+    }
+}
+
+/// A copy of a per-record error for each record of a Kinesis record (the variants used there
+/// hold only strings).
+fn clone_error(error: &Error) -> Error {
+    match error {
+        Error::Rejected {
+            stream,
+            code,
+            message,
+            request_id,
+        } => Error::Rejected {
+            stream: stream.clone(),
+            code: code.clone(),
+            message: message.clone(),
+            request_id: request_id.clone(),
+        },
+        Error::Throttled { shard_id, code } => Error::Throttled {
+            shard_id: shard_id.clone(),
+            code: code.clone(),
+        },
+        Error::Expired { ttl, last_error } => Error::Expired {
+            ttl: *ttl,
+            last_error: last_error.clone(),
+        },
+        _ => Error::Cancelled,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

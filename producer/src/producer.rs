@@ -1,0 +1,564 @@
+//! The application's handle: builder, `put`, `try_put`, `flush`, `shutdown`.
+
+use std::{
+    num::NonZeroUsize,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering as AtomicOrdering},
+    },
+    time::Duration,
+};
+
+use aws_sdk_kinesis::Client;
+use kinesis_aggregation::{MaxRecordSize, UserRecord};
+use tokio::{
+    sync::{Semaphore, mpsc, oneshot, watch},
+    time::Instant,
+};
+
+use crate::{
+    config::{Config, Ordering, RecordSizeLimit, StreamRef},
+    error::Error,
+    kinesis::{self, CallError},
+    pipeline::{Command, Pending, Pipeline},
+    receipt::{Failure, Receipt},
+    retry::ErrorClass,
+    shard_map::ShardMap,
+};
+
+/// The backpressure bounds: permits for outstanding records and bytes.
+pub(crate) struct Admission {
+    records: Semaphore,
+    bytes: Semaphore,
+    max_records: usize,
+    max_bytes: usize,
+}
+
+impl Admission {
+    fn new(max_records: usize, max_bytes: usize) -> Self {
+        Admission {
+            records: Semaphore::new(max_records),
+            bytes: Semaphore::new(max_bytes),
+            max_records,
+            max_bytes,
+        }
+    }
+
+    pub(crate) fn release(&self, records: usize, bytes: usize) {
+        self.records.add_permits(records);
+        self.bytes.add_permits(bytes);
+    }
+
+    pub(crate) fn close(&self) {
+        self.records.close();
+        self.bytes.close();
+    }
+
+    /// Records and bytes admitted and not yet resolved.
+    pub(crate) fn outstanding(&self) -> (usize, usize) {
+        (
+            self.max_records
+                .saturating_sub(self.records.available_permits()),
+            self.max_bytes
+                .saturating_sub(self.bytes.available_permits()),
+        )
+    }
+}
+
+/// Records and bytes the producer holds: admitted, not yet resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outstanding {
+    /// User records.
+    pub records: usize,
+    /// Bytes of user records (partition key + data), the measure of the bytes bound.
+    pub bytes: usize,
+}
+
+struct Shared {
+    tx: mpsc::UnboundedSender<Command>,
+    admission: Arc<Admission>,
+    stream: StreamRef,
+    max_record_size: MaxRecordSize,
+    closed: AtomicBool,
+    stopped: watch::Receiver<bool>,
+    received: metrics::Counter,
+}
+
+/// An async Kinesis producer for one stream. Cheap to clone; all clones feed the same pipeline.
+///
+/// Dropping every clone without [`shutdown`](Self::shutdown) lets the pipeline deliver what it
+/// holds in the background and then stop (as long as the runtime runs); every receipt still
+/// resolves.
+///
+/// ```no_run
+/// # async fn example(client: aws_sdk_kinesis::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// use kinesis_producer::{Producer, UserRecord};
+///
+/// let producer = Producer::builder(client, "my-stream").build().await?;
+/// let receipt = producer.put(UserRecord::new("user-42", "hello")?).await?;
+/// let delivery = receipt.await?;
+/// println!("{} {} {}", delivery.shard_id, delivery.sequence_number, delivery.sub_sequence_number);
+/// producer.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Producer {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("stream", &self.shared.stream)
+            .field("outstanding", &self.outstanding())
+            .finish()
+    }
+}
+
+impl Producer {
+    /// A builder for a producer writing to `stream` (a name, or an ARN starting with `arn:`)
+    /// with the application's client.
+    pub fn builder(client: Client, stream: impl Into<StreamRef>) -> ProducerBuilder {
+        ProducerBuilder {
+            client,
+            stream: stream.into(),
+            config: Config::default(),
+            error: None,
+        }
+    }
+
+    /// Admits a record, waiting while the backpressure bounds are full, and returns its receipt.
+    ///
+    /// Fails at once, handing the record back, if it is larger than the stream's maximum record
+    /// size ([`Error::InvalidRecord`]) or the producer is shut down ([`Error::ShutDown`]).
+    /// Partition key and explicit hash key are checked when the [`UserRecord`] is built.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future before it completes admits nothing: the record is dropped with it and
+    /// no permit is kept. Once it has returned, the record is the pipeline's and the receipt
+    /// resolves whether or not it is awaited.
+    pub async fn put(&self, record: UserRecord) -> Result<Receipt, Failure> {
+        let shared = &self.shared;
+        if let Err(failure) = self.check(&record) {
+            return Err(failure_with(failure, record));
+        }
+        let cost = permits_for(&record);
+        let records = shared.admission.records.acquire().await;
+        let Ok(records) = records else {
+            return Err(Failure::new(Error::ShutDown, record));
+        };
+        let Ok(bytes) = shared.admission.bytes.acquire_many(cost).await else {
+            return Err(Failure::new(Error::ShutDown, record));
+        };
+        records.forget();
+        bytes.forget();
+        self.send(record, cost)
+    }
+
+    /// Admits a record if the backpressure bounds have room now; otherwise hands it back with
+    /// [`Error::Full`].
+    pub fn try_put(&self, record: UserRecord) -> Result<Receipt, Failure> {
+        let shared = &self.shared;
+        if let Err(failure) = self.check(&record) {
+            return Err(failure_with(failure, record));
+        }
+        let cost = permits_for(&record);
+        let records = match shared.admission.records.try_acquire() {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::Closed) => {
+                return Err(Failure::new(Error::ShutDown, record));
+            }
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                let limit = shared.admission.max_records;
+                return Err(Failure::new(
+                    Error::Full {
+                        bound: "records",
+                        limit,
+                    },
+                    record,
+                ));
+            }
+        };
+        let bytes = match shared.admission.bytes.try_acquire_many(cost) {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::Closed) => {
+                return Err(Failure::new(Error::ShutDown, record));
+            }
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                let limit = shared.admission.max_bytes;
+                return Err(Failure::new(
+                    Error::Full {
+                        bound: "bytes",
+                        limit,
+                    },
+                    record,
+                ));
+            }
+        };
+        records.forget();
+        bytes.forget();
+        self.send(record, cost)
+    }
+
+    fn check(&self, record: &UserRecord) -> Result<(), Error> {
+        if self.shared.closed.load(AtomicOrdering::Acquire) {
+            return Err(Error::ShutDown);
+        }
+        self.shared.max_record_size.check(record)?;
+        Ok(())
+    }
+
+    fn send(&self, record: UserRecord, cost: u32) -> Result<Receipt, Failure> {
+        let (tx, rx) = oneshot::channel();
+        let pending = Pending::new(record, tx, Instant::now());
+        match self.shared.tx.send(Command::Record(pending)) {
+            Ok(()) => {
+                self.shared.received.increment(1);
+                Ok(Receipt::new(rx))
+            }
+            Err(mpsc::error::SendError(command)) => {
+                self.shared.admission.release(1, cost as usize);
+                match command {
+                    Command::Record(pending) => {
+                        Err(Failure::new(Error::ShutDown, pending.disarm()))
+                    }
+                    _ => unreachable_command(),
+                }
+            }
+        }
+    }
+
+    /// Sends everything buffered now, without waiting for the linger time, and waits until every
+    /// record admitted before the call is resolved (delivered or failed). Records put meanwhile
+    /// are sent too but not waited for.
+    ///
+    /// Fails with [`Error::ShutDown`] if the producer stopped.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future stops the waiting only; the records are sent regardless.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .tx
+            .send(Command::Flush(tx))
+            .map_err(|_| Error::ShutDown)?;
+        rx.await.map_err(|_| Error::ShutDown)
+    }
+
+    /// Stops admitting records (for every clone), sends everything held, and returns once every
+    /// receipt is resolved and the pipeline has stopped. Records that cannot be delivered within
+    /// their TTL resolve as expired.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future stops the waiting only: admission stays closed and the pipeline keeps
+    /// draining in the background.
+    pub async fn shutdown(self) {
+        self.shared.closed.store(true, AtomicOrdering::Release);
+        let _ = self.shared.tx.send(Command::Shutdown);
+        let mut stopped = self.shared.stopped.clone();
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+    }
+
+    /// Records and bytes admitted and not yet resolved.
+    pub fn outstanding(&self) -> Outstanding {
+        let (records, bytes) = self.shared.admission.outstanding();
+        Outstanding { records, bytes }
+    }
+
+    /// The stream this producer writes to.
+    pub fn stream(&self) -> &StreamRef {
+        &self.shared.stream
+    }
+
+    /// The largest record (partition key + data) the producer accepts.
+    pub fn max_record_size(&self) -> MaxRecordSize {
+        self.shared.max_record_size
+    }
+}
+
+fn unreachable_command() -> Result<Receipt, Failure> {
+    Err(Failure {
+        error: Error::ShutDown,
+        record: None,
+        attempts: Vec::new(),
+    })
+}
+
+fn failure_with(error: Error, record: UserRecord) -> Failure {
+    Failure::new(error, record)
+}
+
+/// Byte permits a record costs: its size as Kinesis counts it, at least one.
+fn permits_for(record: &UserRecord) -> u32 {
+    // The size was checked against the maximum record size (at most 10 MiB): it fits in u32.
+    u32::try_from(record.size().max(1)).unwrap_or(u32::MAX)
+}
+
+/// Builds a [`Producer`]. Every setting has the KPL's default unless noted; a setting out of
+/// range makes [`build`](Self::build) fail with [`Error::InvalidConfig`] naming it.
+#[derive(Debug)]
+#[must_use = "call build() to start the producer"]
+pub struct ProducerBuilder {
+    client: Client,
+    stream: StreamRef,
+    config: Config,
+    error: Option<Error>,
+}
+
+impl ProducerBuilder {
+    fn keep(&mut self, result: Result<(), Error>) {
+        if let Err(error) = result {
+            self.error.get_or_insert(error);
+        }
+    }
+
+    /// Whether to aggregate user records into Kinesis records (default on, as the KPL's
+    /// `AggregationEnabled`). Aggregation multiplies the records a shard takes per second.
+    pub fn aggregation(mut self, enabled: bool) -> Self {
+        if enabled {
+            self.config.aggregation.get_or_insert_with(Default::default);
+        } else {
+            self.config.aggregation = None;
+        }
+        self
+    }
+
+    /// Largest aggregate, partition key + data (default 51200 bytes, the KPL's
+    /// `AggregationMaxSize`; at most 10 MiB). Turns aggregation on.
+    pub fn aggregation_max_bytes(mut self, bytes: usize) -> Self {
+        let count = self.config.aggregation.unwrap_or_default().max_records();
+        let result = self.config.set_aggregation(bytes, count);
+        self.keep(result);
+        self
+    }
+
+    /// Most user records per aggregate (default 4294967295, the KPL's `AggregationMaxCount`).
+    /// Turns aggregation on.
+    pub fn aggregation_max_count(mut self, count: usize) -> Self {
+        let bytes = self.config.aggregation.unwrap_or_default().max_bytes();
+        let result = self.config.set_aggregation(bytes, count);
+        self.keep(result);
+        self
+    }
+
+    /// Most entries per `PutRecords` call (default 500, the KPL's `CollectionMaxCount`; 1 to 500).
+    pub fn max_entries_per_call(mut self, entries: usize) -> Self {
+        let result = self.config.set_max_entries_per_call(entries);
+        self.keep(result);
+        self
+    }
+
+    /// Most bytes (partition keys + data) per `PutRecords` call (default 5 MiB, the KPL's
+    /// `CollectionMaxSize`; up to the API's 10 MiB).
+    pub fn max_bytes_per_call(mut self, bytes: usize) -> Self {
+        let result = self.config.set_max_bytes_per_call(bytes);
+        self.keep(result);
+        self
+    }
+
+    /// A call is sent early once one shard's share of it reaches this many bytes, so that a busy
+    /// shard does not hold the others back (default 256 KiB, as the KPL).
+    pub fn shard_flush_bytes(mut self, bytes: usize) -> Self {
+        self.config.shard_flush_bytes = bytes.max(1);
+        self
+    }
+
+    /// Longest a record waits to be aggregated and collected before it is sent (default 100 ms,
+    /// the KPL's `RecordMaxBufferedTime`).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.config.linger = linger;
+        self
+    }
+
+    /// A record not delivered within this time after `put` fails as [`Error::Expired`] and is
+    /// handed back (default 30 s, the KPL's `RecordTtl`). A record expires with the Kinesis
+    /// record it was packed into, at the earliest TTL among its records (at most the linger time
+    /// early).
+    pub fn record_ttl(mut self, ttl: Duration) -> Self {
+        let result = Config::positive("record_ttl", ttl).map(|ttl| self.config.record_ttl = ttl);
+        self.keep(result);
+        self
+    }
+
+    /// Deadline of each `PutRecords` and `ListShards` call (default 6 s, the KPL's
+    /// `RequestTimeout`). A call that times out may still have been written: its records are
+    /// retried, which can duplicate them.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        let result = Config::positive("request_timeout", timeout)
+            .map(|timeout| self.config.request_timeout = timeout);
+        self.keep(result);
+        self
+    }
+
+    /// Most `PutRecords` calls in flight at once (default 24, the KPL's `MaxConnections`).
+    pub fn max_in_flight(mut self, calls: NonZeroUsize) -> Self {
+        self.config.max_in_flight = crate::config::non_zero(calls);
+        self
+    }
+
+    /// Per-shard rate ceiling as a percentage of the shard's write limit of 1000 records/s and
+    /// 1 MiB/s (default 150, the KPL's `RateLimit`; 1 to 1000). Throttling lowers a shard's
+    /// actual rate below this and successes raise it back.
+    pub fn rate_limit_percent(mut self, percent: u32) -> Self {
+        let result = self.config.set_rate_limit_percent(percent);
+        self.keep(result);
+        self
+    }
+
+    /// Fail a record as soon as its shard throttles it, instead of retrying until its TTL
+    /// (default off, the KPL's `FailIfThrottled`).
+    pub fn fail_if_throttled(mut self, fail: bool) -> Self {
+        self.config.fail_if_throttled = fail;
+        self
+    }
+
+    /// The largest record accepted (default 1 MiB, the KPL's `MaxUserRecordSize`), or
+    /// [`RecordSizeLimit::FromStream`] to read the stream's own limit at build time.
+    pub fn max_record_size(mut self, limit: RecordSizeLimit) -> Self {
+        self.config.record_size_limit = limit;
+        self
+    }
+
+    /// Most records admitted and not yet resolved; `put` waits beyond it (default 200,000; the
+    /// KPL has no bound, KPL issues #21, #12, #485).
+    pub fn max_outstanding_records(mut self, records: NonZeroUsize) -> Self {
+        self.config.max_outstanding_records = records.get();
+        self
+    }
+
+    /// Most bytes (partition keys + data) admitted and not yet resolved; `put` waits beyond it
+    /// (default 128 MiB; must be at least the maximum record size).
+    pub fn max_outstanding_bytes(mut self, bytes: NonZeroUsize) -> Self {
+        self.config.max_outstanding_bytes = bytes.get();
+        self
+    }
+
+    /// Throughput (default, as the KPL) or per-partition-key ordering; see [`Ordering`].
+    pub fn ordering(mut self, ordering: Ordering) -> Self {
+        self.config.ordering = ordering;
+        self
+    }
+
+    /// How often the shard map is refreshed when nothing forces it (default 60 s). It is also
+    /// refreshed at once when a record lands on a shard other than predicted.
+    pub fn shard_map_refresh_interval(mut self, interval: Duration) -> Self {
+        let result = Config::positive("shard_map_refresh_interval", interval)
+            .map(|interval| self.config.shard_map_refresh = interval);
+        self.keep(result);
+        self
+    }
+
+    /// Range of the jittered exponential backoff between a Kinesis record's attempts (default
+    /// 100 ms to 5 s). The KPL retries without backoff; this is what keeps throttling from
+    /// becoming a retry storm.
+    pub fn retry_backoff(mut self, min: Duration, max: Duration) -> Self {
+        let result = Config::positive("retry_backoff", min).map(|min| {
+            self.config.retry_min_delay = min;
+            self.config.retry_max_delay = max;
+        });
+        self.keep(result);
+        self
+    }
+
+    /// Checks the settings and the stream, reads the shard map and starts the pipeline on the
+    /// current tokio runtime.
+    ///
+    /// Fails with [`Error::InvalidConfig`], [`Error::StreamNotFound`], or [`Error::Startup`] when
+    /// the stream cannot be described or listed.
+    pub async fn build(self) -> Result<Producer, Error> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let ProducerBuilder {
+            client,
+            stream,
+            config,
+            ..
+        } = self;
+        let timeout = config.request_timeout;
+        let max_record_size = match config.record_size_limit {
+            RecordSizeLimit::Fixed(size) => size,
+            RecordSizeLimit::FromStream => {
+                let kib = kinesis::max_record_size_kib(&client, &stream, timeout)
+                    .await
+                    .map_err(|e| startup_error("DescribeStreamSummary", &stream, e))?;
+                match kib {
+                    Some(kib) => MaxRecordSize::from_kib(usize::try_from(kib).unwrap_or(0))?,
+                    None => MaxRecordSize::DEFAULT,
+                }
+            }
+        };
+        config.validate(max_record_size)?;
+        let map = initial_map(&client, &stream, timeout).await?;
+
+        let admission = Arc::new(Admission::new(
+            config.max_outstanding_records,
+            config.max_outstanding_bytes,
+        ));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stopped_tx, stopped_rx) = watch::channel(false);
+        let config = Arc::new(config);
+        let pipeline = Pipeline::new(config, client, stream.clone(), admission.clone(), rx, map);
+        tokio::spawn(pipeline.run(stopped_tx));
+        Ok(Producer {
+            shared: Arc::new(Shared {
+                tx,
+                admission,
+                received: metrics::counter!(crate::metrics::USER_RECORDS_RECEIVED, "stream" => stream.to_string()),
+                stream,
+                max_record_size,
+                closed: AtomicBool::new(false),
+                stopped: stopped_rx,
+            }),
+        })
+    }
+}
+
+fn startup_error(operation: &'static str, stream: &StreamRef, error: CallError) -> Error {
+    if error.code == "ResourceNotFoundException" {
+        return Error::StreamNotFound {
+            stream: stream.to_string(),
+            source: error.source,
+        };
+    }
+    Error::Startup {
+        operation,
+        stream: stream.to_string(),
+        code: error.code,
+        source: error.source,
+    }
+}
+
+/// The first shard map, retried briefly on throttling and transient errors.
+async fn initial_map(
+    client: &Client,
+    stream: &StreamRef,
+    timeout: Duration,
+) -> Result<ShardMap, Error> {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let started = Instant::now();
+        match kinesis::list_shards(client, stream, timeout).await {
+            Ok(listed) => {
+                return ShardMap::from_listing(&listed, started).map_err(|problem| {
+                    Error::Startup {
+                        operation: "ListShards",
+                        stream: stream.to_string(),
+                        code: problem.to_string(),
+                        source: None,
+                    }
+                });
+            }
+            Err(error) if error.class() != ErrorClass::Fatal && attempt < 5 => {
+                tracing::debug!(code = %error.code, attempt, "ListShards failed at startup; retrying");
+                tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+            }
+            Err(error) => return Err(startup_error("ListShards", stream, error)),
+        }
+    }
+}
