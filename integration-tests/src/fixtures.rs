@@ -173,3 +173,79 @@ pub async fn create_table(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// One shard read back from `TRIM_HORIZON`, deaggregated, with the KCL's resharding rule
+/// applied: an aggregate holding a user record outside the shard's hash key range is dropped
+/// whole.
+#[derive(Debug)]
+pub struct ShardRead {
+    /// The shard.
+    pub shard_id: String,
+    /// Its hash key range.
+    pub range: kinesis_aggregation::HashKeyRange,
+    /// Whether it is closed (has an ending sequence number).
+    pub closed: bool,
+    /// The user records a KCL consumer delivers, in stream order.
+    pub records: Vec<kinesis_aggregation::DeaggregatedRecord>,
+    /// The user records of aggregates the KCL rule drops.
+    pub dropped: Vec<kinesis_aggregation::DeaggregatedRecord>,
+}
+
+/// Reads every shard (open or closed) of a stream as a KCL consumer would see it.
+pub async fn read_shards(
+    client: &aws_sdk_kinesis::Client,
+    name: &str,
+) -> Result<Vec<ShardRead>, BoxError> {
+    let shards = client
+        .list_shards()
+        .stream_name(name)
+        .max_results(1000)
+        .send()
+        .await?;
+    let mut out = Vec::new();
+    for shard in shards.shards() {
+        let range = shard
+            .hash_key_range()
+            .ok_or("shard without hash key range")?;
+        let range = kinesis_aggregation::HashKeyRange::parse(
+            range.starting_hash_key(),
+            range.ending_hash_key(),
+        )?;
+        let mut read = ShardRead {
+            shard_id: shard.shard_id().to_owned(),
+            range,
+            closed: shard
+                .sequence_number_range()
+                .is_some_and(|r| r.ending_sequence_number().is_some()),
+            records: Vec::new(),
+            dropped: Vec::new(),
+        };
+        let mut iterator = client
+            .get_shard_iterator()
+            .stream_name(name)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await?
+            .shard_iterator;
+        while let Some(current) = iterator {
+            let output = client.get_records().shard_iterator(current).send().await?;
+            let empty = output.records().is_empty();
+            for record in output.records() {
+                let users = kinesis_aggregation::deaggregate(record.clone().into());
+                if users.iter().all(|user| range.admits(user)) {
+                    read.records.extend(users);
+                } else {
+                    read.dropped.extend(users);
+                }
+            }
+            let caught_up = output.millis_behind_latest().unwrap_or(0) == 0;
+            iterator = output.next_shard_iterator;
+            if empty && caught_up {
+                break;
+            }
+        }
+        out.push(read);
+    }
+    Ok(out)
+}

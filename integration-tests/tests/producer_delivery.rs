@@ -1,0 +1,456 @@
+//! The producer against ferrokinesis through the real SDK: every receipt points at the record as
+//! a consumer reads it back (shard, sequence, subsequence), with and without aggregation; bad
+//! input is refused with typed errors without disturbing anything else; metrics are recorded.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kinesis_aggregation::{Error as FormatError, HashKey};
+use kinesis_integration_tests::Ferrokinesis;
+use kinesis_integration_tests::fixtures::{create_stream, read_shards, unique_name};
+use kinesis_producer::{Delivery, Error, MaxRecordSize, Producer, RecordSizeLimit, UserRecord};
+
+/// Deterministic records: keys spread over the shards, sizes from 1 to ~300 bytes.
+fn records(count: usize, keys: usize) -> Vec<UserRecord> {
+    (0..count)
+        .map(|i| {
+            let len = 1 + (i * 37) % 300;
+            let data: Vec<u8> = (0..len).map(|j| (i + j) as u8).collect();
+            UserRecord::new(format!("key-{}", i % keys), data).unwrap()
+        })
+        .collect()
+}
+
+/// What a consumer reads, keyed by (sequence number, subsequence number): shard, key, data.
+async fn read_back(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> (
+    HashMap<(String, u64), (String, String, Bytes)>,
+    usize,
+    usize,
+) {
+    let shards = read_shards(client, stream).await.unwrap();
+    let mut seen = HashMap::new();
+    let mut total = 0;
+    let mut dropped = 0;
+    for shard in shards {
+        dropped += shard.dropped.len();
+        for record in shard.records {
+            total += 1;
+            seen.insert(
+                (
+                    record.sequence_number.to_string(),
+                    record.sub_sequence_number,
+                ),
+                (
+                    shard.shard_id.clone(),
+                    record.partition_key.to_string(),
+                    record.data,
+                ),
+            );
+        }
+    }
+    (seen, total, dropped)
+}
+
+fn check_receipts(
+    sent: &[UserRecord],
+    deliveries: &[Delivery],
+    seen: &HashMap<(String, u64), (String, String, Bytes)>,
+) {
+    for (record, delivery) in sent.iter().zip(deliveries) {
+        let key = (
+            delivery.sequence_number.to_string(),
+            delivery.sub_sequence_number,
+        );
+        let (shard, partition_key, data) = seen
+            .get(&key)
+            .unwrap_or_else(|| panic!("receipt {key:?} not found in the stream"));
+        assert_eq!(shard.as_str(), &*delivery.shard_id);
+        assert_eq!(partition_key, record.partition_key());
+        assert_eq!(data, record.data());
+        assert!(!delivery.attempts.is_empty());
+        assert!(delivery.attempts.last().unwrap().error.is_none());
+    }
+}
+
+async fn put_all(producer: &Producer, records: &[UserRecord]) -> Vec<Delivery> {
+    let mut receipts = Vec::with_capacity(records.len());
+    for record in records {
+        receipts.push(producer.put(record.clone()).await.unwrap());
+    }
+    let mut deliveries = Vec::with_capacity(records.len());
+    for receipt in receipts {
+        deliveries.push(receipt.await.unwrap());
+    }
+    deliveries
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregated_records_are_read_back_exactly_as_their_receipts_say() {
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    let client = kinesis.client();
+    let stream = unique_name("producer-agg");
+    create_stream(&client, &stream, 4).await.unwrap();
+    let producer = Producer::builder(client.clone(), stream.as_str())
+        .linger(Duration::from_millis(20))
+        .build()
+        .await
+        .unwrap();
+
+    let sent = records(5000, 500);
+    let deliveries = put_all(&producer, &sent).await;
+    producer.shutdown().await;
+
+    let (seen, total, dropped) = read_back(&client, &stream).await;
+    assert_eq!(dropped, 0, "no aggregate straddles shards");
+    assert_eq!(total, sent.len(), "each record once, no duplicates");
+    check_receipts(&sent, &deliveries, &seen);
+    let shards: std::collections::HashSet<_> =
+        deliveries.iter().map(|d| d.shard_id.clone()).collect();
+    assert_eq!(shards.len(), 4, "records reach every shard");
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d.aggregated || d.sub_sequence_number == 0)
+    );
+    let aggregated = deliveries.iter().filter(|d| d.aggregated).count();
+    assert!(
+        aggregated > 4000,
+        "most records travel in aggregates: {aggregated}"
+    );
+    // Records of one aggregate share its sequence number and are numbered from 0.
+    let mut by_sequence: HashMap<&str, Vec<u64>> = HashMap::new();
+    for d in &deliveries {
+        by_sequence
+            .entry(&d.sequence_number)
+            .or_default()
+            .push(d.sub_sequence_number);
+    }
+    for (sequence, mut subs) in by_sequence {
+        subs.sort_unstable();
+        let expected: Vec<u64> = (0..subs.len() as u64).collect();
+        assert_eq!(subs, expected, "subsequence numbers of {sequence}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unaggregated_records_are_read_back_exactly_as_their_receipts_say() {
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    let client = kinesis.client();
+    let stream = unique_name("producer-raw");
+    create_stream(&client, &stream, 3).await.unwrap();
+    let producer = Producer::builder(client.clone(), stream.as_str())
+        .aggregation(false)
+        .linger(Duration::from_millis(20))
+        .build()
+        .await
+        .unwrap();
+
+    // Explicit hash keys too: they route the record, whatever its partition key.
+    let mut sent = records(2000, 2000);
+    for (i, record) in sent.iter_mut().enumerate().step_by(7) {
+        *record = record
+            .clone()
+            .with_explicit_hash_key(HashKey::new(u128::MAX / 2000 * i as u128));
+    }
+    let deliveries = put_all(&producer, &sent).await;
+    producer.shutdown().await;
+
+    let (seen, total, _) = read_back(&client, &stream).await;
+    assert_eq!(total, sent.len());
+    check_receipts(&sent, &deliveries, &seen);
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| !d.aggregated && d.sub_sequence_number == 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_typed_errors_and_nothing_else_is_affected() {
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    let client = kinesis.client();
+    let stream = unique_name("producer-bad");
+    create_stream(&client, &stream, 2).await.unwrap();
+
+    // Construction-time checks: key and explicit hash key.
+    let too_long = "k".repeat(257);
+    assert!(matches!(
+        UserRecord::new("", "x"),
+        Err(FormatError::EmptyPartitionKey { .. })
+    ));
+    assert!(matches!(
+        UserRecord::new(too_long.as_str(), "x"),
+        Err(FormatError::PartitionKeyTooLong { .. })
+    ));
+    // 256 characters of four bytes each is still a valid key.
+    assert!(UserRecord::new("😀".repeat(256), "x").is_ok());
+    for bad in [
+        "340282366920938463463374607431768211456",
+        "-1",
+        "abc",
+        "01",
+        "",
+    ] {
+        assert!(
+            matches!(
+                HashKey::parse(bad),
+                Err(FormatError::InvalidExplicitHashKey { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+
+    let producer = Producer::builder(client.clone(), stream.as_str())
+        .max_record_size(RecordSizeLimit::Fixed(MaxRecordSize::DEFAULT))
+        .build()
+        .await
+        .unwrap();
+    let mut receipts = Vec::new();
+    let mut good = Vec::new();
+    for i in 0..200 {
+        if i % 10 == 3 {
+            // One byte over 1 MiB once the key is counted.
+            let record = UserRecord::new("big", vec![0u8; 1024 * 1024 - 2]).unwrap();
+            let failure = producer.put(record.clone()).await.unwrap_err();
+            assert!(
+                matches!(
+                    failure.error,
+                    Error::InvalidRecord(FormatError::RecordTooLarge {
+                        size: 1_048_577,
+                        max: 1_048_576
+                    })
+                ),
+                "{:?}",
+                failure.error
+            );
+            assert_eq!(
+                failure.record.as_ref(),
+                Some(&record),
+                "the record is handed back"
+            );
+            assert!(!failure.error.is_retryable());
+            let failure = producer.try_put(record).unwrap_err();
+            assert!(matches!(failure.error, Error::InvalidRecord(_)));
+        } else {
+            let record = UserRecord::new(format!("k{i}"), format!("v{i}")).unwrap();
+            good.push(record.clone());
+            receipts.push(producer.put(record).await.unwrap());
+        }
+    }
+    // Exactly the limit is fine.
+    let at_limit = UserRecord::new("big", vec![0u8; 1024 * 1024 - 3]).unwrap();
+    good.push(at_limit.clone());
+    receipts.push(producer.put(at_limit).await.unwrap());
+    let mut deliveries = Vec::new();
+    for receipt in receipts {
+        deliveries.push(receipt.await.unwrap());
+    }
+    producer.flush().await.unwrap();
+    assert_eq!(producer.outstanding().records, 0);
+    assert_eq!(producer.outstanding().bytes, 0);
+    producer.clone().shutdown().await;
+    let failure = producer
+        .put(UserRecord::new("late", "x").unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(failure.error, Error::ShutDown));
+    assert!(failure.record.is_some());
+
+    let (seen, total, _) = read_back(&client, &stream).await;
+    assert_eq!(total, good.len());
+    check_receipts(&good, &deliveries, &seen);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builder_refuses_bad_settings_and_missing_streams() {
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    let client = kinesis.client();
+    let stream = unique_name("producer-config");
+    create_stream(&client, &stream, 1).await.unwrap();
+
+    let missing = Producer::builder(client.clone(), "no-such-stream")
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, Error::StreamNotFound { ref stream, .. } if stream == "no-such-stream"),
+        "{missing:?}"
+    );
+
+    let cases: Vec<(&str, kinesis_producer::ProducerBuilder)> = vec![
+        (
+            "max_entries_per_call",
+            Producer::builder(client.clone(), stream.as_str()).max_entries_per_call(501),
+        ),
+        (
+            "max_entries_per_call",
+            Producer::builder(client.clone(), stream.as_str()).max_entries_per_call(0),
+        ),
+        (
+            "max_bytes_per_call",
+            Producer::builder(client.clone(), stream.as_str())
+                .max_bytes_per_call(10 * 1024 * 1024 + 1),
+        ),
+        (
+            "rate_limit_percent",
+            Producer::builder(client.clone(), stream.as_str()).rate_limit_percent(0),
+        ),
+        (
+            "record_ttl",
+            Producer::builder(client.clone(), stream.as_str()).record_ttl(Duration::ZERO),
+        ),
+        (
+            "max_outstanding_bytes",
+            Producer::builder(client.clone(), stream.as_str())
+                .max_outstanding_bytes(NonZeroUsize::new(1000).unwrap()),
+        ),
+        (
+            "max_bytes_per_call",
+            Producer::builder(client.clone(), stream.as_str())
+                .max_record_size(RecordSizeLimit::Fixed(MaxRecordSize::LARGEST))
+                .max_bytes_per_call(5 * 1024 * 1024),
+        ),
+        (
+            "retry_backoff",
+            Producer::builder(client.clone(), stream.as_str())
+                .retry_backoff(Duration::from_secs(2), Duration::from_secs(1)),
+        ),
+    ];
+    for (name, builder) in cases {
+        match builder.build().await {
+            Err(Error::InvalidConfig { name: got, .. }) => assert_eq!(got, name),
+            other => panic!("{name}: expected InvalidConfig, got {other:?}"),
+        }
+    }
+    let bad_aggregate = Producer::builder(client.clone(), stream.as_str())
+        .aggregation_max_bytes(0)
+        .build()
+        .await;
+    assert!(
+        matches!(
+            bad_aggregate,
+            Err(Error::InvalidRecord(FormatError::OutOfRange { .. }))
+        ),
+        "{bad_aggregate:?}"
+    );
+
+    // The stream's own limit, read with DescribeStreamSummary (1 MiB on this stand-in unless
+    // the stream opted into more).
+    let producer = Producer::builder(client.clone(), stream.as_str())
+        .max_record_size(RecordSizeLimit::FromStream)
+        .build()
+        .await
+        .unwrap();
+    assert!(producer.max_record_size().bytes() >= 1024 * 1024);
+    producer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_handle_still_delivers_and_resolves_every_receipt() {
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    let client = kinesis.client();
+    let stream = unique_name("producer-drop");
+    create_stream(&client, &stream, 2).await.unwrap();
+    let producer = Producer::builder(client.clone(), stream.as_str())
+        .linger(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let sent = records(300, 50);
+    let mut receipts = Vec::new();
+    for record in &sent {
+        receipts.push(producer.put(record.clone()).await.unwrap());
+    }
+    drop(producer);
+    let mut deliveries = Vec::new();
+    for receipt in receipts {
+        deliveries.push(
+            tokio::time::timeout(Duration::from_secs(20), receipt)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let (seen, total, _) = read_back(&client, &stream).await;
+    assert_eq!(total, sent.len());
+    check_receipts(&sent, &deliveries, &seen);
+}
+
+#[test]
+fn metrics_are_recorded_under_the_kpl_names() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let kinesis = Ferrokinesis::start().await.unwrap();
+        let client = kinesis.client();
+        let stream = unique_name("producer-metrics");
+        create_stream(&client, &stream, 2).await.unwrap();
+        let producer = Producer::builder(client.clone(), stream.as_str())
+            .build()
+            .await
+            .unwrap();
+        let sent = records(1000, 100);
+        put_all(&producer, &sent).await;
+        producer.shutdown().await;
+    });
+
+    let mut counters: HashMap<String, u64> = HashMap::new();
+    let mut histograms: HashMap<String, usize> = HashMap::new();
+    let mut shard_labels = std::collections::HashSet::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let name = key.key().name().to_owned();
+        for label in key.key().labels() {
+            if label.key() == "shard_id" {
+                shard_labels.insert(label.value().to_owned());
+            }
+        }
+        match value {
+            DebugValue::Counter(n) => *counters.entry(name).or_default() += n,
+            DebugValue::Histogram(values) => *histograms.entry(name).or_default() += values.len(),
+            DebugValue::Gauge(_) => {}
+        }
+    }
+    use kinesis_producer::metrics as m;
+    assert_eq!(counters.get(m::USER_RECORDS_RECEIVED), Some(&1000));
+    assert_eq!(counters.get(m::USER_RECORDS_PUT), Some(&1000));
+    assert!(
+        counters
+            .get(m::KINESIS_RECORDS_PUT)
+            .is_some_and(|n| *n >= 2 && *n < 1000),
+        "{counters:?}"
+    );
+    assert!(counters.get(m::PUT_RECORDS_CALLS).is_some_and(|n| *n >= 1));
+    assert!(
+        counters
+            .get(m::USER_RECORDS_DATA_PUT)
+            .is_some_and(|n| *n > 1000)
+    );
+    assert_eq!(
+        histograms.get(m::BUFFERING_TIME),
+        Some(&1000),
+        "one sample per user record"
+    );
+    assert_eq!(histograms.get(m::RETRIES_PER_RECORD), Some(&1000));
+    assert!(histograms.get(m::REQUEST_TIME).is_some_and(|n| *n >= 1));
+    assert!(histograms.get(m::USER_RECORDS_PER_KINESIS_RECORD).is_some());
+    assert_eq!(
+        shard_labels.len(),
+        2,
+        "per-shard counters carry the shard id"
+    );
+}
