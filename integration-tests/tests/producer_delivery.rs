@@ -8,87 +8,21 @@ use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use bytes::Bytes;
 use kinesis_aggregation::{Error as FormatError, HashKey};
 use kinesis_integration_tests::Ferrokinesis;
-use kinesis_integration_tests::fixtures::{create_stream, read_shards, unique_name};
+use kinesis_integration_tests::fixtures::{create_stream, unique_name};
 use kinesis_producer::{Delivery, Error, MaxRecordSize, Producer, RecordSizeLimit, UserRecord};
 
-/// Deterministic records: keys spread over the shards, sizes from 1 to ~300 bytes.
-fn records(count: usize, keys: usize) -> Vec<UserRecord> {
-    (0..count)
-        .map(|i| {
-            let len = 1 + (i * 37) % 300;
-            let data: Vec<u8> = (0..len).map(|j| (i + j) as u8).collect();
-            UserRecord::new(format!("key-{}", i % keys), data).unwrap()
-        })
-        .collect()
-}
-
-/// What a consumer reads, keyed by (sequence number, subsequence number): shard, key, data.
-async fn read_back(
-    client: &aws_sdk_kinesis::Client,
-    stream: &str,
-) -> (
-    HashMap<(String, u64), (String, String, Bytes)>,
-    usize,
-    usize,
-) {
-    let shards = read_shards(client, stream).await.unwrap();
-    let mut seen = HashMap::new();
-    let mut total = 0;
-    let mut dropped = 0;
-    for shard in shards {
-        dropped += shard.dropped.len();
-        for record in shard.records {
-            total += 1;
-            seen.insert(
-                (
-                    record.sequence_number.to_string(),
-                    record.sub_sequence_number,
-                ),
-                (
-                    shard.shard_id.clone(),
-                    record.partition_key.to_string(),
-                    record.data,
-                ),
-            );
-        }
-    }
-    (seen, total, dropped)
-}
+mod support;
+use support::{ReadBack, put_all, read_back, records};
 
 fn check_receipts(
     sent: &[UserRecord],
     deliveries: &[Delivery],
-    seen: &HashMap<(String, u64), (String, String, Bytes)>,
+    seen: &HashMap<(String, u64), support::Seen>,
 ) {
-    for (record, delivery) in sent.iter().zip(deliveries) {
-        let key = (
-            delivery.sequence_number.to_string(),
-            delivery.sub_sequence_number,
-        );
-        let (shard, partition_key, data) = seen
-            .get(&key)
-            .unwrap_or_else(|| panic!("receipt {key:?} not found in the stream"));
-        assert_eq!(shard.as_str(), &*delivery.shard_id);
-        assert_eq!(partition_key, record.partition_key());
-        assert_eq!(data, record.data());
-        assert!(!delivery.attempts.is_empty());
-        assert!(delivery.attempts.last().unwrap().error.is_none());
-    }
-}
-
-async fn put_all(producer: &Producer, records: &[UserRecord]) -> Vec<Delivery> {
-    let mut receipts = Vec::with_capacity(records.len());
-    for record in records {
-        receipts.push(producer.put(record.clone()).await.unwrap());
-    }
-    let mut deliveries = Vec::with_capacity(records.len());
-    for receipt in receipts {
-        deliveries.push(receipt.await.unwrap());
-    }
-    deliveries
+    support::check_receipts(sent.iter().zip(deliveries), seen);
+    assert!(deliveries.iter().all(|d| !d.attempts.is_empty()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,7 +41,12 @@ async fn aggregated_records_are_read_back_exactly_as_their_receipts_say() {
     let deliveries = put_all(&producer, &sent).await;
     producer.shutdown().await;
 
-    let (seen, total, dropped) = read_back(&client, &stream).await;
+    let ReadBack {
+        seen,
+        total,
+        dropped,
+        ..
+    } = read_back(&client, &stream).await;
     assert_eq!(dropped, 0, "no aggregate straddles shards");
     assert_eq!(total, sent.len(), "each record once, no duplicates");
     check_receipts(&sent, &deliveries, &seen);
@@ -162,7 +101,7 @@ async fn unaggregated_records_are_read_back_exactly_as_their_receipts_say() {
     let deliveries = put_all(&producer, &sent).await;
     producer.shutdown().await;
 
-    let (seen, total, _) = read_back(&client, &stream).await;
+    let ReadBack { seen, total, .. } = read_back(&client, &stream).await;
     assert_eq!(total, sent.len());
     check_receipts(&sent, &deliveries, &seen);
     assert!(
@@ -263,7 +202,7 @@ async fn bad_input_gets_typed_errors_and_nothing_else_is_affected() {
     assert!(matches!(failure.error, Error::ShutDown));
     assert!(failure.record.is_some());
 
-    let (seen, total, _) = read_back(&client, &stream).await;
+    let ReadBack { seen, total, .. } = read_back(&client, &stream).await;
     assert_eq!(total, good.len());
     check_receipts(&good, &deliveries, &seen);
 }
@@ -378,7 +317,7 @@ async fn dropping_every_handle_still_delivers_and_resolves_every_receipt() {
                 .unwrap(),
         );
     }
-    let (seen, total, _) = read_back(&client, &stream).await;
+    let ReadBack { seen, total, .. } = read_back(&client, &stream).await;
     assert_eq!(total, sent.len());
     check_receipts(&sent, &deliveries, &seen);
 }

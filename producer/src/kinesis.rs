@@ -66,10 +66,11 @@ impl CallError {
             SdkError::DispatchFailure(failure) => {
                 let code = if failure.is_timeout() {
                     "RequestTimeout"
-                } else if failure.is_io() {
-                    "ConnectionError"
-                } else {
+                } else if failure.is_user() {
                     "DispatchFailure"
+                } else {
+                    // I/O errors and connections closed before the answer.
+                    "ConnectionError"
                 };
                 (code.to_owned(), format!("{:?}", failure), None)
             }
