@@ -30,6 +30,7 @@ pub struct FerrokinesisOptions {
     shard_limit: u32,
     faults: Option<Arc<FaultController>>,
     fault_seed: u64,
+    port: u16,
 }
 
 impl Default for FerrokinesisOptions {
@@ -42,6 +43,7 @@ impl Default for FerrokinesisOptions {
             shard_limit: 100,
             faults: None,
             fault_seed: 0,
+            port: 0,
         }
     }
 }
@@ -98,6 +100,13 @@ impl FerrokinesisOptions {
         self
     }
 
+    /// The port to listen on, on `127.0.0.1`. Default: 0, any free port (tests want this; a
+    /// fixed port is for a stand-in started by hand, see the `ferrokinesis-server` bin).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
     fn store_options(&self) -> ferrokinesis::store::StoreOptions {
         ferrokinesis::store::StoreOptions {
             create_stream_ms: 0,
@@ -116,7 +125,8 @@ impl FerrokinesisOptions {
     }
 }
 
-/// A running embedded ferrokinesis on `127.0.0.1:<ephemeral>`; dropping it stops the server.
+/// A running embedded ferrokinesis on `127.0.0.1` (an ephemeral port unless
+/// [`FerrokinesisOptions::port`] says otherwise); dropping it stops the server.
 pub struct Ferrokinesis {
     server: Server,
     endpoint: String,
@@ -149,7 +159,7 @@ impl Ferrokinesis {
         let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
             service.clone().oneshot(request.map(Body::new))
         });
-        let server = Server::start("ferrokinesis", hyper_service).await?;
+        let server = Server::start("ferrokinesis", options.port, hyper_service).await?;
         let endpoint = server.endpoint();
         tracing::debug!(%endpoint, "ferrokinesis started");
         Ok(Self {

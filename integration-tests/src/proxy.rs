@@ -79,7 +79,7 @@ impl FaultProxy {
                 .await
             }
         });
-        let server = Server::start("fault proxy", service).await?;
+        let server = Server::start("fault proxy", 0, service).await?;
         let endpoint = server.endpoint();
         tracing::debug!(%endpoint, upstream, "fault proxy started");
         Ok(Self {

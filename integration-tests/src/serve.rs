@@ -19,8 +19,8 @@ use crate::error::HarnessError;
 /// Boxed error used across the HTTP front-ends.
 pub(crate) use crate::fault::layer::BoxError;
 
-/// A server task on `127.0.0.1:<ephemeral>`; dropping it stops accepting and aborts every
-/// connection it is serving.
+/// A server task on `127.0.0.1:<port>`; dropping it stops accepting and aborts every connection
+/// it is serving.
 #[derive(Debug)]
 pub(crate) struct Server {
     addr: SocketAddr,
@@ -28,8 +28,13 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Binds `127.0.0.1:0` and serves `service` on every accepted connection.
-    pub(crate) async fn start<S>(name: &'static str, service: S) -> Result<Self, HarnessError>
+    /// Binds `127.0.0.1:<port>` (`0` for any free port) and serves `service` on every accepted
+    /// connection.
+    pub(crate) async fn start<S>(
+        name: &'static str,
+        port: u16,
+        service: S,
+    ) -> Result<Self, HarnessError>
     where
         S: hyper::service::Service<Request<Incoming>, Response = Response<Body>>
             + Clone
@@ -38,9 +43,9 @@ impl Server {
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
     {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
             .await
-            .map_err(|e| HarnessError::io(format!("binding {name} to 127.0.0.1:0"), e))?;
+            .map_err(|e| HarnessError::io(format!("binding {name} to 127.0.0.1:{port}"), e))?;
         let addr = listener
             .local_addr()
             .map_err(|e| HarnessError::io(format!("reading the address of {name}"), e))?;

@@ -1143,7 +1143,8 @@ impl Pipeline {
                 self.refresh.not_before = now + refresh_backoff(self.refresh.failures);
                 warn!(%problem, failures = self.refresh.failures, "shard map refresh failed");
                 // Entries that landed on unknown shards cannot be checked: send them again.
-                for (krec, _, _) in std::mem::take(&mut self.unverified) {
+                for (mut krec, shard_id, _) in std::mem::take(&mut self.unverified) {
+                    mark_wrong_shard(&mut krec, &shard_id);
                     self.dissolve(krec, now);
                 }
             }
@@ -1203,6 +1204,8 @@ impl Pipeline {
                 _ => {
                     self.metrics.resent.increment(krec.records.len() as u64);
                     warn!(actual = %shard_id, "aggregate landed on a shard whose range does not hold all its records; resending them");
+                    let mut krec = krec;
+                    mark_wrong_shard(&mut krec, &shard_id);
                     self.dissolve(krec, now);
                 }
             }
@@ -1277,6 +1280,21 @@ impl Pipeline {
             }
         }
         wake
+    }
+}
+
+/// Turns the recorded attempt of an entry that landed on a then-unknown shard into a failed one:
+/// its records are being sent again.
+fn mark_wrong_shard(krec: &mut KRec, shard_id: &str) {
+    for pending in &mut krec.records {
+        if let Some(attempt) = pending.attempts.last_mut() {
+            attempt.error = Some(AttemptError {
+                code: "WrongShard".into(),
+                message: format!(
+                    "written to {shard_id}, which the refreshed shard map could not show to hold every record of the aggregate"
+                ),
+            });
+        }
     }
 }
 

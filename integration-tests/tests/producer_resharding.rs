@@ -1,0 +1,179 @@
+//! Shards split and merge while the producer writes. Read back with the KCL's rule (an aggregate
+//! holding a user record outside its shard's range is dropped whole), every acknowledged record
+//! must still be found where its receipt says: aggregates that landed on the wrong side of a
+//! split were sent again.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::time::Duration;
+
+use kinesis_integration_tests::fixtures::{create_stream, unique_name, wait_for_stream};
+use kinesis_integration_tests::{Ferrokinesis, KinesisLocal};
+use kinesis_producer::{Delivery, Producer, UserRecord};
+
+mod support;
+use support::{ReadBack, check_receipts, read_back};
+
+/// The open shards, sorted by starting hash key: (id, start, end).
+async fn open_shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<(String, u128, u128)> {
+    let listed = client
+        .list_shards()
+        .stream_name(stream)
+        .max_results(1000)
+        .send()
+        .await
+        .unwrap();
+    let mut open: Vec<_> = listed
+        .shards()
+        .iter()
+        .filter(|s| {
+            s.sequence_number_range()
+                .is_none_or(|r| r.ending_sequence_number().is_none())
+        })
+        .map(|s| {
+            let range = s.hash_key_range().unwrap();
+            (
+                s.shard_id().to_owned(),
+                range.starting_hash_key().parse().unwrap(),
+                range.ending_hash_key().parse().unwrap(),
+            )
+        })
+        .collect();
+    open.sort_by_key(|s| s.1);
+    open
+}
+
+/// Produces continuously while splitting the first shard and then merging the last two, and
+/// checks every acknowledged record against the stream. `pause` paces the putter for slow
+/// stand-ins.
+async fn reshard_while_producing(
+    client: aws_sdk_kinesis::Client,
+    stream: String,
+    phase: Duration,
+    pause: Duration,
+) {
+    create_stream(&client, &stream, 2).await.unwrap();
+    let producer = Producer::builder(client.clone(), stream.as_str())
+        .linger(Duration::from_millis(50))
+        // Only the landing checks may refresh the map during the test.
+        .shard_map_refresh_interval(Duration::from_secs(3600))
+        .build()
+        .await
+        .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let putter = {
+        let producer = producer.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut receipts = Vec::new();
+            let mut i = 0usize;
+            while !stop.load(AtomicOrdering::Relaxed) {
+                let record =
+                    UserRecord::new(format!("key-{}", i % 997), format!("record {i}")).unwrap();
+                receipts.push((record.clone(), producer.put(record).await.unwrap()));
+                i += 1;
+                if i % 50 == 0 {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            receipts
+        })
+    };
+
+    tokio::time::sleep(phase).await;
+    let shards = open_shards(&client, &stream).await;
+    let (first, start, end) = shards[0].clone();
+    let middle = start + (end - start) / 2;
+    client
+        .split_shard()
+        .stream_name(&stream)
+        .shard_to_split(&first)
+        .new_starting_hash_key(middle.to_string())
+        .send()
+        .await
+        .unwrap();
+    wait_for_stream(&client, &stream).await.unwrap();
+
+    tokio::time::sleep(phase).await;
+    let shards = open_shards(&client, &stream).await;
+    assert_eq!(shards.len(), 3, "{shards:?}");
+    let (a, b) = (&shards[1].0, &shards[2].0);
+    client
+        .merge_shards()
+        .stream_name(&stream)
+        .shard_to_merge(a)
+        .adjacent_shard_to_merge(b)
+        .send()
+        .await
+        .unwrap();
+    wait_for_stream(&client, &stream).await.unwrap();
+
+    tokio::time::sleep(phase).await;
+    stop.store(true, AtomicOrdering::Relaxed);
+    let receipts = putter.await.unwrap();
+    let mut delivered: Vec<(UserRecord, Delivery)> = Vec::new();
+    for (record, receipt) in receipts {
+        delivered.push((record, receipt.await.unwrap()));
+    }
+    producer.shutdown().await;
+
+    let ReadBack {
+        seen,
+        total,
+        dropped,
+        ..
+    } = read_back(&client, &stream).await;
+    let resent = delivered
+        .iter()
+        .filter(|(_, d)| {
+            d.attempts
+                .iter()
+                .any(|a| a.error.as_ref().is_some_and(|e| e.code == "WrongShard"))
+        })
+        .count();
+    println!(
+        "{} acknowledged, {total} read under the KCL rule, {dropped} dropped by it, {resent} resent after landing on the wrong shard",
+        delivered.len()
+    );
+    check_receipts(delivered.iter().map(|(r, d)| (r, d)), &seen);
+    let shards: std::collections::HashSet<_> =
+        delivered.iter().map(|(_, d)| d.shard_id.clone()).collect();
+    assert!(
+        shards.len() >= 4,
+        "records landed on the parents and the children: {shards:?}"
+    );
+    // The hazard was really exercised: some aggregates straddled the split.
+    assert!(
+        dropped > 0 && resent > 0,
+        "no aggregate landed on the wrong side of the split"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_and_merge_on_ferrokinesis_lose_nothing() {
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    reshard_while_producing(
+        kinesis.client(),
+        unique_name("producer-reshard"),
+        Duration::from_secs(1),
+        Duration::from_millis(2),
+    )
+    .await;
+}
+
+/// kinesis-local honours `ShardFilter` and ends closed shards with `ChildShards`, as Kinesis
+/// does; it is slow, so the putter is paced to a few hundred records per second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_and_merge_on_kinesis_local_lose_nothing() {
+    let kinesis = KinesisLocal::start().await.unwrap();
+    reshard_while_producing(
+        kinesis.client(),
+        unique_name("producer-reshard"),
+        Duration::from_secs(2),
+        Duration::from_millis(150),
+    )
+    .await;
+}
