@@ -1,0 +1,263 @@
+//! Produces records to a Kinesis stream with `kinesis-producer`: lines from stdin, or generated
+//! records, then prints where they went.
+//!
+//! ```sh
+//! # A self-contained run against an embedded Kinesis stand-in on 127.0.0.1:
+//! cargo run --release -p kinesis-examples --example produce -- --local --generate 200000
+//! # Lines from stdin ("key<TAB>payload", or just a payload), to a real stream:
+//! printf 'user-1\thello\nuser-2\tworld\n' | cargo run -p kinesis-examples --example produce -- --stream my-stream
+//! ```
+//!
+//! Without `--local` the AWS configuration comes from the environment as for any SDK program
+//! (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL_KINESIS` for a stand-in).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use kinesis_producer::{Error, Failure, Producer, Receipt, UserRecord};
+use tokio::io::AsyncBufReadExt;
+use tokio::task::JoinHandle;
+
+struct Args {
+    stream: String,
+    local: bool,
+    shards: i32,
+    generate: Option<u64>,
+    size: usize,
+    keys: u64,
+}
+
+const USAGE: &str =
+    "usage: produce [--stream NAME] [--local] [--shards N] [--generate N] [--size BYTES] [--keys N]
+  --stream NAME   stream to write to (default: produce-demo)
+  --local         start an embedded Kinesis stand-in on 127.0.0.1 and create the stream there
+  --shards N      shards of the stream created with --local (default 4)
+  --generate N    put N generated records instead of reading stdin
+  --size BYTES    payload size of generated records (default 100)
+  --keys N        distinct partition keys of generated records (default 1000)";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        stream: "produce-demo".into(),
+        local: false,
+        shards: 4,
+        generate: None,
+        size: 100,
+        keys: 1000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value\n{USAGE}"));
+        let number = |text: String, name: &str| {
+            text.parse::<u64>()
+                .map_err(|_| format!("{name}: not a number: {text}"))
+        };
+        match flag.as_str() {
+            "--stream" => args.stream = value("--stream")?,
+            "--local" => args.local = true,
+            "--shards" => {
+                args.shards = i32::try_from(number(value("--shards")?, "--shards")?)
+                    .map_err(|e| e.to_string())?
+            }
+            "--generate" => args.generate = Some(number(value("--generate")?, "--generate")?),
+            "--size" => args.size = number(value("--size")?, "--size")? as usize,
+            "--keys" => args.keys = number(value("--keys")?, "--keys")?.max(1),
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    Ok(args)
+}
+
+/// An embedded ferrokinesis on 127.0.0.1 and a client for it.
+async fn local_kinesis() -> Result<aws_sdk_kinesis::Client, Box<dyn std::error::Error>> {
+    let (router, _store) = ferrokinesis::create_app(ferrokinesis::store::StoreOptions {
+        create_stream_ms: 0,
+        update_stream_ms: 0,
+        delete_stream_ms: 0,
+        shard_limit: 100,
+        ..Default::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "AKID", "SECRET", None, None, "static",
+        ))
+        .endpoint_url(endpoint)
+        .load()
+        .await;
+    Ok(aws_sdk_kinesis::Client::new(&config))
+}
+
+async fn create_stream(
+    client: &aws_sdk_kinesis::Client,
+    name: &str,
+    shards: i32,
+) -> Result<(), Box<dyn std::error::Error>> {
+    client
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await?;
+    for _ in 0..200 {
+        let summary = client
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await?;
+        if summary
+            .stream_description_summary()
+            .map(|s| s.stream_status().as_str())
+            == Some("ACTIVE")
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err("the stream did not become active".into())
+}
+
+/// Outcome counts, filled by a task that awaits the receipts as they come.
+#[derive(Default)]
+struct Tally {
+    delivered: u64,
+    retried: u64,
+    per_shard: BTreeMap<String, u64>,
+    failed: BTreeMap<String, u64>,
+}
+
+fn failure_kind(failure: &Failure) -> String {
+    match &failure.error {
+        Error::Expired { .. } => "expired".into(),
+        Error::Throttled { .. } => "throttled".into(),
+        Error::Rejected { code, .. } => format!("rejected ({code})"),
+        other => other.to_string(),
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    put: u64,
+    refused: u64,
+}
+
+/// Puts one record (waiting while the producer is full) and hands its receipt to the tally.
+async fn submit(
+    producer: &Producer,
+    receipts: &tokio::sync::mpsc::UnboundedSender<Receipt>,
+    record: UserRecord,
+    counts: &mut Counts,
+) {
+    match producer.put(record).await {
+        Ok(receipt) => {
+            counts.put += 1;
+            let _ = receipts.send(receipt);
+        }
+        Err(failure) => {
+            counts.refused += 1;
+            eprintln!("refused: {failure}");
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }
+    };
+    let client = if args.local {
+        let client = local_kinesis().await?;
+        create_stream(&client, &args.stream, args.shards).await?;
+        client
+    } else {
+        aws_sdk_kinesis::Client::new(&aws_config::load_from_env().await)
+    };
+    let producer = Producer::builder(client, args.stream.as_str())
+        .build()
+        .await?;
+
+    // Receipts go to a task that tallies them, so that `put` can keep going.
+    let (receipts_tx, mut receipts_rx) = tokio::sync::mpsc::unbounded_channel::<Receipt>();
+    let tally: JoinHandle<Tally> = tokio::spawn(async move {
+        let mut tally = Tally::default();
+        while let Some(receipt) = receipts_rx.recv().await {
+            match receipt.await {
+                Ok(delivery) => {
+                    tally.delivered += 1;
+                    tally.retried += u64::from(delivery.attempts.len() > 1);
+                    *tally
+                        .per_shard
+                        .entry(delivery.shard_id.to_string())
+                        .or_default() += 1;
+                }
+                Err(failure) => *tally.failed.entry(failure_kind(&failure)).or_default() += 1,
+            }
+        }
+        tally
+    });
+
+    let started = Instant::now();
+    let mut counts = Counts::default();
+    match args.generate {
+        Some(count) => {
+            let payload = vec![b'x'; args.size];
+            for i in 0..count {
+                let record = UserRecord::new(format!("key-{}", i % args.keys), payload.clone())?;
+                submit(&producer, &receipts_tx, record, &mut counts).await;
+            }
+        }
+        None => {
+            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            let mut n = 0u64;
+            while let Some(line) = lines.next_line().await? {
+                let (key, payload) = match line.split_once('\t') {
+                    Some((key, payload)) if !key.is_empty() => (key.to_owned(), payload.to_owned()),
+                    _ => (format!("line-{n}"), line),
+                };
+                n += 1;
+                match UserRecord::new(key, payload) {
+                    Ok(record) => submit(&producer, &receipts_tx, record, &mut counts).await,
+                    Err(error) => {
+                        counts.refused += 1;
+                        eprintln!("line {n}: {error}");
+                    }
+                }
+            }
+        }
+    }
+    let Counts { put, refused } = counts;
+    let admitted = started.elapsed();
+    drop(receipts_tx);
+    producer.shutdown().await;
+    let tally = tally.await?;
+    let elapsed = started.elapsed();
+
+    println!(
+        "put {put} records in {:.2?} (admission), all resolved in {:.2?}: {:.0} records/s",
+        admitted,
+        elapsed,
+        put as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "delivered {} ({} needed retries), refused {refused}",
+        tally.delivered, tally.retried
+    );
+    for (shard, count) in &tally.per_shard {
+        println!("  {shard}: {count}");
+    }
+    for (kind, count) in &tally.failed {
+        println!("  failed, {kind}: {count}");
+    }
+    if !tally.failed.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
