@@ -22,6 +22,10 @@
 //! Child processes (DynamoDB Local, kinesis-local) run under a [`watchdog`] that stops them when
 //! their handle is dropped and also when the test process dies without running destructors.
 //!
+//! For benchmarks that must count the client process's CPU alone, [`ferrokinesis_process`] runs
+//! ferrokinesis in a child process of its own (the `ferrokinesis-server` bin), and [`cpu_time`]
+//! reads a process's user and system CPU time.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -40,10 +44,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cpu_time;
 pub mod dynamodb;
 pub mod embedded_kinesis;
 pub mod error;
 pub mod fault;
+pub mod ferrokinesis_process;
 pub mod fixtures;
 pub mod kinesis_local;
 pub mod peers;

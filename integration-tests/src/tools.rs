@@ -54,6 +54,42 @@ pub(crate) fn require_file(tool: &'static str, path: PathBuf) -> Result<PathBuf,
     }
 }
 
+/// The machine, for benchmark reports: CPU model, cores, OS and architecture.
+pub fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "{model}, {cores} cores, {} {}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}
+
+/// What `program flag` (e.g. `python3 --version`) prints, for benchmark reports.
+pub fn program_version(program: &str, flag: &str) -> String {
+    std::process::Command::new(program)
+        .arg(flag)
+        .output()
+        .ok()
+        .map(|o| {
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&text).trim().to_owned()
+        })
+        .unwrap_or_else(|| format!("{program}: unknown version"))
+}
+
 /// Picks a free TCP port on 127.0.0.1 by binding port 0 and releasing it.
 ///
 /// Another process may take the port before the child binds it; on this machine that race is

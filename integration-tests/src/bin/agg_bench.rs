@@ -13,7 +13,6 @@
 
 use std::error::Error;
 use std::hint::black_box;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,6 +23,7 @@ use kinesis_aggregation::{
 use kinesis_integration_tests::peers::{
     BenchReport, BenchWorkload, Peer, bench_block, bench_record,
 };
+use kinesis_integration_tests::tools::{machine, program_version as version};
 use md5::{Digest, Md5};
 
 type BoxError = Box<dyn Error>;
@@ -366,38 +366,4 @@ fn thousands(v: f64) -> String {
         out.push(c);
     }
     out
-}
-
-fn machine() -> String {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!(
-        "{model}, {cores} cores, {} {}",
-        std::env::consts::OS,
-        std::env::consts::ARCH
-    )
-}
-
-fn version(program: &str, flag: &str) -> String {
-    Command::new(program)
-        .arg(flag)
-        .output()
-        .ok()
-        .map(|o| {
-            let text = if o.stdout.is_empty() {
-                o.stderr
-            } else {
-                o.stdout
-            };
-            String::from_utf8_lossy(&text).trim().to_owned()
-        })
-        .unwrap_or_else(|| format!("{program}: unknown version"))
 }
