@@ -1,5 +1,5 @@
-//! The other implementations of the KPL aggregation format, driven from Rust for
-//! cross-compatibility tests and side-by-side benchmarks.
+//! The other implementations of the KPL aggregation format (and aiokpl's producer), driven from
+//! Rust for cross-compatibility tests and side-by-side benchmarks.
 //!
 //! Each peer runs as a one-shot child process (a driver script in `integration-tests/peers/`) that
 //! reads one JSON request on stdin and writes one JSON answer on stdout, binary data as base64.
@@ -7,13 +7,13 @@
 //! few times.
 //!
 //! ```text
-//!  Peer::encode / decode / hash_keys / bench
-//!     │  JSON request (stdin)
-//!     ▼
-//!  python3 peers/agg_peer.py {python|aiokpl}     node peers/agg_peer.js
-//!     │  aws_kinesis_agg 1.2.3 / aiokpl 0.2.0       aws-kinesis-agg 4.2.8
-//!     ▼
-//!  JSON answer (stdout) ──▶ Encoded / Decoded / BenchReport
+//!  Peer::encode / decode / hash_keys / bench                      Peer::produce (aiokpl)
+//!     │  JSON request (stdin)                                         │
+//!     ▼                                                               ▼
+//!  python3 peers/agg_peer.py {python|aiokpl}  node peers/agg_peer.js  python3 peers/producer_peer.py
+//!     │  aws_kinesis_agg 1.2.3 / aiokpl 0.2.0  aws-kinesis-agg 4.2.8    │  aiokpl Producer ─▶ Kinesis
+//!     ▼                                                               ▼
+//!  JSON answer (stdout) ──▶ Encoded / Decoded / BenchReport           ProduceReport
 //! ```
 //!
 //! The peers are installed by `scripts/install-tools.sh` under [`tools_dir`]; a missing one is a
@@ -116,15 +116,34 @@ impl Peer {
     }
 
     /// Checks that the peer is installed at its pinned version, and that its interpreter is on
-    /// `PATH`; returns the command that runs its driver.
+    /// `PATH`; returns the command that runs its aggregation driver (`agg_peer.py` / `.js`).
     pub fn command(self) -> Result<Command, PeerError> {
+        match self {
+            Peer::Python | Peer::Aiokpl => {
+                let mut command = self.script_command("agg_peer.py")?;
+                command.arg(if self == Peer::Python {
+                    "python"
+                } else {
+                    "aiokpl"
+                });
+                Ok(command)
+            }
+            Peer::Node => self.script_command("agg_peer.js"),
+        }
+    }
+
+    /// Like [`Peer::command`], for another driver script in `integration-tests/peers/` (Python
+    /// for the Python peers, JavaScript for the Node one), run with the peer importable.
+    pub fn script_command(self, script: &str) -> Result<Command, PeerError> {
         let tools = tools_dir();
         let missing = |detail: String| PeerError::Missing {
             peer: self.name(),
             detail,
             tools_dir: tools.clone(),
         };
-        let drivers = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("peers")
+            .join(script);
         match self {
             Peer::Python | Peer::Aiokpl => {
                 let python = find_executable("python3", "runs the Python peers")
@@ -141,14 +160,7 @@ impl Peer {
                     )));
                 }
                 let mut command = Command::new(python);
-                command
-                    .arg(drivers.join("agg_peer.py"))
-                    .arg(if self == Peer::Python {
-                        "python"
-                    } else {
-                        "aiokpl"
-                    })
-                    .env("PYTHONPATH", &site);
+                command.arg(script).env("PYTHONPATH", &site);
                 Ok(command)
             }
             Peer::Node => {
@@ -165,9 +177,7 @@ impl Peer {
                     )));
                 }
                 let mut command = Command::new(node);
-                command
-                    .arg(drivers.join("agg_peer.js"))
-                    .env("NODE_PATH", &modules);
+                command.arg(script).env("NODE_PATH", &modules);
                 Ok(command)
             }
         }
@@ -263,15 +273,35 @@ impl Peer {
         }
     }
 
+    /// Runs a producer against a Kinesis endpoint in the peer's process, which measures its own
+    /// CPU time (`resource.getrusage`) and counts the outcomes. Only [`Peer::Aiokpl`] is a
+    /// producer; the driver is `peers/producer_peer.py`.
+    pub fn produce(self, request: &ProduceRequest) -> Result<ProduceReport, PeerError> {
+        if self != Peer::Aiokpl {
+            return Err(PeerError::Protocol {
+                peer: self.name(),
+                detail: "only aiokpl is a producer".into(),
+            });
+        }
+        self.call_with(self.script_command("producer_peer.py")?, request)
+    }
+
     fn call<Req: Serialize, Ans: DeserializeOwned>(self, request: &Req) -> Result<Ans, PeerError> {
+        self.call_with(self.command()?, request)
+    }
+
+    fn call_with<Req: Serialize, Ans: DeserializeOwned>(
+        self,
+        mut command: Command,
+        request: &Req,
+    ) -> Result<Ans, PeerError> {
         let peer = self.name();
         let io = |what: &'static str| move |source| PeerError::Io { peer, what, source };
         let body = serde_json::to_vec(request).map_err(|e| PeerError::Protocol {
             peer,
             detail: format!("cannot serialize the request: {e}"),
         })?;
-        let mut child = self
-            .command()?
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -456,6 +486,125 @@ pub struct BenchVariant {
     pub encode: Timing,
 }
 
+/// A producer run for [`Peer::produce`]: `records` user records written to `stream` at
+/// `endpoint`, awaiting every outcome. Record `i` has the partition key `keys[i % keys.len()]`
+/// and the data [`produce_record_data`]`(i, ..)`: its index as 8 little-endian bytes, then bytes
+/// of [`bench_block`], so a read-back can tell every record apart.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProduceRequest {
+    /// The Kinesis endpoint, `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    /// The region to sign for.
+    pub region: String,
+    /// The stream (it exists and is active).
+    pub stream: String,
+    /// User records to write.
+    pub records: u64,
+    /// Data bytes per record (at least 8).
+    pub data_len: usize,
+    /// The partition keys, used in turn.
+    pub keys: Vec<String>,
+    /// The peer's per-shard rate limit in Kinesis records per second.
+    pub rate_limit_records_per_shard: f64,
+    /// The peer's per-shard rate limit in bytes per second.
+    pub rate_limit_bytes_per_shard: f64,
+    /// The driver gives up (and reports what it has) after this many seconds.
+    pub timeout_seconds: f64,
+}
+
+/// CPU and wall time of one phase, measured inside the peer's process.
+#[derive(Clone, Copy, Debug, Deserialize)]
+pub struct ProcessTimes {
+    /// User CPU seconds (every thread of the process).
+    pub cpu_user: f64,
+    /// System CPU seconds.
+    pub cpu_system: f64,
+    /// Wall-clock seconds.
+    pub wall: f64,
+}
+
+impl ProcessTimes {
+    /// User plus system CPU seconds.
+    pub fn cpu(&self) -> f64 {
+        self.cpu_user + self.cpu_system
+    }
+}
+
+/// What a peer's producer run did, as the peer reports it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ProduceReport {
+    /// User records put.
+    pub records: u64,
+    /// Outcomes that reported success.
+    pub succeeded: u64,
+    /// Outcomes that reported a failure.
+    pub failed: u64,
+    /// Failed outcomes by the last attempt's error code.
+    pub failures: std::collections::BTreeMap<String, u64>,
+    /// Outcomes never resolved before the driver's timeout.
+    pub unresolved: u64,
+    /// Attempts over all outcomes (retries included).
+    pub attempts: u64,
+    /// From building the producer to the last outcome and the producer's close: generation of
+    /// the records included, interpreter start-up and imports not.
+    pub produce: ProcessTimes,
+    /// Generating the same records (keys and data) alone, measured separately.
+    pub generate: ProcessTimes,
+    /// The peer's configuration as the driver set it.
+    pub config: String,
+    /// The Python version.
+    pub python: String,
+}
+
+/// Partition keys for a producer run: `pk-0`, `pk-1`, ... `pk-{keys - 1}`.
+pub fn produce_keys(keys: usize) -> Vec<String> {
+    (0..keys).map(|k| format!("pk-{k}")).collect()
+}
+
+/// `keys` partition keys from `pk-0`, `pk-1`, ... chosen so that each hash key range of `ranges`
+/// (a stream's shards) gets as many as the others (one more for the first `keys % ranges` of
+/// them): records cycling through them load every shard alike. Keys whose hash falls in no range
+/// are skipped.
+pub fn balanced_keys(keys: usize, ranges: &[kinesis_aggregation::HashKeyRange]) -> Vec<String> {
+    if ranges.is_empty() {
+        return produce_keys(keys);
+    }
+    let quota = |shard: usize| keys / ranges.len() + usize::from(shard < keys % ranges.len());
+    let mut taken = vec![0usize; ranges.len()];
+    let mut out = Vec::with_capacity(keys);
+    let mut candidate = 0u64;
+    while out.len() < keys {
+        let key = format!("pk-{candidate}");
+        candidate += 1;
+        let hash = kinesis_aggregation::HashKey::from_partition_key(&key);
+        if let Some(shard) = ranges.iter().position(|r| r.contains(hash))
+            && taken[shard] < quota(shard)
+        {
+            taken[shard] += 1;
+            out.push(key);
+        }
+    }
+    out
+}
+
+/// The data of record `i` of a producer run, `data_len` bytes (at least 8): `i` as 8
+/// little-endian bytes, then `block[o..o + data_len - 8]` with
+/// `o = (i * 7919) % (block.len() - (data_len - 8))`.
+pub fn produce_record_data(i: u64, data_len: usize, block: &[u8]) -> Vec<u8> {
+    let filler = data_len.saturating_sub(8);
+    let span = (block.len() - filler) as u64;
+    let offset = (i.wrapping_mul(7919) % span) as usize;
+    let mut data = Vec::with_capacity(8 + filler);
+    data.extend_from_slice(&i.to_le_bytes());
+    data.extend_from_slice(&block[offset..offset + filler]);
+    data
+}
+
+/// The index of a producer run's record, from its data.
+pub fn produce_record_index(data: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(data.get(..8)?.try_into().ok()?))
+}
+
 /// The 64 KiB payload source of the benchmark workloads: xorshift32 from `0x9E3779B9`, low byte.
 pub fn bench_block() -> Vec<u8> {
     let mut x: u32 = 0x9E37_79B9;
@@ -515,5 +664,40 @@ mod tests {
         assert_eq!(range, offset..offset + 100);
         let (_, first) = bench_record(0, 20, 100);
         assert_eq!(first, 0..100);
+    }
+
+    #[test]
+    fn producer_records_carry_their_index() {
+        let block = bench_block();
+        let data = produce_record_data(70_001, 100, &block);
+        assert_eq!(data.len(), 100);
+        assert_eq!(produce_record_index(&data), Some(70_001));
+        let offset = (70_001 * 7919) % (65536 - 92);
+        assert_eq!(&data[8..], &block[offset..offset + 92]);
+        assert_eq!(produce_keys(3), ["pk-0", "pk-1", "pk-2"]);
+    }
+
+    #[test]
+    fn balanced_keys_load_every_shard_alike() {
+        use kinesis_aggregation::{HashKey, HashKeyRange};
+        let quarter = u128::MAX / 4 + 1;
+        let ranges: Vec<HashKeyRange> = (0..4u128)
+            .map(|i| {
+                let end = if i == 3 {
+                    u128::MAX
+                } else {
+                    (i + 1) * quarter - 1
+                };
+                HashKeyRange::new(HashKey::from(i * quarter), HashKey::from(end)).unwrap()
+            })
+            .collect();
+        let keys = balanced_keys(66, &ranges);
+        assert_eq!(keys.len(), 66);
+        let mut per_shard = [0; 4];
+        for key in &keys {
+            let hash = HashKey::from_partition_key(key);
+            per_shard[ranges.iter().position(|r| r.contains(hash)).unwrap()] += 1;
+        }
+        assert_eq!(per_shard, [17, 17, 16, 16]);
     }
 }
