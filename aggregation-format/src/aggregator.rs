@@ -2,11 +2,12 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use bytes::{BufMut, Bytes, BytesMut};
-use prost::Message;
 
 use crate::{
-    MAGIC, MD5_LEN, OVERHEAD,
+    MAGIC, OVERHEAD,
     error::Error,
     hash_key::{HashKey, md5_digest},
     proto,
@@ -134,15 +135,27 @@ impl KinesisRecord {
 #[derive(Debug)]
 pub struct Aggregator {
     limits: AggregationLimits,
-    partition_keys: HashMap<String, u64>,
-    explicit_hash_keys: HashMap<HashKey, u64>,
-    records: Vec<proto::Record>,
+    partition_keys: HashMap<String, u64, RandomState>,
+    explicit_hash_keys: HashMap<HashKey, u64, RandomState>,
+    /// The encoded `partition_key_table` entries (field 1), in index order.
+    partition_key_table: BytesMut,
+    /// The encoded `explicit_hash_key_table` entries (field 2), in index order.
+    explicit_hash_key_table: BytesMut,
+    /// The encoded `records` entries (field 3), in order. Records are encoded as they are
+    /// added, so the data is copied once and `finish` only concatenates the three sections
+    /// (the same bytes a protobuf encoder writes: fields in number order).
+    records: BytesMut,
+    count: usize,
     /// Encoded length of the `AggregatedRecord` protobuf holding what was added so far.
     proto_len: usize,
     /// Hash key of the first record: the aggregate's outer explicit hash key.
     first_hash_key: Option<HashKey>,
     /// UTF-8 length of the first record's partition key, for the size of a lone record.
     first_partition_key_len: usize,
+    /// The first record's data and whether it had an explicit hash key: a lone record is sent
+    /// as itself.
+    first_data: Bytes,
+    first_explicit: bool,
 }
 
 impl Aggregator {
@@ -150,12 +163,17 @@ impl Aggregator {
     pub fn new(limits: AggregationLimits) -> Self {
         Aggregator {
             limits,
-            partition_keys: HashMap::new(),
-            explicit_hash_keys: HashMap::new(),
-            records: Vec::new(),
+            partition_keys: HashMap::default(),
+            explicit_hash_keys: HashMap::default(),
+            partition_key_table: BytesMut::new(),
+            explicit_hash_key_table: BytesMut::new(),
+            records: BytesMut::new(),
+            count: 0,
             proto_len: 0,
             first_hash_key: None,
             first_partition_key_len: 0,
+            first_data: Bytes::new(),
+            first_explicit: false,
         }
     }
 
@@ -166,19 +184,19 @@ impl Aggregator {
 
     /// Number of user records added since the last [`finish`](Self::finish).
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.count
     }
 
     /// Whether nothing was added since the last [`finish`](Self::finish).
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.count == 0
     }
 
     /// Exact length of the data [`finish`](Self::finish) would return now.
     pub fn data_len(&self) -> usize {
-        match self.records.len() {
+        match self.count {
             0 => 0,
-            1 => self.records[0].data.as_ref().map_or(0, Bytes::len),
+            1 => self.first_data.len(),
             _ => OVERHEAD + self.proto_len,
         }
     }
@@ -186,7 +204,7 @@ impl Aggregator {
     /// Exact size (partition key + data) of the Kinesis record [`finish`](Self::finish) would
     /// return now.
     pub fn size(&self) -> usize {
-        match self.records.len() {
+        match self.count {
             0 => 0,
             1 => self.first_partition_key_len + self.data_len(),
             _ => AGGREGATE_PARTITION_KEY.len() + self.data_len(),
@@ -196,7 +214,7 @@ impl Aggregator {
     /// Size (partition key + data) the aggregate would have with `record` added, or `None` when
     /// the record count limit is reached. Does not change the aggregator.
     pub fn size_with(&self, record: &UserRecord) -> Option<usize> {
-        if self.records.len() >= self.limits.max_records {
+        if self.count >= self.limits.max_records {
             return None;
         }
         Some(self.aggregate_size_with(self.place(record).bytes))
@@ -212,74 +230,120 @@ impl Aggregator {
         if !self.fits(&placement) {
             return Err(record);
         }
-        if self.records.is_empty() {
-            self.first_hash_key = Some(record.hash_key());
-            self.first_partition_key_len = record.partition_key().len();
-        }
+        let hash_key = record.hash_key();
         let (partition_key, explicit_hash_key, data) = record.into_parts();
-        self.insert(placement, partition_key, explicit_hash_key, data, |key| key);
+        let pk_index = match placement.partition_key_index {
+            Some(index) => index,
+            None => self.add_partition_key(partition_key.as_bytes(), || partition_key.clone()),
+        };
+        self.add_record(
+            placement,
+            hash_key,
+            pk_index,
+            partition_key.len(),
+            explicit_hash_key,
+            &data,
+        );
+        if self.count == 1 {
+            self.first_data = data;
+        }
         Ok(())
     }
 
-    /// Like [`try_push`](Self::try_push), but keeps the caller's record: the data is shared
-    /// (a reference count, not a copy) and the partition key is copied only when it is new to
-    /// this aggregate. Returns whether the record was added. A producer that must be able to
-    /// hand records back or resend them uses this.
+    /// Like [`try_push`](Self::try_push), but keeps the caller's record: the data is copied into
+    /// the aggregate (no reference to it is kept unless the record is the first) and the partition
+    /// key is copied only when it is new to this aggregate. Returns whether the record was added.
+    /// A producer that must be able to hand records back or resend them uses this.
     pub fn try_push_ref(&mut self, record: &UserRecord) -> bool {
         let placement = self.place(record);
         if !self.fits(&placement) {
             return false;
         }
-        if self.records.is_empty() {
-            self.first_hash_key = Some(record.hash_key());
-            self.first_partition_key_len = record.partition_key().len();
-        }
-        self.insert(
+        let partition_key = record.partition_key();
+        let pk_index = match placement.partition_key_index {
+            Some(index) => index,
+            None => self.add_partition_key(partition_key.as_bytes(), || partition_key.to_owned()),
+        };
+        self.add_record(
             placement,
-            record.partition_key(),
+            record.hash_key(),
+            pk_index,
+            partition_key.len(),
             record.explicit_hash_key(),
-            record.data().clone(),
-            str::to_owned,
+            record.data(),
         );
+        if self.count == 1 {
+            self.first_data = record.data().clone();
+        }
         true
     }
 
     /// Whether a record with this placement may join the aggregate. An empty aggregator takes
     /// anything (an oversized record then goes alone, raw).
     fn fits(&self, placement: &Placement) -> bool {
-        self.records.is_empty()
-            || (self.records.len() < self.limits.max_records
+        self.count == 0
+            || (self.count < self.limits.max_records
                 && self.aggregate_size_with(placement.bytes) <= self.limits.max_bytes)
     }
 
-    /// Adds a record whose placement fits. `owned` turns the key into a table entry; it runs only
-    /// when the key is new to the aggregate.
-    fn insert<K>(
+    /// Appends a new partition key to the table; returns its index.
+    fn add_partition_key(&mut self, key: &[u8], owned: impl FnOnce() -> String) -> u64 {
+        let index = self.partition_keys.len() as u64;
+        self.partition_key_table
+            .put_u8(proto::TAG_PARTITION_KEY_TABLE);
+        prost::encoding::encode_varint(key.len() as u64, &mut self.partition_key_table);
+        self.partition_key_table.put_slice(key);
+        self.partition_keys.insert(owned(), index);
+        index
+    }
+
+    /// Encodes one record whose placement fits (its partition key already in the table).
+    fn add_record(
         &mut self,
         placement: Placement,
-        partition_key: K,
+        hash_key: HashKey,
+        pk_index: u64,
+        partition_key_len: usize,
         explicit_hash_key: Option<HashKey>,
-        data: Bytes,
-        owned: impl FnOnce(K) -> String,
+        data: &[u8],
     ) {
-        let pk_index = placement.partition_key_index.unwrap_or_else(|| {
-            let index = self.partition_keys.len() as u64;
-            self.partition_keys.insert(owned(partition_key), index);
-            index
-        });
+        if self.count == 0 {
+            self.first_hash_key = Some(hash_key);
+            self.first_partition_key_len = partition_key_len;
+            self.first_explicit = explicit_hash_key.is_some();
+        }
         let ehk_index = explicit_hash_key.map(|key| {
             placement.explicit_hash_key_index.unwrap_or_else(|| {
                 let index = self.explicit_hash_keys.len() as u64;
+                let text = key.to_string();
+                self.explicit_hash_key_table
+                    .put_u8(proto::TAG_EXPLICIT_HASH_KEY_TABLE);
+                prost::encoding::encode_varint(
+                    text.len() as u64,
+                    &mut self.explicit_hash_key_table,
+                );
+                self.explicit_hash_key_table.put_slice(text.as_bytes());
                 self.explicit_hash_keys.insert(key, index);
                 index
             })
         });
-        self.records.push(proto::Record {
-            partition_key_index: Some(pk_index),
-            explicit_hash_key_index: ehk_index,
-            data: Some(data),
-            tags: Vec::new(),
-        });
+        let mut inner = proto::varint_field_len(pk_index) + proto::delimited_field_len(data.len());
+        if let Some(index) = ehk_index {
+            inner += proto::varint_field_len(index);
+        }
+        let buf = &mut self.records;
+        buf.put_u8(proto::TAG_RECORDS);
+        prost::encoding::encode_varint(inner as u64, buf);
+        buf.put_u8(proto::TAG_RECORD_PARTITION_KEY_INDEX);
+        prost::encoding::encode_varint(pk_index, buf);
+        if let Some(index) = ehk_index {
+            buf.put_u8(proto::TAG_RECORD_EXPLICIT_HASH_KEY_INDEX);
+            prost::encoding::encode_varint(index, buf);
+        }
+        buf.put_u8(proto::TAG_RECORD_DATA);
+        prost::encoding::encode_varint(data.len() as u64, buf);
+        buf.put_slice(data);
+        self.count += 1;
         self.proto_len += placement.bytes;
     }
 
@@ -290,47 +354,40 @@ impl Aggregator {
     /// `None` when the aggregator is empty.
     pub fn finish(&mut self) -> Option<KinesisRecord> {
         let first_hash_key = self.first_hash_key.take()?;
-        // The next aggregate likely holds as many records: keep the allocations (the maps are
-        // drained, not replaced).
-        let capacity = self.records.len();
-        let records = std::mem::replace(&mut self.records, Vec::with_capacity(capacity));
-        let partition_keys = table(self.partition_keys.drain(), Bytes::from);
-        let explicit_hash_keys = table(self.explicit_hash_keys.drain(), |k| {
-            Bytes::from(k.to_string())
-        });
+        let count = std::mem::take(&mut self.count);
         let proto_len = std::mem::take(&mut self.proto_len);
-
-        if records.len() == 1 {
-            let record = records.into_iter().next()?;
-            let partition_key = partition_keys.into_iter().next()?;
-            return Some(KinesisRecord {
-                // The table holds the key as the caller gave it: valid UTF-8.
-                partition_key: String::from_utf8_lossy(&partition_key).into_owned(),
-                explicit_hash_key: record.explicit_hash_key_index.map(|_| first_hash_key),
-                data: record.data.unwrap_or_default(),
+        let first_data = std::mem::take(&mut self.first_data);
+        // The buffers and maps keep their allocations for the next aggregate.
+        let result = if count == 1 {
+            let partition_key = self.partition_keys.drain().next().map(|(key, _)| key)?;
+            KinesisRecord {
+                partition_key,
+                explicit_hash_key: self.first_explicit.then_some(first_hash_key),
+                data: first_data,
                 user_records: 1,
-            });
-        }
-
-        let user_records = records.len();
-        let message = proto::AggregatedRecord {
-            partition_key_table: partition_keys,
-            explicit_hash_key_table: explicit_hash_keys,
-            records,
+            }
+        } else {
+            let mut buf = BytesMut::with_capacity(OVERHEAD + proto_len);
+            buf.put_slice(&MAGIC);
+            buf.put_slice(&self.partition_key_table);
+            buf.put_slice(&self.explicit_hash_key_table);
+            buf.put_slice(&self.records);
+            debug_assert_eq!(buf.len(), MAGIC.len() + proto_len);
+            let digest = md5_digest(&buf[MAGIC.len()..]);
+            buf.put_slice(&digest);
+            KinesisRecord {
+                partition_key: AGGREGATE_PARTITION_KEY.to_owned(),
+                explicit_hash_key: Some(first_hash_key),
+                data: buf.freeze(),
+                user_records: count,
+            }
         };
-        debug_assert_eq!(message.encoded_len(), proto_len);
-        let mut buf = BytesMut::with_capacity(OVERHEAD + proto_len);
-        buf.put_slice(&MAGIC);
-        message.encode_raw(&mut buf);
-        let digest = md5_digest(&buf[MAGIC.len()..]);
-        buf.put_slice(&digest);
-        debug_assert_eq!(buf.len(), MAGIC.len() + proto_len + MD5_LEN);
-        Some(KinesisRecord {
-            partition_key: AGGREGATE_PARTITION_KEY.to_owned(),
-            explicit_hash_key: Some(first_hash_key),
-            data: buf.freeze(),
-            user_records,
-        })
+        self.partition_keys.clear();
+        self.explicit_hash_keys.clear();
+        self.partition_key_table.clear();
+        self.explicit_hash_key_table.clear();
+        self.records.clear();
+        Some(result)
     }
 
     /// Size of the aggregate (outer partition key + data) after `growth` more protobuf bytes.
@@ -377,16 +434,11 @@ struct Placement {
     explicit_hash_key_index: Option<u64>,
 }
 
-/// Turns a key -> index map back into the table, in index order.
-fn table<K>(map: impl Iterator<Item = (K, u64)>, to_bytes: impl Fn(K) -> Bytes) -> Vec<Bytes> {
-    let mut entries: Vec<(u64, K)> = map.map(|(k, i)| (i, k)).collect();
-    entries.sort_unstable_by_key(|(i, _)| *i);
-    entries.into_iter().map(|(_, k)| to_bytes(k)).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MD5_LEN;
+    use prost::Message;
 
     fn rec(pk: &str, data: &[u8]) -> UserRecord {
         UserRecord::new(pk, data.to_vec()).unwrap()

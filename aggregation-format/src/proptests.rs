@@ -88,6 +88,13 @@ fn aggregate_all(limits: AggregationLimits, records: &[UserRecord]) -> Vec<Kines
         assert_eq!(record.user_records, count);
         assert!(count <= limits.max_records());
         if count > 1 {
+            // The incremental encoding is byte for byte what a protobuf encoder writes for the
+            // same message (fields in number order), as the KPL's is.
+            let body = &record.data[crate::MAGIC.len()..record.data.len() - crate::MD5_LEN];
+            let message = <crate::proto::AggregatedRecord as prost::Message>::decode(body).unwrap();
+            assert_eq!(prost::Message::encode_to_vec(&message), body.to_vec());
+        }
+        if count > 1 {
             assert!(
                 record.size() <= limits.max_bytes(),
                 "{} > {}",

@@ -43,6 +43,19 @@ pub(crate) struct Tag {
     pub(crate) value: Option<String>,
 }
 
+/// `AggregatedRecord.partition_key_table`: field 1, length-delimited.
+pub(crate) const TAG_PARTITION_KEY_TABLE: u8 = (1 << 3) | 2;
+/// `AggregatedRecord.explicit_hash_key_table`: field 2, length-delimited.
+pub(crate) const TAG_EXPLICIT_HASH_KEY_TABLE: u8 = (2 << 3) | 2;
+/// `AggregatedRecord.records`: field 3, length-delimited.
+pub(crate) const TAG_RECORDS: u8 = (3 << 3) | 2;
+/// `Record.partition_key_index`: field 1, varint.
+pub(crate) const TAG_RECORD_PARTITION_KEY_INDEX: u8 = 1 << 3;
+/// `Record.explicit_hash_key_index`: field 2, varint.
+pub(crate) const TAG_RECORD_EXPLICIT_HASH_KEY_INDEX: u8 = 2 << 3;
+/// `Record.data`: field 3, length-delimited.
+pub(crate) const TAG_RECORD_DATA: u8 = (3 << 3) | 2;
+
 /// Bytes a length-delimited field of `len` payload bytes takes: tag, length varint, payload.
 /// Every field number here is below 16, so the tag is one byte.
 pub(crate) fn delimited_field_len(len: usize) -> usize {

@@ -9,6 +9,7 @@ use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap, VecDeque},
     sync::Arc,
+    time::Duration,
 };
 
 use aws_sdk_kinesis::{Client, primitives::Blob, types::PutRecordsRequestEntry};
@@ -38,21 +39,22 @@ use crate::{
 pub(crate) struct Pending {
     pub(crate) record: UserRecord,
     tx: Option<oneshot::Sender<Outcome>>,
+    /// Set when the pipeline receives the record (within microseconds of `put`).
     put_at: Instant,
-    /// End of the previous attempt (or the put): the start of the next attempt's delay.
-    last_end: Instant,
-    attempts: Vec<Attempt>,
+    /// Attempts made with earlier Kinesis records, when the record was routed again (after a
+    /// wrong-shard landing or a map change). Usually empty: the attempts of the Kinesis record
+    /// that carries it are shared by all its records.
+    prior: Vec<Attempt>,
     epoch: u64,
 }
 
 impl Pending {
-    pub(crate) fn new(record: UserRecord, tx: oneshot::Sender<Outcome>, now: Instant) -> Self {
+    pub(crate) fn new(record: UserRecord, tx: oneshot::Sender<Outcome>) -> Self {
         Pending {
             record,
             tx: Some(tx),
-            put_at: now,
-            last_end: now,
-            attempts: Vec::new(),
+            put_at: Instant::now(),
+            prior: Vec::new(),
             epoch: 0,
         }
     }
@@ -76,11 +78,11 @@ impl Drop for Pending {
     /// and hands the record back.
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Err(Failure {
+            let _ = tx.send(Err(Box::new(Failure {
                 error: Error::Cancelled,
                 record: Some(self.record.clone()),
-                attempts: std::mem::take(&mut self.attempts),
-            }));
+                attempts: std::mem::take(&mut self.prior),
+            })));
         }
     }
 }
@@ -122,9 +124,39 @@ struct KRec {
     expiry: Instant,
     backoff: Option<ExponentialBackoff>,
     last_error: Option<String>,
+    /// The attempts of this Kinesis record, shared by its user records.
+    attempts: Vec<Attempt>,
+    /// End of the last attempt, or when its oldest record was put.
+    last_end: Instant,
 }
 
 impl KRec {
+    /// Records one attempt.
+    fn attempted(
+        &mut self,
+        started: Instant,
+        duration: Duration,
+        finished: Instant,
+        error: Option<AttemptError>,
+    ) {
+        self.attempts.push(Attempt {
+            delay: started.saturating_duration_since(self.last_end),
+            duration,
+            error,
+        });
+        self.last_end = finished;
+    }
+
+    /// A record's full history: its attempts with earlier Kinesis records, then this one's.
+    fn history(&self, pending: &Pending) -> Vec<Attempt> {
+        pending
+            .prior
+            .iter()
+            .chain(&self.attempts)
+            .cloned()
+            .collect()
+    }
+
     fn hash_keys(&self) -> impl Iterator<Item = HashKey> + '_ {
         self.records.iter().map(|p| p.record.hash_key())
     }
@@ -418,6 +450,7 @@ impl Pipeline {
     fn on_command(&mut self, command: Command, now: Instant) {
         match command {
             Command::Record(mut pending) => {
+                pending.put_at = now;
                 pending.epoch = self.epoch_base + self.epochs.len() as u64 - 1;
                 if let Some(count) = self.epochs.back_mut() {
                     *count += 1;
@@ -460,6 +493,7 @@ impl Pipeline {
                 )
             };
             let size = pending.record.size();
+            let pending_put_at = pending.put_at;
             shard.queue.push_back(KRec {
                 partition_key,
                 explicit_hash_key,
@@ -472,6 +506,8 @@ impl Pipeline {
                 expiry,
                 backoff: None,
                 last_error: None,
+                attempts: Vec::new(),
+                last_end: pending_put_at,
             });
             return;
         };
@@ -499,7 +535,9 @@ impl Pipeline {
         let Some(kinesis) = shard.aggregator.as_mut().and_then(Aggregator::finish) else {
             return;
         };
-        let records = std::mem::take(&mut shard.aggregated);
+        let capacity = shard.aggregated.len();
+        let records = std::mem::replace(&mut shard.aggregated, Vec::with_capacity(capacity));
+        let oldest = records.iter().map(|p| p.put_at).min().unwrap_or(now);
         shard.queue.push_back(KRec {
             size: kinesis.size(),
             aggregated: kinesis.is_aggregated(),
@@ -512,6 +550,8 @@ impl Pipeline {
             expiry: shard.agg_expiry.take().unwrap_or(now),
             backoff: None,
             last_error: None,
+            attempts: Vec::new(),
+            last_end: oldest,
         });
     }
 
@@ -644,7 +684,7 @@ impl Pipeline {
         self.metrics.kinesis_per_request.record(krecs.len() as f64);
         self.metrics.user_per_request.record(user_records as f64);
         for krec in &krecs {
-            if krec.records.first().is_some_and(|p| p.attempts.is_empty()) {
+            if krec.attempts.is_empty() {
                 let waited = now.saturating_duration_since(krec.records[0].put_at);
                 self.metrics
                     .buffering_time
@@ -834,14 +874,7 @@ impl Pipeline {
             Verdict::Unverified => {
                 self.want_refresh(None);
                 let mut krec = krec;
-                for pending in &mut krec.records {
-                    pending.attempts.push(Attempt {
-                        delay: started.saturating_duration_since(pending.last_end),
-                        duration,
-                        error: None,
-                    });
-                    pending.last_end = finished;
-                }
+                krec.attempted(started, duration, finished, None);
                 self.unverified.push((krec, shard_id, sequence_number));
             }
         }
@@ -884,17 +917,14 @@ impl Pipeline {
         self.metrics.user_per_kinesis.record(count as f64);
         let aggregated = krec.aggregated;
         let records = std::mem::take(&mut krec.records);
-        let retries = records.first().map_or(0, |p| p.attempts.len());
+        krec.attempted(started, duration, finished, None);
+        let retries = krec.attempts.len() - 1;
         self.metrics
             .retries_per_record
             .record_many(retries as f64, count);
+        let shared: Arc<[Attempt]> = Arc::from(std::mem::take(&mut krec.attempts));
         for (index, mut pending) in records.into_iter().enumerate() {
-            pending.attempts.push(Attempt {
-                delay: started.saturating_duration_since(pending.last_end),
-                duration,
-                error: None,
-            });
-            let attempts = std::mem::take(&mut pending.attempts);
+            let attempts = shared_history(&shared, &mut pending);
             pending.resolve(Ok(Delivery {
                 shard_id: shard_arc.clone(),
                 sequence_number: sequence.clone(),
@@ -923,23 +953,24 @@ impl Pipeline {
             "aggregate landed on a shard whose range does not hold all its records; resending them"
         );
         self.metrics.resent.increment(krec.records.len() as u64);
-        for pending in &mut krec.records {
-            pending.attempts.push(Attempt {
-                delay: started.saturating_duration_since(pending.last_end),
-                duration,
-                error: Some(AttemptError {
-                    code: "WrongShard".into(),
-                    message: format!("written to {shard_id}, whose hash key range does not hold every record of the aggregate"),
-                }),
-            });
-            pending.last_end = finished;
-        }
+        krec.attempted(
+            started,
+            duration,
+            finished,
+            Some(AttemptError {
+                code: "WrongShard".into(),
+                message: format!(
+                    "written to {shard_id}, whose hash key range does not hold every record of the aggregate"
+                ),
+            }),
+        );
         self.dissolve(krec, finished);
     }
 
     /// Routes a Kinesis record's user records again, each on its own.
     fn dissolve(&mut self, mut krec: KRec, now: Instant) {
-        for pending in std::mem::take(&mut krec.records) {
+        for mut pending in std::mem::take(&mut krec.records) {
+            pending.prior.extend(krec.attempts.iter().cloned());
             self.route(pending, now);
         }
     }
@@ -957,17 +988,15 @@ impl Pipeline {
         duration: std::time::Duration,
         finished: Instant,
     ) {
-        for pending in &mut krec.records {
-            pending.attempts.push(Attempt {
-                delay: started.saturating_duration_since(pending.last_end),
-                duration,
-                error: Some(AttemptError {
-                    code: code.to_owned(),
-                    message: message.to_owned(),
-                }),
-            });
-            pending.last_end = finished;
-        }
+        krec.attempted(
+            started,
+            duration,
+            finished,
+            Some(AttemptError {
+                code: code.to_owned(),
+                message: message.to_owned(),
+            }),
+        );
         krec.last_error = Some(code.to_owned());
         let error = match class {
             ErrorClass::Fatal => Some(Error::Rejected {
@@ -1040,9 +1069,10 @@ impl Pipeline {
             let failure = Failure {
                 error: error(&pending),
                 record: Some(pending.record.clone()),
-                attempts: std::mem::take(&mut pending.attempts),
+                attempts: krec.history(&pending),
             };
-            pending.resolve(Err(failure));
+            pending.prior.clear();
+            pending.resolve(Err(Box::new(failure)));
             self.settle(&pending);
         }
     }
@@ -1233,8 +1263,9 @@ impl Pipeline {
         let shard_arc: Arc<str> = Arc::from(shard_id);
         let sequence: Arc<str> = Arc::from(sequence_number);
         let aggregated = krec.aggregated;
+        let shared: Arc<[Attempt]> = Arc::from(std::mem::take(&mut krec.attempts));
         for (index, mut pending) in std::mem::take(&mut krec.records).into_iter().enumerate() {
-            let attempts = std::mem::take(&mut pending.attempts);
+            let attempts = shared_history(&shared, &mut pending);
             pending.resolve(Ok(Delivery {
                 shard_id: shard_arc.clone(),
                 sequence_number: sequence.clone(),
@@ -1286,15 +1317,25 @@ impl Pipeline {
 /// Turns the recorded attempt of an entry that landed on a then-unknown shard into a failed one:
 /// its records are being sent again.
 fn mark_wrong_shard(krec: &mut KRec, shard_id: &str) {
-    for pending in &mut krec.records {
-        if let Some(attempt) = pending.attempts.last_mut() {
-            attempt.error = Some(AttemptError {
-                code: "WrongShard".into(),
-                message: format!(
-                    "written to {shard_id}, which the refreshed shard map could not show to hold every record of the aggregate"
-                ),
-            });
-        }
+    if let Some(attempt) = krec.attempts.last_mut() {
+        attempt.error = Some(AttemptError {
+            code: "WrongShard".into(),
+            message: format!(
+                "written to {shard_id}, which the refreshed shard map could not show to hold every record of the aggregate"
+            ),
+        });
+    }
+}
+
+/// A delivered record's attempts: the Kinesis record's, shared, unless the record was routed
+/// again and has a history of its own.
+fn shared_history(shared: &Arc<[Attempt]>, pending: &mut Pending) -> Arc<[Attempt]> {
+    if pending.prior.is_empty() {
+        shared.clone()
+    } else {
+        let mut all = std::mem::take(&mut pending.prior);
+        all.extend(shared.iter().cloned());
+        Arc::from(all)
     }
 }
 

@@ -212,7 +212,7 @@ impl Producer {
 
     fn send(&self, record: UserRecord, cost: u32) -> Result<Receipt, Failure> {
         let (tx, rx) = oneshot::channel();
-        let pending = Pending::new(record, tx, Instant::now());
+        let pending = Pending::new(record, tx);
         match self.shared.tx.send(Command::Record(pending)) {
             Ok(()) => {
                 self.shared.received.increment(1);

@@ -26,15 +26,17 @@ pub struct Delivery {
     pub sub_sequence_number: u64,
     /// Whether the record was written inside an aggregate.
     pub aggregated: bool,
-    /// Every attempt, the last one being the success.
-    pub attempts: Vec<Attempt>,
+    /// Every attempt, the last one being the success. Shared by the user records that travelled
+    /// together in one Kinesis record.
+    pub attempts: Arc<[Attempt]>,
 }
 
 /// One `PutRecords` attempt that carried the record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attempt {
-    /// Time from the end of the previous attempt (or from `put`) to the start of this one:
-    /// buffering, rate limiting and backoff.
+    /// Time from the end of the previous attempt to the start of this one (backoff and rate
+    /// limiting), or for the first attempt from the `put` of the oldest record travelling in the
+    /// same Kinesis record (buffering and rate limiting).
     pub delay: Duration,
     /// How long the call took.
     pub duration: Duration,
@@ -88,7 +90,9 @@ impl std::error::Error for Failure {
     }
 }
 
-pub(crate) type Outcome = Result<Delivery, Failure>;
+/// What travels from the pipeline to a receipt. The failure is boxed so that the common case,
+/// a delivery, keeps the channel's slot small.
+pub(crate) type Outcome = Result<Delivery, Box<Failure>>;
 
 /// Resolves once the record is delivered or has finally failed.
 ///
@@ -111,14 +115,15 @@ impl Future for Receipt {
     type Output = Result<Delivery, Failure>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx).poll(cx).map(|received| {
-            received.unwrap_or_else(|_| {
-                Err(Failure {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|received| match received {
+                Ok(outcome) => outcome.map_err(|failure| *failure),
+                Err(_) => Err(Failure {
                     error: Error::Cancelled,
                     record: None,
                     attempts: Vec::new(),
-                })
+                }),
             })
-        })
     }
 }

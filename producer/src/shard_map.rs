@@ -1,6 +1,6 @@
 //! Which shard owns which hash keys: built from `ListShards`, looked up by binary search.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use kinesis_aggregation::{HashKey, HashKeyRange};
 use tokio::time::Instant;
@@ -52,6 +52,7 @@ impl std::fmt::Display for MapProblem {
 #[derive(Clone, Debug)]
 pub(crate) struct ShardMap {
     shards: Vec<ShardInfo>,
+    positions: HashMap<Arc<str>, usize>,
     /// When the `ListShards` call that produced this map started: an answer from a call that
     /// started earlier is older and must not replace it.
     pub(crate) fetched_at: Instant,
@@ -110,7 +111,16 @@ impl ShardMap {
             let last = shards.last().map(|s| s.id.to_string()).unwrap_or_default();
             return Err(MapProblem::Gap { after: last });
         }
-        Ok(ShardMap { shards, fetched_at })
+        let positions = shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect();
+        Ok(ShardMap {
+            shards,
+            positions,
+            fetched_at,
+        })
     }
 
     /// Index of the shard that owns `key`. The map tiles the key space, so there always is one.
@@ -129,7 +139,7 @@ impl ShardMap {
     }
 
     pub(crate) fn position(&self, shard_id: &str) -> Option<usize> {
-        self.shards.iter().position(|s| &*s.id == shard_id)
+        self.positions.get(shard_id).copied()
     }
 
     pub(crate) fn get(&self, index: usize) -> Option<&ShardInfo> {
