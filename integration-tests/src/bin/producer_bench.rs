@@ -1,0 +1,1234 @@
+//! `producer-bench`: what `kinesis-producer` costs and how close it gets to the write limit, with
+//! `aiokpl` (a pure-Python port of the KPL) side by side, in one run. It prints figures; it
+//! asserts nothing about timing.
+//!
+//! Run with `cargo run --release -p kinesis-integration-tests --bin producer-bench` (after
+//! `bash scripts/install-tools.sh`, which installs aiokpl). Flags: `--records N` (default
+//! 1,000,000), `--aiokpl-records N` (default 200,000), `--keys N` (default 64), `--seconds S`
+//! (default 30), `--only cpu|limits`, `--per-second` (print the producer's metrics second by
+//! second in part 2), `--unbalanced-keys` (`pk-0` .. `pk-{N-1}` as they fall).
+//!
+//! ```text
+//!  (1) CPU cost                                   (2) throughput under limits
+//!  this process ──PutRecords──▶ ferrokinesis       this process ──PutRecords──▶ ferrokinesis
+//!  (ours; CPU from /proc/self/stat)  (child,      (ours, default settings,       (child,
+//!  python3 producer_peer.py ──────▶  limits off)   puts for --seconds)            limits on)
+//!  (aiokpl; CPU from getrusage)                    read back: every receipt in the stream?
+//! ```
+//!
+//! The stand-in runs in a child process (this binary re-executed with `--serve-ferrokinesis`, the
+//! same code as the `ferrokinesis-server` bin), so its CPU is not counted in ours. Records are
+//! 100 bytes (their index in the first 8 bytes, see [`produce_record_data`]), generated inline by
+//! the loop that puts them, in both implementations; generation alone is measured separately and
+//! printed, never subtracted silently. They cycle through 64 partition keys chosen among `pk-0`,
+//! `pk-1`, ... so that each shard gets 16 ([`balanced_keys`]): `pk-0` .. `pk-63` themselves put 25
+//! of 64 keys on one shard, which caps any producer at about 64 % of the stream's write limit
+//! (`--unbalanced-keys` shows it).
+
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::error::Error;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use kinesis_aggregation::{HashKey, HashKeyRange};
+use kinesis_integration_tests::FerrokinesisOptions;
+use kinesis_integration_tests::cpu_time::CpuTime;
+use kinesis_integration_tests::ferrokinesis_process::{FerrokinesisProcess, serve};
+use kinesis_integration_tests::fixtures::{create_stream, read_shards, unique_name};
+use kinesis_integration_tests::peers::{
+    Peer, ProduceReport, ProduceRequest, balanced_keys, bench_block, produce_keys,
+    produce_record_data, produce_record_index,
+};
+use kinesis_integration_tests::sdk::REGION;
+use kinesis_integration_tests::tools::{machine, program_version};
+use kinesis_producer::{
+    Error as ProducerError, Failure, Producer, Receipt, SHARD_BYTES_PER_SECOND, UserRecord,
+};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use tokio::sync::mpsc;
+
+type BoxError = Box<dyn Error + Send + Sync>;
+
+const SHARDS: i32 = 4;
+const DATA_LEN: usize = 100;
+/// Receipts travel to the task awaiting them in chunks of this many.
+const CHUNK: usize = 10_000;
+const THROTTLED: &str = "ProvisionedThroughputExceededException";
+const SERVE_FLAG: &str = "--serve-ferrokinesis";
+
+const TARGET_CPU_PER_MILLION: f64 = 1.0;
+const TARGET_RATIO: f64 = 20.0;
+const TARGET_SHARE: f64 = 0.90;
+
+const USAGE: &str = "usage: producer-bench [--records N] [--aiokpl-records N] [--keys N] \
+                     [--seconds S] [--only cpu|limits] [--per-second] \
+                     [--unbalanced-keys]";
+
+struct Args {
+    records: u64,
+    aiokpl_records: u64,
+    keys: usize,
+    seconds: f64,
+    cpu: bool,
+    limits: bool,
+    per_second: bool,
+    unbalanced_keys: bool,
+}
+
+fn main() -> Result<(), BoxError> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if argv.first().map(String::as_str) == Some(SERVE_FLAG) {
+        let enforce = argv.iter().any(|a| a == "--enforce-limits");
+        let options = FerrokinesisOptions::new().enforce_limits(enforce);
+        return Ok(runtime.block_on(serve(options, true))?);
+    }
+    let args = parse_args(&argv)?;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    runtime.block_on(run(args))
+}
+
+fn parse_args(argv: &[String]) -> Result<Args, BoxError> {
+    let mut args = Args {
+        records: 1_000_000,
+        aiokpl_records: 200_000,
+        keys: 64,
+        seconds: 30.0,
+        cpu: true,
+        limits: true,
+        per_second: false,
+        unbalanced_keys: false,
+    };
+    let mut it = argv.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--records" => args.records = count(flag, value()?)?,
+            "--aiokpl-records" => args.aiokpl_records = count(flag, value()?)?,
+            "--keys" => args.keys = usize::try_from(count(flag, value()?)?)?,
+            "--seconds" => {
+                let text = value()?;
+                args.seconds = text
+                    .parse()
+                    .map_err(|e| format!("{flag} {text:?}: {e}\n{USAGE}"))?;
+            }
+            "--only" => match value()?.as_str() {
+                "cpu" => args.limits = false,
+                "limits" => args.cpu = false,
+                other => return Err(format!("--only {other:?}: cpu or limits\n{USAGE}").into()),
+            },
+            "--per-second" => args.per_second = true,
+            "--unbalanced-keys" => args.unbalanced_keys = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
+        }
+    }
+    if args.records == 0 || args.keys == 0 || args.seconds <= 0.0 {
+        return Err(format!("--records, --keys and --seconds must be positive\n{USAGE}").into());
+    }
+    Ok(args)
+}
+
+/// A count such as `1000000`, `1_000_000` or `1e6`.
+fn count(flag: &str, text: &str) -> Result<u64, BoxError> {
+    let clean = text.replace('_', "");
+    clean
+        .parse::<u64>()
+        .ok()
+        .or_else(|| {
+            clean
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0 && v.fract() == 0.0)
+                .map(|v| v as u64)
+        })
+        .ok_or_else(|| format!("{flag} {text:?} is not a count\n{USAGE}").into())
+}
+
+async fn run(args: Args) -> Result<(), BoxError> {
+    // Fail early, naming the install script, if aiokpl is missing.
+    if args.cpu && args.aiokpl_records > 0 {
+        Peer::Aiokpl.script_command("producer_peer.py")?;
+    }
+    println!(
+        "producer-bench: kinesis-producer {} against the ferrokinesis 0.7 stand-in in a child \
+         process; {DATA_LEN}-byte records over {} partition keys ({}); streams of {SHARDS} \
+         shards",
+        env!("CARGO_PKG_VERSION"),
+        args.keys,
+        if args.unbalanced_keys {
+            format!("pk-0 .. pk-{}", args.keys - 1)
+        } else {
+            "as many on each shard as on the others".to_owned()
+        }
+    );
+    println!("machine: {}", machine());
+    println!(
+        "peer: {} ({})",
+        Peer::Aiokpl.name(),
+        program_version("python3", "--version")
+    );
+    let block = bench_block();
+    let mut summary = Vec::new();
+    if args.cpu {
+        cpu_cost(&args, &block, &mut summary).await?;
+    }
+    if args.limits {
+        under_limits(&args, &block, &mut summary).await?;
+    }
+    println!("\nsummary (targets are goals to read against, not assertions):");
+    for line in summary {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
+// --- (1) CPU cost ---------------------------------------------------------------------------------
+
+async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Result<(), BoxError> {
+    println!("\n(1) CPU cost: stand-in limits off, every receipt awaited");
+    let server = start_server(false).await?;
+    println!(
+        "  stand-in: ferrokinesis, pid {}, {}",
+        server.pid(),
+        server.endpoint()
+    );
+    let client = server.client();
+    let stream = unique_name("bench-cpu-ours");
+    create_stream(&client, &stream, SHARDS).await?;
+    let keys = &choose_keys(args, &client, &stream).await?;
+
+    let generation = generate_only(args.records, keys, block);
+    let ours = ours_cpu_run(&server, stream, keys, block, args.records).await?;
+    println!(
+        "  ours: kinesis-producer with rate_limit_percent(1000) (the highest; the stand-in \
+         enforces no limits), every other setting default (linger 100 ms, aggregates up to \
+         51,200 bytes, 200,000 outstanding records); no metrics recorder installed"
+    );
+    print_ours_cpu(&ours, &generation);
+
+    // Ours again at aiokpl's record count, so the ratio compares runs of the same length
+    // (start-up amortized over the same number of records).
+    let same_n = if args.aiokpl_records > 0 && args.aiokpl_records != args.records {
+        let stream = unique_name("bench-cpu-ours");
+        create_stream(&client, &stream, SHARDS).await?;
+        let run = ours_cpu_run(&server, stream, keys, block, args.aiokpl_records).await?;
+        let gen_same = generate_only(args.aiokpl_records, keys, block);
+        println!(
+            "  ours again with {} records (aiokpl's count):",
+            thousands(run.n as f64)
+        );
+        print_ours_cpu(&run, &gen_same);
+        Some((run, gen_same))
+    } else {
+        None
+    };
+
+    summary.push(format!(
+        "ours: {:.3} CPU-s per million records ({} records{})   target <= {TARGET_CPU_PER_MILLION}: {}",
+        ours.per_million(),
+        thousands(ours.n as f64),
+        if ours.tally.delivered == ours.n && ours.stream.distinct == ours.n {
+            ", all delivered and read back"
+        } else {
+            ", NOT all delivered: not comparable"
+        },
+        verdict(ours.per_million() <= TARGET_CPU_PER_MILLION)
+    ));
+
+    if args.aiokpl_records > 0 {
+        let peer = aiokpl_cpu_run(&server, args, keys).await?;
+        let peer_per_million = peer.produce.cpu() * 1e6 / peer.records as f64;
+        let peer_gen_per_million = peer.generate.cpu() * 1e6 / peer.records as f64;
+        let (ours_same, gen_same) = match &same_n {
+            Some((run, generation)) => (run, generation),
+            None => (&ours, &generation),
+        };
+        let ratio_same = peer_per_million / ours_same.per_million();
+        let ratio_main = peer_per_million / ours.per_million();
+        let ratio_net = (peer_per_million - peer_gen_per_million)
+            / (ours_same.per_million() - gen_same.per_million());
+        println!(
+            "  ratio aiokpl CPU / ours, per million records:\n\
+             \x20   {ratio_same:>8.1}x  both with {} records (same start-up amortization)   target >= {TARGET_RATIO}x: {}\n\
+             \x20   {ratio_main:>8.1}x  ours with {} records{}\n\
+             \x20   {ratio_net:>8.1}x  both with {} records, each side's input generation subtracted (measured separately, above)",
+            thousands(peer.records as f64),
+            verdict(ratio_same >= TARGET_RATIO),
+            thousands(ours.n as f64),
+            if peer.records == ours.n {
+                String::new()
+            } else {
+                format!(
+                    ", aiokpl with {} (its per-million figure scaled up {:.0}x)",
+                    thousands(peer.records as f64),
+                    1e6 / peer.records as f64
+                )
+            },
+            thousands(peer.records as f64),
+        );
+        summary.push(format!(
+            "aiokpl / ours CPU: {ratio_same:.1}x at {} records each ({ratio_main:.1}x against ours at {})   target >= {TARGET_RATIO}x: {}",
+            thousands(peer.records as f64),
+            thousands(ours.n as f64),
+            verdict(ratio_same >= TARGET_RATIO)
+        ));
+    }
+
+    let served = server.stop().await?;
+    println!(
+        "  the stand-in served {} PutRecords and {} ListShards calls in this part",
+        thousands(served.of("PutRecords") as f64),
+        thousands(served.of("ListShards") as f64)
+    );
+    Ok(())
+}
+
+struct Generation {
+    n: u64,
+    cpu: CpuTime,
+    wall: Duration,
+}
+
+impl Generation {
+    fn per_million(&self) -> f64 {
+        self.cpu.total().as_secs_f64() * 1e6 / self.n as f64
+    }
+}
+
+/// The inputs of the put loop alone (key clone and 100-byte data), without the producer: passes
+/// over the `n` records until at least a third of a CPU-second is spent, as the CPU clock ticks
+/// in hundredths of a second.
+fn generate_only(n: u64, keys: &[String], block: &[u8]) -> Generation {
+    let cpu0 = CpuTime::of_self().unwrap_or_default();
+    let started = Instant::now();
+    let mut passes = 0;
+    loop {
+        for i in 0..n {
+            let key = keys[(i % keys.len() as u64) as usize].clone();
+            let data = produce_record_data(i, DATA_LEN, block);
+            std::hint::black_box((key, data));
+        }
+        passes += 1;
+        let spent = CpuTime::of_self().unwrap_or_default() - cpu0;
+        if spent.total() >= Duration::from_millis(333) || passes >= 1000 {
+            return Generation {
+                n: n * passes,
+                cpu: spent,
+                wall: started.elapsed(),
+            };
+        }
+    }
+}
+
+struct OursCpuRun {
+    n: u64,
+    cpu: CpuTime,
+    wall: Duration,
+    server_cpu: Duration,
+    tally: Tally,
+    stream: StreamCheck,
+}
+
+impl OursCpuRun {
+    fn per_million(&self) -> f64 {
+        self.cpu.total().as_secs_f64() * 1e6 / self.n as f64
+    }
+}
+
+async fn ours_cpu_run(
+    server: &FerrokinesisProcess,
+    stream: String,
+    keys: &[String],
+    block: &[u8],
+    n: u64,
+) -> Result<OursCpuRun, BoxError> {
+    let client = server.client();
+    eprintln!("[cpu] ours: {n} records ...");
+
+    let server_cpu0 = server.cpu_time()?;
+    let cpu0 = CpuTime::of_self()?;
+    let started = Instant::now();
+    let producer = Producer::builder(client.clone(), stream.as_str())
+        .rate_limit_percent(1000)
+        .build()
+        .await?;
+    let (receipts, consumer) = spawn_receipt_consumer(false);
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut refused = 0u64;
+    for i in 0..n {
+        let key = keys[(i % keys.len() as u64) as usize].clone();
+        let record = UserRecord::new(key, produce_record_data(i, DATA_LEN, block))?;
+        match producer.put(record).await {
+            Ok(receipt) => chunk.push((i, receipt)),
+            Err(_) => refused += 1,
+        }
+        if chunk.len() == CHUNK {
+            receipts.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))?;
+        }
+    }
+    receipts.send(chunk)?;
+    drop(receipts);
+    producer.shutdown().await;
+    let mut tally = consumer.await?;
+    let wall = started.elapsed();
+    let cpu = CpuTime::of_self()? - cpu0;
+    let server_cpu = (server.cpu_time()? - server_cpu0).total();
+    tally.refused = refused;
+
+    let stream = check_stream(&client, &stream, n).await?;
+    Ok(OursCpuRun {
+        n,
+        cpu,
+        wall,
+        server_cpu,
+        tally,
+        stream,
+    })
+}
+
+fn print_ours_cpu(run: &OursCpuRun, generation: &Generation) {
+    println!(
+        "    {} records: CPU {:.3} s (user {:.3}, sys {:.3}) = {:.3} CPU-s per million   target <= {TARGET_CPU_PER_MILLION}: {}",
+        thousands(run.n as f64),
+        run.cpu.total().as_secs_f64(),
+        run.cpu.user.as_secs_f64(),
+        run.cpu.system.as_secs_f64(),
+        run.per_million(),
+        verdict(run.per_million() <= TARGET_CPU_PER_MILLION)
+    );
+    println!(
+        "      this process only, from building the producer to shutdown with every receipt \
+         awaited; includes generating the records inline"
+    );
+    println!(
+        "    generating the inputs alone (key + 100-byte buffer; included above, not \
+         subtracted): {:.3} CPU-s per million ({:.3} s wall for {} in separate passes, where \
+         each buffer is freed at once: a lower bound of what the same allocations cost while \
+         records are held)",
+        generation.per_million(),
+        generation.wall.as_secs_f64(),
+        thousands(generation.n as f64)
+    );
+    println!(
+        "    wall {:.2} s, {} records/s; the stand-in used {:.2} CPU-s meanwhile (its own \
+         process, not counted)",
+        run.wall.as_secs_f64(),
+        thousands(run.n as f64 / run.wall.as_secs_f64()),
+        run.server_cpu.as_secs_f64()
+    );
+    println!(
+        "    receipts: {} delivered, {} failed{}, {} refused by put; {} attempts ({} throttled)",
+        thousands(run.tally.delivered as f64),
+        thousands(run.tally.failed_total() as f64),
+        run.tally.failures_text(),
+        run.tally.refused,
+        thousands(run.tally.attempts as f64),
+        run.tally.throttled_attempts
+    );
+    println!("    stream read back: {}", run.stream.describe());
+    if run.tally.delivered != run.n || run.stream.distinct != run.n {
+        println!(
+            "    WARNING: not every record was delivered: the CPU figure above is not comparable"
+        );
+    }
+}
+
+async fn aiokpl_cpu_run(
+    server: &FerrokinesisProcess,
+    args: &Args,
+    keys: &[String],
+) -> Result<ProduceReport, BoxError> {
+    let client = server.client();
+    let stream = unique_name("bench-cpu-aiokpl");
+    create_stream(&client, &stream, SHARDS).await?;
+    let n = args.aiokpl_records;
+    eprintln!("[cpu] aiokpl: {n} records (about 150-200 µs of CPU each here) ...");
+    let request = ProduceRequest {
+        endpoint: server.endpoint().to_owned(),
+        region: REGION.to_owned(),
+        stream: stream.clone(),
+        records: n,
+        data_len: DATA_LEN,
+        keys: keys.to_vec(),
+        // The stand-in enforces no limits: lift aiokpl's limiter out of the way (its defaults
+        // are the shard limits, 1000 records/s and 1 MiB/s).
+        rate_limit_records_per_shard: 1e9,
+        rate_limit_bytes_per_shard: 1e12,
+        timeout_seconds: 600.0 + n as f64 / 1000.0,
+    };
+    let server_cpu0 = server.cpu_time()?;
+    let report = tokio::task::spawn_blocking(move || Peer::Aiokpl.produce(&request)).await??;
+    let server_cpu = (server.cpu_time()? - server_cpu0).total();
+    let stream = check_stream(&client, &stream, n).await?;
+
+    let per_million = report.produce.cpu() * 1e6 / report.records as f64;
+    println!(
+        "  aiokpl 0.2.0 ({}): rate limits raised to 1e9 records/s and 1e12 bytes/s per shard, \
+         every other setting default (linger 100 ms, aggregates up to 51,200 bytes, 100,000 \
+         outstanding records); settings as it reports them: {}",
+        report.python, report.config
+    );
+    println!(
+        "    {} records: CPU {:.2} s (user {:.2}, sys {:.2}) = {:.2} CPU-s per million{}",
+        thousands(report.records as f64),
+        report.produce.cpu(),
+        report.produce.cpu_user,
+        report.produce.cpu_system,
+        per_million,
+        if report.records == 1_000_000 {
+            String::new()
+        } else {
+            format!(
+                " (measured on {} records and scaled up: aiokpl is slow)",
+                thousands(report.records as f64)
+            )
+        }
+    );
+    println!(
+        "      its own process (resource.getrusage), from building the producer to its close \
+         with every outcome awaited; includes generating the records inline; interpreter \
+         start-up and imports excluded"
+    );
+    println!(
+        "    generating the inputs alone (a separate pass; included above, not subtracted): \
+         {:.3} CPU-s per million",
+        report.generate.cpu() * 1e6 / report.records as f64
+    );
+    println!(
+        "    wall {:.2} s, {} records/s; the stand-in used {:.2} CPU-s meanwhile (not counted)",
+        report.produce.wall,
+        thousands(report.records as f64 / report.produce.wall),
+        server_cpu.as_secs_f64()
+    );
+    let failures: Vec<String> = report
+        .failures
+        .iter()
+        .map(|(code, n)| format!("{code}: {n}"))
+        .collect();
+    println!(
+        "    outcomes: {} succeeded, {} failed{}, {} unresolved; {} attempts",
+        thousands(report.succeeded as f64),
+        thousands(report.failed as f64),
+        if failures.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", failures.join(", "))
+        },
+        report.unresolved,
+        thousands(report.attempts as f64)
+    );
+    println!("    stream read back: {}", stream.describe());
+    if report.succeeded != n || stream.distinct != n {
+        return Err(format!(
+            "aiokpl did not deliver every record ({} succeeded, {} distinct records in the \
+             stream, of {n}): its CPU figure would not be comparable",
+            report.succeeded, stream.distinct
+        )
+        .into());
+    }
+    Ok(report)
+}
+
+// --- (2) throughput under limits ------------------------------------------------------------------
+
+async fn under_limits(
+    args: &Args,
+    block: &[u8],
+    summary: &mut Vec<String>,
+) -> Result<(), BoxError> {
+    println!(
+        "\n(2) Throughput under limits: stand-in enforcing 1 MiB/s and 1000 records/s per shard \
+         (fixed 1 s windows, data bytes), {SHARDS} shards: write limit {:.0} bytes/s",
+        SHARDS as f64 * SHARD_BYTES_PER_SECOND
+    );
+    let server = start_server(true).await?;
+    let client = server.client();
+    println!(
+        "  stand-in: ferrokinesis, pid {}, {}",
+        server.pid(),
+        server.endpoint()
+    );
+    let stream = unique_name("bench-limits");
+    create_stream(&client, &stream, SHARDS).await?;
+    let keys = &choose_keys(args, &client, &stream).await?;
+    let snapshotter = install_recorder()?;
+    let _ = snapshotter.snapshot(); // nothing before this run
+    eprintln!("[limits] ours: putting for {} s ...", args.seconds);
+
+    let feed_for = Duration::from_secs_f64(args.seconds);
+    let server_cpu0 = server.cpu_time()?;
+    let cpu0 = CpuTime::of_self()?;
+    let started = Instant::now();
+    let sampler = Sampler::start(snapshotter, started);
+    let producer = Producer::builder(client.clone(), stream.as_str())
+        .build()
+        .await?;
+    let (receipts, consumer) = spawn_receipt_consumer(true);
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut refused = 0u64;
+    let mut max_outstanding = (0usize, 0usize);
+    let mut i = 0u64;
+    while started.elapsed() < feed_for {
+        let key = keys[(i % keys.len() as u64) as usize].clone();
+        let record = UserRecord::new(key, produce_record_data(i, DATA_LEN, block))?;
+        match producer.put(record).await {
+            Ok(receipt) => chunk.push((i, receipt)),
+            Err(_) => refused += 1,
+        }
+        i += 1;
+        if chunk.len() == CHUNK {
+            receipts.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))?;
+            let now = producer.outstanding();
+            max_outstanding.0 = max_outstanding.0.max(now.records);
+            max_outstanding.1 = max_outstanding.1.max(now.bytes);
+        }
+    }
+    let fed = i;
+    let feed_wall = started.elapsed();
+    receipts.send(chunk)?;
+    drop(receipts);
+    producer.shutdown().await;
+    let mut tally = consumer.await?;
+    tally.refused = refused;
+    let last_ack = tally.finished.unwrap_or_else(Instant::now);
+    let total_wall = last_ack.duration_since(started);
+    let cpu = CpuTime::of_self()? - cpu0;
+    let server_cpu = (server.cpu_time()? - server_cpu0).total();
+    let (metrics, samples) = sampler.finish().await?;
+
+    eprintln!("[limits] reading the stream back ...");
+    let read = read_back_receipts(&client, &stream, &tally, fed).await?;
+    let served = server.stop().await?;
+
+    let limit = SHARDS as f64 * SHARD_BYTES_PER_SECOND;
+    let payload = tally.delivered as f64 * DATA_LEN as f64;
+    let share = payload / total_wall.as_secs_f64() / limit;
+    println!(
+        "  ours: kinesis-producer with default settings (rate_limit_percent 150, linger 100 ms, \
+         200,000 outstanding records, 128 MiB outstanding bytes)"
+    );
+    println!(
+        "    put for {:.1} s ({} records admitted, {} refused; outstanding at most {} records, \
+         {} bytes), then shutdown: last receipt at {:.1} s",
+        feed_wall.as_secs_f64(),
+        thousands(fed as f64),
+        tally.refused,
+        thousands(max_outstanding.0 as f64),
+        thousands(max_outstanding.1 as f64),
+        total_wall.as_secs_f64()
+    );
+    println!(
+        "    user payload delivered: {} bytes/s = {:.1} % of the write limit (first put to last \
+         receipt, {} records x {DATA_LEN} bytes)   target >= {:.0} %: {}",
+        thousands(payload / total_wall.as_secs_f64()),
+        share * 100.0,
+        thousands(tally.delivered as f64),
+        TARGET_SHARE * 100.0,
+        verdict(share >= TARGET_SHARE)
+    );
+    if let Some(steady) = &read.steady {
+        println!(
+            "    steady state, from the stream's arrival timestamps: {:.1} % of the limit on \
+             average over {} whole seconds (lowest {:.1} %, highest {:.1} %; first and last \
+             second left out)",
+            steady.mean * 100.0,
+            steady.seconds,
+            steady.min * 100.0,
+            steady.max * 100.0
+        );
+        let series: Vec<String> = steady
+            .series
+            .iter()
+            .map(|share| format!("{:.0}", share * 100.0))
+            .collect();
+        println!(
+            "    user payload per arrival second, % of the limit: {}",
+            series.join(" ")
+        );
+    }
+    let kinesis_bytes = metrics.counter(kinesis_producer::metrics::KINESIS_RECORDS_DATA_PUT);
+    let kinesis_records = metrics.counter(kinesis_producer::metrics::KINESIS_RECORDS_PUT);
+    println!(
+        "    Kinesis records written (aggregates, partition key + data): {} bytes/s = {:.1} % of \
+         the limit; {} records, {:.1} user records each, {:.1} bytes per user record",
+        thousands(kinesis_bytes as f64 / total_wall.as_secs_f64()),
+        kinesis_bytes as f64 / total_wall.as_secs_f64() / limit * 100.0,
+        thousands(kinesis_records as f64),
+        tally.delivered as f64 / kinesis_records.max(1) as f64,
+        kinesis_bytes as f64 / tally.delivered.max(1) as f64
+    );
+    if kinesis_bytes > 0 {
+        println!(
+            "    so at most {:.1} % of the limit can be user payload with these aggregates (the \
+             rest is framing: magic, protobuf, MD5, key table)",
+            payload / kinesis_bytes as f64 * 100.0
+        );
+    }
+    let calls = metrics.counter(kinesis_producer::metrics::PUT_RECORDS_CALLS);
+    println!(
+        "    PutRecords calls: {} ({:.1}/s) by the producer's count, {} served by the stand-in",
+        thousands(calls as f64),
+        calls as f64 / total_wall.as_secs_f64(),
+        thousands(served.of("PutRecords") as f64)
+    );
+    let throttled_entries = metrics.errors(THROTTLED);
+    let other_errors: Vec<String> = metrics
+        .errors_by_code
+        .iter()
+        .filter(|(code, _)| code.as_str() != THROTTLED)
+        .map(|(code, n)| format!("{code}: {n}"))
+        .collect();
+    println!(
+        "    throttled entries (ProvisionedThroughputExceeded): {} of {} entries sent; {} user \
+         records were throttled at least once ({} throttled attempts); other errors: {}",
+        thousands(throttled_entries as f64),
+        thousands((kinesis_records + metrics.total_errors()) as f64),
+        thousands(tally.records_throttled as f64),
+        thousands(tally.throttled_attempts as f64),
+        if other_errors.is_empty() {
+            "none".to_owned()
+        } else {
+            other_errors.join(", ")
+        }
+    );
+    println!(
+        "    records acknowledged: {}; failed: {}{}",
+        thousands(tally.delivered as f64),
+        thousands(tally.failed_total() as f64),
+        tally.failures_text()
+    );
+    println!(
+        "    records lost (acknowledged, not in the stream at their sequence and subsequence \
+         number): {} (must be 0); acknowledged but holding another record there: {}",
+        read.lost, read.mismatched
+    );
+    println!("    stream read back: {}", read.check.describe());
+    if args.per_second {
+        print_samples(&samples);
+    }
+    println!(
+        "    CPU of this process over the run: {:.2} s = {:.2} CPU-s per million delivered \
+         (DebuggingRecorder installed); the stand-in's: {:.2} s",
+        cpu.total().as_secs_f64(),
+        cpu.total().as_secs_f64() * 1e6 / tally.delivered.max(1) as f64,
+        server_cpu.as_secs_f64()
+    );
+
+    summary.push(format!(
+        "ours under limits: {:.1} % of the write limit as user payload ({:.1} s)   target >= {:.0} %: {}",
+        share * 100.0,
+        total_wall.as_secs_f64(),
+        TARGET_SHARE * 100.0,
+        verdict(share >= TARGET_SHARE)
+    ));
+    summary.push(format!(
+        "records lost under limits: {} of {} acknowledged (must be 0): {}",
+        read.lost,
+        thousands(tally.delivered as f64),
+        verdict(read.lost == 0 && read.mismatched == 0)
+    ));
+    Ok(())
+}
+
+fn install_recorder() -> Result<Snapshotter, BoxError> {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder
+        .install()
+        .map_err(|e| format!("installing the metrics recorder: {e}"))?;
+    Ok(snapshotter)
+}
+
+/// Counter totals over every label set, and `ERRORS_BY_CODE` per error code.
+#[derive(Default)]
+struct MetricTotals {
+    counters: BTreeMap<String, u64>,
+    errors_by_code: BTreeMap<String, u64>,
+}
+
+impl MetricTotals {
+    fn counter(&self, name: &str) -> u64 {
+        self.counters.get(name).copied().unwrap_or(0)
+    }
+
+    fn errors(&self, code: &str) -> u64 {
+        self.errors_by_code.get(code).copied().unwrap_or(0)
+    }
+
+    fn total_errors(&self) -> u64 {
+        self.errors_by_code.values().sum()
+    }
+}
+
+/// One second of the producer's metrics.
+struct Sample {
+    at: Duration,
+    totals: MetricTotals,
+    /// The last rate factor each shard reported in the second (shard id order).
+    rate_factors: BTreeMap<String, f64>,
+    /// Records admitted and not resolved, as last reported in the second.
+    pending: Option<f64>,
+}
+
+/// Takes a snapshot of the debugging recorder every second. A snapshot resets its counters, so
+/// the samples are per-second deltas; `totals` is their sum.
+struct Sampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<(MetricTotals, Vec<Sample>)>,
+}
+
+impl Sampler {
+    fn start(snapshotter: Snapshotter, started: Instant) -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut totals = MetricTotals::default();
+            let mut samples = Vec::new();
+            let mut tick = tokio::time::interval_at(
+                tokio::time::Instant::from_std(started) + Duration::from_secs(1),
+                Duration::from_secs(1),
+            );
+            loop {
+                let last = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = &mut stopped => true,
+                };
+                let sample = take_sample(&snapshotter, started.elapsed());
+                for (name, n) in &sample.totals.counters {
+                    *totals.counters.entry(name.clone()).or_default() += n;
+                }
+                for (code, n) in &sample.totals.errors_by_code {
+                    *totals.errors_by_code.entry(code.clone()).or_default() += n;
+                }
+                samples.push(sample);
+                if last {
+                    return (totals, samples);
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    async fn finish(self) -> Result<(MetricTotals, Vec<Sample>), BoxError> {
+        let _ = self.stop.send(());
+        Ok(self.task.await?)
+    }
+}
+
+fn take_sample(snapshotter: &Snapshotter, at: Duration) -> Sample {
+    use kinesis_producer::metrics as m;
+    let mut sample = Sample {
+        at,
+        totals: MetricTotals::default(),
+        rate_factors: BTreeMap::new(),
+        pending: None,
+    };
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let name = key.key().name();
+        let label = |wanted: &str| {
+            key.key()
+                .labels()
+                .find(|l| l.key() == wanted)
+                .map_or_else(|| "unknown".to_owned(), |l| l.value().to_owned())
+        };
+        match value {
+            DebugValue::Counter(n) => {
+                if name == m::ERRORS_BY_CODE {
+                    *sample
+                        .totals
+                        .errors_by_code
+                        .entry(label("error_code"))
+                        .or_default() += n;
+                }
+                *sample.totals.counters.entry(name.to_owned()).or_default() += n;
+            }
+            // A snapshot resets gauges to 0: 0 means "not reported in this second".
+            DebugValue::Gauge(v) if v.0 != 0.0 => {
+                if name == m::SHARD_RATE_FACTOR {
+                    sample.rate_factors.insert(label("shard_id"), v.0);
+                } else if name == m::USER_RECORDS_PENDING {
+                    sample.pending = Some(v.0);
+                }
+            }
+            _ => {}
+        }
+    }
+    sample
+}
+
+fn print_samples(samples: &[Sample]) {
+    use kinesis_producer::metrics as m;
+    let limit = SHARDS as f64 * SHARD_BYTES_PER_SECOND;
+    println!(
+        "    per second, from the producer's metrics (payload acknowledged as % of the limit; \
+         entries throttled / sent; calls; each shard's rate factor as last reported that second; records \
+         outstanding):"
+    );
+    for sample in samples {
+        let t = &sample.totals;
+        let written = t.counter(m::KINESIS_RECORDS_PUT);
+        let throttled = t.errors(THROTTLED);
+        let factors: Vec<String> = sample
+            .rate_factors
+            .values()
+            .map(|f| format!("{f:.2}"))
+            .collect();
+        println!(
+            "      {:>5.1} s  {:>5.1} %  {:>3} / {:>3}  {:>3} calls  factors [{}]  {}",
+            sample.at.as_secs_f64(),
+            t.counter(m::USER_RECORDS_PUT) as f64 * DATA_LEN as f64 / limit * 100.0,
+            throttled,
+            written + t.total_errors(),
+            t.counter(m::PUT_RECORDS_CALLS),
+            if factors.is_empty() {
+                "-".to_owned()
+            } else {
+                factors.join(" ")
+            },
+            sample.pending.map_or_else(|| "-".to_owned(), thousands),
+        );
+    }
+}
+
+// --- receipts ----------------------------------------------------------------------------------------
+
+/// What the receipts said.
+#[derive(Default)]
+struct Tally {
+    delivered: u64,
+    failures: BTreeMap<String, u64>,
+    refused: u64,
+    attempts: u64,
+    throttled_attempts: u64,
+    records_throttled: u64,
+    /// (sequence number, subsequence number, record index) of every delivery, when kept.
+    acked: Vec<(Arc<str>, u64, u64)>,
+    /// When the last receipt resolved.
+    finished: Option<Instant>,
+}
+
+impl Tally {
+    fn failed_total(&self) -> u64 {
+        self.failures.values().sum()
+    }
+
+    fn failures_text(&self) -> String {
+        if self.failures.is_empty() {
+            return String::new();
+        }
+        let kinds: Vec<String> = self
+            .failures
+            .iter()
+            .map(|(kind, n)| format!("{kind}: {n}"))
+            .collect();
+        format!(" ({})", kinds.join(", "))
+    }
+}
+
+type ReceiptChunk = Vec<(u64, Receipt)>;
+
+/// A task awaiting receipts as they come, so the put loop never waits on them.
+fn spawn_receipt_consumer(
+    keep: bool,
+) -> (
+    mpsc::UnboundedSender<ReceiptChunk>,
+    tokio::task::JoinHandle<Tally>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<ReceiptChunk>();
+    let task = tokio::spawn(async move {
+        let mut tally = Tally::default();
+        while let Some(chunk) = rx.recv().await {
+            for (index, receipt) in chunk {
+                match receipt.await {
+                    Ok(delivery) => {
+                        tally.delivered += 1;
+                        tally.attempts += delivery.attempts.len() as u64;
+                        let throttled = delivery
+                            .attempts
+                            .iter()
+                            .filter(|a| a.error.as_ref().is_some_and(|e| e.code == THROTTLED))
+                            .count() as u64;
+                        tally.throttled_attempts += throttled;
+                        tally.records_throttled += u64::from(throttled > 0);
+                        if keep {
+                            tally.acked.push((
+                                delivery.sequence_number,
+                                delivery.sub_sequence_number,
+                                index,
+                            ));
+                        }
+                    }
+                    Err(failure) => {
+                        tally.attempts += failure.attempts.len() as u64;
+                        *tally.failures.entry(failure_kind(&failure)).or_default() += 1;
+                    }
+                }
+            }
+        }
+        tally.finished = Some(Instant::now());
+        tally
+    });
+    (tx, task)
+}
+
+fn failure_kind(failure: &Failure) -> String {
+    match &failure.error {
+        ProducerError::Expired { last_error, .. } => format!(
+            "Expired (last error {})",
+            last_error.as_deref().unwrap_or("none")
+        ),
+        ProducerError::Throttled { .. } => "Throttled".into(),
+        ProducerError::Rejected { code, .. } => format!("Rejected ({code})"),
+        ProducerError::Cancelled => "Cancelled".into(),
+        ProducerError::ShutDown => "ShutDown".into(),
+        other => other.to_string(),
+    }
+}
+
+// --- the stream --------------------------------------------------------------------------------------
+
+/// The stream read back as a KCL consumer sees it, against the indices `0..n` put.
+struct StreamCheck {
+    n: u64,
+    user_records: u64,
+    distinct: u64,
+    duplicates: u64,
+    foreign: u64,
+    dropped: u64,
+}
+
+impl StreamCheck {
+    fn describe(&self) -> String {
+        format!(
+            "{} user records, {} of the {} put present ({} missing), {} duplicates, {} not ours, \
+             {} in aggregates a KCL consumer drops (shard range rule)",
+            thousands(self.user_records as f64),
+            thousands(self.distinct as f64),
+            thousands(self.n as f64),
+            thousands((self.n - self.distinct) as f64),
+            self.duplicates,
+            self.foreign,
+            self.dropped
+        )
+    }
+}
+
+/// Counts, per record index, how often it appears in the stream.
+fn tally_indices<'a>(
+    n: u64,
+    records: impl Iterator<Item = &'a kinesis_aggregation::DeaggregatedRecord>,
+    dropped: u64,
+) -> StreamCheck {
+    let mut seen = vec![0u8; n as usize];
+    let mut check = StreamCheck {
+        n,
+        user_records: 0,
+        distinct: 0,
+        duplicates: 0,
+        foreign: 0,
+        dropped,
+    };
+    for record in records {
+        check.user_records += 1;
+        match produce_record_index(&record.data).filter(|i| *i < n && record.data.len() == DATA_LEN)
+        {
+            Some(i) => {
+                let count = &mut seen[i as usize];
+                if *count == 0 {
+                    check.distinct += 1;
+                } else {
+                    check.duplicates += 1;
+                }
+                *count = count.saturating_add(1);
+            }
+            None => check.foreign += 1,
+        }
+    }
+    check
+}
+
+async fn check_stream(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    n: u64,
+) -> Result<StreamCheck, BoxError> {
+    let shards = read_shards(client, stream).await?;
+    let dropped = shards.iter().map(|s| s.dropped.len() as u64).sum();
+    Ok(tally_indices(
+        n,
+        shards.iter().flat_map(|s| s.records.iter()),
+        dropped,
+    ))
+}
+
+struct Steady {
+    seconds: usize,
+    mean: f64,
+    min: f64,
+    max: f64,
+    /// Every second's share, the partial first and last included.
+    series: Vec<f64>,
+}
+
+struct ReadBack {
+    check: StreamCheck,
+    lost: u64,
+    mismatched: u64,
+    steady: Option<Steady>,
+}
+
+/// Reads the stream back: is every acknowledged record at its (sequence, subsequence), and how
+/// much user payload arrived in each second.
+async fn read_back_receipts(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    tally: &Tally,
+    n: u64,
+) -> Result<ReadBack, BoxError> {
+    let shards = read_shards(client, stream).await?;
+    let dropped = shards.iter().map(|s| s.dropped.len() as u64).sum();
+    let records = || shards.iter().flat_map(|s| s.records.iter());
+    let check = tally_indices(n, records(), dropped);
+
+    let mut at: HashMap<(&str, u64), Option<u64>> = HashMap::with_capacity(records().count());
+    let mut per_second: BTreeMap<u64, u64> = BTreeMap::new();
+    for record in records() {
+        at.insert(
+            (&*record.sequence_number, record.sub_sequence_number),
+            produce_record_index(&record.data),
+        );
+        if let Some(arrival) = record.approximate_arrival_timestamp {
+            let second = arrival
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            *per_second.entry(second).or_default() += record.data.len() as u64;
+        }
+    }
+    let (mut lost, mut mismatched) = (0, 0);
+    for (sequence, sub, index) in &tally.acked {
+        match at.get(&(&**sequence, *sub)) {
+            None => lost += 1,
+            Some(found) if *found != Some(*index) => mismatched += 1,
+            Some(_) => {}
+        }
+    }
+
+    // Whole seconds only: the first and last are partial.
+    let limit = SHARDS as f64 * SHARD_BYTES_PER_SECOND;
+    let inner: Vec<f64> = per_second
+        .values()
+        .skip(1)
+        .take(per_second.len().saturating_sub(2))
+        .map(|bytes| *bytes as f64 / limit)
+        .collect();
+    let steady = (!inner.is_empty()).then(|| Steady {
+        seconds: inner.len(),
+        mean: inner.iter().sum::<f64>() / inner.len() as f64,
+        min: inner.iter().copied().fold(f64::INFINITY, f64::min),
+        max: inner.iter().copied().fold(0.0, f64::max),
+        series: per_second
+            .values()
+            .map(|bytes| *bytes as f64 / limit)
+            .collect(),
+    });
+    Ok(ReadBack {
+        check,
+        lost,
+        mismatched,
+        steady,
+    })
+}
+
+// --- helpers -----------------------------------------------------------------------------------------
+
+/// The run's partition keys, and how they spread over the stream's shards (printed).
+async fn choose_keys(
+    args: &Args,
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Result<Vec<String>, BoxError> {
+    let listed = client
+        .list_shards()
+        .stream_name(stream)
+        .max_results(1000)
+        .send()
+        .await?;
+    let mut ranges = Vec::new();
+    for shard in listed.shards() {
+        let range = shard
+            .hash_key_range()
+            .ok_or("a shard without a hash key range")?;
+        ranges.push(HashKeyRange::parse(
+            range.starting_hash_key(),
+            range.ending_hash_key(),
+        )?);
+    }
+    let keys = if args.unbalanced_keys {
+        produce_keys(args.keys)
+    } else {
+        balanced_keys(args.keys, &ranges)
+    };
+    let mut per_shard = vec![0usize; ranges.len()];
+    for key in &keys {
+        let hash = HashKey::from_partition_key(key);
+        if let Some(shard) = ranges.iter().position(|r| r.contains(hash)) {
+            per_shard[shard] += 1;
+        }
+    }
+    let hottest = per_shard.iter().copied().max().unwrap_or(0) as f64 / keys.len() as f64;
+    let spread: Vec<String> = per_shard.iter().map(usize::to_string).collect();
+    println!(
+        "  partition keys: {} ({} .. {}), per shard: {}; the busiest shard takes {:.1} % of the \
+         records, so no producer can write more than {:.0} % of the stream's write limit",
+        keys.len(),
+        keys.first().map_or("", String::as_str),
+        keys.last().map_or("", String::as_str),
+        spread.join(" "),
+        hottest * 100.0,
+        (1.0 / (hottest * ranges.len() as f64)).min(1.0) * 100.0
+    );
+    Ok(keys)
+}
+
+/// This binary re-executed as a ferrokinesis server.
+async fn start_server(enforce_limits: bool) -> Result<FerrokinesisProcess, BoxError> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.arg(SERVE_FLAG);
+    if enforce_limits {
+        command.arg("--enforce-limits");
+    }
+    Ok(FerrokinesisProcess::spawn(command).await?)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "NOT met" }
+}
+
+fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v);
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
