@@ -6,7 +6,8 @@
 //! `bash scripts/install-tools.sh`, which installs aiokpl). Flags: `--records N` (default
 //! 1,000,000), `--aiokpl-records N` (default 200,000), `--keys N` (default 64), `--seconds S`
 //! (default 30), `--only cpu|limits`, `--per-second` (print the producer's metrics second by
-//! second in part 2), `--unbalanced-keys` (`pk-0` .. `pk-{N-1}` as they fall).
+//! second in part 2), `--unbalanced-keys` (`pk-0` .. `pk-{N-1}` as they fall),
+//! `--rate-limit-percent P` (part 2 with this `rate_limit_percent` instead of the default).
 //!
 //! ```text
 //!  (1) CPU cost                                   (2) throughput under limits
@@ -65,7 +66,7 @@ const TARGET_SHARE: f64 = 0.90;
 
 const USAGE: &str = "usage: producer-bench [--records N] [--aiokpl-records N] [--keys N] \
                      [--seconds S] [--only cpu|limits] [--per-second] \
-                     [--unbalanced-keys]";
+                     [--unbalanced-keys] [--rate-limit-percent P]";
 
 struct Args {
     records: u64,
@@ -76,6 +77,7 @@ struct Args {
     limits: bool,
     per_second: bool,
     unbalanced_keys: bool,
+    rate_limit_percent: Option<u32>,
 }
 
 fn main() -> Result<(), BoxError> {
@@ -109,6 +111,7 @@ fn parse_args(argv: &[String]) -> Result<Args, BoxError> {
         limits: true,
         per_second: false,
         unbalanced_keys: false,
+        rate_limit_percent: None,
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -133,6 +136,9 @@ fn parse_args(argv: &[String]) -> Result<Args, BoxError> {
             },
             "--per-second" => args.per_second = true,
             "--unbalanced-keys" => args.unbalanced_keys = true,
+            "--rate-limit-percent" => {
+                args.rate_limit_percent = Some(u32::try_from(count(flag, value()?)?)?);
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -578,9 +584,11 @@ async fn under_limits(
     let cpu0 = CpuTime::of_self()?;
     let started = Instant::now();
     let sampler = Sampler::start(snapshotter, started);
-    let producer = Producer::builder(client.clone(), stream.as_str())
-        .build()
-        .await?;
+    let mut builder = Producer::builder(client.clone(), stream.as_str());
+    if let Some(percent) = args.rate_limit_percent {
+        builder = builder.rate_limit_percent(percent);
+    }
+    let producer = builder.build().await?;
     let (receipts, consumer) = spawn_receipt_consumer(true);
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut refused = 0u64;
@@ -621,10 +629,16 @@ async fn under_limits(
     let limit = SHARDS as f64 * SHARD_BYTES_PER_SECOND;
     let payload = tally.delivered as f64 * DATA_LEN as f64;
     let share = payload / total_wall.as_secs_f64() / limit;
-    println!(
-        "  ours: kinesis-producer with default settings (rate_limit_percent 150, linger 100 ms, \
-         200,000 outstanding records, 128 MiB outstanding bytes)"
-    );
+    match args.rate_limit_percent {
+        None => println!(
+            "  ours: kinesis-producer with default settings (rate_limit_percent 150, linger \
+             100 ms, 200,000 outstanding records, 128 MiB outstanding bytes)"
+        ),
+        Some(percent) => println!(
+            "  ours: kinesis-producer with rate_limit_percent({percent}), every other setting \
+             default (linger 100 ms, 200,000 outstanding records, 128 MiB outstanding bytes)"
+        ),
+    }
     println!(
         "    put for {:.1} s ({} records admitted, {} refused; outstanding at most {} records, \
          {} bytes), then shutdown: last receipt at {:.1} s",
