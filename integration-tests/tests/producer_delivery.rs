@@ -386,7 +386,7 @@ fn metrics_are_recorded_under_the_kpl_names() {
     );
     assert_eq!(histograms.get(m::RETRIES_PER_RECORD), Some(&1000));
     assert!(histograms.get(m::REQUEST_TIME).is_some_and(|n| *n >= 1));
-    assert!(histograms.get(m::USER_RECORDS_PER_KINESIS_RECORD).is_some());
+    assert!(histograms.contains_key(m::USER_RECORDS_PER_KINESIS_RECORD));
     assert_eq!(
         shard_labels.len(),
         2,

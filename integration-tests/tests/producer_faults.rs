@@ -447,7 +447,7 @@ async fn enforced_write_limits_cause_no_retry_storm_and_no_loss() {
             UserRecord::new(format!("key-{}", i % 64), vec![(i % 251) as u8; 100]).unwrap();
         receipts.push((record.clone(), producer.put(record).await.unwrap()));
         i += 1;
-        if i % 1000 == 0 {
+        if i.is_multiple_of(1000) {
             // 1000 records of ~106 bytes every 25 ms: about 4 MiB/s offered.
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

@@ -75,7 +75,7 @@ async fn reshard_while_producing(
                     UserRecord::new(format!("key-{}", i % 997), format!("record {i}")).unwrap();
                 receipts.push((record.clone(), producer.put(record).await.unwrap()));
                 i += 1;
-                if i % 50 == 0 {
+                if i.is_multiple_of(50) {
                     tokio::time::sleep(pause).await;
                 }
             }
