@@ -32,7 +32,7 @@
 //! - **Ordering** on request ([`Ordering::PerPartitionKey`]).
 //!
 //! Metrics are recorded through the [`metrics`](https://docs.rs/metrics) facade under the names
-//! in [`metrics`](crate::metrics); spans and events through `tracing`.
+//! in [`metrics`]; spans and events through `tracing`.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
