@@ -2,9 +2,12 @@
 //!
 //! Two token buckets per shard, records and bytes, refilled at the configured share of the
 //! shard's write limit and charged per Kinesis record (an aggregate costs one record token), as
-//! the KPL does. Unlike the KPL, throttling answers feed back: each throttled round lowers the
-//! shard's rate multiplicatively and each accepted entry raises it back additively (AIMD), so a
-//! throttling shard is not hammered by retries (KPL issues #35, #122).
+//! the KPL does. Unlike the KPL, throttling answers feed back (KPL issues #35, #122). The answers
+//! are judged in rounds of a second: a round in which more than a third of the shard's entries
+//! were throttled lowers its rate multiplicatively (sharply when nearly all were); a round with
+//! at most a tenth throttled raises it back additively; in between the rate holds. Sending slightly above the shard's
+//! real limit is what fills it (throttled entries are not charged), so a few throttles are the
+//! sign of a full shard, not of overload; many are.
 
 use std::time::Duration;
 
@@ -12,12 +15,23 @@ use tokio::time::Instant;
 
 /// Lowest share of the configured rate the limiter falls to.
 const MIN_FACTOR: f64 = 0.05;
-/// A throttled round multiplies the rate by this.
-const DECREASE: f64 = 0.85;
-/// Each accepted entry adds this share of the configured rate back.
-const INCREASE: f64 = 0.02;
-/// Throttled entries within this time of the last decrease count as the same round.
-const ROUND: Duration = Duration::from_millis(250);
+/// A round with at most this share of throttled entries raises the rate: a little throttling means
+/// the shard is just full, and sending slightly above its limit keeps it full.
+const HEADROOM_THROTTLING: f64 = 0.1;
+/// A round with more throttling than tolerated multiplies the rate by this.
+const DECREASE: f64 = 0.9;
+/// A round in which nearly everything was throttled (the shard's capacity is far below the rate,
+/// or the stream is throttling everything) multiplies the rate by this.
+const COLLAPSE: f64 = 0.5;
+/// The share of throttled entries that makes a round a collapse.
+const COLLAPSE_THROTTLING: f64 = 0.75;
+/// A round without throttling adds this share of the configured rate back.
+const INCREASE: f64 = 0.1;
+/// Answers are judged over rounds this long: the write limits are per second, and within a
+/// second the throttling comes in bursts (Kinesis, like the stand-ins, counts per second).
+const ROUND: Duration = Duration::from_secs(1);
+/// A round in which more than this share of the entries were throttled lowers the rate.
+const TOLERATED_THROTTLING: f64 = 0.34;
 /// A bucket holds at most this much time's worth of tokens.
 const BURST: Duration = Duration::from_millis(500);
 
@@ -42,7 +56,9 @@ pub(crate) struct Limiter {
     max_bytes_rate: f64,
     factor: f64,
     updated: Instant,
-    last_decrease: Option<Instant>,
+    round_start: Instant,
+    round_accepted: u32,
+    round_throttled: u32,
 }
 
 impl Limiter {
@@ -61,11 +77,23 @@ impl Limiter {
             max_bytes_rate: bytes_per_second,
             factor: 1.0,
             updated: now,
-            last_decrease: None,
+            round_start: now,
+            round_accepted: 0,
+            round_throttled: 0,
         };
         limiter.records.tokens = limiter.records.capacity();
         limiter.bytes.tokens = limiter.bytes.capacity();
         limiter
+    }
+
+    /// The same limiter starting at `factor` of its rate (full buckets at that rate). A new shard
+    /// starts at its real write limit, not above it, so that the first second is not spent
+    /// being throttled; clean rounds then raise it to the configured ceiling.
+    pub(crate) fn starting_at(mut self, factor: f64) -> Self {
+        self.set_factor(factor.clamp(MIN_FACTOR, 1.0));
+        self.records.tokens = self.records.capacity();
+        self.bytes.tokens = self.bytes.capacity();
+        self
     }
 
     fn refill(&mut self, now: Instant) {
@@ -100,25 +128,43 @@ impl Limiter {
         Ok(())
     }
 
-    /// The shard throttled an entry: lower the rate (once per round) and empty the buckets.
+    /// The shard throttled an entry.
     pub(crate) fn on_throttled(&mut self, now: Instant) {
-        self.refill(now);
-        if self
-            .last_decrease
-            .is_some_and(|at| now.saturating_duration_since(at) < ROUND)
-        {
-            return;
-        }
-        self.last_decrease = Some(now);
-        self.set_factor((self.factor * DECREASE).max(MIN_FACTOR));
-        self.records.tokens = self.records.tokens.min(0.0);
-        self.bytes.tokens = self.bytes.tokens.min(0.0);
+        self.round_throttled += 1;
+        self.judge_round(now);
     }
 
-    /// The shard accepted an entry: raise the rate back toward the configured one.
+    /// The shard accepted an entry.
     pub(crate) fn on_accepted(&mut self, now: Instant) {
-        if self.factor < 1.0 {
-            self.refill(now);
+        self.round_accepted += 1;
+        self.judge_round(now);
+    }
+
+    /// At the end of a round, adapts the rate to how much of it was throttled.
+    fn judge_round(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.round_start) < ROUND {
+            return;
+        }
+        let (accepted, throttled) = (
+            f64::from(self.round_accepted),
+            f64::from(self.round_throttled),
+        );
+        self.round_start = now;
+        self.round_accepted = 0;
+        self.round_throttled = 0;
+        self.refill(now);
+        let total = accepted + throttled;
+        if throttled > TOLERATED_THROTTLING * total {
+            let decrease = if throttled > COLLAPSE_THROTTLING * total {
+                COLLAPSE
+            } else {
+                DECREASE
+            };
+            self.set_factor((self.factor * decrease).max(MIN_FACTOR));
+            // Stop the burst the buckets still hold.
+            self.records.tokens = self.records.tokens.min(0.0);
+            self.bytes.tokens = self.bytes.tokens.min(0.0);
+        } else if throttled <= HEADROOM_THROTTLING * total && self.factor < 1.0 {
             self.set_factor((self.factor + INCREASE).min(1.0));
         }
     }
@@ -196,27 +242,61 @@ mod tests {
     }
 
     #[test]
-    fn throttling_lowers_the_rate_once_per_round_and_successes_restore_it() {
-        let now = Instant::now();
-        let mut limiter = Limiter::new(1000.0, 1e9, now);
-        limiter.on_throttled(now);
-        limiter.on_throttled(now + Duration::from_millis(10));
+    fn rounds_with_much_throttling_lower_the_rate_and_clean_rounds_restore_it() {
+        let start = Instant::now();
+        let mut limiter = Limiter::new(1000.0, 1e9, start);
+        let round = |i: u32| start + ROUND * i;
+        // Within a round nothing changes.
+        for _ in 0..10 {
+            limiter.on_throttled(start);
+        }
+        assert_eq!(limiter.factor(), 1.0);
+        // Judged at the first answer after the round: 10 of 11 throttled, a collapse.
+        limiter.on_accepted(round(1));
+        assert!((limiter.factor() - COLLAPSE).abs() < 1e-9);
+        // (The answer that closes a round counts in it.) A little throttling, 1 in 11, means
+        // the shard is just full: the rate rises.
+        for _ in 0..9 {
+            limiter.on_accepted(round(1));
+        }
+        limiter.on_throttled(round(1));
+        limiter.on_accepted(round(2));
         assert!(
-            (limiter.factor() - DECREASE).abs() < 1e-9,
-            "one round, one decrease"
+            (limiter.factor() - (COLLAPSE + INCREASE)).abs() < 1e-9,
+            "{}",
+            limiter.factor()
         );
-        limiter.on_throttled(now + ROUND);
-        assert!((limiter.factor() - DECREASE * DECREASE).abs() < 1e-9);
-        for _ in 0..100 {
-            limiter.on_throttled(now + ROUND * 100);
-            limiter.on_throttled(now + ROUND * 200);
+        // 1 in 5 holds it.
+        for _ in 0..3 {
+            limiter.on_accepted(round(2));
         }
-        for i in 0..1000 {
-            limiter.on_throttled(now + ROUND * (300 + i));
+        limiter.on_throttled(round(2));
+        limiter.on_accepted(round(3));
+        assert!(
+            (limiter.factor() - (COLLAPSE + INCREASE)).abs() < 1e-9,
+            "{}",
+            limiter.factor()
+        );
+        // 2 in 4 lowers it gently.
+        limiter.on_throttled(round(3));
+        limiter.on_throttled(round(3));
+        limiter.on_accepted(round(3));
+        limiter.on_accepted(round(4));
+        let want = (COLLAPSE + INCREASE) * DECREASE;
+        assert!(
+            (limiter.factor() - want).abs() < 1e-9,
+            "{}",
+            limiter.factor()
+        );
+        // Heavy throttling, round after round, reaches the floor.
+        for i in 5..40 {
+            limiter.on_throttled(round(i));
+            limiter.on_throttled(round(i));
         }
-        assert!((limiter.factor() - MIN_FACTOR).abs() < 1e-9, "floor");
-        for _ in 0..1000 {
-            limiter.on_accepted(now + ROUND * 2000);
+        assert!((limiter.factor() - MIN_FACTOR).abs() < 1e-9);
+        // Clean rounds raise it back to full.
+        for i in 40..100 {
+            limiter.on_accepted(round(i));
         }
         assert_eq!(limiter.factor(), 1.0);
     }
@@ -237,8 +317,9 @@ mod tests {
                 Err(at) => now = at,
             }
         }
-        // Without feedback it would be 20,500 (20 s at 1000/s plus the burst).
-        assert!(sent < 2_500, "{sent} sends in 20 s of throttling");
+        // Without feedback it would be 20,500 (20 s at 1000/s plus the burst); the rate falls to
+        // its floor in about 5 s and stays there.
+        assert!(sent < 4_000, "{sent} sends in 20 s of throttling");
         assert!((limiter.factor() - MIN_FACTOR).abs() < 1e-9);
     }
 }
