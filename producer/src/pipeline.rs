@@ -49,11 +49,17 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    pub(crate) fn new(record: UserRecord, tx: oneshot::Sender<Outcome>) -> Self {
+    /// A record for the pipeline; `placeholder` stands for the put time until the pipeline
+    /// stamps it (reading the clock once per batch rather than once per record).
+    pub(crate) fn new(
+        record: UserRecord,
+        tx: oneshot::Sender<Outcome>,
+        placeholder: Instant,
+    ) -> Self {
         Pending {
             record,
             tx: Some(tx),
-            put_at: Instant::now(),
+            put_at: placeholder,
             prior: Vec::new(),
             epoch: 0,
         }
@@ -285,6 +291,7 @@ struct Refresh {
 
 /// Stream-wide metric handles.
 struct Metrics {
+    received: Counter,
     errors: Counter,
     expired: Counter,
     failed: Counter,
@@ -348,6 +355,7 @@ impl Pipeline {
             .collect();
         let labels = [("stream", name.clone())];
         let metrics = Metrics {
+            received: counter!(m::USER_RECORDS_RECEIVED, &labels),
             errors: counter!(m::ALL_ERRORS, &labels),
             expired: counter!(m::USER_RECORD_EXPIRED, &labels),
             failed: counter!(m::USER_RECORDS_FAILED, &labels),
@@ -451,6 +459,7 @@ impl Pipeline {
     fn on_command(&mut self, command: Command, now: Instant) {
         match command {
             Command::Record(mut pending) => {
+                self.metrics.received.increment(1);
                 pending.put_at = now;
                 pending.epoch = self.epoch_base + self.epochs.len() as u64 - 1;
                 if let Some(count) = self.epochs.back_mut() {

@@ -81,7 +81,8 @@ struct Shared {
     max_record_size: MaxRecordSize,
     closed: AtomicBool,
     stopped: watch::Receiver<bool>,
-    received: metrics::Counter,
+    /// When the producer was built: a stand-in for put times until the pipeline stamps them.
+    created: Instant,
 }
 
 /// An async Kinesis producer for one stream. Cheap to clone; all clones feed the same pipeline.
@@ -212,12 +213,9 @@ impl Producer {
 
     fn send(&self, record: UserRecord, cost: u32) -> Result<Receipt, Failure> {
         let (tx, rx) = oneshot::channel();
-        let pending = Pending::new(record, tx);
+        let pending = Pending::new(record, tx, self.shared.created);
         match self.shared.tx.send(Command::Record(pending)) {
-            Ok(()) => {
-                self.shared.received.increment(1);
-                Ok(Receipt::new(rx))
-            }
+            Ok(()) => Ok(Receipt::new(rx)),
             Err(mpsc::error::SendError(command)) => {
                 self.shared.admission.release(1, cost as usize);
                 match command {
@@ -508,7 +506,7 @@ impl ProducerBuilder {
             shared: Arc::new(Shared {
                 tx,
                 admission,
-                received: metrics::counter!(crate::metrics::USER_RECORDS_RECEIVED, "stream" => stream.to_string()),
+                created: Instant::now(),
                 stream,
                 max_record_size,
                 closed: AtomicBool::new(false),
