@@ -477,3 +477,56 @@ async fn enforced_write_limits_cause_no_retry_storm_and_no_loss() {
     let ReadBack { seen, .. } = read_back(&h.direct, &h.stream).await;
     check_receipts(delivered.iter().map(|(r, d)| (r, d)), &seen);
 }
+
+/// If the runtime that runs the producer goes away with records still held, every receipt still
+/// resolves: as cancelled, with the record handed back.
+#[test]
+fn receipts_resolve_with_the_record_when_the_producer_runtime_is_torn_down() {
+    let outer = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let h = outer.block_on(faulty(1, 23, FerrokinesisOptions::new()));
+    // Nothing is ever accepted, so the records stay in the producer.
+    h.faults.add(FaultRule::on(
+        "PutRecords",
+        Fault::PutRecordsEntries(
+            EntryFailures::all().code(EntryErrorCode::ProvisionedThroughputExceeded),
+        ),
+    ));
+    let inner = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sent = records(50, 5);
+    let receipts = inner.block_on(async {
+        let producer = Producer::builder(h.client.clone(), h.stream.as_str())
+            .linger(Duration::from_millis(10))
+            .build()
+            .await
+            .unwrap();
+        let mut receipts = Vec::new();
+        for record in &sent {
+            receipts.push(producer.put(record.clone()).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        receipts
+    });
+    drop(inner);
+    outer.block_on(async {
+        for (record, receipt) in sent.iter().zip(receipts) {
+            let failure = tokio::time::timeout(Duration::from_secs(5), receipt)
+                .await
+                .expect("the receipt resolves")
+                .unwrap_err();
+            assert!(
+                matches!(failure.error, Error::Cancelled),
+                "{:?}",
+                failure.error
+            );
+            assert_eq!(failure.record.as_ref(), Some(record));
+        }
+    });
+}
