@@ -15,7 +15,7 @@ use std::{
 use aws_sdk_kinesis::{Client, primitives::Blob, types::PutRecordsRequestEntry};
 use backon::ExponentialBackoff;
 use bytes::Bytes;
-use kinesis_aggregation::{Aggregator, HashKey, UserRecord};
+use kinesis_aggregation::{AggregationLimits, Aggregator, HashKey, UserRecord};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -137,6 +137,26 @@ struct KRec {
 }
 
 impl KRec {
+    /// The data, encoded again from the user records (after it was moved into a request).
+    fn encode(&self) -> Bytes {
+        if !self.aggregated {
+            return self
+                .records
+                .first()
+                .map(|p| p.record.data().clone())
+                .unwrap_or_default();
+        }
+        // The records fitted one aggregate under the configured limits: they fit these.
+        let limits =
+            AggregationLimits::new(kinesis_aggregation::LARGEST_MAX_RECORD_SIZE, usize::MAX)
+                .unwrap_or_default();
+        let mut aggregator = Aggregator::new(limits);
+        for pending in &self.records {
+            aggregator.try_push_ref(&pending.record);
+        }
+        aggregator.finish().map(|k| k.data).unwrap_or_default()
+    }
+
     /// Records one attempt.
     fn attempted(
         &mut self,
@@ -334,7 +354,12 @@ pub(crate) struct Pipeline {
     released_records: usize,
     released_bytes: usize,
     metrics: Metrics,
+    /// Emptied record vectors of delivered Kinesis records, for the next aggregates.
+    spare: Vec<Vec<Pending>>,
 }
+
+/// Most emptied record vectors kept for reuse.
+const SPARE_RECORD_VECTORS: usize = 64;
 
 impl Pipeline {
     pub(crate) fn new(
@@ -403,6 +428,7 @@ impl Pipeline {
             released_records: 0,
             released_bytes: 0,
             metrics,
+            spare: Vec::new(),
         }
     }
 
@@ -522,7 +548,7 @@ impl Pipeline {
             return;
         };
         if !aggregator.try_push_ref(&pending.record) {
-            Self::finish_aggregate(shard, now);
+            Self::finish_aggregate(shard, &mut self.spare, now);
             if let Some(aggregator) = shard.aggregator.as_mut() {
                 // An empty aggregator takes any record.
                 let _ = aggregator.try_push_ref(&pending.record);
@@ -536,17 +562,18 @@ impl Pipeline {
             .as_ref()
             .is_some_and(|a| a.len() >= a.limits().max_records());
         if full {
-            Self::finish_aggregate(shard, now);
+            Self::finish_aggregate(shard, &mut self.spare, now);
         }
     }
 
     /// Closes the shard's aggregate under construction and queues it.
-    fn finish_aggregate(shard: &mut Shard, now: Instant) {
+    fn finish_aggregate(shard: &mut Shard, spare: &mut Vec<Vec<Pending>>, now: Instant) {
         let Some(kinesis) = shard.aggregator.as_mut().and_then(Aggregator::finish) else {
             return;
         };
         let capacity = shard.aggregated.len();
-        let records = std::mem::replace(&mut shard.aggregated, Vec::with_capacity(capacity));
+        let spare = spare.pop().unwrap_or_else(|| Vec::with_capacity(capacity));
+        let records = std::mem::replace(&mut shard.aggregated, spare);
         let oldest = records.iter().map(|p| p.put_at).min().unwrap_or(now);
         shard.queue.push_back(KRec {
             size: kinesis.size(),
@@ -577,7 +604,7 @@ impl Pipeline {
             if !shard.aggregated.is_empty()
                 && (flushing || shard.agg_deadline.is_some_and(|d| d <= now))
             {
-                Self::finish_aggregate(shard, now);
+                Self::finish_aggregate(shard, &mut self.spare, now);
             }
         }
         self.expire_queued(now);
@@ -701,9 +728,16 @@ impl Pipeline {
                     .record_many(waited.as_secs_f64(), krec.records.len());
             }
         }
+        // The data moves into the request (no copy of an aggregate); a retry encodes it again.
         let parts: Vec<(String, Option<HashKey>, Bytes)> = krecs
-            .iter()
-            .map(|k| (k.partition_key.clone(), k.explicit_hash_key, k.data.clone()))
+            .iter_mut()
+            .map(|k| {
+                let data = match std::mem::take(&mut k.data) {
+                    data if data.is_empty() => k.encode(),
+                    data => data,
+                };
+                (k.partition_key.clone(), k.explicit_hash_key, data)
+            })
             .collect();
         let id = self.next_call;
         self.next_call += 1;
@@ -926,14 +960,14 @@ impl Pipeline {
         }
         self.metrics.user_per_kinesis.record(count as f64);
         let aggregated = krec.aggregated;
-        let records = std::mem::take(&mut krec.records);
+        let mut records = std::mem::take(&mut krec.records);
         krec.attempted(started, duration, finished, None);
         let retries = krec.attempts.len() - 1;
         self.metrics
             .retries_per_record
             .record_many(retries as f64, count);
         let shared: Arc<[Attempt]> = Arc::from(std::mem::take(&mut krec.attempts));
-        for (index, mut pending) in records.into_iter().enumerate() {
+        for (index, mut pending) in records.drain(..).enumerate() {
             let attempts = shared_history(&shared, &mut pending);
             pending.resolve(Ok(Delivery {
                 shard_id: shard_arc.clone(),
@@ -943,6 +977,11 @@ impl Pipeline {
                 attempts,
             }));
             self.settle(&pending);
+        }
+        // The emptied vector holds the next aggregate's records (they are large: one allocation
+        // fewer per aggregate).
+        if self.spare.len() < SPARE_RECORD_VECTORS && records.capacity() > 0 {
+            self.spare.push(records);
         }
     }
 
