@@ -10,6 +10,9 @@ use crate::error::Error;
 pub const MAX_ENTRIES_PER_CALL: usize = 500;
 /// Most bytes (partition keys + data) a `PutRecords` call may carry (service limit).
 pub const MAX_BYTES_PER_CALL: usize = 10 * 1024 * 1024;
+/// The highest `rate_limit_percent`: 10,000 times the shard limits, which leaves the pacing to the
+/// service (for stand-ins, or streams whose limits are not Kinesis's).
+pub const MAX_RATE_LIMIT_PERCENT: u32 = 1_000_000;
 /// A shard's write limit in records per second (service limit).
 pub const SHARD_RECORDS_PER_SECOND: f64 = 1000.0;
 /// A shard's write limit in bytes per second (service limit).
@@ -168,11 +171,11 @@ impl Config {
     }
 
     pub(crate) fn set_rate_limit_percent(&mut self, percent: u32) -> Result<(), Error> {
-        if !(1..=1000).contains(&percent) {
+        if !(1..=MAX_RATE_LIMIT_PERCENT).contains(&percent) {
             return Err(Error::config(
                 "rate_limit_percent",
                 percent,
-                "must be 1 to 1000",
+                format!("must be 1 to {MAX_RATE_LIMIT_PERCENT}"),
             ));
         }
         self.rate_limit_percent = percent;

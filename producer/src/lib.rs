@@ -74,8 +74,8 @@ mod retry;
 mod shard_map;
 
 pub use config::{
-    MAX_BYTES_PER_CALL, MAX_ENTRIES_PER_CALL, Ordering, RecordSizeLimit, SHARD_BYTES_PER_SECOND,
-    SHARD_RECORDS_PER_SECOND, StreamRef,
+    MAX_BYTES_PER_CALL, MAX_ENTRIES_PER_CALL, MAX_RATE_LIMIT_PERCENT, Ordering, RecordSizeLimit,
+    SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND, StreamRef,
 };
 pub use error::{BoxError, Error};
 pub use kinesis_aggregation::{HashKey, MaxRecordSize, UserRecord};

@@ -86,16 +86,6 @@ impl Limiter {
         limiter
     }
 
-    /// The same limiter starting at `factor` of its rate (full buckets at that rate). A new shard
-    /// starts at its real write limit, not above it, so that the first second is not spent
-    /// being throttled; clean rounds then raise it to the configured ceiling.
-    pub(crate) fn starting_at(mut self, factor: f64) -> Self {
-        self.set_factor(factor.clamp(MIN_FACTOR, 1.0));
-        self.records.tokens = self.records.capacity();
-        self.bytes.tokens = self.bytes.capacity();
-        self
-    }
-
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         self.updated = now;

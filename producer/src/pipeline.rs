@@ -256,8 +256,7 @@ impl Shard {
             agg_deadline: None,
             agg_expiry: None,
             queue: VecDeque::new(),
-            limiter: Limiter::new(records, bytes, now)
-                .starting_at(100.0 / f64::from(cfg.rate_limit_percent)),
+            limiter: Limiter::new(records, bytes, now),
             ready_at: None,
             busy: 0,
             retrying: 0,

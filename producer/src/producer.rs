@@ -399,8 +399,10 @@ impl ProducerBuilder {
     }
 
     /// Per-shard rate ceiling as a percentage of the shard's write limit of 1000 records/s and
-    /// 1 MiB/s (default 150, the KPL's `RateLimit`; 1 to 1000). Throttling lowers a shard's
-    /// actual rate below this and successes raise it back.
+    /// 1 MiB/s (default 150, the KPL's `RateLimit`; 1 to
+    /// [`MAX_RATE_LIMIT_PERCENT`](crate::MAX_RATE_LIMIT_PERCENT), which in effect leaves the pacing
+    /// to the service). Heavy throttling lowers a shard's actual rate below this and successes
+    /// raise it back.
     pub fn rate_limit_percent(mut self, percent: u32) -> Self {
         let result = self.config.set_rate_limit_percent(percent);
         self.keep(result);

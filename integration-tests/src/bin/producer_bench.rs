@@ -224,8 +224,8 @@ async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Resul
     let generation = generate_only(args.records, keys, block);
     let ours = ours_cpu_run(&server, stream, keys, block, args.records).await?;
     println!(
-        "  ours: kinesis-producer with rate_limit_percent(1000) (the highest; the stand-in \
-         enforces no limits), every other setting default (linger 100 ms, aggregates up to \
+        "  ours: kinesis-producer with rate_limit_percent(MAX_RATE_LIMIT_PERCENT) (its limiter \
+         out of the way: the stand-in enforces no limits), every other setting default (linger 100 ms, aggregates up to \
          51,200 bytes, 200,000 outstanding records); no metrics recorder installed"
     );
     print_ours_cpu(&ours, &generation);
@@ -376,7 +376,7 @@ async fn ours_cpu_run(
     let cpu0 = CpuTime::of_self()?;
     let started = Instant::now();
     let producer = Producer::builder(client.clone(), stream.as_str())
-        .rate_limit_percent(1000)
+        .rate_limit_percent(kinesis_producer::MAX_RATE_LIMIT_PERCENT)
         .build()
         .await?;
     let (receipts, consumer) = spawn_receipt_consumer(false);
