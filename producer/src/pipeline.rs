@@ -1342,7 +1342,9 @@ impl Pipeline {
             }
             if let Some(head) = shard.queue.front() {
                 at(head.expiry);
-                if let Some(ready) = shard.ready_at {
+                // A past readiness is stale (the shard waits for its call in flight, or the
+                // batch is full): waking for it would spin.
+                if let Some(ready) = shard.ready_at.filter(|ready| *ready > now) {
                     at(ready);
                 }
             }
