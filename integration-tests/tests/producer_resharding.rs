@@ -177,3 +177,81 @@ async fn split_and_merge_on_kinesis_local_lose_nothing() {
     )
     .await;
 }
+
+/// The shard map is read page by page (kinesis-local pages as Kinesis does, with `NextToken`
+/// alone after the first page and `ShardFilter` honoured): with two shards per page, a stream of
+/// five shards is mapped whole, and every record lands on the shard the producer predicted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shard_map_is_read_across_list_shards_pages() {
+    let kinesis = KinesisLocal::start().await.unwrap();
+    let client = kinesis.client();
+    let stream = unique_name("producer-paging");
+    create_stream(&client, &stream, 5).await.unwrap();
+    let producer = Producer::builder(client.clone(), stream.as_str())
+        .list_shards_page_size(2)
+        .linger(Duration::from_millis(20))
+        .build()
+        .await
+        .unwrap();
+    let sent: Vec<UserRecord> = (0..500)
+        .map(|i| UserRecord::new(format!("key-{i}"), format!("record {i}")).unwrap())
+        .collect();
+    let deliveries = support::put_all(&producer, &sent).await;
+    producer.shutdown().await;
+    let shards: std::collections::HashSet<_> =
+        deliveries.iter().map(|d| d.shard_id.clone()).collect();
+    assert_eq!(shards.len(), 5, "all five shards were mapped: {shards:?}");
+    assert!(
+        deliveries.iter().all(|d| d.attempts.len() == 1),
+        "every record landed where predicted, first time"
+    );
+    let ReadBack { seen, .. } = read_back(&client, &stream).await;
+    check_receipts(sent.iter().zip(&deliveries), &seen);
+}
+
+/// The map is refreshed periodically: after a split made by someone else, records put once the
+/// interval has passed go straight to the children, without a wrong-shard landing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shard_map_is_refreshed_periodically() {
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    let client = kinesis.client();
+    let stream = unique_name("producer-refresh");
+    create_stream(&client, &stream, 1).await.unwrap();
+    let producer = Producer::builder(client.clone(), stream.as_str())
+        .shard_map_refresh_interval(Duration::from_millis(200))
+        .linger(Duration::from_millis(20))
+        .build()
+        .await
+        .unwrap();
+    let (parent, start, end) = open_shards(&client, &stream).await[0].clone();
+    client
+        .split_shard()
+        .stream_name(&stream)
+        .shard_to_split(&parent)
+        .new_starting_hash_key((start + (end - start) / 2).to_string())
+        .send()
+        .await
+        .unwrap();
+    wait_for_stream(&client, &stream).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let sent: Vec<UserRecord> = (0..1000)
+        .map(|i| UserRecord::new(format!("key-{}", i % 97), format!("record {i}")).unwrap())
+        .collect();
+    let deliveries = support::put_all(&producer, &sent).await;
+    producer.shutdown().await;
+    let shards: std::collections::HashSet<_> =
+        deliveries.iter().map(|d| d.shard_id.to_string()).collect();
+    assert_eq!(shards.len(), 2, "{shards:?}");
+    assert!(
+        !shards.contains(&parent),
+        "nothing went to the closed parent"
+    );
+    assert!(
+        deliveries.iter().all(|d| d.attempts.len() == 1),
+        "the refreshed map predicted every shard"
+    );
+    let ReadBack { seen, dropped, .. } = read_back(&client, &stream).await;
+    assert_eq!(dropped, 0);
+    check_receipts(sent.iter().zip(&deliveries), &seen);
+}

@@ -109,6 +109,7 @@ pub(crate) struct Config {
     pub(crate) shard_map_refresh: Duration,
     pub(crate) retry_min_delay: Duration,
     pub(crate) retry_max_delay: Duration,
+    pub(crate) list_shards_page_size: i32,
 }
 
 impl Default for Config {
@@ -131,6 +132,7 @@ impl Default for Config {
             shard_map_refresh: Duration::from_secs(60),
             retry_min_delay: Duration::from_millis(100),
             retry_max_delay: Duration::from_secs(5),
+            list_shards_page_size: crate::kinesis::LIST_SHARDS_PAGE,
         }
     }
 }

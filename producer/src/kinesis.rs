@@ -21,7 +21,7 @@ use crate::{
 
 /// `ListShards` page size: the service maximum, so that stand-ins that cannot page with a bare
 /// `NextToken` still answer in one page.
-const LIST_SHARDS_PAGE: i32 = 10_000;
+pub(crate) const LIST_SHARDS_PAGE: i32 = 10_000;
 
 /// A failed call, reduced to what the producer decides on.
 #[derive(Debug)]
@@ -166,12 +166,13 @@ pub(crate) async fn put_records(
 pub(crate) async fn list_shards(
     client: &Client,
     stream: &StreamRef,
+    page_size: i32,
     timeout: Duration,
 ) -> Result<Vec<ListedShard>, CallError> {
     let mut listed = Vec::new();
     let mut next_token: Option<String> = None;
     loop {
-        let request = client.list_shards().max_results(LIST_SHARDS_PAGE);
+        let request = client.list_shards().max_results(page_size);
         // A page after the first carries the token alone: the service rejects a stream name
         // next to it.
         let request = match next_token.take() {

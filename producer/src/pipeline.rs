@@ -108,10 +108,8 @@ enum Event {
         finished: Instant,
         result: Result<Vec<EntryResult>, CallError>,
     },
-    Map {
-        started: Instant,
-        result: Result<ShardMap, String>,
-    },
+    /// A refresh's answer; the map carries when its call started.
+    Map { result: Result<ShardMap, String> },
 }
 
 /// One Kinesis record (an aggregate or a plain record) and the user records it carries.
@@ -784,7 +782,7 @@ impl Pipeline {
                 finished,
                 result,
             } => self.on_call(id, started, finished, result),
-            Event::Map { started, result } => self.on_map(started, result, Instant::now()),
+            Event::Map { result } => self.on_map(result, Instant::now()),
         }
     }
 
@@ -1183,31 +1181,29 @@ impl Pipeline {
         let client = self.client.clone();
         let stream = self.stream.clone();
         let timeout = self.cfg.request_timeout;
+        let page_size = self.cfg.list_shards_page_size;
         let events = self.events_tx.clone();
         tokio::spawn(
             async move {
-                let result = kinesis::list_shards(&client, &stream, timeout)
+                let result = kinesis::list_shards(&client, &stream, page_size, timeout)
                     .await
                     .map_err(|e| format!("ListShards failed: {} {}", e.code, e.message))
                     .and_then(|listed| {
                         ShardMap::from_listing(&listed, now).map_err(|p| p.to_string())
                     });
-                let _ = events.send(Event::Map {
-                    started: now,
-                    result,
-                });
+                let _ = events.send(Event::Map { result });
             }
             .in_current_span(),
         );
     }
 
-    fn on_map(&mut self, started: Instant, result: Result<ShardMap, String>, now: Instant) {
+    fn on_map(&mut self, result: Result<ShardMap, String>, now: Instant) {
         self.refresh.running = false;
         let outcome = if result.is_ok() { "ok" } else { "error" };
         counter!(m::SHARD_MAP_REFRESHES, "stream" => self.stream.to_string(), "outcome" => outcome)
             .increment(1);
         match result {
-            Ok(map) if started >= self.map.fetched_at => {
+            Ok(map) if map.supersedes(&self.map) => {
                 self.refresh.failures = 0;
                 self.refresh.next_periodic = now + self.cfg.shard_map_refresh;
                 self.install(map, now);

@@ -464,6 +464,14 @@ impl ProducerBuilder {
         self
     }
 
+    /// Shards asked for per `ListShards` page (default 10,000, the service maximum). Exposed
+    /// for tests of paging against stand-ins; there is no reason to lower it otherwise.
+    #[doc(hidden)]
+    pub fn list_shards_page_size(mut self, shards: i32) -> Self {
+        self.config.list_shards_page_size = shards.clamp(1, crate::kinesis::LIST_SHARDS_PAGE);
+        self
+    }
+
     /// Checks the settings and the stream, reads the shard map and starts the pipeline on the
     /// current tokio runtime.
     ///
@@ -493,7 +501,7 @@ impl ProducerBuilder {
             }
         };
         config.validate(max_record_size)?;
-        let map = initial_map(&client, &stream, timeout).await?;
+        let map = initial_map(&client, &stream, config.list_shards_page_size, timeout).await?;
 
         let admission = Arc::new(Admission::new(
             config.max_outstanding_records,
@@ -537,13 +545,14 @@ fn startup_error(operation: &'static str, stream: &StreamRef, error: CallError) 
 async fn initial_map(
     client: &Client,
     stream: &StreamRef,
+    page_size: i32,
     timeout: Duration,
 ) -> Result<ShardMap, Error> {
     let mut attempt = 0u32;
     loop {
         attempt += 1;
         let started = Instant::now();
-        match kinesis::list_shards(client, stream, timeout).await {
+        match kinesis::list_shards(client, stream, page_size, timeout).await {
             Ok(listed) => {
                 return ShardMap::from_listing(&listed, started).map_err(|problem| {
                     Error::Startup {

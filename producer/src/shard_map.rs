@@ -123,6 +123,13 @@ impl ShardMap {
         })
     }
 
+    /// Whether this map may replace `current`: it must come from a `ListShards` call that started
+    /// no earlier than the one behind `current`, so that a slow, stale answer never replaces a
+    /// newer map.
+    pub(crate) fn supersedes(&self, current: &ShardMap) -> bool {
+        self.fetched_at >= current.fetched_at
+    }
+
     /// Index of the shard that owns `key`. The map tiles the key space, so there always is one.
     pub(crate) fn lookup(&self, key: HashKey) -> usize {
         self.shards
@@ -230,6 +237,20 @@ mod tests {
                 "{listing:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_answer_older_than_the_map_never_replaces_it() {
+        let t0 = Instant::now();
+        let listing = [listed("s-0", 0, u128::MAX, false)];
+        let older = ShardMap::from_listing(&listing, t0).unwrap();
+        let newer = ShardMap::from_listing(&listing, t0 + Duration::from_secs(1)).unwrap();
+        assert!(newer.supersedes(&older));
+        assert!(
+            !older.supersedes(&newer),
+            "a refresh started before the map's must be dropped"
+        );
+        assert!(newer.supersedes(&newer));
     }
 
     #[test]
