@@ -111,23 +111,34 @@ pub async fn read_stream(
         .await?;
     let mut records = Vec::new();
     for shard in shards.shards() {
-        let mut iterator = client
-            .get_shard_iterator()
-            .stream_name(name)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await?
-            .shard_iterator;
-        while let Some(current) = iterator {
-            let output = client.get_records().shard_iterator(current).send().await?;
-            let empty = output.records().is_empty();
-            records.extend(output.records().iter().cloned());
-            let caught_up = output.millis_behind_latest().unwrap_or(0) == 0;
-            iterator = output.next_shard_iterator;
-            if empty && caught_up {
-                break;
-            }
+        records.extend(read_shard(client, name, shard.shard_id()).await?);
+    }
+    Ok(records)
+}
+
+/// Reads one shard from `TRIM_HORIZON` until its end or until it is caught up.
+async fn read_shard(
+    client: &aws_sdk_kinesis::Client,
+    name: &str,
+    shard_id: &str,
+) -> Result<Vec<Record>, BoxError> {
+    let mut records = Vec::new();
+    let mut iterator = client
+        .get_shard_iterator()
+        .stream_name(name)
+        .shard_id(shard_id)
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await?
+        .shard_iterator;
+    while let Some(current) = iterator {
+        let output = client.get_records().shard_iterator(current).send().await?;
+        let empty = output.records().is_empty();
+        let caught_up = output.millis_behind_latest().unwrap_or(0) == 0;
+        iterator = output.next_shard_iterator;
+        records.extend(output.records);
+        if empty && caught_up {
+            break;
         }
     }
     Ok(records)
@@ -220,29 +231,12 @@ pub async fn read_shards(
             records: Vec::new(),
             dropped: Vec::new(),
         };
-        let mut iterator = client
-            .get_shard_iterator()
-            .stream_name(name)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await?
-            .shard_iterator;
-        while let Some(current) = iterator {
-            let output = client.get_records().shard_iterator(current).send().await?;
-            let empty = output.records().is_empty();
-            for record in output.records() {
-                let users = kinesis_aggregation::deaggregate(record.clone().into());
-                if users.iter().all(|user| range.admits(user)) {
-                    read.records.extend(users);
-                } else {
-                    read.dropped.extend(users);
-                }
-            }
-            let caught_up = output.millis_behind_latest().unwrap_or(0) == 0;
-            iterator = output.next_shard_iterator;
-            if empty && caught_up {
-                break;
+        for record in read_shard(client, name, shard.shard_id()).await? {
+            let users = kinesis_aggregation::deaggregate(record.into());
+            if users.iter().all(|user| range.admits(user)) {
+                read.records.extend(users);
+            } else {
+                read.dropped.extend(users);
             }
         }
         out.push(read);

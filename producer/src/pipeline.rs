@@ -921,6 +921,8 @@ impl Pipeline {
         }
     }
 
+    /// An entry was written where consumers read all of it: record the attempt, credit the
+    /// limiter, resolve its records.
     fn deliver(
         &mut self,
         mut krec: KRec,
@@ -930,14 +932,19 @@ impl Pipeline {
         duration: std::time::Duration,
         finished: Instant,
     ) {
-        let now = finished;
         if let Some(predicted) = self.shard_mut(&krec.shard) {
-            predicted.limiter.on_accepted(now);
+            predicted.limiter.on_accepted(finished);
             predicted
                 .metrics
                 .rate_factor
                 .set(predicted.limiter.factor());
         }
+        krec.attempted(started, duration, finished, None);
+        self.complete(krec, shard_id, sequence_number);
+    }
+
+    /// Resolves every record of a written entry (its attempts already recorded) and counts it.
+    fn complete(&mut self, mut krec: KRec, shard_id: &str, sequence_number: String) {
         let shard_arc: Arc<str> = if *krec.shard == *shard_id {
             krec.shard.clone()
         } else {
@@ -956,13 +963,12 @@ impl Pipeline {
                 .increment(krec.size as u64);
         }
         self.metrics.user_per_kinesis.record(count as f64);
-        let aggregated = krec.aggregated;
-        let mut records = std::mem::take(&mut krec.records);
-        krec.attempted(started, duration, finished, None);
-        let retries = krec.attempts.len() - 1;
+        let retries = krec.attempts.len().saturating_sub(1);
         self.metrics
             .retries_per_record
             .record_many(retries as f64, count);
+        let aggregated = krec.aggregated;
+        let mut records = std::mem::take(&mut krec.records);
         let shared: Arc<[Attempt]> = Arc::from(std::mem::take(&mut krec.attempts));
         for (index, mut pending) in records.drain(..).enumerate() {
             let attempts = shared_history(&shared, &mut pending);
@@ -1273,7 +1279,7 @@ impl Pipeline {
                 .map(|s| s.range);
             match range {
                 Some(range) if krec.hash_keys().all(|k| range.contains(k)) => {
-                    self.deliver_verified(krec, &shard_id, sequence_number);
+                    self.complete(krec, &shard_id, sequence_number);
                 }
                 _ => {
                     self.metrics.resent.increment(krec.records.len() as u64);
@@ -1299,25 +1305,6 @@ impl Pipeline {
                 }
                 None => self.dissolve(krec, Instant::now()),
             }
-        }
-    }
-
-    /// Delivers an entry whose attempt was already recorded when it landed on an unknown shard.
-    fn deliver_verified(&mut self, mut krec: KRec, shard_id: &str, sequence_number: String) {
-        let shard_arc: Arc<str> = Arc::from(shard_id);
-        let sequence: Arc<str> = Arc::from(sequence_number);
-        let aggregated = krec.aggregated;
-        let shared: Arc<[Attempt]> = Arc::from(std::mem::take(&mut krec.attempts));
-        for (index, mut pending) in std::mem::take(&mut krec.records).into_iter().enumerate() {
-            let attempts = shared_history(&shared, &mut pending);
-            pending.resolve(Ok(Delivery {
-                shard_id: shard_arc.clone(),
-                sequence_number: sequence.clone(),
-                sub_sequence_number: if aggregated { index as u64 } else { 0 },
-                aggregated,
-                attempts,
-            }));
-            self.settle(&pending);
         }
     }
 
