@@ -355,6 +355,11 @@ pub(crate) struct Pipeline {
     spare: Vec<Vec<Pending>>,
 }
 
+/// Most commands taken from the channel at once.
+const INTAKE_BATCH: usize = 1024;
+/// Pause between takes from the channel once it has been drained.
+const INTAKE_PAUSE: Duration = Duration::from_millis(1);
+
 /// Most emptied record vectors kept for reuse.
 const SPARE_RECORD_VECTORS: usize = 64;
 
@@ -446,10 +451,18 @@ impl Pipeline {
     }
 
     async fn event_loop(mut self) {
-        let mut commands = Vec::with_capacity(1024);
+        let mut commands = Vec::with_capacity(INTAKE_BATCH);
+        // After taking records in, the task leaves the channel alone for a moment so that puts
+        // pile up and are taken in bulk: one wake-up per batch instead of one per few records.
+        // Linger is far longer, so records lose nothing by it.
+        let mut intake_at = Instant::now();
         loop {
             let now = Instant::now();
-            let wake = self.next_wake(now);
+            let intake_open = self.rx_open && now >= intake_at;
+            let mut wake = self.next_wake(now);
+            if self.rx_open && !intake_open {
+                wake = Some(wake.map_or(intake_at, |w| w.min(intake_at)));
+            }
             tokio::select! {
                 biased;
                 Some(event) = self.events_rx.recv() => {
@@ -458,7 +471,7 @@ impl Pipeline {
                         self.on_event(event);
                     }
                 }
-                received = self.rx.recv_many(&mut commands, 1024), if self.rx_open => {
+                received = self.rx.recv_many(&mut commands, INTAKE_BATCH), if intake_open => {
                     if received == 0 {
                         self.rx_open = false;
                         self.draining = true;
@@ -466,6 +479,9 @@ impl Pipeline {
                     let now = Instant::now();
                     for command in commands.drain(..) {
                         self.on_command(command, now);
+                    }
+                    if received < INTAKE_BATCH {
+                        intake_at = now + INTAKE_PAUSE;
                     }
                 }
                 () = sleep_until(wake) => {}
