@@ -477,6 +477,11 @@ impl ProducerBuilder {
     ///
     /// Fails with [`Error::InvalidConfig`], [`Error::StreamNotFound`], or [`Error::Startup`] when
     /// the stream cannot be described or listed.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future before it completes leaves nothing behind: the pipeline task is
+    /// spawned only at the end, once the shard map is read.
     pub async fn build(self) -> Result<Producer, Error> {
         if let Some(error) = self.error {
             return Err(error);
