@@ -102,18 +102,26 @@ pub async fn read_stream(
     client: &aws_sdk_kinesis::Client,
     name: &str,
 ) -> Result<Vec<Record>, BoxError> {
+    let mut records = Vec::new();
+    for shard in list_all_shards(client, name).await? {
+        records.extend(read_shard(client, name, shard.shard_id()).await?);
+    }
+    Ok(records)
+}
+
+/// Every shard of a stream, open or closed, in `ListShards` order.
+async fn list_all_shards(
+    client: &aws_sdk_kinesis::Client,
+    name: &str,
+) -> Result<Vec<aws_sdk_kinesis::types::Shard>, BoxError> {
     // MaxResults above the shard count: ferrokinesis fails NextToken-only paging.
-    let shards = client
+    let listed = client
         .list_shards()
         .stream_name(name)
         .max_results(1000)
         .send()
         .await?;
-    let mut records = Vec::new();
-    for shard in shards.shards() {
-        records.extend(read_shard(client, name, shard.shard_id()).await?);
-    }
-    Ok(records)
+    Ok(listed.shards.unwrap_or_default())
 }
 
 /// Reads one shard from `TRIM_HORIZON` until its end or until it is caught up.
@@ -207,14 +215,8 @@ pub async fn read_shards(
     client: &aws_sdk_kinesis::Client,
     name: &str,
 ) -> Result<Vec<ShardRead>, BoxError> {
-    let shards = client
-        .list_shards()
-        .stream_name(name)
-        .max_results(1000)
-        .send()
-        .await?;
     let mut out = Vec::new();
-    for shard in shards.shards() {
+    for shard in list_all_shards(client, name).await? {
         let range = shard
             .hash_key_range()
             .ok_or("shard without hash key range")?;
