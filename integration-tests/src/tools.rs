@@ -119,6 +119,20 @@ pub fn free_ports<const N: usize>() -> Result<[u16; N], HarnessError> {
     Ok(ports)
 }
 
+/// `v` rounded to a whole number, with commas between thousands (`1234567.4` -> `1,234,567`),
+/// for the benchmarks' figures.
+pub fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v);
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

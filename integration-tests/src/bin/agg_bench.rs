@@ -23,7 +23,7 @@ use kinesis_aggregation::{
 use kinesis_integration_tests::peers::{
     BenchReport, BenchWorkload, Peer, bench_block, bench_record,
 };
-use kinesis_integration_tests::tools::{machine, program_version as version};
+use kinesis_integration_tests::tools::{machine, program_version as version, thousands};
 use md5::{Digest, Md5};
 
 type BoxError = Box<dyn Error>;
@@ -354,16 +354,4 @@ fn mb_cell(rate: Option<Rate>, bytes_per_record: f64) -> String {
         Some(r) => format!("{:.1}", r.per_second() * bytes_per_record / 1e6),
         None => "-".into(),
     }
-}
-
-fn thousands(v: f64) -> String {
-    let digits = format!("{:.0}", v);
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

@@ -44,7 +44,7 @@ use kinesis_integration_tests::peers::{
     produce_record_data, produce_record_index,
 };
 use kinesis_integration_tests::sdk::REGION;
-use kinesis_integration_tests::tools::{machine, program_version};
+use kinesis_integration_tests::tools::{machine, program_version, thousands};
 use kinesis_producer::{
     Error as ProducerError, Failure, Producer, Receipt, SHARD_BYTES_PER_SECOND, UserRecord,
 };
@@ -1236,16 +1236,4 @@ async fn start_server(enforce_limits: bool) -> Result<FerrokinesisProcess, BoxEr
 
 fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "NOT met" }
-}
-
-fn thousands(v: f64) -> String {
-    let digits = format!("{:.0}", v);
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
