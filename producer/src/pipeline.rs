@@ -1066,22 +1066,24 @@ impl Pipeline {
             }),
         );
         krec.last_error = Some(code.to_owned());
-        let error = match class {
-            ErrorClass::Fatal => Some(Error::Rejected {
-                stream: self.stream.to_string(),
-                code: code.to_owned(),
-                message: message.to_owned(),
-                request_id: request_id.map(str::to_owned),
-            }),
-            ErrorClass::Throttled if self.cfg.fail_if_throttled => Some(Error::Throttled {
-                shard_id: krec.shard.clone(),
-                code: code.to_owned(),
-            }),
-            _ => None,
-        };
-        match error {
-            Some(error) => self.fail_all(krec, |_| clone_error(&error)),
-            None => self.schedule_retry(krec, finished),
+        match class {
+            ErrorClass::Fatal => {
+                let stream = self.stream.to_string();
+                self.fail_all(krec, || Error::Rejected {
+                    stream: stream.clone(),
+                    code: code.to_owned(),
+                    message: message.to_owned(),
+                    request_id: request_id.map(str::to_owned),
+                });
+            }
+            ErrorClass::Throttled if self.cfg.fail_if_throttled => {
+                let shard_id = krec.shard.clone();
+                self.fail_all(krec, || Error::Throttled {
+                    shard_id: shard_id.clone(),
+                    code: code.to_owned(),
+                });
+            }
+            _ => self.schedule_retry(krec, finished),
         }
     }
 
@@ -1125,17 +1127,17 @@ impl Pipeline {
         let ttl = self.cfg.record_ttl;
         let last_error = krec.last_error.clone();
         self.metrics.expired.increment(krec.records.len() as u64);
-        self.fail_all(krec, |_| Error::Expired {
+        self.fail_all(krec, || Error::Expired {
             ttl,
             last_error: last_error.clone(),
         });
     }
 
-    fn fail_all(&mut self, mut krec: KRec, error: impl Fn(&Pending) -> Error) {
+    fn fail_all(&mut self, mut krec: KRec, error: impl Fn() -> Error) {
         self.metrics.failed.increment(krec.records.len() as u64);
         for mut pending in std::mem::take(&mut krec.records) {
             let failure = Failure {
-                error: error(&pending),
+                error: error(),
                 record: Some(pending.record.clone()),
                 attempts: krec.history(&pending),
             };
@@ -1385,33 +1387,6 @@ fn shared_history(shared: &Arc<[Attempt]>, pending: &mut Pending) -> Arc<[Attemp
         let mut all = std::mem::take(&mut pending.prior);
         all.extend(shared.iter().cloned());
         Arc::from(all)
-    }
-}
-
-/// A copy of a per-record error for each record of a Kinesis record (the variants used there
-/// hold only strings).
-fn clone_error(error: &Error) -> Error {
-    match error {
-        Error::Rejected {
-            stream,
-            code,
-            message,
-            request_id,
-        } => Error::Rejected {
-            stream: stream.clone(),
-            code: code.clone(),
-            message: message.clone(),
-            request_id: request_id.clone(),
-        },
-        Error::Throttled { shard_id, code } => Error::Throttled {
-            shard_id: shard_id.clone(),
-            code: code.clone(),
-        },
-        Error::Expired { ttl, last_error } => Error::Expired {
-            ttl: *ttl,
-            last_error: last_error.clone(),
-        },
-        _ => Error::Cancelled,
     }
 }
 
