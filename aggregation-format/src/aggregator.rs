@@ -230,7 +230,6 @@ impl Aggregator {
         if !self.fits(&placement) {
             return Err(record);
         }
-        let hash_key = record.hash_key();
         let (partition_key, explicit_hash_key, data) = record.into_parts();
         let pk_index = match placement.partition_key_index {
             Some(index) => index,
@@ -238,9 +237,8 @@ impl Aggregator {
         };
         self.add_record(
             placement,
-            hash_key,
             pk_index,
-            partition_key.len(),
+            &partition_key,
             explicit_hash_key,
             &data,
         );
@@ -266,9 +264,8 @@ impl Aggregator {
         };
         self.add_record(
             placement,
-            record.hash_key(),
             pk_index,
-            partition_key.len(),
+            partition_key,
             record.explicit_hash_key(),
             record.data(),
         );
@@ -301,15 +298,15 @@ impl Aggregator {
     fn add_record(
         &mut self,
         placement: Placement,
-        hash_key: HashKey,
         pk_index: u64,
-        partition_key_len: usize,
+        partition_key: &str,
         explicit_hash_key: Option<HashKey>,
         data: &[u8],
     ) {
         if self.count == 0 {
-            self.first_hash_key = Some(hash_key);
-            self.first_partition_key_len = partition_key_len;
+            // Only the first record's hash key is needed: it routes the whole aggregate.
+            self.first_hash_key = Some(HashKey::of_record(explicit_hash_key, partition_key));
+            self.first_partition_key_len = partition_key.len();
             self.first_explicit = explicit_hash_key.is_some();
         }
         let ehk_index = explicit_hash_key.map(|key| {

@@ -115,6 +115,93 @@ fn parse_decimal(text: &str, allow_leading_zeros: bool) -> Result<u128, HashKeyP
     })
 }
 
+/// Remembers the hash keys of recently seen partition keys, so that a stream of records over a
+/// working set of keys pays for MD5 once per key rather than once per record.
+///
+/// Direct-mapped and of fixed size: each slot holds one key of up to [`HashKeyCache::MAX_KEY_BYTES`]
+/// bytes and its hash key, and a new key evicts whatever shared its slot. Keys are compared in
+/// full, so an answer is always exactly [`HashKey::from_partition_key`]; longer keys are hashed
+/// every time. Memory is `slots * 80` bytes, allocated once.
+#[derive(Clone)]
+pub struct HashKeyCache {
+    slots: Box<[Slot]>,
+    state: foldhash::fast::FixedState,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    /// 0: empty (an empty key is never cached).
+    len: u8,
+    key: [u8; HashKeyCache::MAX_KEY_BYTES],
+    hash: HashKey,
+}
+
+impl HashKeyCache {
+    /// Longest partition key (in UTF-8 bytes) the cache holds; a UUID's text form fits.
+    pub const MAX_KEY_BYTES: usize = 48;
+    /// Slots of [`HashKeyCache::default`].
+    pub const DEFAULT_SLOTS: usize = 1024;
+
+    /// A cache of `slots` entries, rounded up to a power of two (at least 1).
+    pub fn new(slots: usize) -> Self {
+        let empty = Slot {
+            len: 0,
+            key: [0; Self::MAX_KEY_BYTES],
+            hash: HashKey::MIN,
+        };
+        HashKeyCache {
+            slots: vec![empty; slots.max(1).next_power_of_two()].into_boxed_slice(),
+            state: foldhash::fast::FixedState::default(),
+        }
+    }
+
+    /// [`HashKey::from_partition_key`], remembered.
+    pub fn of_partition_key(&mut self, partition_key: &str) -> HashKey {
+        use std::hash::BuildHasher;
+        let bytes = partition_key.as_bytes();
+        if bytes.is_empty() || bytes.len() > Self::MAX_KEY_BYTES {
+            return HashKey::from_partition_key(partition_key);
+        }
+        // The mask keeps the index in bounds: the slot count is a power of two.
+        let index = (self.state.hash_one(bytes) as usize) & (self.slots.len() - 1);
+        let slot = &mut self.slots[index];
+        let len = bytes.len();
+        if usize::from(slot.len) == len && slot.key[..len] == *bytes {
+            return slot.hash;
+        }
+        let hash = HashKey::from_partition_key(partition_key);
+        // `len` is at most MAX_KEY_BYTES (48), so it fits a u8.
+        slot.len = len as u8;
+        slot.key[..len].copy_from_slice(bytes);
+        slot.hash = hash;
+        hash
+    }
+
+    /// [`UserRecord::hash_key`](crate::UserRecord::hash_key), remembered: the explicit hash key
+    /// if the record has one, else its partition key's.
+    pub fn of_record(&mut self, record: &crate::UserRecord) -> HashKey {
+        match record.explicit_hash_key() {
+            Some(key) => key,
+            None => self.of_partition_key(record.partition_key()),
+        }
+    }
+}
+
+impl Default for HashKeyCache {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_SLOTS)
+    }
+}
+
+impl fmt::Debug for HashKeyCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HashKeyCache")
+            .field("slots", &self.slots.len())
+            .field("held", &self.slots.iter().filter(|s| s.len > 0).count())
+            .finish()
+    }
+}
+
 pub(crate) fn md5_digest(data: &[u8]) -> [u8; 16] {
     Md5::digest(data).into()
 }
@@ -122,6 +209,39 @@ pub(crate) fn md5_digest(data: &[u8]) -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_answers_exactly_what_md5_does() {
+        // Two slots for many keys: constant eviction and reuse; long and empty keys bypass it.
+        let mut cache = HashKeyCache::new(2);
+        let long = "k".repeat(HashKeyCache::MAX_KEY_BYTES + 1);
+        let edge = "e".repeat(HashKeyCache::MAX_KEY_BYTES);
+        let mut keys: Vec<String> = (0..200).map(|i| format!("key-{i}")).collect();
+        keys.extend([long, edge, String::new(), "é日本".to_owned(), "key-1".to_owned()]);
+        for round in 0..3 {
+            for key in &keys {
+                assert_eq!(
+                    cache.of_partition_key(key),
+                    HashKey::from_partition_key(key),
+                    "{key:?} in round {round}"
+                );
+            }
+        }
+        // A key that is a prefix of the cached one must not match it.
+        let mut one = HashKeyCache::new(1);
+        one.of_partition_key("abcd");
+        assert_eq!(one.of_partition_key("abc"), HashKey::from_partition_key("abc"));
+        assert_eq!(one.of_partition_key("abcd"), HashKey::from_partition_key("abcd"));
+    }
+
+    #[test]
+    fn cache_prefers_the_explicit_hash_key() {
+        let mut cache = HashKeyCache::default();
+        let record = crate::UserRecord::new("a", &b"x"[..]).unwrap();
+        assert_eq!(cache.of_record(&record), HashKey::from_partition_key("a"));
+        let record = record.with_explicit_hash_key(HashKey::new(7));
+        assert_eq!(cache.of_record(&record), HashKey::new(7));
+    }
 
     #[test]
     fn md5_of_partition_key_is_big_endian() {

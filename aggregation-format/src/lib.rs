@@ -105,7 +105,7 @@ pub use deaggregator::{
     deaggregate_explained, has_aggregate_magic,
 };
 pub use error::{Error, HashKeyProblem};
-pub use hash_key::HashKey;
+pub use hash_key::{HashKey, HashKeyCache};
 pub use hash_range::HashKeyRange;
 pub use record::{
     DEFAULT_MAX_RECORD_SIZE, LARGEST_MAX_RECORD_SIZE, MAX_PARTITION_KEY_CHARS, MaxRecordSize,

@@ -305,6 +305,17 @@ proptest! {
     }
 
     #[test]
+    fn hash_key_cache_is_exact(
+        keys in proptest::collection::vec(partition_key(), 1..200),
+        slots in 1usize..8,
+    ) {
+        let mut cache = crate::HashKeyCache::new(slots);
+        for key in keys.iter().chain(keys.iter().rev()) {
+            prop_assert_eq!(cache.of_partition_key(key), HashKey::from_partition_key(key));
+        }
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..200), framed in any::<bool>()) {
         let data = if framed { frame(&body) } else { Bytes::from(body) };
         let out = deaggregate_explained(stream_record(data.clone()));

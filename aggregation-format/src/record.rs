@@ -22,9 +22,6 @@ pub struct UserRecord {
     partition_key: String,
     explicit_hash_key: Option<HashKey>,
     data: Bytes,
-    /// The routing hash, computed once: producers need it to predict the shard, to start an
-    /// aggregate and to check where the aggregate landed.
-    hash_key: HashKey,
 }
 
 impl UserRecord {
@@ -35,7 +32,6 @@ impl UserRecord {
         let partition_key = partition_key.into();
         validate_partition_key(&partition_key)?;
         Ok(UserRecord {
-            hash_key: HashKey::from_partition_key(&partition_key),
             partition_key,
             explicit_hash_key: None,
             data: data.into(),
@@ -46,7 +42,6 @@ impl UserRecord {
     #[must_use]
     pub fn with_explicit_hash_key(mut self, explicit_hash_key: HashKey) -> Self {
         self.explicit_hash_key = Some(explicit_hash_key);
-        self.hash_key = explicit_hash_key;
         self
     }
 
@@ -65,9 +60,10 @@ impl UserRecord {
         &self.data
     }
 
-    /// The hash key that decides the record's shard: the explicit one, else MD5 of the key.
+    /// The hash key that decides the record's shard: the explicit one, else MD5 of the key
+    /// (computed on each call; [`HashKeyCache`](crate::HashKeyCache) remembers recent keys).
     pub fn hash_key(&self) -> HashKey {
-        self.hash_key
+        HashKey::of_record(self.explicit_hash_key, &self.partition_key)
     }
 
     /// Size as Kinesis counts it against the record limit: partition key UTF-8 bytes plus data.

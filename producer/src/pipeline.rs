@@ -15,7 +15,7 @@ use std::{
 use aws_sdk_kinesis::{Client, primitives::Blob, types::PutRecordsRequestEntry};
 use backon::ExponentialBackoff;
 use bytes::Bytes;
-use kinesis_aggregation::{AggregationLimits, Aggregator, HashKey, UserRecord};
+use kinesis_aggregation::{AggregationLimits, Aggregator, HashKey, HashKeyCache, UserRecord};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -38,6 +38,8 @@ use crate::{
 /// A user record between admission and its receipt.
 pub(crate) struct Pending {
     pub(crate) record: UserRecord,
+    /// The record's routing hash, set when the pipeline receives it.
+    hash_key: HashKey,
     tx: Option<oneshot::Sender<Outcome>>,
     /// Set when the pipeline receives the record (within microseconds of `put`).
     put_at: Instant,
@@ -58,6 +60,7 @@ impl Pending {
     ) -> Self {
         Pending {
             record,
+            hash_key: HashKey::MIN,
             tx: Some(tx),
             put_at: placeholder,
             prior: Vec::new(),
@@ -182,7 +185,7 @@ impl KRec {
     }
 
     fn hash_keys(&self) -> impl Iterator<Item = HashKey> + '_ {
-        self.records.iter().map(|p| p.record.hash_key())
+        self.records.iter().map(|p| p.hash_key)
     }
 }
 
@@ -353,6 +356,8 @@ pub(crate) struct Pipeline {
     metrics: Metrics,
     /// Emptied record vectors of delivered Kinesis records, for the next aggregates.
     spare: Vec<Vec<Pending>>,
+    /// Hash keys of recent partition keys (MD5 once per key, not once per record).
+    hash_keys: HashKeyCache,
 }
 
 /// Most commands taken from the channel at once.
@@ -431,6 +436,7 @@ impl Pipeline {
             released_bytes: 0,
             metrics,
             spare: Vec::new(),
+            hash_keys: HashKeyCache::default(),
         }
     }
 
@@ -500,6 +506,7 @@ impl Pipeline {
             Command::Record(mut pending) => {
                 self.metrics.received.increment(1);
                 pending.put_at = now;
+                pending.hash_key = self.hash_keys.of_record(&pending.record);
                 pending.epoch = self.epoch_base + self.epochs.len() as u64 - 1;
                 if let Some(count) = self.epochs.back_mut() {
                     *count += 1;
@@ -527,7 +534,7 @@ impl Pipeline {
 
     /// Puts a user record into its predicted shard's aggregate (or its queue, unaggregated).
     fn route(&mut self, pending: Pending, now: Instant) {
-        let index = self.map.lookup(pending.record.hash_key());
+        let index = self.map.lookup(pending.hash_key);
         let cfg = &self.cfg;
         let deadline = pending.put_at + cfg.linger;
         let expiry = pending.put_at + cfg.record_ttl;
