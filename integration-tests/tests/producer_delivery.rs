@@ -334,10 +334,12 @@ fn metrics_are_recorded_under_the_kpl_names() {
         .enable_all()
         .build()
         .unwrap();
+    // The recorder is process-wide and the other tests of this binary run alongside: count only
+    // what is labelled with this test's stream.
+    let stream = unique_name("producer-metrics");
     runtime.block_on(async {
         let kinesis = Ferrokinesis::start().await.unwrap();
         let client = kinesis.client();
-        let stream = unique_name("producer-metrics");
         create_stream(&client, &stream, 2).await.unwrap();
         let producer = Producer::builder(client.clone(), stream.as_str())
             .build()
@@ -352,6 +354,13 @@ fn metrics_are_recorded_under_the_kpl_names() {
     let mut histograms: HashMap<String, usize> = HashMap::new();
     let mut shard_labels = std::collections::HashSet::new();
     for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let ours = key
+            .key()
+            .labels()
+            .any(|l| l.key() == "stream" && l.value() == stream);
+        if !ours {
+            continue;
+        }
         let name = key.key().name().to_owned();
         for label in key.key().labels() {
             if label.key() == "shard_id" {
