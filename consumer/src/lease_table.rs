@@ -1,0 +1,577 @@
+//! The boundary with DynamoDB: the lease table and every conditional write the coordination
+//! makes on it.
+//!
+//! Every write after a lease's creation is an `UpdateItem` of named attributes, so attributes
+//! written by other implementations (the Java KCL's `throughputKBps`, ...) survive. Each write is
+//! fenced by a condition; a refused write comes back as [`Error::LeaseLost`] carrying the item as
+//! the table held it.
+//!
+//! | write | condition | change |
+//! | --- | --- | --- |
+//! | create | no item with this key | the whole item |
+//! | renew | counter = mine, and I hold it or am handing it off | counter + 1 |
+//! | take | counter (and owner) as observed | owner = me, counter + 1, owner switches + 1, handoff cleared |
+//! | hand off | owner as observed, no handoff | owner = new, `checkpointOwner` = old (counter unchanged) |
+//! | release | owner = me (or handing off from me), counter = mine | owner (or `checkpointOwner`) removed, counter + 1 |
+//! | checkpoint | counter = mine, and I hold it or am handing it off | checkpoint, counter + 1, owner switches 0, pending cleared |
+//! | prepare | same | pending checkpoint and state, counter + 1 |
+//! | children | same | `childShardIds` |
+//! | delete | checkpoint = `SHARD_END` | item removed |
+
+use std::{collections::BTreeSet, collections::HashMap, time::Duration};
+
+use aws_sdk_dynamodb::{
+    Client,
+    operation::update_item::{UpdateItemError, builders::UpdateItemFluentBuilder},
+    primitives::Blob,
+    types::{
+        AttributeDefinition, AttributeValue, BillingMode as SdkBillingMode, KeySchemaElement,
+        KeyType, ProvisionedThroughput, ReturnValue, ReturnValuesOnConditionCheckFailure,
+        ScalarAttributeType, TableStatus,
+    },
+};
+use bytes::Bytes;
+use tracing::{debug, warn};
+
+use crate::{
+    checkpoint::Checkpoint,
+    error::Error,
+    lease::{Item, ItemError, Lease, attr, n, s, string_set},
+    sdk_error::CallFailure,
+};
+
+/// How the lease table is billed when this crate creates it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BillingMode {
+    /// On-demand (`PAY_PER_REQUEST`), the KCL's default: no capacity to plan, and the cheapest for
+    /// the small, steady traffic of a lease table.
+    #[default]
+    OnDemand,
+    /// Provisioned read and write capacity units.
+    Provisioned {
+        /// Read capacity units.
+        read: u64,
+        /// Write capacity units.
+        write: u64,
+    },
+}
+
+/// What a scan of the table found.
+#[derive(Clone, Debug, Default)]
+pub struct Scan {
+    /// The leases, in no particular order.
+    pub leases: Vec<Lease>,
+    /// Items that are not leases this crate can read (each was logged with a warning).
+    pub unreadable: Vec<ItemError>,
+    /// Items of other kinds sharing the table (KCL 3.5 `entityType`s other than `LEASE`).
+    pub other_items: usize,
+}
+
+/// The lease table of one application.
+#[derive(Clone, Debug)]
+pub struct LeaseTable {
+    client: Client,
+    name: String,
+}
+
+/// How often to look at a table being created.
+const ACTIVE_POLL: Duration = Duration::from_millis(250);
+
+impl LeaseTable {
+    /// The table `name`, reached through `client`. Nothing is called until an operation is.
+    pub fn new(client: Client, name: impl Into<String>) -> Self {
+        LeaseTable {
+            client,
+            name: name.into(),
+        }
+    }
+
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Creates the table if it does not exist (key `leaseKey`, a string, as the Java KCL's), then
+    /// waits until it is `ACTIVE`, for at most `timeout`.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future stops the waiting; a creation already requested goes on in DynamoDB.
+    pub async fn ensure(&self, billing: BillingMode, timeout: Duration) -> Result<(), Error> {
+        let started = tokio::time::Instant::now();
+        if self.status().await?.is_none() {
+            self.create_table(billing).await?;
+        }
+        loop {
+            let status = self.status().await?;
+            if status == Some(TableStatus::Active) {
+                return Ok(());
+            }
+            if started.elapsed() >= timeout {
+                return Err(Error::TableNotActive {
+                    table: self.name.clone(),
+                    waited: started.elapsed(),
+                    status: status.map_or_else(|| "absent".to_owned(), |s| s.as_str().to_owned()),
+                });
+            }
+            tokio::time::sleep(ACTIVE_POLL).await;
+        }
+    }
+
+    async fn status(&self) -> Result<Option<TableStatus>, Error> {
+        match self
+            .client
+            .describe_table()
+            .table_name(&self.name)
+            .send()
+            .await
+        {
+            Ok(answer) => Ok(answer.table().and_then(|t| t.table_status().cloned())),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(self.failed("DescribeTable", CallFailure::from_sdk(err))),
+        }
+    }
+
+    async fn create_table(&self, billing: BillingMode) -> Result<(), Error> {
+        fn built<T>(
+            table: &str,
+            part: Result<T, aws_sdk_dynamodb::error::BuildError>,
+        ) -> Result<T, Error> {
+            part.map_err(|e| Error::InvalidConfig {
+                name: "lease table",
+                value: table.to_owned(),
+                problem: e.to_string(),
+            })
+        }
+        let mut request = self
+            .client
+            .create_table()
+            .table_name(&self.name)
+            .attribute_definitions(built(
+                &self.name,
+                AttributeDefinition::builder()
+                    .attribute_name(attr::LEASE_KEY)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build(),
+            )?)
+            .key_schema(built(
+                &self.name,
+                KeySchemaElement::builder()
+                    .attribute_name(attr::LEASE_KEY)
+                    .key_type(KeyType::Hash)
+                    .build(),
+            )?);
+        request = match billing {
+            BillingMode::OnDemand => request.billing_mode(SdkBillingMode::PayPerRequest),
+            BillingMode::Provisioned { read, write } => request
+                .billing_mode(SdkBillingMode::Provisioned)
+                .provisioned_throughput(built(
+                    &self.name,
+                    ProvisionedThroughput::builder()
+                        .read_capacity_units(i64::try_from(read).unwrap_or(i64::MAX))
+                        .write_capacity_units(i64::try_from(write).unwrap_or(i64::MAX))
+                        .build(),
+                )?),
+        };
+        match request.send().await {
+            Ok(_) => {
+                debug!(table = %self.name, "lease table created");
+                Ok(())
+            }
+            // Another worker created it at the same moment.
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_in_use_exception()) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(self.failed("CreateTable", CallFailure::from_sdk(err))),
+        }
+    }
+
+    /// Reads every item (paged, eventually consistent: decisions on what it shows are made safe
+    /// by the conditional writes). Items that are not readable leases are skipped with a warning.
+    pub async fn scan(&self) -> Result<Scan, Error> {
+        let mut scan = Scan::default();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.name)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.failed("Scan", CallFailure::from_sdk(e)))?;
+            for item in page.items() {
+                match Lease::from_item(item) {
+                    Ok(Item::Lease(lease)) => scan.leases.push(lease),
+                    Ok(Item::Other { key, entity_type }) => {
+                        debug!(table = %self.name, key, entity_type, "not a lease; skipped");
+                        scan.other_items += 1;
+                    }
+                    Err(error) => {
+                        warn!(table = %self.name, %error, "lease table item skipped");
+                        scan.unreadable.push(error);
+                    }
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(scan),
+            }
+        }
+    }
+
+    /// Reads one lease, strongly consistent. `None` if there is no such item or it is not a
+    /// readable lease (logged).
+    pub async fn get(&self, lease_key: &str) -> Result<Option<Lease>, Error> {
+        let answer = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .key(attr::LEASE_KEY, s(lease_key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.failed("GetItem", CallFailure::from_sdk(e)))?;
+        Ok(answer.item().and_then(|item| self.readable(item)))
+    }
+
+    /// Creates `lease` unless an item with its key exists. Returns whether it was created.
+    pub async fn create(&self, lease: &Lease) -> Result<bool, Error> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(lease.to_item()))
+            .condition_expression("attribute_not_exists(#key)")
+            .expression_attribute_names("#key", attr::LEASE_KEY)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(self.failed("PutItem", CallFailure::from_sdk(err))),
+        }
+    }
+
+    /// Raises the counter of a lease `me` holds, or is handing off (the previous owner keeps
+    /// renewing until it releases, as the KCL's does, so that nobody takes the lease as expired
+    /// meanwhile). The answer shows whether a handoff was asked for (`checkpoint_owner` is `me`).
+    pub async fn renew(&self, lease: &Lease, me: &str) -> Result<Lease, Error> {
+        self.holder_update(lease, me, "renew")
+            .update_expression("SET #counter = :next")
+            .send_fenced(self, lease, "renew")
+            .await
+    }
+
+    /// Takes `observed` (as last read) for `me`: it must still have the observed counter and
+    /// owner. Clears any handoff.
+    pub async fn take(&self, observed: &Lease, me: &str) -> Result<Lease, Error> {
+        let switches = if observed.owner.as_deref() == Some(me) {
+            0
+        } else {
+            1
+        };
+        let request = self
+            .update(observed, "take")
+            .update_expression(
+                "SET #owner = :me, #counter = :next ADD #switches :switches REMOVE #handoff",
+            )
+            .expression_attribute_names("#owner", attr::LEASE_OWNER)
+            .expression_attribute_names("#counter", attr::LEASE_COUNTER)
+            .expression_attribute_names("#switches", attr::OWNER_SWITCHES)
+            .expression_attribute_names("#handoff", attr::CHECKPOINT_OWNER)
+            .expression_attribute_values(":me", s(me))
+            .expression_attribute_values(":counter", n(observed.counter))
+            .expression_attribute_values(":next", n(observed.counter + 1))
+            .expression_attribute_values(":switches", n(switches));
+        let request = match &observed.owner {
+            Some(owner) => request
+                .condition_expression("#counter = :counter AND #owner = :observed")
+                .expression_attribute_values(":observed", s(owner)),
+            None => {
+                request.condition_expression("#counter = :counter AND attribute_not_exists(#owner)")
+            }
+        };
+        request.send_fenced(self, observed, "take").await
+    }
+
+    /// Asks the owner of `observed` to hand it to `to`: the lease names `to` as owner and the old
+    /// owner as `checkpointOwner`, which may still checkpoint until it releases. The counter is
+    /// unchanged, so the old owner's next renewal is refused and tells it.
+    pub async fn hand_off(&self, observed: &Lease, to: &str) -> Result<Lease, Error> {
+        let Some(from) = &observed.owner else {
+            return Err(Error::LeaseLost {
+                lease_key: observed.key.clone(),
+                operation: "hand off",
+                current: Some(Box::new(observed.clone())),
+            });
+        };
+        self.update(observed, "hand off")
+            .condition_expression("#owner = :from AND attribute_not_exists(#handoff)")
+            .update_expression("SET #owner = :to, #handoff = :from")
+            .expression_attribute_names("#owner", attr::LEASE_OWNER)
+            .expression_attribute_names("#handoff", attr::CHECKPOINT_OWNER)
+            .expression_attribute_values(":from", s(from))
+            .expression_attribute_values(":to", s(to))
+            .send_fenced(self, observed, "hand off")
+            .await
+    }
+
+    /// Gives up a lease `me` holds, so that another worker takes it at once: removes the owner
+    /// (or, when `me` is handing it off, the `checkpointOwner`, completing the handoff) and raises
+    /// the counter.
+    pub async fn release(&self, lease: &Lease, me: &str) -> Result<Lease, Error> {
+        let handing_off = lease.checkpoint_owner.as_deref() == Some(me);
+        let (condition, update) = if handing_off {
+            (
+                "#handoff = :me AND #counter = :counter",
+                "SET #counter = :next REMOVE #handoff",
+            )
+        } else {
+            (
+                "#owner = :me AND #counter = :counter AND attribute_not_exists(#handoff)",
+                "SET #counter = :next REMOVE #owner",
+            )
+        };
+        self.update(lease, "release")
+            .condition_expression(condition)
+            .update_expression(update)
+            .expression_attribute_names("#counter", attr::LEASE_COUNTER)
+            .expression_attribute_names("#handoff", attr::CHECKPOINT_OWNER)
+            .expression_attribute_names_if(!handing_off, "#owner", attr::LEASE_OWNER)
+            .expression_attribute_values(":me", s(me))
+            .expression_attribute_values(":counter", n(lease.counter))
+            .expression_attribute_values(":next", n(lease.counter + 1))
+            .send_fenced(self, lease, "release")
+            .await
+    }
+
+    /// Records `checkpoint` for a lease `me` holds or is handing off; clears any prepared
+    /// checkpoint and the owner-switch count, and raises the counter.
+    pub async fn checkpoint(
+        &self,
+        lease: &Lease,
+        me: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<Lease, Error> {
+        self.holder_update(lease, me, "checkpoint")
+            .update_expression(
+                "SET #cp = :cp, #cpsub = :cpsub, #switches = :zero, #counter = :next \
+                 REMOVE #pending, #pendingsub, #pendingstate",
+            )
+            .expression_attribute_names("#cp", attr::CHECKPOINT)
+            .expression_attribute_names("#cpsub", attr::CHECKPOINT_SUB)
+            .expression_attribute_names("#switches", attr::OWNER_SWITCHES)
+            .expression_attribute_names("#pending", attr::PENDING_CHECKPOINT)
+            .expression_attribute_names("#pendingsub", attr::PENDING_CHECKPOINT_SUB)
+            .expression_attribute_names("#pendingstate", attr::PENDING_CHECKPOINT_STATE)
+            .expression_attribute_values(":cp", s(checkpoint.attribute_text()))
+            .expression_attribute_values(":cpsub", n(checkpoint.sub_sequence_number()))
+            .expression_attribute_values(":zero", n(0))
+            .send_fenced(self, lease, "checkpoint")
+            .await
+    }
+
+    /// Records a prepared (two-phase) checkpoint and the application's state with it, for a lease
+    /// `me` holds or is handing off.
+    pub async fn prepare_checkpoint(
+        &self,
+        lease: &Lease,
+        me: &str,
+        pending: &Checkpoint,
+        state: Option<&Bytes>,
+    ) -> Result<Lease, Error> {
+        let mut request = self
+            .holder_update(lease, me, "prepare checkpoint")
+            .expression_attribute_names("#pending", attr::PENDING_CHECKPOINT)
+            .expression_attribute_names("#pendingsub", attr::PENDING_CHECKPOINT_SUB)
+            .expression_attribute_names("#pendingstate", attr::PENDING_CHECKPOINT_STATE)
+            .expression_attribute_values(":pending", s(pending.attribute_text()))
+            .expression_attribute_values(":pendingsub", n(pending.sub_sequence_number()));
+        request = match state {
+            Some(state) => request
+                .update_expression(
+                    "SET #pending = :pending, #pendingsub = :pendingsub, \
+                     #pendingstate = :state, #counter = :next",
+                )
+                .expression_attribute_values(
+                    ":state",
+                    AttributeValue::B(Blob::new(state.to_vec())),
+                ),
+            None => request.update_expression(
+                "SET #pending = :pending, #pendingsub = :pendingsub, #counter = :next \
+                 REMOVE #pendingstate",
+            ),
+        };
+        request.send_fenced(self, lease, "prepare checkpoint").await
+    }
+
+    /// Records the children of a shard that ended, on a lease `me` holds or is handing off.
+    pub async fn set_children(
+        &self,
+        lease: &Lease,
+        me: &str,
+        children: &BTreeSet<String>,
+    ) -> Result<Lease, Error> {
+        let Some(set) = string_set(children) else {
+            return Ok(lease.clone());
+        };
+        self.holder_update(lease, me, "set children")
+            .update_expression("SET #children = :children, #counter = :next")
+            .expression_attribute_names("#children", attr::CHILD_SHARD_IDS)
+            .expression_attribute_values(":children", set)
+            .send_fenced(self, lease, "set children")
+            .await
+    }
+
+    /// Deletes a finished lease (checkpoint `SHARD_END`). Returns whether it was deleted; a lease
+    /// that is absent or not finished is left alone.
+    pub async fn delete_finished(&self, lease_key: &str) -> Result<bool, Error> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.name)
+            .key(attr::LEASE_KEY, s(lease_key))
+            .condition_expression("#cp = :end")
+            .expression_attribute_names("#cp", attr::CHECKPOINT)
+            .expression_attribute_values(":end", s(Checkpoint::ShardEnd.attribute_text()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(self.failed("DeleteItem", CallFailure::from_sdk(err))),
+        }
+    }
+
+    /// An update of `lease`'s item returning the new item, or the current one if refused.
+    fn update(&self, lease: &Lease, _operation: &'static str) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.name)
+            .key(attr::LEASE_KEY, s(&lease.key))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+    }
+
+    /// An update allowed to the holder of the lease, or to the previous holder while it hands
+    /// the lease off; fenced by the counter, which it raises.
+    fn holder_update(
+        &self,
+        lease: &Lease,
+        me: &str,
+        operation: &'static str,
+    ) -> UpdateItemFluentBuilder {
+        self.update(lease, operation)
+            .condition_expression(
+                "#counter = :counter AND ((#owner = :me AND attribute_not_exists(#handoff)) \
+                 OR #handoff = :me)",
+            )
+            .expression_attribute_names("#owner", attr::LEASE_OWNER)
+            .expression_attribute_names("#counter", attr::LEASE_COUNTER)
+            .expression_attribute_names("#handoff", attr::CHECKPOINT_OWNER)
+            .expression_attribute_values(":me", s(me))
+            .expression_attribute_values(":counter", n(lease.counter))
+            .expression_attribute_values(":next", n(lease.counter + 1))
+    }
+
+    fn readable(&self, item: &HashMap<String, AttributeValue>) -> Option<Lease> {
+        match Lease::from_item(item) {
+            Ok(Item::Lease(lease)) => Some(lease),
+            Ok(Item::Other { .. }) => None,
+            Err(error) => {
+                warn!(table = %self.name, %error, "lease table item skipped");
+                None
+            }
+        }
+    }
+
+    fn failed(&self, operation: &'static str, failure: CallFailure) -> Error {
+        Error::LeaseTable {
+            operation,
+            table: self.name.clone(),
+            code: failure.code,
+            retryable: failure.retryable,
+            source: Some(failure.source),
+        }
+    }
+}
+
+/// Sending a fenced update and reading its answer.
+trait FencedUpdate {
+    fn expression_attribute_names_if(self, cond: bool, name: &str, value: &str) -> Self;
+    async fn send_fenced(
+        self,
+        table: &LeaseTable,
+        lease: &Lease,
+        operation: &'static str,
+    ) -> Result<Lease, Error>;
+}
+
+impl FencedUpdate for UpdateItemFluentBuilder {
+    fn expression_attribute_names_if(self, cond: bool, name: &str, value: &str) -> Self {
+        if cond {
+            self.expression_attribute_names(name, value)
+        } else {
+            self
+        }
+    }
+
+    async fn send_fenced(
+        self,
+        table: &LeaseTable,
+        lease: &Lease,
+        operation: &'static str,
+    ) -> Result<Lease, Error> {
+        match self.send().await {
+            Ok(answer) => answer
+                .attributes()
+                .and_then(|item| table.readable(item))
+                .ok_or_else(|| Error::LeaseTable {
+                    operation: "UpdateItem",
+                    table: table.name.clone(),
+                    code: "UnreadableItem".to_owned(),
+                    retryable: false,
+                    source: None,
+                }),
+            Err(err) => {
+                if let Some(UpdateItemError::ConditionalCheckFailedException(refused)) =
+                    err.as_service_error()
+                {
+                    return Err(Error::LeaseLost {
+                        lease_key: lease.key.clone(),
+                        operation,
+                        current: refused
+                            .item()
+                            .and_then(|item| table.readable(item))
+                            .map(Box::new),
+                    });
+                }
+                Err(table.failed("UpdateItem", CallFailure::from_sdk(err)))
+            }
+        }
+    }
+}

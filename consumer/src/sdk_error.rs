@@ -1,0 +1,66 @@
+//! SDK errors reduced to what the consumer decides on: a code, and whether to try again.
+
+use aws_sdk_dynamodb::{
+    config::http::HttpResponse,
+    error::{ProvideErrorMetadata, SdkError},
+};
+
+use crate::error::BoxError;
+
+/// A failed AWS call.
+#[derive(Debug)]
+pub(crate) struct CallFailure {
+    pub(crate) code: String,
+    pub(crate) retryable: bool,
+    pub(crate) source: BoxError,
+}
+
+/// The codes that retrying can fix: throttling, server faults, timeouts and dropped connections.
+pub(crate) fn is_retryable_code(code: &str) -> bool {
+    matches!(
+        code,
+        "ProvisionedThroughputExceededException"
+            | "ThrottlingException"
+            | "Throttling"
+            | "RequestLimitExceeded"
+            | "LimitExceededException"
+            | "InternalServerError"
+            | "InternalFailure"
+            | "ServiceUnavailable"
+            | "ServiceUnavailableException"
+            | "TransactionConflictException"
+            | "RequestTimeout"
+            | "ConnectionError"
+            | "ResponseError"
+            | "ExpiredTokenException"
+            | "ExpiredToken"
+            | "RequestExpired"
+    )
+}
+
+impl CallFailure {
+    pub(crate) fn from_sdk<E>(err: SdkError<E, HttpResponse>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let code = match &err {
+            SdkError::ServiceError(service) => service.err().code().unwrap_or("Unknown").to_owned(),
+            SdkError::TimeoutError(_) => "RequestTimeout".to_owned(),
+            SdkError::DispatchFailure(failure) if failure.is_timeout() => {
+                "RequestTimeout".to_owned()
+            }
+            SdkError::DispatchFailure(failure) if failure.is_user() => "DispatchFailure".to_owned(),
+            SdkError::DispatchFailure(_) => "ConnectionError".to_owned(),
+            SdkError::ResponseError(_) => "ResponseError".to_owned(),
+            SdkError::ConstructionFailure(_) => "ConstructionFailure".to_owned(),
+            _ => "Unknown".to_owned(),
+        };
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let retryable = is_retryable_code(&code) || status.is_some_and(|s| s >= 500);
+        CallFailure {
+            code,
+            retryable,
+            source: Box::new(err),
+        }
+    }
+}
