@@ -217,7 +217,13 @@ mod tests {
         let long = "k".repeat(HashKeyCache::MAX_KEY_BYTES + 1);
         let edge = "e".repeat(HashKeyCache::MAX_KEY_BYTES);
         let mut keys: Vec<String> = (0..200).map(|i| format!("key-{i}")).collect();
-        keys.extend([long, edge, String::new(), "é日本".to_owned(), "key-1".to_owned()]);
+        keys.extend([
+            long,
+            edge,
+            String::new(),
+            "é日本".to_owned(),
+            "key-1".to_owned(),
+        ]);
         for round in 0..3 {
             for key in &keys {
                 assert_eq!(
@@ -230,8 +236,14 @@ mod tests {
         // A key that is a prefix of the cached one must not match it.
         let mut one = HashKeyCache::new(1);
         one.of_partition_key("abcd");
-        assert_eq!(one.of_partition_key("abc"), HashKey::from_partition_key("abc"));
-        assert_eq!(one.of_partition_key("abcd"), HashKey::from_partition_key("abcd"));
+        assert_eq!(
+            one.of_partition_key("abc"),
+            HashKey::from_partition_key("abc")
+        );
+        assert_eq!(
+            one.of_partition_key("abcd"),
+            HashKey::from_partition_key("abcd")
+        );
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct Scan {
 pub struct LeaseTable {
     client: Client,
     name: String,
+    /// Items per `Scan` page; `None` lets DynamoDB fill 1 MB pages.
+    scan_page_size: Option<i32>,
 }
 
 /// How often to look at a table being created.
@@ -84,7 +86,16 @@ impl LeaseTable {
         LeaseTable {
             client,
             name: name.into(),
+            scan_page_size: None,
         }
+    }
+
+    /// Limits `Scan` pages to `items` (tests use it to exercise paging).
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_scan_page_size(mut self, items: i32) -> Self {
+        self.scan_page_size = Some(items);
+        self
     }
 
     /// The table's name.
@@ -207,6 +218,7 @@ impl LeaseTable {
                 .client
                 .scan()
                 .table_name(&self.name)
+                .set_limit(self.scan_page_size)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
