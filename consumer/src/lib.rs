@@ -36,13 +36,16 @@
 
 #![forbid(unsafe_code)]
 
+pub mod balance;
 pub mod checkpoint;
 mod error;
 pub mod lease;
 pub mod lease_table;
+pub mod lineage;
 mod sdk_error;
 
 pub use checkpoint::{Checkpoint, CheckpointError, SequenceNumber};
 pub use error::{BoxError, Error};
 pub use lease::{ItemError, Lease};
 pub use lease_table::{BillingMode, LeaseTable, Scan};
+pub use lineage::InitialPosition;

@@ -1,0 +1,434 @@
+//! Which leases a worker takes, as a pure decision over what its scans showed.
+//!
+//! **Expiry by the observer's clock.** [`Observations`] remembers, per lease, the counter last
+//! seen and when this worker first saw it (the arrival of the scan answer, which is after the
+//! write that set it). A lease whose counter has not moved for the failover time is expired,
+//! whatever the clocks of other workers say.
+//!
+//! **Fair share.** Only workable leases count: not finished, and ready by lineage (finished
+//! leases and children waiting for their parents do no work, so counting them would skew the
+//! balance — a common complaint about the KCL). With `n` workable leases and `w` live workers
+//! (the owners of unexpired leases, and this one), every worker should hold `n / w` or one more.
+//! A worker below `n / w` takes free or expired leases first, then asks the most loaded workers
+//! to hand leases over, never taking one below `n / w`; a worker at `n / w` asks for one more
+//! only from a worker above `n / w + 1`. Several leases may move in one cycle.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    hash::{DefaultHasher, Hash, Hasher},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use crate::{
+    lease::Lease,
+    lineage::{Readiness, readiness},
+};
+
+/// When this worker first saw a lease's current counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seen {
+    counter: u64,
+    since: Instant,
+}
+
+/// What this worker has seen of every lease's counter, by its own clock.
+#[derive(Clone, Debug, Default)]
+pub struct Observations {
+    seen: HashMap<String, Seen>,
+}
+
+impl Observations {
+    /// Records a scan whose answer arrived at `at`. Leases no longer in the table are forgotten.
+    pub fn record(&mut self, leases: &[Lease], at: Instant) {
+        let keys: HashSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
+        self.seen.retain(|key, _| keys.contains(key.as_str()));
+        for lease in leases {
+            self.note(lease, at);
+        }
+    }
+
+    /// Records one lease read (or written) at `at`.
+    pub fn note(&mut self, lease: &Lease, at: Instant) {
+        match self.seen.get_mut(&lease.key) {
+            Some(seen) if seen.counter == lease.counter => {}
+            Some(seen) => {
+                *seen = Seen {
+                    counter: lease.counter,
+                    since: at,
+                }
+            }
+            None => {
+                self.seen.insert(
+                    lease.key.clone(),
+                    Seen {
+                        counter: lease.counter,
+                        since: at,
+                    },
+                );
+            }
+        }
+    }
+
+    /// When `lease` expires if its counter does not move: the failover time after this worker
+    /// first saw its current counter. `None` if this worker has not seen this counter.
+    pub fn expires_at(&self, lease: &Lease, failover: Duration) -> Option<Instant> {
+        self.seen
+            .get(&lease.key)
+            .filter(|seen| seen.counter == lease.counter)
+            .map(|seen| seen.since + failover)
+    }
+
+    /// Whether `lease` has an owner whose counter has not moved for the failover time.
+    pub fn is_expired(&self, lease: &Lease, now: Instant, failover: Duration) -> bool {
+        lease.owner.is_some() && self.expires_at(lease, failover).is_some_and(|at| now > at)
+    }
+
+    /// The earliest moment one of the leases owned by others may expire (to look again then,
+    /// rather than at the next periodic scan).
+    pub fn next_expiry<'a>(
+        &self,
+        leases: impl IntoIterator<Item = &'a Lease>,
+        me: &str,
+        now: Instant,
+        failover: Duration,
+    ) -> Option<Instant> {
+        leases
+            .into_iter()
+            .filter(|l| l.owner.as_deref().is_some_and(|o| o != me))
+            .filter_map(|l| self.expires_at(l, failover))
+            .filter(|at| *at >= now)
+            .min()
+    }
+}
+
+/// The limits of the balancing decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BalanceLimits {
+    /// The failover time: a lease whose counter has not moved this long is expired.
+    pub failover: Duration,
+    /// Most leases this worker holds (the KCL's `maxLeasesForWorker`; `None`: no limit).
+    pub max_leases: Option<usize>,
+    /// Most leases this worker asks others to hand over per cycle (`None`: as many as its fair
+    /// share needs; the KCL's `maxLeasesToStealAtOneTime` is 1).
+    pub max_handoffs: Option<usize>,
+}
+
+/// What a worker should do this cycle.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Free or expired leases to take (a conditional write each; losing a race is normal).
+    pub take: Vec<Lease>,
+    /// Leases held by live workers to ask for through a graceful handoff.
+    pub hand_off: Vec<Lease>,
+}
+
+/// Decides which leases `me` takes and asks for, given the table (as last scanned), what this
+/// worker observed, and the leases it holds now.
+pub fn plan(
+    leases: &[Lease],
+    observations: &Observations,
+    me: &str,
+    held: &HashSet<String>,
+    now: Instant,
+    limits: BalanceLimits,
+) -> Plan {
+    let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
+    let workable: Vec<&Lease> = leases
+        .iter()
+        .filter(|l| !l.is_finished() && readiness(l, &by_key) == Readiness::Ready)
+        .collect();
+    let expired = |l: &Lease| observations.is_expired(l, now, limits.failover);
+
+    // Live workers and what they hold (a lease being handed over counts for its new owner).
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    counts.insert(me, 0);
+    for lease in leases.iter().filter(|l| !expired(l)) {
+        if let Some(from) = lease.checkpoint_owner.as_deref() {
+            counts.entry(from).or_insert(0);
+        }
+    }
+    let mut available: Vec<&Lease> = Vec::new();
+    for lease in &workable {
+        match lease.owner.as_deref() {
+            Some(owner) if owner == me && !held.contains(&lease.key) => available.push(lease),
+            Some(owner) if !expired(lease) => *counts.entry(owner).or_insert(0) += 1,
+            _ => available.push(lease),
+        }
+    }
+    let total = workable.len();
+    let workers = counts.len();
+    let floor = total / workers;
+    let ceil = total.div_ceil(workers);
+    let cap = limits.max_leases.unwrap_or(usize::MAX);
+    let mine = counts.get(me).copied().unwrap_or(0);
+    let target = ceil.min(cap);
+
+    // Free and expired leases first; the longest expired (or never seen) first.
+    available.sort_by_key(|l| (observations.expires_at(l, limits.failover), l.key.clone()));
+    let take: Vec<Lease> = available
+        .into_iter()
+        .take(target.saturating_sub(mine))
+        .cloned()
+        .collect();
+    let mut have = mine + take.len();
+
+    // Then handoffs from the most loaded live workers.
+    let mut hand_off = Vec::new();
+    let mut budget = limits.max_handoffs.unwrap_or(usize::MAX);
+    let mut loads: Vec<(usize, &str)> = counts
+        .iter()
+        .filter(|(w, _)| **w != me)
+        .map(|(w, c)| (*c, *w))
+        .collect();
+    let mut asked: HashSet<&str> = HashSet::new();
+    while budget > 0 && have < target {
+        loads.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        let Some((load, victim)) = loads.first().copied() else {
+            break;
+        };
+        // Below the floor, take from anyone above it; at the floor, only from someone above the
+        // ceiling, so that a balanced fleet stays still.
+        let allowed = if have < floor {
+            load > floor
+        } else {
+            load > ceil
+        };
+        if !allowed {
+            break;
+        }
+        let Some(lease) = pick(&workable, victim, me, &asked, &expired) else {
+            loads.remove(0);
+            continue;
+        };
+        asked.insert(lease.key.as_str());
+        hand_off.push(lease.clone());
+        loads[0].0 -= 1;
+        have += 1;
+        budget -= 1;
+    }
+    Plan { take, hand_off }
+}
+
+/// One of `victim`'s leases to ask for: not already being handed over, not expired. Each thief
+/// ranks them differently (by a hash of its name and the key), so that two workers joining at
+/// once tend to ask for different leases.
+fn pick<'a>(
+    workable: &[&'a Lease],
+    victim: &str,
+    me: &str,
+    asked: &HashSet<&str>,
+    expired: &impl Fn(&Lease) -> bool,
+) -> Option<&'a Lease> {
+    workable
+        .iter()
+        .copied()
+        .filter(|l| l.owner.as_deref() == Some(victim) && !l.in_handoff() && !expired(l))
+        .filter(|l| !asked.contains(l.key.as_str()))
+        .min_by_key(|l| {
+            let mut hasher = DefaultHasher::new();
+            (me, &l.key).hash(&mut hasher);
+            (hasher.finish(), l.key.clone())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::Checkpoint;
+    use proptest::prelude::*;
+
+    const FAILOVER: Duration = Duration::from_secs(10);
+
+    fn limits() -> BalanceLimits {
+        BalanceLimits {
+            failover: FAILOVER,
+            max_leases: None,
+            max_handoffs: None,
+        }
+    }
+
+    fn owned(key: usize, owner: Option<&str>) -> Lease {
+        let mut lease = Lease::new(format!("shardId-{key:012}"), Checkpoint::TrimHorizon);
+        lease.owner = owner.map(str::to_owned);
+        lease.counter = 1;
+        lease
+    }
+
+    /// Leases owned as listed (`None`: free).
+    fn table(owners: &[Option<&str>]) -> Vec<Lease> {
+        owners
+            .iter()
+            .enumerate()
+            .map(|(i, o)| owned(i, *o))
+            .collect()
+    }
+
+    fn spread(counts: &[(&'static str, usize)]) -> Vec<Option<&'static str>> {
+        counts
+            .iter()
+            .flat_map(|(w, n)| std::iter::repeat_n(if w.is_empty() { None } else { Some(*w) }, *n))
+            .collect()
+    }
+
+    fn held(leases: &[Lease], me: &str) -> HashSet<String> {
+        leases
+            .iter()
+            .filter(|l| l.owner.as_deref() == Some(me))
+            .map(|l| l.key.clone())
+            .collect()
+    }
+
+    fn decide(leases: &[Lease], me: &str, limits: BalanceLimits) -> (usize, usize) {
+        let now = Instant::now();
+        let mut obs = Observations::default();
+        obs.record(leases, now);
+        let plan = plan(leases, &obs, me, &held(leases, me), now, limits);
+        (plan.take.len(), plan.hand_off.len())
+    }
+
+    #[test]
+    fn table_of_decisions() {
+        // (leases per owner, "" = free; me = "m"), (takes, handoffs)
+        type Case = (&'static [(&'static str, usize)], (usize, usize));
+        let cases: &[Case] = &[
+            (&[("", 12)], (12, 0)),
+            (&[("a", 6), ("b", 6)], (0, 4)),
+            (&[("a", 4), ("b", 4), ("m", 4)], (0, 0)),
+            (&[("a", 5), ("b", 5), ("m", 3)], (0, 1)),
+            (&[("a", 5), ("b", 4), ("m", 4)], (0, 0)),
+            (&[("a", 6), ("b", 4), ("m", 4)], (0, 1)),
+            (&[("a", 4), ("", 2), ("m", 1)], (2, 0)),
+            (&[("a", 3), ("b", 3), ("c", 3), ("m", 0)], (0, 2)),
+            (&[("a", 9), ("", 3)], (3, 3)),
+        ];
+        for (owners, want) in cases {
+            let leases = table(&spread(owners));
+            assert_eq!(decide(&leases, "m", limits()), *want, "{owners:?}");
+        }
+    }
+
+    #[test]
+    fn limits_cap_takes_and_handoffs() {
+        let leases = table(&spread(&[("", 10)]));
+        let capped = BalanceLimits {
+            max_leases: Some(3),
+            ..limits()
+        };
+        assert_eq!(decide(&leases, "m", capped), (3, 0));
+        let leases = table(&spread(&[("a", 6), ("b", 6)]));
+        let one = BalanceLimits {
+            max_handoffs: Some(1),
+            ..limits()
+        };
+        assert_eq!(decide(&leases, "m", one), (0, 1));
+    }
+
+    #[test]
+    fn expired_leases_are_taken_and_their_owner_stops_counting() {
+        let leases = table(&spread(&[("dead", 6), ("m", 0)]));
+        let start = Instant::now();
+        let mut obs = Observations::default();
+        obs.record(&leases, start);
+        let empty = HashSet::new();
+        // Not yet expired: dead counts as live and holds 6; m asks for 3 handoffs.
+        let early = plan(&leases, &obs, "m", &empty, start + FAILOVER, limits());
+        assert_eq!((early.take.len(), early.hand_off.len()), (0, 3));
+        // Counter unchanged for longer than the failover time: m takes all six.
+        let late = plan(
+            &leases,
+            &obs,
+            "m",
+            &empty,
+            start + FAILOVER + Duration::from_millis(1),
+            limits(),
+        );
+        assert_eq!((late.take.len(), late.hand_off.len()), (6, 0));
+        // A renewal seen meanwhile restarts the clock.
+        let mut renewed = leases.clone();
+        renewed[0].counter += 1;
+        obs.record(&renewed, start + Duration::from_secs(5));
+        assert_eq!(
+            obs.expires_at(&renewed[0], FAILOVER),
+            Some(start + Duration::from_secs(15))
+        );
+        assert_eq!(
+            obs.next_expiry(&renewed, "m", start, FAILOVER),
+            Some(start + FAILOVER)
+        );
+    }
+
+    #[test]
+    fn finished_and_blocked_leases_do_not_count() {
+        // a holds 2 finished parents; their children are free; m should take both children and
+        // not count a's finished leases as load.
+        let mut leases = table(&spread(&[("a", 2)]));
+        for lease in &mut leases {
+            lease.checkpoint = Checkpoint::ShardEnd;
+        }
+        let child = |key: &str, parent: &str| {
+            Lease::new(key, Checkpoint::TrimHorizon).with_parents([parent])
+        };
+        leases.push(child("c0", &leases[0].key.clone()));
+        leases.push(child("c1", &leases[1].key.clone()));
+        // A grandchild waits for c0: not workable yet.
+        leases.push(Lease::new("g", Checkpoint::TrimHorizon).with_parents(["c0"]));
+        let now = Instant::now();
+        let mut obs = Observations::default();
+        obs.record(&leases, now);
+        let plan = plan(&leases, &obs, "m", &HashSet::new(), now, limits());
+        let keys: Vec<&str> = plan.take.iter().map(|l| l.key.as_str()).collect();
+        assert_eq!(keys, ["c0", "c1"]);
+    }
+
+    #[test]
+    fn leases_in_handoff_are_not_asked_for_again() {
+        let mut leases = table(&spread(&[("a", 2)]));
+        leases[0].checkpoint_owner = Some("a".into());
+        leases[0].owner = Some("b".into());
+        // b has 1 (arriving), a has 1: m (0) at floor 0 of 2/3 -> ceil 1; nobody above 1.
+        assert_eq!(decide(&leases, "m", limits()), (0, 0));
+    }
+
+    proptest! {
+        /// Workers that apply their plans one after another (takes and handoffs granted at once)
+        /// reach a balance (max - min <= 1) in a few rounds, and then nothing moves.
+        #[test]
+        fn fleets_converge(owners in proptest::collection::vec(0usize..6, 0..40), workers in 1usize..6) {
+            let names: Vec<String> = (0..workers).map(|i| format!("w{i}")).collect();
+            let mut leases: Vec<Lease> = owners
+                .iter()
+                .enumerate()
+                .map(|(i, o)| owned(i, names.get(*o).map(String::as_str)))
+                .collect();
+            let now = Instant::now();
+            let mut stable_rounds = 0;
+            for _round in 0..(leases.len() + 10) {
+                let mut moved = false;
+                for me in &names {
+                    let mut obs = Observations::default();
+                    obs.record(&leases, now);
+                    let p = plan(&leases, &obs, me, &held(&leases, me), now, limits());
+                    for l in p.take.iter().chain(&p.hand_off) {
+                        let target = leases.iter_mut().find(|x| x.key == l.key).unwrap();
+                        target.owner = Some(me.clone());
+                        target.counter += 1;
+                        moved = true;
+                    }
+                }
+                if moved { stable_rounds = 0 } else { stable_rounds += 1 }
+                if stable_rounds == 2 { break; }
+            }
+            prop_assert_eq!(stable_rounds, 2, "never settled");
+            let mut counts: HashMap<&str, usize> = names.iter().map(|n| (n.as_str(), 0)).collect();
+            for l in &leases {
+                prop_assert!(l.owner.is_some(), "a lease left free");
+                *counts.get_mut(l.owner.as_deref().unwrap()).unwrap() += 1;
+            }
+            let max = counts.values().max().copied().unwrap_or(0);
+            let min = counts.values().min().copied().unwrap_or(0);
+            prop_assert!(max - min <= 1, "unbalanced: {:?}", counts);
+        }
+    }
+}
