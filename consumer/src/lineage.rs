@@ -236,8 +236,8 @@ mod tests {
     #[test]
     fn a_child_waits_for_every_parent_with_a_lease() {
         // (parent checkpoints, expected readiness of the merge child "3")
-        type Case = (&'static [(&'static str, Checkpoint)], &'static [&'static str]);
-        let cases: &[Case] = &[
+        type Case<'a> = (&'a [(&'a str, Checkpoint)], &'a [&'a str]);
+        let cases: &[Case<'_>] = &[
             (&[], &[]),
             (
                 &[("1", Checkpoint::ShardEnd), ("2", Checkpoint::ShardEnd)],
