@@ -38,6 +38,33 @@ pub enum Error {
         current: Option<Box<Lease>>,
     },
 
+    /// A checkpoint the application asked for is not allowed.
+    #[error("lease {lease_key}: cannot checkpoint at {requested}: {problem}")]
+    InvalidCheckpoint {
+        /// The lease (shard id).
+        lease_key: String,
+        /// The position asked for.
+        requested: String,
+        /// Why not (beyond the last record delivered, behind the current checkpoint, ...).
+        problem: &'static str,
+    },
+
+    /// A Kinesis call failed.
+    #[error("{operation} on stream {stream} failed ({code})")]
+    Kinesis {
+        /// The Kinesis operation.
+        operation: &'static str,
+        /// The stream.
+        stream: String,
+        /// The service's error code, or a description of the transport failure.
+        code: String,
+        /// Whether trying again may succeed.
+        retryable: bool,
+        /// The SDK's error.
+        #[source]
+        source: Option<BoxError>,
+    },
+
     /// A lease table call failed.
     #[error("{operation} on lease table {table} failed ({code})")]
     LeaseTable {
@@ -70,9 +97,11 @@ impl Error {
     /// Whether the same call may succeed if tried again.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::LeaseTable { retryable, .. } => *retryable,
+            Error::LeaseTable { retryable, .. } | Error::Kinesis { retryable, .. } => *retryable,
             Error::TableNotActive { .. } => true,
-            Error::InvalidConfig { .. } | Error::LeaseLost { .. } => false,
+            Error::InvalidConfig { .. }
+            | Error::LeaseLost { .. }
+            | Error::InvalidCheckpoint { .. } => false,
         }
     }
 }

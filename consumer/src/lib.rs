@@ -39,9 +39,11 @@
 pub mod balance;
 pub mod checkpoint;
 mod error;
+mod kinesis;
 pub mod lease;
 pub mod lease_table;
 pub mod lineage;
+mod processor;
 mod sdk_error;
 
 pub use checkpoint::{Checkpoint, CheckpointError, SequenceNumber};
@@ -49,3 +51,4 @@ pub use error::{BoxError, Error};
 pub use lease::{ItemError, Lease};
 pub use lease_table::{BillingMode, LeaseTable, Scan};
 pub use lineage::InitialPosition;
+pub use processor::{Batch, Checkpointer, Record, ShardProcessor, Start};

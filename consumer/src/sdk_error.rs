@@ -39,6 +39,14 @@ pub(crate) fn is_retryable_code(code: &str) -> bool {
 }
 
 impl CallFailure {
+    pub(crate) fn timeout(after: std::time::Duration) -> Self {
+        CallFailure {
+            code: "RequestTimeout".to_owned(),
+            retryable: true,
+            source: format!("no answer within {after:?}").into(),
+        }
+    }
+
     pub(crate) fn from_sdk<E>(err: SdkError<E, HttpResponse>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,

@@ -1,0 +1,167 @@
+//! The boundary with the Kinesis API for reading: shard listing, iterators and `GetRecords`,
+//! turned into plain data.
+
+use std::{collections::BTreeSet, time::Duration, time::SystemTime};
+
+use aws_sdk_kinesis::{
+    Client,
+    primitives::DateTime,
+    types::ShardIteratorType,
+};
+use kinesis_aggregation::{HashKeyRange, StreamRecord};
+
+use crate::{
+    checkpoint::Checkpoint,
+    lineage::{ChildShard, ShardDescription},
+    sdk_error::CallFailure,
+};
+
+/// `ListShards` page size: the service maximum, so that stand-ins that cannot page with a bare
+/// `NextToken` still answer in one page.
+const LIST_SHARDS_PAGE: i32 = 10_000;
+
+/// Every shard of the stream still in retention, closed ones included, every page.
+pub(crate) async fn list_shards(
+    client: &Client,
+    stream: &str,
+    timeout: Duration,
+) -> Result<Vec<ShardDescription>, CallFailure> {
+    let mut listed = Vec::new();
+    let mut next_token: Option<String> = None;
+    loop {
+        let request = client.list_shards().max_results(LIST_SHARDS_PAGE);
+        // A page after the first carries the token alone: the service rejects a stream name
+        // next to it.
+        let request = match next_token.take() {
+            Some(token) => request.next_token(token),
+            None => request.stream_name(stream),
+        };
+        let output = within(timeout, request.send()).await?;
+        for shard in output.shards.unwrap_or_default() {
+            let hash_key_range = shard
+                .hash_key_range
+                .as_ref()
+                .and_then(|r| HashKeyRange::parse(&r.starting_hash_key, &r.ending_hash_key).ok());
+            let parents: BTreeSet<String> = shard
+                .parent_shard_id
+                .iter()
+                .chain(shard.adjacent_parent_shard_id.iter())
+                .cloned()
+                .collect();
+            listed.push(ShardDescription {
+                closed: shard
+                    .sequence_number_range
+                    .is_some_and(|r| r.ending_sequence_number.is_some()),
+                id: shard.shard_id,
+                parents,
+                hash_key_range,
+            });
+        }
+        match output.next_token {
+            Some(token) if !token.is_empty() => next_token = Some(token),
+            _ => return Ok(listed),
+        }
+    }
+}
+
+/// Where to ask for an iterator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// From a checkpoint: at its sequence number (records at or before the checkpoint are then
+    /// skipped, which resumes inside an aggregate), or the sentinel's position.
+    Checkpoint(Checkpoint),
+    /// After the last Kinesis record delivered (renewing an expired iterator).
+    After(String),
+}
+
+/// An iterator for `shard_id` from `start`. `timestamp` serves `AT_TIMESTAMP`.
+pub(crate) async fn shard_iterator(
+    client: &Client,
+    stream: &str,
+    shard_id: &str,
+    start: &Start,
+    timestamp: Option<SystemTime>,
+    timeout: Duration,
+) -> Result<Option<String>, CallFailure> {
+    let request = client.get_shard_iterator().stream_name(stream).shard_id(shard_id);
+    let request = match start {
+        Start::After(sequence) => request
+            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+            .starting_sequence_number(sequence),
+        Start::Checkpoint(Checkpoint::At {
+            sequence_number, ..
+        }) => request
+            .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+            .starting_sequence_number(sequence_number.as_str()),
+        Start::Checkpoint(Checkpoint::TrimHorizon) | Start::Checkpoint(Checkpoint::ShardEnd) => {
+            request.shard_iterator_type(ShardIteratorType::TrimHorizon)
+        }
+        Start::Checkpoint(Checkpoint::Latest) => request.shard_iterator_type(ShardIteratorType::Latest),
+        Start::Checkpoint(Checkpoint::AtTimestamp) => match timestamp {
+            Some(at) => request
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(DateTime::from(at)),
+            // No timestamp configured: the oldest record is the safe reading of "from a time".
+            None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        },
+    };
+    Ok(within(timeout, request.send()).await?.shard_iterator)
+}
+
+/// One `GetRecords` answer.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    pub(crate) records: Vec<StreamRecord>,
+    /// `None` at the end of a closed shard.
+    pub(crate) next_iterator: Option<String>,
+    pub(crate) millis_behind_latest: Option<i64>,
+    /// The children, when the service names them at the shard's end.
+    pub(crate) child_shards: Option<Vec<ChildShard>>,
+}
+
+/// `GetRecords` with `iterator`.
+pub(crate) async fn get_records(
+    client: &Client,
+    iterator: &str,
+    limit: i32,
+    timeout: Duration,
+) -> Result<Fetched, CallFailure> {
+    let output = within(
+        timeout,
+        client.get_records().shard_iterator(iterator).limit(limit).send(),
+    )
+    .await?;
+    let child_shards = output.child_shards.map(|children| {
+        children
+            .into_iter()
+            .map(|c| ChildShard {
+                hash_key_range: c
+                    .hash_key_range
+                    .as_ref()
+                    .and_then(|r| HashKeyRange::parse(&r.starting_hash_key, &r.ending_hash_key).ok()),
+                parents: c.parent_shards.into_iter().collect(),
+                id: c.shard_id,
+            })
+            .collect()
+    });
+    Ok(Fetched {
+        records: output.records.into_iter().map(StreamRecord::from).collect(),
+        next_iterator: output.next_shard_iterator.filter(|i| !i.is_empty()),
+        millis_behind_latest: output.millis_behind_latest,
+        child_shards: child_shards.filter(|c: &Vec<ChildShard>| !c.is_empty()),
+    })
+}
+
+async fn within<T, E>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, aws_sdk_kinesis::error::SdkError<E, aws_sdk_kinesis::config::http::HttpResponse>>>,
+) -> Result<T, CallFailure>
+where
+    E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(timeout, call).await {
+        Err(_) => Err(CallFailure::timeout(timeout)),
+        Ok(Err(err)) => Err(CallFailure::from_sdk(err)),
+        Ok(Ok(output)) => Ok(output),
+    }
+}

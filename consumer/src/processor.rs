@@ -1,0 +1,242 @@
+//! What the application implements, and what it is given: one [`ShardProcessor`] per shard the
+//! worker holds, batches of deaggregated records, and a [`Checkpointer`].
+
+use std::{future::Future, sync::Arc};
+
+use bytes::Bytes;
+use kinesis_aggregation::DeaggregatedRecord;
+use tokio::sync::Mutex;
+
+use crate::{
+    checkpoint::{Checkpoint, SequenceNumber},
+    error::Error,
+    lease::Lease,
+    lease_table::LeaseTable,
+};
+
+/// A user record as delivered: deaggregated, with its sequence number and its position inside
+/// the aggregate (`sub_sequence_number`, 0 for a record that was not aggregated).
+pub type Record = DeaggregatedRecord;
+
+/// Records fetched from one shard, in order.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Batch {
+    /// The shard.
+    pub shard_id: Arc<str>,
+    /// The user records, in stream order. Records of an aggregate whose hash key lies outside
+    /// the shard's range (written there with a stale shard map) are left out; see
+    /// [`Batch::outside_range`].
+    pub records: Vec<Record>,
+    /// User records left out because their hash key lies outside the shard's range. The Java
+    /// KCL drops the whole aggregate in that case; this consumer drops only these (their
+    /// producer, if it is `kinesis-producer`, wrote them again on the right shard).
+    pub outside_range: usize,
+    /// How far behind the tip of the shard this batch is, in milliseconds (`GetRecords`'
+    /// `MillisBehindLatest`).
+    pub millis_behind_latest: Option<i64>,
+}
+
+/// Where processing of a shard starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Start {
+    /// The shard.
+    pub shard_id: Arc<str>,
+    /// The lease's checkpoint: records at or before it are not delivered again.
+    pub checkpoint: Checkpoint,
+    /// A prepared (two-phase) checkpoint left by a previous owner, if any.
+    pub pending_checkpoint: Option<Checkpoint>,
+    /// The application state saved with the prepared checkpoint.
+    pub pending_checkpoint_state: Option<Bytes>,
+}
+
+/// The application's code for one shard. The worker makes one per shard it starts (with the
+/// function given to the builder) and calls it from one task, one call at a time.
+///
+/// Delivery is at least once: records after the last checkpoint are delivered again to the next
+/// owner after a failover. A graceful handoff or shutdown lets the processor checkpoint first, so
+/// that moves made by balancing cause no duplicates.
+pub trait ShardProcessor: Send + 'static {
+    /// Called once, before the first batch.
+    fn initialize(&mut self, start: &Start) -> impl Future<Output = ()> + Send {
+        let _ = start;
+        async {}
+    }
+
+    /// A batch of records. Checkpoint when convenient (every batch, or every few seconds).
+    ///
+    /// If the lease is lost while this runs (the worker could not renew it in time), the future
+    /// is dropped at its next `.await` so that processing stops before another worker may take
+    /// the shard over; [`lease_lost`](Self::lease_lost) follows.
+    fn process(
+        &mut self,
+        batch: Batch,
+        checkpointer: &mut Checkpointer,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// The lease was lost (taken by another worker, or not renewed in time). Checkpointing is no
+    /// longer possible; records after the last checkpoint will be delivered to the next owner.
+    fn lease_lost(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// The shard was read to its end. The processor **must** checkpoint with
+    /// [`Checkpointer::checkpoint_shard_end`], else the shard's children never start: the worker
+    /// logs an error and calls this again until it does.
+    fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> impl Future<Output = ()> + Send;
+
+    /// The worker is shutting down, or handing the shard to another worker: checkpoint now to
+    /// avoid duplicates at the next owner.
+    fn shutdown_requested(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = checkpointer;
+        async {}
+    }
+}
+
+/// Records checkpoints for one shard in the lease table: conditional writes that fail once the
+/// lease is lost.
+#[derive(Debug)]
+pub struct Checkpointer {
+    shard_id: Arc<str>,
+    table: LeaseTable,
+    worker: Arc<str>,
+    lease: Arc<Mutex<Lease>>,
+    /// The last user record delivered to the processor.
+    delivered: Option<Checkpoint>,
+    /// Whether the shard has been read to its end (then `SHARD_END` may be checkpointed).
+    at_end: bool,
+}
+
+impl Checkpointer {
+    pub(crate) fn new(
+        shard_id: Arc<str>,
+        table: LeaseTable,
+        worker: Arc<str>,
+        lease: Arc<Mutex<Lease>>,
+    ) -> Self {
+        Checkpointer {
+            shard_id,
+            table,
+            worker,
+            lease,
+            delivered: None,
+            at_end: false,
+        }
+    }
+
+    pub(crate) fn delivered(&mut self, record: &Record) {
+        if let Ok(sequence_number) = SequenceNumber::parse(&record.sequence_number) {
+            self.delivered = Some(Checkpoint::at(sequence_number, record.sub_sequence_number));
+        }
+    }
+
+    pub(crate) fn reached_end(&mut self) {
+        self.at_end = true;
+    }
+
+    /// The lease's checkpoint as this worker last wrote or read it.
+    pub async fn current(&self) -> Checkpoint {
+        self.lease.lock().await.checkpoint.clone()
+    }
+
+    /// Checkpoints at the last record delivered. Does nothing if nothing was delivered yet.
+    ///
+    /// # Cancellation
+    ///
+    /// If the future is dropped, the write may or may not have happened.
+    pub async fn checkpoint(&mut self) -> Result<(), Error> {
+        match self.delivered.clone() {
+            Some(at) => self.write(at).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Checkpoints at a record delivered earlier: `(sequence_number, sub_sequence_number)`. It
+    /// must not be beyond the last record delivered nor behind the current checkpoint.
+    ///
+    /// # Cancellation
+    ///
+    /// If the future is dropped, the write may or may not have happened.
+    pub async fn checkpoint_at(
+        &mut self,
+        sequence_number: &str,
+        sub_sequence_number: u64,
+    ) -> Result<(), Error> {
+        let at = self.requested(sequence_number, sub_sequence_number)?;
+        self.write(at).await
+    }
+
+    /// Checkpoints the end of the shard. Only possible once the shard was read to its end (in
+    /// [`ShardProcessor::shard_ended`]).
+    ///
+    /// # Cancellation
+    ///
+    /// If the future is dropped, the write may or may not have happened.
+    pub async fn checkpoint_shard_end(&mut self) -> Result<(), Error> {
+        if !self.at_end {
+            return Err(Error::InvalidCheckpoint {
+                lease_key: self.shard_id.to_string(),
+                requested: Checkpoint::ShardEnd.to_string(),
+                problem: "the shard has not been read to its end",
+            });
+        }
+        self.write(Checkpoint::ShardEnd).await
+    }
+
+    /// Prepares a checkpoint (the first phase of two): records the position and `state` as
+    /// pending, without moving the checkpoint. A new owner sees both in [`Start`].
+    ///
+    /// # Cancellation
+    ///
+    /// If the future is dropped, the write may or may not have happened.
+    pub async fn prepare_checkpoint(
+        &mut self,
+        sequence_number: &str,
+        sub_sequence_number: u64,
+        state: Option<Bytes>,
+    ) -> Result<(), Error> {
+        let at = self.requested(sequence_number, sub_sequence_number)?;
+        let mut lease = self.lease.lock().await;
+        let updated = self
+            .table
+            .prepare_checkpoint(&lease, &self.worker, &at, state.as_ref())
+            .await?;
+        *lease = updated;
+        Ok(())
+    }
+
+    fn requested(&self, sequence_number: &str, sub_sequence_number: u64) -> Result<Checkpoint, Error> {
+        let sequence = SequenceNumber::parse(sequence_number).map_err(|_| Error::InvalidCheckpoint {
+            lease_key: self.shard_id.to_string(),
+            requested: sequence_number.to_owned(),
+            problem: "not a sequence number",
+        })?;
+        let at = Checkpoint::at(sequence, sub_sequence_number);
+        if self.delivered.as_ref().is_none_or(|d| &at > d) {
+            return Err(Error::InvalidCheckpoint {
+                lease_key: self.shard_id.to_string(),
+                requested: at.to_string(),
+                problem: "beyond the last record delivered",
+            });
+        }
+        Ok(at)
+    }
+
+    async fn write(&mut self, at: Checkpoint) -> Result<(), Error> {
+        let mut lease = self.lease.lock().await;
+        if at < lease.checkpoint {
+            return Err(Error::InvalidCheckpoint {
+                lease_key: self.shard_id.to_string(),
+                requested: at.to_string(),
+                problem: "behind the current checkpoint",
+            });
+        }
+        let updated = self.table.checkpoint(&lease, &self.worker, &at).await?;
+        *lease = updated;
+        Ok(())
+    }
+}
