@@ -81,6 +81,13 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// The worker's task ended abnormally (it panicked or its runtime shut down).
+    #[error("the worker stopped: {reason}")]
+    Stopped {
+        /// What ended it.
+        reason: String,
+    },
+
     /// The lease table did not become `ACTIVE` in time.
     #[error("lease table {table} not active after {waited:?} (status {status})")]
     TableNotActive {
@@ -100,6 +107,7 @@ impl Error {
             Error::LeaseTable { retryable, .. } | Error::Kinesis { retryable, .. } => *retryable,
             Error::TableNotActive { .. } => true,
             Error::InvalidConfig { .. }
+            | Error::Stopped { .. }
             | Error::LeaseLost { .. }
             | Error::InvalidCheckpoint { .. } => false,
         }

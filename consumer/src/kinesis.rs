@@ -3,11 +3,7 @@
 
 use std::{collections::BTreeSet, time::Duration, time::SystemTime};
 
-use aws_sdk_kinesis::{
-    Client,
-    primitives::DateTime,
-    types::ShardIteratorType,
-};
+use aws_sdk_kinesis::{Client, primitives::DateTime, types::ShardIteratorType};
 use kinesis_aggregation::{HashKeyRange, StreamRecord};
 
 use crate::{
@@ -83,7 +79,10 @@ pub(crate) async fn shard_iterator(
     timestamp: Option<SystemTime>,
     timeout: Duration,
 ) -> Result<Option<String>, CallFailure> {
-    let request = client.get_shard_iterator().stream_name(stream).shard_id(shard_id);
+    let request = client
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shard_id);
     let request = match start {
         Start::After(sequence) => request
             .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
@@ -96,7 +95,9 @@ pub(crate) async fn shard_iterator(
         Start::Checkpoint(Checkpoint::TrimHorizon) | Start::Checkpoint(Checkpoint::ShardEnd) => {
             request.shard_iterator_type(ShardIteratorType::TrimHorizon)
         }
-        Start::Checkpoint(Checkpoint::Latest) => request.shard_iterator_type(ShardIteratorType::Latest),
+        Start::Checkpoint(Checkpoint::Latest) => {
+            request.shard_iterator_type(ShardIteratorType::Latest)
+        }
         Start::Checkpoint(Checkpoint::AtTimestamp) => match timestamp {
             Some(at) => request
                 .shard_iterator_type(ShardIteratorType::AtTimestamp)
@@ -128,17 +129,20 @@ pub(crate) async fn get_records(
 ) -> Result<Fetched, CallFailure> {
     let output = within(
         timeout,
-        client.get_records().shard_iterator(iterator).limit(limit).send(),
+        client
+            .get_records()
+            .shard_iterator(iterator)
+            .limit(limit)
+            .send(),
     )
     .await?;
     let child_shards = output.child_shards.map(|children| {
         children
             .into_iter()
             .map(|c| ChildShard {
-                hash_key_range: c
-                    .hash_key_range
-                    .as_ref()
-                    .and_then(|r| HashKeyRange::parse(&r.starting_hash_key, &r.ending_hash_key).ok()),
+                hash_key_range: c.hash_key_range.as_ref().and_then(|r| {
+                    HashKeyRange::parse(&r.starting_hash_key, &r.ending_hash_key).ok()
+                }),
                 parents: c.parent_shards.into_iter().collect(),
                 id: c.shard_id,
             })
@@ -154,7 +158,12 @@ pub(crate) async fn get_records(
 
 async fn within<T, E>(
     timeout: Duration,
-    call: impl Future<Output = Result<T, aws_sdk_kinesis::error::SdkError<E, aws_sdk_kinesis::config::http::HttpResponse>>>,
+    call: impl Future<
+        Output = Result<
+            T,
+            aws_sdk_kinesis::error::SdkError<E, aws_sdk_kinesis::config::http::HttpResponse>,
+        >,
+    >,
 ) -> Result<T, CallFailure>
 where
     E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,

@@ -38,17 +38,23 @@
 
 pub mod balance;
 pub mod checkpoint;
+mod config;
 mod error;
 mod kinesis;
 pub mod lease;
 pub mod lease_table;
 pub mod lineage;
+mod polling;
 mod processor;
 mod sdk_error;
+mod shard;
+mod worker;
 
 pub use checkpoint::{Checkpoint, CheckpointError, SequenceNumber};
+pub use config::MAX_RECORDS_PER_CALL;
 pub use error::{BoxError, Error};
 pub use lease::{ItemError, Lease};
 pub use lease_table::{BillingMode, LeaseTable, Scan};
 pub use lineage::InitialPosition;
 pub use processor::{Batch, Checkpointer, Record, ShardProcessor, Start};
+pub use worker::{Consumer, ConsumerBuilder, Running};

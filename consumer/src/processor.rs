@@ -209,12 +209,17 @@ impl Checkpointer {
         Ok(())
     }
 
-    fn requested(&self, sequence_number: &str, sub_sequence_number: u64) -> Result<Checkpoint, Error> {
-        let sequence = SequenceNumber::parse(sequence_number).map_err(|_| Error::InvalidCheckpoint {
-            lease_key: self.shard_id.to_string(),
-            requested: sequence_number.to_owned(),
-            problem: "not a sequence number",
-        })?;
+    fn requested(
+        &self,
+        sequence_number: &str,
+        sub_sequence_number: u64,
+    ) -> Result<Checkpoint, Error> {
+        let sequence =
+            SequenceNumber::parse(sequence_number).map_err(|_| Error::InvalidCheckpoint {
+                lease_key: self.shard_id.to_string(),
+                requested: sequence_number.to_owned(),
+                problem: "not a sequence number",
+            })?;
         let at = Checkpoint::at(sequence, sub_sequence_number);
         if self.delivered.as_ref().is_none_or(|d| &at > d) {
             return Err(Error::InvalidCheckpoint {

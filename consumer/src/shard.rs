@@ -1,0 +1,292 @@
+//! One held shard: its processor, fed by a polling reader, stopped when the lease is lost, handed
+//! off or shut down, and taken through the shard end (children, `SHARD_END`).
+
+use std::{collections::BTreeSet, future::Future, sync::Arc, time::Duration};
+
+use tokio::{
+    sync::{Mutex, watch},
+    time::Instant,
+};
+use tracing::{error, info, warn};
+
+use crate::{
+    checkpoint::Checkpoint,
+    config::Config,
+    kinesis,
+    lease::Lease,
+    lease_table::LeaseTable,
+    lineage::{ChildShard, child_leases},
+    polling::{self, Fetch, Reader},
+    processor::{Batch, Checkpointer, ShardProcessor, Start},
+};
+
+/// What the worker asks of a running shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Keep processing.
+    Run,
+    /// The worker shuts down: let the processor checkpoint, then stop.
+    Shutdown,
+    /// Another worker asked for the lease: let the processor checkpoint, then stop (the worker
+    /// then completes the handoff).
+    Handoff,
+}
+
+/// How a shard's processing ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// Read to its end and checkpointed at `SHARD_END`; these children may start.
+    Ended { children: BTreeSet<String> },
+    /// The lease was lost (not renewed in time, or taken).
+    LeaseLost,
+    /// Stopped as asked (shutdown or handoff): the worker releases the lease.
+    Stopped(Stop),
+    /// Reading failed for good; the worker releases the lease so it is tried again.
+    Failed,
+}
+
+/// What a shard's task needs.
+pub(crate) struct ShardContext {
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) kinesis: aws_sdk_kinesis::Client,
+    pub(crate) table: LeaseTable,
+    pub(crate) worker: Arc<str>,
+    pub(crate) shard_id: Arc<str>,
+    pub(crate) lease: Arc<Mutex<Lease>>,
+}
+
+/// How long to wait before asking a processor that did not checkpoint `SHARD_END` again.
+const SHARD_END_RETRY: Duration = Duration::from_secs(2);
+
+/// Runs `processor` on the shard until it ends, the lease is lost, or the worker asks it to stop.
+///
+/// `trust` carries the instant until which the lease may be trusted (moved on by each renewal);
+/// past it, processing stops at once, before another worker may take the lease.
+pub(crate) async fn run<P: ShardProcessor>(
+    ctx: ShardContext,
+    mut processor: P,
+    mut stop: watch::Receiver<Stop>,
+    mut trust: watch::Receiver<Instant>,
+) -> Exit {
+    let lease = ctx.lease.lock().await.clone();
+    let start = Start {
+        shard_id: ctx.shard_id.clone(),
+        checkpoint: lease.checkpoint.clone(),
+        pending_checkpoint: lease.pending_checkpoint.clone(),
+        pending_checkpoint_state: lease.pending_checkpoint_state.clone(),
+    };
+    if lease.is_finished() {
+        // Finished by a previous owner that stopped before reporting it: nothing to read.
+        return Exit::Ended {
+            children: lease.child_shard_ids,
+        };
+    }
+    if guarded(&mut trust, processor.initialize(&start))
+        .await
+        .is_none()
+    {
+        processor.lease_lost().await;
+        return Exit::LeaseLost;
+    }
+    let reader = Reader {
+        client: ctx.kinesis.clone(),
+        stream: ctx.cfg.stream.clone(),
+        shard_id: ctx.shard_id.clone(),
+        range: lease.hash_key_range,
+        start: lease.checkpoint.clone(),
+        timestamp: ctx.cfg.initial_timestamp,
+        max_records: ctx.cfg.max_records,
+        min_interval: ctx.cfg.min_fetch_interval,
+        max_idle: ctx.cfg.max_idle,
+        prefetch_records: ctx.cfg.prefetch_records,
+        prefetch_bytes: ctx.cfg.prefetch_bytes,
+        call_timeout: ctx.cfg.call_timeout,
+    };
+    let (mut fetches, reading) = polling::spawn(reader);
+    let _stop_reading = AbortOnDrop(reading);
+    let mut checkpointer = Checkpointer::new(
+        ctx.shard_id.clone(),
+        ctx.table.clone(),
+        ctx.worker.clone(),
+        ctx.lease.clone(),
+    );
+    loop {
+        let deadline = *trust.borrow_and_update();
+        tokio::select! {
+            biased;
+            changed = stop.changed() => {
+                let asked = *stop.borrow_and_update();
+                if changed.is_err() || asked == Stop::Run {
+                    if changed.is_err() { return Exit::Stopped(Stop::Shutdown); }
+                    continue;
+                }
+                if guarded(&mut trust, processor.shutdown_requested(&mut checkpointer)).await.is_none() {
+                    processor.lease_lost().await;
+                    return Exit::LeaseLost;
+                }
+                return Exit::Stopped(asked);
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                if *trust.borrow() <= Instant::now() {
+                    warn!(shard_id = %ctx.shard_id, "lease not renewed in time; processing stops");
+                    processor.lease_lost().await;
+                    return Exit::LeaseLost;
+                }
+            }
+            _ = trust.changed() => {}
+            fetch = fetches.recv() => match fetch {
+                Some(Fetch::Batch { records, outside_range, millis_behind_latest, _budget }) => {
+                    if let Some(last) = records.last() {
+                        checkpointer.delivered(last);
+                    }
+                    if outside_range > 0 {
+                        warn!(shard_id = %ctx.shard_id, outside_range,
+                            "user records outside the shard's hash-key range skipped");
+                    }
+                    let batch = Batch {
+                        shard_id: ctx.shard_id.clone(),
+                        records,
+                        outside_range,
+                        millis_behind_latest,
+                    };
+                    if guarded(&mut trust, processor.process(batch, &mut checkpointer)).await.is_none() {
+                        processor.lease_lost().await;
+                        return Exit::LeaseLost;
+                    }
+                }
+                Some(Fetch::End { children }) => {
+                    return shard_end(&ctx, &mut processor, &mut checkpointer, &mut stop, &mut trust, children).await;
+                }
+                Some(Fetch::Failed(failure)) => {
+                    error!(shard_id = %ctx.shard_id, error = %failure, "reading the shard failed");
+                    return Exit::Failed;
+                }
+                None => return Exit::Failed,
+            },
+        }
+    }
+}
+
+/// The end of the shard: create the children's leases, record them on this lease, and have the
+/// processor checkpoint `SHARD_END` (asking again until it does).
+async fn shard_end<P: ShardProcessor>(
+    ctx: &ShardContext,
+    processor: &mut P,
+    checkpointer: &mut Checkpointer,
+    stop: &mut watch::Receiver<Stop>,
+    trust: &mut watch::Receiver<Instant>,
+    children: Option<Vec<ChildShard>>,
+) -> Exit {
+    checkpointer.reached_end();
+    let children = match children {
+        Some(children) => children,
+        None => loop {
+            // GetRecords named no children (a stand-in's variant, or a shard past retention):
+            // look them up.
+            match kinesis::list_shards(&ctx.kinesis, &ctx.cfg.stream, ctx.cfg.call_timeout).await {
+                Ok(shards) => {
+                    break shards
+                        .into_iter()
+                        .filter(|s| s.parents.contains(ctx.shard_id.as_ref()))
+                        .map(|s| ChildShard {
+                            id: s.id,
+                            parents: s.parents,
+                            hash_key_range: s.hash_key_range,
+                        })
+                        .collect();
+                }
+                Err(failure) => {
+                    warn!(shard_id = %ctx.shard_id, code = %failure.code, "listing the children failed");
+                    if wait(stop, trust, SHARD_END_RETRY).await.is_err() {
+                        processor.lease_lost().await;
+                        return Exit::LeaseLost;
+                    }
+                }
+            }
+        },
+    };
+    for child in child_leases(&children) {
+        loop {
+            match ctx.table.create(&child).await {
+                Ok(_) => break,
+                Err(error) => {
+                    warn!(shard_id = %ctx.shard_id, child = %child.key, %error, "creating a child lease failed");
+                    if wait(stop, trust, SHARD_END_RETRY).await.is_err() {
+                        processor.lease_lost().await;
+                        return Exit::LeaseLost;
+                    }
+                }
+            }
+        }
+    }
+    let ids: BTreeSet<String> = children.iter().map(|c| c.id.clone()).collect();
+    {
+        let mut lease = ctx.lease.lock().await;
+        match ctx.table.set_children(&lease, &ctx.worker, &ids).await {
+            Ok(updated) => *lease = updated,
+            Err(error) => {
+                warn!(shard_id = %ctx.shard_id, %error, "recording the children failed");
+            }
+        }
+    }
+    loop {
+        if guarded(trust, processor.shard_ended(checkpointer))
+            .await
+            .is_none()
+        {
+            processor.lease_lost().await;
+            return Exit::LeaseLost;
+        }
+        if ctx.lease.lock().await.checkpoint == Checkpoint::ShardEnd {
+            info!(shard_id = %ctx.shard_id, children = ?ids, "shard ended");
+            return Exit::Ended { children: ids };
+        }
+        error!(
+            shard_id = %ctx.shard_id,
+            "the processor did not checkpoint at the end of the shard (Checkpointer::checkpoint_shard_end); \
+             its children cannot start until it does; asking again"
+        );
+        if wait(stop, trust, SHARD_END_RETRY).await.is_err() {
+            processor.lease_lost().await;
+            return Exit::LeaseLost;
+        }
+    }
+}
+
+/// Runs `future` while the lease is trusted; `None` if trust ran out first (the future is
+/// dropped then).
+async fn guarded<T>(
+    trust: &mut watch::Receiver<Instant>,
+    future: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(future);
+    loop {
+        let deadline = *trust.borrow_and_update();
+        if deadline <= Instant::now() {
+            return None;
+        }
+        tokio::select! {
+            out = &mut future => return Some(out),
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = trust.changed() => {}
+        }
+    }
+}
+
+/// Sleeps `pause` unless the lease stops being trusted (`Err`). A stop request does not cut the
+/// pause short: shard-end work is finished first.
+async fn wait(
+    _stop: &mut watch::Receiver<Stop>,
+    trust: &mut watch::Receiver<Instant>,
+    pause: Duration,
+) -> Result<(), ()> {
+    guarded(trust, tokio::time::sleep(pause)).await.ok_or(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
