@@ -1,0 +1,183 @@
+//! One worker consumes every record of a multi-shard stream over polling, aggregated and not,
+//! through the real SDK against ferrokinesis and dynoxide; a second run of the same application
+//! resumes from the checkpoints and reads nothing again.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kinesis_consumer::{Batch, Checkpointer, Consumer, InitialPosition, ShardProcessor};
+use kinesis_integration_tests::fixtures::{create_stream, unique_name};
+use kinesis_integration_tests::{DynamoBackend, DynamoDb, Ferrokinesis};
+use kinesis_producer::{Producer, UserRecord};
+
+/// What every processor of a test saw: (shard, sequence, subsequence) -> (key, data), with a
+/// count of deliveries to spot duplicates.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<HashMap<(String, String, u64), (String, Bytes, usize)>>>);
+
+impl Seen {
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
+struct Recorder {
+    shard: String,
+    seen: Seen,
+}
+
+impl ShardProcessor for Recorder {
+    async fn process(&mut self, batch: Batch, checkpointer: &mut Checkpointer) {
+        {
+            let mut seen = self.seen.0.lock().unwrap();
+            for r in &batch.records {
+                let entry = seen
+                    .entry((
+                        self.shard.clone(),
+                        r.sequence_number.to_string(),
+                        r.sub_sequence_number,
+                    ))
+                    .or_insert_with(|| (r.partition_key.to_string(), r.data.clone(), 0));
+                entry.2 += 1;
+            }
+        }
+        checkpointer.checkpoint().await.unwrap();
+    }
+
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+        checkpointer.checkpoint_shard_end().await.unwrap();
+    }
+
+    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+        let _ = checkpointer.checkpoint().await;
+    }
+}
+
+async fn produce(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    aggregated: bool,
+    count: usize,
+) -> Vec<(String, Bytes)> {
+    let producer = Producer::builder(client.clone(), stream)
+        .aggregation(aggregated)
+        .build()
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    let mut receipts = Vec::new();
+    for i in 0..count {
+        let key = format!("key-{}", i % 97);
+        let data = Bytes::from(format!("record {i} aggregated={aggregated}"));
+        receipts.push(
+            producer
+                .put(UserRecord::new(key.clone(), data.clone()).unwrap())
+                .await
+                .unwrap(),
+        );
+        sent.push((key, data));
+    }
+    for receipt in receipts {
+        receipt.await.unwrap();
+    }
+    producer.shutdown().await;
+    sent
+}
+
+async fn wait_for(seen: &Seen, want: usize, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while seen.len() < want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {want} records consumed in {within:?}",
+            seen.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_consumes_every_record_aggregated_and_not() {
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    let db = DynamoDb::start(DynamoBackend::Dynoxide).await.unwrap();
+    let client = kinesis.client();
+    let stream = unique_name("consume-all");
+    create_stream(&client, &stream, 4).await.unwrap();
+    let mut sent = produce(&client, &stream, true, 3000).await;
+    sent.extend(produce(&client, &stream, false, 1000).await);
+
+    let application = unique_name("app");
+    let seen = Seen::default();
+    let worker = {
+        let seen = seen.clone();
+        Consumer::builder(
+            kinesis.client(),
+            db.client(),
+            stream.clone(),
+            application.clone(),
+            move |shard: &str| Recorder {
+                shard: shard.to_owned(),
+                seen: seen.clone(),
+            },
+        )
+        .initial_position(InitialPosition::TrimHorizon)
+        .build()
+        .unwrap()
+        .spawn()
+    };
+    wait_for(&seen, sent.len(), Duration::from_secs(60)).await;
+    worker.shutdown().await.unwrap();
+
+    let seen_map = seen.0.lock().unwrap().clone();
+    let mut got: Vec<(String, Bytes)> = seen_map
+        .values()
+        .map(|(k, d, _)| (k.clone(), d.clone()))
+        .collect();
+    let mut want = sent.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "every record, once per (sequence, subsequence)");
+    assert!(
+        seen_map.values().all(|(_, _, n)| *n == 1),
+        "a record was delivered twice"
+    );
+
+    // The same application again: it resumes from the checkpoints, so only new records arrive.
+    let more = produce(&client, &stream, true, 200).await;
+    let again = Seen::default();
+    let worker = {
+        let again = again.clone();
+        Consumer::builder(
+            kinesis.client(),
+            db.client(),
+            stream.clone(),
+            application,
+            move |shard: &str| Recorder {
+                shard: shard.to_owned(),
+                seen: again.clone(),
+            },
+        )
+        .build()
+        .unwrap()
+        .spawn()
+    };
+    wait_for(&again, more.len(), Duration::from_secs(60)).await;
+    // Give it time to (wrongly) deliver old records again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    worker.shutdown().await.unwrap();
+    let mut got: Vec<(String, Bytes)> = again
+        .0
+        .lock()
+        .unwrap()
+        .values()
+        .map(|(k, d, _)| (k.clone(), d.clone()))
+        .collect();
+    let mut want = more;
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "the second run resumes after the checkpoints");
+}
