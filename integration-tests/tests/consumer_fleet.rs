@@ -1,0 +1,371 @@
+//! Fleets of workers in separate processes (`consumer-worker`) on a ferrokinesis process and
+//! DynamoDB Local, while records are produced: kill -9, SIGSTOP, balancing with a joining worker,
+//! and graceful shutdown. Every acknowledged record must be processed.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kinesis_integration_tests::ferrokinesis_process::FerrokinesisProcess;
+use kinesis_integration_tests::fixtures::{create_stream, unique_name};
+use kinesis_integration_tests::{DynamoBackend, DynamoDb};
+use kinesis_producer::{Producer, UserRecord};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdin};
+use tokio::time::Instant;
+
+const FAILOVER: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The fleet tests measure time: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+type Log = Arc<Mutex<Vec<(Instant, String)>>>;
+
+struct Worker {
+    id: String,
+    child: Child,
+    pid: u32,
+    log: Log,
+    _stdin: Option<ChildStdin>,
+}
+
+impl Worker {
+    fn spawn(env: &Env, id: &str) -> Worker {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_consumer-worker"));
+        command
+            .args(["--kinesis", &env.kinesis_endpoint])
+            .args(["--dynamodb", &env.dynamodb_endpoint])
+            .args(["--stream", &env.stream])
+            .args(["--application", &env.application])
+            .args(["--worker-id", id])
+            .args(["--failover-ms", &FAILOVER.as_millis().to_string()])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = command.spawn().unwrap();
+        let pid = child.id().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let log: Log = Arc::default();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push((Instant::now(), line));
+            }
+        });
+        Worker {
+            id: id.to_owned(),
+            _stdin: child.stdin.take(),
+            child,
+            pid,
+            log,
+        }
+    }
+
+    fn lines(&self) -> Vec<(Instant, String)> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Shards whose processor started and has not stopped, with when it started.
+    fn held(&self) -> HashMap<String, Instant> {
+        let mut held = HashMap::new();
+        for (at, line) in self.lines() {
+            let mut words = line.split(' ');
+            match (words.next(), words.next()) {
+                (Some("START"), Some(shard)) => {
+                    held.insert(shard.to_owned(), at);
+                }
+                (Some("LOST" | "END" | "STOP"), Some(shard)) => {
+                    held.remove(shard);
+                }
+                _ => {}
+            }
+        }
+        held
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {}", self.pid);
+    }
+}
+
+struct Env {
+    _kinesis: FerrokinesisProcess,
+    kinesis_endpoint: String,
+    dynamodb_endpoint: String,
+    client: aws_sdk_kinesis::Client,
+    stream: String,
+    application: String,
+}
+
+async fn env(shards: i32) -> Env {
+    let kinesis = FerrokinesisProcess::spawn(std::process::Command::new(env!(
+        "CARGO_BIN_EXE_ferrokinesis-server"
+    )))
+    .await
+    .unwrap();
+    let db = DynamoDb::start(DynamoBackend::SharedLocal).await.unwrap();
+    let client = kinesis.client();
+    let stream = unique_name("fleet");
+    create_stream(&client, &stream, shards).await.unwrap();
+    Env {
+        kinesis_endpoint: kinesis.endpoint().to_owned(),
+        _kinesis: kinesis,
+        dynamodb_endpoint: db.endpoint().to_owned(),
+        client,
+        stream,
+        application: unique_name("fleet-app"),
+    }
+}
+
+/// Puts records `r<i>` at about `per_second` until stopped; returns the acknowledged ones.
+struct Load {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+fn produce(env: &Env, per_second: u64) -> Load {
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let client = env.client.clone();
+    let stream = env.stream.clone();
+    let task = tokio::spawn(async move {
+        let producer = Producer::builder(client, stream.as_str())
+            .build()
+            .await
+            .unwrap();
+        let mut receipts = Vec::new();
+        let mut i = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => break,
+                _ = tick.tick() => {
+                    for _ in 0..per_second / 20 {
+                        let data = format!("r{i}");
+                        let record = UserRecord::new(format!("k{}", i % 101), Bytes::from(data.clone())).unwrap();
+                        receipts.push((data, producer.put(record).await.unwrap()));
+                        i += 1;
+                    }
+                }
+            }
+        }
+        producer.flush().await;
+        let mut acked = Vec::new();
+        for (data, receipt) in receipts {
+            if receipt.await.is_ok() {
+                acked.push(data);
+            }
+        }
+        producer.shutdown().await;
+        acked
+    });
+    Load { stop, task }
+}
+
+impl Load {
+    async fn finish(self) -> Vec<String> {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap()
+    }
+}
+
+/// Every record processed by any of the workers, with how many times.
+fn processed(workers: &[&Worker]) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for worker in workers {
+        for (_, line) in worker.lines() {
+            if let Some(rest) = line.strip_prefix("REC ") {
+                if let Some(data) = rest.splitn(4, ' ').nth(3) {
+                    *seen.entry(data.to_owned()).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    seen
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn all_processed(acked: &[String], workers: &[&Worker]) -> HashMap<String, usize> {
+    until("every acknowledged record to be processed", || {
+        let seen = processed(workers);
+        acked.iter().all(|d| seen.contains_key(d))
+    })
+    .await;
+    processed(workers)
+}
+
+fn duplicates(seen: &HashMap<String, usize>) -> usize {
+    seen.values().map(|n| n - 1).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_survivor_resumes_within_failover_plus_3_s() {
+    let _serial = SERIAL.lock().await;
+    let env = env(8).await;
+    let load = produce(&env, 400);
+    let mut a = Worker::spawn(&env, "worker-a");
+    let b = Worker::spawn(&env, "worker-b");
+    until("an even split (4 and 4)", || {
+        a.held().len() == 4 && b.held().len() == 4
+    })
+    .await;
+
+    let lost: HashSet<String> = a.held().into_keys().collect();
+    a.child.start_kill().unwrap();
+    let killed = Instant::now();
+    until("b to resume a's shards", || {
+        let held = b.held();
+        lost.iter().all(|s| held.contains_key(s))
+    })
+    .await;
+    let held = b.held();
+    let resumed = lost.iter().map(|s| held[s]).max().unwrap();
+    let took = resumed.duration_since(killed);
+    println!(
+        "kill -9 of {}: {} shards resumed by {} after {:.2} s (failover time {:?})",
+        a.id,
+        lost.len(),
+        b.id,
+        took.as_secs_f64(),
+        FAILOVER
+    );
+    assert!(
+        took <= FAILOVER + Duration::from_secs(3),
+        "resumed after {took:?}"
+    );
+
+    let acked = load.finish().await;
+    let seen = all_processed(&acked, &[&a, &b]).await;
+    println!(
+        "{} records acknowledged, all processed; {} processed again after the failover (records after a's last checkpoint)",
+        acked.len(),
+        duplicates(&seen)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_worker_cannot_checkpoint_and_stops_after_resuming() {
+    let _serial = SERIAL.lock().await;
+    let env = env(4).await;
+    let load = produce(&env, 200);
+    let a = Worker::spawn(&env, "worker-a");
+    let b = Worker::spawn(&env, "worker-b");
+    until("an even split (2 and 2)", || {
+        a.held().len() == 2 && b.held().len() == 2
+    })
+    .await;
+
+    let frozen: HashSet<String> = a.held().into_keys().collect();
+    a.signal("-STOP");
+    until("b to take a's shards", || {
+        let held = b.held();
+        frozen.iter().all(|s| held.contains_key(s))
+    })
+    .await;
+    let before = a.lines().len();
+    a.signal("-CONT");
+    until("a to report its leases lost", || {
+        let after: Vec<String> = a.lines().into_iter().skip(before).map(|(_, l)| l).collect();
+        frozen.iter().all(|s| after.contains(&format!("LOST {s}")))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after: Vec<String> = a.lines().into_iter().skip(before).map(|(_, l)| l).collect();
+    for shard in &frozen {
+        assert!(
+            !after.contains(&format!("CKPT {shard} ok")),
+            "a checkpointed {shard} after losing it: {after:?}"
+        );
+        let lost_at = after
+            .iter()
+            .position(|l| *l == format!("LOST {shard}"))
+            .unwrap();
+        assert!(
+            !after[lost_at..]
+                .iter()
+                .any(|l| l.starts_with(&format!("REC {shard} "))),
+            "a processed {shard} after losing it"
+        );
+    }
+    let acked = load.finish().await;
+    all_processed(&acked, &[&a, &b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_balance_twelve_shards_and_a_fourth_takes_its_share_without_duplicates() {
+    let _serial = SERIAL.lock().await;
+    let env = env(12).await;
+    let load = produce(&env, 400);
+    let first: Vec<Worker> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|id| Worker::spawn(&env, id))
+        .collect();
+    until("4 shards each", || {
+        first.iter().all(|w| w.held().len() == 4)
+    })
+    .await;
+    let joined_at = Instant::now();
+    let fourth = Worker::spawn(&env, "w4");
+    let all: Vec<&Worker> = first.iter().chain([&fourth]).collect();
+    until("3 shards each", || all.iter().all(|w| w.held().len() == 3)).await;
+    println!(
+        "a fourth worker had its share after {:.2} s",
+        joined_at.elapsed().as_secs_f64()
+    );
+    let acked = load.finish().await;
+    let seen = all_processed(&acked, &all).await;
+    assert_eq!(duplicates(&seen), 0, "handoffs caused duplicates");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_hands_leases_over_without_failover_wait_or_duplicates() {
+    let _serial = SERIAL.lock().await;
+    let env = env(4).await;
+    let load = produce(&env, 200);
+    let a = Worker::spawn(&env, "worker-a");
+    let b = Worker::spawn(&env, "worker-b");
+    until("an even split (2 and 2)", || {
+        a.held().len() == 2 && b.held().len() == 2
+    })
+    .await;
+    let leaving: HashSet<String> = a.held().into_keys().collect();
+    let asked = Instant::now();
+    a.signal("-TERM");
+    until("b to take a's shards", || {
+        let held = b.held();
+        leaving.iter().all(|s| held.contains_key(s))
+    })
+    .await;
+    let took = asked.elapsed();
+    println!(
+        "graceful shutdown: {} shards moved in {:.2} s",
+        leaving.len(),
+        took.as_secs_f64()
+    );
+    assert!(
+        took < FAILOVER,
+        "took {took:?}: the failover time was waited out"
+    );
+    until("a to exit", || a.lines().iter().any(|(_, l)| l == "EXIT")).await;
+    let acked = load.finish().await;
+    let seen = all_processed(&acked, &[&a, &b]).await;
+    assert_eq!(duplicates(&seen), 0, "the shutdown caused duplicates");
+}
