@@ -160,7 +160,7 @@ fn produce(env: &Env, per_second: u64) -> Load {
                 }
             }
         }
-        producer.flush().await;
+        producer.flush().await.unwrap();
         let mut acked = Vec::new();
         for (data, receipt) in receipts {
             if receipt.await.is_ok() {
