@@ -185,10 +185,11 @@ fn processed(workers: &[&Worker]) -> HashMap<String, usize> {
     let mut seen = HashMap::new();
     for worker in workers {
         for (_, line) in worker.lines() {
-            if let Some(rest) = line.strip_prefix("REC ") {
-                if let Some(data) = rest.splitn(4, ' ').nth(3) {
-                    *seen.entry(data.to_owned()).or_insert(0) += 1;
-                }
+            if let Some(data) = line
+                .strip_prefix("REC ")
+                .and_then(|rest| rest.splitn(4, ' ').nth(3))
+            {
+                *seen.entry(data.to_owned()).or_insert(0) += 1;
             }
         }
     }

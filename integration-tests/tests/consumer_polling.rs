@@ -17,7 +17,12 @@ use kinesis_producer::{Producer, UserRecord};
 /// What every processor of a test saw: (shard, sequence, subsequence) -> (key, data), with a
 /// count of deliveries to spot duplicates.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<HashMap<(String, String, u64), (String, Bytes, usize)>>>);
+struct Seen(Arc<Mutex<HashMap<Position, Delivered>>>);
+
+/// (shard, sequence number, subsequence number).
+type Position = (String, String, u64);
+/// (partition key, data, deliveries).
+type Delivered = (String, Bytes, usize);
 
 impl Seen {
     fn len(&self) -> usize {
