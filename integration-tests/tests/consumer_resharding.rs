@@ -1,0 +1,307 @@
+//! Split and merge while two workers consume: every acknowledged record is processed, and no
+//! child shard's record before every parent ended. On ferrokinesis (shard end seen as a missing
+//! next iterator, children found through ListShards) and on kinesis-local (shard end with
+//! `ChildShards`, as Kinesis does).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kinesis_consumer::{Batch, Checkpointer, Consumer, InitialPosition, ShardProcessor, Start};
+use kinesis_integration_tests::fixtures::{create_stream, unique_name, wait_for_stream};
+use kinesis_integration_tests::{DynamoBackend, DynamoDb, Ferrokinesis, KinesisLocal};
+use kinesis_producer::{Producer, UserRecord};
+use tokio::time::Instant;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Event {
+    Start(String),
+    Record(String, String),
+    /// Every record of the shard was processed (logged before checkpointing `SHARD_END`).
+    End(String),
+}
+
+#[derive(Clone, Default)]
+struct Journal(Arc<Mutex<Vec<(Instant, Event)>>>);
+
+impl Journal {
+    fn push(&self, event: Event) {
+        self.0.lock().unwrap().push((Instant::now(), event));
+    }
+
+    fn events(&self) -> Vec<(Instant, Event)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+struct Recorder {
+    shard: String,
+    journal: Journal,
+}
+
+impl ShardProcessor for Recorder {
+    async fn initialize(&mut self, _start: &Start) {
+        self.journal.push(Event::Start(self.shard.clone()));
+    }
+
+    async fn process(&mut self, batch: Batch, checkpointer: &mut Checkpointer) {
+        for r in &batch.records {
+            self.journal.push(Event::Record(
+                self.shard.clone(),
+                String::from_utf8_lossy(&r.data).into_owned(),
+            ));
+        }
+        let _ = checkpointer.checkpoint().await;
+    }
+
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+        self.journal.push(Event::End(self.shard.clone()));
+        checkpointer.checkpoint_shard_end().await.unwrap();
+    }
+
+    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+        let _ = checkpointer.checkpoint().await;
+    }
+}
+
+/// The open shards, sorted by starting hash key: (id, start, end).
+async fn open_shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<(String, u128, u128)> {
+    let listed = client
+        .list_shards()
+        .stream_name(stream)
+        .max_results(1000)
+        .send()
+        .await
+        .unwrap();
+    let mut open: Vec<_> = listed
+        .shards()
+        .iter()
+        .filter(|s| {
+            s.sequence_number_range()
+                .is_none_or(|r| r.ending_sequence_number().is_none())
+        })
+        .map(|s| {
+            let range = s.hash_key_range().unwrap();
+            (
+                s.shard_id().to_owned(),
+                range.starting_hash_key().parse().unwrap(),
+                range.ending_hash_key().parse().unwrap(),
+            )
+        })
+        .collect();
+    open.sort_by_key(|s| s.1);
+    open
+}
+
+/// Every shard's parents.
+async fn lineage(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> HashMap<String, BTreeSet<String>> {
+    let listed = client
+        .list_shards()
+        .stream_name(stream)
+        .max_results(1000)
+        .send()
+        .await
+        .unwrap();
+    listed
+        .shards()
+        .iter()
+        .map(|s| {
+            let parents = s
+                .parent_shard_id()
+                .into_iter()
+                .chain(s.adjacent_parent_shard_id())
+                .map(str::to_owned)
+                .collect();
+            (s.shard_id().to_owned(), parents)
+        })
+        .collect()
+}
+
+async fn reshard_while_consuming(
+    client: aws_sdk_kinesis::Client,
+    phase: Duration,
+    pause: Duration,
+) {
+    let db = DynamoDb::start(DynamoBackend::SharedLocal).await.unwrap();
+    let stream = unique_name("consumer-reshard");
+    create_stream(&client, &stream, 2).await.unwrap();
+    let application = unique_name("reshard-app");
+    let journal = Journal::default();
+    let workers: Vec<_> = ["w1", "w2"]
+        .iter()
+        .map(|id| {
+            let journal = journal.clone();
+            Consumer::builder(
+                client.clone(),
+                db.client(),
+                stream.clone(),
+                application.clone(),
+                move |shard: &str| Recorder {
+                    shard: shard.to_owned(),
+                    journal: journal.clone(),
+                },
+            )
+            .worker_id(*id)
+            .initial_position(InitialPosition::TrimHorizon)
+            .build()
+            .unwrap()
+            .spawn()
+        })
+        .collect();
+
+    let producer = Producer::builder(client.clone(), stream.as_str())
+        .linger(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let putter = {
+        let producer = producer.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut receipts = Vec::new();
+            let mut i = 0usize;
+            while !stop.load(AtomicOrdering::Relaxed) {
+                let data = format!("record {i}");
+                let record =
+                    UserRecord::new(format!("key-{}", i % 997), Bytes::from(data.clone())).unwrap();
+                receipts.push((data, producer.put(record).await.unwrap()));
+                i += 1;
+                if i.is_multiple_of(50) {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            receipts
+        })
+    };
+
+    tokio::time::sleep(phase).await;
+    let shards = open_shards(&client, &stream).await;
+    let (first, start, end) = shards[0].clone();
+    client
+        .split_shard()
+        .stream_name(&stream)
+        .shard_to_split(&first)
+        .new_starting_hash_key((start + (end - start) / 2).to_string())
+        .send()
+        .await
+        .unwrap();
+    wait_for_stream(&client, &stream).await.unwrap();
+    tokio::time::sleep(phase).await;
+    let shards = open_shards(&client, &stream).await;
+    client
+        .merge_shards()
+        .stream_name(&stream)
+        .shard_to_merge(&shards[1].0)
+        .adjacent_shard_to_merge(&shards[2].0)
+        .send()
+        .await
+        .unwrap();
+    wait_for_stream(&client, &stream).await.unwrap();
+    tokio::time::sleep(phase).await;
+    stop.store(true, AtomicOrdering::Relaxed);
+    let mut acked = Vec::new();
+    for (data, receipt) in putter.await.unwrap() {
+        receipt.await.unwrap();
+        acked.push(data);
+    }
+    producer.shutdown().await;
+
+    // Every acknowledged record processed.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let seen: HashSet<String> = journal
+            .events()
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                Event::Record(_, data) => Some(data),
+                _ => None,
+            })
+            .collect();
+        let missing = acked.iter().filter(|d| !seen.contains(*d)).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} records never processed",
+            acked.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for worker in workers {
+        worker.shutdown().await.unwrap();
+    }
+
+    // No child record before every parent ended; and how soon children started.
+    let events = journal.events();
+    let parents = lineage(&client, &stream).await;
+    let index = |wanted: &dyn Fn(&Event) -> bool| events.iter().position(|(_, e)| wanted(e));
+    let mut slowest = Duration::ZERO;
+    let mut children = 0;
+    for (child, its_parents) in &parents {
+        let Some(first_record) = index(&|e| matches!(e, Event::Record(s, _) if s == child)) else {
+            continue;
+        };
+        for parent in its_parents {
+            let Some(ended) = index(&|e| matches!(e, Event::End(s) if s == parent)) else {
+                panic!("{child} processed but its parent {parent} never ended");
+            };
+            assert!(
+                ended < first_record,
+                "a record of {child} was processed before {parent} ended"
+            );
+        }
+        if !its_parents.is_empty() {
+            children += 1;
+            let last_end = its_parents
+                .iter()
+                .filter_map(|p| index(&|e| matches!(e, Event::End(s) if s == p)))
+                .map(|i| events[i].0)
+                .max()
+                .unwrap();
+            let started = index(&|e| matches!(e, Event::Start(s) if s == child))
+                .map(|i| events[i].0)
+                .unwrap();
+            slowest = slowest.max(started.saturating_duration_since(last_end));
+        }
+    }
+    assert!(
+        children >= 3,
+        "the split and merge children were processed: {parents:?}"
+    );
+    println!(
+        "{} records processed across the split and merge; children started at most {:.2} s after their last parent ended",
+        acked.len(),
+        slowest.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_and_merge_during_consumption_on_ferrokinesis() {
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    reshard_while_consuming(
+        kinesis.client(),
+        Duration::from_secs(2),
+        Duration::from_millis(5),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_and_merge_during_consumption_on_kinesis_local() {
+    let kinesis = KinesisLocal::start().await.unwrap();
+    reshard_while_consuming(
+        kinesis.client(),
+        Duration::from_secs(3),
+        Duration::from_millis(200),
+    )
+    .await;
+}
