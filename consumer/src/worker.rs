@@ -7,6 +7,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::{
     sync::{Mutex, watch},
     task::JoinSet,
@@ -299,6 +300,9 @@ struct Worker<F> {
     /// Leases asked for by handoff, and when.
     awaiting: HashMap<String, Instant>,
     shards: JoinSet<(String, Exit)>,
+    /// Renewals under way, and the leases they are for.
+    renewals: JoinSet<(String, Instant, Result<Lease, Error>)>,
+    renewing: HashSet<String>,
     last_scan: Vec<Lease>,
 }
 
@@ -318,6 +322,8 @@ where
             held: HashMap::new(),
             awaiting: HashMap::new(),
             shards: JoinSet::new(),
+            renewals: JoinSet::new(),
+            renewing: HashSet::new(),
             last_scan: Vec::new(),
         }
     }
@@ -342,7 +348,7 @@ where
                 }
             }
             if now >= next_renew {
-                self.renew_all().await;
+                self.renew_all();
                 next_renew = now + self.cfg.renew_interval;
             }
             if now >= next_scan {
@@ -375,6 +381,9 @@ where
                     {
                         next_scan = Instant::now();
                     }
+                }
+                Some(Ok((key, sent, result))) = self.renewals.join_next() => {
+                    self.on_renewed(key, sent, result);
                 }
                 _ = tokio::time::sleep_until(wake) => {}
             }
@@ -414,49 +423,68 @@ where
         Ok(())
     }
 
-    async fn renew_all(&mut self) {
-        let mut renewals = JoinSet::new();
+    /// Starts a renewal of every held lease that has none under way. Each retries retryable
+    /// failures (throttling, 5xx, timeouts) with a short jittered backoff while the lease is
+    /// still trusted; results arrive through [`Worker::on_renewed`].
+    fn renew_all(&mut self) {
         for (key, held) in &self.held {
-            if held.finished {
+            if held.finished || !self.renewing.insert(key.clone()) {
                 continue;
             }
             let table = self.table.clone();
             let me = self.me.clone();
             let lease = held.lease.clone();
             let key = key.clone();
-            renewals.spawn(async move {
-                let mut lease = lease.lock().await;
-                let sent = Instant::now();
-                let result = table.renew(&lease, &me).await;
-                if let Ok(renewed) = &result {
-                    *lease = renewed.clone();
+            let give_up = Instant::now() + self.cfg.renew_interval;
+            self.renewals.spawn(async move {
+                let mut delays = ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(50))
+                    .with_max_delay(Duration::from_millis(500))
+                    .with_jitter()
+                    .without_max_times()
+                    .build();
+                loop {
+                    let mut lease = lease.lock().await;
+                    let sent = Instant::now();
+                    let result = table.renew(&lease, &me).await;
+                    match &result {
+                        Ok(renewed) => *lease = renewed.clone(),
+                        Err(error) if error.is_retryable() && Instant::now() < give_up => {
+                            drop(lease);
+                            debug!(lease = %key, %error, "renewal failed; trying again");
+                            tokio::time::sleep(delays.next().unwrap_or(Duration::from_millis(500)))
+                                .await;
+                            continue;
+                        }
+                        Err(_) => {}
+                    }
+                    return (key, sent, result);
                 }
-                (key, sent, result)
             });
         }
-        while let Some(joined) = renewals.join_next().await {
-            let Ok((key, sent, result)) = joined else {
-                continue;
-            };
-            let Some(held) = self.held.get(&key) else {
-                continue;
-            };
-            match result {
-                Ok(lease) => {
-                    let _ = held.trust.send(sent + self.cfg.trust());
-                    self.observations.note(&lease, Instant::now());
-                    if lease.checkpoint_owner.as_deref() == Some(&*self.me) {
-                        debug!(lease = %key, to = ?lease.owner, "handoff asked for");
-                        let _ = held.stop.send(Stop::Handoff);
-                    }
+    }
+
+    /// A renewal's answer: trust the lease longer, learn of a handoff, or stop processing.
+    fn on_renewed(&mut self, key: String, sent: Instant, result: Result<Lease, Error>) {
+        self.renewing.remove(&key);
+        let Some(held) = self.held.get(&key) else {
+            return;
+        };
+        match result {
+            Ok(lease) => {
+                let _ = held.trust.send(sent + self.cfg.trust());
+                self.observations.note(&lease, Instant::now());
+                if lease.checkpoint_owner.as_deref() == Some(&*self.me) {
+                    debug!(lease = %key, to = ?lease.owner, "handoff asked for");
+                    let _ = held.stop.send(Stop::Handoff);
                 }
-                Err(Error::LeaseLost { .. }) => {
-                    info!(lease = %key, "lease lost");
-                    // The shard's task stops at once and reports it.
-                    let _ = held.trust.send(Instant::now());
-                }
-                Err(error) => warn!(lease = %key, %error, "renewal failed"),
             }
+            Err(Error::LeaseLost { .. }) => {
+                info!(lease = %key, "lease lost");
+                // The shard's task stops at once and reports it.
+                let _ = held.trust.send(Instant::now());
+            }
+            Err(error) => warn!(lease = %key, %error, "renewal failed"),
         }
     }
 
@@ -614,13 +642,16 @@ where
                         self.on_exit(key, exit).await;
                     }
                 }
+                Some(Ok((key, sent, result))) = self.renewals.join_next() => {
+                    self.on_renewed(key, sent, result);
+                }
                 _ = tokio::time::sleep_until(next_renew.min(deadline)) => {
                     if Instant::now() >= deadline {
                         warn!(left = self.shards.len(), "processors did not stop in time");
                         self.shards.abort_all();
                         break;
                     }
-                    self.renew_all().await;
+                    self.renew_all();
                     next_renew = Instant::now() + self.cfg.renew_interval;
                 }
             }

@@ -1,0 +1,165 @@
+//! Faults on the lease table (throttling, 5xx, latency, through a proxy in front of DynamoDB
+//! Local) and on Kinesis (throttled reads, expired iterators, through a proxy in front of
+//! ferrokinesis), with SDK retries off so that the consumer's own handling is what is tested:
+//! every record is processed and no lease is lost.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kinesis_consumer::{Batch, Checkpointer, Consumer, InitialPosition, ShardProcessor};
+use kinesis_integration_tests::fixtures::{create_stream, unique_name};
+use kinesis_integration_tests::{
+    ClientOptions, DynamoBackend, DynamoDb, Fault, FaultController, FaultKind, FaultProxy,
+    FaultRule, Ferrokinesis, ServiceError, dynamodb_client, kinesis_client,
+};
+use kinesis_producer::{Producer, UserRecord};
+
+#[derive(Clone, Default)]
+struct Tally {
+    seen: Arc<Mutex<HashMap<String, usize>>>,
+    lost: Arc<Mutex<usize>>,
+}
+
+struct Counter(Tally);
+
+impl ShardProcessor for Counter {
+    async fn process(&mut self, batch: Batch, checkpointer: &mut Checkpointer) {
+        {
+            let mut seen = self.0.seen.lock().unwrap();
+            for r in &batch.records {
+                *seen
+                    .entry(String::from_utf8_lossy(&r.data).into_owned())
+                    .or_default() += 1;
+            }
+        }
+        let _ = checkpointer.checkpoint().await;
+    }
+
+    async fn lease_lost(&mut self) {
+        *self.0.lost.lock().unwrap() += 1;
+    }
+
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+        checkpointer.checkpoint_shard_end().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_table_and_read_faults_cause_retries_not_losses() {
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    let db = DynamoDb::start(DynamoBackend::SharedLocal).await.unwrap();
+    let faults = FaultController::new(11);
+    let kinesis_proxy = FaultProxy::start(kinesis.endpoint(), faults.clone())
+        .await
+        .unwrap();
+    let dynamodb_proxy = FaultProxy::start(db.endpoint(), faults.clone())
+        .await
+        .unwrap();
+    let no_retries = ClientOptions::new().without_retries();
+    let stream = unique_name("consumer-faults");
+    create_stream(&kinesis.client(), &stream, 4).await.unwrap();
+
+    // The lease table is created and seeded before the faults start.
+    let tally = Tally::default();
+    let worker = {
+        let tally = tally.clone();
+        Consumer::builder(
+            kinesis_client(kinesis_proxy.endpoint(), &no_retries),
+            dynamodb_client(dynamodb_proxy.endpoint(), &no_retries),
+            stream.clone(),
+            unique_name("faults-app"),
+            move |_: &str| Counter(tally.clone()),
+        )
+        .initial_position(InitialPosition::TrimHorizon)
+        .max_idle(Duration::from_millis(300))
+        .build()
+        .unwrap()
+        .spawn()
+    };
+    for rule in [
+        FaultRule::on(
+            "UpdateItem",
+            Fault::Error(ServiceError::provisioned_throughput_exceeded()),
+        )
+        .probability(0.2),
+        FaultRule::on(
+            "UpdateItem",
+            Fault::Error(ServiceError::internal_server_error()),
+        )
+        .probability(0.1),
+        FaultRule::on("Scan", Fault::Error(ServiceError::internal_server_error())).probability(0.2),
+        FaultRule::on(
+            "Scan",
+            Fault::latency_between(Duration::ZERO, Duration::from_millis(300)),
+        )
+        .probability(0.5),
+        FaultRule::on(
+            "UpdateItem",
+            Fault::latency_between(Duration::ZERO, Duration::from_millis(200)),
+        )
+        .probability(0.3),
+        FaultRule::on(
+            "GetRecords",
+            Fault::Error(ServiceError::provisioned_throughput_exceeded()),
+        )
+        .probability(0.2),
+        FaultRule::on("GetRecords", Fault::Error(ServiceError::expired_iterator()))
+            .probability(0.1),
+        FaultRule::on("GetShardIterator", Fault::Error(ServiceError::throttling()))
+            .probability(0.2),
+    ] {
+        faults.add(rule);
+    }
+
+    // Produce for a while (directly, without faults) while the worker reads through them.
+    let producer = Producer::builder(kinesis.client(), stream.as_str())
+        .build()
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    let mut receipts = Vec::new();
+    for round in 0..20 {
+        for i in 0..100 {
+            let data = format!("r{round}-{i}");
+            let record = UserRecord::new(format!("k{i}"), Bytes::from(data.clone())).unwrap();
+            receipts.push(producer.put(record).await.unwrap());
+            sent.push(data);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for receipt in receipts {
+        receipt.await.unwrap();
+    }
+    producer.shutdown().await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let missing = {
+            let seen = tally.seen.lock().unwrap();
+            sent.iter().filter(|d| !seen.contains_key(*d)).count()
+        };
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} records never processed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = faults.stats();
+    println!(
+        "faults injected: {} errors, {} latencies over {:?} calls",
+        faults.injected(FaultKind::Error),
+        faults.injected(FaultKind::Latency),
+        stats.calls
+    );
+    assert!(faults.injected(FaultKind::Error) > 20, "the faults fired");
+    assert_eq!(*tally.lost.lock().unwrap(), 0, "a lease was lost");
+    faults.clear();
+    worker.shutdown().await.unwrap();
+}
