@@ -16,10 +16,13 @@ use kinesis_integration_tests::fixtures::{create_stream, unique_name};
 use kinesis_integration_tests::{DynamoBackend, DynamoDb, Ferrokinesis};
 use kinesis_producer::{Producer, UserRecord};
 
-/// (shard, sequence, subsequence, data) in delivery order, and the starts seen.
+/// (shard, sequence, subsequence, data).
+type Delivered = (String, String, u64, String);
+
+/// The records in delivery order, and the starts seen.
 #[derive(Clone, Default)]
 struct Journal {
-    records: Arc<Mutex<Vec<(String, String, u64, String)>>>,
+    records: Arc<Mutex<Vec<Delivered>>>,
     starts: Arc<Mutex<Vec<Start>>>,
 }
 
