@@ -44,6 +44,7 @@ mod kinesis;
 pub mod lease;
 pub mod lease_table;
 pub mod lineage;
+pub mod metrics;
 mod polling;
 mod processor;
 mod sdk_error;

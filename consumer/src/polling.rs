@@ -119,7 +119,7 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
                     return;
                 }
                 Err(failure) if failure.retryable => {
-                    pause(&mut delays, &failure).await;
+                    pause(&reader, &mut delays, &failure).await;
                     continue;
                 }
                 Err(failure) => {
@@ -140,12 +140,13 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
         {
             Ok(fetched) => fetched,
             Err(failure) if failure.code == "ExpiredIteratorException" => {
+                count_error(&reader, &failure);
                 debug!("iterator expired; renewing it");
                 continue;
             }
             Err(failure) if failure.retryable => {
                 iterator = Some(current);
-                pause(&mut delays, &failure).await;
+                pause(&reader, &mut delays, &failure).await;
                 continue;
             }
             Err(failure) => {
@@ -244,13 +245,25 @@ async fn take(
     budget.clone().acquire_many_owned(amount).await.ok()
 }
 
-async fn pause(delays: &mut impl Iterator<Item = Duration>, failure: &CallFailure) {
+fn count_error(reader: &Reader, failure: &CallFailure) {
+    metrics::counter!(crate::metrics::READ_ERRORS, "stream" => reader.stream.clone(),
+        "shard_id" => reader.shard_id.to_string(), "error_code" => failure.code.clone())
+    .increment(1);
+}
+
+async fn pause(
+    reader: &Reader,
+    delays: &mut impl Iterator<Item = Duration>,
+    failure: &CallFailure,
+) {
+    count_error(reader, failure);
     let delay = delays.next().unwrap_or(Duration::from_secs(5));
     debug!(code = %failure.code, ?delay, "read failed; trying again");
     tokio::time::sleep(delay).await;
 }
 
 fn failed(reader: &Reader, operation: &'static str, failure: CallFailure) -> Error {
+    count_error(reader, &failure);
     Error::Kinesis {
         operation,
         stream: reader.stream.clone(),

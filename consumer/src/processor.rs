@@ -240,8 +240,16 @@ impl Checkpointer {
                 problem: "behind the current checkpoint",
             });
         }
-        let updated = self.table.checkpoint(&lease, &self.worker, &at).await?;
-        *lease = updated;
+        let result = self.table.checkpoint(&lease, &self.worker, &at).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(Error::LeaseLost { .. }) => "lost",
+            Err(_) => "failed",
+        };
+        metrics::counter!(crate::metrics::CHECKPOINTS, "shard_id" => self.shard_id.to_string(),
+            "outcome" => outcome)
+        .increment(1);
+        *lease = result?;
         Ok(())
     }
 }

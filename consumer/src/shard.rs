@@ -16,6 +16,7 @@ use crate::{
     lease::Lease,
     lease_table::LeaseTable,
     lineage::{ChildShard, child_leases},
+    metrics as m,
     polling::{self, Fetch, Reader},
     processor::{Batch, Checkpointer, ShardProcessor, Start},
 };
@@ -104,6 +105,16 @@ pub(crate) async fn run<P: ShardProcessor>(
     };
     let (mut fetches, reading) = polling::spawn(reader);
     let _stop_reading = AbortOnDrop(reading);
+    let labels = [
+        ("stream", ctx.cfg.stream.clone()),
+        ("shard_id", ctx.shard_id.to_string()),
+    ];
+    let processed = metrics::counter!(m::RECORDS_PROCESSED, &labels);
+    let processed_bytes = metrics::counter!(m::BYTES_PROCESSED, &labels);
+    let batches = metrics::counter!(m::BATCHES, &labels);
+    let outside = metrics::counter!(m::RECORDS_OUTSIDE_RANGE, &labels);
+    let behind = metrics::gauge!(m::MILLIS_BEHIND_LATEST, &labels);
+    let process_time = metrics::histogram!(m::PROCESS_TIME, &labels);
     let mut checkpointer = Checkpointer::new(
         ctx.shard_id.clone(),
         ctx.table.clone(),
@@ -139,6 +150,13 @@ pub(crate) async fn run<P: ShardProcessor>(
                     if let Some(last) = records.last() {
                         checkpointer.delivered(last);
                     }
+                    batches.increment(1);
+                    processed.increment(records.len() as u64);
+                    processed_bytes.increment(records.iter().map(|r| r.data.len() as u64).sum());
+                    outside.increment(outside_range as u64);
+                    if let Some(ms) = millis_behind_latest {
+                        behind.set(ms as f64);
+                    }
                     if outside_range > 0 {
                         warn!(shard_id = %ctx.shard_id, outside_range,
                             "user records outside the shard's hash-key range skipped");
@@ -149,7 +167,10 @@ pub(crate) async fn run<P: ShardProcessor>(
                         outside_range,
                         millis_behind_latest,
                     };
-                    if guarded(&mut trust, processor.process(batch, &mut checkpointer)).await.is_none() {
+                    let started = Instant::now();
+                    let done = guarded(&mut trust, processor.process(batch, &mut checkpointer)).await;
+                    process_time.record(started.elapsed().as_secs_f64());
+                    if done.is_none() {
                         processor.lease_lost().await;
                         return Exit::LeaseLost;
                     }
@@ -239,8 +260,12 @@ async fn shard_end<P: ShardProcessor>(
         }
         if ctx.lease.lock().await.checkpoint == Checkpoint::ShardEnd {
             info!(shard_id = %ctx.shard_id, children = ?ids, "shard ended");
+            metrics::counter!(m::SHARDS_ENDED, "stream" => ctx.cfg.stream.clone()).increment(1);
             return Exit::Ended { children: ids };
         }
+        metrics::counter!(m::SHARD_END_NOT_CHECKPOINTED, "stream" => ctx.cfg.stream.clone(),
+            "shard_id" => ctx.shard_id.to_string())
+        .increment(1);
         error!(
             shard_id = %ctx.shard_id,
             "the processor did not checkpoint at the end of the shard (Checkpointer::checkpoint_shard_end); \

@@ -23,6 +23,7 @@ use crate::{
     lease::Lease,
     lease_table::{BillingMode, LeaseTable},
     lineage::{self, InitialPosition},
+    metrics as m,
     processor::ShardProcessor,
     shard::{self, Exit, ShardContext, Stop},
 };
@@ -472,6 +473,7 @@ where
         };
         match result {
             Ok(lease) => {
+                self.count(m::RENEWALS, "ok");
                 let _ = held.trust.send(sent + self.cfg.trust());
                 self.observations.note(&lease, Instant::now());
                 if lease.checkpoint_owner.as_deref() == Some(&*self.me) {
@@ -480,12 +482,27 @@ where
                 }
             }
             Err(Error::LeaseLost { .. }) => {
+                self.count(m::RENEWALS, "lost");
                 info!(lease = %key, "lease lost");
                 // The shard's task stops at once and reports it.
                 let _ = held.trust.send(Instant::now());
             }
-            Err(error) => warn!(lease = %key, %error, "renewal failed"),
+            Err(error) => {
+                self.count(m::RENEWALS, "failed");
+                warn!(lease = %key, %error, "renewal failed");
+            }
         }
+    }
+
+    fn count(&self, name: &'static str, outcome: &'static str) {
+        metrics::counter!(name, "stream" => self.cfg.stream.clone(), "worker" => self.me.to_string(),
+            "outcome" => outcome)
+        .increment(1);
+    }
+
+    fn count_held(&self) {
+        metrics::gauge!(m::LEASES_HELD, "stream" => self.cfg.stream.clone(), "worker" => self.me.to_string())
+            .set(self.held.len() as f64);
     }
 
     async fn scan_and_take(&mut self) -> Result<(), Error> {
@@ -513,11 +530,13 @@ where
             let sent = Instant::now();
             match self.table.take(&lease, &self.me).await {
                 Ok(taken) => {
+                    self.count(m::LEASE_TAKES, "taken");
                     info!(lease = %taken.key, from = ?lease.owner, "lease taken");
                     self.start(taken, sent);
                 }
                 Err(Error::LeaseLost { .. }) => {
-                    debug!(lease = %lease.key, "another worker took it first")
+                    self.count(m::LEASE_TAKES, "raced");
+                    debug!(lease = %lease.key, "another worker took it first");
                 }
                 Err(error) => warn!(lease = %lease.key, %error, "take failed"),
             }
@@ -525,6 +544,7 @@ where
         for lease in plan.hand_off {
             match self.table.hand_off(&lease, &self.me).await {
                 Ok(_) => {
+                    self.count(m::HANDOFFS_ASKED, "asked");
                     info!(lease = %lease.key, from = ?lease.owner, "handoff asked for");
                     self.awaiting.insert(lease.key.clone(), Instant::now());
                 }
@@ -607,6 +627,7 @@ where
                 finished: false,
             },
         );
+        self.count_held();
     }
 
     /// A shard's task ended. Returns whether the shard ended (children may start).
@@ -614,9 +635,13 @@ where
         let Some(held) = self.held.remove(&key) else {
             return false;
         };
+        self.count_held();
         match exit {
             Exit::Ended { .. } => true,
-            Exit::LeaseLost => false,
+            Exit::LeaseLost => {
+                self.count(m::LEASES_LOST, "lost");
+                false
+            }
             Exit::Stopped(_) | Exit::Failed => {
                 let lease = held.lease.lock().await.clone();
                 match self.table.release(&lease, &self.me).await {

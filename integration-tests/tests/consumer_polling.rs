@@ -186,3 +186,85 @@ async fn one_worker_consumes_every_record_aggregated_and_not() {
     want.sort();
     assert_eq!(got, want, "the second run resumes after the checkpoints");
 }
+
+#[test]
+fn metrics_are_recorded_under_their_names() {
+    use kinesis_consumer::metrics as m;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The recorder is process-wide: only this test's stream counts.
+    let stream = unique_name("consume-metrics");
+    runtime.block_on(async {
+        let kinesis = Ferrokinesis::start().await.unwrap();
+        let db = DynamoDb::start(DynamoBackend::Dynoxide).await.unwrap();
+        let client = kinesis.client();
+        create_stream(&client, &stream, 2).await.unwrap();
+        let sent = produce(&client, &stream, true, 500).await;
+        let seen = Seen::default();
+        let worker = {
+            let seen = seen.clone();
+            Consumer::builder(
+                client.clone(),
+                db.client(),
+                stream.clone(),
+                unique_name("app"),
+                move |shard: &str| Recorder {
+                    shard: shard.to_owned(),
+                    seen: seen.clone(),
+                },
+            )
+            .initial_position(InitialPosition::TrimHorizon)
+            .build()
+            .unwrap()
+            .spawn()
+        };
+        wait_for(&seen, sent.len(), Duration::from_secs(60)).await;
+        worker.shutdown().await.unwrap();
+    });
+    let mut counters: HashMap<(String, String), u64> = HashMap::new();
+    let mut gauges: HashMap<String, f64> = HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let labels: Vec<(String, String)> = key
+            .key()
+            .labels()
+            .map(|l| (l.key().to_owned(), l.value().to_owned()))
+            .collect();
+        if !labels.iter().any(|(k, v)| k == "stream" && *v == stream) {
+            continue;
+        }
+        let outcome = labels
+            .iter()
+            .find(|(k, _)| k == "outcome")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let name = key.key().name().to_owned();
+        match value {
+            DebugValue::Counter(n) => *counters.entry((name, outcome)).or_default() += n,
+            DebugValue::Gauge(g) => {
+                gauges.insert(name, g.into_inner());
+            }
+            DebugValue::Histogram(_) => {}
+        }
+    }
+    let counter = |name: &str, outcome: &str| {
+        counters
+            .get(&(name.to_owned(), outcome.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(counter(m::RECORDS_PROCESSED, ""), 500, "{counters:?}");
+    assert!(counter(m::BATCHES, "") >= 2, "{counters:?}");
+    assert_eq!(counter(m::LEASE_TAKES, "taken"), 2, "{counters:?}");
+    assert_eq!(
+        gauges.get(m::LEASES_HELD),
+        Some(&0.0),
+        "released at shutdown: {gauges:?}"
+    );
+}
