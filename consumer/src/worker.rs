@@ -252,6 +252,15 @@ impl Running {
         self.wait().await
     }
 
+    /// Stops the worker at once, as a crash would: no processor is told, no lease is released,
+    /// so other workers take its leases only once the failover time has passed. For tests and
+    /// demonstrations of failover.
+    pub fn abort(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
     /// Waits for the worker to end (after a shutdown, or a failure it could not recover from,
     /// such as the lease table not becoming active).
     ///
@@ -280,6 +289,9 @@ impl Drop for Running {
         let _ = self.stop.send(true);
     }
 }
+
+/// How often the table is scanned while a handoff to this worker is under way.
+const HANDOFF_POLL: Duration = Duration::from_millis(500);
 
 /// A shard this worker holds.
 struct Held {
@@ -358,6 +370,11 @@ where
                     Err(error) => warn!(%error, "lease scan failed"),
                 }
                 next_scan = now + self.cfg.scan_interval;
+                // While leases asked for are being handed over, look more often: they start as
+                // soon as their previous owner releases them.
+                if !self.awaiting.is_empty() {
+                    next_scan = next_scan.min(now + HANDOFF_POLL);
+                }
                 // Act on an expiry when it falls due rather than at the next periodic scan.
                 if let Some(at) = self.observations.next_expiry(
                     &self.last_scan,
@@ -510,6 +527,18 @@ where
         let now = Instant::now();
         self.observations.record(&scan.leases, now);
         self.last_scan = scan.leases;
+        // A lease this worker holds that names another owner and this worker as
+        // `checkpointOwner` was asked for: hand it over now rather than at the next renewal.
+        for lease in &self.last_scan {
+            if lease.checkpoint_owner.as_deref() == Some(&*self.me)
+                && lease.owner.as_deref() != Some(&*self.me)
+                && let Some(held) = self.held.get(&lease.key)
+                && *held.stop.borrow() == Stop::Run
+            {
+                debug!(lease = %lease.key, to = ?lease.owner, "handoff asked for");
+                let _ = held.stop.send(Stop::Handoff);
+            }
+        }
         self.follow_handoffs(now).await;
 
         let mut mine: HashSet<String> = self.held.keys().cloned().collect();

@@ -1,0 +1,708 @@
+//! The showcase: produce records with `kinesis-producer`, consume them with a fleet of
+//! `kinesis-consumer` workers, crash one worker, split a shard, and check that every record was
+//! processed.
+//!
+//! ```sh
+//! cargo run --release -p kinesis-examples --example demo
+//! ```
+//!
+//! By default everything runs in this process on `127.0.0.1`: a Kinesis stand-in (ferrokinesis)
+//! and a DynamoDB stand-in (dynoxide). With `--aws` it uses the AWS configuration of the
+//! environment (credentials, region, and `AWS_ENDPOINT_URL` if set) instead, on a stream named
+//! with `--stream` (created if absent; it is split only if `--split` is given, since that changes
+//! a real stream and its cost) and a lease table named after `--application`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kinesis_consumer::{
+    Batch, Checkpointer, Consumer, InitialPosition, Running, ShardProcessor, Start,
+};
+use kinesis_producer::{Producer, UserRecord};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const USAGE: &str = "usage: demo [--records N] [--rate PER_SECOND] [--shards N] [--workers N]
+            [--failover-secs S] [--aws --stream NAME --application NAME [--split]]";
+
+struct Args {
+    records: u64,
+    rate: u64,
+    shards: i32,
+    workers: usize,
+    failover: Duration,
+    aws: bool,
+    stream: Option<String>,
+    application: Option<String>,
+    split: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        records: 100_000,
+        rate: 10_000,
+        shards: 4,
+        workers: 3,
+        failover: Duration::from_secs(10),
+        aws: false,
+        stream: None,
+        application: None,
+        split: true,
+    };
+    let mut split_flag = false;
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        let number = |text: String| -> Result<u64, String> {
+            text.replace('_', "")
+                .parse()
+                .map_err(|_| format!("{flag}: {text:?} is not a number"))
+        };
+        match flag.as_str() {
+            "--records" => args.records = number(value()?)?.max(1),
+            "--rate" => args.rate = number(value()?)?.max(20),
+            "--shards" => args.shards = i32::try_from(number(value()?)?.clamp(1, 50)).unwrap_or(4),
+            "--workers" => {
+                args.workers = usize::try_from(number(value()?)?.clamp(2, 16)).unwrap_or(3)
+            }
+            "--failover-secs" => args.failover = Duration::from_secs(number(value()?)?.max(2)),
+            "--aws" => args.aws = true,
+            "--stream" => args.stream = Some(value()?),
+            "--application" => args.application = Some(value()?),
+            "--split" => split_flag = true,
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    if args.aws {
+        if args.stream.is_none() || args.application.is_none() {
+            return Err(format!("--aws needs --stream and --application\n{USAGE}"));
+        }
+        args.split = split_flag;
+    }
+    Ok(args)
+}
+
+/// What the fleet did, shared by every processor.
+#[derive(Default)]
+struct Ledger {
+    /// The shards each record was delivered from, once per delivery.
+    processed: HashMap<String, Vec<u16>>,
+    /// Per worker: records processed, and the shards it runs now.
+    workers: HashMap<String, (u64, Vec<String>)>,
+    /// When each shard's processor last started, and by which worker.
+    started: HashMap<String, (Instant, String)>,
+    /// When each shard was read to its end.
+    ended: HashMap<String, Instant>,
+}
+
+type Shared = Arc<Mutex<Ledger>>;
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Ledger> {
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+struct Processor {
+    worker: String,
+    shard: String,
+    ledger: Shared,
+}
+
+impl ShardProcessor for Processor {
+    async fn initialize(&mut self, _start: &Start) {
+        let mut ledger = lock(&self.ledger);
+        ledger
+            .started
+            .insert(self.shard.clone(), (Instant::now(), self.worker.clone()));
+        ledger
+            .workers
+            .entry(self.worker.clone())
+            .or_default()
+            .1
+            .push(self.shard.clone());
+    }
+
+    async fn process(&mut self, batch: Batch, checkpointer: &mut Checkpointer) {
+        {
+            let mut ledger = lock(&self.ledger);
+            let shard = shard_number(&self.shard);
+            for record in &batch.records {
+                ledger
+                    .processed
+                    .entry(String::from_utf8_lossy(&record.data).into_owned())
+                    .or_default()
+                    .push(shard);
+            }
+            ledger.workers.entry(self.worker.clone()).or_default().0 += batch.records.len() as u64;
+        }
+        if let Err(error) = checkpointer.checkpoint().await {
+            eprintln!(
+                "  {} could not checkpoint {}: {error}",
+                self.worker, self.shard
+            );
+        }
+    }
+
+    async fn lease_lost(&mut self) {
+        self.forget();
+    }
+
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+        lock(&self.ledger)
+            .ended
+            .insert(self.shard.clone(), Instant::now());
+        if let Err(error) = checkpointer.checkpoint_shard_end().await {
+            eprintln!(
+                "  {} could not checkpoint the end of {}: {error}",
+                self.worker, self.shard
+            );
+        }
+        self.forget();
+    }
+
+    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+        let _ = checkpointer.checkpoint().await;
+        self.forget();
+    }
+}
+
+impl Processor {
+    fn forget(&self) {
+        let mut ledger = lock(&self.ledger);
+        if let Some((_, shards)) = ledger.workers.get_mut(&self.worker) {
+            shards.retain(|s| *s != self.shard);
+        }
+    }
+}
+
+/// `shardId-000000000004` -> 4.
+fn shard_number(shard: &str) -> u16 {
+    shard
+        .rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u16::MAX)
+}
+
+struct Clients {
+    kinesis: aws_sdk_kinesis::Client,
+    dynamodb: aws_sdk_dynamodb::Client,
+}
+
+async fn local_clients() -> Result<Clients, BoxError> {
+    let (router, _store) = ferrokinesis::create_app(ferrokinesis::store::StoreOptions {
+        create_stream_ms: 0,
+        update_stream_ms: 0,
+        delete_stream_ms: 0,
+        shard_limit: 100,
+        ..Default::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let kinesis_endpoint = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let database = dynoxide::Database::memory().map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let dynamodb_endpoint = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(dynoxide::server::serve_on(listener, database));
+
+    let config = |endpoint: String| {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "AKID", "SECRET", None, None, "static",
+            ))
+            .endpoint_url(endpoint)
+            .load()
+    };
+    Ok(Clients {
+        kinesis: aws_sdk_kinesis::Client::new(&config(kinesis_endpoint).await),
+        dynamodb: aws_sdk_dynamodb::Client::new(&config(dynamodb_endpoint).await),
+    })
+}
+
+async fn ensure_stream(
+    client: &aws_sdk_kinesis::Client,
+    name: &str,
+    shards: i32,
+) -> Result<(), BoxError> {
+    let exists = client
+        .describe_stream_summary()
+        .stream_name(name)
+        .send()
+        .await
+        .is_ok();
+    if !exists {
+        client
+            .create_stream()
+            .stream_name(name)
+            .shard_count(shards)
+            .send()
+            .await?;
+    }
+    wait_active(client, name).await
+}
+
+async fn wait_active(client: &aws_sdk_kinesis::Client, name: &str) -> Result<(), BoxError> {
+    for _ in 0..600 {
+        let summary = client
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await?;
+        let active = summary
+            .stream_description_summary()
+            .is_some_and(|s| *s.stream_status() == aws_sdk_kinesis::types::StreamStatus::Active);
+        if active {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("stream {name} did not become ACTIVE").into())
+}
+
+/// Splits the open shard with the widest hash-key range in the middle; returns its id.
+async fn split_widest(client: &aws_sdk_kinesis::Client, stream: &str) -> Result<String, BoxError> {
+    let listed = client
+        .list_shards()
+        .stream_name(stream)
+        .max_results(1000)
+        .send()
+        .await?;
+    let widest = listed
+        .shards()
+        .iter()
+        .filter(|s| {
+            s.sequence_number_range()
+                .is_none_or(|r| r.ending_sequence_number().is_none())
+        })
+        .filter_map(|s| {
+            let range = s.hash_key_range()?;
+            let start: u128 = range.starting_hash_key().parse().ok()?;
+            let end: u128 = range.ending_hash_key().parse().ok()?;
+            Some((end - start, start, s.shard_id().to_owned()))
+        })
+        .max()
+        .ok_or("no open shard")?;
+    let (width, start, id) = widest;
+    client
+        .split_shard()
+        .stream_name(stream)
+        .shard_to_split(&id)
+        .new_starting_hash_key((start + width / 2 + 1).to_string())
+        .send()
+        .await?;
+    wait_active(client, stream).await?;
+    Ok(id)
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn start_worker(
+    clients: &Clients,
+    args: &Args,
+    stream: &str,
+    application: &str,
+    id: &str,
+    ledger: &Shared,
+) -> Result<Running, BoxError> {
+    let ledger = ledger.clone();
+    let worker = id.to_owned();
+    Ok(Consumer::builder(
+        clients.kinesis.clone(),
+        clients.dynamodb.clone(),
+        stream.to_owned(),
+        application.to_owned(),
+        move |shard: &str| Processor {
+            worker: worker.clone(),
+            shard: shard.to_owned(),
+            ledger: ledger.clone(),
+        },
+    )
+    .worker_id(id)
+    .initial_position(InitialPosition::TrimHorizon)
+    .failover_time(args.failover)
+    .renew_interval(args.failover * 2 / 5)
+    .build()?
+    .spawn())
+}
+
+fn progress(started: Instant, produced: u64, ledger: &Shared) {
+    let ledger = lock(ledger);
+    let mut workers: Vec<String> = ledger
+        .workers
+        .iter()
+        .map(|(name, (count, shards))| {
+            format!(
+                "{name}: {} shards, {} records",
+                shards.len(),
+                thousands(*count)
+            )
+        })
+        .collect();
+    workers.sort();
+    println!(
+        "  {:>5.1} s  produced {:>9}  processed {:>9}  | {}",
+        started.elapsed().as_secs_f64(),
+        thousands(produced),
+        thousands(ledger.processed.len() as u64),
+        workers.join(" | ")
+    );
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                // The DynamoDB stand-in logs every refused conditional write, which is how leases
+                // work: keep it quiet.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,dynoxide=error")),
+        )
+        .init();
+    let started = Instant::now();
+    let suffix = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+    );
+    let (clients, stream, application) = if args.aws {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        (
+            Clients {
+                kinesis: aws_sdk_kinesis::Client::new(&config),
+                dynamodb: aws_sdk_dynamodb::Client::new(&config),
+            },
+            args.stream.clone().unwrap_or_default(),
+            args.application.clone().unwrap_or_default(),
+        )
+    } else {
+        (
+            local_clients().await?,
+            format!("demo-{suffix}"),
+            format!("demo-app-{suffix}"),
+        )
+    };
+    println!(
+        "kinesis-rs demo: {} records at {}/s into {stream} ({} shards, {}), consumed by {} workers \
+         (application {application}, failover {:?})",
+        thousands(args.records),
+        thousands(args.rate),
+        args.shards,
+        if args.aws {
+            "AWS"
+        } else {
+            "embedded ferrokinesis and dynoxide on 127.0.0.1"
+        },
+        args.workers,
+        args.failover
+    );
+    ensure_stream(&clients.kinesis, &stream, args.shards).await?;
+
+    let ledger: Shared = Arc::default();
+    let mut workers: Vec<(String, Running)> = Vec::new();
+    for i in 1..=args.workers {
+        let id = format!("worker-{i}");
+        workers.push((
+            id.clone(),
+            start_worker(&clients, &args, &stream, &application, &id, &ledger)?,
+        ));
+    }
+    println!("1. {} workers started; producing", args.workers);
+
+    // The producer runs at the given rate until the demo's steps are done and at least
+    // `--records` records were put.
+    let producer = Producer::builder(clients.kinesis.clone(), stream.as_str())
+        .build()
+        .await?;
+    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel::<Option<String>>();
+    let (steps_done_tx, steps_done) = tokio::sync::watch::channel(false);
+    let putter = {
+        let producer = producer.clone();
+        let (records, rate) = (args.records, args.rate);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            let per_tick = (rate / 20).max(1);
+            let mut i = 0u64;
+            while i < records || !*steps_done.borrow() {
+                tick.tick().await;
+                for _ in 0..per_tick {
+                    let data = format!("d{i}");
+                    let record =
+                        UserRecord::new(format!("key-{}", i % 1000), Bytes::from(data.clone()))?;
+                    let receipt = producer.put(record).await?;
+                    let acked = acked_tx.clone();
+                    tokio::spawn(async move {
+                        let _ = acked.send(receipt.await.is_ok().then_some(data));
+                    });
+                    i += 1;
+                }
+            }
+            Ok::<u64, BoxError>(i)
+        })
+    };
+
+    let mut acked: Vec<String> = Vec::new();
+    let mut failed = 0u64;
+    let mut last_progress = Instant::now();
+    // Runs `check` every 20 ms, printing progress every second, until it gives a value.
+    macro_rules! until {
+        ($within:expr, $what:expr, $check:expr) => {{
+            let deadline = Instant::now() + $within;
+            loop {
+                while let Ok(outcome) = acked_rx.try_recv() {
+                    match outcome {
+                        Some(data) => acked.push(data),
+                        None => failed += 1,
+                    }
+                }
+                if last_progress.elapsed() >= Duration::from_secs(1) {
+                    progress(started, acked.len() as u64, &ledger);
+                    last_progress = Instant::now();
+                }
+                if let Some(value) = $check {
+                    break Ok(value);
+                }
+                if Instant::now() > deadline {
+                    break Err(format!("timed out waiting for {}", $what));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }};
+    }
+
+    // 2. The fleet balances.
+    let balanced: Result<(), String> = until!(Duration::from_secs(60), "the fleet to balance", {
+        let ledger = lock(&ledger);
+        let counts: Vec<usize> = workers
+            .iter()
+            .map(|(id, _)| ledger.workers.get(id).map_or(0, |(_, s)| s.len()))
+            .collect();
+        let (min, max) = (
+            counts.iter().min().copied().unwrap_or(0),
+            counts.iter().max().copied().unwrap_or(0),
+        );
+        let total: usize = counts.iter().sum();
+        (total == args.shards as usize && max - min <= 1 && min > 0).then_some(())
+    });
+    balanced?;
+    println!("2. balanced: {}", {
+        let ledger = lock(&ledger);
+        let mut shares: Vec<String> = workers
+            .iter()
+            .map(|(id, _)| {
+                format!(
+                    "{id} {}",
+                    ledger.workers.get(id).map_or(0, |(_, s)| s.len())
+                )
+            })
+            .collect();
+        shares.sort();
+        shares.join(", ")
+    });
+
+    // 3. A worker crashes; the others resume its shards after the failover time.
+    let (victim, running) = workers.remove(0);
+    let orphans = lock(&ledger)
+        .workers
+        .get(&victim)
+        .map(|(_, s)| s.clone())
+        .unwrap_or_default();
+    running.abort();
+    let crashed = Instant::now();
+    {
+        let mut ledger = lock(&ledger);
+        if let Some((count, _)) = ledger.workers.remove(&victim) {
+            ledger
+                .workers
+                .insert(format!("{victim} (crashed)"), (count, Vec::new()));
+        }
+    }
+    println!(
+        "3. {victim} crashed (stopped without releasing its leases) holding {}; waiting for the failover",
+        orphans.join(", ")
+    );
+    let failover: Result<Duration, String> = until!(
+        args.failover * 3 + Duration::from_secs(30),
+        "the failover",
+        {
+            let ledger = lock(&ledger);
+            let restarted: Vec<Instant> = orphans
+                .iter()
+                .filter_map(|s| {
+                    ledger
+                        .started
+                        .get(s)
+                        .filter(|(t, w)| *t > crashed && *w != victim)
+                        .map(|(t, _)| *t)
+                })
+                .collect();
+            (restarted.len() == orphans.len()).then(|| {
+                restarted
+                    .into_iter()
+                    .max()
+                    .map_or(Duration::ZERO, |t| t - crashed)
+            })
+        }
+    );
+    let failover = failover?;
+    println!(
+        "   its shards resumed on the other workers {:.1} s after the crash",
+        failover.as_secs_f64()
+    );
+
+    // 4. A shard is split while records flow; its children start once it has ended.
+    let mut child_start = None;
+    let mut split_parent = None;
+    if args.split {
+        let parent = split_widest(&clients.kinesis, &stream).await?;
+        println!("4. shard {parent} split in two; waiting for its children to start");
+        let started_children: Result<Duration, String> =
+            until!(Duration::from_secs(60), "the children", {
+                let ledger = lock(&ledger);
+                ledger.ended.get(&parent).and_then(|ended| {
+                    let after: Vec<Instant> = ledger
+                        .started
+                        .values()
+                        .map(|(t, _)| *t)
+                        .filter(|t| t >= ended)
+                        .collect();
+                    (after.len() >= 2)
+                        .then(|| after.iter().max().map_or(Duration::ZERO, |t| *t - *ended))
+                })
+            });
+        let took = started_children?;
+        println!(
+            "   {parent} ended; both children started within {:.2} s",
+            took.as_secs_f64()
+        );
+        child_start = Some(took);
+        split_parent = Some(parent);
+    }
+    let _ = steps_done_tx.send(true);
+    let finished: Result<(), String> = until!(
+        Duration::from_secs(600),
+        "the producer",
+        putter.is_finished().then_some(())
+    );
+    finished?;
+    let put = putter.await??;
+    producer.shutdown().await;
+    let resolved: Result<(), String> = until!(
+        Duration::from_secs(30),
+        "every receipt",
+        (acked.len() as u64 + failed == put).then_some(())
+    );
+    resolved?;
+    println!(
+        "5. produced: {} put, {} acknowledged, {} failed; waiting for the fleet to process them",
+        thousands(put),
+        thousands(acked.len() as u64),
+        thousands(failed)
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(120) + args.failover * 3;
+    loop {
+        let missing = {
+            let ledger = lock(&ledger);
+            acked
+                .iter()
+                .filter(|d| !ledger.processed.contains_key(*d))
+                .count()
+        };
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            progress(started, acked.len() as u64, &ledger);
+            last_progress = Instant::now();
+        }
+        if missing == 0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (_, running) in workers {
+        running.shutdown().await?;
+    }
+
+    let ledger = lock(&ledger);
+    let missing = acked
+        .iter()
+        .filter(|d| !ledger.processed.contains_key(*d))
+        .count();
+    let twice = ledger.processed.values().filter(|s| s.len() > 1).count() as u64;
+    let extra: u64 = ledger.processed.values().map(|s| s.len() as u64 - 1).sum();
+    println!("\nsummary ({:.1} s)", started.elapsed().as_secs_f64());
+    println!(
+        "  records acknowledged by the producer   {:>10}",
+        thousands(acked.len() as u64)
+    );
+    println!(
+        "  records processed (distinct)           {:>10}",
+        thousands(ledger.processed.len() as u64)
+    );
+    println!(
+        "  acknowledged but never processed       {:>10}",
+        thousands(missing as u64)
+    );
+    println!(
+        "  processed more than once               {:>10}  ({} extra deliveries)",
+        thousands(twice),
+        thousands(extra)
+    );
+    println!(
+        "    at least once means: the records after the crashed worker's last checkpoints are \
+         processed again by the workers that take its shards, and a producer that finds an \
+         aggregate on the wrong side of the split writes its records again"
+    );
+    println!(
+        "  failover after the crash               {:>9.1} s  (failover time {:?}; goal: at most 3 s more)",
+        failover.as_secs_f64(),
+        args.failover
+    );
+    if let (Some(took), Some(parent)) = (child_start, &split_parent) {
+        println!(
+            "  children of {parent} started {:>10.2} s after it ended",
+            took.as_secs_f64()
+        );
+    }
+    let mut per_worker: Vec<(String, u64)> = ledger
+        .workers
+        .iter()
+        .map(|(w, (n, _))| (w.clone(), *n))
+        .collect();
+    per_worker.sort();
+    for (worker, count) in per_worker {
+        println!("  processed by {worker:<26}{:>10}", thousands(count));
+    }
+    if missing > 0 {
+        println!("\nFAILED: {missing} acknowledged records were not processed");
+        std::process::exit(1);
+    }
+    println!("\nOK: every acknowledged record was processed");
+    Ok(())
+}
