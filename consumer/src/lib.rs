@@ -3,9 +3,8 @@
 //! faster failover, balancing that moves several leases at once without duplicates, and
 //! resharding handled parents first.
 //!
-//! **State of the crate:** the lease table (schema, conditional writes), checkpoints, the lineage
-//! rules and the balancing decisions are here and tested; the worker that runs them, polling
-//! retrieval and the processor API are being built on top.
+//! Retrieval is polling (`GetRecords`); enhanced fan-out is being added beside it, behind the same
+//! processor, lease and checkpoint code.
 //!
 //! ```text
 //!                 ┌──────────── lease table (DynamoDB, the KCL's schema) ────────────┐
@@ -33,6 +32,51 @@
 //! before that can happen: it trusts a lease only until the failover time (less a margin) after
 //! it *sent* its last successful renewal, which is no later than any observer's first sight of
 //! the new counter.
+
+//! ## Use
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use kinesis_consumer::{Batch, Checkpointer, Consumer, ShardProcessor};
+//!
+//! struct Printer;
+//!
+//! impl ShardProcessor for Printer {
+//!     async fn process(&mut self, batch: Batch, checkpointer: &mut Checkpointer) {
+//!         for record in &batch.records {
+//!             println!("{} {} bytes", record.partition_key, record.data.len());
+//!         }
+//!         if let Err(error) = checkpointer.checkpoint().await {
+//!             eprintln!("checkpoint failed: {error}");
+//!         }
+//!     }
+//!
+//!     async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+//!         if let Err(error) = checkpointer.checkpoint_shard_end().await {
+//!             eprintln!("checkpoint at the shard's end failed: {error}");
+//!         }
+//!     }
+//! }
+//!
+//! let config = aws_config::load_from_env().await;
+//! let worker = Consumer::builder(
+//!     aws_sdk_kinesis::Client::new(&config),
+//!     aws_sdk_dynamodb::Client::new(&config),
+//!     "my-stream",
+//!     "my-application", // names the lease table
+//!     |_shard_id: &str| Printer,
+//! )
+//! .build()?
+//! .spawn();
+//! // ... when the process is asked to stop:
+//! worker.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Metrics are recorded through the [`metrics`](https://docs.rs/metrics) facade under the names
+//! in [`metrics`]; spans (with `stream`, `lease_owner` and `shard_id`) and events through
+//! `tracing`.
 
 #![forbid(unsafe_code)]
 
