@@ -44,6 +44,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod consumer_worker;
 pub mod cpu_time;
 pub mod dynamodb;
 pub mod embedded_kinesis;

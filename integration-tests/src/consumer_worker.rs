@@ -1,0 +1,279 @@
+//! One `kinesis-consumer` worker meant to run in its own process (the `consumer-worker` bin, or
+//! the consumer benchmark re-executed), for the fleet tests and benchmarks (kill -9, SIGSTOP,
+//! balancing, graceful shutdown, drain), and [`WorkerProcess`], the handle that starts one and
+//! reads its report. The worker reports on stdout, one event per line:
+//!
+//! ```text
+//! START <shard> <checkpoint>          the processor was initialized
+//! REC <shard> <seq> <subseq> <data>   a record was processed (data is UTF-8)
+//! CKPT <shard> ok|lost|error          a checkpoint after a batch
+//! LOST <shard>                        lease lost
+//! END <shard>                         shard ended and SHARD_END checkpointed
+//! STOP <shard>                        shutdown or handoff asked; checkpointed
+//! EXIT                                the worker shut down (after SIGTERM or stdin closed)
+//! COUNT <records>                     with --quiet, instead of REC and CKPT lines: records
+//!                                     processed so far, every 100 ms while it changes
+//! ```
+//!
+//! Arguments: `--kinesis URL --dynamodb URL --stream S --application A --worker-id W
+//! [--failover-ms N] [--scan-ms N] [--renew-ms N] [--quiet]`. SIGTERM, or stdin reaching its end, shuts the
+//! worker down gracefully.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use kinesis_consumer::{
+    Batch, Checkpointer, Consumer, Error as ConsumerError, InitialPosition, ShardProcessor, Start,
+};
+use tokio::io::AsyncReadExt;
+
+use crate::{ClientOptions, dynamodb_client, kinesis_client};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn say(line: String) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+struct Printer {
+    shard: String,
+    /// With --quiet: records are counted here instead of printed.
+    quiet: Option<Arc<AtomicU64>>,
+}
+
+impl ShardProcessor for Printer {
+    async fn initialize(&mut self, start: &Start) {
+        say(format!("START {} {}", self.shard, start.checkpoint));
+    }
+
+    async fn process(&mut self, batch: Batch, checkpointer: &mut Checkpointer) {
+        if let Some(count) = &self.quiet {
+            count.fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+            let _ = checkpointer.checkpoint().await;
+            return;
+        }
+        let mut lines = String::new();
+        for r in &batch.records {
+            lines.push_str(&format!(
+                "REC {} {} {} {}\n",
+                self.shard,
+                r.sequence_number,
+                r.sub_sequence_number,
+                String::from_utf8_lossy(&r.data)
+            ));
+        }
+        {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(lines.as_bytes());
+            let _ = out.flush();
+        }
+        let outcome = match checkpointer.checkpoint().await {
+            Ok(()) => "ok",
+            Err(ConsumerError::LeaseLost { .. }) => "lost",
+            Err(_) => "error",
+        };
+        say(format!("CKPT {} {outcome}", self.shard));
+    }
+
+    async fn lease_lost(&mut self) {
+        say(format!("LOST {}", self.shard));
+    }
+
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+        if checkpointer.checkpoint_shard_end().await.is_ok() {
+            say(format!("END {}", self.shard));
+        }
+    }
+
+    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+        let _ = checkpointer.checkpoint().await;
+        say(format!("STOP {}", self.shard));
+    }
+}
+
+/// Runs one worker with these command-line arguments (see the module docs) until SIGTERM or the
+/// end of stdin.
+pub async fn run(args: impl IntoIterator<Item = String>) -> Result<(), BoxError> {
+    let mut args = args.into_iter();
+    let (mut kinesis, mut dynamodb, mut stream, mut application, mut worker) =
+        (None, None, None, None, None);
+    let (mut failover, mut scan, mut renew) = (10_000u64, 2_000u64, 4_000u64);
+    let mut quiet = false;
+    while let Some(flag) = args.next() {
+        if flag == "--quiet" {
+            quiet = true;
+            continue;
+        }
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--kinesis" => kinesis = Some(value),
+            "--dynamodb" => dynamodb = Some(value),
+            "--stream" => stream = Some(value),
+            "--application" => application = Some(value),
+            "--worker-id" => worker = Some(value),
+            "--failover-ms" => failover = value.parse()?,
+            "--scan-ms" => scan = value.parse()?,
+            "--renew-ms" => renew = value.parse()?,
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    let need = |v: Option<String>, name: &str| v.ok_or_else(|| format!("--{name} is required"));
+    let options = ClientOptions::new();
+    let kinesis = kinesis_client(&need(kinesis, "kinesis")?, &options);
+    let dynamodb = dynamodb_client(&need(dynamodb, "dynamodb")?, &options);
+    let count = Arc::new(AtomicU64::new(0));
+    let counted = quiet.then(|| count.clone());
+    let running = Consumer::builder(
+        kinesis,
+        dynamodb,
+        need(stream, "stream")?,
+        need(application, "application")?,
+        move |shard: &str| Printer {
+            shard: shard.to_owned(),
+            quiet: counted.clone(),
+        },
+    )
+    .worker_id(need(worker, "worker-id")?)
+    .initial_position(InitialPosition::TrimHorizon)
+    .failover_time(Duration::from_millis(failover))
+    .scan_interval(Duration::from_millis(scan))
+    .renew_interval(Duration::from_millis(renew))
+    .build()?
+    .spawn();
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut stdin = tokio::io::stdin();
+    let mut sink = [0u8; 64];
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut reported = 0;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            read = stdin.read(&mut sink) => if matches!(read, Ok(0) | Err(_)) { break },
+            _ = tick.tick(), if quiet => {
+                let now = count.load(Ordering::Relaxed);
+                if now != reported {
+                    reported = now;
+                    say(format!("COUNT {now}"));
+                }
+            }
+        }
+    }
+    running.shutdown().await?;
+    say("EXIT".to_owned());
+    Ok(())
+}
+
+/// A worker process, its stdout read into a log as it comes.
+#[derive(Debug)]
+pub struct WorkerProcess {
+    /// The worker's id.
+    pub id: String,
+    /// The child process (killed when dropped).
+    pub child: tokio::process::Child,
+    /// Its pid.
+    pub pid: u32,
+    log: Arc<std::sync::Mutex<Vec<(tokio::time::Instant, String)>>>,
+    _stdin: Option<tokio::process::ChildStdin>,
+}
+
+impl WorkerProcess {
+    /// Starts `program` with `args` (a worker's arguments, see the module docs), its stderr
+    /// inherited and `RUST_LOG=warn` unless set.
+    pub fn spawn(
+        program: &std::path::Path,
+        args: &[String],
+        id: &str,
+    ) -> Result<WorkerProcess, BoxError> {
+        use tokio::io::AsyncBufReadExt;
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true);
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "warn");
+        }
+        let mut child = command.spawn()?;
+        let pid = child.id().ok_or("the worker exited at once")?;
+        let stdout = child.stdout.take().ok_or("stdout not piped")?;
+        let log: Arc<std::sync::Mutex<Vec<(tokio::time::Instant, String)>>> = Arc::default();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push((tokio::time::Instant::now(), line));
+            }
+        });
+        Ok(WorkerProcess {
+            id: id.to_owned(),
+            _stdin: child.stdin.take(),
+            child,
+            pid,
+            log,
+        })
+    }
+
+    /// Every line so far, with when it was read.
+    pub fn lines(&self) -> Vec<(tokio::time::Instant, String)> {
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Shards whose processor started and has not stopped, with when it started.
+    pub fn held(&self) -> std::collections::HashMap<String, tokio::time::Instant> {
+        let mut held = std::collections::HashMap::new();
+        for (at, line) in self.lines() {
+            let mut words = line.split(' ');
+            match (words.next(), words.next()) {
+                (Some("START"), Some(shard)) => {
+                    held.insert(shard.to_owned(), at);
+                }
+                (Some("LOST" | "END" | "STOP"), Some(shard)) => {
+                    held.remove(shard);
+                }
+                _ => {}
+            }
+        }
+        held
+    }
+
+    /// The last `COUNT` reported (with `--quiet`), and when.
+    pub fn count(&self) -> Option<(tokio::time::Instant, u64)> {
+        self.lines().into_iter().rev().find_map(|(at, line)| {
+            line.strip_prefix("COUNT ")
+                .and_then(|n| n.parse().ok())
+                .map(|n| (at, n))
+        })
+    }
+
+    /// When a line satisfying `wanted` was first read.
+    pub fn first(&self, wanted: impl Fn(&str) -> bool) -> Option<tokio::time::Instant> {
+        self.lines()
+            .into_iter()
+            .find(|(_, line)| wanted(line))
+            .map(|(at, _)| at)
+    }
+
+    /// Sends `signal` (`-STOP`, `-CONT`, `-TERM`, ...) with `kill`.
+    pub fn signal(&self, signal: &str) -> Result<(), BoxError> {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.pid.to_string()])
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill {signal} {} failed", self.pid).into())
+        }
+    }
+}
