@@ -2,7 +2,7 @@
 # Installs everything the test suite and the benchmarks need that is not a Cargo dependency, into
 # target/tools/ (ignored by git, reused when already present):
 #   node/      npm: kinesis-local (faithful Kinesis stand-in), aws-kinesis-agg (Node peer)
-#   python/    pip --target: aws-kinesis-agg + six, aiokpl (Python peers)
+#   python/    pip --target: aws-kinesis-agg + six, aiokpl, kcl-rs (Python peers)
 #   dynamodb-local/  Amazon's DynamoDB Local jar, unpacked from the amplify-dynamodb-simulator npm package
 #   cargo/     cargo-fuzz
 # Java 17, Node 20 and Python 3 come with the machine; a missing one is named and the script fails.
@@ -24,6 +24,7 @@ KINESIS_LOCAL_VERSION=0.6.2
 NODE_AGG_VERSION=4.2.8
 PY_AGG_VERSION=1.2.3
 AIOKPL_VERSION=0.2.0
+KCL_RS_VERSION=0.1.4
 DDB_SIMULATOR_VERSION=2.9.30
 CARGO_FUZZ_VERSION=0.13.2
 
@@ -42,7 +43,7 @@ fi
 
 # --- Python peers ---------------------------------------------------------------------------------
 py_dir="$tools/python"
-py_want="aws-kinesis-agg==$PY_AGG_VERSION six aiokpl==$AIOKPL_VERSION"
+py_want="aws-kinesis-agg==$PY_AGG_VERSION six aiokpl==$AIOKPL_VERSION kcl-rs==$KCL_RS_VERSION"
 if ! stamp_ok "$py_dir/.installed" "$py_want"; then
   echo "install-tools: pip install --target $py_dir $py_want"
   rm -rf "$py_dir"

@@ -189,10 +189,20 @@ impl WorkerProcess {
         args: &[String],
         id: &str,
     ) -> Result<WorkerProcess, BoxError> {
+        let mut command = std::process::Command::new(program);
+        command.args(args);
+        Self::from_command(command, id)
+    }
+
+    /// Starts `command` (a worker program with its arguments, ours or a peer's speaking the same
+    /// protocol), as [`WorkerProcess::spawn`] does.
+    pub fn from_command(
+        command: std::process::Command,
+        id: &str,
+    ) -> Result<WorkerProcess, BoxError> {
         use tokio::io::AsyncBufReadExt;
-        let mut command = tokio::process::Command::new(program);
+        let mut command = tokio::process::Command::from(command);
         command
-            .args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())

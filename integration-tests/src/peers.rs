@@ -146,22 +146,11 @@ impl Peer {
             .join(script);
         match self {
             Peer::Python | Peer::Aiokpl => {
-                let python = find_executable("python3", "runs the Python peers")
-                    .map_err(|e| missing(e.to_string()))?;
-                let site = tools.join("python");
                 let marker = match self {
                     Peer::Python => "aws_kinesis_agg-1.2.3.dist-info",
                     _ => "aiokpl-0.2.0.dist-info",
                 };
-                if !site.join(marker).is_dir() {
-                    return Err(missing(format!(
-                        "{} does not exist",
-                        site.join(marker).display()
-                    )));
-                }
-                let mut command = Command::new(python);
-                command.arg(script).env("PYTHONPATH", &site);
-                Ok(command)
+                python_command(self.name(), marker, &script)
             }
             Peer::Node => {
                 let node = find_executable("node", "runs the Node peer")
@@ -639,6 +628,42 @@ mod base64_bytes {
         let text = String::deserialize(d)?;
         STANDARD.decode(text).map_err(serde::de::Error::custom)
     }
+}
+
+/// The pinned `kcl-rs` (a Rust port of the Java KCL 3 with Python bindings), a consumer peer.
+pub const KCL_RS: &str = "kcl-rs 0.1.4";
+
+/// The command that runs `peers/consumer_peer.py`: one kcl-rs worker speaking the line protocol
+/// of our `consumer-worker` (see [`crate::consumer_worker`]). Fails, naming the install script,
+/// if kcl-rs is not installed.
+pub fn kcl_rs_command() -> Result<Command, PeerError> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("peers")
+        .join("consumer_peer.py");
+    python_command(KCL_RS, "kcl_rs-0.1.4.dist-info", &script)
+}
+
+/// `python3 script` with the Python peers importable, once `marker` (a `.dist-info` folder)
+/// shows the pinned version is installed.
+fn python_command(peer: &'static str, marker: &str, script: &Path) -> Result<Command, PeerError> {
+    let tools = tools_dir();
+    let missing = |detail: String| PeerError::Missing {
+        peer,
+        detail,
+        tools_dir: tools.clone(),
+    };
+    let python =
+        find_executable("python3", "runs the Python peers").map_err(|e| missing(e.to_string()))?;
+    let site = tools.join("python");
+    if !site.join(marker).is_dir() {
+        return Err(missing(format!(
+            "{} does not exist",
+            site.join(marker).display()
+        )));
+    }
+    let mut command = Command::new(python);
+    command.arg(script).env("PYTHONPATH", &site);
+    Ok(command)
 }
 
 #[cfg(test)]
