@@ -42,7 +42,8 @@ os.environ["AWS_ENDPOINT_URL_CLOUDWATCH"] = ARGS["--kinesis"]
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "AKID")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "SECRET")
 os.environ.setdefault("AWS_REGION", "us-east-1")
-os.environ.setdefault("RUST_LOG", "error")
+# kcl-rs warns about every CloudWatch publish it cannot make (there is no CloudWatch here).
+os.environ["RUST_LOG"] = os.environ.get("KCL_RS_LOG", "error")
 
 from kcl_rs import RecordProcessorBase, Scheduler  # noqa: E402
 

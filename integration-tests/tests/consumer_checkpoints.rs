@@ -353,3 +353,143 @@ async fn a_table_written_by_the_java_kcl_is_adopted_and_ours_follows_its_schema(
         }
     }
 }
+
+/// Tries every kind of checkpoint once, on its first batch, and writes down what happened.
+struct Prober {
+    outcomes: Arc<Mutex<Vec<String>>>,
+    done: bool,
+}
+
+impl ShardProcessor for Prober {
+    async fn process(&mut self, batch: Batch, checkpointer: &mut Checkpointer) {
+        if self.done || batch.records.len() < 2 {
+            return;
+        }
+        self.done = true;
+        let first = &batch.records[0];
+        let last = &batch.records[batch.records.len() - 1];
+        let beyond = format!("{}0", last.sequence_number);
+        let mut outcomes = Vec::new();
+        let mut note = |what: &str, result: Result<(), kinesis_consumer::Error>| {
+            outcomes.push(match result {
+                Ok(()) => format!("{what}: ok"),
+                Err(kinesis_consumer::Error::InvalidCheckpoint { problem, .. }) => {
+                    format!("{what}: refused ({problem})")
+                }
+                Err(other) => format!("{what}: {other}"),
+            });
+        };
+        note("beyond", checkpointer.checkpoint_at(&beyond, 0).await);
+        note("garbage", checkpointer.checkpoint_at("12ab", 0).await);
+        note("shard end", checkpointer.checkpoint_shard_end().await);
+        note(
+            "last",
+            checkpointer
+                .checkpoint_at(&last.sequence_number, last.sub_sequence_number)
+                .await,
+        );
+        note(
+            "behind",
+            checkpointer
+                .checkpoint_at(&first.sequence_number, first.sub_sequence_number)
+                .await,
+        );
+        note(
+            "prepare",
+            checkpointer
+                .prepare_checkpoint(
+                    &last.sequence_number,
+                    last.sub_sequence_number,
+                    Some(Bytes::from_static(b"app state")),
+                )
+                .await,
+        );
+        self.outcomes.lock().unwrap().extend(outcomes);
+    }
+
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+        checkpointer.checkpoint_shard_end().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpointer_refuses_what_was_not_delivered_or_goes_back_and_prepares_for_the_next_owner()
+ {
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    let db = DynamoDb::start(DynamoBackend::SharedLocal).await.unwrap();
+    let stream = unique_name("checkpointer");
+    create_stream(&kinesis.client(), &stream, 1).await.unwrap();
+    let producer = Producer::builder(kinesis.client(), stream.as_str())
+        .aggregation(false)
+        .build()
+        .await
+        .unwrap();
+    let mut receipts = Vec::new();
+    for i in 0..20 {
+        let record = UserRecord::new(format!("k{i}"), Bytes::from(format!("r{i}"))).unwrap();
+        receipts.push(producer.put(record).await.unwrap());
+    }
+    for receipt in receipts {
+        receipt.await.unwrap();
+    }
+    producer.shutdown().await;
+
+    let application = unique_name("checkpointer-app");
+    let outcomes: Arc<Mutex<Vec<String>>> = Arc::default();
+    let worker = {
+        let outcomes = outcomes.clone();
+        Consumer::builder(
+            kinesis.client(),
+            db.client(),
+            stream.clone(),
+            application.clone(),
+            move |_: &str| Prober {
+                outcomes: outcomes.clone(),
+                done: false,
+            },
+        )
+        .initial_position(InitialPosition::TrimHorizon)
+        .build()
+        .unwrap()
+        .spawn()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while outcomes.lock().unwrap().len() < 6 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the prober never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.shutdown().await.unwrap();
+    assert_eq!(
+        *outcomes.lock().unwrap(),
+        [
+            "beyond: refused (beyond the last record delivered)",
+            "garbage: refused (not a sequence number)",
+            "shard end: refused (the shard has not been read to its end)",
+            "last: ok",
+            "behind: refused (behind the current checkpoint)",
+            "prepare: ok",
+        ]
+    );
+
+    // The next owner starts with the checkpoint and the prepared one, with its state.
+    let journal = Journal::default();
+    let worker = consumer(&kinesis, &db, &stream, &application, &journal, None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while journal.starts.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second worker never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.shutdown().await.unwrap();
+    let start = journal.starts.lock().unwrap()[0].clone();
+    assert_eq!(Some(start.checkpoint.clone()), start.pending_checkpoint);
+    assert_eq!(
+        start.pending_checkpoint_state.as_deref(),
+        Some(&b"app state"[..])
+    );
+}
