@@ -22,7 +22,7 @@ use kinesis_consumer::{
 };
 use kinesis_producer::{Producer, UserRecord};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use kinesis_examples::BoxError;
 
 const USAGE: &str = "usage: demo [--records N] [--rate PER_SECOND] [--shards N] [--workers N]
             [--failover-secs S] [--aws --stream NAME --application NAME [--split]]";
@@ -196,78 +196,6 @@ struct Clients {
     dynamodb: aws_sdk_dynamodb::Client,
 }
 
-async fn local_clients() -> Result<Clients, BoxError> {
-    let (router, _store) = ferrokinesis::create_app(ferrokinesis::store::StoreOptions {
-        create_stream_ms: 0,
-        update_stream_ms: 0,
-        delete_stream_ms: 0,
-        shard_limit: 100,
-        ..Default::default()
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let kinesis_endpoint = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, router).await });
-
-    let database = dynoxide::Database::memory().map_err(|e| e.to_string())?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let dynamodb_endpoint = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(dynoxide::server::serve_on(listener, database));
-
-    let config = |endpoint: String| {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_credential_types::Credentials::new(
-                "AKID", "SECRET", None, None, "static",
-            ))
-            .endpoint_url(endpoint)
-            .load()
-    };
-    Ok(Clients {
-        kinesis: aws_sdk_kinesis::Client::new(&config(kinesis_endpoint).await),
-        dynamodb: aws_sdk_dynamodb::Client::new(&config(dynamodb_endpoint).await),
-    })
-}
-
-async fn ensure_stream(
-    client: &aws_sdk_kinesis::Client,
-    name: &str,
-    shards: i32,
-) -> Result<(), BoxError> {
-    let exists = client
-        .describe_stream_summary()
-        .stream_name(name)
-        .send()
-        .await
-        .is_ok();
-    if !exists {
-        client
-            .create_stream()
-            .stream_name(name)
-            .shard_count(shards)
-            .send()
-            .await?;
-    }
-    wait_active(client, name).await
-}
-
-async fn wait_active(client: &aws_sdk_kinesis::Client, name: &str) -> Result<(), BoxError> {
-    for _ in 0..600 {
-        let summary = client
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await?;
-        let active = summary
-            .stream_description_summary()
-            .is_some_and(|s| *s.stream_status() == aws_sdk_kinesis::types::StreamStatus::Active);
-        if active {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err(format!("stream {name} did not become ACTIVE").into())
-}
-
 /// Splits the open shard with the widest hash-key range in the middle; returns its id.
 async fn split_widest(client: &aws_sdk_kinesis::Client, stream: &str) -> Result<String, BoxError> {
     let listed = client
@@ -299,7 +227,7 @@ async fn split_widest(client: &aws_sdk_kinesis::Client, stream: &str) -> Result<
         .new_starting_hash_key((start + width / 2 + 1).to_string())
         .send()
         .await?;
-    wait_active(client, stream).await?;
+    kinesis_examples::wait_active(client, stream).await?;
     Ok(id)
 }
 
@@ -404,7 +332,10 @@ async fn main() -> Result<(), BoxError> {
         )
     } else {
         (
-            local_clients().await?,
+            Clients {
+                kinesis: kinesis_examples::local_kinesis().await?,
+                dynamodb: kinesis_examples::local_dynamodb().await?,
+            },
             format!("demo-{suffix}"),
             format!("demo-app-{suffix}"),
         )
@@ -423,7 +354,7 @@ async fn main() -> Result<(), BoxError> {
         args.workers,
         args.failover
     );
-    ensure_stream(&clients.kinesis, &stream, args.shards).await?;
+    kinesis_examples::ensure_stream(&clients.kinesis, &stream, args.shards).await?;
 
     let ledger: Shared = Arc::default();
     let mut workers: Vec<(String, Running)> = Vec::new();

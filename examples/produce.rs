@@ -12,7 +12,7 @@
 //! (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL_KINESIS` for a stand-in).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kinesis_producer::{Error, Failure, Producer, Receipt, UserRecord};
 use tokio::io::AsyncBufReadExt;
@@ -69,58 +69,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// An embedded ferrokinesis on 127.0.0.1 and a client for it.
-async fn local_kinesis() -> Result<aws_sdk_kinesis::Client, Box<dyn std::error::Error>> {
-    let (router, _store) = ferrokinesis::create_app(ferrokinesis::store::StoreOptions {
-        create_stream_ms: 0,
-        update_stream_ms: 0,
-        delete_stream_ms: 0,
-        shard_limit: 100,
-        ..Default::default()
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let endpoint = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "AKID", "SECRET", None, None, "static",
-        ))
-        .endpoint_url(endpoint)
-        .load()
-        .await;
-    Ok(aws_sdk_kinesis::Client::new(&config))
-}
-
-async fn create_stream(
-    client: &aws_sdk_kinesis::Client,
-    name: &str,
-    shards: i32,
-) -> Result<(), Box<dyn std::error::Error>> {
-    client
-        .create_stream()
-        .stream_name(name)
-        .shard_count(shards)
-        .send()
-        .await?;
-    for _ in 0..200 {
-        let summary = client
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await?;
-        if summary
-            .stream_description_summary()
-            .map(|s| s.stream_status().as_str())
-            == Some("ACTIVE")
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err("the stream did not become active".into())
-}
-
 /// Outcome counts, filled by a task that awaits the receipts as they come.
 #[derive(Default)]
 struct Tally {
@@ -165,7 +113,7 @@ async fn submit(
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), kinesis_examples::BoxError> {
     let args = match parse_args() {
         Ok(args) => args,
         Err(message) => {
@@ -174,8 +122,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let client = if args.local {
-        let client = local_kinesis().await?;
-        create_stream(&client, &args.stream, args.shards).await?;
+        let client = kinesis_examples::local_kinesis().await?;
+        kinesis_examples::ensure_stream(&client, &args.stream, args.shards).await?;
         client
     } else {
         aws_sdk_kinesis::Client::new(&aws_config::load_from_env().await)

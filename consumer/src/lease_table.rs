@@ -271,14 +271,7 @@ impl LeaseTable {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(self.failed("PutItem", CallFailure::from_sdk(err))),
+            Err(err) => self.refused("PutItem", err),
         }
     }
 
@@ -468,14 +461,7 @@ impl LeaseTable {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(self.failed("DeleteItem", CallFailure::from_sdk(err))),
+            Err(err) => self.refused("DeleteItem", err),
         }
     }
 
@@ -519,6 +505,26 @@ impl LeaseTable {
                 None
             }
         }
+    }
+
+    /// `Ok(false)` when a write failed only because its condition did not hold.
+    fn refused<E>(
+        &self,
+        operation: &'static str,
+        err: aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+    ) -> Result<bool, Error>
+    where
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata
+            + std::error::Error
+            + Send
+            + Sync
+            + 'static,
+    {
+        if err.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
+        {
+            return Ok(false);
+        }
+        Err(self.failed(operation, CallFailure::from_sdk(err)))
     }
 
     fn failed(&self, operation: &'static str, failure: CallFailure) -> Error {

@@ -245,3 +245,36 @@ pub async fn read_shards(
     }
     Ok(out)
 }
+
+/// The open shards (no ending sequence number, whatever `ShardFilter` a stand-in honours),
+/// sorted by starting hash key: (id, starting hash key, ending hash key).
+pub async fn open_shards(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Result<Vec<(String, u128, u128)>, BoxError> {
+    let listed = client
+        .list_shards()
+        .stream_name(stream)
+        .max_results(1000)
+        .send()
+        .await?;
+    let mut open = Vec::new();
+    for shard in listed.shards() {
+        if shard
+            .sequence_number_range()
+            .is_some_and(|r| r.ending_sequence_number().is_some())
+        {
+            continue;
+        }
+        let range = shard
+            .hash_key_range()
+            .ok_or("a shard without a hash-key range")?;
+        open.push((
+            shard.shard_id().to_owned(),
+            range.starting_hash_key().parse()?,
+            range.ending_hash_key().parse()?,
+        ));
+    }
+    open.sort_by_key(|s| s.1);
+    Ok(open)
+}

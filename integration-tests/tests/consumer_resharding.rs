@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kinesis_consumer::{Batch, Checkpointer, Consumer, InitialPosition, ShardProcessor, Start};
-use kinesis_integration_tests::fixtures::{create_stream, unique_name, wait_for_stream};
+use kinesis_integration_tests::fixtures::{
+    create_stream, open_shards, unique_name, wait_for_stream,
+};
 use kinesis_integration_tests::{DynamoBackend, DynamoDb, Ferrokinesis, KinesisLocal};
 use kinesis_producer::{Producer, UserRecord};
 use tokio::time::Instant;
@@ -66,35 +68,6 @@ impl ShardProcessor for Recorder {
     async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
         let _ = checkpointer.checkpoint().await;
     }
-}
-
-/// The open shards, sorted by starting hash key: (id, start, end).
-async fn open_shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<(String, u128, u128)> {
-    let listed = client
-        .list_shards()
-        .stream_name(stream)
-        .max_results(1000)
-        .send()
-        .await
-        .unwrap();
-    let mut open: Vec<_> = listed
-        .shards()
-        .iter()
-        .filter(|s| {
-            s.sequence_number_range()
-                .is_none_or(|r| r.ending_sequence_number().is_none())
-        })
-        .map(|s| {
-            let range = s.hash_key_range().unwrap();
-            (
-                s.shard_id().to_owned(),
-                range.starting_hash_key().parse().unwrap(),
-                range.ending_hash_key().parse().unwrap(),
-            )
-        })
-        .collect();
-    open.sort_by_key(|s| s.1);
-    open
 }
 
 /// Every shard's parents.
@@ -183,7 +156,7 @@ async fn reshard_while_consuming(
     };
 
     tokio::time::sleep(phase).await;
-    let shards = open_shards(&client, &stream).await;
+    let shards = open_shards(&client, &stream).await.unwrap();
     let (first, start, end) = shards[0].clone();
     client
         .split_shard()
@@ -195,7 +168,7 @@ async fn reshard_while_consuming(
         .unwrap();
     wait_for_stream(&client, &stream).await.unwrap();
     tokio::time::sleep(phase).await;
-    let shards = open_shards(&client, &stream).await;
+    let shards = open_shards(&client, &stream).await.unwrap();
     client
         .merge_shards()
         .stream_name(&stream)

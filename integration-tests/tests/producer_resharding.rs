@@ -9,41 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::Duration;
 
-use kinesis_integration_tests::fixtures::{create_stream, unique_name, wait_for_stream};
+use kinesis_integration_tests::fixtures::{
+    create_stream, open_shards, unique_name, wait_for_stream,
+};
 use kinesis_integration_tests::{Ferrokinesis, KinesisLocal};
 use kinesis_producer::{Delivery, Producer, UserRecord};
 
 mod support;
 use support::{ReadBack, check_receipts, read_back};
-
-/// The open shards, sorted by starting hash key: (id, start, end).
-async fn open_shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<(String, u128, u128)> {
-    let listed = client
-        .list_shards()
-        .stream_name(stream)
-        .max_results(1000)
-        .send()
-        .await
-        .unwrap();
-    let mut open: Vec<_> = listed
-        .shards()
-        .iter()
-        .filter(|s| {
-            s.sequence_number_range()
-                .is_none_or(|r| r.ending_sequence_number().is_none())
-        })
-        .map(|s| {
-            let range = s.hash_key_range().unwrap();
-            (
-                s.shard_id().to_owned(),
-                range.starting_hash_key().parse().unwrap(),
-                range.ending_hash_key().parse().unwrap(),
-            )
-        })
-        .collect();
-    open.sort_by_key(|s| s.1);
-    open
-}
 
 /// Produces continuously while splitting the first shard and then merging the last two, and
 /// checks every acknowledged record against the stream. `pause` paces the putter for slow
@@ -84,7 +57,7 @@ async fn reshard_while_producing(
     };
 
     tokio::time::sleep(phase).await;
-    let shards = open_shards(&client, &stream).await;
+    let shards = open_shards(&client, &stream).await.unwrap();
     let (first, start, end) = shards[0].clone();
     let middle = start + (end - start) / 2;
     client
@@ -98,7 +71,7 @@ async fn reshard_while_producing(
     wait_for_stream(&client, &stream).await.unwrap();
 
     tokio::time::sleep(phase).await;
-    let shards = open_shards(&client, &stream).await;
+    let shards = open_shards(&client, &stream).await.unwrap();
     assert_eq!(shards.len(), 3, "{shards:?}");
     let (a, b) = (&shards[1].0, &shards[2].0);
     client
@@ -223,7 +196,7 @@ async fn the_shard_map_is_refreshed_periodically() {
         .build()
         .await
         .unwrap();
-    let (parent, start, end) = open_shards(&client, &stream).await[0].clone();
+    let (parent, start, end) = open_shards(&client, &stream).await.unwrap()[0].clone();
     client
         .split_shard()
         .stream_name(&stream)
