@@ -5,6 +5,7 @@ Arguments: --kinesis URL --dynamodb URL --stream S --application A --worker-id W
 [--polling] (other flags of our worker are accepted and ignored). Prints on stdout:
 
     START <shard>     a processor was initialized
+    REC <shard> <seq> <subseq> <data>   a record was processed (without --quiet; data as UTF-8)
     COUNT <records>   with --quiet: records processed so far, every 100 ms while it changes
     LOST <shard>      lease lost
     END <shard>       shard ended and checkpointed
@@ -69,6 +70,12 @@ class Processor(RecordProcessorBase):
         records = process_records_input.records
         with LOCK:
             COUNT[0] += len(records)
+        if records and not QUIET:
+            say("\n".join(
+                "REC %s %s %d %s" % (self.shard, r.sequence_number, r.sub_sequence_number,
+                                     r.data.decode("utf-8", "replace"))
+                for r in records
+            ))
         try:
             process_records_input.checkpointer.checkpoint()
         except Exception:  # a lost lease: the next owner replays
