@@ -6,7 +6,7 @@ Arguments: --kinesis URL --dynamodb URL --stream S --application A --worker-id W
 
     START <shard>     a processor was initialized
     REC <shard> <seq> <subseq> <data>   a record was processed (without --quiet; data as UTF-8)
-    COUNT <records>   with --quiet: records processed so far, every 100 ms while it changes
+    COUNT <records>   with --quiet: records processed so far, every 20 ms while it changes
     LOST <shard>      lease lost
     END <shard>       shard ended and checkpointed
     STOP <shard>      shutdown requested; checkpointed
@@ -120,7 +120,7 @@ def main():
 
     threading.Thread(target=watch_stdin, daemon=True).start()
     reported = 0
-    while not done.wait(0.1):
+    while not done.wait(0.02):
         if QUIET:
             with LOCK:
                 now = COUNT[0]

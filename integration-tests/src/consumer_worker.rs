@@ -12,7 +12,7 @@
 //! STOP <shard>                        shutdown or handoff asked; checkpointed
 //! EXIT                                the worker shut down (after SIGTERM or stdin closed)
 //! COUNT <records>                     with --quiet, instead of REC and CKPT lines: records
-//!                                     processed so far, every 100 ms while it changes
+//!                                     processed so far, every 20 ms while it changes
 //! ```
 //!
 //! Arguments: `--kinesis URL --dynamodb URL --stream S --application A --worker-id W
@@ -148,7 +148,7 @@ pub async fn run(args: impl IntoIterator<Item = String>) -> Result<(), BoxError>
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut stdin = tokio::io::stdin();
     let mut sink = [0u8; 64];
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut reported = 0;
     loop {
         tokio::select! {

@@ -6,7 +6,8 @@
 //! `bash scripts/install-tools.sh`, for DynamoDB Local and kcl-rs). Flags: `--records N`
 //! (aggregated backlog for the drain, default 1,000,000), `--plain-records N` (default 200,000),
 //! `--idle-seconds S` (the lease-table cost measurement, default 60), `--failover-secs S`
-//! (ours, default 10; kcl-rs keeps its own 10 s), `--only ours|kcl-rs`.
+//! (ours, default 10; kcl-rs keeps its own 10 s), `--only ours|kcl-rs`, `--scenario NAME`
+//! (repeatable: `drain`, `failover`, `balance`, `split`, `cost`; default all).
 //!
 //! ```text
 //!  this process ──spawns──▶ workers: ours (this binary re-executed with --worker) or kcl-rs
@@ -51,7 +52,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const SERVE_FLAG: &str = "--serve-ferrokinesis";
 const WORKER_FLAG: &str = "--worker";
 const USAGE: &str = "usage: consumer-bench [--records N] [--plain-records N] [--idle-seconds S] \
-                     [--failover-secs S] [--only ours|kcl-rs]";
+                     [--failover-secs S] [--only ours|kcl-rs] \
+                     [--scenario drain|failover|balance|split|cost]...";
 
 struct Args {
     records: u64,
@@ -59,7 +61,11 @@ struct Args {
     idle: Duration,
     failover: Duration,
     impls: Vec<Impl>,
+    /// Scenario names to run (empty: all).
+    scenarios: Vec<String>,
 }
+
+const SCENARIOS: [&str; 5] = ["drain", "failover", "balance", "split", "cost"];
 
 /// Whose worker runs a scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -111,12 +117,20 @@ fn parse_args(argv: &[String]) -> Result<Args, BoxError> {
         idle: Duration::from_secs(60),
         failover: Duration::from_secs(10),
         impls: vec![Impl::Ours, Impl::KclRs],
+        scenarios: Vec::new(),
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
         let value = it
             .next()
             .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        if flag == "--scenario" {
+            if !SCENARIOS.contains(&value.as_str()) {
+                return Err(format!("--scenario {value:?}: one of {SCENARIOS:?}\n{USAGE}").into());
+            }
+            args.scenarios.push(value.clone());
+            continue;
+        }
         if flag == "--only" {
             args.impls = match value.as_str() {
                 "ours" => vec![Impl::Ours],
@@ -264,14 +278,26 @@ async fn scenarios(
     kind: Impl,
     results: &mut Results,
 ) -> Result<(), BoxError> {
-    drain(stage, kind, true, args.records, results).await?;
-    if args.plain_records > 0 {
-        drain(stage, kind, false, args.plain_records, results).await?;
+    let wanted = |name: &str| args.scenarios.is_empty() || args.scenarios.iter().any(|s| s == name);
+    if wanted("drain") {
+        drain(stage, kind, true, args.records, results).await?;
+        if args.plain_records > 0 {
+            drain(stage, kind, false, args.plain_records, results).await?;
+        }
     }
-    failover(stage, kind, results).await?;
-    balance(stage, kind, results).await?;
-    child_start(stage, kind, results).await?;
-    lease_cost(stage, args, kind, results).await
+    if wanted("failover") {
+        failover(stage, kind, results).await?;
+    }
+    if wanted("balance") {
+        balance(stage, kind, results).await?;
+    }
+    if wanted("split") {
+        child_start(stage, kind, results).await?;
+    }
+    if wanted("cost") {
+        lease_cost(stage, args, kind, results).await?;
+    }
+    Ok(())
 }
 
 async fn put(
@@ -412,10 +438,10 @@ async fn drain(
     match last {
         Ok(last) => {
             let cpu = CpuTime::of_pid(worker.pid)?;
-            // Counts are reported every 100 ms: a drain shorter than that is bounded, not measured.
-            let span = last.duration_since(first).as_secs_f64().max(0.1);
+            // Counts are reported every 20 ms: a drain shorter than that is bounded, not measured.
+            let span = last.duration_since(first).as_secs_f64().max(0.02);
             let rate = records as f64 / span;
-            let bound = if span <= 0.1 { "at least " } else { "" };
+            let bound = if span <= 0.02 { "at least " } else { "" };
             let per_million = cpu.total().as_secs_f64() * 1e6 / records as f64;
             println!(
                 "  drain: {bound}{} records/s ({span:.2} s from first to last); worker CPU {:.2} s \
