@@ -24,6 +24,9 @@ use crate::{
     sdk_error::CallFailure,
 };
 
+/// Kinesis records asked for by a shard's first read.
+const FIRST_READ_RECORDS: i32 = 25;
+
 /// What the reader hands the shard's task.
 pub(crate) enum Fetch {
     /// Records, with the prefetch budget they hold until processed.
@@ -93,6 +96,9 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
     let mut iterator: Option<String> = None;
     let mut delays = backoff();
     let mut idle = reader.min_interval;
+    // The first read asks for a few records only: a backlog of aggregates would otherwise make
+    // it a 10 MB answer, and the processor would wait for all of it to see its first record.
+    let mut first_read = true;
     loop {
         let current = match iterator.take() {
             Some(it) => it,
@@ -130,10 +136,15 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
                 }
             },
         };
+        let limit = if first_read {
+            reader.max_records.min(FIRST_READ_RECORDS)
+        } else {
+            reader.max_records
+        };
         let fetched = match kinesis::get_records(
             &reader.client,
             &current,
-            reader.max_records,
+            limit,
             reader.call_timeout,
         )
         .await
@@ -213,6 +224,10 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
             Some(next) => iterator = Some(next),
         }
         let behind = fetched.millis_behind_latest.unwrap_or(0) > 0;
+        if std::mem::take(&mut first_read) && kinesis_records > 0 {
+            // The small first read is not counted against the pace.
+            continue;
+        }
         idle = if kinesis_records == 0 && !behind {
             (idle * 2).min(reader.max_idle).max(reader.min_interval)
         } else {
