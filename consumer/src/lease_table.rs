@@ -279,7 +279,7 @@ impl LeaseTable {
     /// renewing until it releases, as the KCL's does, so that nobody takes the lease as expired
     /// meanwhile). The answer shows whether a handoff was asked for (`checkpoint_owner` is `me`).
     pub async fn renew(&self, lease: &Lease, me: &str) -> Result<Lease, Error> {
-        self.holder_update(lease, me, "renew")
+        self.holder_update(lease, me)
             .update_expression("SET #counter = :next")
             .send_fenced(self, lease, "renew")
             .await
@@ -294,7 +294,7 @@ impl LeaseTable {
             1
         };
         let request = self
-            .update(observed, "take")
+            .update(observed)
             .update_expression(
                 "SET #owner = :me, #counter = :next ADD #switches :switches REMOVE #handoff",
             )
@@ -328,7 +328,7 @@ impl LeaseTable {
                 current: Some(Box::new(observed.clone())),
             });
         };
-        self.update(observed, "hand off")
+        self.update(observed)
             .condition_expression("#owner = :from AND attribute_not_exists(#handoff)")
             .update_expression("SET #owner = :to, #handoff = :from")
             .expression_attribute_names("#owner", attr::LEASE_OWNER)
@@ -355,7 +355,7 @@ impl LeaseTable {
                 "SET #counter = :next REMOVE #owner",
             )
         };
-        self.update(lease, "release")
+        self.update(lease)
             .condition_expression(condition)
             .update_expression(update)
             .expression_attribute_names("#counter", attr::LEASE_COUNTER)
@@ -376,7 +376,7 @@ impl LeaseTable {
         me: &str,
         checkpoint: &Checkpoint,
     ) -> Result<Lease, Error> {
-        self.holder_update(lease, me, "checkpoint")
+        self.holder_update(lease, me)
             .update_expression(
                 "SET #cp = :cp, #cpsub = :cpsub, #switches = :zero, #counter = :next \
                  REMOVE #pending, #pendingsub, #pendingstate",
@@ -404,7 +404,7 @@ impl LeaseTable {
         state: Option<&Bytes>,
     ) -> Result<Lease, Error> {
         let mut request = self
-            .holder_update(lease, me, "prepare checkpoint")
+            .holder_update(lease, me)
             .expression_attribute_names("#pending", attr::PENDING_CHECKPOINT)
             .expression_attribute_names("#pendingsub", attr::PENDING_CHECKPOINT_SUB)
             .expression_attribute_names("#pendingstate", attr::PENDING_CHECKPOINT_STATE)
@@ -438,7 +438,7 @@ impl LeaseTable {
         let Some(set) = string_set(children) else {
             return Ok(lease.clone());
         };
-        self.holder_update(lease, me, "set children")
+        self.holder_update(lease, me)
             .update_expression("SET #children = :children, #counter = :next")
             .expression_attribute_names("#children", attr::CHILD_SHARD_IDS)
             .expression_attribute_values(":children", set)
@@ -466,7 +466,7 @@ impl LeaseTable {
     }
 
     /// An update of `lease`'s item returning the new item, or the current one if refused.
-    fn update(&self, lease: &Lease, _operation: &'static str) -> UpdateItemFluentBuilder {
+    fn update(&self, lease: &Lease) -> UpdateItemFluentBuilder {
         self.client
             .update_item()
             .table_name(&self.name)
@@ -477,13 +477,8 @@ impl LeaseTable {
 
     /// An update allowed to the holder of the lease, or to the previous holder while it hands
     /// the lease off; fenced by the counter, which it raises.
-    fn holder_update(
-        &self,
-        lease: &Lease,
-        me: &str,
-        operation: &'static str,
-    ) -> UpdateItemFluentBuilder {
-        self.update(lease, operation)
+    fn holder_update(&self, lease: &Lease, me: &str) -> UpdateItemFluentBuilder {
+        self.update(lease)
             .condition_expression(
                 "#counter = :counter AND ((#owner = :me AND attribute_not_exists(#handoff)) \
                  OR #handoff = :me)",

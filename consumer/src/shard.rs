@@ -176,7 +176,7 @@ pub(crate) async fn run<P: ShardProcessor>(
                     }
                 }
                 Some(Fetch::End { children }) => {
-                    return shard_end(&ctx, &mut processor, &mut checkpointer, &mut stop, &mut trust, children).await;
+                    return shard_end(&ctx, &mut processor, &mut checkpointer, &mut trust, children).await;
                 }
                 Some(Fetch::Failed(failure)) => {
                     error!(shard_id = %ctx.shard_id, error = %failure, "reading the shard failed");
@@ -194,7 +194,6 @@ async fn shard_end<P: ShardProcessor>(
     ctx: &ShardContext,
     processor: &mut P,
     checkpointer: &mut Checkpointer,
-    stop: &mut watch::Receiver<Stop>,
     trust: &mut watch::Receiver<Instant>,
     children: Option<Vec<ChildShard>>,
 ) -> Exit {
@@ -218,7 +217,7 @@ async fn shard_end<P: ShardProcessor>(
                 }
                 Err(failure) => {
                     warn!(shard_id = %ctx.shard_id, code = %failure.code, "listing the children failed");
-                    if wait(stop, trust, SHARD_END_RETRY).await.is_err() {
+                    if wait(trust, SHARD_END_RETRY).await.is_err() {
                         processor.lease_lost().await;
                         return Exit::LeaseLost;
                     }
@@ -232,7 +231,7 @@ async fn shard_end<P: ShardProcessor>(
                 Ok(_) => break,
                 Err(error) => {
                     warn!(shard_id = %ctx.shard_id, child = %child.key, %error, "creating a child lease failed");
-                    if wait(stop, trust, SHARD_END_RETRY).await.is_err() {
+                    if wait(trust, SHARD_END_RETRY).await.is_err() {
                         processor.lease_lost().await;
                         return Exit::LeaseLost;
                     }
@@ -271,7 +270,7 @@ async fn shard_end<P: ShardProcessor>(
             "the processor did not checkpoint at the end of the shard (Checkpointer::checkpoint_shard_end); \
              its children cannot start until it does; asking again"
         );
-        if wait(stop, trust, SHARD_END_RETRY).await.is_err() {
+        if wait(trust, SHARD_END_RETRY).await.is_err() {
             processor.lease_lost().await;
             return Exit::LeaseLost;
         }
@@ -298,13 +297,9 @@ async fn guarded<T>(
     }
 }
 
-/// Sleeps `pause` unless the lease stops being trusted (`Err`). A stop request does not cut the
-/// pause short: shard-end work is finished first.
-async fn wait(
-    _stop: &mut watch::Receiver<Stop>,
-    trust: &mut watch::Receiver<Instant>,
-    pause: Duration,
-) -> Result<(), ()> {
+/// Sleeps `pause` unless the lease stops being trusted (`Err`). Shard-end work is finished before
+/// a stop request is looked at.
+async fn wait(trust: &mut watch::Receiver<Instant>, pause: Duration) -> Result<(), ()> {
     guarded(trust, tokio::time::sleep(pause)).await.ok_or(())
 }
 

@@ -298,8 +298,6 @@ struct Held {
     lease: Arc<Mutex<Lease>>,
     trust: watch::Sender<Instant>,
     stop: watch::Sender<Stop>,
-    /// Whether the shard was read to its end (no more renewals needed).
-    finished: bool,
 }
 
 struct Worker<F> {
@@ -446,7 +444,7 @@ where
     /// still trusted; results arrive through [`Worker::on_renewed`].
     fn renew_all(&mut self) {
         for (key, held) in &self.held {
-            if held.finished || !self.renewing.insert(key.clone()) {
+            if !self.renewing.insert(key.clone()) {
                 continue;
             }
             let table = self.table.clone();
@@ -653,7 +651,6 @@ where
                 lease,
                 trust: trust_tx,
                 stop: stop_tx,
-                finished: false,
             },
         );
         self.count_held();
