@@ -278,3 +278,39 @@ pub async fn open_shards(
     open.sort_by_key(|s| s.1);
     Ok(open)
 }
+
+/// The resharding both resharding tests run while records flow: waits `phase`, splits the first
+/// open shard in the middle, waits `phase`, merges the second and third open shards (a child of
+/// the split and its neighbour), and waits `phase` again; each change waits for `ACTIVE`.
+pub async fn split_then_merge(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    phase: Duration,
+) -> Result<(), BoxError> {
+    tokio::time::sleep(phase).await;
+    let shards = open_shards(client, stream).await?;
+    let (first, start, end) = shards.first().cloned().ok_or("no open shard")?;
+    client
+        .split_shard()
+        .stream_name(stream)
+        .shard_to_split(&first)
+        .new_starting_hash_key((start + (end - start) / 2).to_string())
+        .send()
+        .await?;
+    wait_for_stream(client, stream).await?;
+    tokio::time::sleep(phase).await;
+    let shards = open_shards(client, stream).await?;
+    if shards.len() != 3 {
+        return Err(format!("3 open shards expected after the split, found {shards:?}").into());
+    }
+    client
+        .merge_shards()
+        .stream_name(stream)
+        .shard_to_merge(&shards[1].0)
+        .adjacent_shard_to_merge(&shards[2].0)
+        .send()
+        .await?;
+    wait_for_stream(client, stream).await?;
+    tokio::time::sleep(phase).await;
+    Ok(())
+}

@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kinesis_consumer::{Batch, Checkpointer, Consumer, InitialPosition, ShardProcessor, Start};
-use kinesis_integration_tests::fixtures::{
-    create_stream, open_shards, unique_name, wait_for_stream,
-};
+use kinesis_integration_tests::fixtures::{create_stream, split_then_merge, unique_name};
 use kinesis_integration_tests::{DynamoBackend, DynamoDb, Ferrokinesis, KinesisLocal};
 use kinesis_producer::{Producer, UserRecord};
 use tokio::time::Instant;
@@ -155,30 +153,7 @@ async fn reshard_while_consuming(
         })
     };
 
-    tokio::time::sleep(phase).await;
-    let shards = open_shards(&client, &stream).await.unwrap();
-    let (first, start, end) = shards[0].clone();
-    client
-        .split_shard()
-        .stream_name(&stream)
-        .shard_to_split(&first)
-        .new_starting_hash_key((start + (end - start) / 2).to_string())
-        .send()
-        .await
-        .unwrap();
-    wait_for_stream(&client, &stream).await.unwrap();
-    tokio::time::sleep(phase).await;
-    let shards = open_shards(&client, &stream).await.unwrap();
-    client
-        .merge_shards()
-        .stream_name(&stream)
-        .shard_to_merge(&shards[1].0)
-        .adjacent_shard_to_merge(&shards[2].0)
-        .send()
-        .await
-        .unwrap();
-    wait_for_stream(&client, &stream).await.unwrap();
-    tokio::time::sleep(phase).await;
+    split_then_merge(&client, &stream, phase).await.unwrap();
     stop.store(true, AtomicOrdering::Relaxed);
     let mut acked = Vec::new();
     for (data, receipt) in putter.await.unwrap() {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::Duration;
 
 use kinesis_integration_tests::fixtures::{
-    create_stream, open_shards, unique_name, wait_for_stream,
+    create_stream, open_shards, split_then_merge, unique_name, wait_for_stream,
 };
 use kinesis_integration_tests::{Ferrokinesis, KinesisLocal};
 use kinesis_producer::{Delivery, Producer, UserRecord};
@@ -56,35 +56,7 @@ async fn reshard_while_producing(
         })
     };
 
-    tokio::time::sleep(phase).await;
-    let shards = open_shards(&client, &stream).await.unwrap();
-    let (first, start, end) = shards[0].clone();
-    let middle = start + (end - start) / 2;
-    client
-        .split_shard()
-        .stream_name(&stream)
-        .shard_to_split(&first)
-        .new_starting_hash_key(middle.to_string())
-        .send()
-        .await
-        .unwrap();
-    wait_for_stream(&client, &stream).await.unwrap();
-
-    tokio::time::sleep(phase).await;
-    let shards = open_shards(&client, &stream).await.unwrap();
-    assert_eq!(shards.len(), 3, "{shards:?}");
-    let (a, b) = (&shards[1].0, &shards[2].0);
-    client
-        .merge_shards()
-        .stream_name(&stream)
-        .shard_to_merge(a)
-        .adjacent_shard_to_merge(b)
-        .send()
-        .await
-        .unwrap();
-    wait_for_stream(&client, &stream).await.unwrap();
-
-    tokio::time::sleep(phase).await;
+    split_then_merge(&client, &stream, phase).await.unwrap();
     stop.store(true, AtomicOrdering::Relaxed);
     let receipts = putter.await.unwrap();
     let mut delivered: Vec<(UserRecord, Delivery)> = Vec::new();

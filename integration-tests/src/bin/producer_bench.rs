@@ -38,7 +38,7 @@ use kinesis_aggregation::{HashKey, HashKeyRange};
 use kinesis_integration_tests::FerrokinesisOptions;
 use kinesis_integration_tests::cpu_time::CpuTime;
 use kinesis_integration_tests::ferrokinesis_process::{FerrokinesisProcess, serve};
-use kinesis_integration_tests::fixtures::{create_stream, read_shards, unique_name};
+use kinesis_integration_tests::fixtures::{create_stream, open_shards, read_shards, unique_name};
 use kinesis_integration_tests::peers::{
     Peer, ProduceReport, ProduceRequest, balanced_keys, bench_block, produce_keys,
     produce_record_data, produce_record_index,
@@ -1181,21 +1181,10 @@ async fn choose_keys(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
 ) -> Result<Vec<String>, BoxError> {
-    let listed = client
-        .list_shards()
-        .stream_name(stream)
-        .max_results(1000)
-        .send()
-        .await?;
+    // A new stream: every shard is open.
     let mut ranges = Vec::new();
-    for shard in listed.shards() {
-        let range = shard
-            .hash_key_range()
-            .ok_or("a shard without a hash key range")?;
-        ranges.push(HashKeyRange::parse(
-            range.starting_hash_key(),
-            range.ending_hash_key(),
-        )?);
+    for (_, start, end) in open_shards(client, stream).await? {
+        ranges.push(HashKeyRange::new(HashKey::new(start), HashKey::new(end))?);
     }
     let keys = if args.unbalanced_keys {
         produce_keys(args.keys)
