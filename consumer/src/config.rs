@@ -8,6 +8,7 @@ use crate::{error::Error, lease_table::BillingMode, lineage::InitialPosition};
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) stream: String,
+    pub(crate) application: String,
     pub(crate) table: String,
     pub(crate) billing: BillingMode,
     pub(crate) worker_id: String,
@@ -28,6 +29,79 @@ pub(crate) struct Config {
     pub(crate) prefetch_bytes: usize,
     pub(crate) call_timeout: Duration,
     pub(crate) table_timeout: Duration,
+    pub(crate) retrieval: Retrieval,
+}
+
+/// How a consumer reads its shards. Leases, checkpoints, lineage and the processor API are the
+/// same for both.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Retrieval {
+    /// `GetRecords`, shared by every application reading the stream (5 reads/s and 2 MiB/s per
+    /// shard in all). The default.
+    #[default]
+    Polling,
+    /// Enhanced fan-out (`SubscribeToShard`): the stream consumer gets its own 2 MiB/s per shard,
+    /// pushed as soon as records arrive.
+    FanOut(FanOut),
+}
+
+/// Enhanced fan-out settings: the stream consumer to register, and how subscriptions are kept
+/// alive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FanOut {
+    pub(crate) consumer_name: Option<String>,
+    pub(crate) register_timeout: Duration,
+    pub(crate) silence_timeout: Duration,
+    pub(crate) deregister_on_shutdown: bool,
+}
+
+impl Default for FanOut {
+    fn default() -> Self {
+        FanOut {
+            consumer_name: None,
+            register_timeout: Duration::from_secs(120),
+            silence_timeout: Duration::from_secs(30),
+            deregister_on_shutdown: false,
+        }
+    }
+}
+
+impl FanOut {
+    /// The defaults: the stream consumer named after the application, 2 minutes to become
+    /// `ACTIVE`, a subscription that delivers nothing for 30 s is started again, the consumer
+    /// is kept on shutdown.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The stream consumer's name (default: the application name, as the KCL's).
+    pub fn consumer_name(mut self, name: impl Into<String>) -> Self {
+        self.consumer_name = Some(name.into());
+        self
+    }
+
+    /// How long the worker waits, at start, for the stream consumer to be found or registered
+    /// and `ACTIVE` (default 120 s). Past it the worker stops with
+    /// [`Error::ConsumerNotActive`].
+    pub fn register_timeout(mut self, timeout: Duration) -> Self {
+        self.register_timeout = timeout;
+        self
+    }
+
+    /// How long a subscription may deliver nothing, not even an empty event, before it is
+    /// started again (default 30 s; the service sends an event at least every few seconds).
+    pub fn silence_timeout(mut self, timeout: Duration) -> Self {
+        self.silence_timeout = timeout;
+        self
+    }
+
+    /// Whether a worker deregisters the stream consumer when it shuts down (default no). Only
+    /// for an application with one worker: the others would lose their subscriptions.
+    pub fn deregister_on_shutdown(mut self, deregister: bool) -> Self {
+        self.deregister_on_shutdown = deregister;
+        self
+    }
 }
 
 /// Most records `GetRecords` returns per call (the service limit, and the KCL's `maxRecords`).
@@ -37,7 +111,8 @@ impl Config {
     pub(crate) fn new(stream: String, application: String) -> Self {
         Config {
             stream,
-            table: application,
+            table: application.clone(),
+            application,
             billing: BillingMode::OnDemand,
             worker_id: default_worker_id(),
             initial_position: InitialPosition::Latest,
@@ -57,6 +132,7 @@ impl Config {
             prefetch_bytes: 16 * 1024 * 1024,
             call_timeout: Duration::from_secs(10),
             table_timeout: Duration::from_secs(120),
+            retrieval: Retrieval::Polling,
         }
     }
 
@@ -135,7 +211,50 @@ impl Config {
                 "needs a timestamp (initial_timestamp)",
             );
         }
+        if let Retrieval::FanOut(fan_out) = &self.retrieval {
+            let name = fan_out
+                .consumer_name
+                .as_deref()
+                .unwrap_or(&self.application);
+            let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+            if name.is_empty() || name.len() > 128 || !name.chars().all(allowed) {
+                return bad(
+                    "consumer_name",
+                    name.to_owned(),
+                    "must be 1 to 128 characters of a-z, A-Z, 0-9, '_', '.' and '-' \
+                     (the stream consumer's name; it defaults to the application name)",
+                );
+            }
+            if fan_out.silence_timeout < Duration::from_secs(1) {
+                return bad(
+                    "silence_timeout",
+                    format!("{:?}", fan_out.silence_timeout),
+                    "must be at least 1 s",
+                );
+            }
+            if fan_out.register_timeout.is_zero() {
+                return bad(
+                    "register_timeout",
+                    format!("{:?}", fan_out.register_timeout),
+                    "must be positive",
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// The stream consumer's name, with fan-out retrieval.
+    pub(crate) fn fan_out(&self) -> Option<(&FanOut, &str)> {
+        match &self.retrieval {
+            Retrieval::FanOut(fan_out) => Some((
+                fan_out,
+                fan_out
+                    .consumer_name
+                    .as_deref()
+                    .unwrap_or(&self.application),
+            )),
+            Retrieval::Polling => None,
+        }
     }
 }
 

@@ -88,6 +88,22 @@ pub enum Error {
         reason: String,
     },
 
+    /// The enhanced fan-out stream consumer could not be found or registered and `ACTIVE` in
+    /// time.
+    #[error(
+        "stream consumer {consumer} of stream {stream} not active after {waited:?} (status {status})"
+    )]
+    ConsumerNotActive {
+        /// The stream consumer's name.
+        consumer: String,
+        /// The stream.
+        stream: String,
+        /// How long we waited.
+        waited: Duration,
+        /// The last status seen (`CREATING`, `DELETING`, `absent`, or the last error's code).
+        status: String,
+    },
+
     /// The lease table did not become `ACTIVE` in time.
     #[error("lease table {table} not active after {waited:?} (status {status})")]
     TableNotActive {
@@ -105,7 +121,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::LeaseTable { retryable, .. } | Error::Kinesis { retryable, .. } => *retryable,
-            Error::TableNotActive { .. } => true,
+            Error::TableNotActive { .. } | Error::ConsumerNotActive { .. } => true,
             Error::InvalidConfig { .. }
             | Error::Stopped { .. }
             | Error::LeaseLost { .. }

@@ -136,18 +136,9 @@ pub(crate) async fn get_records(
             .send(),
     )
     .await?;
-    let child_shards = output.child_shards.map(|children| {
-        children
-            .into_iter()
-            .map(|c| ChildShard {
-                hash_key_range: c.hash_key_range.as_ref().and_then(|r| {
-                    HashKeyRange::parse(&r.starting_hash_key, &r.ending_hash_key).ok()
-                }),
-                parents: c.parent_shards.into_iter().collect(),
-                id: c.shard_id,
-            })
-            .collect()
-    });
+    let child_shards = output
+        .child_shards
+        .map(|children| children.into_iter().map(child_shard).collect());
     Ok(Fetched {
         records: output.records.into_iter().map(StreamRecord::from).collect(),
         next_iterator: output.next_shard_iterator.filter(|i| !i.is_empty()),
@@ -156,7 +147,20 @@ pub(crate) async fn get_records(
     })
 }
 
-async fn within<T, E>(
+/// A child shard as the service names it at the end of its parent.
+pub(crate) fn child_shard(child: aws_sdk_kinesis::types::ChildShard) -> ChildShard {
+    ChildShard {
+        hash_key_range: child
+            .hash_key_range
+            .as_ref()
+            .and_then(|r| HashKeyRange::parse(&r.starting_hash_key, &r.ending_hash_key).ok()),
+        parents: child.parent_shards.into_iter().collect(),
+        id: child.shard_id,
+    }
+}
+
+/// `call`, given up after `timeout`, its error reduced to a [`CallFailure`].
+pub(crate) async fn within<T, E>(
     timeout: Duration,
     call: impl Future<
         Output = Result<

@@ -35,3 +35,22 @@ pub const CHECKPOINTS: &str = "kinesis_consumer_checkpoints";
 pub const SHARDS_ENDED: &str = "kinesis_consumer_shards_ended";
 /// Counter: times a processor returned from `shard_ended` without checkpointing `SHARD_END`.
 pub const SHARD_END_NOT_CHECKPOINTED: &str = "kinesis_consumer_shard_end_not_checkpointed";
+/// Gauge: user records read ahead of a shard's processor and not yet processed (bounded by the
+/// read-ahead setting; KCL memory blow-ups with slow processors are this number growing).
+pub const PREFETCHED_RECORDS: &str = "kinesis_consumer_prefetched_records";
+/// Gauge, bytes: data and partition keys of the records read ahead and not yet processed.
+pub const PREFETCHED_BYTES: &str = "kinesis_consumer_prefetched_bytes";
+/// Counter: enhanced fan-out events received (`SubscribeToShardEvent`).
+pub const FAN_OUT_EVENTS: &str = "kinesis_consumer_fan_out_events";
+/// Counter: Kinesis records received over enhanced fan-out (an aggregate counts once).
+pub const FAN_OUT_RECORDS: &str = "kinesis_consumer_fan_out_records";
+/// Counter: bytes of Kinesis record data received over enhanced fan-out.
+pub const FAN_OUT_BYTES: &str = "kinesis_consumer_fan_out_bytes";
+/// Counter: subscriptions started again, by `reason`: `session_end` (the service ended the
+/// subscription, every 5 minutes), `silent` (nothing received for the silence timeout),
+/// `connection` (dropped connection, read timeout, 5xx), `resource_in_use` (a previous
+/// subscription still open), `throttled`, `consumer_missing` (the stream consumer was deleted or
+/// is not active; registered again), `not_found` (the shard was not found but is still listed).
+pub const FAN_OUT_RESUBSCRIPTIONS: &str = "kinesis_consumer_fan_out_resubscriptions";
+/// Counter: stream consumer registrations made by this worker (`RegisterStreamConsumer`).
+pub const FAN_OUT_REGISTRATIONS: &str = "kinesis_consumer_fan_out_registrations";

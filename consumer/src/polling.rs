@@ -10,43 +10,20 @@
 use std::{sync::Arc, time::Duration, time::SystemTime};
 
 use aws_sdk_kinesis::Client;
-use backon::{BackoffBuilder, ExponentialBuilder};
-use kinesis_aggregation::{HashKeyCache, HashKeyRange, deaggregate};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use kinesis_aggregation::HashKeyRange;
+use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::{
-    checkpoint::{Checkpoint, SequenceNumber},
+    checkpoint::Checkpoint,
     error::Error,
     kinesis::{self, Start},
-    lineage::ChildShard,
-    processor::Record,
+    retrieval::{Budgets, Fetch, Unpacker, backoff},
     sdk_error::CallFailure,
 };
 
 /// Kinesis records asked for by a shard's first read.
 const FIRST_READ_RECORDS: i32 = 25;
-
-/// What the reader hands the shard's task.
-pub(crate) enum Fetch {
-    /// Records, with the prefetch budget they hold until processed.
-    Batch {
-        records: Vec<Record>,
-        outside_range: usize,
-        millis_behind_latest: Option<i64>,
-        _budget: Budget,
-    },
-    /// The shard was read to its end; the children when the service named them.
-    End { children: Option<Vec<ChildShard>> },
-    /// Reading cannot go on (an error retrying cannot fix).
-    Failed(Error),
-}
-
-/// Prefetch budget held by a batch until it is processed.
-pub(crate) struct Budget {
-    _records: Option<OwnedSemaphorePermit>,
-    _bytes: Option<OwnedSemaphorePermit>,
-}
 
 /// What a reader needs.
 #[derive(Clone)]
@@ -74,27 +51,21 @@ pub(crate) fn spawn(reader: Reader) -> (mpsc::Receiver<Fetch>, tokio::task::Join
     (rx, task)
 }
 
-fn backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build()
+fn delays() -> impl Iterator<Item = Duration> {
+    backoff(Duration::from_millis(100), Duration::from_secs(5))
 }
 
 async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
-    let records_budget = Arc::new(Semaphore::new(reader.prefetch_records));
-    let bytes_budget = Arc::new(Semaphore::new(reader.prefetch_bytes));
-    let mut hash_keys = HashKeyCache::default();
-    // User records at or before this are not delivered again.
-    let skip_through = match &reader.start {
-        at @ Checkpoint::At { .. } => Some(at.clone()),
-        _ => None,
-    };
+    let budgets = Budgets::new(
+        reader.prefetch_records,
+        reader.prefetch_bytes,
+        &reader.stream,
+        &reader.shard_id,
+    );
+    let mut unpacker = Unpacker::new(reader.range, &reader.start);
     let mut start = Start::Checkpoint(reader.start.clone());
     let mut iterator: Option<String> = None;
-    let mut delays = backoff();
+    let mut delays = delays();
     let mut idle = reader.min_interval;
     // The first read asks for a few records only: a backlog of aggregates would otherwise make
     // it a 10 MB answer, and the processor would wait for all of it to see its first record.
@@ -167,46 +138,18 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
                 return;
             }
         };
-        delays = backoff();
+        delays = self::delays();
         let kinesis_records = fetched.records.len();
         if let Some(last) = fetched.records.last() {
             start = Start::After(last.sequence_number.clone());
         }
-        let mut records = Vec::new();
-        let mut outside_range = 0;
-        for stream_record in fetched.records {
-            for record in deaggregate(stream_record) {
-                if skip_through.as_ref().is_some_and(|cp| !after(&record, cp)) {
-                    continue;
-                }
-                let inside =
-                    !record.aggregated
-                        || reader.range.is_none_or(|range| {
-                            range.contains(record.explicit_hash_key.unwrap_or_else(|| {
-                                hash_keys.of_partition_key(&record.partition_key)
-                            }))
-                        });
-                if inside {
-                    records.push(record);
-                } else {
-                    outside_range += 1;
-                }
-            }
-        }
-        if !records.is_empty() || outside_range > 0 {
-            let bytes: usize = records
-                .iter()
-                .map(|r| r.data.len() + r.partition_key.len())
-                .sum();
-            let budget = Budget {
-                _records: take(&records_budget, records.len(), reader.prefetch_records).await,
-                _bytes: take(&bytes_budget, bytes, reader.prefetch_bytes).await,
-            };
+        let unpacked = unpacker.unpack(fetched.records);
+        if !unpacked.records.is_empty() || unpacked.outside_range > 0 {
             let batch = Fetch::Batch {
-                records,
-                outside_range,
+                _budget: budgets.take(&unpacked.records).await,
+                records: unpacked.records,
+                outside_range: unpacked.outside_range,
                 millis_behind_latest: fetched.millis_behind_latest,
-                _budget: budget,
             };
             if tx.send(batch).await.is_err() {
                 return;
@@ -235,29 +178,6 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
         };
         tokio::time::sleep(idle).await;
     }
-}
-
-/// Whether `record` comes after checkpoint `cp` (so it was not processed yet).
-fn after(record: &Record, cp: &Checkpoint) -> bool {
-    match SequenceNumber::parse(&record.sequence_number) {
-        Ok(sequence) => &Checkpoint::at(sequence, record.sub_sequence_number) > cp,
-        // Not a number: cannot be compared; deliver it rather than lose it.
-        Err(_) => true,
-    }
-}
-
-/// Waits for `amount` of a budget of `total` (a batch larger than the whole budget waits for
-/// all of it).
-async fn take(
-    budget: &Arc<Semaphore>,
-    amount: usize,
-    total: usize,
-) -> Option<OwnedSemaphorePermit> {
-    let amount = u32::try_from(amount.min(total)).unwrap_or(u32::MAX);
-    if amount == 0 {
-        return None;
-    }
-    budget.clone().acquire_many_owned(amount).await.ok()
 }
 
 fn count_error(reader: &Reader, failure: &CallFailure) {

@@ -5,6 +5,8 @@ use aws_sdk_dynamodb::{
     error::{ProvideErrorMetadata, SdkError},
 };
 
+use aws_smithy_types::event_stream::RawMessage;
+
 use crate::error::BoxError;
 
 /// A failed AWS call.
@@ -51,18 +53,7 @@ impl CallFailure {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let code = match &err {
-            SdkError::ServiceError(service) => service.err().code().unwrap_or("Unknown").to_owned(),
-            SdkError::TimeoutError(_) => "RequestTimeout".to_owned(),
-            SdkError::DispatchFailure(failure) if failure.is_timeout() => {
-                "RequestTimeout".to_owned()
-            }
-            SdkError::DispatchFailure(failure) if failure.is_user() => "DispatchFailure".to_owned(),
-            SdkError::DispatchFailure(_) => "ConnectionError".to_owned(),
-            SdkError::ResponseError(_) => "ResponseError".to_owned(),
-            SdkError::ConstructionFailure(_) => "ConstructionFailure".to_owned(),
-            _ => "Unknown".to_owned(),
-        };
+        let code = code_of(&err);
         let status = err.raw_response().map(|r| r.status().as_u16());
         let retryable = is_retryable_code(&code) || status.is_some_and(|s| s >= 500);
         CallFailure {
@@ -70,5 +61,34 @@ impl CallFailure {
             retryable,
             source: Box::new(err),
         }
+    }
+
+    /// An error read from an event stream (a subscription): a service error event, or the
+    /// connection failing mid-stream (always worth trying again).
+    pub(crate) fn from_event_stream<E>(err: SdkError<E, RawMessage>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let code = code_of(&err);
+        let retryable = is_retryable_code(&code) || !matches!(err, SdkError::ServiceError(_));
+        CallFailure {
+            code,
+            retryable,
+            source: Box::new(err),
+        }
+    }
+}
+
+/// The service's error code, or a name for a transport failure.
+fn code_of<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> String {
+    match err {
+        SdkError::ServiceError(service) => service.err().code().unwrap_or("Unknown").to_owned(),
+        SdkError::TimeoutError(_) => "RequestTimeout".to_owned(),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => "RequestTimeout".to_owned(),
+        SdkError::DispatchFailure(failure) if failure.is_user() => "DispatchFailure".to_owned(),
+        SdkError::DispatchFailure(_) => "ConnectionError".to_owned(),
+        SdkError::ResponseError(_) => "ResponseError".to_owned(),
+        SdkError::ConstructionFailure(_) => "ConstructionFailure".to_owned(),
+        _ => "Unknown".to_owned(),
     }
 }

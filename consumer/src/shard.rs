@@ -1,4 +1,4 @@
-//! One held shard: its processor, fed by a polling reader, stopped when the lease is lost, handed
+//! One held shard: its processor, fed by a polling or fan-out reader, stopped when the lease is lost, handed
 //! off or shut down, and taken through the shard end (children, `SHARD_END`).
 
 use std::{collections::BTreeSet, future::Future, sync::Arc, time::Duration};
@@ -12,13 +12,15 @@ use tracing::{error, info, warn};
 use crate::{
     checkpoint::Checkpoint,
     config::Config,
+    fanout::{self, Registration, Subscriber},
     kinesis,
     lease::Lease,
     lease_table::LeaseTable,
     lineage::{ChildShard, child_leases},
     metrics as m,
-    polling::{self, Fetch, Reader},
+    polling::{self, Reader},
     processor::{Batch, Checkpointer, ShardProcessor, Start},
+    retrieval::Fetch,
 };
 
 /// What the worker asks of a running shard.
@@ -54,6 +56,8 @@ pub(crate) struct ShardContext {
     pub(crate) worker: Arc<str>,
     pub(crate) shard_id: Arc<str>,
     pub(crate) lease: Arc<Mutex<Lease>>,
+    /// The stream consumer, with enhanced fan-out retrieval.
+    pub(crate) fan_out: Option<Arc<Registration>>,
 }
 
 /// How long to wait before asking a processor that did not checkpoint `SHARD_END` again.
@@ -89,21 +93,35 @@ pub(crate) async fn run<P: ShardProcessor>(
         processor.lease_lost().await;
         return Exit::LeaseLost;
     }
-    let reader = Reader {
-        client: ctx.kinesis.clone(),
-        stream: ctx.cfg.stream.clone(),
-        shard_id: ctx.shard_id.clone(),
-        range: lease.hash_key_range,
-        start: lease.checkpoint.clone(),
-        timestamp: ctx.cfg.initial_timestamp,
-        max_records: ctx.cfg.max_records,
-        min_interval: ctx.cfg.min_fetch_interval,
-        max_idle: ctx.cfg.max_idle,
-        prefetch_records: ctx.cfg.prefetch_records,
-        prefetch_bytes: ctx.cfg.prefetch_bytes,
-        call_timeout: ctx.cfg.call_timeout,
+    let (mut fetches, reading) = match (&ctx.fan_out, ctx.cfg.fan_out()) {
+        (Some(registration), Some((fan_out, _))) => fanout::spawn(Subscriber {
+            client: ctx.kinesis.clone(),
+            registration: registration.clone(),
+            stream: ctx.cfg.stream.clone(),
+            shard_id: ctx.shard_id.clone(),
+            range: lease.hash_key_range,
+            start: lease.checkpoint.clone(),
+            timestamp: ctx.cfg.initial_timestamp,
+            prefetch_records: ctx.cfg.prefetch_records,
+            prefetch_bytes: ctx.cfg.prefetch_bytes,
+            call_timeout: ctx.cfg.call_timeout,
+            silence: fan_out.silence_timeout,
+        }),
+        _ => polling::spawn(Reader {
+            client: ctx.kinesis.clone(),
+            stream: ctx.cfg.stream.clone(),
+            shard_id: ctx.shard_id.clone(),
+            range: lease.hash_key_range,
+            start: lease.checkpoint.clone(),
+            timestamp: ctx.cfg.initial_timestamp,
+            max_records: ctx.cfg.max_records,
+            min_interval: ctx.cfg.min_fetch_interval,
+            max_idle: ctx.cfg.max_idle,
+            prefetch_records: ctx.cfg.prefetch_records,
+            prefetch_bytes: ctx.cfg.prefetch_bytes,
+            call_timeout: ctx.cfg.call_timeout,
+        }),
     };
-    let (mut fetches, reading) = polling::spawn(reader);
     let _stop_reading = AbortOnDrop(reading);
     let labels = [
         ("stream", ctx.cfg.stream.clone()),

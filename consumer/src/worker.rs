@@ -17,8 +17,9 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::{
     balance::{self, BalanceLimits, Observations},
-    config::Config,
+    config::{Config, Retrieval},
     error::Error,
+    fanout::Registration,
     kinesis,
     lease::Lease,
     lease_table::{BillingMode, LeaseTable},
@@ -147,6 +148,13 @@ where
     /// leases anyway (default 30 s).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.cfg.shutdown_timeout = timeout;
+        self
+    }
+
+    /// How records are read (default [`Retrieval::Polling`]); [`Retrieval::FanOut`] registers
+    /// a stream consumer and subscribes to each shard.
+    pub fn retrieval(mut self, retrieval: Retrieval) -> Self {
+        self.cfg.retrieval = retrieval;
         self
     }
 
@@ -315,6 +323,8 @@ struct Worker<F> {
     renewals: JoinSet<(String, Instant, Result<Lease, Error>)>,
     renewing: HashSet<String>,
     last_scan: Vec<Lease>,
+    /// The stream consumer, with enhanced fan-out retrieval.
+    fan_out: Option<Arc<Registration>>,
 }
 
 impl<F, P> Worker<F>
@@ -323,7 +333,17 @@ where
     P: ShardProcessor,
 {
     fn new(consumer: Consumer<F>) -> Self {
+        let fan_out = consumer.cfg.fan_out().map(|(fan_out, name)| {
+            Arc::new(Registration::new(
+                consumer.kinesis.clone(),
+                consumer.cfg.stream.clone(),
+                name.to_owned(),
+                fan_out.register_timeout,
+                consumer.cfg.call_timeout,
+            ))
+        });
         Worker {
+            fan_out,
             me: Arc::from(consumer.cfg.worker_id.as_str()),
             cfg: consumer.cfg,
             kinesis: consumer.kinesis,
@@ -343,6 +363,10 @@ where
         self.table
             .ensure(self.cfg.billing, self.cfg.table_timeout)
             .await?;
+        if let Some(registration) = &self.fan_out {
+            // Wait until the stream consumer is active before taking any lease.
+            registration.arn().await?;
+        }
         info!(table = self.table.name(), "worker started");
         let mut next_scan = Instant::now();
         let mut next_renew = Instant::now() + self.cfg.renew_interval;
@@ -632,6 +656,7 @@ where
             worker: self.me.clone(),
             shard_id: shard_id.clone(),
             lease: lease.clone(),
+            fan_out: self.fan_out.clone(),
         };
         let processor = (self.processors)(&key);
         let span = tracing::info_span!("shard", shard_id = %key);
@@ -711,6 +736,12 @@ where
         let left: Vec<String> = self.held.keys().cloned().collect();
         for key in left {
             self.on_exit(key, Exit::Failed).await;
+        }
+        if let (Some(registration), Some((fan_out, _))) = (&self.fan_out, self.cfg.fan_out())
+            && fan_out.deregister_on_shutdown
+            && let Err(error) = registration.deregister().await
+        {
+            warn!(%error, "deregistering the stream consumer failed");
         }
         info!("worker stopped");
         Ok(())

@@ -1,0 +1,660 @@
+//! Enhanced fan-out retrieval: the stream consumer's registration, shared by the worker's
+//! shards, and a task per shard that keeps a `SubscribeToShard` subscription open and hands the
+//! shard's task the same batches polling does.
+//!
+//! ```text
+//!  Registration (one per worker): DescribeStreamConsumer ─ absent ─► RegisterStreamConsumer
+//!                                  └──── poll until ACTIVE (or the register timeout) ◄──┘
+//!
+//!  per shard:  subscribe(position) ──► events ──► unpack ──► wait for read-ahead budget ──► processor
+//!                 ▲                      │ each event moves `position` to its continuation
+//!                 └── session end (5 min), silence, dropped connection, ResourceInUse (backoff)
+//!  shard end:  continuation null, or ChildShards in an event without records, or the shard gone
+//! ```
+//!
+//! **Position and duplicates.** A subscription is started again from the continuation sequence
+//! number of the last event received: `AFTER_SEQUENCE_NUMBER` once a Kinesis record was
+//! received, `AT_SEQUENCE_NUMBER` before (so that nothing is skipped whatever the continuation
+//! points at). Events already received sit in the shard's read-ahead until processed, so no
+//! record is skipped; a record at or before the last one handed out is dropped rather than
+//! delivered again, so a subscription that restarts replays nothing. The only duplicates are
+//! those of any failover: records after the last checkpoint.
+//!
+//! **Flow control.** The next event is read only once the previous one fits in the shard's
+//! read-ahead (records and bytes, as for polling); until then the HTTP/2 flow-control window
+//! (or TCP) holds the service back.
+
+use std::{sync::Arc, time::Duration, time::SystemTime};
+
+use aws_sdk_kinesis::{
+    Client,
+    primitives::DateTime,
+    types::{ConsumerStatus, ShardIteratorType, StartingPosition, SubscribeToShardEventStream},
+};
+use kinesis_aggregation::{HashKeyRange, StreamRecord};
+use tokio::{
+    sync::{Mutex, mpsc},
+    time::Instant,
+};
+use tracing::{debug, info, warn};
+
+use crate::{
+    checkpoint::Checkpoint,
+    error::Error,
+    kinesis::{self, within},
+    lineage::ChildShard,
+    metrics as m,
+    retrieval::{Budgets, Fetch, Unpacker, backoff},
+    sdk_error::CallFailure,
+};
+
+/// The stream consumer of one worker: found or registered once, shared by its shards, and
+/// looked up again when a subscription says it is gone.
+pub(crate) struct Registration {
+    client: Client,
+    stream: String,
+    name: String,
+    timeout: Duration,
+    call_timeout: Duration,
+    arn: Mutex<Option<String>>,
+}
+
+/// What `DescribeStreamConsumer` said about a consumer.
+enum Found {
+    Active(String),
+    Creating,
+    Deleting,
+    Absent,
+}
+
+impl Registration {
+    pub(crate) fn new(
+        client: Client,
+        stream: String,
+        name: String,
+        timeout: Duration,
+        call_timeout: Duration,
+    ) -> Self {
+        Registration {
+            client,
+            stream,
+            name,
+            timeout,
+            call_timeout,
+            arn: Mutex::new(None),
+        }
+    }
+
+    /// The consumer's ARN, registering the consumer and waiting until it is `ACTIVE` the first
+    /// time.
+    pub(crate) async fn arn(&self) -> Result<String, Error> {
+        let mut arn = self.arn.lock().await;
+        if let Some(known) = &*arn {
+            return Ok(known.clone());
+        }
+        let fresh = self.ensure().await?;
+        *arn = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// `stale` was found deleted or not active: find the consumer again, registering it anew if
+    /// it is gone. Shards that find the same stale ARN wait for one lookup.
+    pub(crate) async fn replace(&self, stale: &str) -> Result<String, Error> {
+        let mut arn = self.arn.lock().await;
+        if let Some(known) = &*arn
+            && known != stale
+        {
+            return Ok(known.clone());
+        }
+        *arn = None;
+        let fresh = self.ensure().await?;
+        *arn = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Whether the consumer `arn` still exists and is `ACTIVE` (`Ok(true)`), or not.
+    pub(crate) async fn is_active(&self, arn: &str) -> Result<bool, CallFailure> {
+        let answer = within(
+            self.call_timeout,
+            self.client
+                .describe_stream_consumer()
+                .consumer_arn(arn)
+                .send(),
+        )
+        .await;
+        match answer {
+            Ok(output) => Ok(output
+                .consumer_description
+                .is_some_and(|d| d.consumer_status == ConsumerStatus::Active)),
+            Err(failure) if failure.code == "ResourceNotFoundException" => Ok(false),
+            Err(failure) => Err(failure),
+        }
+    }
+
+    /// Deregisters the consumer (on shutdown, when asked).
+    pub(crate) async fn deregister(&self) -> Result<(), Error> {
+        let Some(arn) = self.arn.lock().await.take() else {
+            return Ok(());
+        };
+        match within(
+            self.call_timeout,
+            self.client
+                .deregister_stream_consumer()
+                .consumer_arn(&arn)
+                .send(),
+        )
+        .await
+        {
+            Ok(_) => {
+                info!(consumer = %self.name, "stream consumer deregistered");
+                Ok(())
+            }
+            Err(failure) if failure.code == "ResourceNotFoundException" => Ok(()),
+            Err(failure) => Err(self.failed("DeregisterStreamConsumer", failure)),
+        }
+    }
+
+    fn failed(&self, operation: &'static str, failure: CallFailure) -> Error {
+        Error::Kinesis {
+            operation,
+            stream: self.stream.clone(),
+            code: failure.code,
+            retryable: failure.retryable,
+            source: Some(failure.source),
+        }
+    }
+
+    /// Finds the consumer, registers it if absent, and waits until it is `ACTIVE`.
+    async fn ensure(&self) -> Result<String, Error> {
+        let started = Instant::now();
+        let deadline = started + self.timeout;
+        let mut delays = backoff(Duration::from_millis(200), Duration::from_secs(3));
+        let mut status: String;
+        let mut stream_arn: Option<String> = None;
+        loop {
+            match self.step(&mut stream_arn).await {
+                Ok(Found::Active(arn)) => {
+                    info!(consumer = %self.name, %arn, "stream consumer active");
+                    return Ok(arn);
+                }
+                Ok(Found::Creating) => status = "CREATING".to_owned(),
+                Ok(Found::Deleting) => status = "DELETING".to_owned(),
+                Ok(Found::Absent) => {
+                    status = "absent".to_owned();
+                    // Registering an absent consumer; the next look sees it creating.
+                    if let Some(arn) = &stream_arn {
+                        self.register(arn, &mut status).await?;
+                    }
+                }
+                Err((operation, failure)) if failure.retryable => {
+                    debug!(operation, code = %failure.code, "stream consumer lookup failed; trying again");
+                    status = failure.code;
+                }
+                Err((operation, failure)) => return Err(self.failed(operation, failure)),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::ConsumerNotActive {
+                    consumer: self.name.clone(),
+                    stream: self.stream.clone(),
+                    waited: now.duration_since(started),
+                    status,
+                });
+            }
+            let delay = delays.next().unwrap_or(Duration::from_secs(3));
+            tokio::time::sleep(delay.min(deadline - now)).await;
+        }
+    }
+
+    /// One look at the consumer (and, the first time, at the stream's ARN).
+    async fn step(
+        &self,
+        stream_arn: &mut Option<String>,
+    ) -> Result<Found, (&'static str, CallFailure)> {
+        let arn = match stream_arn {
+            Some(arn) => arn.clone(),
+            None => {
+                let summary = within(
+                    self.call_timeout,
+                    self.client
+                        .describe_stream_summary()
+                        .stream_name(&self.stream)
+                        .send(),
+                )
+                .await
+                .map_err(|f| ("DescribeStreamSummary", f))?;
+                let arn = summary
+                    .stream_description_summary
+                    .map(|s| s.stream_arn)
+                    .unwrap_or_default();
+                *stream_arn = Some(arn.clone());
+                arn
+            }
+        };
+        let answer = within(
+            self.call_timeout,
+            self.client
+                .describe_stream_consumer()
+                .stream_arn(&arn)
+                .consumer_name(&self.name)
+                .send(),
+        )
+        .await;
+        match answer {
+            Ok(output) => Ok(match output.consumer_description {
+                Some(d) if d.consumer_status == ConsumerStatus::Active => {
+                    Found::Active(d.consumer_arn)
+                }
+                Some(d) if d.consumer_status == ConsumerStatus::Deleting => Found::Deleting,
+                Some(_) => Found::Creating,
+                None => Found::Absent,
+            }),
+            Err(failure) if failure.code == "ResourceNotFoundException" => Ok(Found::Absent),
+            Err(failure) => Err(("DescribeStreamConsumer", failure)),
+        }
+    }
+
+    async fn register(&self, stream_arn: &str, status: &mut String) -> Result<(), Error> {
+        let answer = within(
+            self.call_timeout,
+            self.client
+                .register_stream_consumer()
+                .stream_arn(stream_arn)
+                .consumer_name(&self.name)
+                .send(),
+        )
+        .await;
+        match answer {
+            Ok(_) => {
+                metrics::counter!(m::FAN_OUT_REGISTRATIONS, "stream" => self.stream.clone())
+                    .increment(1);
+                info!(consumer = %self.name, "stream consumer registered");
+                Ok(())
+            }
+            // Registered meanwhile by another worker, or still being deleted: look again.
+            Err(failure) if failure.code == "ResourceInUseException" => Ok(()),
+            // Too many consumers or registrations at once: wait and look again.
+            Err(failure) if failure.retryable => {
+                debug!(code = %failure.code, "registering the stream consumer failed; trying again");
+                *status = failure.code;
+                Ok(())
+            }
+            Err(failure) => Err(self.failed("RegisterStreamConsumer", failure)),
+        }
+    }
+}
+
+/// What a subscriber needs.
+pub(crate) struct Subscriber {
+    pub(crate) client: Client,
+    pub(crate) registration: Arc<Registration>,
+    pub(crate) stream: String,
+    pub(crate) shard_id: Arc<str>,
+    pub(crate) range: Option<HashKeyRange>,
+    pub(crate) start: Checkpoint,
+    pub(crate) timestamp: Option<SystemTime>,
+    pub(crate) prefetch_records: usize,
+    pub(crate) prefetch_bytes: usize,
+    pub(crate) call_timeout: Duration,
+    pub(crate) silence: Duration,
+}
+
+/// Starts subscribing; batches arrive on the returned channel until the shard ends, reading
+/// fails, or the receiver is dropped. Aborting the task closes the subscription.
+pub(crate) fn spawn(
+    subscriber: Subscriber,
+) -> (mpsc::Receiver<Fetch>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(2);
+    let span = tracing::debug_span!("fan_out", shard_id = %subscriber.shard_id);
+    let task = tokio::spawn(tracing::Instrument::instrument(read(subscriber, tx), span));
+    (rx, task)
+}
+
+/// Where a subscription starts.
+#[derive(Clone, Debug)]
+enum Position {
+    Checkpoint(Checkpoint),
+    At(String),
+    After(String),
+}
+
+impl Position {
+    fn to_sdk(&self, timestamp: Option<SystemTime>) -> Result<StartingPosition, Error> {
+        let builder = StartingPosition::builder();
+        let builder = match self {
+            Position::At(sequence) => builder
+                .r#type(ShardIteratorType::AtSequenceNumber)
+                .sequence_number(sequence),
+            Position::After(sequence) => builder
+                .r#type(ShardIteratorType::AfterSequenceNumber)
+                .sequence_number(sequence),
+            Position::Checkpoint(Checkpoint::At {
+                sequence_number, ..
+            }) => builder
+                .r#type(ShardIteratorType::AtSequenceNumber)
+                .sequence_number(sequence_number.as_str()),
+            Position::Checkpoint(Checkpoint::TrimHorizon | Checkpoint::ShardEnd) => {
+                builder.r#type(ShardIteratorType::TrimHorizon)
+            }
+            Position::Checkpoint(Checkpoint::Latest) => builder.r#type(ShardIteratorType::Latest),
+            Position::Checkpoint(Checkpoint::AtTimestamp) => match timestamp {
+                Some(at) => builder
+                    .r#type(ShardIteratorType::AtTimestamp)
+                    .timestamp(DateTime::from(at)),
+                None => builder.r#type(ShardIteratorType::TrimHorizon),
+            },
+        };
+        builder.build().map_err(|e| Error::Kinesis {
+            operation: "SubscribeToShard",
+            stream: String::new(),
+            code: "InvalidStartingPosition".to_owned(),
+            retryable: false,
+            source: Some(Box::new(e)),
+        })
+    }
+}
+
+/// Why a subscription ended.
+enum Ended {
+    /// The service closed it (every 5 minutes).
+    Closed,
+    /// Nothing arrived for the silence timeout.
+    Silent,
+    /// The shard ended.
+    ShardEnd(Option<Vec<ChildShard>>),
+    /// The receiver was dropped: stop.
+    Stop,
+    Failed(CallFailure),
+}
+
+/// What to do about a failure.
+enum Next {
+    Retry { reason: &'static str, wait: bool },
+    End,
+    Fail(Error),
+}
+
+struct Counters {
+    events: metrics::Counter,
+    records: metrics::Counter,
+    bytes: metrics::Counter,
+    labels: [(&'static str, String); 2],
+}
+
+impl Counters {
+    fn resubscribed(&self, reason: &'static str) {
+        let [stream, shard] = &self.labels;
+        metrics::counter!(m::FAN_OUT_RESUBSCRIPTIONS, "stream" => stream.1.clone(),
+            "shard_id" => shard.1.clone(), "reason" => reason)
+        .increment(1);
+    }
+
+    fn error(&self, failure: &CallFailure) {
+        let [stream, shard] = &self.labels;
+        metrics::counter!(m::READ_ERRORS, "stream" => stream.1.clone(),
+            "shard_id" => shard.1.clone(), "error_code" => failure.code.clone())
+        .increment(1);
+    }
+}
+
+fn delays() -> impl Iterator<Item = Duration> {
+    backoff(Duration::from_millis(500), Duration::from_secs(5))
+}
+
+async fn read(sub: Subscriber, tx: mpsc::Sender<Fetch>) {
+    let budgets = Budgets::new(
+        sub.prefetch_records,
+        sub.prefetch_bytes,
+        &sub.stream,
+        &sub.shard_id,
+    );
+    let labels = [
+        ("stream", sub.stream.clone()),
+        ("shard_id", sub.shard_id.to_string()),
+    ];
+    let counters = Counters {
+        events: metrics::counter!(m::FAN_OUT_EVENTS, &labels),
+        records: metrics::counter!(m::FAN_OUT_RECORDS, &labels),
+        bytes: metrics::counter!(m::FAN_OUT_BYTES, &labels),
+        labels,
+    };
+    let mut unpacker = Unpacker::new(sub.range, &sub.start);
+    let mut position = Position::Checkpoint(sub.start.clone());
+    let mut received_records = false;
+    let mut delays = delays();
+    // Consecutive ResourceInUse answers: after a few, the consumer itself is looked at.
+    let mut in_use = 0u32;
+    loop {
+        let arn = match sub.registration.arn().await {
+            Ok(arn) => arn,
+            Err(error) if error.is_retryable() => {
+                warn!(%error, "the stream consumer is not available; trying again");
+                tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))).await;
+                continue;
+            }
+            Err(error) => {
+                let _ = tx.send(Fetch::Failed(error)).await;
+                return;
+            }
+        };
+        let ended = match subscribe(&sub, &arn, &position).await {
+            Err(failure) => Ended::Failed(failure),
+            Ok(mut events) => {
+                // Whatever this subscription replays of what was handed out is dropped.
+                unpacker.skip_delivered();
+                loop {
+                    let next = tokio::time::timeout(sub.silence, events.recv()).await;
+                    let event = match next {
+                        Err(_) => break Ended::Silent,
+                        Ok(Ok(None)) => break Ended::Closed,
+                        Ok(Err(error)) => {
+                            break Ended::Failed(CallFailure::from_event_stream(error));
+                        }
+                        Ok(Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(event)))) => {
+                            event
+                        }
+                        // An event type this version does not know: nothing to deliver.
+                        Ok(Ok(Some(_))) => continue,
+                    };
+                    delays = self::delays();
+                    in_use = 0;
+                    counters.events.increment(1);
+                    counters.records.increment(event.records.len() as u64);
+                    counters.bytes.increment(
+                        event
+                            .records
+                            .iter()
+                            .map(|r| r.data.as_ref().len() as u64)
+                            .sum(),
+                    );
+                    let had_records = !event.records.is_empty();
+                    received_records |= had_records;
+                    let children = event
+                        .child_shards
+                        .filter(|c| !c.is_empty())
+                        .map(|c| c.into_iter().map(kinesis::child_shard).collect::<Vec<_>>());
+                    let unpacked = unpacker
+                        .unpack(event.records.into_iter().map(StreamRecord::from).collect());
+                    if !unpacked.records.is_empty() || unpacked.outside_range > 0 {
+                        let batch = Fetch::Batch {
+                            _budget: budgets.take(&unpacked.records).await,
+                            records: unpacked.records,
+                            outside_range: unpacked.outside_range,
+                            millis_behind_latest: Some(event.millis_behind_latest),
+                        };
+                        if tx.send(batch).await.is_err() {
+                            break Ended::Stop;
+                        }
+                    }
+                    let continuation = event.continuation_sequence_number;
+                    // The service's shard end: no continuation (children named or not).
+                    if continuation.is_empty() {
+                        break Ended::ShardEnd(children);
+                    }
+                    // A stand-in's variant names the children in every event once the shard is
+                    // closed: the end is the first such event that has no records left.
+                    if children.is_some() && !had_records {
+                        break Ended::ShardEnd(children);
+                    }
+                    position = if received_records {
+                        Position::After(continuation)
+                    } else {
+                        Position::At(continuation)
+                    };
+                }
+            }
+        };
+        let next = match ended {
+            Ended::Stop => return,
+            Ended::ShardEnd(children) => {
+                debug!(children = children.as_ref().map(Vec::len), "shard ended");
+                let _ = tx.send(Fetch::End { children }).await;
+                return;
+            }
+            Ended::Closed => Next::Retry {
+                reason: "session_end",
+                wait: false,
+            },
+            Ended::Silent => {
+                warn!(silence = ?sub.silence, "subscription silent; subscribing again");
+                Next::Retry {
+                    reason: "silent",
+                    wait: false,
+                }
+            }
+            Ended::Failed(failure) => {
+                counters.error(&failure);
+                on_failure(&sub, &arn, failure, &mut in_use).await
+            }
+        };
+        match next {
+            Next::Retry { reason, wait } => {
+                counters.resubscribed(reason);
+                if wait {
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            Next::End => {
+                let _ = tx.send(Fetch::End { children: None }).await;
+                return;
+            }
+            Next::Fail(error) => {
+                let _ = tx.send(Fetch::Failed(error)).await;
+                return;
+            }
+        }
+    }
+}
+
+type Events = aws_sdk_kinesis::primitives::event_stream::EventReceiver<
+    SubscribeToShardEventStream,
+    aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError,
+>;
+
+async fn subscribe(
+    sub: &Subscriber,
+    arn: &str,
+    position: &Position,
+) -> Result<Events, CallFailure> {
+    let starting = position
+        .to_sdk(sub.timestamp)
+        .map_err(|error| CallFailure {
+            code: "InvalidStartingPosition".to_owned(),
+            retryable: false,
+            source: Box::new(error),
+        })?;
+    debug!(?position, "subscribing");
+    let output = within(
+        sub.call_timeout,
+        sub.client
+            .subscribe_to_shard()
+            .consumer_arn(arn)
+            .shard_id(sub.shard_id.as_ref())
+            .starting_position(starting)
+            .send(),
+    )
+    .await?;
+    Ok(output.event_stream)
+}
+
+/// Decides what a failed subscription (or a failure mid-stream) calls for.
+async fn on_failure(sub: &Subscriber, arn: &str, failure: CallFailure, in_use: &mut u32) -> Next {
+    match failure.code.as_str() {
+        "ResourceInUseException" => {
+            // A previous subscription still open (it closes within seconds), or a consumer that
+            // is not active: after a few in a row, look at the consumer.
+            *in_use += 1;
+            if in_use.is_multiple_of(3) && consumer_gone(sub, arn).await {
+                return replaced(sub, arn).await;
+            }
+            Next::Retry {
+                reason: "resource_in_use",
+                wait: true,
+            }
+        }
+        "ResourceNotFoundException" => {
+            // The consumer or the shard. A deleted consumer is registered again; a shard that
+            // is no longer listed, or is closed, has ended.
+            if consumer_gone(sub, arn).await {
+                return replaced(sub, arn).await;
+            }
+            match kinesis::list_shards(&sub.client, &sub.stream, sub.call_timeout).await {
+                Ok(shards) => match shards.iter().find(|s| s.id == *sub.shard_id) {
+                    Some(shard) if !shard.closed => Next::Retry {
+                        reason: "not_found",
+                        wait: true,
+                    },
+                    _ => {
+                        warn!(
+                            "shard not found by SubscribeToShard and closed or gone; treated as ended"
+                        );
+                        Next::End
+                    }
+                },
+                Err(_) => Next::Retry {
+                    reason: "not_found",
+                    wait: true,
+                },
+            }
+        }
+        code if code.contains("Throttl") || code == "LimitExceededException" => Next::Retry {
+            reason: "throttled",
+            wait: true,
+        },
+        _ if failure.retryable => {
+            debug!(code = %failure.code, "subscription failed; subscribing again");
+            Next::Retry {
+                reason: "connection",
+                wait: true,
+            }
+        }
+        _ => Next::Fail(Error::Kinesis {
+            operation: "SubscribeToShard",
+            stream: sub.stream.clone(),
+            code: failure.code,
+            retryable: false,
+            source: Some(failure.source),
+        }),
+    }
+}
+
+/// Whether the consumer `arn` is deleted or not active (a failed look counts as present).
+async fn consumer_gone(sub: &Subscriber, arn: &str) -> bool {
+    matches!(sub.registration.is_active(arn).await, Ok(false))
+}
+
+async fn replaced(sub: &Subscriber, arn: &str) -> Next {
+    warn!(consumer_arn = %arn, "the stream consumer is gone or not active; finding it again");
+    match sub.registration.replace(arn).await {
+        Ok(_) => Next::Retry {
+            reason: "consumer_missing",
+            wait: false,
+        },
+        Err(error) if error.is_retryable() => Next::Retry {
+            reason: "consumer_missing",
+            wait: true,
+        },
+        Err(error) => Next::Fail(error),
+    }
+}

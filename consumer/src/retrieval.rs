@@ -1,0 +1,298 @@
+//! What polling and fan-out retrieval share: the batches they hand a shard's task, the read-ahead
+//! budget those batches hold until processed, and the unpacking of Kinesis records into the user
+//! records a processor sees.
+
+use std::{cmp::Ordering, sync::Arc, time::Duration};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use kinesis_aggregation::{HashKeyCache, HashKeyRange, StreamRecord, deaggregate};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::{
+    checkpoint::{Checkpoint, SequenceNumber},
+    error::Error,
+    lineage::ChildShard,
+    metrics as m,
+    processor::Record,
+};
+
+/// What a reader hands the shard's task.
+pub(crate) enum Fetch {
+    /// Records, with the read-ahead budget they hold until processed.
+    Batch {
+        records: Vec<Record>,
+        outside_range: usize,
+        millis_behind_latest: Option<i64>,
+        _budget: Budget,
+    },
+    /// The shard was read to its end; the children when the service named them.
+    End { children: Option<Vec<ChildShard>> },
+    /// Reading cannot go on (an error retrying cannot fix).
+    Failed(Error),
+}
+
+/// The read-ahead of one shard, bounded in records and bytes: a reader waits for budget before
+/// handing a batch over, so it reads no faster than the processor consumes.
+pub(crate) struct Budgets {
+    records: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    max_records: usize,
+    max_bytes: usize,
+    held_records: metrics::Gauge,
+    held_bytes: metrics::Gauge,
+}
+
+/// Read-ahead budget held by a batch until it is processed (dropped).
+pub(crate) struct Budget {
+    _records: Option<OwnedSemaphorePermit>,
+    _bytes: Option<OwnedSemaphorePermit>,
+    records: usize,
+    bytes: usize,
+    held_records: metrics::Gauge,
+    held_bytes: metrics::Gauge,
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        self.held_records.decrement(self.records as f64);
+        self.held_bytes.decrement(self.bytes as f64);
+    }
+}
+
+impl Budgets {
+    pub(crate) fn new(max_records: usize, max_bytes: usize, stream: &str, shard_id: &str) -> Self {
+        let labels = [
+            ("stream", stream.to_owned()),
+            ("shard_id", shard_id.to_owned()),
+        ];
+        Budgets {
+            records: Arc::new(Semaphore::new(max_records)),
+            bytes: Arc::new(Semaphore::new(max_bytes)),
+            max_records,
+            max_bytes,
+            held_records: metrics::gauge!(m::PREFETCHED_RECORDS, &labels),
+            held_bytes: metrics::gauge!(m::PREFETCHED_BYTES, &labels),
+        }
+    }
+
+    /// Waits until `records` fit in the read-ahead (a batch larger than the whole budget waits
+    /// for all of it, so at most one such batch is held).
+    pub(crate) async fn take(&self, records: &[Record]) -> Budget {
+        let count = records.len();
+        let bytes: usize = records
+            .iter()
+            .map(|r| r.data.len() + r.partition_key.len())
+            .sum();
+        let budget = Budget {
+            _records: take(&self.records, count, self.max_records).await,
+            _bytes: take(&self.bytes, bytes, self.max_bytes).await,
+            records: count,
+            bytes,
+            held_records: self.held_records.clone(),
+            held_bytes: self.held_bytes.clone(),
+        };
+        self.held_records.increment(count as f64);
+        self.held_bytes.increment(bytes as f64);
+        budget
+    }
+}
+
+async fn take(
+    budget: &Arc<Semaphore>,
+    amount: usize,
+    total: usize,
+) -> Option<OwnedSemaphorePermit> {
+    let amount = u32::try_from(amount.min(total)).unwrap_or(u32::MAX);
+    if amount == 0 {
+        return None;
+    }
+    budget.clone().acquire_many_owned(amount).await.ok()
+}
+
+/// Turns the Kinesis records of one shard, in order, into the user records to deliver: it
+/// deaggregates, skips user records of aggregates whose hash key lies outside the shard's range,
+/// and skips records at or before a position already delivered or checkpointed.
+pub(crate) struct Unpacker {
+    range: Option<HashKeyRange>,
+    hash_keys: HashKeyCache,
+    /// Records at or before this are not delivered (again). Cleared at the first record after
+    /// it: records arrive in order, so none after that can be at or before it.
+    done_through: Option<(SequenceNumber, u64)>,
+    /// The last record handed out.
+    last: Option<(Arc<str>, u64)>,
+}
+
+/// One call's unpacked records.
+pub(crate) struct Unpacked {
+    pub(crate) records: Vec<Record>,
+    pub(crate) outside_range: usize,
+    /// Records skipped because they were delivered or checkpointed already.
+    pub(crate) replayed: usize,
+}
+
+impl Unpacker {
+    /// Starts at `start`: with a checkpoint at a sequence number, the user records at or before
+    /// it are skipped (this resumes inside an aggregate).
+    pub(crate) fn new(range: Option<HashKeyRange>, start: &Checkpoint) -> Self {
+        let done_through = match start {
+            Checkpoint::At {
+                sequence_number,
+                sub_sequence_number,
+            } => Some((sequence_number.clone(), *sub_sequence_number)),
+            _ => None,
+        };
+        Unpacker {
+            range,
+            hash_keys: HashKeyCache::default(),
+            done_through,
+            last: None,
+        }
+    }
+
+    /// Skips, from now on, anything at or before the last record handed out: for a reader that
+    /// starts reading again from a position the service chose (a new subscription).
+    pub(crate) fn skip_delivered(&mut self) {
+        if let Some((sequence, sub)) = &self.last
+            && let Ok(sequence) = SequenceNumber::parse(sequence)
+        {
+            self.done_through = Some((sequence, *sub));
+        }
+    }
+
+    pub(crate) fn unpack(&mut self, stream_records: Vec<StreamRecord>) -> Unpacked {
+        let mut out = Unpacked {
+            records: Vec::new(),
+            outside_range: 0,
+            replayed: 0,
+        };
+        for stream_record in stream_records {
+            // How much of this Kinesis record was delivered already: none, all, or the user
+            // records up to a subsequence number.
+            let mut done_sub: Option<u64> = None;
+            if let Some((done_sequence, sub)) = &self.done_through {
+                // A sequence number that is not a number cannot be compared: deliver the record
+                // rather than lose it.
+                match SequenceNumber::parse(&stream_record.sequence_number)
+                    .map(|s| s.cmp(done_sequence))
+                {
+                    Ok(Ordering::Less) => {
+                        out.replayed += deaggregate(stream_record).len();
+                        continue;
+                    }
+                    Ok(Ordering::Equal) => done_sub = Some(*sub),
+                    Ok(Ordering::Greater) | Err(_) => self.done_through = None,
+                }
+            }
+            for record in deaggregate(stream_record) {
+                if done_sub.is_some_and(|sub| record.sub_sequence_number <= sub) {
+                    out.replayed += 1;
+                    continue;
+                }
+                let inside = !record.aggregated
+                    || self.range.is_none_or(|range| {
+                        range.contains(record.explicit_hash_key.unwrap_or_else(|| {
+                            self.hash_keys.of_partition_key(&record.partition_key)
+                        }))
+                    });
+                if inside {
+                    out.records.push(record);
+                } else {
+                    out.outside_range += 1;
+                }
+            }
+        }
+        if let Some(last) = out.records.last() {
+            self.last = Some((last.sequence_number.clone(), last.sub_sequence_number));
+        }
+        out
+    }
+}
+
+/// Jittered exponential delays between `min` and `max`, without end.
+pub(crate) fn backoff(min: Duration, max: Duration) -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(min)
+        .with_max_delay(max)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use kinesis_aggregation::{AggregationLimits, Aggregator, UserRecord};
+
+    use super::*;
+
+    fn plain(sequence: &str, data: &str) -> StreamRecord {
+        StreamRecord {
+            sequence_number: sequence.to_owned(),
+            partition_key: "pk".to_owned(),
+            explicit_hash_key: None,
+            data: Bytes::from(data.to_owned()),
+            approximate_arrival_timestamp: None,
+        }
+    }
+
+    fn aggregate(sequence: &str, count: usize) -> StreamRecord {
+        let mut aggregator = Aggregator::new(AggregationLimits::default());
+        for i in 0..count {
+            let record = UserRecord::new(format!("key-{i}"), Bytes::from(format!("data-{i}")))
+                .expect("valid record");
+            assert!(aggregator.try_push(record).is_ok(), "fits");
+        }
+        let aggregate = aggregator.finish().expect("built");
+        StreamRecord {
+            sequence_number: sequence.to_owned(),
+            partition_key: aggregate.partition_key.clone(),
+            explicit_hash_key: None,
+            data: aggregate.data,
+            approximate_arrival_timestamp: None,
+        }
+    }
+
+    fn positions(unpacked: &Unpacked) -> Vec<(String, u64)> {
+        unpacked
+            .records
+            .iter()
+            .map(|r| (r.sequence_number.to_string(), r.sub_sequence_number))
+            .collect()
+    }
+
+    #[test]
+    fn resumes_inside_an_aggregate_and_skips_what_came_before() {
+        let start = Checkpoint::at(SequenceNumber::parse("20").expect("number"), 1);
+        let mut unpacker = Unpacker::new(None, &start);
+        let unpacked = unpacker.unpack(vec![
+            plain("10", "old"),
+            aggregate("20", 3),
+            plain("30", "new"),
+        ]);
+        assert_eq!(
+            positions(&unpacked),
+            vec![("20".to_owned(), 2), ("30".to_owned(), 0)]
+        );
+        assert_eq!(unpacked.replayed, 3);
+    }
+
+    #[test]
+    fn skip_delivered_drops_a_replay_after_a_new_start() {
+        let mut unpacker = Unpacker::new(None, &Checkpoint::TrimHorizon);
+        let first = unpacker.unpack(vec![plain("1", "a"), aggregate("2", 2)]);
+        assert_eq!(first.records.len(), 3);
+        unpacker.skip_delivered();
+        // The service starts again at the last record: it is not delivered twice.
+        let again = unpacker.unpack(vec![aggregate("2", 2), plain("3", "b")]);
+        assert_eq!(positions(&again), vec![("3".to_owned(), 0)]);
+        assert_eq!(again.replayed, 2);
+    }
+
+    #[test]
+    fn unparsable_sequence_numbers_are_delivered() {
+        let start = Checkpoint::at(SequenceNumber::parse("5").expect("number"), 0);
+        let mut unpacker = Unpacker::new(None, &start);
+        let unpacked = unpacker.unpack(vec![plain("not-a-number", "x")]);
+        assert_eq!(unpacked.records.len(), 1);
+    }
+}
