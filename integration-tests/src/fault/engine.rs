@@ -28,7 +28,8 @@ pub(crate) fn operation_name(headers: &HeaderMap) -> Option<String> {
 /// Runs one call through the controller's faults; `forward` sends it to the stand-in.
 ///
 /// Returns `Err(ConnectionDropped)` (boxed) to have the front-end close the connection without a
-/// response. Calls without `X-Amz-Target` (health checks) are forwarded untouched and uncounted.
+/// response. A stream fault wraps the forwarded response's body (see [`super::stream`]). Calls
+/// without `X-Amz-Target` (health checks) are forwarded untouched and uncounted.
 pub(crate) async fn apply<F, Fut>(
     controller: &FaultController,
     request: Request<Body>,
@@ -115,12 +116,17 @@ async fn before_forward(
     }
 }
 
+/// Drops the connection if the plan loses the response, or wraps the response's body in the
+/// plan's stream fault, whose deadline starts now.
 fn after_forward(plan: &Plan, response: Response<Body>) -> Result<Response<Body>, BoxError> {
     if plan.drop_after {
         drop(response);
         return Err(Box::new(ConnectionDropped));
     }
-    Ok(response)
+    match plan.stream {
+        Some(stream) => Ok(response.map(|body| stream.wrap(body))),
+        None => Ok(response),
+    }
 }
 
 /// Rewrites a successful response's body with `rewrite`; other responses pass unchanged.

@@ -22,7 +22,12 @@
 //!     error response / dropped connection ◀────────┤ (first fired, nothing forwarded)
 //!     PutRecords entries removed ─▶ forward ─▶ error entries spliced back into the response
 //!     forward ─▶ response lost (dropped connection after the call was processed)
+//!     forward ─▶ status and headers sent, body frames passed for a while, then
+//!                stream cut (connection dropped mid-body) or stalled (open and silent)
 //! ```
+//!
+//! The stream faults model a `SubscribeToShard` event stream (an HTTP response that lasts
+//! minutes) failing after it started; see [`Fault::CutStream`] and [`Fault::StallStream`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,6 +40,9 @@ use rand_chacha::ChaCha8Rng;
 pub(crate) mod engine;
 pub mod layer;
 mod put_records;
+mod stream;
+
+use stream::{StreamEnd, StreamPlan};
 
 /// The operation whose entries [`Fault::PutRecordsEntries`] fails.
 pub(crate) const PUT_RECORDS: &str = "PutRecords";
@@ -66,6 +74,15 @@ pub enum Fault {
     Latency(Latency),
     /// Close the connection without a response.
     DropConnection(DropPoint),
+    /// Forward the call and send the response's status and headers; pass its body through for
+    /// this long (from when the response is returned), then fail the body so the connection is
+    /// dropped mid-body. A body that ends sooner ends normally.
+    CutStream(Duration),
+    /// Forward the call and send the response's status and headers; pass its body through for
+    /// this long (from when the response is returned), then send nothing more and never end the
+    /// body: the connection stays open and silent. The stand-in's body is dropped then, so it
+    /// stops producing.
+    StallStream(Duration),
 }
 
 impl Fault {
@@ -87,6 +104,17 @@ impl Fault {
     /// Drop the connection after forwarding: the call was processed, its response is lost.
     pub fn drop_response() -> Self {
         Self::DropConnection(DropPoint::AfterForward)
+    }
+
+    /// Drop the connection `after` the response started (a subscription cut mid-stream).
+    pub fn cut_stream_after(after: Duration) -> Self {
+        Self::CutStream(after)
+    }
+
+    /// Stop sending the response's body `after` it started, keeping the connection open (a
+    /// silent subscription).
+    pub fn stall_stream_after(after: Duration) -> Self {
+        Self::StallStream(after)
     }
 }
 
@@ -456,6 +484,10 @@ pub enum FaultKind {
     DropBeforeForward,
     /// A connection dropped after forwarding.
     DropAfterForward,
+    /// A response body cut mid-stream.
+    CutStream,
+    /// A response body stalled mid-stream.
+    StallStream,
 }
 
 /// One injected fault, as recorded in the controller's history.
@@ -476,6 +508,12 @@ pub enum Injected {
     DropBeforeForward,
     /// The connection was dropped after forwarding.
     DropAfterForward,
+    /// The response body was to be cut this long after the response was returned (it ended
+    /// normally if the stand-in's body ended first).
+    CutStream(Duration),
+    /// The response body was to stall this long after the response was returned (it ended
+    /// normally if the stand-in's body ended first).
+    StallStream(Duration),
 }
 
 impl Injected {
@@ -487,6 +525,8 @@ impl Injected {
             Injected::Latency(_) => FaultKind::Latency,
             Injected::DropBeforeForward => FaultKind::DropBeforeForward,
             Injected::DropAfterForward => FaultKind::DropAfterForward,
+            Injected::CutStream(_) => FaultKind::CutStream,
+            Injected::StallStream(_) => FaultKind::StallStream,
         }
     }
 }
@@ -545,6 +585,18 @@ pub(crate) struct Plan {
     pub(crate) terminal: Option<Terminal>,
     pub(crate) entries: Option<EntryPlan>,
     pub(crate) drop_after: bool,
+    pub(crate) stream: Option<StreamPlan>,
+}
+
+impl Plan {
+    /// Sets the stream fault unless one is set already; returns whether it was set.
+    fn stream_fault(&mut self, end: StreamEnd, after: Duration) -> bool {
+        let first = self.stream.is_none();
+        if first {
+            self.stream = Some(StreamPlan { end, after });
+        }
+        first
+    }
 }
 
 /// A fault that answers the call without forwarding it.
@@ -680,6 +732,8 @@ impl FaultController {
                 Fault::DropConnection(DropPoint::AfterForward) => {
                     fired.push(Injected::DropAfterForward)
                 }
+                Fault::CutStream(after) => fired.push(Injected::CutStream(*after)),
+                Fault::StallStream(after) => fired.push(Injected::StallStream(*after)),
                 Fault::PutRecordsEntries(entries) => {
                     if let Some(total) = entry_count {
                         let failures = entries.choose(total, &mut state.rng);
@@ -694,11 +748,17 @@ impl FaultController {
             }
         }
 
-        // The first error or early drop answers the call: later ones, entry failures and a
-        // late drop do not apply then. Latencies always add up.
+        // The first error or early drop answers the call: later ones, entry failures, a late
+        // drop and stream faults do not apply then. A late drop loses the whole response, so a
+        // stream fault does not apply either. Latencies always add up; the first stream fault
+        // applies.
         let answered_early = fired
             .iter()
             .any(|fault| matches!(fault, Injected::Error(_) | Injected::DropBeforeForward));
+        let response_lost = answered_early
+            || fired
+                .iter()
+                .any(|fault| matches!(fault, Injected::DropAfterForward));
         let mut plan = Plan::default();
         let mut applied = Vec::new();
         for fault in fired {
@@ -736,6 +796,12 @@ impl FaultController {
                     let first = !answered_early && !plan.drop_after;
                     plan.drop_after |= first;
                     first
+                }
+                Injected::CutStream(after) => {
+                    !response_lost && plan.stream_fault(StreamEnd::Cut, *after)
+                }
+                Injected::StallStream(after) => {
+                    !response_lost && plan.stream_fault(StreamEnd::Stall, *after)
                 }
             };
             if apply {
@@ -814,6 +880,58 @@ mod tests {
         assert_eq!(controller.injected(FaultKind::DropBeforeForward), 0);
         assert_eq!(controller.injected(FaultKind::Latency), 2);
         assert_eq!(controller.injected(FaultKind::EntryFailures), 0);
+    }
+
+    #[test]
+    fn stream_faults_compose_with_latency_but_not_with_an_answer_or_a_lost_response() {
+        let ms = Duration::from_millis;
+        let controller = FaultController::new(1);
+        controller.add(FaultRule::on("SubscribeToShard", Fault::latency(ms(10))));
+        controller.add(FaultRule::on(
+            "SubscribeToShard",
+            Fault::stall_stream_after(ms(30)),
+        ));
+        controller.add(FaultRule::on(
+            "SubscribeToShard",
+            Fault::cut_stream_after(ms(20)),
+        ));
+        let answered = controller.add(
+            FaultRule::on(
+                "SubscribeToShard",
+                Fault::Error(ServiceError::internal_failure()),
+            )
+            .first(1),
+        );
+        let lost = controller.add(FaultRule::on("SubscribeToShard", Fault::drop_response()));
+
+        // The error answers the call: no stream fault (nor late drop) applies.
+        let plan = controller.plan("SubscribeToShard", None);
+        assert!(matches!(plan.terminal, Some(Terminal::Error(_))));
+        assert!(plan.stream.is_none() && !plan.drop_after);
+        controller.remove(answered);
+
+        // The late drop loses the response: no stream fault applies.
+        let plan = controller.plan("SubscribeToShard", None);
+        assert!(plan.drop_after && plan.stream.is_none());
+        controller.remove(lost);
+
+        // The first stream fault applies, after the latency.
+        let plan = controller.plan("SubscribeToShard", None);
+        assert_eq!(plan.latency, ms(10));
+        assert_eq!(
+            plan.stream,
+            Some(StreamPlan {
+                end: StreamEnd::Stall,
+                after: ms(30)
+            })
+        );
+        assert_eq!(controller.injected(FaultKind::StallStream), 1);
+        assert_eq!(controller.injected(FaultKind::CutStream), 0);
+        assert_eq!(controller.injected(FaultKind::Latency), 3);
+        assert_eq!(
+            kinds(&controller)[4..],
+            [(3, FaultKind::Latency), (3, FaultKind::StallStream)]
+        );
     }
 
     #[test]
