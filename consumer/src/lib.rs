@@ -3,8 +3,8 @@
 //! faster failover, balancing that moves several leases at once without duplicates, and
 //! resharding handled parents first.
 //!
-//! Retrieval is polling (`GetRecords`); enhanced fan-out is being added beside it, behind the same
-//! processor, lease and checkpoint code.
+//! Retrieval is polling (`GetRecords`) or enhanced fan-out (`SubscribeToShard`, see
+//! [`Retrieval`]), behind the same processor, lease, checkpoint and lineage code.
 //!
 //! ```text
 //!                 ┌──────────── lease table (DynamoDB, the KCL's schema) ────────────┐
@@ -19,7 +19,7 @@
 //!  │  at, by my clock)         every parent lease is at SHARD_END)                     │
 //!  └──────────────────────────────────────┬──────────────────────────────────────────┘
 //!                                         │ one task per held shard
-//!                      GetRecords ──► deaggregate, keep the shard's hash range ──► processor
+//!      GetRecords or SubscribeToShard ──► deaggregate, keep the shard's hash range ──► processor
 //! ```
 //!
 //! ## Leases without synchronized clocks

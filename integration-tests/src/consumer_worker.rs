@@ -16,8 +16,9 @@
 //! ```
 //!
 //! Arguments: `--kinesis URL --dynamodb URL --stream S --application A --worker-id W
-//! [--failover-ms N] [--scan-ms N] [--renew-ms N] [--quiet]`. SIGTERM, or stdin reaching its end, shuts the
-//! worker down gracefully.
+//! [--failover-ms N] [--scan-ms N] [--renew-ms N] [--quiet] [--fan-out]`. `--fan-out` reads with
+//! enhanced fan-out (the stream consumer is named after the application) instead of polling.
+//! SIGTERM, or stdin reaching its end, shuts the worker down gracefully.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -25,7 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kinesis_consumer::{
-    Batch, Checkpointer, Consumer, Error as ConsumerError, InitialPosition, ShardProcessor, Start,
+    Batch, Checkpointer, Consumer, Error as ConsumerError, FanOut, InitialPosition, Retrieval,
+    ShardProcessor, Start,
 };
 use tokio::io::AsyncReadExt;
 
@@ -102,10 +104,14 @@ pub async fn run(args: impl IntoIterator<Item = String>) -> Result<(), BoxError>
     let (mut kinesis, mut dynamodb, mut stream, mut application, mut worker) =
         (None, None, None, None, None);
     let (mut failover, mut scan, mut renew) = (10_000u64, 2_000u64, 4_000u64);
-    let mut quiet = false;
+    let (mut quiet, mut fan_out) = (false, false);
     while let Some(flag) = args.next() {
         if flag == "--quiet" {
             quiet = true;
+            continue;
+        }
+        if flag == "--fan-out" {
+            fan_out = true;
             continue;
         }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -142,6 +148,11 @@ pub async fn run(args: impl IntoIterator<Item = String>) -> Result<(), BoxError>
     .failover_time(Duration::from_millis(failover))
     .scan_interval(Duration::from_millis(scan))
     .renew_interval(Duration::from_millis(renew))
+    .retrieval(if fan_out {
+        Retrieval::FanOut(FanOut::new())
+    } else {
+        Retrieval::Polling
+    })
     .build()?
     .spawn();
 

@@ -1,6 +1,7 @@
 //! Fleets of workers in separate processes (`consumer-worker`) on a ferrokinesis process and
 //! DynamoDB Local, while records are produced: kill -9, SIGSTOP, balancing with a joining worker,
-//! and graceful shutdown. Every acknowledged record must be processed.
+//! and graceful shutdown. Every acknowledged record must be processed. Failover, balancing and the
+//! graceful handoff are run with polling and with enhanced fan-out retrieval.
 
 #![allow(clippy::unwrap_used)]
 
@@ -25,7 +26,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 type Worker = WorkerProcess;
 
 fn spawn(env: &Env, id: &str) -> Worker {
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "--kinesis",
         &env.kinesis_endpoint,
         "--dynamodb",
@@ -42,6 +43,9 @@ fn spawn(env: &Env, id: &str) -> Worker {
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
+    if env.fan_out {
+        args.push("--fan-out".to_owned());
+    }
     WorkerProcess::spawn(
         std::path::Path::new(env!("CARGO_BIN_EXE_consumer-worker")),
         &args,
@@ -57,9 +61,10 @@ struct Env {
     client: aws_sdk_kinesis::Client,
     stream: String,
     application: String,
+    fan_out: bool,
 }
 
-async fn env(shards: i32) -> Env {
+async fn env(shards: i32, fan_out: bool) -> Env {
     let kinesis = FerrokinesisProcess::spawn(std::process::Command::new(env!(
         "CARGO_BIN_EXE_ferrokinesis-server"
     )))
@@ -76,6 +81,7 @@ async fn env(shards: i32) -> Env {
         client,
         stream,
         application: unique_name("fleet-app"),
+        fan_out,
     }
 }
 
@@ -169,8 +175,17 @@ fn duplicates(seen: &HashMap<String, usize>) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_survivor_resumes_within_failover_plus_3_s() {
+    kill_9(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_kill_9_survivor_resumes_within_failover_plus_3_s() {
+    kill_9(true).await;
+}
+
+async fn kill_9(fan_out: bool) {
     let _serial = SERIAL.lock().await;
-    let env = env(8).await;
+    let env = env(8, fan_out).await;
     let load = produce(&env, 400);
     let mut a = spawn(&env, "worker-a");
     let b = spawn(&env, "worker-b");
@@ -191,7 +206,8 @@ async fn kill_9_survivor_resumes_within_failover_plus_3_s() {
     let resumed = lost.iter().map(|s| held[s]).max().unwrap();
     let took = resumed.duration_since(killed);
     println!(
-        "kill -9 of {}: {} shards resumed by {} after {:.2} s (failover time {:?})",
+        "{}kill -9 of {}: {} shards resumed by {} after {:.2} s (failover time {:?})",
+        if fan_out { "fan-out: " } else { "" },
         a.id,
         lost.len(),
         b.id,
@@ -215,7 +231,7 @@ async fn kill_9_survivor_resumes_within_failover_plus_3_s() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_worker_cannot_checkpoint_and_stops_after_resuming() {
     let _serial = SERIAL.lock().await;
-    let env = env(4).await;
+    let env = env(4, false).await;
     let load = produce(&env, 200);
     let a = spawn(&env, "worker-a");
     let b = spawn(&env, "worker-b");
@@ -267,7 +283,7 @@ async fn a_stopped_worker_cannot_checkpoint_and_stops_after_resuming() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_balance_twelve_shards_and_a_fourth_takes_its_share_without_duplicates() {
     let _serial = SERIAL.lock().await;
-    let env = env(12).await;
+    let env = env(12, false).await;
     let load = produce(&env, 400);
     let first: Vec<Worker> = ["w1", "w2", "w3"]
         .iter()
@@ -292,8 +308,17 @@ async fn three_workers_balance_twelve_shards_and_a_fourth_takes_its_share_withou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_hands_leases_over_without_failover_wait_or_duplicates() {
+    graceful_shutdown(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_graceful_shutdown_and_join_hand_leases_over_without_duplicates() {
+    graceful_shutdown(true).await;
+}
+
+async fn graceful_shutdown(fan_out: bool) {
     let _serial = SERIAL.lock().await;
-    let env = env(4).await;
+    let env = env(4, fan_out).await;
     let load = produce(&env, 200);
     let a = spawn(&env, "worker-a");
     let b = spawn(&env, "worker-b");
@@ -311,7 +336,8 @@ async fn graceful_shutdown_hands_leases_over_without_failover_wait_or_duplicates
     .await;
     let took = asked.elapsed();
     println!(
-        "graceful shutdown: {} shards moved in {:.2} s",
+        "{}graceful shutdown: {} shards moved in {:.2} s",
+        if fan_out { "fan-out: " } else { "" },
         leaving.len(),
         took.as_secs_f64()
     );

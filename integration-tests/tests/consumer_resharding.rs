@@ -1,7 +1,8 @@
 //! Split and merge while two workers consume: every acknowledged record is processed, and no
 //! child shard's record before every parent ended. On ferrokinesis (shard end seen as a missing
 //! next iterator, children found through ListShards) and on kinesis-local (shard end with
-//! `ChildShards`, as Kinesis does).
+//! `ChildShards`, as Kinesis does); and over enhanced fan-out on ferrokinesis (shard end seen as
+//! `ChildShards` in an event without records, its variant of the service's null continuation).
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,9 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kinesis_consumer::{Batch, Checkpointer, Consumer, InitialPosition, ShardProcessor, Start};
+use kinesis_consumer::{
+    Batch, Checkpointer, Consumer, FanOut, InitialPosition, Retrieval, ShardProcessor, Start,
+};
 use kinesis_integration_tests::fixtures::{create_stream, split_then_merge, unique_name};
-use kinesis_integration_tests::{DynamoBackend, DynamoDb, Ferrokinesis, KinesisLocal};
+use kinesis_integration_tests::{
+    DynamoBackend, DynamoDb, Ferrokinesis, FerrokinesisOptions, KinesisLocal,
+};
 use kinesis_producer::{Producer, UserRecord};
 use tokio::time::Instant;
 
@@ -99,6 +104,7 @@ async fn reshard_while_consuming(
     client: aws_sdk_kinesis::Client,
     phase: Duration,
     pause: Duration,
+    retrieval: Retrieval,
 ) {
     let db = DynamoDb::start(DynamoBackend::SharedLocal).await.unwrap();
     let stream = unique_name("consumer-reshard");
@@ -121,6 +127,7 @@ async fn reshard_while_consuming(
             )
             .worker_id(*id)
             .initial_position(InitialPosition::TrimHorizon)
+            .retrieval(retrieval.clone())
             .build()
             .unwrap()
             .spawn()
@@ -239,8 +246,31 @@ async fn split_and_merge_during_consumption_on_ferrokinesis() {
         kinesis.client(),
         Duration::from_secs(2),
         Duration::from_millis(5),
+        Retrieval::Polling,
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_and_merge_during_fan_out_consumption_on_ferrokinesis() {
+    // Short subscriptions: they are renewed several times across the split and merge.
+    let kinesis = Ferrokinesis::start_with(
+        FerrokinesisOptions::new().subscribe_to_shard_session(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap();
+    reshard_while_consuming(
+        kinesis.client(),
+        Duration::from_secs(2),
+        Duration::from_millis(5),
+        Retrieval::FanOut(FanOut::new()),
+    )
+    .await;
+    assert_eq!(
+        kinesis.faults().calls("GetRecords"),
+        0,
+        "fan-out never polls"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,6 +280,7 @@ async fn split_and_merge_during_consumption_on_kinesis_local() {
         kinesis.client(),
         Duration::from_secs(3),
         Duration::from_millis(200),
+        Retrieval::Polling,
     )
     .await;
 }
