@@ -53,6 +53,7 @@ pub mod fault;
 pub mod ferrokinesis_process;
 pub mod fixtures;
 pub mod kinesis_local;
+pub mod metrics_capture;
 pub mod peers;
 pub mod proxy;
 pub mod sdk;

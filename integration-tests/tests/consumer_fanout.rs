@@ -19,12 +19,12 @@ use kinesis_consumer::{
     ShardProcessor, metrics as m,
 };
 use kinesis_integration_tests::fixtures::{create_stream, unique_name};
+use kinesis_integration_tests::metrics_capture::Capture;
 use kinesis_integration_tests::{
     DynamoBackend, DynamoDb, Fault, FaultKind, FaultRule, Ferrokinesis, FerrokinesisOptions,
     KinesisLocal, ServiceError,
 };
 use kinesis_producer::{Producer, UserRecord};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::time::Instant;
 
 /// Every delivery: data -> (shard, sequence, subsequence, deliveries, first processed at).
@@ -218,39 +218,16 @@ async fn wait_for(seen: &Seen, want: usize, within: Duration) {
 }
 
 /// The process-wide metrics recorder (installed once; each test reads its own stream's labels).
-fn snapshotter() -> &'static Snapshotter {
-    static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
-    SNAPSHOTTER.get_or_init(|| {
-        let recorder = DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
-        recorder.install().unwrap();
-        snapshotter
-    })
+fn snapshotter() -> &'static Capture {
+    Capture::global()
 }
 
-/// Sum of the metric `name` for `stream`, over labels matching `label` when given.
+/// The metric `name` (a counter or a gauge) for `stream`, over labels matching `label` when
+/// given.
 fn metric(name: &str, stream: &str, label: Option<(&str, &str)>) -> f64 {
-    let mut total = 0.0;
-    for (key, _, _, value) in snapshotter().snapshot().into_vec() {
-        if key.key().name() != name {
-            continue;
-        }
-        let labels: Vec<(String, String)> = key
-            .key()
-            .labels()
-            .map(|l| (l.key().to_owned(), l.value().to_owned()))
-            .collect();
-        let has = |k: &str, v: &str| labels.iter().any(|(lk, lv)| lk == k && lv == v);
-        if !has("stream", stream) || label.is_some_and(|(k, v)| !has(k, v)) {
-            continue;
-        }
-        total += match value {
-            DebugValue::Counter(n) => n as f64,
-            DebugValue::Gauge(g) => g.into_inner(),
-            DebugValue::Histogram(_) => 0.0,
-        };
-    }
-    total
+    let mut labels = vec![("stream", stream)];
+    labels.extend(label);
+    snapshotter().counter(name, &labels) as f64 + snapshotter().gauge(name, &labels)
 }
 
 fn resubscriptions(stream: &str, reason: &str) -> f64 {
@@ -633,11 +610,20 @@ async fn a_deleted_stream_consumer_is_registered_again_and_deregistered_on_reque
         .send()
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The subscriptions open go on to their end (2 s here); the next ones find the consumer
+    // gone and register it again.
+    sent.extend(produce(&client, &stream, false, "during", 300).await);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = consumers(&client, &stream).await;
+        if now.len() == 1 && now[0].1 != registered[0].1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not registered again: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     sent.extend(produce(&client, &stream, false, "after", 300).await);
     wait_for(&seen, sent.len(), Duration::from_secs(60)).await;
-    let again = consumers(&client, &stream).await;
-    assert_eq!(again.len(), 1, "{again:?}");
     assert_eq!(metric(m::FAN_OUT_REGISTRATIONS, &stream, None), 2.0);
     assert!(resubscriptions(&stream, "consumer_missing") >= 1.0);
 
