@@ -394,9 +394,9 @@ async fn a_slow_processor_keeps_the_read_ahead_within_its_bounds() {
     create_stream(&client, &stream, 1).await.unwrap();
     let application = unique_name("fan-out-app");
     let mut setup = Setup::new(client.clone(), &db, &stream, &application);
-    // About 2,000 records/s at most (200-record events, 100 ms each), against a producer
-    // several times faster.
-    setup.delay = Duration::from_millis(100);
+    // At most 500 records/s (200-record events, 400 ms each), against a stand-in that pushes
+    // up to 1,000 records/s and a producer faster still.
+    setup.delay = Duration::from_millis(400);
     setup.prefetch = Some((500, 64 * 1024));
     let seen = Seen::default();
     let worker = setup.spawn(&seen);
@@ -416,7 +416,7 @@ async fn a_slow_processor_keeps_the_read_ahead_within_its_bounds() {
         })
     };
     let started = Instant::now();
-    let sent = produce(&client, &stream, false, "slow", 12_000).await;
+    let sent = produce(&client, &stream, false, "slow", 6_000).await;
     let produced_in = started.elapsed();
     let behind_when_produced = sent.len() - seen.len();
     wait_for(&seen, sent.len(), Duration::from_secs(60)).await;
@@ -431,10 +431,13 @@ async fn a_slow_processor_keeps_the_read_ahead_within_its_bounds() {
         produced_in.as_secs_f64()
     );
     assert!(
-        behind_when_produced > 2000,
+        behind_when_produced > 2_000,
         "the processor kept up ({behind_when_produced} behind): the test proves nothing"
     );
-    assert!(max_records > 0.0, "the read-ahead gauge was never seen");
+    assert!(
+        max_records > 200.0,
+        "the read-ahead never held more than one event ({max_records}): the bound was not reached"
+    );
     assert!(max_records <= 500.0, "{max_records} records read ahead");
     assert!(max_bytes <= 65_536.0, "{max_bytes} bytes read ahead");
 }
