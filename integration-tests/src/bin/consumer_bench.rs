@@ -7,11 +7,13 @@
 //! (aggregated backlog for the drain, default 1,000,000), `--plain-records N` (default 200,000),
 //! `--idle-seconds S` (the lease-table cost measurement, default 60), `--failover-secs S`
 //! (ours, default 10; kcl-rs keeps its own 10 s), `--only ours|kcl-rs`, `--scenario NAME`
-//! (repeatable: `drain`, `failover`, `balance`, `split`, `cost`; default all).
+//! (repeatable: `drain`, `failover`, `balance`, `split`, `cost`, `latency`, `fan-out-drain`;
+//! default all).
 //!
 //! ```text
 //!  this process ──spawns──▶ workers: ours (this binary re-executed with --worker) or kcl-rs
-//!   (producer, timer,        (peers/consumer_peer.py, polling); same line protocol, CPU from /proc
+//!   (producer, timer,        (peers/consumer_peer.py); polling, or enhanced fan-out in scenarios
+//!                            6 and 7; same line protocol, CPU from /proc
 //!    counting proxy)             │ GetRecords...            │ lease table calls
 //!                                ▼                          ▼
 //!                        ferrokinesis (child process)   counting proxy ─▶ DynamoDB Local (java)
@@ -28,12 +30,18 @@
 //!    start.
 //! 5. **Lease table cost**: 2 idle workers on 8 shards; DynamoDB calls counted at the proxy, per
 //!    lease-hour.
+//! 6. **Latency**: 4 shards, one worker, a record put every 20 ms for 20 s; the time from the
+//!    put's acknowledgement to the record's processing (p50, p99), with polling and with
+//!    enhanced fan-out.
+//! 7. **Drain over fan-out**: scenario 1's backlogs read with enhanced fan-out (kcl-rs in its
+//!    `FANOUT` mode, its default).
 
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -53,7 +61,7 @@ const SERVE_FLAG: &str = "--serve-ferrokinesis";
 const WORKER_FLAG: &str = "--worker";
 const USAGE: &str = "usage: consumer-bench [--records N] [--plain-records N] [--idle-seconds S] \
                      [--failover-secs S] [--only ours|kcl-rs] \
-                     [--scenario drain|failover|balance|split|cost]...";
+                     [--scenario drain|failover|balance|split|cost|latency|fan-out-drain]...";
 
 struct Args {
     records: u64,
@@ -65,7 +73,15 @@ struct Args {
     scenarios: Vec<String>,
 }
 
-const SCENARIOS: [&str; 5] = ["drain", "failover", "balance", "split", "cost"];
+const SCENARIOS: [&str; 7] = [
+    "drain",
+    "failover",
+    "balance",
+    "split",
+    "cost",
+    "latency",
+    "fan-out-drain",
+];
 
 /// Whose worker runs a scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -178,15 +194,32 @@ impl Stage {
         id: &str,
         quiet: bool,
     ) -> Result<WorkerProcess, BoxError> {
+        self.worker_reading(kind, to, id, quiet, false)
+    }
+
+    /// A worker reading with polling, or with enhanced fan-out when `fan_out`.
+    fn worker_reading(
+        &self,
+        kind: Impl,
+        to: &Target<'_>,
+        id: &str,
+        quiet: bool,
+        fan_out: bool,
+    ) -> Result<WorkerProcess, BoxError> {
         let mut command = match kind {
             Impl::Ours => {
                 let mut command = Command::new(&self.exe);
                 command.arg(WORKER_FLAG);
+                if fan_out {
+                    command.arg("--fan-out");
+                }
                 command
             }
             Impl::KclRs => {
                 let mut command = kcl_rs_command()?;
-                command.arg("--polling");
+                if !fan_out {
+                    command.arg("--polling");
+                }
                 command
             }
         };
@@ -219,7 +252,7 @@ impl Results {
 
 async fn run(args: Args) -> Result<(), BoxError> {
     println!(
-        "consumer-bench: kinesis-consumer {} (polling) and {} (polling)",
+        "consumer-bench: kinesis-consumer {} and {} (polling; enhanced fan-out in scenarios 6 and 7)",
         env!("CARGO_PKG_VERSION"),
         KCL_RS
     );
@@ -280,9 +313,9 @@ async fn scenarios(
 ) -> Result<(), BoxError> {
     let wanted = |name: &str| args.scenarios.is_empty() || args.scenarios.iter().any(|s| s == name);
     if wanted("drain") {
-        drain(stage, kind, true, args.records, results).await?;
+        drain(stage, kind, true, args.records, false, results).await?;
         if args.plain_records > 0 {
-            drain(stage, kind, false, args.plain_records, results).await?;
+            drain(stage, kind, false, args.plain_records, false, results).await?;
         }
     }
     if wanted("failover") {
@@ -296,6 +329,16 @@ async fn scenarios(
     }
     if wanted("cost") {
         lease_cost(stage, args, kind, results).await?;
+    }
+    if wanted("latency") {
+        latency(stage, kind, false, results).await?;
+        latency(stage, kind, true, results).await?;
+    }
+    if wanted("fan-out-drain") {
+        drain(stage, kind, true, args.records, true, results).await?;
+        if args.plain_records > 0 {
+            drain(stage, kind, false, args.plain_records, true, results).await?;
+        }
     }
     Ok(())
 }
@@ -388,11 +431,18 @@ async fn drain(
     kind: Impl,
     aggregated: bool,
     records: u64,
+    fan_out: bool,
     results: &mut Results,
 ) -> Result<(), BoxError> {
-    let what = if aggregated { "aggregated" } else { "plain" };
+    let what = match (aggregated, fan_out) {
+        (true, false) => "aggregated",
+        (false, false) => "plain",
+        (true, true) => "aggregated, fan-out",
+        (false, true) => "plain, fan-out",
+    };
     println!(
-        "\n(1) cold start and drain: {} {what} 100-byte records in 4 shards",
+        "\n({}) cold start and drain: {} {what} 100-byte records in 4 shards",
+        if fan_out { 7 } else { 1 },
         thousands(records as f64)
     );
     let stream = unique_name("bench-drain");
@@ -404,7 +454,7 @@ async fn drain(
         application: &unique_name("drain-app"),
     };
     let spawned = Instant::now();
-    let worker = stage.worker(kind, &target, "drainer", true)?;
+    let worker = stage.worker_reading(kind, &target, "drainer", true, fan_out)?;
     let first = until(
         "the first record",
         kind.patience(Duration::from_secs(120)),
@@ -813,5 +863,114 @@ async fn lease_cost(
         format!("{equivalent:.0}"),
     );
     drop((a, b, proxy));
+    Ok(())
+}
+
+// --- 6. latency ------------------------------------------------------------------------------------
+
+/// When each record (by its data) was first reported processed.
+fn processed_at(worker: &WorkerProcess) -> HashMap<String, Instant> {
+    let mut seen = HashMap::new();
+    for (at, line) in worker.lines() {
+        if let Some(rest) = line.strip_prefix("REC ")
+            && let Some(data) = rest.splitn(4, ' ').nth(3)
+        {
+            seen.entry(data.to_owned()).or_insert(at);
+        }
+    }
+    seen
+}
+
+async fn latency(
+    stage: &Stage,
+    kind: Impl,
+    fan_out: bool,
+    results: &mut Results,
+) -> Result<(), BoxError> {
+    const RECORDS: usize = 1_000;
+    let mode = if fan_out { "fan-out" } else { "polling" };
+    let line = format!("latency put to processed ({mode}), p50 / p99 ms");
+    println!(
+        "\n(6) latency, {mode}: 4 shards, one worker, a record every 20 ms ({RECORDS}); from the \
+         put's acknowledgement to the record's processing"
+    );
+    let stream = unique_name("bench-latency");
+    create_stream(&stage.client, &stream, 4).await?;
+    let target = Target {
+        dynamodb: stage.dynamodb.endpoint(),
+        stream: &stream,
+        application: &unique_name("latency-app"),
+    };
+    let worker = stage.worker_reading(kind, &target, "latency", false, fan_out)?;
+    if let Err(problem) = until(
+        "4 shards started",
+        kind.patience(Duration::from_secs(120)),
+        || (worker.held().len() == 4).then_some(()),
+    )
+    .await
+    {
+        println!("  {problem}");
+        results.put(&line, kind, "not measured".to_owned());
+        return Ok(());
+    }
+    // Subscriptions (or the first reads) settle.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let producer = Producer::builder(stage.client.clone(), stream.as_str())
+        .linger(Duration::from_millis(1))
+        .build()
+        .await?;
+    let acked = Arc::new(Mutex::new(HashMap::new()));
+    let mut waiting = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for i in 0..RECORDS {
+        tick.tick().await;
+        let data = format!("lat-{i}");
+        let receipt = producer
+            .put(UserRecord::new(format!("k{i}"), Bytes::from(data.clone()))?)
+            .await?;
+        let acked = acked.clone();
+        waiting.spawn(async move {
+            if receipt.await.is_ok() {
+                let now = Instant::now();
+                acked
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(data, now);
+            }
+        });
+    }
+    waiting.join_all().await;
+    producer.shutdown().await;
+    let acked = std::mem::take(&mut *acked.lock().unwrap_or_else(|e| e.into_inner()));
+    let processed = until("every record processed", Duration::from_secs(120), || {
+        let seen = processed_at(&worker);
+        acked.keys().all(|d| seen.contains_key(d)).then_some(seen)
+    })
+    .await;
+    let processed = match processed {
+        Ok(processed) => processed,
+        Err(problem) => {
+            println!("  {problem}");
+            results.put(&line, kind, "did not finish".to_owned());
+            return Ok(());
+        }
+    };
+    let mut latencies: Vec<f64> = acked
+        .iter()
+        .filter_map(|(data, at)| {
+            processed
+                .get(data)
+                .map(|p| p.saturating_duration_since(*at))
+        })
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    let (p50, p99, max) = (at(0.5), at(0.99), at(1.0));
+    println!(
+        "  {} records: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms",
+        latencies.len()
+    );
+    results.put(&line, kind, format!("{p50:.0} / {p99:.0}"));
     Ok(())
 }
