@@ -168,7 +168,7 @@ impl Registration {
     async fn ensure(&self) -> Result<String, Error> {
         let started = Instant::now();
         let deadline = started + self.timeout;
-        let mut delays = backoff(Duration::from_millis(200), Duration::from_secs(3));
+        let mut delays = backoff(Duration::from_millis(100), Duration::from_secs(2));
         let mut status: String;
         let mut stream_arn: Option<String> = None;
         loop {
@@ -201,7 +201,7 @@ impl Registration {
                     status,
                 });
             }
-            let delay = delays.next().unwrap_or(Duration::from_secs(3));
+            let delay = delays.next().unwrap_or(Duration::from_secs(2));
             tokio::time::sleep(delay.min(deadline - now)).await;
         }
     }
@@ -297,6 +297,8 @@ pub(crate) struct Subscriber {
     pub(crate) prefetch_bytes: usize,
     pub(crate) call_timeout: Duration,
     pub(crate) silence: Duration,
+    /// About the most user records per batch (an event is handed over in batches).
+    pub(crate) batch_size: usize,
 }
 
 /// Starts subscribing; batches arrive on the returned channel until the shard ends, reading
@@ -473,9 +475,14 @@ async fn read(sub: Subscriber, tx: mpsc::Sender<Fetch>) {
                         .child_shards
                         .filter(|c| !c.is_empty())
                         .map(|c| c.into_iter().map(kinesis::child_shard).collect::<Vec<_>>());
-                    let unpacked = unpacker
-                        .unpack(event.records.into_iter().map(StreamRecord::from).collect());
-                    if !unpacked.records.is_empty() || unpacked.outside_range > 0 {
+                    let mut event_records = event.records.into_iter().map(StreamRecord::from);
+                    let mut stopped = false;
+                    while let Some(unpacked) =
+                        unpacker.next_batch(&mut event_records, sub.batch_size)
+                    {
+                        if unpacked.records.is_empty() && unpacked.outside_range == 0 {
+                            continue;
+                        }
                         let batch = Fetch::Batch {
                             _budget: budgets.take(&unpacked.records).await,
                             records: unpacked.records,
@@ -483,8 +490,12 @@ async fn read(sub: Subscriber, tx: mpsc::Sender<Fetch>) {
                             millis_behind_latest: Some(event.millis_behind_latest),
                         };
                         if tx.send(batch).await.is_err() {
-                            break Ended::Stop;
+                            stopped = true;
+                            break;
                         }
+                    }
+                    if stopped {
+                        break Ended::Stop;
                     }
                     let continuation = event.continuation_sequence_number;
                     // The service's shard end: no continuation (children named or not).

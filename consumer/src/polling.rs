@@ -143,8 +143,12 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
         if let Some(last) = fetched.records.last() {
             start = Start::After(last.sequence_number.clone());
         }
-        let unpacked = unpacker.unpack(fetched.records);
-        if !unpacked.records.is_empty() || unpacked.outside_range > 0 {
+        let mut fetched_records = fetched.records.into_iter();
+        let batch_size = usize::try_from(reader.max_records).unwrap_or(usize::MAX);
+        while let Some(unpacked) = unpacker.next_batch(&mut fetched_records, batch_size) {
+            if unpacked.records.is_empty() && unpacked.outside_range == 0 {
+                continue;
+            }
             let batch = Fetch::Batch {
                 _budget: budgets.take(&unpacked.records).await,
                 records: unpacked.records,

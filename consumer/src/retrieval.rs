@@ -122,7 +122,8 @@ pub(crate) struct Unpacker {
     last: Option<(Arc<str>, u64)>,
 }
 
-/// One call's unpacked records.
+/// A batch of unpacked records.
+#[derive(Default)]
 pub(crate) struct Unpacked {
     pub(crate) records: Vec<Record>,
     pub(crate) outside_range: usize,
@@ -159,13 +160,29 @@ impl Unpacker {
         }
     }
 
+    /// Unpacks all of `stream_records` into one batch.
+    #[cfg(test)]
     pub(crate) fn unpack(&mut self, stream_records: Vec<StreamRecord>) -> Unpacked {
-        let mut out = Unpacked {
-            records: Vec::new(),
-            outside_range: 0,
-            replayed: 0,
-        };
-        for stream_record in stream_records {
+        self.next_batch(&mut stream_records.into_iter(), usize::MAX)
+            .unwrap_or_default()
+    }
+
+    /// Unpacks Kinesis records from `stream_records` until the batch holds at least `max` user
+    /// records (an aggregate is not split) or they run out; `None` once they have run out. A
+    /// large answer is handed over in batches as it is unpacked, so the first records reach the
+    /// processor early and the read-ahead budget is taken a batch at a time.
+    pub(crate) fn next_batch(
+        &mut self,
+        stream_records: &mut impl Iterator<Item = StreamRecord>,
+        max: usize,
+    ) -> Option<Unpacked> {
+        let mut out = Unpacked::default();
+        let mut any = false;
+        while out.records.len() < max {
+            let Some(stream_record) = stream_records.next() else {
+                break;
+            };
+            any = true;
             // How much of this Kinesis record was delivered already: none, all, or the user
             // records up to a subsequence number.
             let mut done_sub: Option<u64> = None;
@@ -201,10 +218,13 @@ impl Unpacker {
                 }
             }
         }
+        if !any {
+            return None;
+        }
         if let Some(last) = out.records.last() {
             self.last = Some((last.sequence_number.clone(), last.sub_sequence_number));
         }
-        out
+        Some(out)
     }
 }
 
@@ -286,6 +306,22 @@ mod tests {
         let again = unpacker.unpack(vec![aggregate("2", 2), plain("3", "b")]);
         assert_eq!(positions(&again), vec![("3".to_owned(), 0)]);
         assert_eq!(again.replayed, 2);
+    }
+
+    #[test]
+    fn large_answers_are_handed_over_in_batches_without_splitting_an_aggregate() {
+        let mut unpacker = Unpacker::new(None, &Checkpoint::TrimHorizon);
+        let records = vec![
+            aggregate("1", 3),
+            plain("2", "a"),
+            aggregate("3", 4),
+            plain("4", "b"),
+        ];
+        let mut records = records.into_iter();
+        let sizes: Vec<usize> = std::iter::from_fn(|| unpacker.next_batch(&mut records, 4))
+            .map(|b| b.records.len())
+            .collect();
+        assert_eq!(sizes, vec![4, 4, 1]);
     }
 
     #[test]

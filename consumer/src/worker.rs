@@ -123,7 +123,8 @@ where
         self
     }
 
-    /// Most records per `GetRecords` call (the KCL's `maxRecords`, default 10,000).
+    /// Most records per `GetRecords` call (the KCL's `maxRecords`, default 10,000), and about the
+    /// most user records per batch handed to a processor (an aggregate is not split).
     pub fn max_records(mut self, max: i32) -> Self {
         self.cfg.max_records = max;
         self
@@ -363,9 +364,16 @@ where
         self.table
             .ensure(self.cfg.billing, self.cfg.table_timeout)
             .await?;
-        if let Some(registration) = &self.fan_out {
-            // Wait until the stream consumer is active before taking any lease.
-            registration.arn().await?;
+        if let Some(registration) = self.fan_out.clone() {
+            // Wait until the stream consumer is active before taking any lease (a shutdown
+            // asked meanwhile ends the wait).
+            tokio::select! {
+                found = registration.arn() => { found?; }
+                _ = stop.wait_for(|stop| *stop) => {
+                    info!("worker stopped before the stream consumer was active");
+                    return Ok(());
+                }
+            }
         }
         info!(table = self.table.name(), "worker started");
         let mut next_scan = Instant::now();
