@@ -297,8 +297,6 @@ pub(crate) struct Subscriber {
     pub(crate) prefetch_bytes: usize,
     pub(crate) call_timeout: Duration,
     pub(crate) silence: Duration,
-    /// About the most user records per batch (an event is handed over in batches).
-    pub(crate) batch_size: usize,
 }
 
 /// Starts subscribing; batches arrive on the returned channel until the shard ends, reading
@@ -399,6 +397,9 @@ impl Counters {
     }
 }
 
+/// Most user records in the first batch a subscriber hands over.
+const FIRST_BATCH: usize = 1_000;
+
 fn delays() -> impl Iterator<Item = Duration> {
     backoff(Duration::from_millis(500), Duration::from_secs(5))
 }
@@ -423,6 +424,9 @@ async fn read(sub: Subscriber, tx: mpsc::Sender<Fetch>) {
     let mut unpacker = Unpacker::new(sub.range, &sub.start);
     let mut position = Position::Checkpoint(sub.start.clone());
     let mut received_records = false;
+    // The first event of a backlog can be large (a stand-in sends up to 10,000 aggregates):
+    // its first records are handed over before the rest is unpacked. Later events go whole.
+    let mut batch_size = FIRST_BATCH;
     let mut delays = delays();
     // Consecutive ResourceInUse answers: after a few, the consumer itself is looked at.
     let mut in_use = 0u32;
@@ -477,9 +481,7 @@ async fn read(sub: Subscriber, tx: mpsc::Sender<Fetch>) {
                         .map(|c| c.into_iter().map(kinesis::child_shard).collect::<Vec<_>>());
                     let mut event_records = event.records.into_iter().map(StreamRecord::from);
                     let mut stopped = false;
-                    while let Some(unpacked) =
-                        unpacker.next_batch(&mut event_records, sub.batch_size)
-                    {
+                    while let Some(unpacked) = unpacker.next_batch(&mut event_records, batch_size) {
                         if unpacked.records.is_empty() && unpacked.outside_range == 0 {
                             continue;
                         }
@@ -497,6 +499,7 @@ async fn read(sub: Subscriber, tx: mpsc::Sender<Fetch>) {
                     if stopped {
                         break Ended::Stop;
                     }
+                    batch_size = usize::MAX;
                     let continuation = event.continuation_sequence_number;
                     // The service's shard end: no continuation (children named or not).
                     if continuation.is_empty() {

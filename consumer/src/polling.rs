@@ -144,8 +144,9 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
             start = Start::After(last.sequence_number.clone());
         }
         let mut fetched_records = fetched.records.into_iter();
-        let batch_size = usize::try_from(reader.max_records).unwrap_or(usize::MAX);
-        while let Some(unpacked) = unpacker.next_batch(&mut fetched_records, batch_size) {
+        // One batch per answer, as the KCL: the first read is small already, and answers are at
+        // most 10 MB.
+        while let Some(unpacked) = unpacker.next_batch(&mut fetched_records, usize::MAX) {
             if unpacked.records.is_empty() && unpacked.outside_range == 0 {
                 continue;
             }

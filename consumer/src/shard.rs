@@ -106,7 +106,6 @@ pub(crate) async fn run<P: ShardProcessor>(
             prefetch_bytes: ctx.cfg.prefetch_bytes,
             call_timeout: ctx.cfg.call_timeout,
             silence: fan_out.silence_timeout,
-            batch_size: usize::try_from(ctx.cfg.max_records).unwrap_or(usize::MAX),
         }),
         _ => polling::spawn(Reader {
             client: ctx.kinesis.clone(),

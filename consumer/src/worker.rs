@@ -123,8 +123,7 @@ where
         self
     }
 
-    /// Most records per `GetRecords` call (the KCL's `maxRecords`, default 10,000), and about the
-    /// most user records per batch handed to a processor (an aggregate is not split).
+    /// Most records per `GetRecords` call (the KCL's `maxRecords`, default 10,000).
     pub fn max_records(mut self, max: i32) -> Self {
         self.cfg.max_records = max;
         self
