@@ -21,8 +21,8 @@ use kinesis_consumer::{
 use kinesis_integration_tests::fixtures::{create_stream, unique_name};
 use kinesis_integration_tests::metrics_capture::Capture;
 use kinesis_integration_tests::{
-    DynamoBackend, DynamoDb, Fault, FaultKind, FaultRule, Ferrokinesis, FerrokinesisOptions,
-    KinesisLocal, ServiceError,
+    ClientOptions, DynamoBackend, DynamoDb, Fault, FaultKind, FaultRule, Ferrokinesis,
+    FerrokinesisOptions, KinesisLocal, ServiceError,
 };
 use kinesis_producer::{Producer, UserRecord};
 use tokio::time::Instant;
@@ -456,7 +456,9 @@ async fn faults_on_subscriptions_lose_and_repeat_nothing() {
     create_stream(&client, &stream, 2).await.unwrap();
     let faults = kinesis.faults().clone();
     let application = unique_name("fan-out-app");
-    let mut setup = Setup::new(client.clone(), &db, &stream, &application);
+    // SDK retries off for the consumer: every fault reaches its own handling.
+    let consumer_client = kinesis.client_with(&ClientOptions::new().without_retries());
+    let mut setup = Setup::new(consumer_client, &db, &stream, &application);
     setup.fan_out = FanOut::new().silence_timeout(Duration::from_secs(1));
     let seen = Seen::default();
     let worker = setup.spawn(&seen);
@@ -511,6 +513,17 @@ async fn faults_on_subscriptions_lose_and_repeat_nothing() {
         4,
     )
     .await;
+    // SubscribeToShard called too often (once per second per shard and consumer is the limit).
+    phase(
+        FaultRule::on(
+            "SubscribeToShard",
+            Fault::Error(ServiceError::limit_exceeded()),
+        )
+        .first(2),
+        FaultKind::Error,
+        6,
+    )
+    .await;
     phase(
         FaultRule::on(
             "SubscribeToShard",
@@ -543,16 +556,19 @@ async fn faults_on_subscriptions_lose_and_repeat_nothing() {
     let in_use = resubscriptions(&stream, "resource_in_use");
     let dropped = resubscriptions(&stream, "connection");
     let silent = resubscriptions(&stream, "silent");
+    let throttled = resubscriptions(&stream, "throttled");
     println!(
-        "{} records, each once, through {} ResourceInUse, {} cut connections ({} restarts), {} stalled subscriptions ({} restarts)",
+        "{} records, each once, through {} ResourceInUse, {} LimitExceeded, {} cut connections ({} restarts), {} stalled subscriptions ({} restarts)",
         sent.len(),
         in_use,
+        throttled,
         faults.injected(FaultKind::CutStream),
         dropped,
         faults.injected(FaultKind::StallStream),
         silent
     );
     assert_eq!(in_use, 4.0);
+    assert_eq!(throttled, 2.0);
     // A cut that came after the session's end counts as a session end.
     assert!(dropped >= 3.0, "{dropped} restarts after cut connections");
     assert!(silent >= 2.0, "{silent} restarts after silences");
