@@ -356,8 +356,10 @@ impl Position {
 
 /// Why a subscription ended.
 enum Ended {
-    /// The service closed it (every 5 minutes).
-    Closed,
+    /// The service closed it (every 5 minutes); whether any event came first.
+    Closed {
+        events: bool,
+    },
     /// Nothing arrived for the silence timeout.
     Silent,
     /// The shard ended.
@@ -448,11 +450,12 @@ async fn read(sub: Subscriber, tx: mpsc::Sender<Fetch>) {
             Ok(mut events) => {
                 // Whatever this subscription replays of what was handed out is dropped.
                 unpacker.skip_delivered();
+                let mut any_event = false;
                 loop {
                     let next = tokio::time::timeout(sub.silence, events.recv()).await;
                     let event = match next {
                         Err(_) => break Ended::Silent,
-                        Ok(Ok(None)) => break Ended::Closed,
+                        Ok(Ok(None)) => break Ended::Closed { events: any_event },
                         Ok(Err(error)) => {
                             break Ended::Failed(CallFailure::from_event_stream(error));
                         }
@@ -462,6 +465,7 @@ async fn read(sub: Subscriber, tx: mpsc::Sender<Fetch>) {
                         // An event type this version does not know: nothing to deliver.
                         Ok(Ok(Some(_))) => continue,
                     };
+                    any_event = true;
                     delays = self::delays();
                     in_use = 0;
                     counters.events.increment(1);
@@ -525,9 +529,11 @@ async fn read(sub: Subscriber, tx: mpsc::Sender<Fetch>) {
                 let _ = tx.send(Fetch::End { children }).await;
                 return;
             }
-            Ended::Closed => Next::Retry {
+            // A subscription closed before any event (a service or stand-in that closes at once)
+            // is not started again in a tight loop.
+            Ended::Closed { events } => Next::Retry {
                 reason: "session_end",
-                wait: false,
+                wait: !events,
             },
             Ended::Silent => {
                 warn!(silence = ?sub.silence, "subscription silent; subscribing again");
