@@ -1,8 +1,9 @@
 //! Split and merge while two workers consume: every acknowledged record is processed, and no
 //! child shard's record before every parent ended. On ferrokinesis (shard end seen as a missing
 //! next iterator, children found through ListShards) and on kinesis-local (shard end with
-//! `ChildShards`, as Kinesis does); and over enhanced fan-out on ferrokinesis (shard end seen as
-//! `ChildShards` in an event without records, its variant of the service's null continuation).
+//! `ChildShards`, as Kinesis does); and over enhanced fan-out on ferrokinesis, both in its own
+//! form (shard end seen as `ChildShards` in an event without records) and rewritten into
+//! Kinesis's (a final event with a null continuation and the children, then the stream closed).
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,7 +18,8 @@ use kinesis_consumer::{
 };
 use kinesis_integration_tests::fixtures::{create_stream, split_then_merge, unique_name};
 use kinesis_integration_tests::{
-    DynamoBackend, DynamoDb, Ferrokinesis, FerrokinesisOptions, KinesisLocal,
+    DynamoBackend, DynamoDb, Fault, FaultKind, FaultRule, Ferrokinesis, FerrokinesisOptions,
+    KinesisLocal,
 };
 use kinesis_producer::{Producer, UserRecord};
 use tokio::time::Instant;
@@ -283,4 +285,44 @@ async fn split_and_merge_during_consumption_on_kinesis_local() {
         Retrieval::Polling,
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_and_merge_during_fan_out_consumption_with_aws_shard_end() {
+    let kinesis = Ferrokinesis::start_with(
+        FerrokinesisOptions::new().subscribe_to_shard_session(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap();
+    // Every subscription ends a closed shard as Kinesis does: children only in a final event
+    // whose continuation is null (naming both parents of a merge child, which ferrokinesis
+    // does not when the adjacent parent ends).
+    kinesis
+        .faults()
+        .add(FaultRule::on("SubscribeToShard", Fault::aws_shard_end()));
+    reshard_while_consuming(
+        kinesis.client(),
+        Duration::from_secs(2),
+        Duration::from_millis(5),
+        Retrieval::FanOut(FanOut::new()),
+    )
+    .await;
+    let faults = kinesis.faults();
+    let stats = faults.stats();
+    println!(
+        "{} subscriptions rewritten; {} final events with a null continuation ({} with a merge child's parents completed from ListShards); {} events with records had their children removed",
+        faults.injected(FaultKind::AwsShardEnd),
+        stats.aws_shard_ends,
+        stats.parents_completed,
+        stats.children_withheld
+    );
+    assert!(faults.injected(FaultKind::AwsShardEnd) > 0);
+    // The split parent and the two merge parents, each ended by a null continuation (every
+    // event naming children had one, so no shard could end another way).
+    assert!(
+        stats.aws_shard_ends >= 3,
+        "{} shard ends through a null continuation",
+        stats.aws_shard_ends
+    );
+    assert_eq!(faults.calls("GetRecords"), 0, "fan-out never polls");
 }

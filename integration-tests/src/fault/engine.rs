@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 
 use super::{
     ConnectionDropped, EntryFailureMode, FaultController, PUT_RECORDS, Plan, ServiceError,
-    Terminal, put_records,
+    Terminal, put_records, shard_end,
 };
 use crate::serve::BoxError;
 
@@ -29,15 +29,17 @@ pub(crate) fn operation_name(headers: &HeaderMap) -> Option<String> {
 ///
 /// Returns `Err(ConnectionDropped)` (boxed) to have the front-end close the connection without a
 /// response. A stream fault wraps the forwarded response's body (see [`super::stream`]). Calls
-/// without `X-Amz-Target` (health checks) are forwarded untouched and uncounted.
+/// without `X-Amz-Target` (health checks) are forwarded untouched and uncounted. `forward` is
+/// cloned to make one more call when a shard-end rewrite needs the stand-in's `ListShards` (see
+/// [`super::shard_end`]); that call bypasses the faults and is not counted.
 pub(crate) async fn apply<F, Fut>(
     controller: &FaultController,
     request: Request<Body>,
     forward: F,
 ) -> Result<Response<Body>, BoxError>
 where
-    F: FnOnce(Request<Body>) -> Fut,
-    Fut: Future<Output = Result<Response<Body>, BoxError>>,
+    F: FnOnce(Request<Body>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<Response<Body>, BoxError>> + Send + 'static,
 {
     let Some(operation) = operation_name(request.headers()) else {
         return forward(request).await;
@@ -53,8 +55,12 @@ where
         if let Some(answer) = before_forward(&plan, &content_type).await {
             return answer;
         }
+        let (request, listing) = match plan.shard_end {
+            Some(_) => listing(request, forward.clone()).await?,
+            None => (request, None),
+        };
         let response = forward(request).await?;
-        return after_forward(&plan, response);
+        return after_forward(&plan, response, listing);
     }
 
     // PutRecords: the body is needed to count (and maybe remove) entries.
@@ -66,7 +72,7 @@ where
     }
     let Some(entries) = &plan.entries else {
         let response = forward(Request::from_parts(parts, Body::from(body))).await?;
-        return after_forward(&plan, response);
+        return after_forward(&plan, response, None);
     };
 
     let response = match entries.mode {
@@ -97,7 +103,34 @@ where
             }
         }
     };
-    after_forward(&plan, response)
+    after_forward(&plan, response, None)
+}
+
+/// The `ListShards` call a shard-end rewrite makes at the final event, prepared from the
+/// `SubscribeToShard` request (whose small body is read and put back). Not sent until polled.
+async fn listing<F, Fut>(
+    request: Request<Body>,
+    forward: F,
+) -> Result<(Request<Body>, Option<shard_end::Listing>), BoxError>
+where
+    F: FnOnce(Request<Body>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Response<Body>, BoxError>> + Send + 'static,
+{
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let listing = shard_end::list_shards_request(&parts, &body).map(|list| {
+        let listing: shard_end::Listing = Box::pin(async move {
+            let response = forward(list).await?;
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            if !status.is_success() {
+                return Err(format!("ListShards answered {status}").into());
+            }
+            Ok(serde_json::from_slice(&body)?)
+        });
+        listing
+    });
+    Ok((Request::from_parts(parts, Body::from(body)), listing))
 }
 
 /// Sleeps the plan's latency, then answers the call if the plan says it never reaches the
@@ -117,16 +150,39 @@ async fn before_forward(
 }
 
 /// Drops the connection if the plan loses the response, or wraps the response's body in the
-/// plan's stream fault, whose deadline starts now.
-fn after_forward(plan: &Plan, response: Response<Body>) -> Result<Response<Body>, BoxError> {
+/// plan's shard-end rewrite (an event stream only) and then its stream fault, whose deadline
+/// starts now.
+fn after_forward(
+    plan: &Plan,
+    response: Response<Body>,
+    listing: Option<shard_end::Listing>,
+) -> Result<Response<Body>, BoxError> {
     if plan.drop_after {
         drop(response);
         return Err(Box::new(ConnectionDropped));
     }
+    let response = match &plan.shard_end {
+        Some(counts) if is_event_stream(&response) => {
+            let (mut parts, body) = response.into_parts();
+            parts.headers.remove(CONTENT_LENGTH);
+            Response::from_parts(parts, shard_end::wrap(body, counts.clone(), listing))
+        }
+        _ => response,
+    };
     match plan.stream {
         Some(stream) => Ok(response.map(|body| stream.wrap(body))),
         None => Ok(response),
     }
+}
+
+/// Whether `response` is a successful event stream (`SubscribeToShard`'s answer).
+fn is_event_stream(response: &Response<Body>) -> bool {
+    response.status().is_success()
+        && response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/vnd.amazon.eventstream"))
 }
 
 /// Rewrites a successful response's body with `rewrite`; other responses pass unchanged.

@@ -24,10 +24,13 @@
 //!     forward ─▶ response lost (dropped connection after the call was processed)
 //!     forward ─▶ status and headers sent, body frames passed for a while, then
 //!                stream cut (connection dropped mid-body) or stalled (open and silent)
+//!     forward ─▶ event-stream messages rewritten into Kinesis's shard-end form
 //! ```
 //!
 //! The stream faults model a `SubscribeToShard` event stream (an HTTP response that lasts
 //! minutes) failing after it started; see [`Fault::CutStream`] and [`Fault::StallStream`].
+//! [`Fault::AwsShardEnd`] is not a failure but a translation: it makes a stand-in end a closed
+//! shard's subscription the way Kinesis does.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,8 +43,10 @@ use rand_chacha::ChaCha8Rng;
 pub(crate) mod engine;
 pub mod layer;
 mod put_records;
+mod shard_end;
 mod stream;
 
+use shard_end::ShardEndCounts;
 use stream::{StreamEnd, StreamPlan};
 
 /// The operation whose entries [`Fault::PutRecordsEntries`] fails.
@@ -83,6 +88,16 @@ pub enum Fault {
     /// body: the connection stays open and silent. The stand-in's body is dropped then, so it
     /// stops producing.
     StallStream(Duration),
+    /// Forward the call and rewrite its `SubscribeToShard` event stream into Kinesis's
+    /// shard-end form. ferrokinesis names a closed shard's children in every event and ends the
+    /// stream after an event without records; Kinesis names them only in a final event whose
+    /// `ContinuationSequenceNumber` is null, then closes the stream. So an event with records
+    /// loses its `ChildShards`, an event without records but with children gets a null
+    /// continuation and ends the body; the children's `ParentShards` in that final event are
+    /// taken from a `ListShards` call to the stand-in, as ferrokinesis names only one parent of
+    /// a merge child in its adjacent parent's events. Other messages, other events and error
+    /// responses pass unchanged. See [`FaultStats::aws_shard_ends`].
+    AwsShardEnd,
 }
 
 impl Fault {
@@ -115,6 +130,11 @@ impl Fault {
     /// silent subscription).
     pub fn stall_stream_after(after: Duration) -> Self {
         Self::StallStream(after)
+    }
+
+    /// End closed shards' subscriptions as Kinesis does (see [`Fault::AwsShardEnd`]).
+    pub fn aws_shard_end() -> Self {
+        Self::AwsShardEnd
     }
 }
 
@@ -488,6 +508,8 @@ pub enum FaultKind {
     CutStream,
     /// A response body stalled mid-stream.
     StallStream,
+    /// An event stream rewritten into Kinesis's shard-end form (one count per call).
+    AwsShardEnd,
 }
 
 /// One injected fault, as recorded in the controller's history.
@@ -514,6 +536,9 @@ pub enum Injected {
     /// The response body was to stall this long after the response was returned (it ended
     /// normally if the stand-in's body ended first).
     StallStream(Duration),
+    /// The response's event stream was rewritten into Kinesis's shard-end form (whether the
+    /// shard ended during the call is counted in [`FaultStats::aws_shard_ends`]).
+    AwsShardEnd,
 }
 
 impl Injected {
@@ -527,6 +552,7 @@ impl Injected {
             Injected::DropAfterForward => FaultKind::DropAfterForward,
             Injected::CutStream(_) => FaultKind::CutStream,
             Injected::StallStream(_) => FaultKind::StallStream,
+            Injected::AwsShardEnd => FaultKind::AwsShardEnd,
         }
     }
 }
@@ -551,6 +577,16 @@ pub struct FaultStats {
     pub injected: BTreeMap<FaultKind, u64>,
     /// `PutRecords` entries failed, over all calls.
     pub failed_entries: u64,
+    /// Final `SubscribeToShard` events rewritten by [`Fault::AwsShardEnd`]: a null continuation
+    /// with the children, the stream ended after it. One per shard end the client was shown.
+    pub aws_shard_ends: u64,
+    /// `SubscribeToShard` events with records whose `ChildShards` [`Fault::AwsShardEnd`]
+    /// removed.
+    pub children_withheld: u64,
+    /// Final events whose children's `ParentShards` [`Fault::AwsShardEnd`] corrected from
+    /// `ListShards` (ferrokinesis names only one parent of a merge child in the adjacent
+    /// parent's events).
+    pub parents_completed: u64,
 }
 
 /// The shared, seeded decision-maker of fault injection: holds the rules, decides each call's
@@ -558,6 +594,8 @@ pub struct FaultStats {
 #[derive(Debug)]
 pub struct FaultController {
     state: Mutex<State>,
+    /// Counted by the response bodies [`Fault::AwsShardEnd`] wraps, after the call's plan.
+    shard_ends: Arc<ShardEndCounts>,
 }
 
 #[derive(Debug)]
@@ -586,6 +624,8 @@ pub(crate) struct Plan {
     pub(crate) entries: Option<EntryPlan>,
     pub(crate) drop_after: bool,
     pub(crate) stream: Option<StreamPlan>,
+    /// Rewrite the event stream into Kinesis's shard-end form, counting into these.
+    pub(crate) shard_end: Option<Arc<ShardEndCounts>>,
 }
 
 impl Plan {
@@ -627,6 +667,7 @@ impl FaultController {
                 stats: FaultStats::default(),
                 history: Vec::new(),
             }),
+            shard_ends: Arc::default(),
         })
     }
 
@@ -685,9 +726,18 @@ impl FaultController {
         self.lock().stats.failed_entries
     }
 
+    /// Final `SubscribeToShard` events rewritten so far (see [`FaultStats::aws_shard_ends`]).
+    pub fn aws_shard_ends(&self) -> u64 {
+        self.shard_ends.final_events()
+    }
+
     /// A snapshot of every count.
     pub fn stats(&self) -> FaultStats {
-        self.lock().stats.clone()
+        let mut stats = self.lock().stats.clone();
+        stats.aws_shard_ends = self.shard_ends.final_events();
+        stats.children_withheld = self.shard_ends.children_withheld();
+        stats.parents_completed = self.shard_ends.parents_completed();
+        stats
     }
 
     /// Every fault injected so far, in order: compare two runs' histories to check that a seed
@@ -734,6 +784,7 @@ impl FaultController {
                 }
                 Fault::CutStream(after) => fired.push(Injected::CutStream(*after)),
                 Fault::StallStream(after) => fired.push(Injected::StallStream(*after)),
+                Fault::AwsShardEnd => fired.push(Injected::AwsShardEnd),
                 Fault::PutRecordsEntries(entries) => {
                     if let Some(total) = entry_count {
                         let failures = entries.choose(total, &mut state.rng);
@@ -750,8 +801,8 @@ impl FaultController {
 
         // The first error or early drop answers the call: later ones, entry failures, a late
         // drop and stream faults do not apply then. A late drop loses the whole response, so a
-        // stream fault does not apply either. Latencies always add up; the first stream fault
-        // applies.
+        // stream fault (nor a shard-end rewrite) does not apply either. Latencies always add up;
+        // the first stream fault applies, and the rewrite (inside it) once.
         let answered_early = fired
             .iter()
             .any(|fault| matches!(fault, Injected::Error(_) | Injected::DropBeforeForward));
@@ -802,6 +853,13 @@ impl FaultController {
                 }
                 Injected::StallStream(after) => {
                     !response_lost && plan.stream_fault(StreamEnd::Stall, *after)
+                }
+                Injected::AwsShardEnd => {
+                    let first = !response_lost && plan.shard_end.is_none();
+                    if first {
+                        plan.shard_end = Some(self.shard_ends.clone());
+                    }
+                    first
                 }
             };
             if apply {

@@ -201,7 +201,7 @@ mod tests {
         chunks: usize,
         alive: Arc<()>,
     ) -> Response<Body> {
-        engine::apply(controller, subscribe_request(), |_| async move {
+        engine::apply(controller, subscribe_request(), move |_| async move {
             Ok(Response::new(ticks(chunks, alive)))
         })
         .await
