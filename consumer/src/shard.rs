@@ -217,7 +217,27 @@ async fn shard_end<P: ShardProcessor>(
 ) -> Exit {
     checkpointer.reached_end();
     let children = match children {
-        Some(children) => children,
+        Some(mut children) => {
+            // The service named the children. Their parents are checked against the shard list
+            // once: a merged child must wait for both parents, and an incomplete list in an
+            // answer (a stand-in sends only the parent it is reading) would start it early. If
+            // the list cannot be read now, the answer is used as it is.
+            if let Ok(shards) =
+                kinesis::list_shards(&ctx.kinesis, &ctx.cfg.stream, ctx.cfg.call_timeout).await
+            {
+                for child in &mut children {
+                    if let Some(listed) = shards.iter().find(|s| s.id == child.id)
+                        && !listed.parents.is_subset(&child.parents)
+                    {
+                        warn!(shard_id = %ctx.shard_id, child = %child.id,
+                            named = ?child.parents, listed = ?listed.parents,
+                            "the shard's end named fewer parents of a child than the shard list; using both");
+                        child.parents.extend(listed.parents.iter().cloned());
+                    }
+                }
+            }
+            children
+        }
         None => loop {
             // GetRecords named no children (a stand-in's variant, or a shard past retention):
             // look them up.
