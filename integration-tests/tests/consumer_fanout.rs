@@ -131,6 +131,9 @@ struct Setup<'a> {
     position: InitialPosition,
     delay: Duration,
     prefetch: Option<(usize, usize)>,
+    /// Read with polling instead (for tests of both modes).
+    polling: bool,
+    timestamp: Option<std::time::SystemTime>,
 }
 
 impl<'a> Setup<'a> {
@@ -149,6 +152,8 @@ impl<'a> Setup<'a> {
             position: InitialPosition::TrimHorizon,
             delay: Duration::ZERO,
             prefetch: None,
+            polling: false,
+            timestamp: None,
         }
     }
 
@@ -169,7 +174,14 @@ impl<'a> Setup<'a> {
         .initial_position(self.position)
         // Polling settings that would make any polling visible: fan-out must not use them.
         .max_idle(Duration::from_secs(30))
-        .retrieval(Retrieval::FanOut(self.fan_out.clone()));
+        .retrieval(if self.polling {
+            Retrieval::Polling
+        } else {
+            Retrieval::FanOut(self.fan_out.clone())
+        });
+        if let Some(at) = self.timestamp {
+            builder = builder.initial_timestamp(at);
+        }
         if let Some((records, bytes)) = self.prefetch {
             builder = builder.prefetch(records, bytes);
         }
@@ -698,4 +710,67 @@ async fn a_consumer_that_never_becomes_active_stops_the_worker_with_a_typed_erro
     }
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(kinesis.faults().calls("RegisterStreamConsumer") >= 2);
+}
+
+/// Records from before `at` and after it, with gaps of 1.5 s on both sides (arrival times are
+/// kept to the millisecond).
+async fn around_a_time(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> (Vec<String>, std::time::SystemTime, Vec<String>) {
+    let before = produce(client, stream, true, "before", 200).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let at = std::time::SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut after = produce(client, stream, true, "after", 200).await;
+    after.extend(produce(client, stream, false, "after-plain", 100).await);
+    (before, at, after)
+}
+
+async fn starts_at_the_time(
+    client: aws_sdk_kinesis::Client,
+    stream: &str,
+    polling: bool,
+    (before, at, after): (Vec<String>, std::time::SystemTime, Vec<String>),
+) {
+    let db = DynamoDb::start(DynamoBackend::Dynoxide).await.unwrap();
+    let application = unique_name("at-timestamp-app");
+    let mut setup = Setup::new(client, &db, stream, &application);
+    setup.position = InitialPosition::AtTimestamp;
+    setup.timestamp = Some(at);
+    setup.polling = polling;
+    let seen = Seen::default();
+    let worker = setup.spawn(&seen);
+    wait_for(&seen, after.len(), Duration::from_secs(90)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    worker.shutdown().await.unwrap();
+    let delivered = seen.snapshot();
+    let early = before.iter().filter(|d| delivered.contains_key(*d)).count();
+    assert_eq!(
+        early, 0,
+        "{early} records from before the timestamp delivered"
+    );
+    seen.assert_exactly(&after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_timestamp_starts_at_the_time_with_polling() {
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    let client = kinesis.client();
+    let stream = unique_name("at-timestamp");
+    create_stream(&client, &stream, 2).await.unwrap();
+    let records = around_a_time(&client, &stream).await;
+    starts_at_the_time(client, &stream, true, records).await;
+}
+
+/// On kinesis-local: ferrokinesis's SubscribeToShard starts an `AT_TIMESTAMP` subscription at
+/// the shard's first record (its `GetShardIterator` does not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_timestamp_starts_at_the_time_over_fan_out() {
+    let kinesis = KinesisLocal::start().await.unwrap();
+    let client = kinesis.client();
+    let stream = unique_name("at-timestamp");
+    create_stream(&client, &stream, 2).await.unwrap();
+    let records = around_a_time(&client, &stream).await;
+    starts_at_the_time(client, &stream, false, records).await;
 }
