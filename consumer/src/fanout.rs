@@ -44,7 +44,7 @@ use crate::{
     kinesis::{self, within},
     lineage::ChildShard,
     metrics as m,
-    retrieval::{Budgets, Fetch, Unpacker, backoff},
+    retrieval::{Budgets, Fetch, backoff},
     sdk_error::CallFailure,
 };
 
@@ -407,11 +407,12 @@ fn delays() -> impl Iterator<Item = Duration> {
 }
 
 async fn read(sub: Subscriber, tx: mpsc::Sender<Fetch>) {
-    let budgets = Budgets::new(
-        sub.prefetch_records,
-        sub.prefetch_bytes,
+    let (budgets, mut unpacker) = Budgets::for_shard(
+        (sub.prefetch_records, sub.prefetch_bytes),
         &sub.stream,
         &sub.shard_id,
+        sub.range,
+        &sub.start,
     );
     let labels = [
         ("stream", sub.stream.clone()),
@@ -423,7 +424,6 @@ async fn read(sub: Subscriber, tx: mpsc::Sender<Fetch>) {
         bytes: metrics::counter!(m::FAN_OUT_BYTES, &labels),
         labels,
     };
-    let mut unpacker = Unpacker::new(sub.range, &sub.start);
     let mut position = Position::Checkpoint(sub.start.clone());
     let mut received_records = false;
     // The first event of a backlog can be large (a stand-in sends up to 10,000 aggregates):
@@ -483,24 +483,16 @@ async fn read(sub: Subscriber, tx: mpsc::Sender<Fetch>) {
                         .child_shards
                         .filter(|c| !c.is_empty())
                         .map(|c| c.into_iter().map(kinesis::child_shard).collect::<Vec<_>>());
-                    let mut event_records = event.records.into_iter().map(StreamRecord::from);
-                    let mut stopped = false;
-                    while let Some(unpacked) = unpacker.next_batch(&mut event_records, batch_size) {
-                        if unpacked.records.is_empty() && unpacked.outside_range == 0 {
-                            continue;
-                        }
-                        let batch = Fetch::Batch {
-                            _budget: budgets.take(&unpacked.records).await,
-                            records: unpacked.records,
-                            outside_range: unpacked.outside_range,
-                            millis_behind_latest: Some(event.millis_behind_latest),
-                        };
-                        if tx.send(batch).await.is_err() {
-                            stopped = true;
-                            break;
-                        }
-                    }
-                    if stopped {
+                    let handed = budgets
+                        .hand_over(
+                            &mut unpacker,
+                            event.records.into_iter().map(StreamRecord::from),
+                            batch_size,
+                            Some(event.millis_behind_latest),
+                            &tx,
+                        )
+                        .await;
+                    if !handed {
                         break Ended::Stop;
                     }
                     batch_size = usize::MAX;

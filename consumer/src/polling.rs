@@ -18,7 +18,7 @@ use crate::{
     checkpoint::Checkpoint,
     error::Error,
     kinesis::{self, Start},
-    retrieval::{Budgets, Fetch, Unpacker, backoff},
+    retrieval::{Budgets, Fetch, backoff},
     sdk_error::CallFailure,
 };
 
@@ -56,13 +56,13 @@ fn delays() -> impl Iterator<Item = Duration> {
 }
 
 async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
-    let budgets = Budgets::new(
-        reader.prefetch_records,
-        reader.prefetch_bytes,
+    let (budgets, mut unpacker) = Budgets::for_shard(
+        (reader.prefetch_records, reader.prefetch_bytes),
         &reader.stream,
         &reader.shard_id,
+        reader.range,
+        &reader.start,
     );
-    let mut unpacker = Unpacker::new(reader.range, &reader.start);
     let mut start = Start::Checkpoint(reader.start.clone());
     let mut iterator: Option<String> = None;
     let mut delays = delays();
@@ -143,22 +143,19 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
         if let Some(last) = fetched.records.last() {
             start = Start::After(last.sequence_number.clone());
         }
-        let mut fetched_records = fetched.records.into_iter();
         // One batch per answer, as the KCL: the first read is small already, and answers are at
         // most 10 MB.
-        while let Some(unpacked) = unpacker.next_batch(&mut fetched_records, usize::MAX) {
-            if unpacked.records.is_empty() && unpacked.outside_range == 0 {
-                continue;
-            }
-            let batch = Fetch::Batch {
-                _budget: budgets.take(&unpacked.records).await,
-                records: unpacked.records,
-                outside_range: unpacked.outside_range,
-                millis_behind_latest: fetched.millis_behind_latest,
-            };
-            if tx.send(batch).await.is_err() {
-                return;
-            }
+        let handed = budgets
+            .hand_over(
+                &mut unpacker,
+                fetched.records.into_iter(),
+                usize::MAX,
+                fetched.millis_behind_latest,
+                &tx,
+            )
+            .await;
+        if !handed {
+            return;
         }
         match fetched.next_iterator {
             None => {

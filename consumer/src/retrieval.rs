@@ -6,7 +6,7 @@ use std::{cmp::Ordering, sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use kinesis_aggregation::{HashKeyCache, HashKeyRange, StreamRecord, deaggregate};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::{
     checkpoint::{Checkpoint, SequenceNumber},
@@ -60,7 +60,48 @@ impl Drop for Budget {
 }
 
 impl Budgets {
-    pub(crate) fn new(max_records: usize, max_bytes: usize, stream: &str, shard_id: &str) -> Self {
+    /// A shard reader's read-ahead (`(records, bytes)`) and unpacker, starting at `start`.
+    pub(crate) fn for_shard(
+        (max_records, max_bytes): (usize, usize),
+        stream: &str,
+        shard_id: &str,
+        range: Option<HashKeyRange>,
+        start: &Checkpoint,
+    ) -> (Self, Unpacker) {
+        (
+            Self::new(max_records, max_bytes, stream, shard_id),
+            Unpacker::new(range, start),
+        )
+    }
+
+    /// Unpacks `records` and hands them to the shard's task in batches of about `max` user
+    /// records, each waiting for its read-ahead budget. `false` once the task is gone.
+    pub(crate) async fn hand_over(
+        &self,
+        unpacker: &mut Unpacker,
+        mut records: impl Iterator<Item = StreamRecord>,
+        max: usize,
+        millis_behind_latest: Option<i64>,
+        tx: &mpsc::Sender<Fetch>,
+    ) -> bool {
+        while let Some(unpacked) = unpacker.next_batch(&mut records, max) {
+            if unpacked.records.is_empty() && unpacked.outside_range == 0 {
+                continue;
+            }
+            let batch = Fetch::Batch {
+                _budget: self.take(&unpacked.records).await,
+                records: unpacked.records,
+                outside_range: unpacked.outside_range,
+                millis_behind_latest,
+            };
+            if tx.send(batch).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn new(max_records: usize, max_bytes: usize, stream: &str, shard_id: &str) -> Self {
         let labels = [
             ("stream", stream.to_owned()),
             ("shard_id", shard_id.to_owned()),
