@@ -28,8 +28,7 @@ use std::{sync::Arc, time::Duration, time::SystemTime};
 
 use aws_sdk_kinesis::{
     Client,
-    primitives::DateTime,
-    types::{ConsumerStatus, ShardIteratorType, StartingPosition, SubscribeToShardEventStream},
+    types::{ConsumerStatus, StartingPosition, SubscribeToShardEventStream},
 };
 use kinesis_aggregation::{HashKeyRange, StreamRecord};
 use tokio::{
@@ -41,10 +40,10 @@ use tracing::{debug, info, warn};
 use crate::{
     checkpoint::Checkpoint,
     error::Error,
-    kinesis::{self, within},
+    kinesis::{self, Start, within},
     lineage::ChildShard,
     metrics as m,
-    retrieval::{Budgets, Fetch, backoff},
+    retrieval::{Budgets, Fetch, backoff, count_read_error},
     sdk_error::CallFailure,
 };
 
@@ -310,50 +309,6 @@ pub(crate) fn spawn(
     (rx, task)
 }
 
-/// Where a subscription starts.
-#[derive(Clone, Debug)]
-enum Position {
-    Checkpoint(Checkpoint),
-    At(String),
-    After(String),
-}
-
-impl Position {
-    fn to_sdk(&self, timestamp: Option<SystemTime>) -> Result<StartingPosition, Error> {
-        let builder = StartingPosition::builder();
-        let builder = match self {
-            Position::At(sequence) => builder
-                .r#type(ShardIteratorType::AtSequenceNumber)
-                .sequence_number(sequence),
-            Position::After(sequence) => builder
-                .r#type(ShardIteratorType::AfterSequenceNumber)
-                .sequence_number(sequence),
-            Position::Checkpoint(Checkpoint::At {
-                sequence_number, ..
-            }) => builder
-                .r#type(ShardIteratorType::AtSequenceNumber)
-                .sequence_number(sequence_number.as_str()),
-            Position::Checkpoint(Checkpoint::TrimHorizon | Checkpoint::ShardEnd) => {
-                builder.r#type(ShardIteratorType::TrimHorizon)
-            }
-            Position::Checkpoint(Checkpoint::Latest) => builder.r#type(ShardIteratorType::Latest),
-            Position::Checkpoint(Checkpoint::AtTimestamp) => match timestamp {
-                Some(at) => builder
-                    .r#type(ShardIteratorType::AtTimestamp)
-                    .timestamp(DateTime::from(at)),
-                None => builder.r#type(ShardIteratorType::TrimHorizon),
-            },
-        };
-        builder.build().map_err(|e| Error::Kinesis {
-            operation: "SubscribeToShard",
-            stream: String::new(),
-            code: "InvalidStartingPosition".to_owned(),
-            retryable: false,
-            source: Some(Box::new(e)),
-        })
-    }
-}
-
 /// Why a subscription ended.
 enum Ended {
     /// The service closed it (every 5 minutes); whether any event came first.
@@ -390,13 +345,6 @@ impl Counters {
             "shard_id" => shard.1.clone(), "reason" => reason)
         .increment(1);
     }
-
-    fn error(&self, failure: &CallFailure) {
-        let [stream, shard] = &self.labels;
-        metrics::counter!(m::READ_ERRORS, "stream" => stream.1.clone(),
-            "shard_id" => shard.1.clone(), "error_code" => failure.code.clone())
-        .increment(1);
-    }
 }
 
 /// Most user records in the first batch a subscriber hands over.
@@ -424,7 +372,7 @@ async fn read(sub: Subscriber, tx: mpsc::Sender<Fetch>) {
         bytes: metrics::counter!(m::FAN_OUT_BYTES, &labels),
         labels,
     };
-    let mut position = Position::Checkpoint(sub.start.clone());
+    let mut position = Start::Checkpoint(sub.start.clone());
     let mut received_records = false;
     // The first event of a backlog can be large (a stand-in sends up to 10,000 aggregates):
     // its first records are handed over before the rest is unpacked. Later events go whole.
@@ -507,9 +455,9 @@ async fn read(sub: Subscriber, tx: mpsc::Sender<Fetch>) {
                         break Ended::ShardEnd(children);
                     }
                     position = if received_records {
-                        Position::After(continuation)
+                        Start::After(continuation)
                     } else {
-                        Position::At(continuation)
+                        Start::At(continuation)
                     };
                 }
             }
@@ -535,7 +483,7 @@ async fn read(sub: Subscriber, tx: mpsc::Sender<Fetch>) {
                 }
             }
             Ended::Failed(failure) => {
-                counters.error(&failure);
+                count_read_error(&sub.stream, &sub.shard_id, &failure);
                 on_failure(&sub, &arn, failure, &mut in_use).await
             }
         };
@@ -564,13 +512,13 @@ type Events = aws_sdk_kinesis::primitives::event_stream::EventReceiver<
     aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError,
 >;
 
-async fn subscribe(
-    sub: &Subscriber,
-    arn: &str,
-    position: &Position,
-) -> Result<Events, CallFailure> {
-    let starting = position
-        .to_sdk(sub.timestamp)
+async fn subscribe(sub: &Subscriber, arn: &str, position: &Start) -> Result<Events, CallFailure> {
+    let (kind, sequence, at) = position.to_service(sub.timestamp);
+    let starting = StartingPosition::builder()
+        .r#type(kind)
+        .set_sequence_number(sequence.map(str::to_owned))
+        .set_timestamp(at)
+        .build()
         .map_err(|error| CallFailure {
             code: "InvalidStartingPosition".to_owned(),
             retryable: false,

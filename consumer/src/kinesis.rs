@@ -60,14 +60,52 @@ pub(crate) async fn list_shards(
     }
 }
 
-/// Where to ask for an iterator.
+/// Where to start reading a shard (an iterator, or a subscription).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Start {
     /// From a checkpoint: at its sequence number (records at or before the checkpoint are then
     /// skipped, which resumes inside an aggregate), or the sentinel's position.
     Checkpoint(Checkpoint),
-    /// After the last Kinesis record delivered (renewing an expired iterator).
+    /// At a sequence number (a subscription's continuation, before any record came).
+    At(String),
+    /// After a sequence number (the last Kinesis record delivered, or a continuation).
     After(String),
+}
+
+impl Start {
+    /// The service's starting-point type, with its sequence number or timestamp. `timestamp`
+    /// serves `AT_TIMESTAMP`; without one, the oldest record is the safe reading of "from a
+    /// time".
+    pub(crate) fn to_service(
+        &self,
+        timestamp: Option<SystemTime>,
+    ) -> (ShardIteratorType, Option<&str>, Option<DateTime>) {
+        match self {
+            Start::At(sequence) => (ShardIteratorType::AtSequenceNumber, Some(sequence), None),
+            Start::After(sequence) => {
+                (ShardIteratorType::AfterSequenceNumber, Some(sequence), None)
+            }
+            Start::Checkpoint(Checkpoint::At {
+                sequence_number, ..
+            }) => (
+                ShardIteratorType::AtSequenceNumber,
+                Some(sequence_number.as_str()),
+                None,
+            ),
+            Start::Checkpoint(Checkpoint::TrimHorizon | Checkpoint::ShardEnd) => {
+                (ShardIteratorType::TrimHorizon, None, None)
+            }
+            Start::Checkpoint(Checkpoint::Latest) => (ShardIteratorType::Latest, None, None),
+            Start::Checkpoint(Checkpoint::AtTimestamp) => match timestamp {
+                Some(at) => (
+                    ShardIteratorType::AtTimestamp,
+                    None,
+                    Some(DateTime::from(at)),
+                ),
+                None => (ShardIteratorType::TrimHorizon, None, None),
+            },
+        }
+    }
 }
 
 /// An iterator for `shard_id` from `start`. `timestamp` serves `AT_TIMESTAMP`.
@@ -79,33 +117,14 @@ pub(crate) async fn shard_iterator(
     timestamp: Option<SystemTime>,
     timeout: Duration,
 ) -> Result<Option<String>, CallFailure> {
+    let (kind, sequence, at) = start.to_service(timestamp);
     let request = client
         .get_shard_iterator()
         .stream_name(stream)
-        .shard_id(shard_id);
-    let request = match start {
-        Start::After(sequence) => request
-            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-            .starting_sequence_number(sequence),
-        Start::Checkpoint(Checkpoint::At {
-            sequence_number, ..
-        }) => request
-            .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-            .starting_sequence_number(sequence_number.as_str()),
-        Start::Checkpoint(Checkpoint::TrimHorizon) | Start::Checkpoint(Checkpoint::ShardEnd) => {
-            request.shard_iterator_type(ShardIteratorType::TrimHorizon)
-        }
-        Start::Checkpoint(Checkpoint::Latest) => {
-            request.shard_iterator_type(ShardIteratorType::Latest)
-        }
-        Start::Checkpoint(Checkpoint::AtTimestamp) => match timestamp {
-            Some(at) => request
-                .shard_iterator_type(ShardIteratorType::AtTimestamp)
-                .timestamp(DateTime::from(at)),
-            // No timestamp configured: the oldest record is the safe reading of "from a time".
-            None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
-        },
-    };
+        .shard_id(shard_id)
+        .shard_iterator_type(kind)
+        .set_starting_sequence_number(sequence.map(str::to_owned))
+        .set_timestamp(at);
     Ok(within(timeout, request.send()).await?.shard_iterator)
 }
 

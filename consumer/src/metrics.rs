@@ -17,7 +17,7 @@ pub const RECORDS_OUTSIDE_RANGE: &str = "kinesis_consumer_records_outside_range"
 /// Gauge, milliseconds: how far behind the tip the last read of a shard was (KCL:
 /// `MillisBehindLatest`).
 pub const MILLIS_BEHIND_LATEST: &str = "kinesis_consumer_millis_behind_latest";
-/// Counter: failed reads (`GetRecords`, `GetShardIterator`), by error code.
+/// Counter: failed reads (`GetRecords`, `GetShardIterator`, `SubscribeToShard`), by error code.
 pub const READ_ERRORS: &str = "kinesis_consumer_read_errors";
 /// Gauge: leases this worker holds (KCL: `CurrentLeases`).
 pub const LEASES_HELD: &str = "kinesis_consumer_leases_held";

@@ -18,7 +18,7 @@ use crate::{
     checkpoint::Checkpoint,
     error::Error,
     kinesis::{self, Start},
-    retrieval::{Budgets, Fetch, backoff},
+    retrieval::{Budgets, Fetch, backoff, count_read_error},
     sdk_error::CallFailure,
 };
 
@@ -183,9 +183,7 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
 }
 
 fn count_error(reader: &Reader, failure: &CallFailure) {
-    metrics::counter!(crate::metrics::READ_ERRORS, "stream" => reader.stream.clone(),
-        "shard_id" => reader.shard_id.to_string(), "error_code" => failure.code.clone())
-    .increment(1);
+    count_read_error(&reader.stream, &reader.shard_id, failure);
 }
 
 async fn pause(

@@ -14,6 +14,7 @@ use crate::{
     lineage::ChildShard,
     metrics as m,
     processor::Record,
+    sdk_error::CallFailure,
 };
 
 /// What a reader hands the shard's task.
@@ -267,6 +268,14 @@ impl Unpacker {
         }
         Some(out)
     }
+}
+
+/// Counts a failed read of a shard (`GetRecords`, `GetShardIterator`, `SubscribeToShard`), by
+/// error code.
+pub(crate) fn count_read_error(stream: &str, shard_id: &str, failure: &CallFailure) {
+    metrics::counter!(m::READ_ERRORS, "stream" => stream.to_owned(),
+        "shard_id" => shard_id.to_owned(), "error_code" => failure.code.clone())
+    .increment(1);
 }
 
 /// Jittered exponential delays between `min` and `max`, without end.
