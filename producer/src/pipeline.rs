@@ -30,7 +30,7 @@ use crate::{
     limiter::Limiter,
     metrics as m,
     producer::Admission,
-    receipt::{Attempt, AttemptError, Delivery, Failure, Outcome},
+    receipt::{self, Attempt, AttemptError, Delivery, Failure, Outcome},
     retry::{self, ErrorClass, Verdict},
     shard_map::{ShardInfo, ShardMap, refresh_backoff},
 };
@@ -40,7 +40,7 @@ pub(crate) struct Pending {
     pub(crate) record: UserRecord,
     /// The record's routing hash, set when the pipeline receives it.
     hash_key: HashKey,
-    tx: Option<oneshot::Sender<Outcome>>,
+    tx: Option<receipt::Sender>,
     /// Set when the pipeline receives the record (within microseconds of `put`).
     put_at: Instant,
     /// Attempts made with earlier Kinesis records, when the record was routed again (after a
@@ -55,7 +55,7 @@ impl Pending {
     /// stamps it (reading the clock once per batch rather than once per record).
     pub(crate) fn new(
         record: UserRecord,
-        tx: oneshot::Sender<Outcome>,
+        tx: receipt::Sender,
         placeholder: Instant,
     ) -> Self {
         Pending {
@@ -77,7 +77,7 @@ impl Pending {
     fn resolve(&mut self, outcome: Outcome) {
         if let Some(tx) = self.tx.take() {
             // The application may have dropped the receipt; the record is resolved either way.
-            let _ = tx.send(outcome);
+            tx.send(outcome);
         }
     }
 }
@@ -87,7 +87,7 @@ impl Drop for Pending {
     /// and hands the record back.
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Err(Box::new(Failure {
+            tx.send(Err(Box::new(Failure {
                 error: Error::Cancelled,
                 record: Some(self.record.clone()),
                 attempts: std::mem::take(&mut self.prior),

@@ -21,7 +21,7 @@ use crate::{
     error::Error,
     kinesis::{self, CallError},
     pipeline::{Command, Pending, Pipeline},
-    receipt::{Failure, Receipt},
+    receipt::{Cells, Failure, Receipt},
     retry::ErrorClass,
     shard_map::ShardMap,
 };
@@ -83,6 +83,8 @@ struct Shared {
     stopped: watch::Receiver<bool>,
     /// When the producer was built: a stand-in for put times until the pipeline stamps them.
     created: Instant,
+    /// Where receipts are resolved.
+    cells: Cells,
 }
 
 /// An async Kinesis producer for one stream. Cheap to clone; all clones feed the same pipeline.
@@ -212,10 +214,10 @@ impl Producer {
     }
 
     fn send(&self, record: UserRecord, cost: u32) -> Result<Receipt, Failure> {
-        let (tx, rx) = oneshot::channel();
+        let (tx, receipt) = self.shared.cells.pair();
         let pending = Pending::new(record, tx, self.shared.created);
         match self.shared.tx.send(Command::Record(pending)) {
-            Ok(()) => Ok(Receipt::new(rx)),
+            Ok(()) => Ok(receipt),
             Err(mpsc::error::SendError(command)) => {
                 self.shared.admission.release(1, cost as usize);
                 match command {
@@ -522,6 +524,7 @@ impl ProducerBuilder {
                 tx,
                 admission,
                 created: Instant::now(),
+                cells: Cells::default(),
                 stream,
                 max_record_size,
                 closed: AtomicBool::new(false),

@@ -3,13 +3,12 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
 use kinesis_aggregation::UserRecord;
-use tokio::sync::oneshot;
 
 use crate::error::Error;
 
@@ -94,36 +93,275 @@ impl std::error::Error for Failure {
 /// a delivery, keeps the channel's slot small.
 pub(crate) type Outcome = Result<Delivery, Box<Failure>>;
 
+/// Receipt cells handed out per allocation: one block serves this many records, instead of one
+/// channel allocated per record (allocated by the application's thread, freed by another: the
+/// costliest pattern for most allocators).
+const CELLS_PER_BLOCK: usize = 32;
+
+/// Where one record's outcome waits for its receipt.
+#[derive(Default)]
+enum Cell {
+    /// Not resolved yet; the waker of the task awaiting the receipt, if any.
+    #[default]
+    Waiting,
+    Watched(Waker),
+    /// Resolved; the receipt has not taken it yet.
+    Ready(Outcome),
+    /// The pipeline dropped the record's sender without resolving it.
+    Abandoned,
+    /// The receipt took the outcome, or was dropped (an outcome arriving then is dropped at
+    /// once, so a forgotten receipt keeps nothing alive).
+    Closed,
+}
+
+/// A block of cells, shared by the receipts and senders of up to [`CELLS_PER_BLOCK`] records.
+struct Block {
+    cells: [Mutex<Cell>; CELLS_PER_BLOCK],
+}
+
+impl Block {
+    fn cell(&self, index: usize) -> MutexGuard<'_, Cell> {
+        // Nothing panics while holding a cell's lock; a poisoned cell is still consistent.
+        self.cells[index % CELLS_PER_BLOCK]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Hands out receipt cells, allocating a block every [`CELLS_PER_BLOCK`] records.
+#[derive(Default)]
+pub(crate) struct Cells {
+    current: Mutex<Option<(Arc<Block>, usize)>>,
+}
+
+impl Cells {
+    /// A sender for the pipeline and the receipt it resolves.
+    pub(crate) fn pair(&self) -> (Sender, Receipt) {
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (block, index) = match current.take() {
+            Some((block, index)) if index < CELLS_PER_BLOCK => (block, index),
+            _ => (
+                Arc::new(Block {
+                    cells: std::array::from_fn(|_| Mutex::new(Cell::Waiting)),
+                }),
+                0,
+            ),
+        };
+        let pair = (
+            Sender {
+                block: Some(block.clone()),
+                index,
+            },
+            Receipt {
+                block: block.clone(),
+                index,
+            },
+        );
+        *current = Some((block, index + 1));
+        pair
+    }
+}
+
+/// The pipeline's end of a receipt. Dropping it unresolved resolves the receipt with
+/// [`Error::Cancelled`] (without the record: whoever drops it is expected to resolve it instead).
+pub(crate) struct Sender {
+    block: Option<Arc<Block>>,
+    index: usize,
+}
+
+impl Sender {
+    /// Resolves the receipt.
+    pub(crate) fn send(mut self, outcome: Outcome) {
+        if let Some(block) = self.block.take() {
+            let waker = {
+                let mut cell = block.cell(self.index);
+                match std::mem::take(&mut *cell) {
+                    Cell::Closed => {
+                        *cell = Cell::Closed;
+                        None
+                    }
+                    Cell::Watched(waker) => {
+                        *cell = Cell::Ready(outcome);
+                        Some(waker)
+                    }
+                    _ => {
+                        *cell = Cell::Ready(outcome);
+                        None
+                    }
+                }
+            };
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if let Some(block) = self.block.take() {
+            let waker = {
+                let mut cell = block.cell(self.index);
+                match std::mem::take(&mut *cell) {
+                    Cell::Closed => {
+                        *cell = Cell::Closed;
+                        None
+                    }
+                    Cell::Watched(waker) => {
+                        *cell = Cell::Abandoned;
+                        Some(waker)
+                    }
+                    _ => {
+                        *cell = Cell::Abandoned;
+                        None
+                    }
+                }
+            };
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+}
+
 /// Resolves once the record is delivered or has finally failed.
 ///
 /// Every receipt resolves: the producer resolves it when the record is written, fails, expires,
 /// or when the producer's task is torn down (then with [`Error::Cancelled`] and the record).
 /// Dropping a receipt does not cancel the record; it is still sent.
-#[derive(Debug)]
 #[must_use = "a receipt tells whether the record was delivered"]
 pub struct Receipt {
-    rx: oneshot::Receiver<Outcome>,
+    block: Arc<Block>,
+    index: usize,
 }
 
-impl Receipt {
-    pub(crate) fn new(rx: oneshot::Receiver<Outcome>) -> Self {
-        Receipt { rx }
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &*self.block.cell(self.index) {
+            Cell::Waiting | Cell::Watched(_) => "waiting",
+            Cell::Ready(Ok(_)) => "delivered",
+            Cell::Ready(Err(_)) | Cell::Abandoned => "failed",
+            Cell::Closed => "taken",
+        };
+        f.debug_struct("Receipt").field("state", &state).finish()
     }
 }
 
 impl Future for Receipt {
     type Output = Result<Delivery, Failure>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|received| match received {
-                Ok(outcome) => outcome.map_err(|failure| *failure),
-                Err(_) => Err(Failure {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut cell = self.block.cell(self.index);
+        match std::mem::take(&mut *cell) {
+            Cell::Ready(outcome) => {
+                *cell = Cell::Closed;
+                Poll::Ready(outcome.map_err(|failure| *failure))
+            }
+            Cell::Watched(waker) if waker.will_wake(cx.waker()) => {
+                *cell = Cell::Watched(waker);
+                Poll::Pending
+            }
+            Cell::Waiting | Cell::Watched(_) => {
+                *cell = Cell::Watched(cx.waker().clone());
+                Poll::Pending
+            }
+            Cell::Abandoned | Cell::Closed => {
+                *cell = Cell::Closed;
+                Poll::Ready(Err(Failure {
                     error: Error::Cancelled,
                     record: None,
                     attempts: Vec::new(),
-                }),
+                }))
+            }
+        }
+    }
+}
+
+impl Drop for Receipt {
+    /// An outcome nobody will read is dropped now, and one arriving later at once: a dropped
+    /// receipt keeps no record alive.
+    fn drop(&mut self) {
+        let outcome = std::mem::replace(&mut *self.block.cell(self.index), Cell::Closed);
+        drop(outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery() -> Delivery {
+        Delivery {
+            shard_id: "shardId-000000000000".into(),
+            sequence_number: "1".into(),
+            sub_sequence_number: 0,
+            aggregated: false,
+            attempts: Arc::from(Vec::new()),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_cell_of_several_blocks_resolves_its_own_receipt() {
+        let cells = Cells::default();
+        let pairs: Vec<_> = (0..CELLS_PER_BLOCK * 3 + 5).map(|_| cells.pair()).collect();
+        let mut receipts = Vec::new();
+        for (n, (tx, receipt)) in pairs.into_iter().enumerate() {
+            let mut d = delivery();
+            d.sub_sequence_number = n as u64;
+            tx.send(Ok(d));
+            receipts.push(receipt);
+        }
+        for (n, receipt) in receipts.into_iter().enumerate() {
+            assert_eq!(receipt.await.map(|d| d.sub_sequence_number).ok(), Some(n as u64));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receipt_is_woken_by_its_sender_only() {
+        let cells = Cells::default();
+        let (first_tx, first) = cells.pair();
+        let (second_tx, second) = cells.pair();
+        let waiting = tokio::spawn(second);
+        tokio::task::yield_now().await;
+        first_tx.send(Ok(delivery()));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        second_tx.send(Ok(delivery()));
+        assert!(waiting.await.is_ok_and(|outcome| outcome.is_ok()));
+        assert!(first.await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_sender_cancels_its_receipt() {
+        let cells = Cells::default();
+        let (tx, receipt) = cells.pair();
+        let waiting = tokio::spawn(receipt);
+        tokio::task::yield_now().await;
+        drop(tx);
+        let failure = waiting.await.ok().and_then(Result::err);
+        assert!(matches!(
+            failure,
+            Some(Failure {
+                error: Error::Cancelled,
+                ..
             })
+        ));
+    }
+
+    #[test]
+    fn an_outcome_for_a_dropped_receipt_is_not_kept() {
+        let cells = Cells::default();
+        let (tx, receipt) = cells.pair();
+        let (_keep_block_alive, _other) = cells.pair();
+        let record = UserRecord::new("key", vec![7u8; 1024]).unwrap_or_else(|e| panic!("{e}"));
+        let data = record.data().clone();
+        assert!(!data.is_unique());
+        drop(receipt);
+        tx.send(Err(Box::new(Failure::new(Error::Cancelled, record))));
+        // Only the test's clone of the data is left: the cell did not keep the record.
+        assert!(data.is_unique());
     }
 }
