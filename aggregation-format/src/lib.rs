@@ -109,7 +109,7 @@ pub use hash_key::{HashKey, HashKeyCache};
 pub use hash_range::HashKeyRange;
 pub use record::{
     DEFAULT_MAX_RECORD_SIZE, LARGEST_MAX_RECORD_SIZE, MAX_PARTITION_KEY_CHARS, MaxRecordSize,
-    UserRecord, validate_partition_key,
+    RecordSlab, UserRecord, validate_partition_key,
 };
 
 /// The four bytes every aggregate starts with.

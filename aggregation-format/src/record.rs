@@ -1,6 +1,7 @@
 //! User records and the limits Kinesis puts on them.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use bytes_utils::Str;
 
 use crate::{error::Error, hash_key::HashKey};
 
@@ -19,7 +20,8 @@ pub const LARGEST_MAX_RECORD_SIZE: usize = 10 * 1024 * 1024;
 /// against a stream's limit with [`MaxRecordSize::check`], since that limit depends on the stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserRecord {
-    partition_key: String,
+    /// Shares its buffer: a record copied into a [`RecordSlab`] refers to the slab.
+    partition_key: Str,
     explicit_hash_key: Option<HashKey>,
     data: Bytes,
 }
@@ -32,7 +34,7 @@ impl UserRecord {
         let partition_key = partition_key.into();
         validate_partition_key(&partition_key)?;
         Ok(UserRecord {
-            partition_key,
+            partition_key: Str::from(partition_key),
             explicit_hash_key: None,
             data: data.into(),
         })
@@ -73,7 +75,86 @@ impl UserRecord {
 
     /// Takes the record apart: partition key, explicit hash key, data.
     pub fn into_parts(self) -> (String, Option<HashKey>, Bytes) {
-        (self.partition_key, self.explicit_hash_key, self.data)
+        (
+            String::from(&*self.partition_key),
+            self.explicit_hash_key,
+            self.data,
+        )
+    }
+}
+
+/// Copies small records into shared buffers ("slabs"), so that many records live in one
+/// allocation instead of two each.
+///
+/// A producer that takes records on the application's threads and frees them on its own pays
+/// for every allocation crossing threads, which is what most allocators do worst; copying a small
+/// record into a slab on the application's thread, then freeing the original there, costs less.
+/// A slab is freed when the last record copied into it is dropped, so a record held for long
+/// keeps its whole slab alive: the slabs alive at once are capped, and once the cap is reached
+/// records are left as they are until slabs are freed.
+#[derive(Debug)]
+pub struct RecordSlab {
+    current: BytesMut,
+    /// One handle on every slab started and maybe still alive, to count them.
+    alive: Vec<Bytes>,
+    slab_bytes: usize,
+    max_slabs: usize,
+}
+
+impl RecordSlab {
+    /// Records up to `slab_bytes / 16` bytes (partition key + data) are copied into slabs of
+    /// `slab_bytes`, at most `max_alive_bytes` of them alive at once.
+    pub fn new(slab_bytes: usize, max_alive_bytes: usize) -> Self {
+        RecordSlab {
+            current: BytesMut::new(),
+            alive: Vec::new(),
+            slab_bytes,
+            max_slabs: max_alive_bytes / slab_bytes.max(1),
+        }
+    }
+
+    /// Bytes of the slabs that may still be alive.
+    pub fn alive_bytes(&self) -> usize {
+        self.alive.len() * self.slab_bytes
+    }
+
+    /// A copy of `record` in a slab, or `None` when the record is too large for one or the slabs
+    /// alive reached the cap (keep the record as it is then).
+    pub fn copy(&mut self, record: &UserRecord) -> Option<UserRecord> {
+        let key = record.partition_key.as_bytes();
+        let size = record.size();
+        if size > self.slab_bytes / 16 {
+            return None;
+        }
+        if self.current.capacity() - self.current.len() < size && !self.start_slab() {
+            return None;
+        }
+        self.current.extend_from_slice(key);
+        let key = self.current.split().freeze();
+        self.current.extend_from_slice(&record.data);
+        let data = self.current.split().freeze();
+        // The bytes were a `str` a moment ago; the check cannot fail.
+        let partition_key = Str::from_inner(key).ok()?;
+        Some(UserRecord {
+            partition_key,
+            explicit_hash_key: record.explicit_hash_key,
+            data,
+        })
+    }
+
+    /// Starts a new slab if the cap allows; whether it did.
+    fn start_slab(&mut self) -> bool {
+        // Let go of the full slab first; then a slab whose only handle left is ours was freed by
+        // everyone else.
+        self.current = BytesMut::new();
+        self.alive.retain(|slab| !slab.is_unique());
+        if self.alive.len() >= self.max_slabs {
+            return false;
+        }
+        self.current = BytesMut::with_capacity(self.slab_bytes);
+        // An empty handle sharing the new slab: it stays shared as long as any record in it.
+        self.alive.push(self.current.split_to(0).freeze());
+        true
     }
 }
 
@@ -221,5 +302,51 @@ mod tests {
         assert_eq!(r.hash_key(), HashKey::from_partition_key("a"));
         let r = r.with_explicit_hash_key(HashKey::new(7));
         assert_eq!(r.hash_key(), HashKey::new(7));
+    }
+
+    #[test]
+    fn slab_copies_are_equal_records_sharing_one_buffer() {
+        let mut slab = RecordSlab::new(1024, 4096);
+        let original = UserRecord::new("key-é", vec![1u8, 2, 3])
+            .unwrap()
+            .with_explicit_hash_key(HashKey::MIN);
+        let copy = slab.copy(&original).unwrap();
+        assert_eq!(copy, original);
+        assert_eq!(copy.hash_key(), original.hash_key());
+        assert_eq!(slab.alive_bytes(), 1024);
+        // Many small records, one slab.
+        let copies: Vec<_> = (0..8).map(|_| slab.copy(&original).unwrap()).collect();
+        assert_eq!(slab.alive_bytes(), 1024);
+        assert!(copies.iter().all(|c| *c == original));
+    }
+
+    #[test]
+    fn slab_leaves_large_records_alone() {
+        let mut slab = RecordSlab::new(1024, 4096);
+        let large = UserRecord::new("k", vec![0u8; 64]).unwrap();
+        assert_eq!(slab.copy(&large), None);
+        let small = UserRecord::new("k", vec![0u8; 63]).unwrap();
+        assert_eq!(slab.copy(&small), Some(small));
+    }
+
+    #[test]
+    fn slabs_alive_at_once_are_capped_and_freed_ones_make_room() {
+        // 60-byte records, one slab holds 17 of them; two slabs at most.
+        let mut slab = RecordSlab::new(1024, 2048);
+        let record = UserRecord::new("k", vec![9u8; 59]).unwrap();
+        let mut held = Vec::new();
+        while let Some(copy) = slab.copy(&record) {
+            held.push(copy);
+            assert!(held.len() <= 34, "the cap was not applied");
+        }
+        assert_eq!(held.len(), 34);
+        assert_eq!(slab.alive_bytes(), 2048);
+        // One record of the first slab keeps it alive; the second slab is freed.
+        held.truncate(1);
+        assert!(slab.copy(&record).is_some());
+        assert_eq!(slab.alive_bytes(), 2048);
+        drop(held);
+        let again: Vec<_> = (0..20).map_while(|_| slab.copy(&record)).collect();
+        assert_eq!(again.len(), 20);
     }
 }

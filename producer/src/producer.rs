@@ -3,14 +3,14 @@
 use std::{
     num::NonZeroUsize,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering as AtomicOrdering},
     },
     time::Duration,
 };
 
 use aws_sdk_kinesis::Client;
-use kinesis_aggregation::{MaxRecordSize, UserRecord};
+use kinesis_aggregation::{MaxRecordSize, RecordSlab, UserRecord};
 use tokio::{
     sync::{Semaphore, mpsc, oneshot, watch},
     time::Instant,
@@ -83,9 +83,21 @@ struct Shared {
     stopped: watch::Receiver<bool>,
     /// When the producer was built: a stand-in for put times until the pipeline stamps them.
     created: Instant,
-    /// Where receipts are resolved.
-    cells: Cells,
+    /// What `send` prepares under one lock: receipt cells, and slabs that small records are
+    /// copied into.
+    stage: Mutex<Stage>,
 }
+
+/// The records' side of `send`, on the application's thread.
+struct Stage {
+    cells: Cells,
+    slab: RecordSlab,
+}
+
+/// Small records are copied into slabs of this size (see [`RecordSlab`]): records up to 4 KiB.
+const SLAB_BYTES: usize = 64 * 1024;
+/// Most bytes of slabs alive at once, at most a quarter of the outstanding bytes bound.
+const MAX_SLAB_BYTES: usize = 32 * 1024 * 1024;
 
 /// An async Kinesis producer for one stream. Cheap to clone; all clones feed the same pipeline.
 ///
@@ -214,7 +226,18 @@ impl Producer {
     }
 
     fn send(&self, record: UserRecord, cost: u32) -> Result<Receipt, Failure> {
-        let (tx, receipt) = self.shared.cells.pair();
+        let (tx, receipt, copy) = {
+            let mut stage = self
+                .shared
+                .stage
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let copy = stage.slab.copy(&record);
+            let (tx, receipt) = stage.cells.pair();
+            (tx, receipt, copy)
+        };
+        // The application's record is freed here, on its own thread.
+        let record = copy.unwrap_or(record);
         let pending = Pending::new(record, tx, self.shared.created);
         match self.shared.tx.send(Command::Record(pending)) {
             Ok(()) => Ok(receipt),
@@ -514,6 +537,10 @@ impl ProducerBuilder {
             config.max_outstanding_records,
             config.max_outstanding_bytes,
         ));
+        let slab = RecordSlab::new(
+            SLAB_BYTES,
+            (config.max_outstanding_bytes / 4).clamp(SLAB_BYTES, MAX_SLAB_BYTES),
+        );
         let (tx, rx) = mpsc::unbounded_channel();
         let (stopped_tx, stopped_rx) = watch::channel(false);
         let config = Arc::new(config);
@@ -524,7 +551,10 @@ impl ProducerBuilder {
                 tx,
                 admission,
                 created: Instant::now(),
-                cells: Cells::default(),
+                stage: Mutex::new(Stage {
+                    cells: Cells::default(),
+                    slab,
+                }),
                 stream,
                 max_record_size,
                 closed: AtomicBool::new(false),

@@ -131,17 +131,13 @@ impl Block {
 /// Hands out receipt cells, allocating a block every [`CELLS_PER_BLOCK`] records.
 #[derive(Default)]
 pub(crate) struct Cells {
-    current: Mutex<Option<(Arc<Block>, usize)>>,
+    current: Option<(Arc<Block>, usize)>,
 }
 
 impl Cells {
     /// A sender for the pipeline and the receipt it resolves.
-    pub(crate) fn pair(&self) -> (Sender, Receipt) {
-        let mut current = self
-            .current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (block, index) = match current.take() {
+    pub(crate) fn pair(&mut self) -> (Sender, Receipt) {
+        let (block, index) = match self.current.take() {
             Some((block, index)) if index < CELLS_PER_BLOCK => (block, index),
             _ => (
                 Arc::new(Block {
@@ -160,7 +156,7 @@ impl Cells {
                 index,
             },
         );
-        *current = Some((block, index + 1));
+        self.current = Some((block, index + 1));
         pair
     }
 }
@@ -305,7 +301,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_cell_of_several_blocks_resolves_its_own_receipt() {
-        let cells = Cells::default();
+        let mut cells = Cells::default();
         let pairs: Vec<_> = (0..CELLS_PER_BLOCK * 3 + 5).map(|_| cells.pair()).collect();
         let mut receipts = Vec::new();
         for (n, (tx, receipt)) in pairs.into_iter().enumerate() {
@@ -321,7 +317,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_receipt_is_woken_by_its_sender_only() {
-        let cells = Cells::default();
+        let mut cells = Cells::default();
         let (first_tx, first) = cells.pair();
         let (second_tx, second) = cells.pair();
         let waiting = tokio::spawn(second);
@@ -336,7 +332,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_sender_cancels_its_receipt() {
-        let cells = Cells::default();
+        let mut cells = Cells::default();
         let (tx, receipt) = cells.pair();
         let waiting = tokio::spawn(receipt);
         tokio::task::yield_now().await;
@@ -353,7 +349,7 @@ mod tests {
 
     #[test]
     fn an_outcome_for_a_dropped_receipt_is_not_kept() {
-        let cells = Cells::default();
+        let mut cells = Cells::default();
         let (tx, receipt) = cells.pair();
         let (_keep_block_alive, _other) = cells.pair();
         let record = UserRecord::new("key", vec![7u8; 1024]).unwrap_or_else(|e| panic!("{e}"));
