@@ -95,11 +95,19 @@ impl UserRecord {
 #[derive(Debug)]
 pub struct RecordSlab {
     current: BytesMut,
-    /// One handle on every slab started and maybe still alive, to count them.
-    alive: Vec<Bytes>,
+    /// Slabs filled earlier, some of whose records may still be alive. A slab none of whose
+    /// records is left is taken back in place and filled again (no allocation, no page faults).
+    filled: Vec<BytesMut>,
     slab_bytes: usize,
     max_slabs: usize,
+    /// Records to let pass before looking for a free slab again, after the cap was found reached.
+    backoff: u32,
 }
+
+/// Free slabs kept for reuse beyond the one being filled; more are freed.
+const SPARE_SLABS: usize = 4;
+/// Records left as they are after the cap was found reached, before looking again.
+const CAPPED_BACKOFF: u32 = 64;
 
 impl RecordSlab {
     /// Records up to `slab_bytes / 16` bytes (partition key + data) are copied into slabs of
@@ -107,15 +115,16 @@ impl RecordSlab {
     pub fn new(slab_bytes: usize, max_alive_bytes: usize) -> Self {
         RecordSlab {
             current: BytesMut::new(),
-            alive: Vec::new(),
+            filled: Vec::new(),
             slab_bytes,
-            max_slabs: max_alive_bytes / slab_bytes.max(1),
+            max_slabs: (max_alive_bytes / slab_bytes.max(1)).max(1),
+            backoff: 0,
         }
     }
 
-    /// Bytes of the slabs that may still be alive.
+    /// Bytes of the slabs held or alive (at most the cap given to [`new`](Self::new)).
     pub fn alive_bytes(&self) -> usize {
-        self.alive.len() * self.slab_bytes
+        (self.filled.len() + usize::from(self.current.capacity() > 0)) * self.slab_bytes
     }
 
     /// A copy of `record` in a slab, or `None` when the record is too large for one or the slabs
@@ -126,7 +135,7 @@ impl RecordSlab {
         if size > self.slab_bytes / 16 {
             return None;
         }
-        if self.current.capacity() - self.current.len() < size && !self.start_slab() {
+        if self.current.capacity() - self.current.len() < size && !self.next_slab() {
             return None;
         }
         self.current.extend_from_slice(key);
@@ -142,18 +151,40 @@ impl RecordSlab {
         })
     }
 
-    /// Starts a new slab if the cap allows; whether it did.
-    fn start_slab(&mut self) -> bool {
-        // Let go of the full slab first; then a slab whose only handle left is ours was freed by
-        // everyone else.
-        self.current = BytesMut::new();
-        self.alive.retain(|slab| !slab.is_unique());
-        if self.alive.len() >= self.max_slabs {
+    /// Moves on to a free slab (one whose records are all gone, else a new one if the cap
+    /// allows); whether there is one.
+    fn next_slab(&mut self) -> bool {
+        if self.backoff > 0 {
+            self.backoff -= 1;
             return false;
         }
-        self.current = BytesMut::with_capacity(self.slab_bytes);
-        // An empty handle sharing the new slab: it stays shared as long as any record in it.
-        self.alive.push(self.current.split_to(0).freeze());
+        if self.current.capacity() > 0 {
+            self.filled.push(std::mem::take(&mut self.current));
+        }
+        let slab_bytes = self.slab_bytes;
+        let mut free = None;
+        let mut spare = 0;
+        // A slab whose only handle left is ours can be taken back whole.
+        self.filled.retain_mut(|slab| {
+            if !slab.try_reclaim(slab_bytes) {
+                return true;
+            }
+            if free.is_none() {
+                free = Some(std::mem::take(slab));
+                return false;
+            }
+            spare += 1;
+            spare <= SPARE_SLABS
+        });
+        if let Some(slab) = free {
+            self.current = slab;
+            return true;
+        }
+        if self.filled.len() >= self.max_slabs {
+            self.backoff = CAPPED_BACKOFF;
+            return false;
+        }
+        self.current = BytesMut::with_capacity(slab_bytes);
         true
     }
 }
@@ -341,12 +372,30 @@ mod tests {
         }
         assert_eq!(held.len(), 34);
         assert_eq!(slab.alive_bytes(), 2048);
-        // One record of the first slab keeps it alive; the second slab is freed.
+        // One record of the first slab keeps it alive; the second slab is free again. After
+        // finding the cap reached, the slab lets a few records pass before looking again.
         held.truncate(1);
-        assert!(slab.copy(&record).is_some());
+        let passed = (0..=CAPPED_BACKOFF)
+            .take_while(|_| slab.copy(&record).is_none())
+            .count();
+        assert_eq!(passed, CAPPED_BACKOFF as usize);
         assert_eq!(slab.alive_bytes(), 2048);
         drop(held);
         let again: Vec<_> = (0..20).map_while(|_| slab.copy(&record)).collect();
         assert_eq!(again.len(), 20);
+        assert_eq!(slab.alive_bytes(), 2048);
+    }
+
+    #[test]
+    fn a_slab_whose_records_are_gone_is_filled_again_in_place() {
+        let mut slab = RecordSlab::new(1024, 1 << 20);
+        let record = UserRecord::new("k", vec![1u8; 59]).unwrap();
+        let first: Vec<_> = (0..17).map(|_| slab.copy(&record).unwrap()).collect();
+        let start = first[0].partition_key().as_ptr() as usize;
+        drop(first);
+        // The 18th record needs a new slab: the first one is free and taken back.
+        let next = slab.copy(&record).unwrap();
+        assert_eq!(next.partition_key().as_ptr() as usize, start);
+        assert_eq!(slab.alive_bytes(), 1024);
     }
 }

@@ -968,11 +968,9 @@ impl Pipeline {
 
     /// Resolves every record of a written entry (its attempts already recorded) and counts it.
     fn complete(&mut self, mut krec: KRec, shard_id: &str, sequence_number: String) {
-        let shard_arc: Arc<str> = if *krec.shard == *shard_id {
-            krec.shard.clone()
-        } else {
-            Arc::from(shard_id)
-        };
+        // One shard id per Kinesis record rather than the shard's own: the receipts of different
+        // calls then do not all count references on one shared counter from two threads.
+        let shard_arc: Arc<str> = Arc::from(shard_id);
         let sequence: Arc<str> = Arc::from(sequence_number);
         let bytes: usize = krec.records.iter().map(|p| p.record.size()).sum();
         let count = krec.records.len();
