@@ -11,28 +11,37 @@ use crate::error::{Error, HashKeyProblem};
 /// A record's hash key is its explicit hash key when it has one, otherwise the MD5 digest of its
 /// partition key's UTF-8 bytes read as a big-endian unsigned integer. Each open shard owns one
 /// contiguous range of the space.
+///
+/// Kept as two 64-bit halves (most significant first, so the derived order is the numeric one)
+/// rather than a `u128`: 8-byte alignment keeps the records that carry one smaller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct HashKey(u128);
+pub struct HashKey {
+    high: u64,
+    low: u64,
+}
 
 impl HashKey {
     /// The smallest hash key, 0.
-    pub const MIN: HashKey = HashKey(0);
+    pub const MIN: HashKey = HashKey::new(0);
     /// The largest hash key, 2^128 - 1.
-    pub const MAX: HashKey = HashKey(u128::MAX);
+    pub const MAX: HashKey = HashKey::new(u128::MAX);
 
     /// Wraps a raw 128-bit value.
     pub const fn new(value: u128) -> Self {
-        HashKey(value)
+        HashKey {
+            high: (value >> 64) as u64,
+            low: value as u64,
+        }
     }
 
     /// The raw 128-bit value.
     pub const fn get(self) -> u128 {
-        self.0
+        ((self.high as u128) << 64) | self.low as u128
     }
 
     /// The hash key Kinesis derives from a partition key: MD5 of its UTF-8 bytes, big-endian.
     pub fn from_partition_key(partition_key: &str) -> Self {
-        HashKey(u128::from_be_bytes(md5_digest(partition_key.as_bytes())))
+        HashKey::new(u128::from_be_bytes(md5_digest(partition_key.as_bytes())))
     }
 
     /// The hash key Kinesis routes a record by: its explicit hash key if it has one, else the
@@ -45,7 +54,7 @@ impl HashKey {
     /// no spaces, no leading zero, at most 2^128 - 1.
     pub fn parse(text: &str) -> Result<Self, Error> {
         parse_decimal(text, false)
-            .map(HashKey)
+            .map(HashKey::new)
             .map_err(|problem| Error::InvalidExplicitHashKey {
                 value: text.to_owned(),
                 problem,
@@ -55,12 +64,12 @@ impl HashKey {
     /// Like [`HashKey::parse`] but tolerates leading zeros. Used for keys read from aggregates
     /// written by other producers, which Kinesis never validated.
     pub(crate) fn parse_lenient(text: &str) -> Option<Self> {
-        parse_decimal(text, true).ok().map(HashKey)
+        parse_decimal(text, true).ok().map(HashKey::new)
     }
 
     /// Number of characters of the decimal form, without formatting it.
     pub(crate) fn decimal_len(self) -> usize {
-        let mut v = self.0;
+        let mut v = self.get();
         let mut len = 1;
         while v >= 10 {
             v /= 10;
@@ -72,13 +81,13 @@ impl HashKey {
 
 impl From<u128> for HashKey {
     fn from(value: u128) -> Self {
-        HashKey(value)
+        HashKey::new(value)
     }
 }
 
 impl From<HashKey> for u128 {
     fn from(key: HashKey) -> Self {
-        key.0
+        key.get()
     }
 }
 
@@ -93,7 +102,7 @@ impl FromStr for HashKey {
 /// The decimal form Kinesis uses (`ExplicitHashKey`, `StartingHashKey`, `EndingHashKey`).
 impl fmt::Display for HashKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
+        fmt::Display::fmt(&self.get(), f)
     }
 }
 

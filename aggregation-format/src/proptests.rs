@@ -316,6 +316,15 @@ proptest! {
     }
 
     #[test]
+    fn hash_keys_order_and_print_as_their_128_bit_values(a in any::<u128>(), b in any::<u128>()) {
+        let (x, y) = (HashKey::new(a), HashKey::new(b));
+        prop_assert_eq!(x.get(), a);
+        prop_assert_eq!(x.cmp(&y), a.cmp(&b));
+        prop_assert_eq!(x.to_string(), a.to_string());
+        prop_assert_eq!(HashKey::parse(&a.to_string()).ok(), Some(x));
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..200), framed in any::<bool>()) {
         let data = if framed { frame(&body) } else { Bytes::from(body) };
         let out = deaggregate_explained(stream_record(data.clone()));

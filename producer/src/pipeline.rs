@@ -35,13 +35,45 @@ use crate::{
     shard_map::{ShardInfo, ShardMap, refresh_backoff},
 };
 
+/// A record on its way from `put` to the pipeline: only what must cross threads, so the channel
+/// carries as few bytes per record as possible.
+pub(crate) struct Admitted {
+    record: Option<UserRecord>,
+    tx: Option<receipt::Sender>,
+}
+
+impl Admitted {
+    pub(crate) fn new(record: UserRecord, tx: receipt::Sender) -> Self {
+        Admitted {
+            record: Some(record),
+            tx: Some(tx),
+        }
+    }
+
+    /// Takes the receipt's sender back without resolving it (the record never got in).
+    pub(crate) fn disarm(mut self) -> Option<UserRecord> {
+        self.tx = None;
+        self.record.take()
+    }
+}
+
+impl Drop for Admitted {
+    /// Whatever tears the pipeline down before it takes the record in, the receipt still
+    /// resolves and hands the record back.
+    fn drop(&mut self) {
+        if let (Some(tx), Some(record)) = (self.tx.take(), self.record.take()) {
+            tx.send(Err(Box::new(Failure::new(Error::Cancelled, record))));
+        }
+    }
+}
+
 /// A user record between admission and its receipt.
 pub(crate) struct Pending {
     pub(crate) record: UserRecord,
-    /// The record's routing hash, set when the pipeline receives it.
+    /// The record's routing hash.
     hash_key: HashKey,
     tx: Option<receipt::Sender>,
-    /// Set when the pipeline receives the record (within microseconds of `put`).
+    /// When the pipeline received the record (within microseconds of `put`).
     put_at: Instant,
     /// Attempts made with earlier Kinesis records, when the record was routed again (after a
     /// wrong-shard landing or a map change). Usually empty: the attempts of the Kinesis record
@@ -51,29 +83,6 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    /// A record for the pipeline; `placeholder` stands for the put time until the pipeline
-    /// stamps it (reading the clock once per batch rather than once per record).
-    pub(crate) fn new(
-        record: UserRecord,
-        tx: receipt::Sender,
-        placeholder: Instant,
-    ) -> Self {
-        Pending {
-            record,
-            hash_key: HashKey::MIN,
-            tx: Some(tx),
-            put_at: placeholder,
-            prior: Vec::new(),
-            epoch: 0,
-        }
-    }
-
-    /// Takes the receipt's sender back without resolving it (the record never got in).
-    pub(crate) fn disarm(mut self) -> UserRecord {
-        self.tx = None;
-        self.record.clone()
-    }
-
     fn resolve(&mut self, outcome: Outcome) {
         if let Some(tx) = self.tx.take() {
             // The application may have dropped the receipt; the record is resolved either way.
@@ -98,7 +107,7 @@ impl Drop for Pending {
 
 /// What the handles send to the task.
 pub(crate) enum Command {
-    Record(Pending),
+    Record(Admitted),
     Flush(oneshot::Sender<()>),
     Shutdown,
 }
@@ -503,11 +512,19 @@ impl Pipeline {
 
     fn on_command(&mut self, command: Command, now: Instant) {
         match command {
-            Command::Record(mut pending) => {
+            Command::Record(mut admitted) => {
+                let (Some(record), tx) = (admitted.record.take(), admitted.tx.take()) else {
+                    return;
+                };
                 self.metrics.received.increment(1);
-                pending.put_at = now;
-                pending.hash_key = self.hash_keys.of_record(&pending.record);
-                pending.epoch = self.epoch_base + self.epochs.len() as u64 - 1;
+                let pending = Pending {
+                    hash_key: self.hash_keys.of_record(&record),
+                    record,
+                    tx,
+                    put_at: now,
+                    prior: Vec::new(),
+                    epoch: self.epoch_base + self.epochs.len() as u64 - 1,
+                };
                 if let Some(count) = self.epochs.back_mut() {
                     *count += 1;
                 }

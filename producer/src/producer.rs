@@ -20,7 +20,7 @@ use crate::{
     config::{Config, Ordering, RecordSizeLimit, StreamRef},
     error::Error,
     kinesis::{self, CallError},
-    pipeline::{Command, Pending, Pipeline},
+    pipeline::{Admitted, Command, Pipeline},
     receipt::{Cells, Failure, Receipt},
     retry::ErrorClass,
     shard_map::ShardMap,
@@ -81,8 +81,6 @@ struct Shared {
     max_record_size: MaxRecordSize,
     closed: AtomicBool,
     stopped: watch::Receiver<bool>,
-    /// When the producer was built: a stand-in for put times until the pipeline stamps them.
-    created: Instant,
     /// What `send` prepares under one lock: receipt cells, and slabs that small records are
     /// copied into.
     stage: Mutex<Stage>,
@@ -238,15 +236,16 @@ impl Producer {
         };
         // The application's record is freed here, on its own thread.
         let record = copy.unwrap_or(record);
-        let pending = Pending::new(record, tx, self.shared.created);
-        match self.shared.tx.send(Command::Record(pending)) {
+        match self.shared.tx.send(Command::Record(Admitted::new(record, tx))) {
             Ok(()) => Ok(receipt),
             Err(mpsc::error::SendError(command)) => {
                 self.shared.admission.release(1, cost as usize);
                 match command {
-                    Command::Record(pending) => {
-                        Err(Failure::new(Error::ShutDown, pending.disarm()))
-                    }
+                    Command::Record(admitted) => Err(Failure {
+                        error: Error::ShutDown,
+                        record: admitted.disarm(),
+                        attempts: Vec::new(),
+                    }),
                     _ => unreachable_command(),
                 }
             }
@@ -550,7 +549,6 @@ impl ProducerBuilder {
             shared: Arc::new(Shared {
                 tx,
                 admission,
-                created: Instant::now(),
                 stage: Mutex::new(Stage {
                     cells: Cells::default(),
                     slab,

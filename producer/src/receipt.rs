@@ -148,8 +148,9 @@ impl Cells {
         };
         let pair = (
             Sender {
-                block: Some(block.clone()),
-                index,
+                block: block.clone(),
+                index: index as u32,
+                sent: false,
             },
             Receipt {
                 block: block.clone(),
@@ -164,61 +165,47 @@ impl Cells {
 /// The pipeline's end of a receipt. Dropping it unresolved resolves the receipt with
 /// [`Error::Cancelled`] (without the record: whoever drops it is expected to resolve it instead).
 pub(crate) struct Sender {
-    block: Option<Arc<Block>>,
-    index: usize,
+    block: Arc<Block>,
+    index: u32,
+    sent: bool,
 }
 
 impl Sender {
     /// Resolves the receipt.
     pub(crate) fn send(mut self, outcome: Outcome) {
-        if let Some(block) = self.block.take() {
-            let waker = {
-                let mut cell = block.cell(self.index);
-                match std::mem::take(&mut *cell) {
-                    Cell::Closed => {
-                        *cell = Cell::Closed;
-                        None
-                    }
-                    Cell::Watched(waker) => {
-                        *cell = Cell::Ready(outcome);
-                        Some(waker)
-                    }
-                    _ => {
-                        *cell = Cell::Ready(outcome);
-                        None
-                    }
+        self.sent = true;
+        self.settle(Cell::Ready(outcome));
+    }
+
+    /// Puts `resolved` in the cell unless the receipt is gone, and wakes the receipt's task.
+    fn settle(&self, resolved: Cell) {
+        let waker = {
+            let mut cell = self.block.cell(self.index as usize);
+            match std::mem::take(&mut *cell) {
+                Cell::Closed => {
+                    *cell = Cell::Closed;
+                    None
                 }
-            };
-            if let Some(waker) = waker {
-                waker.wake();
+                Cell::Watched(waker) => {
+                    *cell = resolved;
+                    Some(waker)
+                }
+                _ => {
+                    *cell = resolved;
+                    None
+                }
             }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
         }
     }
 }
 
 impl Drop for Sender {
     fn drop(&mut self) {
-        if let Some(block) = self.block.take() {
-            let waker = {
-                let mut cell = block.cell(self.index);
-                match std::mem::take(&mut *cell) {
-                    Cell::Closed => {
-                        *cell = Cell::Closed;
-                        None
-                    }
-                    Cell::Watched(waker) => {
-                        *cell = Cell::Abandoned;
-                        Some(waker)
-                    }
-                    _ => {
-                        *cell = Cell::Abandoned;
-                        None
-                    }
-                }
-            };
-            if let Some(waker) = waker {
-                waker.wake();
-            }
+        if !self.sent {
+            self.settle(Cell::Abandoned);
         }
     }
 }
