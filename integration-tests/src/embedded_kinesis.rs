@@ -16,8 +16,13 @@ use tower::{Layer, ServiceExt};
 use crate::error::HarnessError;
 use crate::fault::FaultController;
 use crate::fault::layer::FaultLayer;
+
 use crate::sdk::{self, ClientOptions};
 use crate::serve::Server;
+
+/// Largest request body the embedded stand-in accepts: room for a 10 MiB `PutRecords` call in
+/// base64 JSON.
+const STAND_IN_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Options for [`Ferrokinesis::start_with`]. Stream transitions are instantaneous
 /// (create/update/delete take 0 ms) and up to 100 shards may be open.
@@ -155,6 +160,9 @@ impl Ferrokinesis {
             .clone()
             .unwrap_or_else(|| FaultController::new(options.fault_seed));
         let (router, store) = ferrokinesis::create_app(options.store_options());
+        // Kinesis takes PutRecords calls of up to 10 MiB of records, about 14 MB of JSON; axum's
+        // default body limit (2 MB) would refuse calls of a few hundred KiB of records each.
+        let router = router.layer(axum::extract::DefaultBodyLimit::max(STAND_IN_MAX_BODY_BYTES));
         let service = FaultLayer::new(controller.clone()).layer(router);
         let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
             service.clone().oneshot(request.map(Body::new))
