@@ -8,17 +8,19 @@
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap, VecDeque},
-    sync::Arc,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
 
 use aws_sdk_kinesis::{Client, primitives::Blob, types::PutRecordsRequestEntry};
 use backon::ExponentialBackoff;
 use bytes::Bytes;
-use kinesis_aggregation::{AggregationLimits, Aggregator, HashKey, HashKeyCache, UserRecord};
+use kinesis_aggregation::{
+    AggregationLimits, Aggregator, HashKey, HashKeyCache, RecordSlab, UserRecord,
+};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use tokio::{
-    sync::{mpsc, oneshot, watch},
+    sync::{Notify, mpsc, oneshot, watch},
     time::Instant,
 };
 use tracing::{Instrument, debug, warn};
@@ -30,30 +32,24 @@ use crate::{
     limiter::Limiter,
     metrics as m,
     producer::Admission,
-    receipt::{self, Attempt, AttemptError, Delivery, Failure, Outcome},
+    receipt::{self, Attempt, AttemptError, Cells, Delivery, Failure, Outcome, Receipt},
     retry::{self, ErrorClass, Verdict},
     shard_map::{ShardInfo, ShardMap, refresh_backoff},
 };
 
 /// A record on its way from `put` to the pipeline: only what must cross threads, so the channel
 /// carries as few bytes per record as possible.
-pub(crate) struct Admitted {
+struct Admitted {
     record: Option<UserRecord>,
     tx: Option<receipt::Sender>,
 }
 
 impl Admitted {
-    pub(crate) fn new(record: UserRecord, tx: receipt::Sender) -> Self {
+    fn new(record: UserRecord, tx: receipt::Sender) -> Self {
         Admitted {
             record: Some(record),
             tx: Some(tx),
         }
-    }
-
-    /// Takes the receipt's sender back without resolving it (the record never got in).
-    pub(crate) fn disarm(mut self) -> Option<UserRecord> {
-        self.tx = None;
-        self.record.take()
     }
 }
 
@@ -64,6 +60,79 @@ impl Drop for Admitted {
         if let (Some(tx), Some(record)) = (self.tx.take(), self.record.take()) {
             tx.send(Err(Box::new(Failure::new(Error::Cancelled, record))));
         }
+    }
+}
+
+/// Where `put` leaves admitted records for the pipeline: a vector under the same lock that
+/// hands out receipt cells and slab space, so passing a record on costs no atomic operation of its
+/// own; the pipeline takes the whole vector at once.
+pub(crate) struct Intake {
+    stage: Mutex<Stage>,
+    /// Signalled when the vector stops being empty.
+    notify: Notify,
+}
+
+struct Stage {
+    cells: Cells,
+    slab: RecordSlab,
+    records: Vec<Admitted>,
+    /// Cleared when the pipeline stops taking records.
+    open: bool,
+}
+
+impl Intake {
+    pub(crate) fn new(slab: RecordSlab) -> Self {
+        Intake {
+            stage: Mutex::new(Stage {
+                cells: Cells::default(),
+                slab,
+                records: Vec::new(),
+                open: true,
+            }),
+            notify: Notify::new(),
+        }
+    }
+
+    fn stage(&self) -> MutexGuard<'_, Stage> {
+        // Nothing panics while holding the lock; a poisoned stage is still consistent.
+        self.stage.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Leaves a record for the pipeline and returns its receipt; hands the record back if the
+    /// pipeline no longer takes any.
+    pub(crate) fn admit(&self, record: UserRecord) -> Result<Receipt, UserRecord> {
+        let (receipt, first, original) = {
+            let mut stage = self.stage();
+            if !stage.open {
+                return Err(record);
+            }
+            let (kept, original) = match stage.slab.copy(&record) {
+                Some(copy) => (copy, Some(record)),
+                None => (record, None),
+            };
+            let (tx, receipt) = stage.cells.pair();
+            stage.records.push(Admitted::new(kept, tx));
+            (receipt, stage.records.len() == 1, original)
+        };
+        // The application's record, copied into a slab, is freed here on its own thread.
+        drop(original);
+        if first {
+            self.notify.notify_one();
+        }
+        Ok(receipt)
+    }
+
+    /// Takes every record left so far (`into` must be empty; it is swapped in, to reuse its
+    /// allocation).
+    fn take(&self, into: &mut Vec<Admitted>) {
+        std::mem::swap(&mut self.stage().records, into);
+    }
+
+    /// Stops taking records; returns those left.
+    fn close(&self) -> Vec<Admitted> {
+        let mut stage = self.stage();
+        stage.open = false;
+        std::mem::take(&mut stage.records)
     }
 }
 
@@ -107,7 +176,6 @@ impl Drop for Pending {
 
 /// What the handles send to the task.
 pub(crate) enum Command {
-    Record(Admitted),
     Flush(oneshot::Sender<()>),
     Shutdown,
 }
@@ -343,6 +411,11 @@ pub(crate) struct Pipeline {
     admission: Arc<Admission>,
     rx: mpsc::UnboundedReceiver<Command>,
     rx_open: bool,
+    intake: Arc<Intake>,
+    /// Whether the intake still takes records.
+    taking: bool,
+    /// The records taken from the intake, and the vector swapped in next time.
+    taken: Vec<Admitted>,
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
     map: ShardMap,
@@ -369,8 +442,6 @@ pub(crate) struct Pipeline {
     hash_keys: HashKeyCache,
 }
 
-/// Most commands taken from the channel at once.
-const INTAKE_BATCH: usize = 1024;
 /// Pause between takes from the channel once it has been drained.
 const INTAKE_PAUSE: Duration = Duration::from_millis(1);
 
@@ -384,6 +455,7 @@ impl Pipeline {
         stream: StreamRef,
         admission: Arc<Admission>,
         rx: mpsc::UnboundedReceiver<Command>,
+        intake: Arc<Intake>,
         map: ShardMap,
     ) -> Self {
         let now = Instant::now();
@@ -425,6 +497,9 @@ impl Pipeline {
             admission,
             rx,
             rx_open: true,
+            intake,
+            taking: true,
+            taken: Vec::new(),
             events_tx,
             events_rx,
             map,
@@ -454,28 +529,30 @@ impl Pipeline {
         let span = tracing::info_span!("kinesis_producer", stream = %self.stream);
         // Marks the producer stopped however the task ends, so that waiting `put`s and
         // `shutdown`s return.
-        struct Stopped(watch::Sender<bool>, Arc<Admission>);
+        // Records still in the intake then resolve as cancelled, with the record.
+        struct Stopped(watch::Sender<bool>, Arc<Admission>, Arc<Intake>);
         impl Drop for Stopped {
             fn drop(&mut self) {
+                drop(self.2.close());
                 self.1.close();
                 let _ = self.0.send(true);
             }
         }
-        let _stopped = Stopped(done, self.admission.clone());
+        let _stopped = Stopped(done, self.admission.clone(), self.intake.clone());
         self.event_loop().instrument(span).await;
     }
 
     async fn event_loop(mut self) {
-        let mut commands = Vec::with_capacity(INTAKE_BATCH);
-        // After taking records in, the task leaves the channel alone for a moment so that puts
+        // After taking records in, the task leaves the intake alone for a moment so that puts
         // pile up and are taken in bulk: one wake-up per batch instead of one per few records.
         // Linger is far longer, so records lose nothing by it.
         let mut intake_at = Instant::now();
+        let intake = self.intake.clone();
         loop {
             let now = Instant::now();
-            let intake_open = self.rx_open && now >= intake_at;
+            let intake_open = self.taking && now >= intake_at;
             let mut wake = self.next_wake(now);
-            if self.rx_open && !intake_open {
+            if self.taking && !intake_open {
                 wake = Some(wake.map_or(intake_at, |w| w.min(intake_at)));
             }
             tokio::select! {
@@ -486,61 +563,87 @@ impl Pipeline {
                         self.on_event(event);
                     }
                 }
-                received = self.rx.recv_many(&mut commands, INTAKE_BATCH), if intake_open => {
-                    if received == 0 {
-                        self.rx_open = false;
-                        self.draining = true;
-                    }
+                command = self.rx.recv(), if self.rx_open => {
                     let now = Instant::now();
-                    for command in commands.drain(..) {
-                        self.on_command(command, now);
+                    match command {
+                        Some(command) => self.on_command(command, now),
+                        // Every handle is gone: nothing more can be put.
+                        None => {
+                            self.rx_open = false;
+                            self.close_intake(now);
+                        }
                     }
-                    if received < INTAKE_BATCH {
-                        intake_at = now + INTAKE_PAUSE;
-                    }
+                }
+                () = intake.notify.notified(), if intake_open => {
+                    let now = Instant::now();
+                    self.take_records(now);
+                    intake_at = now + INTAKE_PAUSE;
                 }
                 () = sleep_until(wake) => {}
             }
             self.pump(Instant::now());
             self.release();
-            if !self.rx_open && self.outstanding == 0 {
+            if !self.rx_open && !self.taking && self.outstanding == 0 {
                 debug!("drained; stopping");
                 return;
             }
         }
     }
 
+    /// Takes in every record left in the intake.
+    fn take_records(&mut self, now: Instant) {
+        let mut taken = std::mem::take(&mut self.taken);
+        self.intake.take(&mut taken);
+        self.admit(&mut taken, now);
+        self.taken = taken;
+    }
+
+    /// Stops taking records and takes in those left; the pipeline then drains.
+    fn close_intake(&mut self, now: Instant) {
+        if self.taking {
+            self.taking = false;
+            self.draining = true;
+            let mut left = self.intake.close();
+            self.admit(&mut left, now);
+        }
+    }
+
+    fn admit(&mut self, records: &mut Vec<Admitted>, now: Instant) {
+        self.metrics.received.increment(records.len() as u64);
+        for mut admitted in records.drain(..) {
+            let (Some(record), tx) = (admitted.record.take(), admitted.tx.take()) else {
+                continue;
+            };
+            let pending = Pending {
+                hash_key: self.hash_keys.of_record(&record),
+                record,
+                tx,
+                put_at: now,
+                prior: Vec::new(),
+                epoch: self.epoch_base + self.epochs.len() as u64 - 1,
+            };
+            if let Some(count) = self.epochs.back_mut() {
+                *count += 1;
+            }
+            self.outstanding += 1;
+            self.route(pending, now);
+        }
+    }
+
     fn on_command(&mut self, command: Command, now: Instant) {
         match command {
-            Command::Record(mut admitted) => {
-                let (Some(record), tx) = (admitted.record.take(), admitted.tx.take()) else {
-                    return;
-                };
-                self.metrics.received.increment(1);
-                let pending = Pending {
-                    hash_key: self.hash_keys.of_record(&record),
-                    record,
-                    tx,
-                    put_at: now,
-                    prior: Vec::new(),
-                    epoch: self.epoch_base + self.epochs.len() as u64 - 1,
-                };
-                if let Some(count) = self.epochs.back_mut() {
-                    *count += 1;
-                }
-                self.outstanding += 1;
-                self.route(pending, now);
-            }
             Command::Flush(tx) => {
+                // The records put before the flush are those in the intake now.
+                self.take_records(now);
                 let epoch = self.epoch_base + self.epochs.len() as u64 - 1;
                 self.flush_waiters.push((epoch, tx));
                 self.epochs.push_back(0);
                 self.settle_flushes();
             }
             Command::Shutdown => {
-                // Refuse new sends; what is already queued in the channel is still delivered.
+                // Refuse new records and commands; what is already in is still delivered.
+                self.close_intake(now);
                 self.rx.close();
-                self.draining = true;
             }
         }
     }
@@ -1416,5 +1519,57 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u8) -> UserRecord {
+        UserRecord::new(format!("key-{n}"), vec![n; 10]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn the_intake_hands_records_over_in_order_and_refuses_them_once_closed() {
+        let intake = Intake::new(RecordSlab::new(1024, 4096));
+        let receipts: Vec<_> = (0..3)
+            .map(|n| intake.admit(record(n)).unwrap_or_else(|_| panic!("refused")))
+            .collect();
+        let mut taken = Vec::new();
+        intake.take(&mut taken);
+        let keys: Vec<_> = taken
+            .iter()
+            .filter_map(|a| a.record.as_ref().map(|r| r.partition_key().to_owned()))
+            .collect();
+        assert_eq!(keys, ["key-0", "key-1", "key-2"]);
+        let left = intake.admit(record(3)).unwrap_or_else(|_| panic!("refused"));
+        // Closing hands back what was left; a record admitted after is refused with itself.
+        let remaining = intake.close();
+        assert_eq!(remaining.len(), 1);
+        assert_eq!(intake.admit(record(4)).err(), Some(record(4)));
+        // Records dropped before the pipeline took them in resolve as cancelled, with the
+        // record, whichever way they are dropped.
+        drop(taken);
+        drop(remaining);
+        for (n, receipt) in receipts.into_iter().chain([left]).enumerate() {
+            let failure = receipt.await.err().unwrap_or_else(|| panic!("delivered"));
+            assert!(matches!(failure.error, Error::Cancelled));
+            assert_eq!(failure.record, Some(record(n as u8)));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_left_in_the_intake_wakes_the_pipeline_once() {
+        let intake = Intake::new(RecordSlab::new(1024, 4096));
+        let _first = intake.admit(record(0));
+        let _second = intake.admit(record(1));
+        // One stored notification for the two records; none left after it is taken.
+        intake.notify.notified().await;
+        let mut taken = Vec::new();
+        intake.take(&mut taken);
+        assert_eq!(taken.len(), 2);
+        let again = tokio::time::timeout(Duration::from_millis(20), intake.notify.notified());
+        assert!(again.await.is_err());
     }
 }

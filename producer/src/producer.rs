@@ -3,7 +3,7 @@
 use std::{
     num::NonZeroUsize,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc,
         atomic::{AtomicBool, Ordering as AtomicOrdering},
     },
     time::Duration,
@@ -12,7 +12,7 @@ use std::{
 use aws_sdk_kinesis::Client;
 use kinesis_aggregation::{MaxRecordSize, RecordSlab, UserRecord};
 use tokio::{
-    sync::{Semaphore, mpsc, oneshot, watch},
+    sync::{Semaphore, TryAcquireError, mpsc, oneshot, watch},
     time::Instant,
 };
 
@@ -20,8 +20,8 @@ use crate::{
     config::{Config, Ordering, RecordSizeLimit, StreamRef},
     error::Error,
     kinesis::{self, CallError},
-    pipeline::{Admitted, Command, Pipeline},
-    receipt::{Cells, Failure, Receipt},
+    pipeline::{Command, Intake, Pipeline},
+    receipt::{Failure, Receipt},
     retry::ErrorClass,
     shard_map::ShardMap,
 };
@@ -81,15 +81,8 @@ struct Shared {
     max_record_size: MaxRecordSize,
     closed: AtomicBool,
     stopped: watch::Receiver<bool>,
-    /// What `send` prepares under one lock: receipt cells, and slabs that small records are
-    /// copied into.
-    stage: Mutex<Stage>,
-}
-
-/// The records' side of `send`, on the application's thread.
-struct Stage {
-    cells: Cells,
-    slab: RecordSlab,
+    /// Where admitted records go.
+    intake: Arc<Intake>,
 }
 
 /// Small records are copied into slabs of this size (see [`RecordSlab`]): records up to 4 KiB.
@@ -158,11 +151,22 @@ impl Producer {
             return Err(failure_with(failure, record));
         }
         let cost = permits_for(&record);
-        let records = shared.admission.records.acquire().await;
-        let Ok(records) = records else {
+        // Permits taken at once when there is room (no waiting future to set up), else waited
+        // for in turn.
+        let records = match shared.admission.records.try_acquire() {
+            Ok(permit) => Some(permit),
+            Err(TryAcquireError::NoPermits) => shared.admission.records.acquire().await.ok(),
+            Err(TryAcquireError::Closed) => None,
+        };
+        let Some(records) = records else {
             return Err(Failure::new(Error::ShutDown, record));
         };
-        let Ok(bytes) = shared.admission.bytes.acquire_many(cost).await else {
+        let bytes = match shared.admission.bytes.try_acquire_many(cost) {
+            Ok(permit) => Some(permit),
+            Err(TryAcquireError::NoPermits) => shared.admission.bytes.acquire_many(cost).await.ok(),
+            Err(TryAcquireError::Closed) => None,
+        };
+        let Some(bytes) = bytes else {
             return Err(Failure::new(Error::ShutDown, record));
         };
         records.forget();
@@ -180,10 +184,10 @@ impl Producer {
         let cost = permits_for(&record);
         let records = match shared.admission.records.try_acquire() {
             Ok(permit) => permit,
-            Err(tokio::sync::TryAcquireError::Closed) => {
+            Err(TryAcquireError::Closed) => {
                 return Err(Failure::new(Error::ShutDown, record));
             }
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
+            Err(TryAcquireError::NoPermits) => {
                 let limit = shared.admission.max_records;
                 return Err(Failure::new(
                     Error::Full {
@@ -196,10 +200,10 @@ impl Producer {
         };
         let bytes = match shared.admission.bytes.try_acquire_many(cost) {
             Ok(permit) => permit,
-            Err(tokio::sync::TryAcquireError::Closed) => {
+            Err(TryAcquireError::Closed) => {
                 return Err(Failure::new(Error::ShutDown, record));
             }
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
+            Err(TryAcquireError::NoPermits) => {
                 let limit = shared.admission.max_bytes;
                 return Err(Failure::new(
                     Error::Full {
@@ -224,32 +228,10 @@ impl Producer {
     }
 
     fn send(&self, record: UserRecord, cost: u32) -> Result<Receipt, Failure> {
-        let (tx, receipt, copy) = {
-            let mut stage = self
-                .shared
-                .stage
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let copy = stage.slab.copy(&record);
-            let (tx, receipt) = stage.cells.pair();
-            (tx, receipt, copy)
-        };
-        // The application's record is freed here, on its own thread.
-        let record = copy.unwrap_or(record);
-        match self.shared.tx.send(Command::Record(Admitted::new(record, tx))) {
-            Ok(()) => Ok(receipt),
-            Err(mpsc::error::SendError(command)) => {
-                self.shared.admission.release(1, cost as usize);
-                match command {
-                    Command::Record(admitted) => Err(Failure {
-                        error: Error::ShutDown,
-                        record: admitted.disarm(),
-                        attempts: Vec::new(),
-                    }),
-                    _ => unreachable_command(),
-                }
-            }
-        }
+        self.shared.intake.admit(record).map_err(|record| {
+            self.shared.admission.release(1, cost as usize);
+            Failure::new(Error::ShutDown, record)
+        })
     }
 
     /// Sends everything buffered now, without waiting for the linger time, and waits until every
@@ -300,14 +282,6 @@ impl Producer {
     pub fn max_record_size(&self) -> MaxRecordSize {
         self.shared.max_record_size
     }
-}
-
-fn unreachable_command() -> Result<Receipt, Failure> {
-    Err(Failure {
-        error: Error::ShutDown,
-        record: None,
-        attempts: Vec::new(),
-    })
 }
 
 fn failure_with(error: Error, record: UserRecord) -> Failure {
@@ -543,16 +517,22 @@ impl ProducerBuilder {
         let (tx, rx) = mpsc::unbounded_channel();
         let (stopped_tx, stopped_rx) = watch::channel(false);
         let config = Arc::new(config);
-        let pipeline = Pipeline::new(config, client, stream.clone(), admission.clone(), rx, map);
+        let intake = Arc::new(Intake::new(slab));
+        let pipeline = Pipeline::new(
+            config,
+            client,
+            stream.clone(),
+            admission.clone(),
+            rx,
+            intake.clone(),
+            map,
+        );
         tokio::spawn(pipeline.run(stopped_tx));
         Ok(Producer {
             shared: Arc::new(Shared {
                 tx,
                 admission,
-                stage: Mutex::new(Stage {
-                    cells: Cells::default(),
-                    slab,
-                }),
+                intake,
                 stream,
                 max_record_size,
                 closed: AtomicBool::new(false),
