@@ -140,10 +140,10 @@ async fn main() -> Result<(), kinesis_examples::BoxError> {
             match receipt.await {
                 Ok(delivery) => {
                     tally.delivered += 1;
-                    tally.retried += u64::from(delivery.attempts.len() > 1);
+                    tally.retried += u64::from(delivery.attempts().len() > 1);
                     *tally
                         .per_shard
-                        .entry(delivery.shard_id.to_string())
+                        .entry(delivery.shard_id().to_owned())
                         .or_default() += 1;
                 }
                 Err(failure) => *tally.failed.entry(failure_kind(&failure)).or_default() += 1,

@@ -120,7 +120,7 @@ async fn a_restart_resumes_inside_an_aggregate() {
     }
     let mut aggregated = 0;
     for receipt in receipts {
-        aggregated += usize::from(receipt.await.unwrap().aggregated);
+        aggregated += usize::from(receipt.await.unwrap().aggregated());
     }
     producer.shutdown().await;
     assert_eq!(aggregated, 100, "the records were aggregated");
@@ -212,9 +212,9 @@ async fn a_table_written_by_the_java_kcl_is_adopted_and_ours_follows_its_schema(
             .await
             .unwrap();
         by_shard
-            .entry(delivery.shard_id.to_string())
+            .entry(delivery.shard_id().to_owned())
             .or_default()
-            .push((delivery.sequence_number.to_string(), data));
+            .push((delivery.sequence_number().to_owned(), data));
     }
     producer.shutdown().await;
     let mut shards: Vec<String> = by_shard.keys().cloned().collect();

@@ -37,7 +37,7 @@ async fn put(
         sent.insert(data);
     }
     for receipt in receipts {
-        assert!(receipt.await.unwrap().aggregated);
+        assert!(receipt.await.unwrap().aggregated());
     }
     producer.shutdown().await;
     sent

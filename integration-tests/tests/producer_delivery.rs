@@ -22,7 +22,7 @@ fn check_receipts(
     seen: &HashMap<(String, u64), support::Seen>,
 ) {
     support::check_receipts(sent.iter().zip(deliveries), seen);
-    assert!(deliveries.iter().all(|d| !d.attempts.is_empty()));
+    assert!(deliveries.iter().all(|d| !d.attempts().is_empty()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,14 +51,14 @@ async fn aggregated_records_are_read_back_exactly_as_their_receipts_say() {
     assert_eq!(total, sent.len(), "each record once, no duplicates");
     check_receipts(&sent, &deliveries, &seen);
     let shards: std::collections::HashSet<_> =
-        deliveries.iter().map(|d| d.shard_id.clone()).collect();
+        deliveries.iter().map(|d| d.shard_id().to_owned()).collect();
     assert_eq!(shards.len(), 4, "records reach every shard");
     assert!(
         deliveries
             .iter()
-            .all(|d| d.aggregated || d.sub_sequence_number == 0)
+            .all(|d| d.aggregated() || d.sub_sequence_number() == 0)
     );
-    let aggregated = deliveries.iter().filter(|d| d.aggregated).count();
+    let aggregated = deliveries.iter().filter(|d| d.aggregated()).count();
     assert!(
         aggregated > 4000,
         "most records travel in aggregates: {aggregated}"
@@ -67,9 +67,9 @@ async fn aggregated_records_are_read_back_exactly_as_their_receipts_say() {
     let mut by_sequence: HashMap<&str, Vec<u64>> = HashMap::new();
     for d in &deliveries {
         by_sequence
-            .entry(&d.sequence_number)
+            .entry(d.sequence_number())
             .or_default()
-            .push(d.sub_sequence_number);
+            .push(d.sub_sequence_number());
     }
     for (sequence, mut subs) in by_sequence {
         subs.sort_unstable();
@@ -107,7 +107,7 @@ async fn unaggregated_records_are_read_back_exactly_as_their_receipts_say() {
     assert!(
         deliveries
             .iter()
-            .all(|d| !d.aggregated && d.sub_sequence_number == 0)
+            .all(|d| !d.aggregated() && d.sub_sequence_number() == 0)
     );
 }
 

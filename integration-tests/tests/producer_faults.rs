@@ -110,12 +110,12 @@ async fn under_faults_every_receipt_resolves_and_nothing_acknowledged_is_lost() 
     ] {
         assert!(h.faults.injected(kind) > 0, "{kind:?} was never injected");
     }
-    let retried = deliveries.iter().filter(|d| d.attempts.len() > 1).count();
+    let retried = deliveries.iter().filter(|d| d.attempts().len() > 1).count();
     assert!(retried > 100, "faults forced retries: {retried}");
     let codes: std::collections::HashSet<String> = deliveries
         .iter()
         .flat_map(|d| {
-            d.attempts
+            d.attempts()
                 .iter()
                 .filter_map(|a| a.error.as_ref().map(|e| e.code.clone()))
         })
@@ -404,7 +404,7 @@ async fn ordering_mode_keeps_per_key_order_under_partial_failures() {
     let deliveries = support::put_all(&producer, &sent).await;
     producer.shutdown().await;
     assert!(
-        deliveries.iter().any(|d| d.attempts.len() > 1),
+        deliveries.iter().any(|d| d.attempts().len() > 1),
         "the faults forced retries"
     );
 

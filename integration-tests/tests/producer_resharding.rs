@@ -74,7 +74,7 @@ async fn reshard_while_producing(
     let resent = delivered
         .iter()
         .filter(|(_, d)| {
-            d.attempts
+            d.attempts()
                 .iter()
                 .any(|a| a.error.as_ref().is_some_and(|e| e.code == "WrongShard"))
         })
@@ -85,7 +85,7 @@ async fn reshard_while_producing(
     );
     check_receipts(delivered.iter().map(|(r, d)| (r, d)), &seen);
     let shards: std::collections::HashSet<_> =
-        delivered.iter().map(|(_, d)| d.shard_id.clone()).collect();
+        delivered.iter().map(|(_, d)| d.shard_id().to_owned()).collect();
     assert!(
         shards.len() >= 4,
         "records landed on the parents and the children: {shards:?}"
@@ -144,10 +144,10 @@ async fn the_shard_map_is_read_across_list_shards_pages() {
     let deliveries = support::put_all(&producer, &sent).await;
     producer.shutdown().await;
     let shards: std::collections::HashSet<_> =
-        deliveries.iter().map(|d| d.shard_id.clone()).collect();
+        deliveries.iter().map(|d| d.shard_id().to_owned()).collect();
     assert_eq!(shards.len(), 5, "all five shards were mapped: {shards:?}");
     assert!(
-        deliveries.iter().all(|d| d.attempts.len() == 1),
+        deliveries.iter().all(|d| d.attempts().len() == 1),
         "every record landed where predicted, first time"
     );
     let ReadBack { seen, .. } = read_back(&client, &stream).await;
@@ -186,14 +186,14 @@ async fn the_shard_map_is_refreshed_periodically() {
     let deliveries = support::put_all(&producer, &sent).await;
     producer.shutdown().await;
     let shards: std::collections::HashSet<_> =
-        deliveries.iter().map(|d| d.shard_id.to_string()).collect();
+        deliveries.iter().map(|d| d.shard_id().to_owned()).collect();
     assert_eq!(shards.len(), 2, "{shards:?}");
     assert!(
         !shards.contains(&parent),
         "nothing went to the closed parent"
     );
     assert!(
-        deliveries.iter().all(|d| d.attempts.len() == 1),
+        deliveries.iter().all(|d| d.attempts().len() == 1),
         "the refreshed map predicted every shard"
     );
     let ReadBack { seen, dropped, .. } = read_back(&client, &stream).await;

@@ -48,7 +48,7 @@
 //! }
 //! for receipt in receipts {
 //!     match receipt.await {
-//!         Ok(delivery) => println!("{} {}", delivery.shard_id, delivery.sequence_number),
+//!         Ok(delivery) => println!("{} {}", delivery.shard_id(), delivery.sequence_number()),
 //!         Err(failure) => eprintln!("not delivered: {failure}"),
 //!     }
 //! }

@@ -32,7 +32,7 @@ use crate::{
     limiter::Limiter,
     metrics as m,
     producer::Admission,
-    receipt::{self, Attempt, AttemptError, Cells, Delivery, Failure, Outcome, Receipt},
+    receipt::{self, Attempt, AttemptError, Cells, Delivery, Failure, Outcome, Receipt, Written},
     retry::{self, ErrorClass, Verdict},
     shard_map::{ShardInfo, ShardMap, refresh_backoff},
 };
@@ -1088,10 +1088,6 @@ impl Pipeline {
 
     /// Resolves every record of a written entry (its attempts already recorded) and counts it.
     fn complete(&mut self, mut krec: KRec, shard_id: &str, sequence_number: String) {
-        // One shard id per Kinesis record rather than the shard's own: the receipts of different
-        // calls then do not all count references on one shared counter from two threads.
-        let shard_arc: Arc<str> = Arc::from(shard_id);
-        let sequence: Arc<str> = Arc::from(sequence_number);
         let bytes: usize = krec.records.iter().map(|p| p.record.size()).sum();
         let count = krec.records.len();
         if let Some(shard) = self.shard_mut(shard_id) {
@@ -1110,16 +1106,31 @@ impl Pipeline {
             .record_many(retries as f64, count);
         let aggregated = krec.aggregated;
         let mut records = std::mem::take(&mut krec.records);
-        let shared: Arc<[Attempt]> = Arc::from(std::mem::take(&mut krec.attempts));
+        // What the records share, held once (one reference count per record, one allocation per
+        // Kinesis record).
+        let shared = Arc::new(Written {
+            shard_id: shard_id.to_owned(),
+            sequence_number,
+            aggregated,
+            attempts: std::mem::take(&mut krec.attempts),
+        });
         for (index, mut pending) in records.drain(..).enumerate() {
-            let attempts = shared_history(&shared, &mut pending);
-            pending.resolve(Ok(Delivery {
-                shard_id: shard_arc.clone(),
-                sequence_number: sequence.clone(),
-                sub_sequence_number: if aggregated { index as u64 } else { 0 },
-                aggregated,
-                attempts,
-            }));
+            let written = if pending.prior.is_empty() {
+                shared.clone()
+            } else {
+                // Routed again after earlier attempts with another Kinesis record: its own
+                // history, those attempts first.
+                let mut attempts = std::mem::take(&mut pending.prior);
+                attempts.extend(shared.attempts.iter().cloned());
+                Arc::new(Written {
+                    shard_id: shared.shard_id.clone(),
+                    sequence_number: shared.sequence_number.clone(),
+                    aggregated,
+                    attempts,
+                })
+            };
+            let sub_sequence_number = if aggregated { index as u64 } else { 0 };
+            pending.resolve(Ok(Delivery::new(written, sub_sequence_number)));
             self.settle(&pending);
         }
         // The emptied vector holds the next aggregate's records (they are large: one allocation
@@ -1505,16 +1516,6 @@ fn mark_wrong_shard(krec: &mut KRec, shard_id: &str) {
 
 /// A delivered record's attempts: the Kinesis record's, shared, unless the record was routed
 /// again and has a history of its own.
-fn shared_history(shared: &Arc<[Attempt]>, pending: &mut Pending) -> Arc<[Attempt]> {
-    if pending.prior.is_empty() {
-        shared.clone()
-    } else {
-        let mut all = std::mem::take(&mut pending.prior);
-        all.extend(shared.iter().cloned());
-        Arc::from(all)
-    }
-}
-
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,

@@ -103,7 +103,7 @@ const MAX_SLAB_BYTES: usize = 32 * 1024 * 1024;
 /// let producer = Producer::builder(client, "my-stream").build().await?;
 /// let receipt = producer.put(UserRecord::new("user-42", "hello")?).await?;
 /// let delivery = receipt.await?;
-/// println!("{} {} {}", delivery.shard_id, delivery.sequence_number, delivery.sub_sequence_number);
+/// println!("{} {} {}", delivery.shard_id(), delivery.sequence_number(), delivery.sub_sequence_number());
 /// producer.shutdown().await;
 /// # Ok(())
 /// # }

@@ -13,21 +13,58 @@ use kinesis_aggregation::UserRecord;
 use crate::error::Error;
 
 /// Where and how a record was written.
+///
+/// The user records that travelled in one Kinesis record share everything but their subsequence
+/// number, held once for all of them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delivery {
+    written: Arc<Written>,
+    sub_sequence_number: u64,
+}
+
+/// What the user records of one Kinesis record share.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Written {
+    pub(crate) shard_id: String,
+    pub(crate) sequence_number: String,
+    pub(crate) aggregated: bool,
+    pub(crate) attempts: Vec<Attempt>,
+}
+
+impl Delivery {
+    pub(crate) fn new(written: Arc<Written>, sub_sequence_number: u64) -> Self {
+        Delivery {
+            written,
+            sub_sequence_number,
+        }
+    }
+
     /// The shard Kinesis wrote the record to.
-    pub shard_id: Arc<str>,
+    pub fn shard_id(&self) -> &str {
+        &self.written.shard_id
+    }
+
     /// The Kinesis record's sequence number (shared by every user record of an aggregate).
-    pub sequence_number: Arc<str>,
+    pub fn sequence_number(&self) -> &str {
+        &self.written.sequence_number
+    }
+
     /// Position of the record inside its aggregate (0 for a record sent alone). Consumers that
-    /// deaggregate see the same number, so `(sequence_number, sub_sequence_number)` identifies the
-    /// record in the stream.
-    pub sub_sequence_number: u64,
+    /// deaggregate see the same number, so `(sequence_number, sub_sequence_number)` identifies
+    /// the record in the stream.
+    pub fn sub_sequence_number(&self) -> u64 {
+        self.sub_sequence_number
+    }
+
     /// Whether the record was written inside an aggregate.
-    pub aggregated: bool,
-    /// Every attempt, the last one being the success. Shared by the user records that travelled
-    /// together in one Kinesis record.
-    pub attempts: Arc<[Attempt]>,
+    pub fn aggregated(&self) -> bool {
+        self.written.aggregated
+    }
+
+    /// Every attempt, the last one being the success.
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.written.attempts
+    }
 }
 
 /// One `PutRecords` attempt that carried the record.
@@ -277,13 +314,17 @@ mod tests {
     use super::*;
 
     fn delivery() -> Delivery {
-        Delivery {
+        delivery_at(0)
+    }
+
+    fn delivery_at(sub_sequence_number: u64) -> Delivery {
+        let written = Written {
             shard_id: "shardId-000000000000".into(),
             sequence_number: "1".into(),
-            sub_sequence_number: 0,
             aggregated: false,
-            attempts: Arc::from(Vec::new()),
-        }
+            attempts: Vec::new(),
+        };
+        Delivery::new(Arc::new(written), sub_sequence_number)
     }
 
     #[tokio::test]
@@ -292,13 +333,11 @@ mod tests {
         let pairs: Vec<_> = (0..CELLS_PER_BLOCK * 3 + 5).map(|_| cells.pair()).collect();
         let mut receipts = Vec::new();
         for (n, (tx, receipt)) in pairs.into_iter().enumerate() {
-            let mut d = delivery();
-            d.sub_sequence_number = n as u64;
-            tx.send(Ok(d));
+            tx.send(Ok(delivery_at(n as u64)));
             receipts.push(receipt);
         }
         for (n, receipt) in receipts.into_iter().enumerate() {
-            assert_eq!(receipt.await.map(|d| d.sub_sequence_number).ok(), Some(n as u64));
+            assert_eq!(receipt.await.map(|d| d.sub_sequence_number()).ok(), Some(n as u64));
         }
     }
 

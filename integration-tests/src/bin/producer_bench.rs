@@ -31,7 +31,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::error::Error;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use kinesis_aggregation::{HashKey, HashKeyRange};
@@ -936,7 +935,7 @@ struct Tally {
     throttled_attempts: u64,
     records_throttled: u64,
     /// (sequence number, subsequence number, record index) of every delivery, when kept.
-    acked: Vec<(Arc<str>, u64, u64)>,
+    acked: Vec<(String, u64, u64)>,
     /// When the last receipt resolved.
     finished: Option<Instant>,
 }
@@ -976,9 +975,9 @@ fn spawn_receipt_consumer(
                 match receipt.await {
                     Ok(delivery) => {
                         tally.delivered += 1;
-                        tally.attempts += delivery.attempts.len() as u64;
+                        tally.attempts += delivery.attempts().len() as u64;
                         let throttled = delivery
-                            .attempts
+                            .attempts()
                             .iter()
                             .filter(|a| a.error.as_ref().is_some_and(|e| e.code == THROTTLED))
                             .count() as u64;
@@ -986,8 +985,8 @@ fn spawn_receipt_consumer(
                         tally.records_throttled += u64::from(throttled > 0);
                         if keep {
                             tally.acked.push((
-                                delivery.sequence_number,
-                                delivery.sub_sequence_number,
+                                delivery.sequence_number().to_owned(),
+                                delivery.sub_sequence_number(),
                                 index,
                             ));
                         }

@@ -71,16 +71,16 @@ pub(crate) fn check_receipts<'a>(
 ) {
     for (record, delivery) in deliveries {
         let key = (
-            delivery.sequence_number.to_string(),
-            delivery.sub_sequence_number,
+            delivery.sequence_number().to_string(),
+            delivery.sub_sequence_number(),
         );
         let (shard, partition_key, data) = seen.get(&key).unwrap_or_else(|| {
             panic!("acknowledged record {key:?} is not in the stream as a consumer reads it")
         });
-        assert_eq!(shard.as_str(), &*delivery.shard_id);
+        assert_eq!(shard.as_str(), delivery.shard_id());
         assert_eq!(partition_key, record.partition_key());
         assert_eq!(data, record.data());
-        assert!(delivery.attempts.last().is_some_and(|a| a.error.is_none()));
+        assert!(delivery.attempts().last().is_some_and(|a| a.error.is_none()));
     }
 }
 
