@@ -82,6 +82,7 @@
 
 mod aggregator;
 mod deaggregator;
+mod digest;
 mod error;
 mod hash_key;
 mod hash_range;
@@ -97,8 +98,8 @@ pub mod lambda;
 mod sdk;
 
 pub use aggregator::{
-    AGGREGATE_PARTITION_KEY, AggregationLimits, Aggregator, KPL_DEFAULT_AGGREGATE_MAX_BYTES,
-    KinesisRecord,
+    AGGREGATE_PARTITION_KEY, AggregationLimits, Aggregator, Finished,
+    KPL_DEFAULT_AGGREGATE_MAX_BYTES, KinesisRecord, UndigestedAggregate, digest_aggregates,
 };
 pub use deaggregator::{
     DeaggregatedRecord, Deaggregation, PassThrough, StreamRecord, deaggregate,

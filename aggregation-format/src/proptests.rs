@@ -316,6 +316,37 @@ proptest! {
     }
 
     #[test]
+    fn aggregates_digested_together_are_those_finished_alone(
+        batches in proptest::collection::vec(
+            proptest::collection::vec(small_user_record(), 1..40), 1..20),
+    ) {
+        let mut expected = Vec::new();
+        let mut ready = Vec::new();
+        let mut undigested = Vec::new();
+        for records in &batches {
+            let (mut alone, mut deferred) = (Aggregator::new(AggregationLimits::default()), Aggregator::new(AggregationLimits::default()));
+            for record in records {
+                alone.try_push_ref(record);
+                deferred.try_push_ref(record);
+            }
+            expected.push(alone.finish().unwrap());
+            match deferred.finish_undigested().unwrap() {
+                crate::Finished::Ready(record) => ready.push(record),
+                crate::Finished::Undigested(aggregate) => {
+                    prop_assert_eq!(aggregate.size(), expected.last().unwrap().size());
+                    undigested.push(aggregate);
+                }
+            }
+        }
+        let mut got = crate::digest_aggregates(undigested);
+        got.extend(ready);
+        let lone = |r: &KinesisRecord| !r.is_aggregated();
+        let mut want: Vec<_> = expected.iter().filter(|r| !lone(r)).cloned().collect();
+        want.extend(expected.iter().filter(|r| lone(r)).cloned());
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
     fn hash_keys_order_and_print_as_their_128_bit_values(a in any::<u128>(), b in any::<u128>()) {
         let (x, y) = (HashKey::new(a), HashKey::new(b));
         prop_assert_eq!(x.get(), a);

@@ -16,7 +16,8 @@ use aws_sdk_kinesis::{Client, primitives::Blob, types::PutRecordsRequestEntry};
 use backon::ExponentialBackoff;
 use bytes::Bytes;
 use kinesis_aggregation::{
-    AggregationLimits, Aggregator, HashKey, HashKeyCache, RecordSlab, UserRecord,
+    AGGREGATE_PARTITION_KEY, AggregationLimits, Aggregator, Finished, HashKey, HashKeyCache,
+    KinesisRecord, RecordSlab, UndigestedAggregate, UserRecord, digest_aggregates,
 };
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use tokio::{
@@ -197,6 +198,8 @@ struct KRec {
     partition_key: String,
     explicit_hash_key: Option<HashKey>,
     data: Bytes,
+    /// An aggregate whose trailer is not computed yet (then `data` is empty).
+    undigested: Option<UndigestedAggregate>,
     size: usize,
     aggregated: bool,
     records: Vec<Pending>,
@@ -433,8 +436,8 @@ pub(crate) struct Pipeline {
     flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
     draining: bool,
     refresh: Refresh,
-    released_records: usize,
-    released_bytes: usize,
+    /// Whether admission room was returned since the gauges were last set.
+    room_returned: bool,
     metrics: Metrics,
     /// Emptied record vectors of delivered Kinesis records, for the next aggregates.
     spare: Vec<Vec<Pending>>,
@@ -516,8 +519,7 @@ impl Pipeline {
             epoch_base: 0,
             flush_waiters: Vec::new(),
             draining: false,
-            released_records: 0,
-            released_bytes: 0,
+            room_returned: false,
             metrics,
             spare: Vec::new(),
             hash_keys: HashKeyCache::default(),
@@ -582,7 +584,7 @@ impl Pipeline {
                 () = sleep_until(wake) => {}
             }
             self.pump(Instant::now());
-            self.release();
+            self.update_pending_gauges();
             if !self.rx_open && !self.taking && self.outstanding == 0 {
                 debug!("drained; stopping");
                 return;
@@ -674,6 +676,7 @@ impl Pipeline {
                 partition_key,
                 explicit_hash_key,
                 data,
+                undigested: None,
                 size,
                 aggregated: false,
                 records: vec![pending],
@@ -708,19 +711,41 @@ impl Pipeline {
 
     /// Closes the shard's aggregate under construction and queues it.
     fn finish_aggregate(shard: &mut Shard, spare: &mut Vec<Vec<Pending>>, now: Instant) {
-        let Some(kinesis) = shard.aggregator.as_mut().and_then(Aggregator::finish) else {
+        let Some(finished) = shard
+            .aggregator
+            .as_mut()
+            .and_then(Aggregator::finish_undigested)
+        else {
             return;
         };
+        // An aggregate's MD5 trailer is computed when its call is packed, together with the
+        // other aggregates of the call (several at once, in vector registers).
+        let (kinesis, undigested) = match finished {
+            Finished::Ready(record) => (record, None),
+            Finished::Undigested(aggregate) => (
+                KinesisRecord {
+                    partition_key: AGGREGATE_PARTITION_KEY.to_owned(),
+                    explicit_hash_key: Some(aggregate.explicit_hash_key()),
+                    data: Bytes::new(),
+                    user_records: aggregate.user_records(),
+                },
+                Some(aggregate),
+            ),
+        };
+        let size = undigested
+            .as_ref()
+            .map_or_else(|| kinesis.size(), UndigestedAggregate::size);
         let capacity = shard.aggregated.len();
         let spare = spare.pop().unwrap_or_else(|| Vec::with_capacity(capacity));
         let records = std::mem::replace(&mut shard.aggregated, spare);
         let oldest = records.iter().map(|p| p.put_at).min().unwrap_or(now);
         shard.queue.push_back(KRec {
-            size: kinesis.size(),
+            size,
             aggregated: kinesis.is_aggregated(),
             partition_key: kinesis.partition_key,
             explicit_hash_key: kinesis.explicit_hash_key,
             data: kinesis.data,
+            undigested,
             records,
             shard: shard.info.id.clone(),
             deadline: shard.agg_deadline.take().unwrap_or(now),
@@ -867,6 +892,15 @@ impl Pipeline {
                     .buffering_time
                     .record_many(waited.as_secs_f64(), krec.records.len());
             }
+        }
+        // The trailers of the call's new aggregates, computed together.
+        let (positions, undigested): (Vec<usize>, Vec<UndigestedAggregate>) = krecs
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, k)| k.undigested.take().map(|a| (i, a)))
+            .unzip();
+        for (i, record) in positions.into_iter().zip(digest_aggregates(undigested)) {
+            krecs[i].data = record.data;
         }
         // The data moves into the request (no copy of an aggregate); a retry encodes it again.
         let parts: Vec<(String, Option<HashKey>, Bytes)> = krecs
@@ -1114,6 +1148,7 @@ impl Pipeline {
             aggregated,
             attempts: std::mem::take(&mut krec.attempts),
         });
+        self.return_room(&records);
         for (index, mut pending) in records.drain(..).enumerate() {
             let written = if pending.prior.is_empty() {
                 shared.clone()
@@ -1271,7 +1306,9 @@ impl Pipeline {
 
     fn fail_all(&mut self, mut krec: KRec, error: impl Fn() -> Error) {
         self.metrics.failed.increment(krec.records.len() as u64);
-        for mut pending in std::mem::take(&mut krec.records) {
+        let records = std::mem::take(&mut krec.records);
+        self.return_room(&records);
+        for mut pending in records {
             let failure = Failure {
                 error: error(),
                 record: Some(pending.record.clone()),
@@ -1283,11 +1320,18 @@ impl Pipeline {
         }
     }
 
-    /// Bookkeeping for a resolved record: the flush epochs and the admission permits.
+    /// Returns the admission permits of records about to be resolved: whoever sees a receipt
+    /// resolved sees its room back too.
+    fn return_room(&mut self, records: &[Pending]) {
+        let bytes = records.iter().map(|p| p.record.size()).sum();
+        self.admission.release(records.len(), bytes);
+        self.room_returned = true;
+    }
+
+    /// Bookkeeping for a resolved record: the flush epochs (after its receipt is resolved, so
+    /// that a flush returns only once its records' receipts have).
     fn settle(&mut self, pending: &Pending) {
         self.outstanding -= 1;
-        self.released_records += 1;
-        self.released_bytes += pending.record.size();
         let index = (pending.epoch - self.epoch_base) as usize;
         if let Some(count) = self.epochs.get_mut(index) {
             *count -= 1;
@@ -1313,13 +1357,9 @@ impl Pipeline {
         }
     }
 
-    /// Returns the permits of resolved records to the admission bounds, in one step per event.
-    fn release(&mut self) {
-        if self.released_records > 0 {
-            self.admission.release(
-                std::mem::take(&mut self.released_records),
-                std::mem::take(&mut self.released_bytes),
-            );
+    /// Updates the pending gauges once per event after room was returned.
+    fn update_pending_gauges(&mut self) {
+        if std::mem::take(&mut self.room_returned) {
             let (records, bytes) = self.admission.outstanding();
             self.metrics.pending.set(records as f64);
             self.metrics.pending_bytes.set(bytes as f64);
