@@ -3,7 +3,8 @@
 //! MD5 is one long chain of dependent steps per message, so one message keeps a core's adders
 //! mostly waiting. Running [`LANES`] messages in lock step, word by word, lets the compiler put
 //! them in vector registers (SSE2, part of every x86-64) with no `unsafe` and no CPU detection:
-//! about two and a half times the throughput of one message at a time on the same core.
+//! about three times the throughput of one message at a time on the same core (1.9 against
+//! 0.63 GB/s on the development machine).
 
 use md5::{Digest, Md5};
 
@@ -119,6 +120,9 @@ fn tail(message: &[u8]) -> ([u8; 128], usize) {
 }
 
 /// One 64-byte block of every lane.
+///
+/// Written as one loop over the steps with loops over the lanes inside, which the compiler
+/// vectorizes; unrolled forms of the same code measured up to three times slower.
 fn compress(state: &mut [Lanes; 4], words: &[Lanes; 16]) {
     let [mut a, mut b, mut c, mut d] = *state;
     for step in 0..64 {
@@ -128,28 +132,49 @@ fn compress(state: &mut [Lanes; 4], words: &[Lanes; 16]) {
             2 => (2, (3 * step + 5) % 16),
             _ => (3, (7 * step) % 16),
         };
-        let (k, s, m) = (CONSTANTS[step], SHIFTS[step], &words[word]);
-        for lane in 0..LANES {
-            let (x, y, z) = (b[lane], c[lane], d[lane]);
-            let f = match round {
-                0 => (x & y) | (!x & z),
-                1 => (z & x) | (!z & y),
-                2 => x ^ y ^ z,
-                _ => y ^ (x | !z),
-            };
-            let sum = a[lane]
-                .wrapping_add(f)
-                .wrapping_add(k)
-                .wrapping_add(m[lane]);
-            a[lane] = x.wrapping_add(sum.rotate_left(s));
-        }
+        lanes_step(&mut a, &b, &c, &d, &words[word], step, round);
         // The roles move round: (a, b, c, d) becomes (d, a, b, c).
-        (a, b, c, d) = (d, a, b, c);
+        let moved = d;
+        d = c;
+        c = b;
+        b = a;
+        a = moved;
     }
     for (word, add) in state.iter_mut().zip([a, b, c, d]) {
         for lane in 0..LANES {
             word[lane] = word[lane].wrapping_add(add[lane]);
         }
+    }
+}
+
+/// One MD5 step in every lane: `a = b + ((a + f(b, c, d) + K + M) <<< S)`, `f` by round.
+#[inline(always)]
+fn lanes_step(
+    a: &mut Lanes,
+    b: &Lanes,
+    c: &Lanes,
+    d: &Lanes,
+    word: &Lanes,
+    step: usize,
+    round: usize,
+) {
+    let (k, s) = (CONSTANTS[step], SHIFTS[step]);
+    let mut mixed = [0u32; LANES];
+    for lane in 0..LANES {
+        let (x, y, z) = (b[lane], c[lane], d[lane]);
+        mixed[lane] = match round {
+            0 => (x & y) | (!x & z),
+            1 => (z & x) | (!z & y),
+            2 => x ^ y ^ z,
+            _ => y ^ (x | !z),
+        };
+    }
+    for lane in 0..LANES {
+        let sum = a[lane]
+            .wrapping_add(mixed[lane])
+            .wrapping_add(k)
+            .wrapping_add(word[lane]);
+        a[lane] = b[lane].wrapping_add(sum.rotate_left(s));
     }
 }
 

@@ -161,8 +161,10 @@ impl Ferrokinesis {
             .unwrap_or_else(|| FaultController::new(options.fault_seed));
         let (router, store) = ferrokinesis::create_app(options.store_options());
         // Kinesis takes PutRecords calls of up to 10 MiB of records, about 14 MB of JSON; axum's
-        // default body limit (2 MB) would refuse calls of a few hundred KiB of records each.
-        let router = router.layer(axum::extract::DefaultBodyLimit::max(STAND_IN_MAX_BODY_BYTES));
+        // default body limit (2 MB) would refuse calls of more than about 1.5 MiB of records.
+        let router = router.layer(axum::extract::DefaultBodyLimit::max(
+            STAND_IN_MAX_BODY_BYTES,
+        ));
         let service = FaultLayer::new(controller.clone()).layer(router);
         let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
             service.clone().oneshot(request.map(Body::new))

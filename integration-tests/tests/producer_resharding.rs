@@ -84,8 +84,10 @@ async fn reshard_while_producing(
         delivered.len()
     );
     check_receipts(delivered.iter().map(|(r, d)| (r, d)), &seen);
-    let shards: std::collections::HashSet<_> =
-        delivered.iter().map(|(_, d)| d.shard_id().to_owned()).collect();
+    let shards: std::collections::HashSet<_> = delivered
+        .iter()
+        .map(|(_, d)| d.shard_id().to_owned())
+        .collect();
     assert!(
         shards.len() >= 4,
         "records landed on the parents and the children: {shards:?}"

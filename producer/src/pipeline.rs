@@ -1575,7 +1575,11 @@ mod tests {
     async fn the_intake_hands_records_over_in_order_and_refuses_them_once_closed() {
         let intake = Intake::new(RecordSlab::new(1024, 4096));
         let receipts: Vec<_> = (0..3)
-            .map(|n| intake.admit(record(n)).unwrap_or_else(|_| panic!("refused")))
+            .map(|n| {
+                intake
+                    .admit(record(n))
+                    .unwrap_or_else(|_| panic!("refused"))
+            })
             .collect();
         let mut taken = Vec::new();
         intake.take(&mut taken);
@@ -1584,7 +1588,9 @@ mod tests {
             .filter_map(|a| a.record.as_ref().map(|r| r.partition_key().to_owned()))
             .collect();
         assert_eq!(keys, ["key-0", "key-1", "key-2"]);
-        let left = intake.admit(record(3)).unwrap_or_else(|_| panic!("refused"));
+        let left = intake
+            .admit(record(3))
+            .unwrap_or_else(|_| panic!("refused"));
         // Closing hands back what was left; a record admitted after is refused with itself.
         let remaining = intake.close();
         assert_eq!(remaining.len(), 1);

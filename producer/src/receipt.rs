@@ -337,7 +337,10 @@ mod tests {
             receipts.push(receipt);
         }
         for (n, receipt) in receipts.into_iter().enumerate() {
-            assert_eq!(receipt.await.map(|d| d.sub_sequence_number()).ok(), Some(n as u64));
+            assert_eq!(
+                receipt.await.map(|d| d.sub_sequence_number()).ok(),
+                Some(n as u64)
+            );
         }
     }
 

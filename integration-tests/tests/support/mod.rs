@@ -80,7 +80,12 @@ pub(crate) fn check_receipts<'a>(
         assert_eq!(shard.as_str(), delivery.shard_id());
         assert_eq!(partition_key, record.partition_key());
         assert_eq!(data, record.data());
-        assert!(delivery.attempts().last().is_some_and(|a| a.error.is_none()));
+        assert!(
+            delivery
+                .attempts()
+                .last()
+                .is_some_and(|a| a.error.is_none())
+        );
     }
 }
 
