@@ -146,77 +146,69 @@ impl Producer {
     /// no permit is kept. Once it has returned, the record is the pipeline's and the receipt
     /// resolves whether or not it is awaited.
     pub async fn put(&self, record: UserRecord) -> Result<Receipt, Failure> {
-        let shared = &self.shared;
         if let Err(failure) = self.check(&record) {
             return Err(failure_with(failure, record));
         }
         let cost = permits_for(&record);
-        // Permits taken at once when there is room (no waiting future to set up), else waited
-        // for in turn.
-        let records = match shared.admission.records.try_acquire() {
-            Ok(permit) => Some(permit),
-            Err(TryAcquireError::NoPermits) => shared.admission.records.acquire().await.ok(),
-            Err(TryAcquireError::Closed) => None,
-        };
-        let Some(records) = records else {
-            return Err(Failure::new(Error::ShutDown, record));
-        };
-        let bytes = match shared.admission.bytes.try_acquire_many(cost) {
-            Ok(permit) => Some(permit),
-            Err(TryAcquireError::NoPermits) => shared.admission.bytes.acquire_many(cost).await.ok(),
-            Err(TryAcquireError::Closed) => None,
-        };
-        let Some(bytes) = bytes else {
-            return Err(Failure::new(Error::ShutDown, record));
-        };
-        records.forget();
-        bytes.forget();
+        match self.take_room(cost) {
+            Ok(()) => {}
+            // No room now: wait for it, in turn with other waiting puts.
+            Err(Error::Full { .. }) => {
+                let admission = &self.shared.admission;
+                let Ok(records) = admission.records.acquire().await else {
+                    return Err(Failure::new(Error::ShutDown, record));
+                };
+                let Ok(bytes) = admission.bytes.acquire_many(cost).await else {
+                    return Err(Failure::new(Error::ShutDown, record));
+                };
+                records.forget();
+                bytes.forget();
+            }
+            Err(error) => return Err(Failure::new(error, record)),
+        }
         self.send(record, cost)
     }
 
     /// Admits a record if the backpressure bounds have room now; otherwise hands it back with
     /// [`Error::Full`].
     pub fn try_put(&self, record: UserRecord) -> Result<Receipt, Failure> {
-        let shared = &self.shared;
         if let Err(failure) = self.check(&record) {
             return Err(failure_with(failure, record));
         }
         let cost = permits_for(&record);
-        let records = match shared.admission.records.try_acquire() {
+        if let Err(error) = self.take_room(cost) {
+            return Err(Failure::new(error, record));
+        }
+        self.send(record, cost)
+    }
+
+    /// Takes a record's permits if both bounds have room now: [`Error::Full`] naming the bound
+    /// that has none, or [`Error::ShutDown`].
+    fn take_room(&self, cost: u32) -> Result<(), Error> {
+        let admission = &self.shared.admission;
+        let records = match admission.records.try_acquire() {
             Ok(permit) => permit,
-            Err(TryAcquireError::Closed) => {
-                return Err(Failure::new(Error::ShutDown, record));
-            }
+            Err(TryAcquireError::Closed) => return Err(Error::ShutDown),
             Err(TryAcquireError::NoPermits) => {
-                let limit = shared.admission.max_records;
-                return Err(Failure::new(
-                    Error::Full {
-                        bound: "records",
-                        limit,
-                    },
-                    record,
-                ));
+                return Err(Error::Full {
+                    bound: "records",
+                    limit: admission.max_records,
+                });
             }
         };
-        let bytes = match shared.admission.bytes.try_acquire_many(cost) {
+        let bytes = match admission.bytes.try_acquire_many(cost) {
             Ok(permit) => permit,
-            Err(TryAcquireError::Closed) => {
-                return Err(Failure::new(Error::ShutDown, record));
-            }
+            Err(TryAcquireError::Closed) => return Err(Error::ShutDown),
             Err(TryAcquireError::NoPermits) => {
-                let limit = shared.admission.max_bytes;
-                return Err(Failure::new(
-                    Error::Full {
-                        bound: "bytes",
-                        limit,
-                    },
-                    record,
-                ));
+                return Err(Error::Full {
+                    bound: "bytes",
+                    limit: admission.max_bytes,
+                });
             }
         };
         records.forget();
         bytes.forget();
-        self.send(record, cost)
+        Ok(())
     }
 
     fn check(&self, record: &UserRecord) -> Result<(), Error> {
