@@ -38,8 +38,8 @@ use crate::{
     shard_map::{ShardInfo, ShardMap, refresh_backoff},
 };
 
-/// A record on its way from `put` to the pipeline: only what must cross threads, so the channel
-/// carries as few bytes per record as possible.
+/// A record on its way from `put` to the pipeline, in the [`Intake`]: only what must cross
+/// threads, as few bytes per record as possible.
 struct Admitted {
     record: Option<UserRecord>,
     tx: Option<receipt::Sender>,
@@ -445,7 +445,7 @@ pub(crate) struct Pipeline {
     hash_keys: HashKeyCache,
 }
 
-/// Pause between takes from the channel once it has been drained.
+/// Pause after taking records from the intake, so that puts pile up and are taken in bulk.
 const INTAKE_PAUSE: Duration = Duration::from_millis(1);
 
 /// Most emptied record vectors kept for reuse.
