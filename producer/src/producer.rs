@@ -228,7 +228,8 @@ impl Producer {
 
     /// Sends everything buffered now, without waiting for the linger time, and waits until every
     /// record admitted before the call is resolved (delivered or failed). Records put meanwhile
-    /// are sent too but not waited for.
+    /// are sent too; those admitted before the producer's task takes the flush in (a moment, well
+    /// under the linger time) are waited for as well.
     ///
     /// Fails with [`Error::ShutDown`] if the producer stopped.
     ///
