@@ -720,31 +720,44 @@ impl Pipeline {
         };
         // An aggregate's MD5 trailer is computed when its call is packed, together with the
         // other aggregates of the call (several at once, in vector registers).
-        let (kinesis, undigested) = match finished {
-            Finished::Ready(record) => (record, None),
+        let (partition_key, explicit_hash_key, data, size, aggregated, undigested) = match finished
+        {
+            Finished::Ready(record) => {
+                let (size, aggregated) = (record.size(), record.is_aggregated());
+                let KinesisRecord {
+                    partition_key,
+                    explicit_hash_key,
+                    data,
+                    ..
+                } = record;
+                (
+                    partition_key,
+                    explicit_hash_key,
+                    data,
+                    size,
+                    aggregated,
+                    None,
+                )
+            }
             Finished::Undigested(aggregate) => (
-                KinesisRecord {
-                    partition_key: AGGREGATE_PARTITION_KEY.to_owned(),
-                    explicit_hash_key: Some(aggregate.explicit_hash_key()),
-                    data: Bytes::new(),
-                    user_records: aggregate.user_records(),
-                },
+                AGGREGATE_PARTITION_KEY.to_owned(),
+                Some(aggregate.explicit_hash_key()),
+                Bytes::new(),
+                aggregate.size(),
+                true,
                 Some(aggregate),
             ),
         };
-        let size = undigested
-            .as_ref()
-            .map_or_else(|| kinesis.size(), UndigestedAggregate::size);
         let capacity = shard.aggregated.len();
         let spare = spare.pop().unwrap_or_else(|| Vec::with_capacity(capacity));
         let records = std::mem::replace(&mut shard.aggregated, spare);
         let oldest = records.iter().map(|p| p.put_at).min().unwrap_or(now);
         shard.queue.push_back(KRec {
             size,
-            aggregated: kinesis.is_aggregated(),
-            partition_key: kinesis.partition_key,
-            explicit_hash_key: kinesis.explicit_hash_key,
-            data: kinesis.data,
+            aggregated,
+            partition_key,
+            explicit_hash_key,
+            data,
             undigested,
             records,
             shard: shard.info.id.clone(),
