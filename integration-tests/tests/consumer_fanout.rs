@@ -727,12 +727,12 @@ async fn around_a_time(
     (before, at, after)
 }
 
-async fn starts_at_the_time(
-    client: aws_sdk_kinesis::Client,
-    stream: &str,
-    polling: bool,
-    (before, at, after): (Vec<String>, std::time::SystemTime, Vec<String>),
-) {
+/// Records put around a time on a new stream of 2 shards; a worker starting `AT_TIMESTAMP` at
+/// that time delivers only the later ones, each once.
+async fn starts_at_the_time(client: aws_sdk_kinesis::Client, polling: bool) {
+    let stream = &unique_name("at-timestamp");
+    create_stream(&client, stream, 2).await.unwrap();
+    let (before, at, after) = around_a_time(&client, stream).await;
     let db = DynamoDb::start(DynamoBackend::Dynoxide).await.unwrap();
     let application = unique_name("at-timestamp-app");
     let mut setup = Setup::new(client, &db, stream, &application);
@@ -756,11 +756,7 @@ async fn starts_at_the_time(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_timestamp_starts_at_the_time_with_polling() {
     let kinesis = Ferrokinesis::start().await.unwrap();
-    let client = kinesis.client();
-    let stream = unique_name("at-timestamp");
-    create_stream(&client, &stream, 2).await.unwrap();
-    let records = around_a_time(&client, &stream).await;
-    starts_at_the_time(client, &stream, true, records).await;
+    starts_at_the_time(kinesis.client(), true).await;
 }
 
 /// On kinesis-local: ferrokinesis's SubscribeToShard starts an `AT_TIMESTAMP` subscription at
@@ -768,9 +764,5 @@ async fn at_timestamp_starts_at_the_time_with_polling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_timestamp_starts_at_the_time_over_fan_out() {
     let kinesis = KinesisLocal::start().await.unwrap();
-    let client = kinesis.client();
-    let stream = unique_name("at-timestamp");
-    create_stream(&client, &stream, 2).await.unwrap();
-    let records = around_a_time(&client, &stream).await;
-    starts_at_the_time(client, &stream, false, records).await;
+    starts_at_the_time(kinesis.client(), false).await;
 }

@@ -253,14 +253,16 @@ async fn split_and_merge_during_consumption_on_ferrokinesis() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_and_merge_during_fan_out_consumption_on_ferrokinesis() {
-    // Short subscriptions: they are renewed several times across the split and merge.
-    let kinesis = Ferrokinesis::start_with(
+/// ferrokinesis with 2 s subscriptions: they are renewed several times across a split and merge.
+async fn short_subscriptions() -> Ferrokinesis {
+    Ferrokinesis::start_with(
         FerrokinesisOptions::new().subscribe_to_shard_session(Duration::from_secs(2)),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+async fn reshard_while_consuming_over_fan_out(kinesis: &Ferrokinesis) {
     reshard_while_consuming(
         kinesis.client(),
         Duration::from_secs(2),
@@ -268,6 +270,12 @@ async fn split_and_merge_during_fan_out_consumption_on_ferrokinesis() {
         Retrieval::FanOut(FanOut::new()),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_and_merge_during_fan_out_consumption_on_ferrokinesis() {
+    let kinesis = short_subscriptions().await;
+    reshard_while_consuming_over_fan_out(&kinesis).await;
     assert_eq!(
         kinesis.faults().calls("GetRecords"),
         0,
@@ -289,24 +297,14 @@ async fn split_and_merge_during_consumption_on_kinesis_local() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_and_merge_during_fan_out_consumption_with_aws_shard_end() {
-    let kinesis = Ferrokinesis::start_with(
-        FerrokinesisOptions::new().subscribe_to_shard_session(Duration::from_secs(2)),
-    )
-    .await
-    .unwrap();
+    let kinesis = short_subscriptions().await;
     // Every subscription ends a closed shard as Kinesis does: children only in a final event
     // whose continuation is null (naming both parents of a merge child, which ferrokinesis
     // does not when the adjacent parent ends).
     kinesis
         .faults()
         .add(FaultRule::on("SubscribeToShard", Fault::aws_shard_end()));
-    reshard_while_consuming(
-        kinesis.client(),
-        Duration::from_secs(2),
-        Duration::from_millis(5),
-        Retrieval::FanOut(FanOut::new()),
-    )
-    .await;
+    reshard_while_consuming_over_fan_out(&kinesis).await;
     let faults = kinesis.faults();
     let stats = faults.stats();
     println!(
