@@ -9,12 +9,17 @@
 //! leases and children waiting for their parents do no work, so counting them would skew the
 //! balance — a common complaint about the KCL). With `n` workable leases and `w` live workers
 //! (the owners of unexpired leases, and this one), every worker should hold `n / w` or one more.
-//! A worker below `n / w` takes free or expired leases first, then asks the most loaded workers
-//! to hand leases over, never taking one below `n / w`; a worker at `n / w` asks for one more
-//! only from a worker above `n / w + 1`. Several leases may move in one cycle.
+//! A worker below `n / w` takes free leases first, then asks the most loaded workers to hand
+//! leases over, never taking one below `n / w`; a worker at `n / w` asks for one more only from a
+//! worker above `n / w + 1`. Several leases may move in one cycle.
+//!
+//! **Expired leases are taken at once.** The first worker to see a lease expire takes it, above
+//! its fair share if need be (up to `max_leases`): a dead worker's shards must not wait for a
+//! worker below its share, nor for a newly started worker to watch them for a whole failover
+//! time. The fair share is then restored by graceful handoffs, which cause no duplicates.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     hash::{DefaultHasher, Hash, Hasher},
     time::Duration,
 };
@@ -115,22 +120,41 @@ pub struct BalanceLimits {
     pub max_handoffs: Option<usize>,
 }
 
+/// What a worker already does with leases, as [`plan`] needs to know it.
+#[derive(Clone, Copy, Debug)]
+pub struct Mine<'a> {
+    /// Leases it runs or is acquiring (taking, asking for, waiting to be handed): counted as its
+    /// own and never planned again.
+    pub held: &'a BTreeSet<String>,
+    /// Leases it is letting go of (releasing, or handing to another worker): never planned, and
+    /// counted for whoever the table names as owner.
+    pub letting_go: &'a BTreeSet<String>,
+}
+
 /// What a worker should do this cycle.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
-    /// Free or expired leases to take (a conditional write each; losing a race is normal).
+    /// Leases to take (a conditional write each; losing a race is normal): every expired lease
+    /// (the first worker to see a lease expire takes it, above its fair share if need be, so
+    /// that failover does not wait for a worker below its share; balance is restored afterwards
+    /// by graceful handoffs), free leases up to the fair share, and leases the table names this
+    /// worker as owner of that it does not hold (handed over, or held by an earlier run of a
+    /// worker with the same id).
     pub take: Vec<Lease>,
+    /// Leases the table shows being handed to this worker that it is not waiting for (its request
+    /// was written but the answer lost, or it restarted): wait for the previous owner to release.
+    pub adopt: Vec<Lease>,
     /// Leases held by live workers to ask for through a graceful handoff.
     pub hand_off: Vec<Lease>,
 }
 
 /// Decides which leases `me` takes and asks for, given the table (as last scanned), what this
-/// worker observed, and the leases it holds now.
+/// worker observed, and what it already does.
 pub fn plan(
     leases: &[Lease],
     observations: &Observations,
     me: &str,
-    held: &HashSet<String>,
+    mine: Mine<'_>,
     now: Instant,
     limits: BalanceLimits,
 ) -> Plan {
@@ -149,12 +173,33 @@ pub fn plan(
             counts.entry(from).or_insert(0);
         }
     }
-    let mut available: Vec<&Lease> = Vec::new();
+    let mut plan = Plan::default();
+    let mut free: Vec<&Lease> = Vec::new();
+    let mut stale: Vec<&Lease> = Vec::new();
     for lease in &workable {
-        match lease.owner.as_deref() {
-            Some(owner) if owner == me && !held.contains(&lease.key) => available.push(lease),
+        let owner = lease.owner.as_deref();
+        if mine.held.contains(&lease.key) {
+            *counts.entry(me).or_insert(0) += 1;
+            continue;
+        }
+        if mine.letting_go.contains(&lease.key) {
+            if let Some(owner) = owner.filter(|o| *o != me && !expired(lease)) {
+                *counts.entry(owner).or_insert(0) += 1;
+            }
+            continue;
+        }
+        match owner {
+            Some(owner) if owner == me => {
+                *counts.entry(me).or_insert(0) += 1;
+                if lease.in_handoff() {
+                    plan.adopt.push((*lease).clone());
+                } else {
+                    plan.take.push((*lease).clone());
+                }
+            }
             Some(owner) if !expired(lease) => *counts.entry(owner).or_insert(0) += 1,
-            _ => available.push(lease),
+            Some(_) => stale.push(lease),
+            None => free.push(lease),
         }
     }
     let total = workable.len();
@@ -162,20 +207,30 @@ pub fn plan(
     let floor = total / workers;
     let ceil = total.div_ceil(workers);
     let cap = limits.max_leases.unwrap_or(usize::MAX);
-    let mine = counts.get(me).copied().unwrap_or(0);
+    let mut have = counts.get(me).copied().unwrap_or(0);
     let target = ceil.min(cap);
 
-    // Free and expired leases first; the longest expired (or never seen) first.
-    available.sort_by_key(|l| (observations.expires_at(l, limits.failover), l.key.clone()));
-    let take: Vec<Lease> = available
-        .into_iter()
-        .take(target.saturating_sub(mine))
-        .cloned()
-        .collect();
-    let mut have = mine + take.len();
+    // Expired leases, all of them (up to the cap), the longest expired first; then free ones up
+    // to the fair share. Each worker tries them in its own order, so that workers that see the
+    // same leases at once mostly take different ones.
+    stale.sort_by_key(|l| (observations.expires_at(l, limits.failover), spread(me, &l.key)));
+    free.sort_by_key(|l| spread(me, &l.key));
+    for lease in stale {
+        if have >= cap {
+            break;
+        }
+        plan.take.push(lease.clone());
+        have += 1;
+    }
+    for lease in free {
+        if have >= target {
+            break;
+        }
+        plan.take.push(lease.clone());
+        have += 1;
+    }
 
     // Then handoffs from the most loaded live workers.
-    let mut hand_off = Vec::new();
     let mut budget = limits.max_handoffs.unwrap_or(usize::MAX);
     let mut loads: Vec<(usize, &str)> = counts
         .iter()
@@ -198,27 +253,35 @@ pub fn plan(
         if !allowed {
             break;
         }
-        let Some(lease) = pick(&workable, victim, me, &asked, &expired) else {
+        let Some(lease) = pick(&workable, victim, me, &asked, mine, &expired) else {
             loads.remove(0);
             continue;
         };
         asked.insert(lease.key.as_str());
-        hand_off.push(lease.clone());
+        plan.hand_off.push(lease.clone());
         loads[0].0 -= 1;
         have += 1;
         budget -= 1;
     }
-    Plan { take, hand_off }
+    plan
 }
 
-/// One of `victim`'s leases to ask for: not already being handed over, not expired. Each thief
-/// ranks them differently (by a hash of its name and the key), so that two workers joining at
-/// once tend to ask for different leases.
+/// A worker's own order of lease keys (a hash of its name and the key), so that workers looking
+/// at the same leases at once tend to pick different ones.
+fn spread(me: &str, key: &str) -> (u64, String) {
+    let mut hasher = DefaultHasher::new();
+    (me, key).hash(&mut hasher);
+    (hasher.finish(), key.to_owned())
+}
+
+/// One of `victim`'s leases to ask for: not already being handed over, not expired, not one this
+/// worker is busy with.
 fn pick<'a>(
     workable: &[&'a Lease],
     victim: &str,
     me: &str,
     asked: &HashSet<&str>,
+    mine: Mine<'_>,
     expired: &impl Fn(&Lease) -> bool,
 ) -> Option<&'a Lease> {
     workable
@@ -226,11 +289,8 @@ fn pick<'a>(
         .copied()
         .filter(|l| l.owner.as_deref() == Some(victim) && !l.in_handoff() && !expired(l))
         .filter(|l| !asked.contains(l.key.as_str()))
-        .min_by_key(|l| {
-            let mut hasher = DefaultHasher::new();
-            (me, &l.key).hash(&mut hasher);
-            (hasher.finish(), l.key.clone())
-        })
+        .filter(|l| !mine.held.contains(&l.key) && !mine.letting_go.contains(&l.key))
+        .min_by_key(|l| spread(me, &l.key))
 }
 
 #[cfg(test)]
@@ -272,7 +332,16 @@ mod tests {
             .collect()
     }
 
-    fn held(leases: &[Lease], me: &str) -> HashSet<String> {
+    const NONE: &BTreeSet<String> = &BTreeSet::new();
+
+    fn mine(held: &BTreeSet<String>) -> Mine<'_> {
+        Mine {
+            held,
+            letting_go: NONE,
+        }
+    }
+
+    fn held(leases: &[Lease], me: &str) -> BTreeSet<String> {
         leases
             .iter()
             .filter(|l| l.owner.as_deref() == Some(me))
@@ -284,7 +353,7 @@ mod tests {
         let now = Instant::now();
         let mut obs = Observations::default();
         obs.record(leases, now);
-        let plan = plan(leases, &obs, me, &held(leases, me), now, limits);
+        let plan = plan(leases, &obs, me, mine(&held(leases, me)), now, limits);
         (plan.take.len(), plan.hand_off.len())
     }
 
@@ -331,16 +400,16 @@ mod tests {
         let start = Instant::now();
         let mut obs = Observations::default();
         obs.record(&leases, start);
-        let empty = HashSet::new();
+        let empty = BTreeSet::new();
         // Not yet expired: dead counts as live and holds 6; m asks for 3 handoffs.
-        let early = plan(&leases, &obs, "m", &empty, start + FAILOVER, limits());
+        let early = plan(&leases, &obs, "m", mine(&empty), start + FAILOVER, limits());
         assert_eq!((early.take.len(), early.hand_off.len()), (0, 3));
         // Counter unchanged for longer than the failover time: m takes all six.
         let late = plan(
             &leases,
             &obs,
             "m",
-            &empty,
+            mine(&empty),
             start + FAILOVER + Duration::from_millis(1),
             limits(),
         );
@@ -377,7 +446,7 @@ mod tests {
         let now = Instant::now();
         let mut obs = Observations::default();
         obs.record(&leases, now);
-        let plan = plan(&leases, &obs, "m", &HashSet::new(), now, limits());
+        let plan = plan(&leases, &obs, "m", mine(NONE), now, limits());
         let keys: Vec<&str> = plan.take.iter().map(|l| l.key.as_str()).collect();
         assert_eq!(keys, ["c0", "c1"]);
     }
@@ -409,7 +478,8 @@ mod tests {
                 for me in &names {
                     let mut obs = Observations::default();
                     obs.record(&leases, now);
-                    let p = plan(&leases, &obs, me, &held(&leases, me), now, limits());
+                    let h = held(&leases, me);
+                    let p = plan(&leases, &obs, me, mine(&h), now, limits());
                     for l in p.take.iter().chain(&p.hand_off) {
                         let target = leases.iter_mut().find(|x| x.key == l.key).unwrap();
                         target.owner = Some(me.clone());

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::{error::Error, lease_table::BillingMode, lineage::InitialPosition};
+use crate::{
+    coordination::Settings, error::Error, lease_table::BillingMode, lineage::InitialPosition,
+};
 
 /// Every setting of a consumer; built by [`ConsumerBuilder`](crate::ConsumerBuilder).
 #[derive(Clone, Debug)]
@@ -142,6 +144,21 @@ impl Config {
     pub(crate) fn trust(&self) -> Duration {
         let margin = (self.failover / 10).max(Duration::from_millis(250));
         self.failover.saturating_sub(margin)
+    }
+
+    /// What the lease coordination decides with.
+    pub(crate) fn settings(&self) -> Settings {
+        Settings {
+            failover: self.failover,
+            trust: self.trust(),
+            renew_interval: self.renew_interval,
+            scan_interval: self.scan_interval,
+            shard_sync_interval: self.shard_sync_interval,
+            handoff_timeout: self.handoff_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+            max_leases: self.max_leases,
+            max_handoffs: self.max_handoffs,
+        }
     }
 
     pub(crate) fn validate(&self) -> Result<(), Error> {

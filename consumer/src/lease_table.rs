@@ -75,10 +75,15 @@ pub struct LeaseTable {
     name: String,
     /// Items per `Scan` page; `None` lets DynamoDB fill 1 MB pages.
     scan_page_size: Option<i32>,
+    /// Longest wait for one call's answer.
+    call_timeout: Duration,
 }
 
 /// How often to look at a table being created.
 const ACTIVE_POLL: Duration = Duration::from_millis(250);
+
+/// The default longest wait for one call's answer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl LeaseTable {
     /// The table `name`, reached through `client`. Nothing is called until an operation is.
@@ -87,7 +92,16 @@ impl LeaseTable {
             client,
             name: name.into(),
             scan_page_size: None,
+            call_timeout: CALL_TIMEOUT,
         }
+    }
+
+    /// The longest wait for one call's answer (default 10 s); a call without an answer by then
+    /// fails as retryable (`RequestTimeout`), and a write may or may not have happened.
+    #[must_use]
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
     }
 
     /// Limits `Scan` pages to `items` (tests use it to exercise paging).
@@ -131,13 +145,8 @@ impl LeaseTable {
     }
 
     async fn status(&self) -> Result<Option<TableStatus>, Error> {
-        match self
-            .client
-            .describe_table()
-            .table_name(&self.name)
-            .send()
-            .await
-        {
+        let request = self.client.describe_table().table_name(&self.name).send();
+        match self.bounded("DescribeTable", request).await? {
             Ok(answer) => Ok(answer.table().and_then(|t| t.table_status().cloned())),
             Err(err)
                 if err
@@ -214,14 +223,16 @@ impl LeaseTable {
         let mut scan = Scan::default();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
-            let page = self
+            let request = self
                 .client
                 .scan()
                 .table_name(&self.name)
                 .set_limit(self.scan_page_size)
                 .set_exclusive_start_key(start.take())
-                .send()
-                .await
+                .send();
+            let page = self
+                .bounded("Scan", request)
+                .await?
                 .map_err(|e| self.failed("Scan", CallFailure::from_sdk(e)))?;
             for item in page.items() {
                 match Lease::from_item(item) {
@@ -246,29 +257,31 @@ impl LeaseTable {
     /// Reads one lease, strongly consistent. `None` if there is no such item or it is not a
     /// readable lease (logged).
     pub async fn get(&self, lease_key: &str) -> Result<Option<Lease>, Error> {
-        let answer = self
+        let request = self
             .client
             .get_item()
             .table_name(&self.name)
             .key(attr::LEASE_KEY, s(lease_key))
             .consistent_read(true)
-            .send()
-            .await
+            .send();
+        let answer = self
+            .bounded("GetItem", request)
+            .await?
             .map_err(|e| self.failed("GetItem", CallFailure::from_sdk(e)))?;
         Ok(answer.item().and_then(|item| self.readable(item)))
     }
 
     /// Creates `lease` unless an item with its key exists. Returns whether it was created.
     pub async fn create(&self, lease: &Lease) -> Result<bool, Error> {
-        let result = self
+        let request = self
             .client
             .put_item()
             .table_name(&self.name)
             .set_item(Some(lease.to_item()))
             .condition_expression("attribute_not_exists(#key)")
             .expression_attribute_names("#key", attr::LEASE_KEY)
-            .send()
-            .await;
+            .send();
+        let result = self.bounded("PutItem", request).await?;
         match result {
             Ok(_) => Ok(true),
             Err(err) => self.refused("PutItem", err),
@@ -341,9 +354,20 @@ impl LeaseTable {
 
     /// Gives up a lease `me` holds, so that another worker takes it at once: removes the owner
     /// (or, when `me` is handing it off, the `checkpointOwner`, completing the handoff) and raises
-    /// the counter.
+    /// the counter. Whether `me` is handing it off is read from `lease`.
     pub async fn release(&self, lease: &Lease, me: &str) -> Result<Lease, Error> {
         let handing_off = lease.checkpoint_owner.as_deref() == Some(me);
+        self.release_as(lease, me, handing_off).await
+    }
+
+    /// [`LeaseTable::release`], as the owner or (`handing_off`) as the previous owner during a
+    /// handoff; fenced by `lease`'s counter.
+    pub(crate) async fn release_as(
+        &self,
+        lease: &Lease,
+        me: &str,
+        handing_off: bool,
+    ) -> Result<Lease, Error> {
         let (condition, update) = if handing_off {
             (
                 "#handoff = :me AND #counter = :counter",
@@ -449,7 +473,7 @@ impl LeaseTable {
     /// Deletes a finished lease (checkpoint `SHARD_END`). Returns whether it was deleted; a lease
     /// that is absent or not finished is left alone.
     pub async fn delete_finished(&self, lease_key: &str) -> Result<bool, Error> {
-        let result = self
+        let request = self
             .client
             .delete_item()
             .table_name(&self.name)
@@ -457,8 +481,8 @@ impl LeaseTable {
             .condition_expression("#cp = :end")
             .expression_attribute_names("#cp", attr::CHECKPOINT)
             .expression_attribute_values(":end", s(Checkpoint::ShardEnd.attribute_text()))
-            .send()
-            .await;
+            .send();
+        let result = self.bounded("DeleteItem", request).await?;
         match result {
             Ok(_) => Ok(true),
             Err(err) => self.refused("DeleteItem", err),
@@ -489,6 +513,17 @@ impl LeaseTable {
             .expression_attribute_values(":me", s(me))
             .expression_attribute_values(":counter", n(lease.counter))
             .expression_attribute_values(":next", n(lease.counter + 1))
+    }
+
+    /// Waits for `call` at most the call timeout.
+    async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        call: impl std::future::Future<Output = T>,
+    ) -> Result<T, Error> {
+        tokio::time::timeout(self.call_timeout, call)
+            .await
+            .map_err(|_| self.failed(operation, CallFailure::timeout(self.call_timeout)))
     }
 
     fn readable(&self, item: &HashMap<String, AttributeValue>) -> Option<Lease> {
@@ -559,7 +594,7 @@ impl FencedUpdate for UpdateItemFluentBuilder {
         lease: &Lease,
         operation: &'static str,
     ) -> Result<Lease, Error> {
-        match self.send().await {
+        match table.bounded("UpdateItem", self.send()).await? {
             Ok(answer) => answer
                 .attributes()
                 .and_then(|item| table.readable(item))

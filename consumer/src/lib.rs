@@ -83,6 +83,7 @@
 pub mod balance;
 pub mod checkpoint;
 mod config;
+mod coordination;
 mod error;
 mod fanout;
 mod kinesis;

@@ -27,6 +27,9 @@ pub const LEASE_TAKES: &str = "kinesis_consumer_lease_takes";
 pub const HANDOFFS_ASKED: &str = "kinesis_consumer_handoffs_asked";
 /// Counter: leases lost (not renewed in time, or taken by another worker) (KCL: `LostLeases`).
 pub const LEASES_LOST: &str = "kinesis_consumer_leases_lost";
+/// Counter: shard processors that panicked (their lease is released, and the shard is started
+/// again from its checkpoint by whichever worker takes it).
+pub const PROCESSOR_PANICS: &str = "kinesis_consumer_processor_panics";
 /// Counter: lease renewals, by outcome (`ok`, `failed`, `lost`) (KCL: `RenewLease.Success`).
 pub const RENEWALS: &str = "kinesis_consumer_renewals";
 /// Counter: checkpoints written, by outcome (`ok`, `lost`, `failed`).

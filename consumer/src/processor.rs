@@ -57,6 +57,16 @@ pub struct Start {
 /// Delivery is at least once: records after the last checkpoint are delivered again to the next
 /// owner after a failover. A graceful handoff or shutdown lets the processor checkpoint first, so
 /// that moves made by balancing cause no duplicates.
+///
+/// Every processor that was initialized is told why it stops, by one kind of call:
+/// [`shard_ended`](Self::shard_ended) (repeated until it checkpoints `SHARD_END`),
+/// [`lease_lost`](Self::lease_lost), or [`shutdown_requested`](Self::shutdown_requested) (a
+/// shutdown, a handoff to another worker, or reading the shard failing for good). If the lease is
+/// lost while one of the last two runs, that call is dropped at its next `.await` and nothing
+/// more is called. Only a panic in the processor, or the worker's shutdown timeout (which aborts
+/// what still runs), ends it without one of them. No two processors of one shard are trusted at
+/// once: a processor whose lease was lost is dropped at its next `.await`, before another worker
+/// can take the lease.
 pub trait ShardProcessor: Send + 'static {
     /// Called once, before the first batch.
     fn initialize(&mut self, start: &Start) -> impl Future<Output = ()> + Send {

@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 use crate::{
     checkpoint::Checkpoint,
     config::Config,
+    coordination::{Exited, Stop},
     fanout::{self, Registration, Subscriber},
     kinesis,
     lease::Lease,
@@ -22,31 +23,6 @@ use crate::{
     processor::{Batch, Checkpointer, ShardProcessor, Start},
     retrieval::Fetch,
 };
-
-/// What the worker asks of a running shard.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Stop {
-    /// Keep processing.
-    Run,
-    /// The worker shuts down: let the processor checkpoint, then stop.
-    Shutdown,
-    /// Another worker asked for the lease: let the processor checkpoint, then stop (the worker
-    /// then completes the handoff).
-    Handoff,
-}
-
-/// How a shard's processing ended.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Exit {
-    /// Read to its end and checkpointed at `SHARD_END`; these children may start.
-    Ended { children: BTreeSet<String> },
-    /// The lease was lost (not renewed in time, or taken).
-    LeaseLost,
-    /// Stopped as asked (shutdown or handoff): the worker releases the lease.
-    Stopped(Stop),
-    /// Reading failed for good; the worker releases the lease so it is tried again.
-    Failed,
-}
 
 /// What a shard's task needs.
 pub(crate) struct ShardContext {
@@ -64,6 +40,9 @@ pub(crate) struct ShardContext {
 const SHARD_END_RETRY: Duration = Duration::from_secs(2);
 
 /// Runs `processor` on the shard until it ends, the lease is lost, or the worker asks it to stop.
+/// Every processor that was initialized is told why it stops: `shard_ended` (the shard's end),
+/// `lease_lost`, or `shutdown_requested` (a shutdown, a handoff, or reading failing for good),
+/// unless the task is aborted (the shutdown timeout) or the processor panics.
 ///
 /// `trust` carries the instant until which the lease may be trusted (moved on by each renewal);
 /// past it, processing stops at once, before another worker may take the lease.
@@ -72,7 +51,7 @@ pub(crate) async fn run<P: ShardProcessor>(
     mut processor: P,
     mut stop: watch::Receiver<Stop>,
     mut trust: watch::Receiver<Instant>,
-) -> Exit {
+) -> Exited {
     let lease = ctx.lease.lock().await.clone();
     let start = Start {
         shard_id: ctx.shard_id.clone(),
@@ -82,16 +61,14 @@ pub(crate) async fn run<P: ShardProcessor>(
     };
     if lease.is_finished() {
         // Finished by a previous owner that stopped before reporting it: nothing to read.
-        return Exit::Ended {
-            children: lease.child_shard_ids,
-        };
+        return Exited::ShardEnded;
     }
     if guarded(&mut trust, processor.initialize(&start))
         .await
         .is_none()
     {
         processor.lease_lost().await;
-        return Exit::LeaseLost;
+        return Exited::LeaseLost;
     }
     let (mut fetches, reading) = match (&ctx.fan_out, ctx.cfg.fan_out()) {
         (Some(registration), Some((fan_out, _))) => fanout::spawn(Subscriber {
@@ -144,22 +121,18 @@ pub(crate) async fn run<P: ShardProcessor>(
         tokio::select! {
             biased;
             changed = stop.changed() => {
-                let asked = *stop.borrow_and_update();
-                if changed.is_err() || asked == Stop::Run {
-                    if changed.is_err() { return Exit::Stopped(Stop::Shutdown); }
+                // The worker keeps the sender while the task runs; a closed channel is taken
+                // as a shutdown.
+                if changed.is_ok() && *stop.borrow_and_update() == Stop::Run {
                     continue;
                 }
-                if guarded(&mut trust, processor.shutdown_requested(&mut checkpointer)).await.is_none() {
-                    processor.lease_lost().await;
-                    return Exit::LeaseLost;
-                }
-                return Exit::Stopped(asked);
+                return stop_gracefully(&mut processor, &mut checkpointer, &mut trust, Exited::Stopped).await;
             }
             _ = tokio::time::sleep_until(deadline) => {
                 if *trust.borrow() <= Instant::now() {
-                    warn!(shard_id = %ctx.shard_id, "lease not renewed in time; processing stops");
+                    warn!(shard_id = %ctx.shard_id, "lease not renewed in time, or lost; processing stops");
                     processor.lease_lost().await;
-                    return Exit::LeaseLost;
+                    return Exited::LeaseLost;
                 }
             }
             _ = trust.changed() => {}
@@ -190,19 +163,37 @@ pub(crate) async fn run<P: ShardProcessor>(
                     process_time.record(started.elapsed().as_secs_f64());
                     if done.is_none() {
                         processor.lease_lost().await;
-                        return Exit::LeaseLost;
+                        return Exited::LeaseLost;
                     }
                 }
                 Some(Fetch::End { children }) => {
                     return shard_end(&ctx, &mut processor, &mut checkpointer, &mut trust, children).await;
                 }
                 Some(Fetch::Failed(failure)) => {
-                    error!(shard_id = %ctx.shard_id, error = %failure, "reading the shard failed");
-                    return Exit::Failed;
+                    error!(shard_id = %ctx.shard_id, error = %failure, "reading the shard failed; the lease is released");
+                    return stop_gracefully(&mut processor, &mut checkpointer, &mut trust, Exited::ReadFailed).await;
                 }
-                None => return Exit::Failed,
+                None => {
+                    error!(shard_id = %ctx.shard_id, "the shard's reader ended; the lease is released");
+                    return stop_gracefully(&mut processor, &mut checkpointer, &mut trust, Exited::ReadFailed).await;
+                }
             },
         }
+    }
+}
+
+/// Lets the processor checkpoint (`shutdown_requested`) while the lease is trusted, then ends as
+/// `then`. If trust runs out first, the callback is dropped at its next `.await` and the task
+/// ends as `LeaseLost`, without a second callback: the processor was already told why it stops.
+async fn stop_gracefully<P: ShardProcessor>(
+    processor: &mut P,
+    checkpointer: &mut Checkpointer,
+    trust: &mut watch::Receiver<Instant>,
+    then: Exited,
+) -> Exited {
+    match guarded(trust, processor.shutdown_requested(checkpointer)).await {
+        Some(()) => then,
+        None => Exited::LeaseLost,
     }
 }
 
@@ -214,7 +205,7 @@ async fn shard_end<P: ShardProcessor>(
     checkpointer: &mut Checkpointer,
     trust: &mut watch::Receiver<Instant>,
     children: Option<Vec<ChildShard>>,
-) -> Exit {
+) -> Exited {
     checkpointer.reached_end();
     let children = match children {
         Some(mut children) => {
@@ -257,7 +248,7 @@ async fn shard_end<P: ShardProcessor>(
                     warn!(shard_id = %ctx.shard_id, code = %failure.code, "listing the children failed");
                     if wait(trust, SHARD_END_RETRY).await.is_err() {
                         processor.lease_lost().await;
-                        return Exit::LeaseLost;
+                        return Exited::LeaseLost;
                     }
                 }
             }
@@ -271,7 +262,7 @@ async fn shard_end<P: ShardProcessor>(
                     warn!(shard_id = %ctx.shard_id, child = %child.key, %error, "creating a child lease failed");
                     if wait(trust, SHARD_END_RETRY).await.is_err() {
                         processor.lease_lost().await;
-                        return Exit::LeaseLost;
+                        return Exited::LeaseLost;
                     }
                 }
             }
@@ -287,18 +278,19 @@ async fn shard_end<P: ShardProcessor>(
             }
         }
     }
+    // From here on the processor has been told why it stops (`shard_ended`, asked again until it
+    // checkpoints): if trust runs out, the task ends without another callback.
     loop {
         if guarded(trust, processor.shard_ended(checkpointer))
             .await
             .is_none()
         {
-            processor.lease_lost().await;
-            return Exit::LeaseLost;
+            return Exited::LeaseLost;
         }
         if ctx.lease.lock().await.checkpoint == Checkpoint::ShardEnd {
             info!(shard_id = %ctx.shard_id, children = ?ids, "shard ended");
             metrics::counter!(m::SHARDS_ENDED, "stream" => ctx.cfg.stream.clone()).increment(1);
-            return Exit::Ended { children: ids };
+            return Exited::ShardEnded;
         }
         metrics::counter!(m::SHARD_END_NOT_CHECKPOINTED, "stream" => ctx.cfg.stream.clone(),
             "shard_id" => ctx.shard_id.to_string())
@@ -309,8 +301,7 @@ async fn shard_end<P: ShardProcessor>(
              its children cannot start until it does; asking again"
         );
         if wait(trust, SHARD_END_RETRY).await.is_err() {
-            processor.lease_lost().await;
-            return Exit::LeaseLost;
+            return Exited::LeaseLost;
         }
     }
 }

@@ -1,23 +1,24 @@
-//! The worker: one task that scans the lease table, renews what it holds, takes and asks for
-//! leases, and runs a task per held shard.
+//! The worker: the builder, the handle of a running worker, and the task that performs what the
+//! lease coordination (`coordination`) decides — scans, conditional writes, a task per held
+//! shard — and feeds the answers back to it.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
+    future::Future,
     sync::Arc,
     time::{Duration, SystemTime},
 };
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::{
     sync::{Mutex, watch},
     task::JoinSet,
     time::Instant,
 };
-use tracing::{Instrument, debug, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use crate::{
-    balance::{self, BalanceLimits, Observations},
     config::{Config, Retrieval},
+    coordination::{Action, Exited, Input, Machine, Outcome, Role, Stop},
     error::Error,
     fanout::Registration,
     kinesis,
@@ -26,7 +27,7 @@ use crate::{
     lineage::{self, InitialPosition},
     metrics as m,
     processor::ShardProcessor,
-    shard::{self, Exit, ShardContext, Stop},
+    shard::{self, ShardContext},
 };
 
 /// Builds a [`Consumer`]: the stream, the application (which names the lease table), the AWS
@@ -162,7 +163,8 @@ where
     pub fn build(self) -> Result<Consumer<F>, Error> {
         self.cfg.validate()?;
         Ok(Consumer {
-            table: LeaseTable::new(self.dynamodb, self.cfg.table.clone()),
+            table: LeaseTable::new(self.dynamodb, self.cfg.table.clone())
+                .with_call_timeout(self.cfg.call_timeout),
             cfg: Arc::new(self.cfg),
             kinesis: self.kinesis,
             processors: Arc::new(self.processors),
@@ -298,33 +300,33 @@ impl Drop for Running {
     }
 }
 
-/// How often the table is scanned while a handoff to this worker is under way.
-const HANDOFF_POLL: Duration = Duration::from_millis(500);
-
-/// A shard this worker holds.
-struct Held {
-    lease: Arc<Mutex<Lease>>,
+/// A shard task this worker runs.
+struct Task {
+    key: String,
     trust: watch::Sender<Instant>,
     stop: watch::Sender<Stop>,
 }
 
+/// The worker's task: performs what the lease coordination ([`Machine`]) decides and feeds the
+/// answers back. It decides nothing itself.
 struct Worker<F> {
     cfg: Arc<Config>,
     kinesis: aws_sdk_kinesis::Client,
     table: LeaseTable,
     processors: Arc<F>,
     me: Arc<str>,
-    observations: Observations,
-    held: HashMap<String, Held>,
-    /// Leases asked for by handoff, and when.
-    awaiting: HashMap<String, Instant>,
-    shards: JoinSet<(String, Exit)>,
-    /// Renewals under way, and the leases they are for.
-    renewals: JoinSet<(String, Instant, Result<Lease, Error>)>,
-    renewing: HashSet<String>,
-    last_scan: Vec<Lease>,
+    /// The shard tasks, and which lease each runs.
+    shards: JoinSet<Exited>,
+    tasks: HashMap<tokio::task::Id, Task>,
+    /// Each started lease's own copy, shared by its checkpoints and the worker's renewals (whose
+    /// writes raise its counter); kept after its task ends, for the release.
+    copies: HashMap<String, Arc<Mutex<Lease>>>,
+    /// Calls under way, each answering with an input; if one panics, its fallback input.
+    calls: JoinSet<Input>,
+    fallbacks: HashMap<tokio::task::Id, Input>,
     /// The stream consumer, with enhanced fan-out retrieval.
     fan_out: Option<Arc<Registration>>,
+    labels: [(&'static str, String); 2],
 }
 
 impl<F, P> Worker<F>
@@ -344,18 +346,20 @@ where
         });
         Worker {
             fan_out,
+            labels: [
+                ("stream", consumer.cfg.stream.clone()),
+                ("worker", consumer.cfg.worker_id.clone()),
+            ],
             me: Arc::from(consumer.cfg.worker_id.as_str()),
             cfg: consumer.cfg,
             kinesis: consumer.kinesis,
             table: consumer.table,
             processors: consumer.processors,
-            observations: Observations::default(),
-            held: HashMap::new(),
-            awaiting: HashMap::new(),
             shards: JoinSet::new(),
-            renewals: JoinSet::new(),
-            renewing: HashSet::new(),
-            last_scan: Vec::new(),
+            tasks: HashMap::new(),
+            copies: HashMap::new(),
+            calls: JoinSet::new(),
+            fallbacks: HashMap::new(),
         }
     }
 
@@ -375,374 +379,43 @@ where
             }
         }
         info!(table = self.table.name(), "worker started");
-        let mut next_scan = Instant::now();
-        let mut next_renew = Instant::now() + self.cfg.renew_interval;
-        let mut next_sync = Instant::now();
+        let mut machine = Machine::new(self.me.to_string(), self.cfg.settings(), Instant::now());
+        let mut input = Input::Tick;
+        let mut shutdown_asked = false;
         loop {
-            let now = Instant::now();
-            if now >= next_sync {
-                match self.sync_shards().await {
-                    Ok(()) => next_sync = now + self.cfg.shard_sync_interval,
-                    Err(error) => {
-                        warn!(%error, "shard sync failed; trying again soon");
-                        next_sync = now + self.cfg.scan_interval;
-                    }
-                }
+            self.count(&input);
+            for action in machine.handle(input, Instant::now()) {
+                self.perform(action);
             }
-            if now >= next_renew {
-                self.renew_all();
-                next_renew = now + self.cfg.renew_interval;
+            metrics::gauge!(m::LEASES_HELD, &self.labels).set(machine.running() as f64);
+            if machine.is_finished() {
+                break;
             }
-            if now >= next_scan {
-                match self.scan_and_take().await {
-                    Ok(()) => {}
-                    Err(error) => warn!(%error, "lease scan failed"),
-                }
-                next_scan = now + self.cfg.scan_interval;
-                // While leases asked for are being handed over, look more often: they start as
-                // soon as their previous owner releases them.
-                if !self.awaiting.is_empty() {
-                    next_scan = next_scan.min(now + HANDOFF_POLL);
-                }
-                // Act on an expiry when it falls due rather than at the next periodic scan.
-                if let Some(at) = self.observations.next_expiry(
-                    &self.last_scan,
-                    &self.me,
-                    Instant::now(),
-                    self.cfg.failover,
-                ) {
-                    next_scan = next_scan.min(at + Duration::from_millis(1));
-                }
-            }
-            let wake = next_scan.min(next_renew).min(next_sync);
-            tokio::select! {
-                changed = stop.changed() => {
+            let wake = machine
+                .next_wake()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            input = tokio::select! {
+                changed = stop.changed(), if !shutdown_asked => {
                     if changed.is_err() || *stop.borrow() {
-                        return self.shut_down().await;
+                        shutdown_asked = true;
+                        Input::ShutdownAsked
+                    } else {
+                        Input::Tick
                     }
                 }
-                Some(joined) = self.shards.join_next() => {
-                    // A shard that ended may let its children start now.
-                    if let Ok((key, exit)) = joined
-                        && self.on_exit(key, exit).await
-                    {
-                        next_scan = Instant::now();
+                Some(joined) = self.shards.join_next_with_id() => self.exited(joined),
+                Some(answered) = self.calls.join_next_with_id() => match answered {
+                    Ok((id, input)) => {
+                        self.fallbacks.remove(&id);
+                        input
                     }
-                }
-                Some(Ok((key, sent, result))) = self.renewals.join_next() => {
-                    self.on_renewed(key, sent, result);
-                }
-                _ = tokio::time::sleep_until(wake) => {}
-            }
-        }
-    }
-
-    /// Creates the first leases (empty table) or repairs holes, and deletes finished leases
-    /// whose children have started.
-    async fn sync_shards(&mut self) -> Result<(), Error> {
-        let shards = kinesis::list_shards(&self.kinesis, &self.cfg.stream, self.cfg.call_timeout)
-            .await
-            .map_err(|f| Error::Kinesis {
-                operation: "ListShards",
-                stream: self.cfg.stream.clone(),
-                code: f.code,
-                retryable: f.retryable,
-                source: Some(f.source),
-            })?;
-        let scan = self.table.scan().await?;
-        let by_key: HashMap<&str, &Lease> =
-            scan.leases.iter().map(|l| (l.key.as_str(), l)).collect();
-        let create = if scan.leases.is_empty() {
-            lineage::initial_leases(&shards, self.cfg.initial_position)
-        } else {
-            lineage::repairs(&shards, &by_key)
-        };
-        for lease in &create {
-            if self.table.create(lease).await? {
-                debug!(lease = %lease.key, checkpoint = %lease.checkpoint, "lease created");
-            }
-        }
-        for key in lineage::removable(&by_key) {
-            if self.table.delete_finished(&key).await? {
-                debug!(lease = %key, "finished lease removed");
-            }
-        }
-        Ok(())
-    }
-
-    /// Starts a renewal of every held lease that has none under way. Each retries retryable
-    /// failures (throttling, 5xx, timeouts) with a short jittered backoff while the lease is
-    /// still trusted; results arrive through [`Worker::on_renewed`].
-    fn renew_all(&mut self) {
-        for (key, held) in &self.held {
-            if !self.renewing.insert(key.clone()) {
-                continue;
-            }
-            let table = self.table.clone();
-            let me = self.me.clone();
-            let lease = held.lease.clone();
-            let key = key.clone();
-            let give_up = Instant::now() + self.cfg.renew_interval;
-            self.renewals.spawn(async move {
-                let mut delays = ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(50))
-                    .with_max_delay(Duration::from_millis(500))
-                    .with_jitter()
-                    .without_max_times()
-                    .build();
-                loop {
-                    let mut lease = lease.lock().await;
-                    let sent = Instant::now();
-                    let result = table.renew(&lease, &me).await;
-                    match &result {
-                        Ok(renewed) => *lease = renewed.clone(),
-                        Err(error) if error.is_retryable() && Instant::now() < give_up => {
-                            drop(lease);
-                            debug!(lease = %key, %error, "renewal failed; trying again");
-                            tokio::time::sleep(delays.next().unwrap_or(Duration::from_millis(500)))
-                                .await;
-                            continue;
-                        }
-                        Err(_) => {}
+                    Err(failed) => {
+                        error!(error = %failed, "a lease table call failed unexpectedly");
+                        self.fallbacks.remove(&failed.id()).unwrap_or(Input::Tick)
                     }
-                    return (key, sent, result);
-                }
-            });
-        }
-    }
-
-    /// A renewal's answer: trust the lease longer, learn of a handoff, or stop processing.
-    fn on_renewed(&mut self, key: String, sent: Instant, result: Result<Lease, Error>) {
-        self.renewing.remove(&key);
-        let Some(held) = self.held.get(&key) else {
-            return;
-        };
-        match result {
-            Ok(lease) => {
-                self.count(m::RENEWALS, "ok");
-                let _ = held.trust.send(sent + self.cfg.trust());
-                self.observations.note(&lease, Instant::now());
-                if lease.checkpoint_owner.as_deref() == Some(&*self.me) {
-                    debug!(lease = %key, to = ?lease.owner, "handoff asked for");
-                    let _ = held.stop.send(Stop::Handoff);
-                }
-            }
-            Err(Error::LeaseLost { .. }) => {
-                self.count(m::RENEWALS, "lost");
-                info!(lease = %key, "lease lost");
-                // The shard's task stops at once and reports it.
-                let _ = held.trust.send(Instant::now());
-            }
-            Err(error) => {
-                self.count(m::RENEWALS, "failed");
-                warn!(lease = %key, %error, "renewal failed");
-            }
-        }
-    }
-
-    fn count(&self, name: &'static str, outcome: &'static str) {
-        metrics::counter!(name, "stream" => self.cfg.stream.clone(), "worker" => self.me.to_string(),
-            "outcome" => outcome)
-        .increment(1);
-    }
-
-    fn count_held(&self) {
-        metrics::gauge!(m::LEASES_HELD, "stream" => self.cfg.stream.clone(), "worker" => self.me.to_string())
-            .set(self.held.len() as f64);
-    }
-
-    async fn scan_and_take(&mut self) -> Result<(), Error> {
-        let scan = self.table.scan().await?;
-        let now = Instant::now();
-        self.observations.record(&scan.leases, now);
-        self.last_scan = scan.leases;
-        // A lease this worker holds that names another owner and this worker as
-        // `checkpointOwner` was asked for: hand it over now rather than at the next renewal.
-        for lease in &self.last_scan {
-            if lease.checkpoint_owner.as_deref() == Some(&*self.me)
-                && lease.owner.as_deref() != Some(&*self.me)
-                && let Some(held) = self.held.get(&lease.key)
-                && *held.stop.borrow() == Stop::Run
-            {
-                debug!(lease = %lease.key, to = ?lease.owner, "handoff asked for");
-                let _ = held.stop.send(Stop::Handoff);
-            }
-        }
-        self.follow_handoffs(now).await;
-
-        let mut mine: HashSet<String> = self.held.keys().cloned().collect();
-        mine.extend(self.awaiting.keys().cloned());
-        let plan = balance::plan(
-            &self.last_scan,
-            &self.observations,
-            &self.me,
-            &mine,
-            now,
-            BalanceLimits {
-                failover: self.cfg.failover,
-                max_leases: self.cfg.max_leases,
-                max_handoffs: self.cfg.max_handoffs,
-            },
-        );
-        for lease in plan.take {
-            let sent = Instant::now();
-            match self.table.take(&lease, &self.me).await {
-                Ok(taken) => {
-                    self.count(m::LEASE_TAKES, "taken");
-                    info!(lease = %taken.key, from = ?lease.owner, "lease taken");
-                    self.start(taken, sent);
-                }
-                Err(Error::LeaseLost { .. }) => {
-                    self.count(m::LEASE_TAKES, "raced");
-                    debug!(lease = %lease.key, "another worker took it first");
-                }
-                Err(error) => warn!(lease = %lease.key, %error, "take failed"),
-            }
-        }
-        for lease in plan.hand_off {
-            match self.table.hand_off(&lease, &self.me).await {
-                Ok(_) => {
-                    self.count(m::HANDOFFS_ASKED, "asked");
-                    info!(lease = %lease.key, from = ?lease.owner, "handoff asked for");
-                    self.awaiting.insert(lease.key.clone(), Instant::now());
-                }
-                Err(Error::LeaseLost { .. }) => {}
-                Err(error) => warn!(lease = %lease.key, %error, "handoff request failed"),
-            }
-        }
-        Ok(())
-    }
-
-    /// Starts leases whose previous owner released them to this worker; takes those it did not
-    /// release in time.
-    async fn follow_handoffs(&mut self, now: Instant) {
-        let by_key: HashMap<String, Lease> = self
-            .last_scan
-            .iter()
-            .map(|l| (l.key.clone(), l.clone()))
-            .collect();
-        let awaiting: Vec<(String, Instant)> = self.awaiting.drain().collect();
-        for (key, asked) in awaiting {
-            let Some(lease) = by_key.get(&key) else {
-                continue;
+                },
+                _ = tokio::time::sleep_until(wake) => Input::Tick,
             };
-            if lease.owner.as_deref() != Some(&*self.me) {
-                continue;
-            }
-            if lease.checkpoint_owner.is_none() {
-                info!(lease = %key, "lease handed over");
-                self.start(lease.clone(), now);
-            } else if now.duration_since(asked) > self.cfg.handoff_timeout {
-                let sent = Instant::now();
-                match self.table.take(lease, &self.me).await {
-                    Ok(taken) => {
-                        warn!(lease = %key, "previous owner did not release in time; taken");
-                        self.start(taken, sent);
-                    }
-                    Err(error) => {
-                        debug!(lease = %key, %error, "taking after the handoff timeout failed")
-                    }
-                }
-            } else {
-                self.awaiting.insert(key, asked);
-            }
-        }
-    }
-
-    fn start(&mut self, lease: Lease, trusted_from: Instant) {
-        let key = lease.key.clone();
-        let shard_id: Arc<str> = Arc::from(key.as_str());
-        self.observations.note(&lease, Instant::now());
-        let lease = Arc::new(Mutex::new(lease));
-        let (trust_tx, trust_rx) = watch::channel(trusted_from + self.cfg.trust());
-        let (stop_tx, stop_rx) = watch::channel(Stop::Run);
-        let ctx = ShardContext {
-            cfg: self.cfg.clone(),
-            kinesis: self.kinesis.clone(),
-            table: self.table.clone(),
-            worker: self.me.clone(),
-            shard_id: shard_id.clone(),
-            lease: lease.clone(),
-            fan_out: self.fan_out.clone(),
-        };
-        let processor = (self.processors)(&key);
-        let span = tracing::info_span!("shard", shard_id = %key);
-        let task_key = key.clone();
-        self.shards.spawn(
-            async move {
-                (
-                    task_key,
-                    shard::run(ctx, processor, stop_rx, trust_rx).await,
-                )
-            }
-            .instrument(span),
-        );
-        self.held.insert(
-            key,
-            Held {
-                lease,
-                trust: trust_tx,
-                stop: stop_tx,
-            },
-        );
-        self.count_held();
-    }
-
-    /// A shard's task ended. Returns whether the shard ended (children may start).
-    async fn on_exit(&mut self, key: String, exit: Exit) -> bool {
-        let Some(held) = self.held.remove(&key) else {
-            return false;
-        };
-        self.count_held();
-        match exit {
-            Exit::Ended { .. } => true,
-            Exit::LeaseLost => {
-                self.count(m::LEASES_LOST, "lost");
-                false
-            }
-            Exit::Stopped(_) | Exit::Failed => {
-                let lease = held.lease.lock().await.clone();
-                match self.table.release(&lease, &self.me).await {
-                    Ok(_) => info!(lease = %key, "lease released"),
-                    Err(error) => debug!(lease = %key, %error, "release refused"),
-                }
-                false
-            }
-        }
-    }
-
-    async fn shut_down(mut self) -> Result<(), Error> {
-        info!(held = self.held.len(), "shutting down");
-        for held in self.held.values() {
-            let _ = held.stop.send(Stop::Shutdown);
-        }
-        let deadline = Instant::now() + self.cfg.shutdown_timeout;
-        let mut next_renew = Instant::now() + self.cfg.renew_interval;
-        while !self.shards.is_empty() {
-            tokio::select! {
-                Some(joined) = self.shards.join_next() => {
-                    if let Ok((key, exit)) = joined {
-                        self.on_exit(key, exit).await;
-                    }
-                }
-                Some(Ok((key, sent, result))) = self.renewals.join_next() => {
-                    self.on_renewed(key, sent, result);
-                }
-                _ = tokio::time::sleep_until(next_renew.min(deadline)) => {
-                    if Instant::now() >= deadline {
-                        warn!(left = self.shards.len(), "processors did not stop in time");
-                        self.shards.abort_all();
-                        break;
-                    }
-                    self.renew_all();
-                    next_renew = Instant::now() + self.cfg.renew_interval;
-                }
-            }
-        }
-        // Anything still held (its task was aborted) is released too.
-        let left: Vec<String> = self.held.keys().cloned().collect();
-        for key in left {
-            self.on_exit(key, Exit::Failed).await;
         }
         if let (Some(registration), Some((fan_out, _))) = (&self.fan_out, self.cfg.fan_out())
             && fan_out.deregister_on_shutdown
@@ -753,4 +426,292 @@ where
         info!("worker stopped");
         Ok(())
     }
+
+    /// A shard task ended: how, as the machine needs to know it.
+    fn exited(&mut self, joined: Result<(tokio::task::Id, Exited), tokio::task::JoinError>) -> Input {
+        let (id, how) = match joined {
+            Ok((id, how)) => (id, how),
+            Err(failed) if failed.is_panic() => {
+                let id = failed.id();
+                let payload = failed.into_panic();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(not a string)".to_owned());
+                (id, Exited::Panicked(message))
+            }
+            Err(failed) => (failed.id(), Exited::Aborted),
+        };
+        let Some(task) = self.tasks.remove(&id) else {
+            error!(?how, "an unknown shard task ended");
+            return Input::Tick;
+        };
+        if how == Exited::LeaseLost {
+            self.copies.remove(&task.key);
+        }
+        Input::Exited { key: task.key, how }
+    }
+
+    /// Spawns a call that answers with an input (`fallback` if it panics).
+    fn call(&mut self, fallback: Input, call: impl Future<Output = Input> + Send + 'static) {
+        let id = self.calls.spawn(call).id();
+        self.fallbacks.insert(id, fallback);
+    }
+
+    fn perform(&mut self, action: Action) {
+        let me = self.me.clone();
+        let table = self.table.clone();
+        match action {
+            Action::Scan => self.call(Input::Scanned(None), async move {
+                match table.scan().await {
+                    Ok(scan) => Input::Scanned(Some(scan.leases)),
+                    Err(error) => {
+                        warn!(%error, "lease scan failed");
+                        Input::Scanned(None)
+                    }
+                }
+            }),
+            Action::SyncShards => {
+                let kinesis = self.kinesis.clone();
+                let cfg = self.cfg.clone();
+                self.call(Input::Synced(false), async move {
+                    match sync_shards(&kinesis, &table, &cfg).await {
+                        Ok(()) => Input::Synced(true),
+                        Err(error) => {
+                            warn!(%error, "shard sync failed; trying again soon");
+                            Input::Synced(false)
+                        }
+                    }
+                });
+            }
+            Action::Renew { key } => {
+                let Some(copy) = self.copies.get(&key).cloned() else {
+                    error!(lease = %key, "no copy of a running lease to renew");
+                    return;
+                };
+                let fallback = Input::Renewed {
+                    key: key.clone(),
+                    sent: Instant::now(),
+                    outcome: Outcome::Failed,
+                };
+                self.call(fallback, async move {
+                    let mut lease = copy.lock().await;
+                    let sent = Instant::now();
+                    let result = table.renew(&lease, &me).await;
+                    if let Ok(renewed) = &result {
+                        *lease = renewed.clone();
+                    }
+                    Input::Renewed {
+                        key,
+                        sent,
+                        outcome: outcome(result, "renewal"),
+                    }
+                });
+            }
+            Action::Take { lease } => {
+                let key = lease.key.clone();
+                let fallback = Input::Taken {
+                    key: key.clone(),
+                    sent: Instant::now(),
+                    outcome: Outcome::Failed,
+                };
+                self.call(fallback, async move {
+                    let sent = Instant::now();
+                    let result = table.take(&lease, &me).await;
+                    Input::Taken {
+                        key,
+                        sent,
+                        outcome: outcome(result, "take"),
+                    }
+                });
+            }
+            Action::AskHandoff { lease } => {
+                let key = lease.key.clone();
+                let fallback = Input::HandoffAsked {
+                    key: key.clone(),
+                    outcome: Outcome::Failed,
+                };
+                self.call(fallback, async move {
+                    let result = table.hand_off(&lease, &me).await;
+                    Input::HandoffAsked {
+                        key,
+                        outcome: outcome(result, "handoff request"),
+                    }
+                });
+            }
+            Action::Release { lease, role } => {
+                let key = lease.key.clone();
+                let copy = self.copies.get(&key).cloned();
+                let fallback = Input::Released {
+                    key: key.clone(),
+                    outcome: Outcome::Failed,
+                };
+                self.call(fallback, async move {
+                    // The shard's own copy, if it ran, unless the machine knows a newer item
+                    // (a release tried again with the item a refusal showed).
+                    let mut own = match &copy {
+                        Some(copy) => Some(copy.lock().await),
+                        None => None,
+                    };
+                    let base = match own.as_deref() {
+                        Some(own) if own.counter >= lease.counter => own.clone(),
+                        _ => lease,
+                    };
+                    let result = table
+                        .release_as(&base, &me, role == Role::PreviousOwner)
+                        .await;
+                    if let (Some(own), Ok(released)) = (own.as_deref_mut(), &result) {
+                        *own = released.clone();
+                    }
+                    Input::Released {
+                        key,
+                        outcome: outcome(result, "release"),
+                    }
+                });
+            }
+            Action::Start { lease, trust_until } => self.start(lease, trust_until),
+            Action::Trust { key, until } => {
+                if let Some(task) = self.task(&key) {
+                    let _ = task.trust.send(until);
+                }
+            }
+            Action::Revoke { key } => {
+                if let Some(task) = self.task(&key) {
+                    let _ = task.trust.send(Instant::now());
+                }
+            }
+            Action::Stop { key, reason } => {
+                if let Some(task) = self.task(&key) {
+                    let _ = task.stop.send(reason);
+                }
+            }
+            Action::AbortProcessors => self.shards.abort_all(),
+            Action::Finished => {}
+        }
+    }
+
+    fn task(&self, key: &str) -> Option<&Task> {
+        self.tasks.values().find(|t| t.key == key)
+    }
+
+    fn start(&mut self, lease: Lease, trust_until: Instant) {
+        let key = lease.key.clone();
+        if self.task(&key).is_some() {
+            // The machine starts a lease only from a take; a task still running for it would be a
+            // defect there. Never run two processors for one shard.
+            error!(lease = %key, "a processor already runs for this lease; not started again");
+            return;
+        }
+        let shard_id: Arc<str> = Arc::from(key.as_str());
+        let lease = Arc::new(Mutex::new(lease));
+        self.copies.insert(key.clone(), lease.clone());
+        let (trust_tx, trust_rx) = watch::channel(trust_until);
+        let (stop_tx, stop_rx) = watch::channel(Stop::Run);
+        let ctx = ShardContext {
+            cfg: self.cfg.clone(),
+            kinesis: self.kinesis.clone(),
+            table: self.table.clone(),
+            worker: self.me.clone(),
+            shard_id,
+            lease,
+            fan_out: self.fan_out.clone(),
+        };
+        let processor = (self.processors)(&key);
+        let span = tracing::info_span!("shard", shard_id = %key);
+        let id = self
+            .shards
+            .spawn(shard::run(ctx, processor, stop_rx, trust_rx).instrument(span))
+            .id();
+        self.tasks.insert(
+            id,
+            Task {
+                key,
+                trust: trust_tx,
+                stop: stop_tx,
+            },
+        );
+    }
+
+    /// Metrics of what happened.
+    fn count(&self, input: &Input) {
+        let counter = |name: &'static str, outcome: &'static str| {
+            metrics::counter!(name, "stream" => self.cfg.stream.clone(),
+                "worker" => self.me.to_string(), "outcome" => outcome)
+            .increment(1);
+        };
+        match input {
+            Input::Renewed { outcome: o, .. } => counter(m::RENEWALS, outcome_label(o, "ok", "lost")),
+            Input::Taken { outcome: o, .. } => counter(m::LEASE_TAKES, outcome_label(o, "taken", "raced")),
+            Input::HandoffAsked {
+                outcome: Outcome::Written(_),
+                ..
+            } => counter(m::HANDOFFS_ASKED, "asked"),
+            Input::Exited {
+                how: Exited::LeaseLost,
+                ..
+            } => counter(m::LEASES_LOST, "lost"),
+            Input::Exited {
+                how: Exited::Panicked(_),
+                ..
+            } => counter(m::PROCESSOR_PANICS, "panicked"),
+            _ => {}
+        }
+    }
+}
+
+fn outcome_label(outcome: &Outcome, written: &'static str, refused: &'static str) -> &'static str {
+    match outcome {
+        Outcome::Written(_) => written,
+        Outcome::Refused(_) => refused,
+        Outcome::Failed => "failed",
+    }
+}
+
+/// A conditional write's result as the machine takes it.
+fn outcome(result: Result<Lease, Error>, what: &str) -> Outcome {
+    match result {
+        Ok(lease) => Outcome::Written(lease),
+        Err(Error::LeaseLost { current, .. }) => Outcome::Refused(current.map(|l| *l)),
+        Err(error) => {
+            debug!(%error, "{what} failed");
+            Outcome::Failed
+        }
+    }
+}
+
+/// Creates the first leases (empty table) or repairs holes, and deletes finished leases whose
+/// children have started.
+async fn sync_shards(
+    kinesis: &aws_sdk_kinesis::Client,
+    table: &LeaseTable,
+    cfg: &Config,
+) -> Result<(), Error> {
+    let shards = kinesis::list_shards(kinesis, &cfg.stream, cfg.call_timeout)
+        .await
+        .map_err(|f| Error::Kinesis {
+            operation: "ListShards",
+            stream: cfg.stream.clone(),
+            code: f.code,
+            retryable: f.retryable,
+            source: Some(f.source),
+        })?;
+    let scan = table.scan().await?;
+    let by_key: HashMap<&str, &Lease> = scan.leases.iter().map(|l| (l.key.as_str(), l)).collect();
+    let create = if scan.leases.is_empty() {
+        lineage::initial_leases(&shards, cfg.initial_position)
+    } else {
+        lineage::repairs(&shards, &by_key)
+    };
+    for lease in &create {
+        if table.create(lease).await? {
+            debug!(lease = %lease.key, checkpoint = %lease.checkpoint, "lease created");
+        }
+    }
+    for key in lineage::removable(&by_key) {
+        if table.delete_finished(&key).await? {
+            debug!(lease = %key, "finished lease removed");
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,908 @@
+//! The worker's lease coordination as a pure state machine: `(state, input, now) -> actions`.
+//!
+//! The worker's task (in `worker`) only performs the [`Action`]s this machine returns (scans,
+//! conditional writes, starting and stopping shard tasks) and feeds their results back as
+//! [`Input`]s; every decision is made here, from plain data, so that the deterministic simulation
+//! (`simulation`) can run many workers' machines against an in-memory lease table under seeded
+//! schedules of kills, pauses, lost answers and resharding, and check the lease contract after
+//! every step.
+//!
+//! Each lease this worker has anything to do with is in exactly one [`Local`] state:
+//!
+//! ```text
+//!             plan: free, expired, or the table says mine          plan: a live worker's lease
+//!                          │                                                    │
+//!                          ▼                                                    ▼
+//!                   ┌── Taking ──┐ refused / failed: forget            Asking ── refused / failed: forget
+//!                   │     │      │                                              │ written
+//!      written, but │     │ written                                             ▼
+//!      shutting down│     ▼                handed over (or expired, or    ┌─ Awaiting ─┐ taken by another:
+//!                   │  Running ◄──────────── handoff timeout): Taking ◄──┘            └─ forget
+//!                   │   │  ▲ renew, trust
+//!                   │   │  └──┘              asked to hand it over while not running it:
+//!                   │   │ processor exited                                     Releasing
+//!                   ▼   ▼ (stopped, failed, panicked, aborted)
+//!                 Releasing ── written / not ours: forget
+//! ```
+//!
+//! A lease is started only from `Taking`, once its take is written, and `Running` ends only when
+//! its shard task reports its exit; so a shard cannot be started twice, and a processor cannot be
+//! dropped without its task ending. Renewals are sent only for `Running` leases whose processor
+//! still runs and is trusted.
+//!
+//! **Trust.** A lease is trusted until the failover time, less a margin, after the last
+//! successful write of this worker that raised its counter was *sent* (a take or a renewal).
+//! Another worker judges the lease expired only once the counter it observes has not moved for
+//! the failover time by its own clock, counted from when it first saw that value, which is after
+//! the write. So the holder's processor has stopped (its task stops itself at the trust deadline,
+//! at its next `.await`) before anyone can take the lease, with clocks that may drift apart by up
+//! to the margin over a failover time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use crate::{
+    balance::{self, BalanceLimits, Mine, Observations},
+    lease::Lease,
+};
+
+#[cfg(test)]
+mod tests;
+
+/// How often the table is scanned while a handoff to this worker is under way.
+pub(crate) const HANDOFF_POLL: Duration = Duration::from_millis(500);
+/// How soon a failed renewal or release is tried again.
+pub(crate) const RETRY: Duration = Duration::from_millis(250);
+/// How many times a release is tried before the lease is left to expire.
+pub(crate) const RELEASE_ATTEMPTS: u32 = 3;
+/// How long after the shutdown timeout the worker still waits for its releases.
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a lease this worker let go of is not taken again on the word of a scan sent before.
+const FORGET_AFTER: Duration = Duration::from_secs(60);
+
+/// The timings and limits the machine decides with.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    /// A lease whose counter has not moved this long is expired.
+    pub(crate) failover: Duration,
+    /// How long after sending a successful renewal or take this worker trusts a lease.
+    pub(crate) trust: Duration,
+    pub(crate) renew_interval: Duration,
+    pub(crate) scan_interval: Duration,
+    pub(crate) shard_sync_interval: Duration,
+    pub(crate) handoff_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) max_leases: Option<usize>,
+    pub(crate) max_handoffs: Option<usize>,
+}
+
+/// What the worker asks of a running shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Keep processing.
+    Run,
+    /// The worker shuts down: let the processor checkpoint, then stop.
+    Shutdown,
+    /// Another worker asked for the lease: let the processor checkpoint, then stop (the worker
+    /// then completes the handoff).
+    Handoff,
+}
+
+/// How a shard's task ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Exited {
+    /// Read to its end and checkpointed at `SHARD_END`.
+    ShardEnded,
+    /// The processor stopped because the lease was lost (not renewed in time, or taken).
+    LeaseLost,
+    /// Stopped as asked (shutdown or handoff), after `shutdown_requested`.
+    Stopped,
+    /// Reading failed for good (after `shutdown_requested`).
+    ReadFailed,
+    /// The processor panicked (the message).
+    Panicked(String),
+    /// The task was aborted (shutdown timeout).
+    Aborted,
+}
+
+/// The answer to a conditional write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Written; the item as it now is.
+    Written(Lease),
+    /// Refused by its condition; the item as the table held it, when it said.
+    Refused(Option<Lease>),
+    /// No answer, or an error: the write may or may not have happened.
+    Failed,
+}
+
+/// In which role a lease is released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// As its owner: the owner is removed.
+    Owner,
+    /// As the previous owner during a handoff: `checkpointOwner` is removed, completing it.
+    PreviousOwner,
+}
+
+/// What happened, as fed to [`Machine::handle`].
+#[derive(Clone, Debug)]
+pub(crate) enum Input {
+    /// Nothing but time passing.
+    Tick,
+    /// A scan's answer (`None`: it failed), arriving now.
+    Scanned(Option<Vec<Lease>>),
+    /// A shard sync ended (whether it succeeded).
+    Synced(bool),
+    /// A renewal's answer; `sent` is when the write was sent.
+    Renewed {
+        key: String,
+        sent: Instant,
+        outcome: Outcome,
+    },
+    /// A take's answer; `sent` is when the write was sent.
+    Taken {
+        key: String,
+        sent: Instant,
+        outcome: Outcome,
+    },
+    /// A handoff request's answer.
+    HandoffAsked { key: String, outcome: Outcome },
+    /// A release's answer.
+    Released { key: String, outcome: Outcome },
+    /// A shard's task ended.
+    Exited { key: String, how: Exited },
+    /// The application asked the worker to shut down.
+    ShutdownAsked,
+}
+
+/// What the worker's task must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Scan the lease table; answer with [`Input::Scanned`].
+    Scan,
+    /// Compare the shard list with the leases (create missing ones, delete finished ones);
+    /// answer with [`Input::Synced`].
+    SyncShards,
+    /// Renew a running lease (with the shard's own copy, whose counter its checkpoints raise);
+    /// answer with [`Input::Renewed`].
+    Renew { key: String },
+    /// Take a lease as observed; answer with [`Input::Taken`].
+    Take { lease: Lease },
+    /// Ask the owner of a lease to hand it over; answer with [`Input::HandoffAsked`].
+    AskHandoff { lease: Lease },
+    /// Release a lease (with the shard's own copy if it ran, else this one); answer with
+    /// [`Input::Released`].
+    Release { lease: Lease, role: Role },
+    /// Start a processor for a lease just taken, trusted until `trust_until`.
+    Start { lease: Lease, trust_until: Instant },
+    /// A running lease is trusted longer.
+    Trust { key: String, until: Instant },
+    /// A running lease was lost: its processor stops at once (`lease_lost`).
+    Revoke { key: String },
+    /// Ask a running processor to checkpoint and stop.
+    Stop { key: String, reason: Stop },
+    /// The shutdown timeout passed: abort the processors still running.
+    AbortProcessors,
+    /// The worker has shut down.
+    Finished,
+}
+
+/// A running lease.
+#[derive(Clone, Debug)]
+pub(crate) struct Run {
+    /// The lease as last written by this worker's take or renewal.
+    lease: Lease,
+    trust_until: Instant,
+    renewing: bool,
+    /// When to try a failed renewal again.
+    retry_at: Option<Instant>,
+    /// What the processor was asked (`Stop::Run` while it runs on).
+    stop: Stop,
+    /// Another worker asked for the lease: it is released as the previous owner.
+    handing_off: bool,
+    /// The lease was lost or its trust ran out; the processor is stopping by itself.
+    revoked: bool,
+}
+
+/// What to do with a lease once its take is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AfterTake {
+    Start,
+    /// The worker began shutting down meanwhile.
+    Release,
+}
+
+/// The one local state of a lease this worker has anything to do with.
+#[derive(Clone, Debug)]
+pub(crate) enum Local {
+    /// A take is being written.
+    Taking { then: AfterTake },
+    /// A handoff request is being written.
+    Asking,
+    /// Asked for; waiting for the previous owner to release (since when).
+    Awaiting { since: Instant },
+    /// A processor runs.
+    Running(Run),
+    /// Being released (after its processor stopped, or without one).
+    Releasing {
+        lease: Lease,
+        role: Role,
+        attempts: u32,
+        retry_at: Option<Instant>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Working,
+    ShuttingDown { deadline: Instant, aborted: bool },
+    Finished,
+}
+
+/// One worker's lease coordination.
+#[derive(Debug)]
+pub(crate) struct Machine {
+    me: String,
+    settings: Settings,
+    mode: Mode,
+    locals: BTreeMap<String, Local>,
+    /// Leases let go of, and when (a scan sent before says nothing new about them).
+    forgotten: BTreeMap<String, Instant>,
+    observations: Observations,
+    /// The table as last scanned.
+    table: Vec<Lease>,
+    scanning: Option<Instant>,
+    /// A scan is wanted as soon as the one under way ends.
+    rescan: bool,
+    next_scan: Instant,
+    next_renew: Instant,
+    syncing: bool,
+    next_sync: Instant,
+}
+
+impl Machine {
+    /// A worker named `me`, starting at `now` with a shard sync and then a scan.
+    pub(crate) fn new(me: impl Into<String>, settings: Settings, now: Instant) -> Self {
+        Machine {
+            me: me.into(),
+            next_renew: now + settings.renew_interval,
+            settings,
+            mode: Mode::Working,
+            locals: BTreeMap::new(),
+            forgotten: BTreeMap::new(),
+            observations: Observations::default(),
+            table: Vec::new(),
+            scanning: None,
+            rescan: false,
+            next_scan: now,
+            syncing: false,
+            next_sync: now,
+        }
+    }
+
+    /// This worker's name.
+    pub(crate) fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// The local state of every lease this worker has anything to do with.
+    pub(crate) fn locals(&self) -> &BTreeMap<String, Local> {
+        &self.locals
+    }
+
+    /// How many leases have a running processor.
+    pub(crate) fn running(&self) -> usize {
+        self.locals
+            .values()
+            .filter(|l| matches!(l, Local::Running(_)))
+            .count()
+    }
+
+    /// Whether the worker has shut down.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.mode == Mode::Finished
+    }
+
+    /// When [`Machine::handle`] should next be called with [`Input::Tick`] if nothing else
+    /// happens.
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
+        let mut wake: Option<Instant> = None;
+        let mut at = |t: Instant| wake = Some(wake.map_or(t, |w| w.min(t)));
+        match self.mode {
+            Mode::Finished => return None,
+            Mode::ShuttingDown { deadline, aborted } => {
+                at(if aborted {
+                    deadline + SHUTDOWN_GRACE
+                } else {
+                    deadline
+                });
+            }
+            Mode::Working => {
+                if !self.syncing {
+                    at(self.next_sync);
+                }
+            }
+        }
+        if self.scanning.is_none() && self.wants_scans() {
+            at(self.next_scan);
+        }
+        for local in self.locals.values() {
+            match local {
+                Local::Running(run) if !run.revoked => {
+                    if !run.renewing {
+                        at(run.retry_at.unwrap_or(self.next_renew));
+                    }
+                    at(run.trust_until);
+                }
+                Local::Releasing {
+                    retry_at: Some(t), ..
+                } => at(*t),
+                _ => {}
+            }
+        }
+        wake
+    }
+
+    fn wants_scans(&self) -> bool {
+        match self.mode {
+            Mode::Working => true,
+            Mode::ShuttingDown { .. } => self
+                .locals
+                .values()
+                .any(|l| matches!(l, Local::Awaiting { .. })),
+            Mode::Finished => false,
+        }
+    }
+
+    /// Takes in what happened at `now` and returns what to do.
+    pub(crate) fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.mode == Mode::Finished {
+            return out;
+        }
+        match input {
+            Input::Tick => {}
+            Input::Scanned(Some(leases)) => self.on_scan(leases, now, &mut out),
+            Input::Scanned(None) => {
+                self.scanning = None;
+                self.rescan = false;
+                self.next_scan = now + self.settings.scan_interval.min(Duration::from_secs(1));
+            }
+            Input::Synced(ok) => {
+                self.syncing = false;
+                if ok {
+                    self.next_sync = now + self.settings.shard_sync_interval;
+                    // New leases may have been created: look at once.
+                    self.want_scan(now);
+                } else {
+                    self.next_sync = now + self.settings.scan_interval;
+                }
+            }
+            Input::Renewed { key, sent, outcome } => self.on_renewed(key, sent, outcome, now, &mut out),
+            Input::Taken { key, sent, outcome } => self.on_taken(key, sent, outcome, now, &mut out),
+            Input::HandoffAsked { key, outcome } => self.on_asked(key, outcome, now),
+            Input::Released { key, outcome } => self.on_released(key, outcome, now, &mut out),
+            Input::Exited { key, how } => self.on_exited(key, how, now, &mut out),
+            Input::ShutdownAsked => self.on_shutdown(now, &mut out),
+        }
+        self.on_time(now, &mut out);
+        out
+    }
+
+    fn want_scan(&mut self, now: Instant) {
+        if self.scanning.is_some() {
+            self.rescan = true;
+        } else {
+            self.next_scan = self.next_scan.min(now);
+        }
+    }
+
+    fn forget(&mut self, key: &str, now: Instant) {
+        self.locals.remove(key);
+        self.forgotten.insert(key.to_owned(), now);
+    }
+
+    /// Timers: renewals, trust running out, retries, scans, shard syncs, the shutdown deadline.
+    fn on_time(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if let Mode::ShuttingDown { deadline, aborted } = self.mode {
+            if !aborted && now >= deadline {
+                let running = self.running();
+                if running > 0 {
+                    warn!(running, "processors did not stop within the shutdown timeout; aborting them");
+                    out.push(Action::AbortProcessors);
+                }
+                self.mode = Mode::ShuttingDown {
+                    deadline,
+                    aborted: true,
+                };
+            }
+            if self.locals.is_empty() || (aborted && now >= deadline + SHUTDOWN_GRACE) {
+                if !self.locals.is_empty() {
+                    warn!(left = self.locals.len(), "shutting down with leases not released");
+                }
+                self.mode = Mode::Finished;
+                out.push(Action::Finished);
+                return;
+            }
+        }
+        let renew_all = now >= self.next_renew;
+        if renew_all {
+            self.next_renew = now + self.settings.renew_interval;
+        }
+        for (key, local) in &mut self.locals {
+            match local {
+                Local::Running(run) if !run.revoked => {
+                    if now >= run.trust_until {
+                        // The shard's task stops by itself at this instant; no more renewals.
+                        run.revoked = true;
+                        warn!(lease = %key, "lease not renewed in time; its processor stops");
+                        continue;
+                    }
+                    let retry_due = run.retry_at.is_some_and(|t| now >= t);
+                    if !run.renewing && (renew_all || retry_due) {
+                        run.renewing = true;
+                        run.retry_at = None;
+                        out.push(Action::Renew { key: key.clone() });
+                    }
+                }
+                Local::Releasing {
+                    lease,
+                    role,
+                    retry_at,
+                    ..
+                } if retry_at.is_some_and(|t| now >= t) => {
+                    *retry_at = None;
+                    out.push(Action::Release {
+                        lease: lease.clone(),
+                        role: *role,
+                    });
+                }
+                _ => {}
+            }
+        }
+        self.forgotten.retain(|_, at| now.duration_since(*at) < FORGET_AFTER);
+        if self.mode == Mode::Working && !self.syncing && now >= self.next_sync {
+            self.syncing = true;
+            out.push(Action::SyncShards);
+        }
+        if self.scanning.is_none() && self.wants_scans() && now >= self.next_scan {
+            self.scanning = Some(now);
+            self.rescan = false;
+            out.push(Action::Scan);
+        }
+    }
+
+    fn on_scan(&mut self, leases: Vec<Lease>, now: Instant, out: &mut Vec<Action>) {
+        let sent = self.scanning.take().unwrap_or(now);
+        self.observations.record(&leases, now);
+        self.table = leases;
+        let me = self.me.clone();
+        let failover = self.settings.failover;
+        let shutting_down = self.mode != Mode::Working;
+        let table = std::mem::take(&mut self.table);
+        for lease in &table {
+            let asked_of_me = lease.checkpoint_owner.as_deref() == Some(me.as_str())
+                && lease.owner.as_deref() != Some(me.as_str());
+            match self.locals.get_mut(&lease.key) {
+                Some(Local::Running(run)) => {
+                    // A scan older than this worker's last write of the lease says nothing.
+                    if asked_of_me && lease.counter >= run.lease.counter {
+                        ask_to_hand_over(&lease.key, run, lease, out);
+                    }
+                }
+                Some(Local::Awaiting { since }) if sent >= *since => {
+                    let since = *since;
+                    let owner_is_me = lease.owner.as_deref() == Some(me.as_str());
+                    if owner_is_me && !lease.in_handoff() {
+                        if shutting_down {
+                            info!(lease = %lease.key, "lease handed over while shutting down; released");
+                            self.release(lease.clone(), Role::Owner, out);
+                        } else {
+                            info!(lease = %lease.key, from = ?lease.checkpoint_owner, "lease handed over");
+                            self.take(lease.clone(), out);
+                        }
+                    } else if owner_is_me {
+                        let expired = self.observations.is_expired(lease, now, failover);
+                        let overdue = now.duration_since(since) > self.settings.handoff_timeout;
+                        if (expired || overdue) && shutting_down {
+                            self.forget(&lease.key, now);
+                        } else if expired || overdue {
+                            warn!(lease = %lease.key, from = ?lease.checkpoint_owner, expired,
+                                "the previous owner did not release the lease; taking it");
+                            self.take(lease.clone(), out);
+                        }
+                    } else if asked_of_me {
+                        // Asked for by a third worker before this one started it: let it go.
+                        info!(lease = %lease.key, to = ?lease.owner, "lease asked for while awaiting it; released");
+                        self.release(lease.clone(), Role::PreviousOwner, out);
+                    } else {
+                        debug!(lease = %lease.key, owner = ?lease.owner, "awaited lease went to another worker");
+                        self.forget(&lease.key, now);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    let recently_let_go = self
+                        .forgotten
+                        .get(&lease.key)
+                        .is_some_and(|at| sent <= *at);
+                    if asked_of_me && !recently_let_go {
+                        // A handoff is asked of this worker for a lease it does not run (it
+                        // restarted, or forgot a lease it was only awaiting): complete it.
+                        info!(lease = %lease.key, to = ?lease.owner, "handoff asked of a lease not running here; released");
+                        self.release(lease.clone(), Role::PreviousOwner, out);
+                    }
+                }
+            }
+        }
+        // Awaited leases no longer in the table.
+        let gone: Vec<String> = self
+            .locals
+            .iter()
+            .filter(|(key, local)| {
+                matches!(local, Local::Awaiting { since } if sent >= *since)
+                    && !table.iter().any(|l| &l.key == *key)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in gone {
+            self.forget(&key, now);
+        }
+        self.table = table;
+        if self.mode == Mode::Working {
+            self.plan(sent, now, out);
+        }
+        self.next_scan = now + self.settings.scan_interval;
+        if self
+            .locals
+            .values()
+            .any(|l| matches!(l, Local::Awaiting { .. }))
+        {
+            self.next_scan = self.next_scan.min(now + HANDOFF_POLL);
+        }
+        if let Some(at) = self
+            .observations
+            .next_expiry(&self.table, &self.me, now, failover)
+        {
+            self.next_scan = self.next_scan.min(at + Duration::from_millis(1));
+        }
+        if std::mem::take(&mut self.rescan) {
+            self.next_scan = now;
+        }
+    }
+
+    fn plan(&mut self, sent: Instant, now: Instant, out: &mut Vec<Action>) {
+        let mut held = BTreeSet::new();
+        let mut letting_go = BTreeSet::new();
+        for (key, local) in &self.locals {
+            let mine = match local {
+                Local::Taking { .. } | Local::Asking | Local::Awaiting { .. } => true,
+                Local::Running(run) => !run.handing_off && !run.revoked,
+                Local::Releasing { .. } => false,
+            };
+            if mine {
+                held.insert(key.clone());
+            } else {
+                letting_go.insert(key.clone());
+            }
+        }
+        for (key, at) in &self.forgotten {
+            if sent <= *at {
+                letting_go.insert(key.clone());
+            }
+        }
+        let plan = balance::plan(
+            &self.table,
+            &self.observations,
+            &self.me,
+            Mine {
+                held: &held,
+                letting_go: &letting_go,
+            },
+            now,
+            BalanceLimits {
+                failover: self.settings.failover,
+                max_leases: self.settings.max_leases,
+                max_handoffs: self.settings.max_handoffs,
+            },
+        );
+        for lease in plan.take {
+            debug!(lease = %lease.key, owner = ?lease.owner, "taking");
+            self.take(lease, out);
+        }
+        for lease in plan.adopt {
+            debug!(lease = %lease.key, from = ?lease.checkpoint_owner, "a handoff to this worker is under way");
+            self.locals
+                .insert(lease.key.clone(), Local::Awaiting { since: now });
+        }
+        for lease in plan.hand_off {
+            debug!(lease = %lease.key, from = ?lease.owner, "asking for a handoff");
+            self.locals.insert(lease.key.clone(), Local::Asking);
+            out.push(Action::AskHandoff { lease });
+        }
+    }
+
+    fn take(&mut self, lease: Lease, out: &mut Vec<Action>) {
+        self.locals.insert(
+            lease.key.clone(),
+            Local::Taking {
+                then: AfterTake::Start,
+            },
+        );
+        out.push(Action::Take { lease });
+    }
+
+    fn release(&mut self, lease: Lease, role: Role, out: &mut Vec<Action>) {
+        self.locals.insert(
+            lease.key.clone(),
+            Local::Releasing {
+                lease: lease.clone(),
+                role,
+                attempts: 1,
+                retry_at: None,
+            },
+        );
+        out.push(Action::Release { lease, role });
+    }
+
+    fn on_renewed(
+        &mut self,
+        key: String,
+        sent: Instant,
+        outcome: Outcome,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let me = self.me.clone();
+        let trust = self.settings.trust;
+        match self.locals.get_mut(&key) {
+            Some(Local::Running(run)) => {
+                run.renewing = false;
+                if run.revoked {
+                    return;
+                }
+                match outcome {
+                    Outcome::Written(lease) => {
+                        self.observations.note(&lease, now);
+                        let until = sent + trust;
+                        if until > run.trust_until {
+                            run.trust_until = until;
+                            out.push(Action::Trust {
+                                key: key.clone(),
+                                until,
+                            });
+                        }
+                        let asked = lease.checkpoint_owner.as_deref() == Some(me.as_str())
+                            && lease.owner.as_deref() != Some(me.as_str());
+                        run.lease = lease.clone();
+                        if asked {
+                            ask_to_hand_over(&key, run, &lease, out);
+                        }
+                    }
+                    Outcome::Refused(current) => {
+                        info!(lease = %key, owner = ?current.as_ref().and_then(|l| l.owner.clone()),
+                            "lease lost: renewal refused");
+                        run.revoked = true;
+                        out.push(Action::Revoke { key });
+                    }
+                    Outcome::Failed => {
+                        if now + RETRY < run.trust_until {
+                            run.retry_at = Some(now + RETRY);
+                        }
+                    }
+                }
+            }
+            Some(Local::Releasing { lease, role, .. }) => {
+                // A renewal that was under way when the processor stopped.
+                if let Outcome::Written(renewed) = outcome {
+                    if renewed.checkpoint_owner.as_deref() == Some(me.as_str()) {
+                        *role = Role::PreviousOwner;
+                    }
+                    *lease = renewed;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_taken(
+        &mut self,
+        key: String,
+        sent: Instant,
+        outcome: Outcome,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(Local::Taking { then }) = self.locals.get(&key) else {
+            warn!(lease = %key, "a take's answer for a lease not being taken; ignored");
+            return;
+        };
+        let then = *then;
+        match outcome {
+            Outcome::Written(lease) => {
+                self.observations.note(&lease, now);
+                let trust_until = sent + self.settings.trust;
+                if then == AfterTake::Release || trust_until <= now {
+                    if then == AfterTake::Start {
+                        warn!(lease = %key, "the take was answered too late to trust the lease; released");
+                    }
+                    self.release(lease, Role::Owner, out);
+                    return;
+                }
+                info!(lease = %key, "lease taken");
+                self.locals.insert(
+                    key,
+                    Local::Running(Run {
+                        lease: lease.clone(),
+                        trust_until,
+                        renewing: false,
+                        retry_at: None,
+                        stop: Stop::Run,
+                        handing_off: false,
+                        revoked: false,
+                    }),
+                );
+                out.push(Action::Start { lease, trust_until });
+            }
+            Outcome::Refused(_) => {
+                debug!(lease = %key, "another worker took it first");
+                self.forget(&key, now);
+            }
+            Outcome::Failed => {
+                debug!(lease = %key, "take failed");
+                self.forget(&key, now);
+                // It may have been written: look again soon.
+                self.want_scan(now);
+            }
+        }
+    }
+
+    fn on_asked(&mut self, key: String, outcome: Outcome, now: Instant) {
+        if !matches!(self.locals.get(&key), Some(Local::Asking)) {
+            return;
+        }
+        match outcome {
+            Outcome::Written(_) => {
+                info!(lease = %key, "handoff asked for");
+                self.locals.insert(key, Local::Awaiting { since: now });
+                self.next_scan = self.next_scan.min(now + HANDOFF_POLL);
+            }
+            Outcome::Refused(_) | Outcome::Failed => {
+                self.locals.remove(&key);
+            }
+        }
+    }
+
+    fn on_released(&mut self, key: String, outcome: Outcome, now: Instant, out: &mut Vec<Action>) {
+        let me = self.me.clone();
+        let Some(Local::Releasing {
+            lease,
+            role,
+            attempts,
+            retry_at,
+        }) = self.locals.get_mut(&key)
+        else {
+            return;
+        };
+        match outcome {
+            Outcome::Written(_) => {
+                debug!(lease = %key, "lease released");
+                self.forget(&key, now);
+            }
+            Outcome::Refused(Some(current)) if *attempts < RELEASE_ATTEMPTS => {
+                // Released with an out-of-date copy (a write whose answer was lost): try again
+                // with the item as it is, if it is still this worker's to release.
+                let again = if current.checkpoint_owner.as_deref() == Some(me.as_str()) {
+                    Some(Role::PreviousOwner)
+                } else if current.owner.as_deref() == Some(me.as_str()) && !current.in_handoff() {
+                    Some(Role::Owner)
+                } else {
+                    None
+                };
+                match again {
+                    Some(again) => {
+                        *attempts += 1;
+                        *role = again;
+                        *lease = current.clone();
+                        out.push(Action::Release {
+                            lease: current,
+                            role: again,
+                        });
+                    }
+                    None => self.forget(&key, now),
+                }
+            }
+            Outcome::Refused(_) => self.forget(&key, now),
+            Outcome::Failed if *attempts < RELEASE_ATTEMPTS => {
+                *attempts += 1;
+                *retry_at = Some(now + RETRY);
+            }
+            Outcome::Failed => {
+                warn!(lease = %key, "releasing failed; the lease is left to expire");
+                self.forget(&key, now);
+            }
+        }
+    }
+
+    fn on_exited(&mut self, key: String, how: Exited, now: Instant, out: &mut Vec<Action>) {
+        let Some(Local::Running(run)) = self.locals.get(&key) else {
+            error!(lease = %key, ?how, "a shard task ended that was not running here");
+            return;
+        };
+        let run = run.clone();
+        let role = if run.handing_off {
+            Role::PreviousOwner
+        } else {
+            Role::Owner
+        };
+        match how {
+            Exited::ShardEnded => {
+                info!(lease = %key, "shard ended");
+                // Its children may start now.
+                self.want_scan(now);
+                if run.handing_off && !run.revoked {
+                    self.release(run.lease, Role::PreviousOwner, out);
+                } else {
+                    self.forget(&key, now);
+                }
+            }
+            Exited::LeaseLost => {
+                self.forget(&key, now);
+            }
+            Exited::Stopped | Exited::ReadFailed | Exited::Panicked(_) | Exited::Aborted => {
+                if let Exited::Panicked(message) = &how {
+                    error!(lease = %key, panic = %message, "the shard's processor panicked; its lease is released");
+                }
+                if run.revoked {
+                    self.forget(&key, now);
+                } else {
+                    self.release(run.lease, role, out);
+                }
+            }
+        }
+    }
+
+    fn on_shutdown(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.mode != Mode::Working {
+            return;
+        }
+        info!(running = self.running(), "shutting down");
+        self.mode = Mode::ShuttingDown {
+            deadline: now + self.settings.shutdown_timeout,
+            aborted: false,
+        };
+        for (key, local) in &mut self.locals {
+            match local {
+                Local::Running(run) if run.stop == Stop::Run && !run.revoked => {
+                    run.stop = Stop::Shutdown;
+                    out.push(Action::Stop {
+                        key: key.clone(),
+                        reason: Stop::Shutdown,
+                    });
+                }
+                Local::Taking { then } => *then = AfterTake::Release,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Another worker asked for a running lease: let the processor checkpoint and stop.
+fn ask_to_hand_over(key: &str, run: &mut Run, lease: &Lease, out: &mut Vec<Action>) {
+    if run.handing_off || run.revoked {
+        return;
+    }
+    run.handing_off = true;
+    if run.stop == Stop::Run {
+        info!(lease = %key, to = ?lease.owner, "handoff asked of this worker");
+        run.stop = Stop::Handoff;
+        out.push(Action::Stop {
+            key: key.to_owned(),
+            reason: Stop::Handoff,
+        });
+    }
+}
