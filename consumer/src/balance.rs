@@ -118,6 +118,9 @@ pub struct BalanceLimits {
     /// Most leases this worker asks others to hand over per cycle (`None`: as many as its fair
     /// share needs; the KCL's `maxLeasesToStealAtOneTime` is 1).
     pub max_handoffs: Option<usize>,
+    /// A free lease that nobody took for this long (by this worker's observation) is taken
+    /// whatever the fair share says: the fair share may still count a worker that has left.
+    pub free_patience: Duration,
 }
 
 /// What a worker already does with leases, as [`plan`] needs to know it.
@@ -210,11 +213,18 @@ pub fn plan(
     let mut have = counts.get(me).copied().unwrap_or(0);
     let target = ceil.min(cap);
 
-    // Expired leases, all of them (up to the cap), the longest expired first; then free ones up
-    // to the fair share. Each worker tries them in its own order, so that workers that see the
-    // same leases at once mostly take different ones.
+    // Expired leases and free leases nobody took for a while, all of them (up to the cap), the
+    // longest waiting first; then other free ones up to the fair share. Each worker tries them in
+    // its own order, so that workers that see the same leases at once mostly take different ones.
+    let (waiting, fresh): (Vec<&Lease>, Vec<&Lease>) = free.into_iter().partition(|l| {
+        observations
+            .expires_at(l, limits.free_patience)
+            .is_some_and(|at| now >= at)
+    });
+    stale.extend(waiting);
     stale.sort_by_key(|l| (observations.expires_at(l, limits.failover), spread(me, &l.key)));
-    free.sort_by_key(|l| spread(me, &l.key));
+    let mut fresh = fresh;
+    fresh.sort_by_key(|l| spread(me, &l.key));
     for lease in stale {
         if have >= cap {
             break;
@@ -222,7 +232,7 @@ pub fn plan(
         plan.take.push(lease.clone());
         have += 1;
     }
-    for lease in free {
+    for lease in fresh {
         if have >= target {
             break;
         }
@@ -306,6 +316,7 @@ mod tests {
             failover: FAILOVER,
             max_leases: None,
             max_handoffs: None,
+            free_patience: Duration::from_secs(2),
         }
     }
 

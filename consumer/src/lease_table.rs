@@ -13,6 +13,7 @@
 //! | take | counter (and owner) as observed | owner = me, counter + 1, owner switches + 1, handoff cleared |
 //! | hand off | owner as observed, no handoff | owner = new, `checkpointOwner` = old (counter unchanged) |
 //! | release | owner = me (or handing off from me), counter = mine | owner (or `checkpointOwner`) removed, counter + 1 |
+//! | withdraw a handoff request | owner = me, `checkpointOwner` = the previous owner | owner = the previous owner, `checkpointOwner` removed (counter unchanged) |
 //! | checkpoint | counter = mine, and I hold it or am handing it off | checkpoint, counter + 1, owner switches 0, pending cleared |
 //! | prepare | same | pending checkpoint and state, counter + 1 |
 //! | children | same | `childShardIds` |
@@ -55,6 +56,21 @@ pub enum BillingMode {
         /// Write capacity units.
         write: u64,
     },
+}
+
+/// In which role a worker gives a lease up ([`LeaseTable::release_as`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReleaseAs {
+    /// As its owner: the owner is removed and the counter raised (fenced by the counter, and by
+    /// no handoff being under way).
+    Owner,
+    /// As the previous owner during a handoff: `checkpointOwner` is removed and the counter
+    /// raised, completing the handoff (fenced by the counter).
+    PreviousOwner,
+    /// As the new owner of a handoff not completed yet: the request is withdrawn, the previous
+    /// owner (`checkpointOwner`) is owner again and the counter unchanged (fenced by both names).
+    NewOwner,
 }
 
 /// What a scan of the table found.
@@ -356,40 +372,57 @@ impl LeaseTable {
     /// (or, when `me` is handing it off, the `checkpointOwner`, completing the handoff) and raises
     /// the counter. Whether `me` is handing it off is read from `lease`.
     pub async fn release(&self, lease: &Lease, me: &str) -> Result<Lease, Error> {
-        let handing_off = lease.checkpoint_owner.as_deref() == Some(me);
-        self.release_as(lease, me, handing_off).await
+        let role = if lease.checkpoint_owner.as_deref() == Some(me) {
+            ReleaseAs::PreviousOwner
+        } else {
+            ReleaseAs::Owner
+        };
+        self.release_as(lease, me, role).await
     }
 
-    /// [`LeaseTable::release`], as the owner or (`handing_off`) as the previous owner during a
-    /// handoff; fenced by `lease`'s counter.
-    pub(crate) async fn release_as(
+    /// Gives up a lease in the role `role` (see [`ReleaseAs`]).
+    pub async fn release_as(
         &self,
         lease: &Lease,
         me: &str,
-        handing_off: bool,
+        role: ReleaseAs,
     ) -> Result<Lease, Error> {
-        let (condition, update) = if handing_off {
-            (
-                "#handoff = :me AND #counter = :counter",
-                "SET #counter = :next REMOVE #handoff",
-            )
-        } else {
-            (
-                "#owner = :me AND #counter = :counter AND attribute_not_exists(#handoff)",
-                "SET #counter = :next REMOVE #owner",
-            )
-        };
-        self.update(lease)
-            .condition_expression(condition)
-            .update_expression(update)
-            .expression_attribute_names("#counter", attr::LEASE_COUNTER)
+        let request = self
+            .update(lease)
             .expression_attribute_names("#handoff", attr::CHECKPOINT_OWNER)
-            .expression_attribute_names_if(!handing_off, "#owner", attr::LEASE_OWNER)
-            .expression_attribute_values(":me", s(me))
-            .expression_attribute_values(":counter", n(lease.counter))
-            .expression_attribute_values(":next", n(lease.counter + 1))
-            .send_fenced(self, lease, "release")
-            .await
+            .expression_attribute_values(":me", s(me));
+        let request = match role {
+            ReleaseAs::Owner => request
+                .condition_expression(
+                    "#owner = :me AND #counter = :counter AND attribute_not_exists(#handoff)",
+                )
+                .update_expression("SET #counter = :next REMOVE #owner")
+                .expression_attribute_names("#owner", attr::LEASE_OWNER)
+                .expression_attribute_names("#counter", attr::LEASE_COUNTER)
+                .expression_attribute_values(":counter", n(lease.counter))
+                .expression_attribute_values(":next", n(lease.counter + 1)),
+            ReleaseAs::PreviousOwner => request
+                .condition_expression("#handoff = :me AND #counter = :counter")
+                .update_expression("SET #counter = :next REMOVE #handoff")
+                .expression_attribute_names("#counter", attr::LEASE_COUNTER)
+                .expression_attribute_values(":counter", n(lease.counter))
+                .expression_attribute_values(":next", n(lease.counter + 1)),
+            ReleaseAs::NewOwner => {
+                let Some(previous) = &lease.checkpoint_owner else {
+                    return Err(Error::LeaseLost {
+                        lease_key: lease.key.clone(),
+                        operation: "withdraw a handoff request",
+                        current: Some(Box::new(lease.clone())),
+                    });
+                };
+                request
+                    .condition_expression("#owner = :me AND #handoff = :previous")
+                    .update_expression("SET #owner = :previous REMOVE #handoff")
+                    .expression_attribute_names("#owner", attr::LEASE_OWNER)
+                    .expression_attribute_values(":previous", s(previous))
+            }
+        };
+        request.send_fenced(self, lease, "release").await
     }
 
     /// Records `checkpoint` for a lease `me` holds or is handing off; clears any prepared
@@ -570,7 +603,6 @@ impl LeaseTable {
 
 /// Sending a fenced update and reading its answer.
 trait FencedUpdate {
-    fn expression_attribute_names_if(self, cond: bool, name: &str, value: &str) -> Self;
     async fn send_fenced(
         self,
         table: &LeaseTable,
@@ -580,14 +612,6 @@ trait FencedUpdate {
 }
 
 impl FencedUpdate for UpdateItemFluentBuilder {
-    fn expression_attribute_names_if(self, cond: bool, name: &str, value: &str) -> Self {
-        if cond {
-            self.expression_attribute_names(name, value)
-        } else {
-            self
-        }
-    }
-
     async fn send_fenced(
         self,
         table: &LeaseTable,

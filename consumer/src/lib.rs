@@ -96,6 +96,9 @@ mod processor;
 mod retrieval;
 mod sdk_error;
 mod shard;
+#[cfg(any(test, feature = "unstable-internals"))]
+#[doc(hidden)]
+pub mod simulation;
 mod worker;
 
 pub use checkpoint::{Checkpoint, CheckpointError, SequenceNumber};

@@ -129,23 +129,102 @@ pub fn readiness(lease: &Lease, leases: &HashMap<&str, &Lease>) -> Readiness {
     }
 }
 
-/// The leases a shard sync creates to repair holes: listed shards without a lease whose parent
-/// has one (a descendant not yet created, for instance after a shard end seen without
-/// `ChildShards`), and open shards without a lease whose parents have none (a hole in the
-/// hash-key coverage). Repairs start at `TRIM_HORIZON`, so no record of the shard is skipped.
+/// Whether a child of the shard `ended` may get its lease now: every other parent has a lease, or
+/// is no longer listed (trimmed away after it was processed).
 ///
-/// A closed shard with no lease and no parent lease is left alone: either it was processed and
-/// its lease cleaned up, or it lies before the initial position.
-pub fn repairs(shards: &[ShardDescription], leases: &HashMap<&str, &Lease>) -> Vec<Lease> {
-    shards
+/// A parent without a lease may be a shard further down a lineage still being read (a merge of a
+/// shard with a descendant of shards not yet finished): a child created before that parent's lease
+/// would count as ready and start before that parent's records were read. Such a child is created
+/// by its last parent to end, or by a shard sync, once every parent has a lease.
+pub fn child_may_be_created(
+    child: &ChildShard,
+    ended: &str,
+    has_lease: impl Fn(&str) -> bool,
+    listed: impl Fn(&str) -> bool,
+) -> bool {
+    child
+        .parents
         .iter()
-        .filter(|s| !leases.contains_key(s.id.as_str()))
-        .filter(|s| {
-            let parent_leased = s.parents.iter().any(|p| leases.contains_key(p.as_str()));
-            parent_leased || !s.closed
-        })
-        .map(|s| lease_for(&s.id, &s.parents, s.hash_key_range, Checkpoint::TrimHorizon))
-        .collect()
+        .filter(|p| p.as_str() != ended)
+        .all(|p| has_lease(p) || !listed(p))
+}
+
+/// The leases a shard sync creates to repair holes, all starting at `TRIM_HORIZON` so that no
+/// record of the shard is skipped:
+/// - listed shards without a lease below a leased shard (a descendant not yet created, for
+///   instance after a shard end seen without `ChildShards`), each once every one of its listed
+///   parents has a lease (see [`child_may_be_created`]), down the lineage as far as that holds;
+/// - open shards without a lease with no leased ancestor (a hole in the hash-key coverage).
+///
+/// A closed shard with no leased ancestor is left alone: either it was processed and its lease
+/// cleaned up, or it lies before the initial position.
+pub fn repairs(shards: &[ShardDescription], leases: &HashMap<&str, &Lease>) -> Vec<Lease> {
+    let listed: HashMap<&str, &ShardDescription> =
+        shards.iter().map(|s| (s.id.as_str(), s)).collect();
+    let mut have: BTreeSet<&str> = leases.keys().copied().collect();
+    let mut out = Vec::new();
+    loop {
+        let mut grew = false;
+        for shard in shards {
+            if have.contains(shard.id.as_str()) {
+                continue;
+            }
+            let below_a_lease = shard.parents.iter().any(|p| have.contains(p.as_str()));
+            let parents_ready = shard
+                .parents
+                .iter()
+                .all(|p| have.contains(p.as_str()) || !listed.contains_key(p.as_str()));
+            if below_a_lease && parents_ready {
+                out.push(lease_for(
+                    &shard.id,
+                    &shard.parents,
+                    shard.hash_key_range,
+                    Checkpoint::TrimHorizon,
+                ));
+                have.insert(shard.id.as_str());
+                grew = true;
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
+    for shard in shards {
+        if !shard.closed
+            && !have.contains(shard.id.as_str())
+            && !has_leased_ancestor(shard, &listed, &have)
+        {
+            out.push(lease_for(
+                &shard.id,
+                &shard.parents,
+                shard.hash_key_range,
+                Checkpoint::TrimHorizon,
+            ));
+        }
+    }
+    out
+}
+
+/// Whether any ancestor of `shard` (through the listing) has a lease.
+fn has_leased_ancestor(
+    shard: &ShardDescription,
+    listed: &HashMap<&str, &ShardDescription>,
+    have: &BTreeSet<&str>,
+) -> bool {
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    let mut stack: Vec<&str> = shard.parents.iter().map(String::as_str).collect();
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        if have.contains(id) {
+            return true;
+        }
+        if let Some(parent) = listed.get(id) {
+            stack.extend(parent.parents.iter().map(String::as_str));
+        }
+    }
+    false
 }
 
 /// Finished leases that may be deleted: at `SHARD_END`, with children recorded, every child's
@@ -299,6 +378,39 @@ mod tests {
         assert_eq!(repaired, ["3", "4"]);
         let all: Vec<Lease> = initial_leases(&listing(), InitialPosition::TrimHorizon);
         assert!(repairs(&listing(), &by_key(&all)).is_empty());
+    }
+
+    #[test]
+    fn a_merge_child_waits_for_the_lease_of_a_parent_further_down_a_lineage() {
+        // 0 split into 1 and 2, which merged into 3; then 3 and 5 merged into 6. Only 0 and 5 have
+        // leases (0 is still being read): 6 must not be created before 3 has a lease, and 3 not
+        // before 1 and 2 have theirs.
+        let listing = vec![
+            shard("0", &[], true),
+            shard("1", &["0"], true),
+            shard("2", &["0"], true),
+            shard("3", &["1", "2"], true),
+            shard("5", &[], true),
+            shard("6", &["3", "5"], false),
+        ];
+        let leases = [lease("0", &[], at("7")), lease("5", &[], Checkpoint::ShardEnd)];
+        let created: Vec<String> = repairs(&listing, &by_key(&leases))
+            .into_iter()
+            .map(|l| l.key)
+            .collect();
+        // Down the lineage in one sync: 1 and 2 below 0, then 3 below both, then 6.
+        assert_eq!(created, ["1", "2", "3", "6"]);
+        // At the end of 5, the child 6 may not be created while 3 has no lease.
+        let six = ChildShard {
+            id: "6".into(),
+            parents: ["3".to_owned(), "5".to_owned()].into(),
+            hash_key_range: None,
+        };
+        let leased = |have: &'static [&'static str]| move |id: &str| have.contains(&id);
+        assert!(!child_may_be_created(&six, "5", leased(&["0", "5"]), |_| true));
+        assert!(child_may_be_created(&six, "5", leased(&["3", "5"]), |_| true));
+        // A parent no longer listed (trimmed away) does not hold it back.
+        assert!(child_may_be_created(&six, "5", leased(&["5"]), |id| id != "3"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::{
     kinesis,
     lease::Lease,
     lease_table::LeaseTable,
-    lineage::{ChildShard, child_leases},
+    lineage::{ChildShard, ShardDescription, child_leases, child_may_be_created},
     metrics as m,
     polling::{self, Reader},
     processor::{Batch, Checkpointer, ShardProcessor, Start},
@@ -65,6 +65,7 @@ pub(crate) async fn run<P: ShardProcessor>(
     }
     if guarded(&mut trust, processor.initialize(&start))
         .await
+        .done()
         .is_none()
     {
         processor.lease_lost().await;
@@ -161,7 +162,7 @@ pub(crate) async fn run<P: ShardProcessor>(
                     let started = Instant::now();
                     let done = guarded(&mut trust, processor.process(batch, &mut checkpointer)).await;
                     process_time.record(started.elapsed().as_secs_f64());
-                    if done.is_none() {
+                    if done.done().is_none() {
                         processor.lease_lost().await;
                         return Exited::LeaseLost;
                     }
@@ -192,8 +193,12 @@ async fn stop_gracefully<P: ShardProcessor>(
     then: Exited,
 ) -> Exited {
     match guarded(trust, processor.shutdown_requested(checkpointer)).await {
-        Some(()) => then,
-        None => Exited::LeaseLost,
+        Guarded::Done(()) => then,
+        Guarded::Interrupted => Exited::LeaseLost,
+        Guarded::NotStarted => {
+            processor.lease_lost().await;
+            Exited::LeaseLost
+        }
     }
 }
 
@@ -207,6 +212,8 @@ async fn shard_end<P: ShardProcessor>(
     children: Option<Vec<ChildShard>>,
 ) -> Exited {
     checkpointer.reached_end();
+    // The shard list, when it could be read: the children's parents are checked against it.
+    let mut listing: Option<Vec<ShardDescription>> = None;
     let children = match children {
         Some(mut children) => {
             // The service named the children. Their parents are checked against the shard list
@@ -226,6 +233,7 @@ async fn shard_end<P: ShardProcessor>(
                         child.parents.extend(listed.parents.iter().cloned());
                     }
                 }
+                listing = Some(shards);
             }
             children
         }
@@ -234,15 +242,17 @@ async fn shard_end<P: ShardProcessor>(
             // look them up.
             match kinesis::list_shards(&ctx.kinesis, &ctx.cfg.stream, ctx.cfg.call_timeout).await {
                 Ok(shards) => {
-                    break shards
-                        .into_iter()
+                    let children = shards
+                        .iter()
                         .filter(|s| s.parents.contains(ctx.shard_id.as_ref()))
                         .map(|s| ChildShard {
-                            id: s.id,
-                            parents: s.parents,
+                            id: s.id.clone(),
+                            parents: s.parents.clone(),
                             hash_key_range: s.hash_key_range,
                         })
                         .collect();
+                    listing = Some(shards);
+                    break children;
                 }
                 Err(failure) => {
                     warn!(shard_id = %ctx.shard_id, code = %failure.code, "listing the children failed");
@@ -254,9 +264,52 @@ async fn shard_end<P: ShardProcessor>(
             }
         },
     };
-    for child in child_leases(&children) {
+    // Which of the children's other parents have leases (read consistently): a child whose other
+    // parent has none yet is created when that parent ends, or by a shard sync.
+    let mut leased: BTreeSet<String> = BTreeSet::new();
+    let others: BTreeSet<&String> = children
+        .iter()
+        .flat_map(|c| c.parents.iter())
+        .filter(|p| p.as_str() != ctx.shard_id.as_ref())
+        .collect();
+    for parent in others {
+        let Some(found) = guarded(trust, ctx.table.get(parent)).await.done() else {
+            processor.lease_lost().await;
+            return Exited::LeaseLost;
+        };
+        match found {
+            Ok(Some(_)) => {
+                leased.insert(parent.clone());
+            }
+            Ok(None) => {}
+            // Counted as without a lease: the child is then left to its other parent or a sync.
+            Err(error) => warn!(shard_id = %ctx.shard_id, parent = %parent, %error, "reading a parent's lease failed"),
+        }
+    }
+    let listed = |id: &str| {
+        listing
+            .as_ref()
+            .is_none_or(|shards| shards.iter().any(|s| s.id == id))
+    };
+    let ready: Vec<ChildShard> = children
+        .iter()
+        .filter(|child| {
+            let ok = child_may_be_created(child, &ctx.shard_id, |p| leased.contains(p), listed);
+            if !ok {
+                info!(shard_id = %ctx.shard_id, child = %child.id, parents = ?child.parents,
+                    "a child's other parent has no lease yet; the child's lease is created when that parent ends");
+            }
+            ok
+        })
+        .cloned()
+        .collect();
+    for child in child_leases(&ready) {
         loop {
-            match ctx.table.create(&child).await {
+            let Some(created) = guarded(trust, ctx.table.create(&child)).await.done() else {
+                processor.lease_lost().await;
+                return Exited::LeaseLost;
+            };
+            match created {
                 Ok(_) => break,
                 Err(error) => {
                     warn!(shard_id = %ctx.shard_id, child = %child.key, %error, "creating a child lease failed");
@@ -269,7 +322,7 @@ async fn shard_end<P: ShardProcessor>(
         }
     }
     let ids: BTreeSet<String> = children.iter().map(|c| c.id.clone()).collect();
-    {
+    let recorded = guarded(trust, async {
         let mut lease = ctx.lease.lock().await;
         match ctx.table.set_children(&lease, &ctx.worker, &ids).await {
             Ok(updated) => *lease = updated,
@@ -277,15 +330,23 @@ async fn shard_end<P: ShardProcessor>(
                 warn!(shard_id = %ctx.shard_id, %error, "recording the children failed");
             }
         }
+    })
+    .await;
+    if recorded.done().is_none() {
+        processor.lease_lost().await;
+        return Exited::LeaseLost;
     }
     // From here on the processor has been told why it stops (`shard_ended`, asked again until it
     // checkpoints): if trust runs out, the task ends without another callback.
+    let mut told = false;
     loop {
-        if guarded(trust, processor.shard_ended(checkpointer))
-            .await
-            .is_none()
-        {
-            return Exited::LeaseLost;
+        match guarded(trust, processor.shard_ended(checkpointer)).await {
+            Guarded::Done(()) => told = true,
+            Guarded::NotStarted if !told => {
+                processor.lease_lost().await;
+                return Exited::LeaseLost;
+            }
+            Guarded::NotStarted | Guarded::Interrupted => return Exited::LeaseLost,
         }
         if ctx.lease.lock().await.checkpoint == Checkpoint::ShardEnd {
             info!(shard_id = %ctx.shard_id, children = ?ids, "shard ended");
@@ -306,30 +367,66 @@ async fn shard_end<P: ShardProcessor>(
     }
 }
 
-/// Runs `future` while the lease is trusted; `None` if trust ran out first (the future is
-/// dropped then).
+/// What became of a call made while the lease is trusted.
+#[derive(Debug, PartialEq, Eq)]
+enum Guarded<T> {
+    /// It ran to its end.
+    Done(T),
+    /// Trust had run out before it could start: it was never polled.
+    NotStarted,
+    /// Trust ran out while it ran: it was dropped at its next `.await`.
+    Interrupted,
+}
+
+impl<T> Guarded<T> {
+    fn done(self) -> Option<T> {
+        match self {
+            Guarded::Done(out) => Some(out),
+            Guarded::NotStarted | Guarded::Interrupted => None,
+        }
+    }
+}
+
+/// Runs `future` while the lease is trusted (the worker moves the deadline with each renewal,
+/// and to now when the lease is lost); past the deadline it is dropped.
 async fn guarded<T>(
     trust: &mut watch::Receiver<Instant>,
     future: impl Future<Output = T>,
-) -> Option<T> {
+) -> Guarded<T> {
     tokio::pin!(future);
+    let mut started = false;
     loop {
         let deadline = *trust.borrow_and_update();
         if deadline <= Instant::now() {
-            return None;
+            return if started {
+                Guarded::Interrupted
+            } else {
+                Guarded::NotStarted
+            };
         }
         tokio::select! {
-            out = &mut future => return Some(out),
+            // The call first, so that it is polled at least once once it is allowed to start.
+            biased;
+            out = &mut future => return Guarded::Done(out),
             _ = tokio::time::sleep_until(deadline) => {}
-            _ = trust.changed() => {}
+            changed = trust.changed() => {
+                if changed.is_err() {
+                    // The worker is gone.
+                    return Guarded::Interrupted;
+                }
+            }
         }
+        started = true;
     }
 }
 
 /// Sleeps `pause` unless the lease stops being trusted (`Err`). Shard-end work is finished before
 /// a stop request is looked at.
 async fn wait(trust: &mut watch::Receiver<Instant>, pause: Duration) -> Result<(), ()> {
-    guarded(trust, tokio::time::sleep(pause)).await.ok_or(())
+    guarded(trust, tokio::time::sleep(pause))
+        .await
+        .done()
+        .ok_or(())
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -18,7 +18,7 @@ use tracing::{Instrument, debug, error, info, warn};
 
 use crate::{
     config::{Config, Retrieval},
-    coordination::{Action, Exited, Input, Machine, Outcome, Role, Stop},
+    coordination::{Action, Exited, Input, Machine, Outcome, Stop},
     error::Error,
     fanout::Registration,
     kinesis,
@@ -105,7 +105,10 @@ where
     }
 
     /// How long a lease this worker asked for may stay with its previous owner before this worker
-    /// takes it anyway (default 15 s; the KCL's graceful handoff timeout is 30 s).
+    /// withdraws the request (default 15 s; the KCL's graceful handoff timeout is 30 s). The
+    /// previous owner keeps the lease, since it still renews it and so still trusts it: taking it
+    /// anyway, as the KCL does, would run two processors at once. A previous owner that stops
+    /// renewing loses the lease by expiry, as any other.
     pub fn handoff_timeout(mut self, timeout: Duration) -> Self {
         self.cfg.handoff_timeout = timeout;
         self
@@ -558,9 +561,7 @@ where
                         Some(own) if own.counter >= lease.counter => own.clone(),
                         _ => lease,
                     };
-                    let result = table
-                        .release_as(&base, &me, role == Role::PreviousOwner)
-                        .await;
+                    let result = table.release_as(&base, &me, role).await;
                     if let (Some(own), Ok(released)) = (own.as_deref_mut(), &result) {
                         *own = released.clone();
                     }

@@ -16,13 +16,14 @@
 //!                   ┌── Taking ──┐ refused / failed: forget            Asking ── refused / failed: forget
 //!                   │     │      │                                              │ written
 //!      written, but │     │ written                                             ▼
-//!      shutting down│     ▼                handed over (or expired, or    ┌─ Awaiting ─┐ taken by another:
-//!                   │  Running ◄──────────── handoff timeout): Taking ◄──┘            └─ forget
-//!                   │   │  ▲ renew, trust
-//!                   │   │  └──┘              asked to hand it over while not running it:
-//!                   │   │ processor exited                                     Releasing
-//!                   ▼   ▼ (stopped, failed, panicked, aborted)
-//!                 Releasing ── written / not ours: forget
+//!      shutting down│     ▼                handed over, or the previous   ┌─ Awaiting ─┐ taken by another:
+//!                   │  Running ◄──────────── owner's lease expired:   ◄───┘     │      └─ forget
+//!                   │   │  ▲ renew, trust   Taking                              │ handoff timeout, shutting
+//!                   │   │  └──┘                                                 │ down, or asked for by a
+//!                   │   │ processor exited                                      │ third worker
+//!                   ▼   ▼ (stopped, failed, panicked, aborted)                  ▼
+//!                 Releasing ◄────────────────────────────────────────────── (withdraw / release)
+//!                   │ written, or not ours any more: forget
 //! ```
 //!
 //! A lease is started only from `Taking`, once its take is written, and `Running` ends only when
@@ -119,14 +120,8 @@ pub(crate) enum Outcome {
     Failed,
 }
 
-/// In which role a lease is released.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Role {
-    /// As its owner: the owner is removed.
-    Owner,
-    /// As the previous owner during a handoff: `checkpointOwner` is removed, completing it.
-    PreviousOwner,
-}
+/// In which role a lease is released (the lease table's [`ReleaseAs`](crate::lease_table::ReleaseAs)).
+pub(crate) use crate::lease_table::ReleaseAs as Role;
 
 /// What happened, as fed to [`Machine::handle`].
 #[derive(Clone, Debug)]
@@ -223,8 +218,9 @@ pub(crate) enum Local {
     Taking { then: AfterTake },
     /// A handoff request is being written.
     Asking,
-    /// Asked for; waiting for the previous owner to release (since when).
-    Awaiting { since: Instant },
+    /// Asked for; waiting for the previous owner to release (since when; the item as the request
+    /// wrote it, or as last scanned).
+    Awaiting { since: Instant, lease: Lease },
     /// A processor runs.
     Running(Run),
     /// Being released (after its processor stopped, or without one).
@@ -384,7 +380,7 @@ impl Machine {
             }
             Input::Renewed { key, sent, outcome } => self.on_renewed(key, sent, outcome, now, &mut out),
             Input::Taken { key, sent, outcome } => self.on_taken(key, sent, outcome, now, &mut out),
-            Input::HandoffAsked { key, outcome } => self.on_asked(key, outcome, now),
+            Input::HandoffAsked { key, outcome } => self.on_asked(key, outcome, now, &mut out),
             Input::Released { key, outcome } => self.on_released(key, outcome, now, &mut out),
             Input::Exited { key, how } => self.on_exited(key, how, now, &mut out),
             Input::ShutdownAsked => self.on_shutdown(now, &mut out),
@@ -494,8 +490,9 @@ impl Machine {
                         ask_to_hand_over(&lease.key, run, lease, out);
                     }
                 }
-                Some(Local::Awaiting { since }) if sent >= *since => {
+                Some(Local::Awaiting { since, lease: copy }) if sent >= *since => {
                     let since = *since;
+                    *copy = lease.clone();
                     let owner_is_me = lease.owner.as_deref() == Some(me.as_str());
                     if owner_is_me && !lease.in_handoff() {
                         if shutting_down {
@@ -508,12 +505,19 @@ impl Machine {
                     } else if owner_is_me {
                         let expired = self.observations.is_expired(lease, now, failover);
                         let overdue = now.duration_since(since) > self.settings.handoff_timeout;
-                        if (expired || overdue) && shutting_down {
-                            self.forget(&lease.key, now);
-                        } else if expired || overdue {
-                            warn!(lease = %lease.key, from = ?lease.checkpoint_owner, expired,
-                                "the previous owner did not release the lease; taking it");
+                        if shutting_down {
+                            self.release(lease.clone(), Role::NewOwner, out);
+                        } else if expired {
+                            // The previous owner stopped renewing: its trust has run out.
+                            warn!(lease = %lease.key, from = ?lease.checkpoint_owner,
+                                "the previous owner did not release the lease and its lease expired; taking it");
                             self.take(lease.clone(), out);
+                        } else if overdue {
+                            // It still renews, so it still trusts the lease: taking it now would
+                            // run two processors at once. Withdraw; balancing may ask again.
+                            warn!(lease = %lease.key, from = ?lease.checkpoint_owner,
+                                "the previous owner did not release the lease within the handoff timeout; request withdrawn");
+                            self.release(lease.clone(), Role::NewOwner, out);
                         }
                     } else if asked_of_me {
                         // Asked for by a third worker before this one started it: let it go.
@@ -544,7 +548,7 @@ impl Machine {
             .locals
             .iter()
             .filter(|(key, local)| {
-                matches!(local, Local::Awaiting { since } if sent >= *since)
+                matches!(local, Local::Awaiting { since, .. } if sent >= *since)
                     && !table.iter().any(|l| &l.key == *key)
             })
             .map(|(key, _)| key.clone())
@@ -608,6 +612,7 @@ impl Machine {
                 failover: self.settings.failover,
                 max_leases: self.settings.max_leases,
                 max_handoffs: self.settings.max_handoffs,
+                free_patience: self.settings.scan_interval,
             },
         );
         for lease in plan.take {
@@ -617,7 +622,7 @@ impl Machine {
         for lease in plan.adopt {
             debug!(lease = %lease.key, from = ?lease.checkpoint_owner, "a handoff to this worker is under way");
             self.locals
-                .insert(lease.key.clone(), Local::Awaiting { since: now });
+                .insert(lease.key.clone(), Local::Awaiting { since: now, lease });
         }
         for lease in plan.hand_off {
             debug!(lease = %lease.key, from = ?lease.owner, "asking for a handoff");
@@ -761,14 +766,17 @@ impl Machine {
         }
     }
 
-    fn on_asked(&mut self, key: String, outcome: Outcome, now: Instant) {
+    fn on_asked(&mut self, key: String, outcome: Outcome, now: Instant, out: &mut Vec<Action>) {
         if !matches!(self.locals.get(&key), Some(Local::Asking)) {
             return;
         }
         match outcome {
-            Outcome::Written(_) => {
+            Outcome::Written(lease) if self.mode != Mode::Working => {
+                self.release(lease, Role::NewOwner, out);
+            }
+            Outcome::Written(lease) => {
                 info!(lease = %key, "handoff asked for");
-                self.locals.insert(key, Local::Awaiting { since: now });
+                self.locals.insert(key, Local::Awaiting { since: now, lease });
                 self.next_scan = self.next_scan.min(now + HANDOFF_POLL);
             }
             Outcome::Refused(_) | Outcome::Failed => {
@@ -796,10 +804,13 @@ impl Machine {
             Outcome::Refused(Some(current)) if *attempts < RELEASE_ATTEMPTS => {
                 // Released with an out-of-date copy (a write whose answer was lost): try again
                 // with the item as it is, if it is still this worker's to release.
+                let owner = current.owner.as_deref() == Some(me.as_str());
                 let again = if current.checkpoint_owner.as_deref() == Some(me.as_str()) {
                     Some(Role::PreviousOwner)
-                } else if current.owner.as_deref() == Some(me.as_str()) && !current.in_handoff() {
+                } else if owner && !current.in_handoff() {
                     Some(Role::Owner)
+                } else if owner {
+                    Some(Role::NewOwner)
                 } else {
                     None
                 };
@@ -886,6 +897,24 @@ impl Machine {
                 }
                 Local::Taking { then } => *then = AfterTake::Release,
                 _ => {}
+            }
+        }
+        // Handoffs asked for and not completed are withdrawn: the previous owner is owner again
+        // (rather than leaving the lease to a worker that is gone once it is released).
+        let awaited: Vec<Lease> = self
+            .locals
+            .values()
+            .filter_map(|l| match l {
+                Local::Awaiting { lease, .. } => Some(lease.clone()),
+                _ => None,
+            })
+            .collect();
+        for lease in awaited {
+            if lease.in_handoff() {
+                self.release(lease, Role::NewOwner, out);
+            } else {
+                // Handed over already: released as its owner.
+                self.release(lease, Role::Owner, out);
             }
         }
     }

@@ -1,0 +1,48 @@
+//! Deterministic simulation of a fleet of workers: the proof that the lease coordination holds
+//! under the schedules production brings.
+//!
+//! Several workers run the real [`Machine`](crate::coordination::Machine) against an in-memory
+//! lease table with DynamoDB's conditional-write semantics ([`TableModel`]), under a simulated
+//! clock (each worker's clock has its own offset and drifts by up to 1 %), driven by a seeded
+//! scheduler. Around each machine sits a driver that performs its actions as `worker.rs` does
+//! (the shard's own lease copy shared by renewals and checkpoints, in order, as the real mutex
+//! does), and shard tasks that behave as `shard.rs` does (trust deadlines, graceful stops,
+//! checkpoints, the shard's end with its children). The scheduler injects: kill -9 (with or
+//! without a replacement, under the same id or a new one), pauses shorter and longer than the
+//! failover time, workers joining, graceful shutdowns, processor panics, splits and merges, and,
+//! in some schedules, failed, slow and lost writes (applied, answer lost) and brownouts of the
+//! table.
+//!
+//! After every step it checks:
+//! - **one trusted processor per shard**: at any instant at most one processor of a shard is
+//!   trusted (its worker's clock is before its trust deadline); a processor whose trust ran out
+//!   may still exist (its worker is paused, or it has not reached its next `.await`), but does
+//!   no work: no batch is processed and no checkpoint is sent after its deadline;
+//! - **told why it stops**: every processor that started ends with exactly one kind of callback
+//!   (`shard_ended`, `lease_lost`, `shutdown_requested`), unless its worker died, its task was
+//!   aborted by the shutdown timeout, or it panicked;
+//! - **no start of a shard already running** on that worker, and **no renewal of a lease without
+//!   a running processor**;
+//! - **takeover in time** (schedules without faults in the table): no workable shard goes without
+//!   a trusted processor for longer than the failover time + the scan interval + 1 s after the
+//!   last disruption (kill, pause, resume, shutdown, panic), as long as some worker ran, unpaused
+//!   and not shutting down, throughout;
+//! - **checkpoints only move forward** in the table; **no record skipped**: a processor starts
+//!   only from a checkpoint below which every record was processed; **no duplicates after a
+//!   graceful handoff**: a processor that follows one stopped with a written checkpoint starts
+//!   exactly there;
+//! - **parents first**: a child starts only once every parent's lease is at `SHARD_END`;
+//! - at the end, after a quiet period: every workable shard runs, the split is even
+//!   (max - min <= 1) and nothing moved in the last 30 s (no handoff ping-pong).
+//!
+//! A failing seed is run again with its trace on, and the trace is printed; `SIM_SEED=n` replays
+//! one seed.
+
+mod table;
+mod world;
+
+pub use table::{Refused, TableModel};
+pub use world::{Failure, Report, run};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1997 @@
+//! The simulated world: a stream that splits and merges, a lease table, a network that may fail,
+//! slow down or lose answers, workers (the real machine, and a driver as `worker.rs`), shard
+//! tasks (as `shard.rs`), the seeded scheduler of faults, and the invariants.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use tokio::time::Instant;
+
+use super::table::TableModel;
+use crate::{
+    checkpoint::{Checkpoint, SequenceNumber},
+    coordination::{Action, Exited, Input, Machine, Outcome, Role, Settings, Stop},
+    lease::Lease,
+    lineage::{self, ChildShard, InitialPosition, ShardDescription},
+};
+
+/// Simulated real time, in microseconds.
+type T = u64;
+
+const MS: T = 1_000;
+const SEC: T = 1_000_000;
+
+fn micros(d: Duration) -> T {
+    d.as_micros() as T
+}
+
+fn secs(t: T) -> f64 {
+    t as f64 / SEC as f64
+}
+
+/// What one schedule did.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// The schedule's seed.
+    pub seed: u64,
+    /// Whether the table's calls failed, slowed down and lost answers in this schedule.
+    pub faulty: bool,
+    /// Events the scheduler ran.
+    pub events: u64,
+    /// Simulated time.
+    pub simulated: Duration,
+    /// Faults and changes injected: kills, pauses (longer than the failover time), joins,
+    /// graceful shutdowns, panics, splits, merges.
+    pub kills: u32,
+    /// Pauses of a worker.
+    pub pauses: u32,
+    /// Pauses longer than the failover time.
+    pub long_pauses: u32,
+    /// Workers started after the beginning.
+    pub joins: u32,
+    /// Graceful shutdowns.
+    pub shutdowns: u32,
+    /// Processor panics.
+    pub panics: u32,
+    /// Splits.
+    pub splits: u32,
+    /// Merges.
+    pub merges: u32,
+    /// Processors started.
+    pub processors: u32,
+    /// Records processed more than once (after kills, pauses, lost leases and panics).
+    pub duplicates: u64,
+    /// The longest time a workable shard had no trusted processor, after the last disruption.
+    pub longest_gap: Duration,
+}
+
+/// An invariant that did not hold.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// The schedule's seed (`SIM_SEED=seed` replays it).
+    pub seed: u64,
+    /// Which invariant.
+    pub invariant: &'static str,
+    /// What was seen.
+    pub detail: String,
+    /// When, in simulated time.
+    pub at: Duration,
+    /// The schedule's events up to the failure (when run with the trace on).
+    pub trace: Vec<String>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "seed {}: invariant '{}' broken at {:.3} s: {}",
+            self.seed,
+            self.invariant,
+            self.at.as_secs_f64(),
+            self.detail
+        )?;
+        for line in &self.trace {
+            writeln!(f, "  {line}")?;
+        }
+        write!(f, "(replay with SIM_SEED={})", self.seed)
+    }
+}
+
+/// Runs the schedule of `seed`; with `trace`, the failure carries every event.
+pub fn run(seed: u64, trace: bool) -> Result<Report, Failure> {
+    let mut world = World::new(seed, trace);
+    world.run()
+}
+
+/// A worker's clock: its own offset and drift from real time.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    offset: T,
+    /// Parts per million faster (positive) or slower than real time.
+    drift_ppm: i64,
+}
+
+impl Clock {
+    fn local_micros(&self, t: T) -> T {
+        let drift = (t as i128 * self.drift_ppm as i128 / 1_000_000) as i64;
+        (self.offset as i64 + t as i64 + drift).max(0) as T
+    }
+
+    /// The first real time at which the clock reads at least `local` (µs since the base).
+    fn real_micros(&self, local: T) -> T {
+        let since = local.saturating_sub(self.offset) as i128;
+        let t = (since * 1_000_000) / (1_000_000 + self.drift_ppm as i128);
+        let mut t = t.max(0) as T;
+        while self.local_micros(t) < local {
+            t += 1;
+        }
+        t
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Life {
+    Alive,
+    Paused { until: T },
+    Dead,
+    Finished,
+}
+
+/// The shard's own lease copy (`Arc<Mutex<Lease>>` in `worker.rs`): renewals, releases and the
+/// shard's checkpoints use and update it, one at a time, in order.
+#[derive(Debug)]
+struct Copy {
+    lease: Lease,
+    busy: Option<u64>,
+    queue: VecDeque<Pending>,
+}
+
+#[derive(Clone, Debug)]
+enum Pending {
+    Renew,
+    Release { lease: Lease, role: Role },
+    Checkpoint { task: u64, at: Checkpoint },
+    SetChildren { task: u64, children: BTreeSet<String> },
+}
+
+#[derive(Debug)]
+struct Worker {
+    id: String,
+    inc: u32,
+    clock: Clock,
+    machine: Machine,
+    life: Life,
+    shutting_down: bool,
+    /// Since when it has run without a pause (start or last resume).
+    running_since: T,
+    wake_generation: u64,
+    deferred: Vec<Ev>,
+    /// Lease key -> copy id.
+    copies: BTreeMap<String, u64>,
+    /// Lease key -> live task id.
+    tasks: BTreeMap<String, u64>,
+    steps_at: (T, u32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Told {
+    LeaseLost,
+    ShutdownRequested,
+    ShardEnded,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Exited,
+    Died,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    Reading,
+    Batch,
+    Shutdown,
+    Child(usize),
+    ChildRetry(usize),
+    SetChildren,
+    EndCheckpoint,
+    EndRetry,
+}
+
+#[derive(Debug)]
+struct Task {
+    inc: u32,
+    key: String,
+    copy: u64,
+    proc: usize,
+    trust_until: Instant,
+    stop: Stop,
+    phase: Phase,
+    /// When the phase moves on by itself (the next batch, or a retry); `T::MAX` while a write is
+    /// awaited. Moving the trust deadline does not move it.
+    wake: T,
+    delivered: u64,
+    children: Vec<Lease>,
+    generation: u64,
+    panic: bool,
+    alive: bool,
+    /// The request of this task holding the copy, if any.
+    writing: Option<u64>,
+}
+
+/// A processor's life, for the invariants.
+#[derive(Debug)]
+struct Proc {
+    shard: String,
+    inc: u32,
+    started: T,
+    start_cp: Checkpoint,
+    delivered: u64,
+    checkpointed: u64,
+    told: Option<Told>,
+    how: Option<Exited>,
+    end: Option<(T, End)>,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Scan,
+    Sync,
+    Renew(Lease),
+    Take(Lease),
+    HandOff(Lease),
+    Release(Lease, Role),
+    Checkpoint(Lease, Checkpoint),
+    SetChildren(Lease, BTreeSet<String>),
+    Create(Lease),
+}
+
+#[derive(Clone, Debug)]
+enum Answer {
+    Leases(Vec<Lease>),
+    Synced,
+    Write(Outcome),
+    Created,
+    Failed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    Machine,
+    Task(u64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    Answered,
+    /// Fails before reaching the table.
+    FailsBefore,
+    /// Applied, but the answer is lost (the call times out).
+    AnswerLost,
+}
+
+#[derive(Debug)]
+struct Req {
+    inc: u32,
+    origin: Origin,
+    op: Op,
+    sent: Instant,
+    fate: Fate,
+    answer: Option<Answer>,
+    /// The copy this request holds.
+    copy: Option<u64>,
+    /// The task that sent it ended: its answer goes nowhere.
+    orphan: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Ev {
+    Wake { inc: u32, generation: u64 },
+    Apply { req: u64 },
+    Answer { req: u64 },
+    TaskStep { task: u64, generation: u64 },
+    Input { inc: u32, input: Input },
+    Resume { inc: u32 },
+    Chaos,
+    Check,
+}
+
+impl Ev {
+    /// The worker whose process handles this event (deferred while it is paused).
+    fn target(&self, world: &World) -> Option<u32> {
+        match self {
+            Ev::Wake { inc, .. } | Ev::Input { inc, .. } => Some(*inc),
+            Ev::Answer { req } => world.reqs.get(req).map(|r| r.inc),
+            Ev::TaskStep { task, .. } => world.tasks.get(task).map(|t| t.inc),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SimShard {
+    id: String,
+    parents: BTreeSet<String>,
+    opened: T,
+    interval: T,
+    /// The last record, once closed.
+    last: Option<u64>,
+}
+
+impl SimShard {
+    fn available(&self, t: T) -> u64 {
+        let n = t.saturating_sub(self.opened) / self.interval;
+        self.last.map_or(n, |last| n.min(last))
+    }
+}
+
+/// How the table's calls behave in a schedule.
+#[derive(Clone, Copy, Debug)]
+struct Network {
+    faulty: bool,
+    fail_before: f64,
+    answer_lost: f64,
+    slow: f64,
+    /// Brownouts: windows where most calls fail.
+    brownouts: [(T, T); 2],
+}
+
+struct World {
+    seed: u64,
+    rng: StdRng,
+    base: Instant,
+    t: T,
+    seq: u64,
+    queue: BTreeMap<(T, u64), Ev>,
+    trace: Option<Vec<String>>,
+    settings: Settings,
+    net: Network,
+    call_timeout: T,
+    batch_interval: T,
+    chaos_until: T,
+    end: T,
+    table: TableModel,
+    shards: Vec<SimShard>,
+    processed: BTreeMap<String, Vec<u32>>,
+    workers: BTreeMap<u32, Worker>,
+    next_inc: u32,
+    next_worker_name: u32,
+    copies: BTreeMap<u64, Copy>,
+    next_copy: u64,
+    tasks: BTreeMap<u64, Task>,
+    next_task: u64,
+    reqs: BTreeMap<u64, Req>,
+    next_req: u64,
+    procs: Vec<Proc>,
+    /// Latest proc per shard.
+    last_proc: BTreeMap<String, usize>,
+    last_disruption: T,
+    /// Since when a workable shard has had no trusted processor, and its lease's counter then.
+    unserved_since: BTreeMap<String, (T, u64)>,
+    /// Takes and handoff requests written, and when.
+    moves: Vec<T>,
+    report: Report,
+    failure: Option<Failure>,
+}
+
+/// The longest a schedule's chaos phase lasts, and the quiet period after it.
+const QUIET_EXTRA: T = 60 * SEC;
+/// How often the world checks the takeover bound.
+const CHECK_EVERY: T = 250 * MS;
+/// How long the end of the quiet period must be without moves.
+const STILL: T = 30 * SEC;
+/// Slack for call latencies and clock drift in the takeover bound.
+const TAKEOVER_MARGIN: T = SEC;
+/// Records per batch.
+const BATCH: u64 = 50;
+
+impl World {
+    fn new(seed: u64, trace: bool) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let failover_secs = *[10u64, 10, 10, 6, 3]
+            .get(rng.random_range(0..5))
+            .unwrap_or(&10);
+        let failover = Duration::from_secs(failover_secs);
+        let margin = (failover / 10).max(Duration::from_millis(250));
+        let settings = Settings {
+            failover,
+            trust: failover - margin,
+            renew_interval: failover * 2 / 5,
+            scan_interval: failover / 5,
+            shard_sync_interval: Duration::from_secs(60),
+            handoff_timeout: failover * 3 / 2,
+            shutdown_timeout: failover * 3,
+            max_leases: None,
+            max_handoffs: if rng.random_bool(0.2) { Some(1) } else { None },
+        };
+        let faulty = rng.random_bool(0.35);
+        let chaos_until = rng.random_range(40..=150) * SEC;
+        let mut brownouts = [(0, 0); 2];
+        if faulty {
+            for window in &mut brownouts {
+                if rng.random_bool(0.5) {
+                    let start = rng.random_range(0..chaos_until);
+                    *window = (start, start + rng.random_range(2 * SEC..12 * SEC));
+                }
+            }
+        }
+        let net = Network {
+            faulty,
+            fail_before: if faulty { 0.02 } else { 0.0 },
+            answer_lost: if faulty { 0.02 } else { 0.0 },
+            slow: if faulty { 0.03 } else { 0.0 },
+            brownouts,
+        };
+        let end = chaos_until
+            + QUIET_EXTRA
+            + micros(settings.failover) * 3
+            + micros(settings.handoff_timeout);
+        let call_timeout = micros(settings.renew_interval);
+        let mut world = World {
+            seed,
+            base: Instant::now(),
+            t: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            trace: trace.then(Vec::new),
+            settings,
+            net,
+            call_timeout,
+            batch_interval: rng.random_range(200..=1000) * MS,
+            chaos_until,
+            end,
+            table: TableModel::new(),
+            shards: Vec::new(),
+            processed: BTreeMap::new(),
+            workers: BTreeMap::new(),
+            next_inc: 1,
+            next_worker_name: 1,
+            copies: BTreeMap::new(),
+            next_copy: 1,
+            tasks: BTreeMap::new(),
+            next_task: 1,
+            reqs: BTreeMap::new(),
+            next_req: 1,
+            procs: Vec::new(),
+            last_proc: BTreeMap::new(),
+            last_disruption: 0,
+            unserved_since: BTreeMap::new(),
+            moves: Vec::new(),
+            report: Report {
+                seed,
+                faulty,
+                ..Report::default()
+            },
+            failure: None,
+            rng,
+        };
+        let shards = world.rng.random_range(1..=12);
+        for _ in 0..shards {
+            world.open_shard(BTreeSet::new());
+        }
+        let workers = world.rng.random_range(1..=5);
+        for _ in 0..workers {
+            world.start_worker(None);
+        }
+        let first = world.rng.random_range(SEC..5 * SEC);
+        world.push(first, Ev::Chaos);
+        world.push(CHECK_EVERY, Ev::Check);
+        world
+    }
+
+    fn note(&mut self, line: impl FnOnce() -> String) {
+        if let Some(trace) = &mut self.trace {
+            let line = line();
+            trace.push(format!("{:>9.3} {line}", secs(self.t)));
+        }
+    }
+
+    fn fail(&mut self, invariant: &'static str, detail: String) {
+        if self.failure.is_none() {
+            self.note(|| format!("INVARIANT BROKEN: {invariant}: {detail}"));
+            self.failure = Some(Failure {
+                seed: self.seed,
+                invariant,
+                detail,
+                at: Duration::from_micros(self.t),
+                trace: Vec::new(),
+            });
+        }
+    }
+
+    fn push(&mut self, at: T, ev: Ev) {
+        self.seq += 1;
+        self.queue.insert((at.max(self.t), self.seq), ev);
+    }
+
+    fn local(&self, inc: u32) -> Instant {
+        let clock = self.workers.get(&inc).map_or(
+            Clock {
+                offset: 0,
+                drift_ppm: 0,
+            },
+            |w| w.clock,
+        );
+        self.base + Duration::from_micros(clock.local_micros(self.t))
+    }
+
+    fn real(&self, inc: u32, at: Instant) -> T {
+        let Some(worker) = self.workers.get(&inc) else {
+            return self.t;
+        };
+        let local = micros(at.saturating_duration_since(self.base));
+        worker.clock.real_micros(local).max(self.t)
+    }
+
+    fn run(&mut self) -> Result<Report, Failure> {
+        while let Some(((at, _), ev)) = self.queue.pop_first() {
+            if at > self.end {
+                break;
+            }
+            self.t = at;
+            self.report.events += 1;
+            if let Some(inc) = ev.target(self) {
+                match self.workers.get_mut(&inc).map(|w| w.life) {
+                    Some(Life::Paused { .. }) => {
+                        if let Some(worker) = self.workers.get_mut(&inc) {
+                            worker.deferred.push(ev);
+                        }
+                        continue;
+                    }
+                    Some(Life::Dead | Life::Finished) | None => {
+                        // The process is gone; a request it sent may still be applied (Apply
+                        // has no target), but nobody hears the answer.
+                        if let Ev::Answer { req } = ev {
+                            self.reqs.remove(&req);
+                        }
+                        continue;
+                    }
+                    Some(Life::Alive) => {}
+                }
+            }
+            self.step(ev);
+            if self.failure.is_some() {
+                break;
+            }
+        }
+        if self.failure.is_none() {
+            self.t = self.end;
+            self.final_checks();
+        }
+        self.report.simulated = Duration::from_micros(self.t);
+        match self.failure.take() {
+            None => Ok(std::mem::take(&mut self.report)),
+            Some(mut failure) => {
+                failure.trace = self.trace.take().unwrap_or_default();
+                Err(failure)
+            }
+        }
+    }
+
+    fn step(&mut self, ev: Ev) {
+        match ev {
+            Ev::Wake { inc, generation } => {
+                if self.workers.get(&inc).is_some_and(|w| w.wake_generation == generation) {
+                    self.drive(inc, Input::Tick);
+                }
+            }
+            Ev::Input { inc, input } => self.drive(inc, input),
+            Ev::Apply { req } => self.apply(req),
+            Ev::Answer { req } => self.answer(req),
+            Ev::TaskStep { task, generation } => {
+                if self.tasks.get(&task).is_some_and(|t| t.generation == generation && t.alive) {
+                    self.task_step(task);
+                }
+            }
+            Ev::Resume { inc } => self.resume(inc),
+            Ev::Chaos => self.chaos(),
+            Ev::Check => {
+                self.check_takeover();
+                self.push(self.t + CHECK_EVERY, Ev::Check);
+            }
+        }
+    }
+
+    // --- the stream --------------------------------------------------------------------------
+
+    fn open_shard(&mut self, parents: BTreeSet<String>) -> String {
+        let id = format!("shardId-{:012}", self.shards.len());
+        let interval = self.rng.random_range(100..=1000) * MS;
+        self.shards.push(SimShard {
+            id: id.clone(),
+            parents,
+            opened: self.t,
+            interval,
+            last: None,
+        });
+        self.processed.insert(id.clone(), Vec::new());
+        id
+    }
+
+    fn shard(&self, id: &str) -> Option<&SimShard> {
+        self.shards.iter().find(|s| s.id == id)
+    }
+
+    fn listing(&self) -> Vec<ShardDescription> {
+        self.shards
+            .iter()
+            .map(|s| ShardDescription {
+                id: s.id.clone(),
+                parents: s.parents.clone(),
+                hash_key_range: None,
+                closed: s.last.is_some(),
+            })
+            .collect()
+    }
+
+    fn children_of(&self, id: &str) -> Vec<ChildShard> {
+        self.shards
+            .iter()
+            .filter(|s| s.parents.contains(id))
+            .map(|s| ChildShard {
+                id: s.id.clone(),
+                parents: s.parents.clone(),
+                hash_key_range: None,
+            })
+            .collect()
+    }
+
+    // --- workers -----------------------------------------------------------------------------
+
+    fn start_worker(&mut self, id: Option<String>) -> u32 {
+        let id = id.unwrap_or_else(|| {
+            let name = format!("w{}", self.next_worker_name);
+            self.next_worker_name += 1;
+            name
+        });
+        let inc = self.next_inc;
+        self.next_inc += 1;
+        let clock = Clock {
+            offset: self.rng.random_range(0..1_000 * SEC),
+            drift_ppm: self.rng.random_range(-10_000..=10_000),
+        };
+        let local = self.base + Duration::from_micros(clock.local_micros(self.t));
+        let machine = Machine::new(id.clone(), self.settings.clone(), local);
+        self.note(|| format!("{id}#{inc} starts"));
+        self.workers.insert(
+            inc,
+            Worker {
+                id,
+                inc,
+                clock,
+                machine,
+                life: Life::Alive,
+                shutting_down: false,
+                running_since: self.t,
+                wake_generation: 0,
+                deferred: Vec::new(),
+                copies: BTreeMap::new(),
+                tasks: BTreeMap::new(),
+                steps_at: (0, 0),
+            },
+        );
+        self.drive(inc, Input::Tick);
+        inc
+    }
+
+    fn name(&self, inc: u32) -> String {
+        self.workers
+            .get(&inc)
+            .map_or_else(|| format!("?#{inc}"), |w| format!("{}#{inc}", w.id))
+    }
+
+    /// Feeds `input` to the worker's machine and performs what it returns.
+    fn drive(&mut self, inc: u32, input: Input) {
+        let now = self.local(inc);
+        let t = self.t;
+        let Some(worker) = self.workers.get_mut(&inc) else {
+            return;
+        };
+        if worker.life != Life::Alive {
+            return;
+        }
+        if worker.steps_at.0 == t {
+            worker.steps_at.1 += 1;
+            if worker.steps_at.1 > 10_000 {
+                let name = worker.id.clone();
+                self.fail("no busy loop", format!("{name} stepped 10,000 times at one instant"));
+                return;
+            }
+        } else {
+            worker.steps_at = (t, 1);
+        }
+        if self.trace.is_some() && !matches!(input, Input::Tick) {
+            let name = self.name(inc);
+            let text = describe_input(&input);
+            self.note(|| format!("{name} <- {text}"));
+        }
+        let Some(worker) = self.workers.get_mut(&inc) else {
+            return;
+        };
+        let actions = worker.machine.handle(input, now);
+        let finished = worker.machine.is_finished();
+        for action in actions {
+            self.perform(inc, action);
+        }
+        if finished {
+            self.finish(inc);
+            return;
+        }
+        self.schedule_wake(inc);
+    }
+
+    fn schedule_wake(&mut self, inc: u32) {
+        let Some(worker) = self.workers.get_mut(&inc) else {
+            return;
+        };
+        let Some(wake) = worker.machine.next_wake() else {
+            return;
+        };
+        worker.wake_generation += 1;
+        let generation = worker.wake_generation;
+        let at = self.real(inc, wake);
+        self.push(at, Ev::Wake { inc, generation });
+    }
+
+    fn perform(&mut self, inc: u32, action: Action) {
+        if self.trace.is_some() {
+            let name = self.name(inc);
+            let text = describe_action(&action);
+            self.note(|| format!("{name} -> {text}"));
+        }
+        match action {
+            Action::Scan => self.send(inc, Origin::Machine, Op::Scan, None),
+            Action::SyncShards => self.send(inc, Origin::Machine, Op::Sync, None),
+            Action::Renew { key } => {
+                let running = self
+                    .workers
+                    .get(&inc)
+                    .and_then(|w| w.tasks.get(&key))
+                    .is_some_and(|task| self.tasks.get(task).is_some_and(|t| t.alive));
+                if !running {
+                    let name = self.name(inc);
+                    self.fail(
+                        "no renewal without a running processor",
+                        format!("{name} renews {key}, which runs no processor there"),
+                    );
+                    return;
+                }
+                match self.workers.get(&inc).and_then(|w| w.copies.get(&key)) {
+                    Some(copy) => {
+                        let copy = *copy;
+                        self.enqueue(inc, copy, Pending::Renew);
+                    }
+                    None => {
+                        let name = self.name(inc);
+                        self.fail("no renewal without a running processor", format!("{name} has no copy of {key}"));
+                    }
+                }
+            }
+            Action::Take { lease } => self.send(inc, Origin::Machine, Op::Take(lease), None),
+            Action::AskHandoff { lease } => {
+                self.send(inc, Origin::Machine, Op::HandOff(lease), None);
+            }
+            Action::Release { lease, role } => {
+                match self.workers.get(&inc).and_then(|w| w.copies.get(&lease.key)) {
+                    Some(copy) => {
+                        let copy = *copy;
+                        self.enqueue(inc, copy, Pending::Release { lease, role });
+                    }
+                    None => self.send(inc, Origin::Machine, Op::Release(lease, role), None),
+                }
+            }
+            Action::Start { lease, trust_until } => self.start_task(inc, lease, trust_until),
+            Action::Trust { key, until } => {
+                if let Some(task) = self.task_of(inc, &key) {
+                    if let Some(t) = self.tasks.get_mut(&task) {
+                        t.trust_until = until;
+                        t.generation += 1;
+                    }
+                    self.check_one_trusted(&key);
+                    self.schedule_task(task, None);
+                }
+            }
+            Action::Revoke { key } => {
+                let now = self.local(inc);
+                if let Some(task) = self.task_of(inc, &key) {
+                    if let Some(t) = self.tasks.get_mut(&task) {
+                        t.trust_until = now;
+                    }
+                    self.schedule_task(task, Some(self.t));
+                }
+            }
+            Action::Stop { key, reason } => {
+                if let Some(task) = self.task_of(inc, &key) {
+                    if let Some(t) = self.tasks.get_mut(&task) {
+                        t.stop = reason;
+                    }
+                    self.schedule_task(task, Some(self.t));
+                }
+            }
+            Action::AbortProcessors => {
+                let live: Vec<u64> = self
+                    .workers
+                    .get(&inc)
+                    .map(|w| w.tasks.values().copied().collect())
+                    .unwrap_or_default();
+                for task in live {
+                    self.exit_task(task, Exited::Aborted);
+                }
+            }
+            Action::Finished => {}
+        }
+    }
+
+    fn finish(&mut self, inc: u32) {
+        let name = self.name(inc);
+        self.note(|| format!("{name} finished"));
+        let live = self.workers.get(&inc).map_or(0, |w| w.tasks.len());
+        if live > 0 {
+            self.fail(
+                "told why it stops",
+                format!("{name} finished with {live} processors running"),
+            );
+        }
+        if let Some(worker) = self.workers.get_mut(&inc) {
+            worker.life = Life::Finished;
+        }
+    }
+
+    fn task_of(&self, inc: u32, key: &str) -> Option<u64> {
+        self.workers.get(&inc).and_then(|w| w.tasks.get(key)).copied()
+    }
+
+    // --- calls ---------------------------------------------------------------------------------
+
+    fn latency(&mut self) -> T {
+        let base = self.rng.random_range(MS..15 * MS);
+        if self.net.faulty && self.t < self.chaos_until && self.rng.random_bool(self.net.slow) {
+            base + self.rng.random_range(300 * MS..2_500 * MS)
+        } else {
+            base
+        }
+    }
+
+    fn send(&mut self, inc: u32, origin: Origin, op: Op, copy: Option<u64>) {
+        let id = self.next_req;
+        self.next_req += 1;
+        let browned = self
+            .net
+            .brownouts
+            .iter()
+            .any(|(from, to)| self.t >= *from && self.t < *to);
+        // Faults happen only before the quiet period, in which the fleet must settle.
+        let faulty = self.net.faulty && self.t < self.chaos_until;
+        let fate = if browned && self.rng.random_bool(0.7) {
+            if self.rng.random_bool(0.5) {
+                Fate::FailsBefore
+            } else {
+                Fate::AnswerLost
+            }
+        } else if faulty && self.rng.random_bool(self.net.fail_before) {
+            Fate::FailsBefore
+        } else if faulty && self.rng.random_bool(self.net.answer_lost) {
+            Fate::AnswerLost
+        } else {
+            Fate::Answered
+        };
+        let there = self.latency();
+        let sent = self.local(inc);
+        self.reqs.insert(
+            id,
+            Req {
+                inc,
+                origin,
+                op,
+                sent,
+                fate,
+                answer: None,
+                copy,
+                orphan: false,
+            },
+        );
+        match fate {
+            Fate::FailsBefore => {
+                let back = self.latency();
+                if let Some(req) = self.reqs.get_mut(&id) {
+                    req.answer = Some(Answer::Failed);
+                }
+                self.push(self.t + there + back, Ev::Answer { req: id });
+            }
+            Fate::AnswerLost => {
+                self.push(self.t + there, Ev::Apply { req: id });
+                let timeout = self.call_timeout;
+                self.push(self.t + timeout, Ev::Answer { req: id });
+            }
+            Fate::Answered => {
+                // A call slower than the timeout fails at the timeout; it may still apply.
+                self.push(self.t + there, Ev::Apply { req: id });
+            }
+        }
+    }
+
+    fn enqueue(&mut self, inc: u32, copy: u64, pending: Pending) {
+        if let Some(c) = self.copies.get_mut(&copy) {
+            c.queue.push_back(pending);
+        }
+        self.grant(inc, copy);
+    }
+
+    /// Sends the next write waiting for the copy, if it is free.
+    fn grant(&mut self, inc: u32, copy: u64) {
+        let Some(c) = self.copies.get_mut(&copy) else {
+            return;
+        };
+        if c.busy.is_some() {
+            return;
+        }
+        let Some(pending) = c.queue.pop_front() else {
+            return;
+        };
+        let own = c.lease.clone();
+        let (origin, op) = match pending {
+            Pending::Renew => (Origin::Machine, Op::Renew(own)),
+            Pending::Release { lease, role } => {
+                let base = if own.counter >= lease.counter { own } else { lease };
+                (Origin::Machine, Op::Release(base, role))
+            }
+            Pending::Checkpoint { task, at } => (Origin::Task(task), Op::Checkpoint(own, at)),
+            Pending::SetChildren { task, children } => {
+                (Origin::Task(task), Op::SetChildren(own, children))
+            }
+        };
+        if let Origin::Task(task) = origin
+            && !self.tasks.get(&task).is_some_and(|t| t.alive)
+        {
+            // Its task ended while it waited: the write never happens.
+            self.grant(inc, copy);
+            return;
+        }
+        let id = self.next_req;
+        if let Some(c) = self.copies.get_mut(&copy) {
+            c.busy = Some(id);
+        }
+        if let Origin::Task(task) = origin
+            && let Some(t) = self.tasks.get_mut(&task)
+        {
+            t.writing = Some(id);
+        }
+        self.send(inc, origin, op, Some(copy));
+    }
+
+    fn apply(&mut self, id: u64) {
+        let Some(req) = self.reqs.get(&id) else {
+            return;
+        };
+        let me = self
+            .workers
+            .get(&req.inc)
+            .map(|w| w.id.clone())
+            .unwrap_or_default();
+        let op = req.op.clone();
+        let fate = req.fate;
+        let answer = match op {
+            Op::Scan => Answer::Leases(self.table.scan()),
+            Op::Sync => {
+                let listing = self.listing();
+                let leases = self.table.scan();
+                let by_key = leases.iter().map(|l| (l.key.as_str(), l)).collect();
+                let create = if leases.is_empty() {
+                    lineage::initial_leases(&listing, InitialPosition::TrimHorizon)
+                } else {
+                    lineage::repairs(&listing, &by_key)
+                };
+                let remove = lineage::removable(&by_key);
+                for lease in &create {
+                    self.table.create(lease);
+                }
+                for key in remove {
+                    self.table.delete_finished(&key);
+                }
+                Answer::Synced
+            }
+            Op::Renew(lease) => write(self.table.renew(&lease, &me)),
+            Op::Take(lease) => {
+                let answer = write(self.table.take(&lease, &me));
+                if matches!(answer, Answer::Write(Outcome::Written(_))) {
+                    self.moves.push(self.t);
+                }
+                answer
+            }
+            Op::HandOff(lease) => {
+                let answer = write(self.table.hand_off(&lease, &me));
+                if matches!(answer, Answer::Write(Outcome::Written(_))) {
+                    self.moves.push(self.t);
+                }
+                answer
+            }
+            Op::Release(lease, role) => write(self.table.release_as(&lease, &me, role)),
+            Op::Checkpoint(lease, at) => {
+                let before = self.table.get(&lease.key).map(|l| l.checkpoint.clone());
+                let answer = write(self.table.checkpoint(&lease, &me, &at));
+                if let (Some(before), Answer::Write(Outcome::Written(_))) = (before, &answer)
+                    && at < before
+                {
+                    self.fail(
+                        "checkpoints only move forward",
+                        format!("{} moved from {before} back to {at}", lease.key),
+                    );
+                }
+                answer
+            }
+            Op::SetChildren(lease, children) => {
+                write(self.table.set_children(&lease, &me, &children))
+            }
+            Op::Create(lease) => {
+                self.table.create(&lease);
+                Answer::Created
+            }
+        };
+        if self.trace.is_some() {
+            let text = format!("{answer:?}");
+            self.note(|| format!("table applies request {id}: {}", short(&text)));
+        }
+        match fate {
+            Fate::AnswerLost => {
+                if let Some(req) = self.reqs.get_mut(&id) {
+                    req.answer = Some(Answer::Failed);
+                }
+            }
+            _ => {
+                let back = self.latency();
+                let sent_at = self.t;
+                if let Some(req) = self.reqs.get_mut(&id) {
+                    req.answer = Some(answer);
+                }
+                let _ = sent_at;
+                self.push(self.t + back, Ev::Answer { req: id });
+            }
+        }
+    }
+
+    fn answer(&mut self, id: u64) {
+        let Some(req) = self.reqs.remove(&id) else {
+            return;
+        };
+        let answer = req.answer.clone().unwrap_or(Answer::Failed);
+        // The copy's holder updates it with what the table wrote, then lets the next one in.
+        if let Some(copy) = req.copy {
+            if let Some(c) = self.copies.get_mut(&copy)
+                && c.busy == Some(id)
+            {
+                if !req.orphan
+                    && let Answer::Write(Outcome::Written(lease)) = &answer
+                {
+                    c.lease = lease.clone();
+                }
+                c.busy = None;
+            }
+            self.grant(req.inc, copy);
+        }
+        if req.orphan {
+            return;
+        }
+        match req.origin {
+            Origin::Machine => {
+                let input = match (&req.op, answer) {
+                    (Op::Scan, Answer::Leases(leases)) => Input::Scanned(Some(leases)),
+                    (Op::Scan, _) => Input::Scanned(None),
+                    (Op::Sync, Answer::Synced) => Input::Synced(true),
+                    (Op::Sync, _) => Input::Synced(false),
+                    (Op::Renew(lease), answer) => Input::Renewed {
+                        key: lease.key.clone(),
+                        sent: req.sent,
+                        outcome: outcome(answer),
+                    },
+                    (Op::Take(lease), answer) => Input::Taken {
+                        key: lease.key.clone(),
+                        sent: req.sent,
+                        outcome: outcome(answer),
+                    },
+                    (Op::HandOff(lease), answer) => Input::HandoffAsked {
+                        key: lease.key.clone(),
+                        outcome: outcome(answer),
+                    },
+                    (Op::Release(lease, _), answer) => Input::Released {
+                        key: lease.key.clone(),
+                        outcome: outcome(answer),
+                    },
+                    _ => return,
+                };
+                self.drive(req.inc, input);
+            }
+            Origin::Task(task) => self.task_answer(task, answer),
+        }
+    }
+
+    // --- shard tasks ---------------------------------------------------------------------------
+
+    fn start_task(&mut self, inc: u32, lease: Lease, trust_until: Instant) {
+        let key = lease.key.clone();
+        let name = self.name(inc);
+        if let Some(task) = self.task_of(inc, &key)
+            && self.tasks.get(&task).is_some_and(|t| t.alive)
+        {
+            self.fail(
+                "no start of a shard already running",
+                format!("{name} starts {key} while its processor runs there"),
+            );
+            return;
+        }
+        let copy = self.next_copy;
+        self.next_copy += 1;
+        self.copies.insert(
+            copy,
+            Copy {
+                lease: lease.clone(),
+                busy: None,
+                queue: VecDeque::new(),
+            },
+        );
+        let id = self.next_task;
+        self.next_task += 1;
+        if let Some(worker) = self.workers.get_mut(&inc) {
+            worker.copies.insert(key.clone(), copy);
+            worker.tasks.insert(key.clone(), id);
+        }
+        let mut task = Task {
+            inc,
+            key: key.clone(),
+            copy,
+            proc: usize::MAX,
+            trust_until,
+            stop: Stop::Run,
+            phase: Phase::Reading,
+            wake: self.t + self.batch_interval,
+            delivered: 0,
+            children: Vec::new(),
+            generation: 0,
+            panic: false,
+            alive: true,
+            writing: None,
+        };
+        if lease.is_finished() {
+            // Finished by a previous owner: nothing to read, no processor.
+            self.tasks.insert(id, task);
+            self.exit_task(id, Exited::ShardEnded);
+            return;
+        }
+        // The processor is initialized: the invariants of a start.
+        let start_cp = lease.checkpoint.clone();
+        let from = record_of(&start_cp);
+        task.delivered = from;
+        let proc = self.procs.len();
+        task.proc = proc;
+        self.procs.push(Proc {
+            shard: key.clone(),
+            inc,
+            started: self.t,
+            start_cp: start_cp.clone(),
+            delivered: from,
+            checkpointed: from,
+            told: None,
+            how: None,
+            end: None,
+        });
+        self.report.processors += 1;
+        self.tasks.insert(id, task);
+        for parent in &lease.parent_shard_ids {
+            if let Some(p) = self.table.get(parent)
+                && !p.is_finished()
+            {
+                self.fail(
+                    "parents first",
+                    format!("{name} starts {key} while its parent {parent} is at {}", p.checkpoint),
+                );
+            }
+        }
+        let skipped = self
+            .processed
+            .get(&key)
+            .map(|counts| (1..=from).filter(|r| counts.get(*r as usize).is_none_or(|n| *n == 0)).count())
+            .unwrap_or(0);
+        if skipped > 0 {
+            self.fail(
+                "no record skipped",
+                format!("{name} starts {key} at {start_cp}, but {skipped} records at or before it were never processed"),
+            );
+        }
+        if let Some(prev) = self.last_proc.get(&key).copied()
+            && let Some(p) = self.procs.get(prev)
+            && p.how == Some(Exited::Stopped)
+            && p.told == Some(Told::ShutdownRequested)
+            && p.checkpointed == p.delivered
+            && from != p.delivered
+        {
+            let detail = format!(
+                "{name} starts {key} at {start_cp}, but the previous processor stopped gracefully with record {} checkpointed",
+                p.delivered
+            );
+            self.fail("no duplicates after a graceful handoff", detail);
+        }
+        self.last_proc.insert(key.clone(), proc);
+        self.check_one_trusted(&key);
+        self.note(|| format!("{name} STARTS {key} at {start_cp}"));
+        self.schedule_task(id, None);
+    }
+
+    /// At most one processor of `key` is trusted now.
+    fn check_one_trusted(&mut self, key: &str) {
+        let trusted: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| t.alive && t.key == key && t.proc != usize::MAX)
+            .filter(|t| t.trust_until > self.local(t.inc))
+            .map(|t| self.name(t.inc))
+            .collect();
+        if trusted.len() > 1 {
+            self.fail(
+                "one trusted processor per shard",
+                format!("{key} is run by {trusted:?} at once, each trusting its lease"),
+            );
+        }
+    }
+
+    /// Schedules the task's next step: at `at`, or at the next batch, or at its trust deadline.
+    fn schedule_task(&mut self, id: u64, at: Option<T>) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        let trust = self.real(task.inc, task.trust_until);
+        let at = at.unwrap_or(task.wake.min(trust));
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        task.generation += 1;
+        let generation = task.generation;
+        self.push(at, Ev::TaskStep { task: id, generation });
+    }
+
+    /// Moves the task to `phase` and schedules its next step.
+    fn enter(&mut self, id: u64, phase: Phase) {
+        let wake = match phase {
+            Phase::Reading => self.t + self.batch_interval,
+            Phase::EndRetry | Phase::ChildRetry(_) => self.t + 2 * SEC,
+            _ => T::MAX,
+        };
+        if let Some(task) = self.tasks.get_mut(&id) {
+            task.phase = phase;
+            task.wake = wake;
+        }
+        self.schedule_task(id, None);
+    }
+
+    fn tell(&mut self, task: u64, told: Told) {
+        let Some(proc) = self.tasks.get(&task).map(|t| t.proc) else {
+            return;
+        };
+        let Some(p) = self.procs.get_mut(proc) else {
+            return;
+        };
+        match p.told {
+            Some(before) if before != told => {
+                let detail = format!("{} was told {before:?}, then {told:?}", p.shard);
+                self.fail("told why it stops", detail);
+            }
+            _ => p.told = Some(told),
+        }
+    }
+
+    fn told(&self, task: u64) -> Option<Told> {
+        self.tasks
+            .get(&task)
+            .and_then(|t| self.procs.get(t.proc))
+            .and_then(|p| p.told)
+    }
+
+    fn task_step(&mut self, id: u64) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        let now = self.local(task.inc);
+        let phase = task.phase.clone();
+        if now >= task.trust_until {
+            // The task's guarded calls are dropped at the deadline.
+            match phase {
+                Phase::Shutdown | Phase::EndCheckpoint | Phase::EndRetry => {}
+                _ => {
+                    if self.told(id).is_none() {
+                        self.tell(id, Told::LeaseLost);
+                    }
+                }
+            }
+            self.exit_task(id, Exited::LeaseLost);
+            return;
+        }
+        match phase {
+            Phase::Reading => self.read(id),
+            Phase::EndRetry => self.end_checkpoint(id),
+            Phase::ChildRetry(index) => self.create_child(id, index),
+            // A write is under way: its answer moves the task on.
+            _ => {}
+        }
+    }
+
+    fn read(&mut self, id: u64) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        let (stop, panic, key, delivered, inc) = (
+            task.stop,
+            task.panic,
+            task.key.clone(),
+            task.delivered,
+            task.inc,
+        );
+        if stop != Stop::Run {
+            self.tell(id, Told::ShutdownRequested);
+            let from = self
+                .procs
+                .get(self.tasks.get(&id).map_or(usize::MAX, |t| t.proc))
+                .map_or(0, |p| record_of(&p.start_cp));
+            if delivered > from {
+                self.checkpoint(id, Phase::Shutdown, at_record(delivered));
+            } else {
+                self.exit_task(id, Exited::Stopped);
+            }
+            return;
+        }
+        if panic {
+            self.exit_task(id, Exited::Panicked("injected".to_owned()));
+            return;
+        }
+        let Some(shard) = self.shard(&key) else {
+            return;
+        };
+        let available = shard.available(self.t);
+        let last = shard.last;
+        if delivered < available {
+            self.check_one_trusted(&key);
+            let upto = available.min(delivered + BATCH);
+            let counts = self.processed.entry(key.clone()).or_default();
+            if counts.len() <= upto as usize {
+                counts.resize(upto as usize + 1, 0);
+            }
+            for r in delivered + 1..=upto {
+                if counts[r as usize] > 0 {
+                    self.report.duplicates += 1;
+                }
+                counts[r as usize] += 1;
+            }
+            if let Some(task) = self.tasks.get_mut(&id) {
+                task.delivered = upto;
+                if let Some(p) = self.procs.get_mut(task.proc) {
+                    p.delivered = upto;
+                }
+            }
+            self.checkpoint(id, Phase::Batch, at_record(upto));
+            return;
+        }
+        if last.is_some_and(|last| delivered >= last) {
+            // As `shard.rs`: a child is created only once its other parents have leases (read
+            // now, consistently) or are no longer listed.
+            let ready: Vec<ChildShard> = self
+                .children_of(&key)
+                .into_iter()
+                .filter(|child| {
+                    lineage::child_may_be_created(
+                        child,
+                        &key,
+                        |p| self.table.get(p).is_some(),
+                        |p| self.shard(p).is_some(),
+                    )
+                })
+                .collect();
+            let children = lineage::child_leases(&ready);
+            let name = self.name(inc);
+            self.note(|| format!("{name} reaches the end of {key}"));
+            if let Some(task) = self.tasks.get_mut(&id) {
+                task.children = children;
+            }
+            self.create_child(id, 0);
+            return;
+        }
+        self.enter(id, Phase::Reading);
+    }
+
+    fn checkpoint(&mut self, id: u64, phase: Phase, at: Checkpoint) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        let (inc, copy) = (task.inc, task.copy);
+        self.enter(id, phase);
+        self.enqueue(inc, copy, Pending::Checkpoint { task: id, at });
+    }
+
+    fn create_child(&mut self, id: u64, index: usize) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        let (inc, copy) = (task.inc, task.copy);
+        match task.children.get(index).cloned() {
+            Some(child) => {
+                self.enter(id, Phase::Child(index));
+                self.send(inc, Origin::Task(id), Op::Create(child), None);
+            }
+            None => {
+                let children: BTreeSet<String> =
+                    task.children.iter().map(|c| c.key.clone()).collect();
+                self.enter(id, Phase::SetChildren);
+                self.enqueue(inc, copy, Pending::SetChildren { task: id, children });
+            }
+        }
+    }
+
+    fn end_checkpoint(&mut self, id: u64) {
+        self.tell(id, Told::ShardEnded);
+        self.checkpoint(id, Phase::EndCheckpoint, Checkpoint::ShardEnd);
+    }
+
+    fn task_answer(&mut self, id: u64, answer: Answer) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        if !task.alive {
+            return;
+        }
+        task.writing = None;
+        let phase = task.phase.clone();
+        if self.trace.is_some() {
+            let (inc, key) = (task.inc, task.key.clone());
+            let name = self.name(inc);
+            let text = format!("{phase:?} answered {}", short(&format!("{answer:?}")));
+            self.note(|| format!("{name} task {key}: {text}"));
+        }
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let written = matches!(answer, Answer::Write(Outcome::Written(_)));
+        let (proc, delivered) = (task.proc, task.delivered);
+        if written
+            && matches!(phase, Phase::Batch | Phase::Shutdown | Phase::EndCheckpoint)
+            && let Some(p) = self.procs.get_mut(proc)
+        {
+            p.checkpointed = delivered;
+        }
+        match phase {
+            Phase::Batch => self.enter(id, Phase::Reading),
+            Phase::Shutdown => self.exit_task(id, Exited::Stopped),
+            Phase::Child(index) => {
+                if matches!(answer, Answer::Created) {
+                    self.create_child(id, index + 1);
+                } else {
+                    // Tried again after a pause.
+                    self.enter(id, Phase::ChildRetry(index));
+                }
+            }
+            Phase::SetChildren => self.end_checkpoint(id),
+            Phase::EndCheckpoint => {
+                if written {
+                    self.exit_task(id, Exited::ShardEnded);
+                } else {
+                    self.enter(id, Phase::EndRetry);
+                }
+            }
+            Phase::Reading | Phase::EndRetry | Phase::ChildRetry(_) => {}
+        }
+    }
+
+    /// A shard task ends as `how`: its worker's machine hears of it at once.
+    fn exit_task(&mut self, id: u64, how: Exited) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        if !task.alive {
+            return;
+        }
+        task.alive = false;
+        let (inc, key, copy, proc, writing) = (
+            task.inc,
+            task.key.clone(),
+            task.copy,
+            task.proc,
+            task.writing.take(),
+        );
+        // A write it was waiting for is dropped with it: the copy is free at once.
+        if let Some(req) = writing {
+            if let Some(r) = self.reqs.get_mut(&req) {
+                r.orphan = true;
+            }
+            if let Some(c) = self.copies.get_mut(&copy)
+                && c.busy == Some(req)
+            {
+                c.busy = None;
+            }
+        }
+        if let Some(worker) = self.workers.get_mut(&inc) {
+            if worker.tasks.get(&key) == Some(&id) {
+                worker.tasks.remove(&key);
+            }
+            if how == Exited::LeaseLost && worker.copies.get(&key) == Some(&copy) {
+                worker.copies.remove(&key);
+            }
+        }
+        self.grant(inc, copy);
+        let name = self.name(inc);
+        if let Some(p) = self.procs.get_mut(proc) {
+            p.how = Some(how.clone());
+            p.end = Some((self.t, End::Exited));
+            let told = p.told;
+            let ok = match &how {
+                Exited::ShardEnded => told == Some(Told::ShardEnded),
+                Exited::Stopped | Exited::ReadFailed => told == Some(Told::ShutdownRequested),
+                Exited::LeaseLost => told.is_some(),
+                Exited::Panicked(_) | Exited::Aborted => true,
+            };
+            if !ok {
+                let detail = format!("{name}'s processor of {key} ended as {how:?} after being told {told:?}");
+                self.fail("told why it stops", detail);
+            }
+        }
+        let text = format!("{how:?}");
+        self.note(|| format!("{name} task {key} ends: {text}"));
+        self.tasks.remove(&id);
+        self.push(
+            self.t,
+            Ev::Input {
+                inc,
+                input: Input::Exited { key, how },
+            },
+        );
+    }
+
+    // --- chaos ---------------------------------------------------------------------------------
+
+    fn live(&self) -> Vec<u32> {
+        self.workers
+            .values()
+            .filter(|w| w.life == Life::Alive && !w.shutting_down)
+            .map(|w| w.inc)
+            .collect()
+    }
+
+    fn chaos(&mut self) {
+        if self.t >= self.chaos_until {
+            // The quiet period: at least one worker, and nothing else happens.
+            let running = self
+                .workers
+                .values()
+                .filter(|w| matches!(w.life, Life::Alive | Life::Paused { .. }) && !w.shutting_down)
+                .count();
+            if running == 0 {
+                self.start_worker(None);
+                self.report.joins += 1;
+            }
+            return;
+        }
+        let live = self.live();
+        let pick = |rng: &mut StdRng, from: &[u32]| -> Option<u32> {
+            (!from.is_empty()).then(|| from[rng.random_range(0..from.len())])
+        };
+        let roll = self.rng.random_range(0..100);
+        let population = self
+            .workers
+            .values()
+            .filter(|w| matches!(w.life, Life::Alive | Life::Paused { .. }))
+            .count();
+        match roll {
+            0..20 => {
+                if let Some(inc) = pick(&mut self.rng, &live) {
+                    let id = self.workers.get(&inc).map(|w| w.id.clone());
+                    self.kill(inc);
+                    if self.rng.random_bool(0.7) {
+                        let same = self.rng.random_bool(0.5).then_some(id).flatten();
+                        self.start_worker(same);
+                        self.report.joins += 1;
+                    }
+                }
+            }
+            20..35 => {
+                if let Some(inc) = pick(&mut self.rng, &live) {
+                    let failover = micros(self.settings.failover);
+                    let long = self.rng.random_bool(0.5);
+                    let length = if long {
+                        self.rng.random_range(failover + SEC..failover * 5 / 2)
+                    } else {
+                        self.rng.random_range(100 * MS..failover / 2)
+                    };
+                    self.pause(inc, length, long);
+                }
+            }
+            35..45 => {
+                if population < 8 {
+                    self.start_worker(None);
+                    self.report.joins += 1;
+                }
+            }
+            45..55 => {
+                if let Some(inc) = pick(&mut self.rng, &live) {
+                    self.shut_down(inc);
+                    // A replacement (a rolling deploy) has its own id: worker ids are unique
+                    // among running workers (a worker restarted under its old id takes its own
+                    // leases back at once, which is only safe once the old process is gone).
+                    if self.rng.random_bool(0.5) {
+                        self.start_worker(None);
+                        self.report.joins += 1;
+                    }
+                }
+            }
+            55..61 => self.split(),
+            61..66 => self.merge(),
+            66..74 => self.arm_panic(),
+            _ => {}
+        }
+        let next = self.t + self.rng.random_range(SEC..6 * SEC);
+        self.push(next, Ev::Chaos);
+    }
+
+    fn kill(&mut self, inc: u32) {
+        let name = self.name(inc);
+        self.note(|| format!("KILL {name}"));
+        self.report.kills += 1;
+        self.last_disruption = self.t;
+        let Some(worker) = self.workers.get_mut(&inc) else {
+            return;
+        };
+        worker.life = Life::Dead;
+        worker.deferred.clear();
+        let tasks: Vec<u64> = worker.tasks.values().copied().collect();
+        worker.tasks.clear();
+        for id in tasks {
+            if let Some(task) = self.tasks.remove(&id)
+                && let Some(p) = self.procs.get_mut(task.proc)
+            {
+                p.end = Some((self.t, End::Died));
+            }
+        }
+    }
+
+    fn pause(&mut self, inc: u32, length: T, long: bool) {
+        let name = self.name(inc);
+        self.note(|| format!("PAUSE {name} for {:.3} s", secs(length)));
+        self.report.pauses += 1;
+        if long {
+            self.report.long_pauses += 1;
+        }
+        self.last_disruption = self.t;
+        let until = self.t + length;
+        if let Some(worker) = self.workers.get_mut(&inc) {
+            worker.life = Life::Paused { until };
+        }
+        self.push(until, Ev::Resume { inc });
+    }
+
+    fn resume(&mut self, inc: u32) {
+        let Some(worker) = self.workers.get_mut(&inc) else {
+            return;
+        };
+        if !matches!(worker.life, Life::Paused { .. }) {
+            return;
+        }
+        worker.life = Life::Alive;
+        worker.running_since = self.t;
+        let deferred = std::mem::take(&mut worker.deferred);
+        self.last_disruption = self.t;
+        let name = self.name(inc);
+        self.note(|| format!("RESUME {name}"));
+        for ev in deferred {
+            self.push(self.t, ev);
+        }
+        self.drive(inc, Input::Tick);
+        // Its tasks look at their deadlines at once.
+        let tasks: Vec<u64> = self
+            .workers
+            .get(&inc)
+            .map(|w| w.tasks.values().copied().collect())
+            .unwrap_or_default();
+        for task in tasks {
+            self.schedule_task(task, Some(self.t));
+        }
+    }
+
+    fn shut_down(&mut self, inc: u32) {
+        let name = self.name(inc);
+        self.note(|| format!("SHUTDOWN {name}"));
+        self.report.shutdowns += 1;
+        self.last_disruption = self.t;
+        if let Some(worker) = self.workers.get_mut(&inc) {
+            worker.shutting_down = true;
+        }
+        self.drive(inc, Input::ShutdownAsked);
+    }
+
+    fn open_shards(&self) -> Vec<usize> {
+        (0..self.shards.len())
+            .filter(|i| self.shards[*i].last.is_none())
+            .collect()
+    }
+
+    fn close(&mut self, index: usize) {
+        let available = self.shards[index].available(self.t);
+        self.shards[index].last = Some(available);
+    }
+
+    fn split(&mut self) {
+        let open = self.open_shards();
+        if open.is_empty() || self.shards.len() > 40 {
+            return;
+        }
+        let index = open[self.rng.random_range(0..open.len())];
+        self.close(index);
+        let parent = self.shards[index].id.clone();
+        let a = self.open_shard(BTreeSet::from([parent.clone()]));
+        let b = self.open_shard(BTreeSet::from([parent.clone()]));
+        self.report.splits += 1;
+        self.note(|| format!("SPLIT {parent} into {a} and {b}"));
+    }
+
+    fn merge(&mut self) {
+        let open = self.open_shards();
+        if open.len() < 2 || self.shards.len() > 40 {
+            return;
+        }
+        let i = self.rng.random_range(0..open.len());
+        let j = (i + 1 + self.rng.random_range(0..open.len() - 1)) % open.len();
+        let (a, b) = (open[i], open[j]);
+        self.close(a);
+        self.close(b);
+        let parents = BTreeSet::from([self.shards[a].id.clone(), self.shards[b].id.clone()]);
+        let text = format!("{parents:?}");
+        let child = self.open_shard(parents);
+        self.report.merges += 1;
+        self.note(|| format!("MERGE {text} into {child}"));
+    }
+
+    fn arm_panic(&mut self) {
+        let running: Vec<u64> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.alive && t.proc != usize::MAX)
+            .filter(|(_, t)| {
+                self.workers
+                    .get(&t.inc)
+                    .is_some_and(|w| w.life == Life::Alive)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        let id = running[self.rng.random_range(0..running.len())];
+        if let Some(task) = self.tasks.get_mut(&id) {
+            task.panic = true;
+            let key = task.key.clone();
+            let inc = task.inc;
+            self.report.panics += 1;
+            self.last_disruption = self.t;
+            let name = self.name(inc);
+            self.note(|| format!("PANIC armed in {name}'s processor of {key}"));
+        }
+    }
+
+    // --- invariants over time ------------------------------------------------------------------
+
+    /// Keys of the workable leases (not finished, every parent with a lease finished).
+    fn workable(&self) -> Vec<String> {
+        let leases = self.table.scan();
+        let by_key = leases.iter().map(|l| (l.key.as_str(), l)).collect();
+        leases
+            .iter()
+            .filter(|l| {
+                !l.is_finished() && lineage::readiness(l, &by_key) == lineage::Readiness::Ready
+            })
+            .map(|l| l.key.clone())
+            .collect()
+    }
+
+    /// Which worker serves `key` now: an alive, unpaused worker whose processor trusts its lease.
+    fn served_by(&self, key: &str) -> Option<u32> {
+        self.tasks
+            .values()
+            .filter(|t| t.alive && t.key == key && t.proc != usize::MAX)
+            .filter(|t| {
+                self.workers
+                    .get(&t.inc)
+                    .is_some_and(|w| w.life == Life::Alive)
+            })
+            .find(|t| t.trust_until > self.local(t.inc))
+            .map(|t| t.inc)
+    }
+
+    fn check_takeover(&mut self) {
+        if self.net.faulty {
+            return;
+        }
+        let workable = self.workable();
+        let bound = micros(self.settings.failover + self.settings.scan_interval) + TAKEOVER_MARGIN;
+        self.unserved_since.retain(|k, _| workable.contains(k));
+        for key in workable {
+            if self.served_by(&key).is_some() {
+                self.unserved_since.remove(&key);
+                continue;
+            }
+            // A write to an unserved lease (a release, a take by a worker that then died)
+            // starts its failover time again.
+            let counter = self.table.get(&key).map_or(0, |l| l.counter);
+            let entry = self.unserved_since.entry(key.clone()).or_insert((self.t, counter));
+            if entry.1 != counter {
+                *entry = (self.t, counter);
+            }
+            let from = entry.0;
+            let start = from.max(self.last_disruption);
+            if !self.stable_observer(start) {
+                continue;
+            }
+            let gap = self.t - start;
+            self.report.longest_gap = self.report.longest_gap.max(Duration::from_micros(gap));
+            if gap > bound {
+                let detail = format!(
+                    "{key} has had no trusted processor for {:.3} s (since {:.3} s; last disruption at {:.3} s; bound {:.3} s)",
+                    secs(self.t - from),
+                    secs(from),
+                    secs(self.last_disruption),
+                    secs(bound)
+                );
+                self.fail("takeover in time", detail);
+                return;
+            }
+        }
+    }
+
+    /// Whether some worker has run, unpaused and not shutting down, since `from` or before.
+    fn stable_observer(&self, from: T) -> bool {
+        self.workers
+            .values()
+            .any(|w| w.life == Life::Alive && !w.shutting_down && w.running_since <= from)
+    }
+
+    fn final_checks(&mut self) {
+        // Every workable shard runs, evenly spread, and nothing moved at the end.
+        let workable = self.workable();
+        let mut counts: BTreeMap<u32, usize> = self
+            .workers
+            .values()
+            .filter(|w| w.life == Life::Alive && !w.shutting_down)
+            .map(|w| (w.inc, 0))
+            .collect();
+        for key in &workable {
+            match self.served_by(key) {
+                Some(inc) => *counts.entry(inc).or_insert(0) += 1,
+                None => {
+                    self.fail(
+                        "every shard runs at the end",
+                        format!("{key} has no trusted processor after the quiet period"),
+                    );
+                    return;
+                }
+            }
+        }
+        let max = counts.values().max().copied().unwrap_or(0);
+        let min = counts.values().min().copied().unwrap_or(0);
+        if max - min > 1 {
+            let spread: Vec<String> = counts
+                .iter()
+                .map(|(inc, n)| format!("{}: {n}", self.name(*inc)))
+                .collect();
+            self.fail("even split", format!("{} leases spread as {spread:?}", workable.len()));
+            return;
+        }
+        let late = self.moves.iter().filter(|at| **at + STILL > self.end).count();
+        if late > 0 {
+            self.fail(
+                "no handoff ping-pong",
+                format!("{late} takes or handoffs in the last {} s of the quiet period", STILL / SEC),
+            );
+            return;
+        }
+        // Nothing skipped: every record up to each checkpoint was processed.
+        for lease in self.table.scan() {
+            let upto = match &lease.checkpoint {
+                Checkpoint::ShardEnd => self
+                    .shard(&lease.key)
+                    .and_then(|s| s.last)
+                    .unwrap_or(0),
+                other => record_of(other),
+            };
+            let counts = self.processed.get(&lease.key);
+            let missing = (1..=upto)
+                .filter(|r| counts.and_then(|c| c.get(*r as usize)).is_none_or(|n| *n == 0))
+                .count();
+            if missing > 0 {
+                self.fail(
+                    "no record skipped",
+                    format!("{} is checkpointed at {}, but {missing} records before it were never processed", lease.key, lease.checkpoint),
+                );
+                return;
+            }
+        }
+    }
+}
+
+fn write(result: Result<Lease, Option<Lease>>) -> Answer {
+    Answer::Write(match result {
+        Ok(lease) => Outcome::Written(lease),
+        Err(current) => Outcome::Refused(current),
+    })
+}
+
+fn outcome(answer: Answer) -> Outcome {
+    match answer {
+        Answer::Write(outcome) => outcome,
+        _ => Outcome::Failed,
+    }
+}
+
+/// The record number a checkpoint stands at (records are numbered from 1; a sentinel is 0).
+fn record_of(checkpoint: &Checkpoint) -> u64 {
+    checkpoint
+        .sequence_number()
+        .and_then(|s| s.as_str().parse().ok())
+        .unwrap_or(0)
+}
+
+fn at_record(record: u64) -> Checkpoint {
+    match SequenceNumber::parse(&record.to_string()) {
+        Ok(sequence) => Checkpoint::at(sequence, 0),
+        Err(_) => Checkpoint::TrimHorizon,
+    }
+}
+
+fn short(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars().take(300) {
+        out.push(c);
+    }
+    if text.len() > 300 {
+        let _ = write!(out, "...");
+    }
+    out
+}
+
+fn describe_lease(lease: &Lease) -> String {
+    format!(
+        "{}(owner {:?}, counter {}, handoff {:?}, {})",
+        lease.key, lease.owner, lease.counter, lease.checkpoint_owner, lease.checkpoint
+    )
+}
+
+fn describe_outcome(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Written(lease) => format!("written {}", describe_lease(lease)),
+        Outcome::Refused(Some(lease)) => format!("refused, now {}", describe_lease(lease)),
+        Outcome::Refused(None) => "refused (absent)".to_owned(),
+        Outcome::Failed => "failed".to_owned(),
+    }
+}
+
+fn describe_input(input: &Input) -> String {
+    match input {
+        Input::Tick => "tick".to_owned(),
+        Input::Scanned(Some(leases)) => format!(
+            "scan: {}",
+            leases.iter().map(describe_lease).collect::<Vec<_>>().join(", ")
+        ),
+        Input::Scanned(None) => "scan failed".to_owned(),
+        Input::Synced(ok) => format!("synced {ok}"),
+        Input::Renewed { key, outcome, .. } => format!("renewal of {key} {}", describe_outcome(outcome)),
+        Input::Taken { key, outcome, .. } => format!("take of {key} {}", describe_outcome(outcome)),
+        Input::HandoffAsked { key, outcome } => {
+            format!("handoff request of {key} {}", describe_outcome(outcome))
+        }
+        Input::Released { key, outcome } => format!("release of {key} {}", describe_outcome(outcome)),
+        Input::Exited { key, how } => format!("task {key} exited {how:?}"),
+        Input::ShutdownAsked => "shutdown asked".to_owned(),
+    }
+}
+
+fn describe_action(action: &Action) -> String {
+    match action {
+        Action::Take { lease } => format!("take {}", describe_lease(lease)),
+        Action::AskHandoff { lease } => format!("ask handoff {}", describe_lease(lease)),
+        Action::Release { lease, role } => format!("release {} as {role:?}", describe_lease(lease)),
+        Action::Start { lease, .. } => format!("start {}", describe_lease(lease)),
+        other => format!("{other:?}"),
+    }
+}
