@@ -280,16 +280,6 @@ impl Machine {
         }
     }
 
-    /// This worker's name.
-    pub(crate) fn me(&self) -> &str {
-        &self.me
-    }
-
-    /// The local state of every lease this worker has anything to do with.
-    pub(crate) fn locals(&self) -> &BTreeMap<String, Local> {
-        &self.locals
-    }
-
     /// How many leases have a running processor.
     pub(crate) fn running(&self) -> usize {
         self.locals

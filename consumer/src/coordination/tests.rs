@@ -1,1 +1,485 @@
+//! Scripted schedules for one machine: each defect the chaos run found, and the paths around it.
+
 use super::*;
+use crate::checkpoint::Checkpoint;
+
+const F: Duration = Duration::from_secs(10);
+
+fn settings() -> Settings {
+    Settings {
+        failover: F,
+        trust: Duration::from_secs(9),
+        renew_interval: Duration::from_secs(4),
+        scan_interval: Duration::from_secs(2),
+        shard_sync_interval: Duration::from_secs(60),
+        handoff_timeout: Duration::from_secs(15),
+        shutdown_timeout: Duration::from_secs(30),
+        max_leases: None,
+        max_handoffs: None,
+    }
+}
+
+fn lease(key: &str, owner: Option<&str>, counter: u64) -> Lease {
+    let mut lease = Lease::new(key, Checkpoint::TrimHorizon);
+    lease.owner = owner.map(str::to_owned);
+    lease.counter = counter;
+    lease
+}
+
+fn in_handoff(key: &str, to: &str, from: &str, counter: u64) -> Lease {
+    let mut lease = lease(key, Some(to), counter);
+    lease.checkpoint_owner = Some(from.to_owned());
+    lease
+}
+
+/// One worker's machine, on a clock the test moves.
+struct Worker {
+    machine: Machine,
+    start: Instant,
+    now: Instant,
+    /// Every action so far.
+    log: Vec<Action>,
+}
+
+impl Worker {
+    /// A worker that has synced; its first scan is due.
+    fn new(me: &str) -> Self {
+        let start = Instant::now();
+        let mut worker = Worker {
+            machine: Machine::new(me, settings(), start),
+            start,
+            now: start,
+            log: Vec::new(),
+        };
+        worker.feed(Input::Tick);
+        worker.feed(Input::Synced(true));
+        worker
+    }
+
+    fn at(&mut self, since_start: Duration) -> &mut Self {
+        self.now = self.start + since_start;
+        self
+    }
+
+    fn feed(&mut self, input: Input) -> Vec<Action> {
+        let actions = self.machine.handle(input, self.now);
+        self.log.extend(actions.iter().cloned());
+        actions
+    }
+
+    fn scan(&mut self, leases: &[Lease]) -> Vec<Action> {
+        // A scan is answered only if one was asked for; ask if need be.
+        if self.machine.scanning.is_none() {
+            self.machine.next_scan = self.now;
+            self.feed(Input::Tick);
+        }
+        self.feed(Input::Scanned(Some(leases.to_vec())))
+    }
+
+    fn starts(&self, key: &str) -> usize {
+        self.log
+            .iter()
+            .filter(|a| matches!(a, Action::Start { lease, .. } if lease.key == key))
+            .count()
+    }
+
+    fn renewals(&self, key: &str) -> usize {
+        self.log
+            .iter()
+            .filter(|a| matches!(a, Action::Renew { key: k } if k == key))
+            .count()
+    }
+}
+
+fn takes(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Take { lease } => Some(lease.key.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn written(lease: Lease) -> Outcome {
+    Outcome::Written(lease)
+}
+
+/// Defect 1: a lease asked of a worker that then died was taken at its expiry and then started a
+/// second time when a later scan showed it "handed over".
+#[test]
+fn a_lease_awaited_from_a_dead_owner_is_started_once() {
+    let mut b = Worker::new("b");
+    // a holds both leases; b asks for one of them.
+    let table = [lease("s0", Some("a"), 5), lease("s1", Some("a"), 7)];
+    let asked = b.scan(&table);
+    let asks: Vec<&Action> = asked
+        .iter()
+        .filter(|a| matches!(a, Action::AskHandoff { .. }))
+        .collect();
+    assert_eq!(asks.len(), 1, "{asked:?}");
+    let Action::AskHandoff { lease: asked } = asks[0] else {
+        unreachable!()
+    };
+    let key = asked.key.clone();
+    let request = in_handoff(&key, "b", "a", asked.counter);
+    b.feed(Input::HandoffAsked {
+        key: key.clone(),
+        outcome: written(request.clone()),
+    });
+    // a dies (kill -9): its counters stop moving; b keeps looking.
+    let other = if key == "s0" { "s1" } else { "s0" };
+    let other_lease = table.iter().find(|l| l.key == other).cloned().unwrap_or_else(|| lease(other, Some("a"), 1));
+    let mut now = Duration::from_millis(600);
+    let mut taken = None;
+    while now < Duration::from_secs(20) && taken.is_none() {
+        let actions = b.at(now).scan(&[request.clone(), other_lease.clone()]);
+        if takes(&actions).contains(&key) {
+            taken = Some(now);
+        }
+        now += Duration::from_millis(500);
+    }
+    let taken_at = taken.expect("the awaited lease was never taken at its expiry");
+    assert!(taken_at > F && taken_at <= F + Duration::from_secs(2), "taken at {taken_at:?}");
+    let mut mine = lease(&key, Some("b"), request.counter + 1);
+    b.feed(Input::Taken {
+        key: key.clone(),
+        sent: b.now,
+        outcome: written(mine.clone()),
+    });
+    assert_eq!(b.starts(&key), 1);
+    // Later scans show it owned by b with no handoff: the old code started it again here.
+    for step in 1..10 {
+        mine.counter += 1;
+        let at = taken_at + Duration::from_millis(500 * step);
+        b.at(at).scan(&[mine.clone(), other_lease.clone()]);
+    }
+    assert_eq!(b.starts(&key), 1, "started twice: {:?}", b.log);
+}
+
+/// Defect 2: a worker only awaiting a lease (released to it, not started yet) was asked for it
+/// by a third worker and dropped it without releasing: the shard went unread until expiry.
+#[test]
+fn a_handoff_asked_of_a_worker_only_awaiting_the_lease_is_released_at_once() {
+    let mut w3 = Worker::new("w3");
+    let table = [
+        lease("s5", Some("w2"), 4),
+        lease("s6", Some("w2"), 3),
+        lease("s7", Some("w1"), 3),
+    ];
+    let actions = w3.scan(&table);
+    let Some(Action::AskHandoff { lease: asked }) = actions
+        .iter()
+        .find(|a| matches!(a, Action::AskHandoff { .. }))
+        .cloned()
+    else {
+        panic!("{actions:?}");
+    };
+    let key = asked.key.clone();
+    w3.feed(Input::HandoffAsked {
+        key: key.clone(),
+        outcome: written(in_handoff(&key, "w3", "w2", asked.counter)),
+    });
+    // w2 released it to w3, and w1 asked w3 for it before w3 started it.
+    let asked_by_w1 = in_handoff(&key, "w1", "w3", asked.counter + 1);
+    let table: Vec<Lease> = table
+        .iter()
+        .map(|l| if l.key == key { asked_by_w1.clone() } else { l.clone() })
+        .collect();
+    let actions = w3.at(Duration::from_millis(700)).scan(&table);
+    assert!(
+        actions.iter().any(|a| matches!(a,
+            Action::Release { lease, role: Role::PreviousOwner } if lease.key == key)),
+        "w3 must complete the handoff to w1 at once: {actions:?}"
+    );
+    assert_eq!(w3.starts(&key), 0);
+}
+
+/// Defect 3: a worker at its fair share left expired leases alone, so a dead worker's shards
+/// waited for a worker below its share, or for a new worker to watch them for a whole failover
+/// time.
+#[test]
+fn expired_leases_are_taken_by_the_first_worker_to_see_them_whatever_its_share() {
+    let mut b = Worker::new("b");
+    // 12 leases: a (about to die), b and c hold 4 each.
+    let table: Vec<Lease> = (0..12)
+        .map(|i| {
+            let owner = ["a", "b", "c"][i % 3];
+            lease(&format!("s{i:02}"), Some(owner), 1)
+        })
+        .collect();
+    b.scan(&table);
+    // b's own leases are running (taken before this test began).
+    for l in table.iter().filter(|l| l.owner.as_deref() == Some("b")) {
+        b.machine.locals.insert(
+            l.key.clone(),
+            Local::Running(Run {
+                lease: l.clone(),
+                trust_until: b.now + Duration::from_secs(3600),
+                renewing: true,
+                retry_at: None,
+                stop: Stop::Run,
+                handing_off: false,
+                revoked: false,
+            }),
+        );
+    }
+    // c keeps renewing; a does not.
+    let at = F + Duration::from_millis(100);
+    let renewed: Vec<Lease> = table
+        .iter()
+        .map(|l| {
+            let mut l = l.clone();
+            if l.owner.as_deref() == Some("c") {
+                l.counter += 3;
+            }
+            l
+        })
+        .collect();
+    b.at(Duration::from_secs(5)).scan(&renewed);
+    let actions = b.at(at).scan(&renewed);
+    let mut taken = takes(&actions);
+    taken.sort();
+    let a_held: Vec<String> = table
+        .iter()
+        .filter(|l| l.owner.as_deref() == Some("a"))
+        .map(|l| l.key.clone())
+        .collect();
+    // b holds 4 and the fair share between b and c is 6: the old rule took 2.
+    assert_eq!(taken, a_held, "all of the dead worker's leases at once");
+}
+
+/// Defect 4: a panicking processor's task ended with a `JoinError` that the loop ignored: the
+/// lease stayed held and renewed, with nobody processing the shard.
+#[test]
+fn a_panicked_processor_releases_its_lease_and_is_renewed_no_more() {
+    let mut b = Worker::new("b");
+    let actions = b.scan(&[lease("s0", None, 3)]);
+    assert_eq!(takes(&actions), ["s0"]);
+    let mine = lease("s0", Some("b"), 4);
+    b.feed(Input::Taken {
+        key: "s0".into(),
+        sent: b.now,
+        outcome: written(mine.clone()),
+    });
+    assert_eq!(b.starts("s0"), 1);
+    b.at(Duration::from_secs(5)).feed(Input::Tick);
+    assert_eq!(b.renewals("s0"), 1);
+    b.feed(Input::Renewed {
+        key: "s0".into(),
+        sent: b.now,
+        outcome: written(lease("s0", Some("b"), 5)),
+    });
+    let actions = b.at(Duration::from_secs(6)).feed(Input::Exited {
+        key: "s0".into(),
+        how: Exited::Panicked("boom".into()),
+    });
+    assert!(
+        actions.iter().any(|a| matches!(a,
+            Action::Release { lease, role: Role::Owner } if lease.key == "s0")),
+        "{actions:?}"
+    );
+    for second in 7..30 {
+        b.at(Duration::from_secs(second)).feed(Input::Tick);
+    }
+    assert_eq!(b.renewals("s0"), 1, "renewed without a processor: {:?}", b.log);
+}
+
+#[test]
+fn a_refused_renewal_revokes_the_lease_and_renewals_stop() {
+    let mut b = Worker::new("b");
+    b.scan(&[lease("s0", None, 3)]);
+    b.feed(Input::Taken {
+        key: "s0".into(),
+        sent: b.now,
+        outcome: written(lease("s0", Some("b"), 4)),
+    });
+    b.at(Duration::from_secs(4)).feed(Input::Tick);
+    let actions = b.feed(Input::Renewed {
+        key: "s0".into(),
+        sent: b.now,
+        outcome: Outcome::Refused(Some(lease("s0", Some("c"), 9))),
+    });
+    assert!(actions.contains(&Action::Revoke { key: "s0".into() }), "{actions:?}");
+    for second in 5..20 {
+        b.at(Duration::from_secs(second)).feed(Input::Tick);
+    }
+    assert_eq!(b.renewals("s0"), 1);
+    // The processor stops with lease_lost: nothing to release.
+    let actions = b.feed(Input::Exited {
+        key: "s0".into(),
+        how: Exited::LeaseLost,
+    });
+    assert!(!actions.iter().any(|a| matches!(a, Action::Release { .. })), "{actions:?}");
+}
+
+#[test]
+fn renewals_that_never_answer_stop_at_the_trust_deadline() {
+    let mut b = Worker::new("b");
+    b.scan(&[lease("s0", None, 3)]);
+    let sent = b.now;
+    b.feed(Input::Taken {
+        key: "s0".into(),
+        sent,
+        outcome: written(lease("s0", Some("b"), 4)),
+    });
+    // Every renewal fails; retries go on until the trust deadline (9 s after the take was sent),
+    // then stop: the processor stops itself there.
+    let mut t = Duration::from_millis(100);
+    while t < Duration::from_secs(20) {
+        let actions = b.at(t).feed(Input::Tick);
+        for action in actions {
+            if let Action::Renew { key } = action {
+                b.feed(Input::Renewed {
+                    key,
+                    sent: b.now,
+                    outcome: Outcome::Failed,
+                });
+            }
+        }
+        t += Duration::from_millis(100);
+    }
+    let last = b
+        .log
+        .iter()
+        .filter(|a| matches!(a, Action::Renew { .. }))
+        .count();
+    assert!(last > 3, "retried: {last}");
+    match b.machine.locals.get("s0") {
+        Some(Local::Running(run)) => assert!(run.revoked),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_handoff_timeout_withdraws_the_request_while_the_owner_still_renews() {
+    let mut b = Worker::new("b");
+    let table = [lease("s0", Some("a"), 5), lease("s1", Some("a"), 7)];
+    let actions = b.scan(&table);
+    let Some(Action::AskHandoff { lease: asked }) = actions
+        .iter()
+        .find(|a| matches!(a, Action::AskHandoff { .. }))
+        .cloned()
+    else {
+        panic!("{actions:?}");
+    };
+    let key = asked.key.clone();
+    let mut request = in_handoff(&key, "b", "a", asked.counter);
+    b.feed(Input::HandoffAsked {
+        key: key.clone(),
+        outcome: written(request.clone()),
+    });
+    // a keeps renewing (as the previous owner) but never releases.
+    let mut withdrawn = None;
+    let mut t = Duration::from_millis(500);
+    let mut others: Vec<Lease> = table.iter().filter(|l| l.key != key).cloned().collect();
+    while t < Duration::from_secs(20) && withdrawn.is_none() {
+        request.counter += 1;
+        for other in &mut others {
+            other.counter += 1;
+        }
+        let others = others.clone();
+        let mut scan = vec![request.clone()];
+        scan.extend(others);
+        let actions = b.at(t).scan(&scan);
+        assert!(takes(&actions).is_empty(), "taken from a live owner: {actions:?}");
+        if actions.iter().any(|a| matches!(a, Action::Release { role: Role::NewOwner, .. })) {
+            withdrawn = Some(t);
+        }
+        t += Duration::from_millis(500);
+    }
+    let at = withdrawn.expect("never withdrawn");
+    assert!(at > Duration::from_secs(15) && at < Duration::from_secs(16), "{at:?}");
+}
+
+#[test]
+fn shutdown_stops_processors_withdraws_requests_and_finishes_once_all_is_released() {
+    let mut b = Worker::new("b");
+    let table = [
+        lease("s0", None, 1),
+        lease("s1", Some("a"), 1),
+        lease("s2", Some("a"), 1),
+        lease("s3", Some("a"), 1),
+    ];
+    let actions = b.scan(&table);
+    assert_eq!(takes(&actions), ["s0"]);
+    let asked: Vec<Lease> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::AskHandoff { lease } => Some(lease.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked.len(), 1, "{actions:?}");
+    b.feed(Input::Taken {
+        key: "s0".into(),
+        sent: b.now,
+        outcome: written(lease("s0", Some("b"), 2)),
+    });
+    let awaited = in_handoff(&asked[0].key, "b", "a", 1);
+    b.feed(Input::HandoffAsked {
+        key: awaited.key.clone(),
+        outcome: written(awaited.clone()),
+    });
+    let actions = b.at(Duration::from_secs(1)).feed(Input::ShutdownAsked);
+    assert!(actions.contains(&Action::Stop {
+        key: "s0".into(),
+        reason: Stop::Shutdown
+    }));
+    assert!(
+        actions.iter().any(|a| matches!(a,
+            Action::Release { lease, role: Role::NewOwner } if lease.key == awaited.key)),
+        "{actions:?}"
+    );
+    assert!(!b.machine.is_finished());
+    let actions = b.feed(Input::Exited {
+        key: "s0".into(),
+        how: Exited::Stopped,
+    });
+    assert!(actions.iter().any(|a| matches!(a,
+        Action::Release { lease, role: Role::Owner } if lease.key == "s0")));
+    b.feed(Input::Released {
+        key: "s0".into(),
+        outcome: written(lease("s0", None, 3)),
+    });
+    assert!(!b.machine.is_finished());
+    let actions = b.feed(Input::Released {
+        key: awaited.key.clone(),
+        outcome: written(lease(&awaited.key, Some("a"), 1)),
+    });
+    assert!(actions.contains(&Action::Finished), "{actions:?}");
+    assert!(b.machine.is_finished());
+}
+
+#[test]
+fn a_scan_sent_before_a_release_does_not_take_the_lease_back() {
+    let mut b = Worker::new("b");
+    b.scan(&[lease("s0", None, 1)]);
+    b.feed(Input::Taken {
+        key: "s0".into(),
+        sent: b.now,
+        outcome: written(lease("s0", Some("b"), 2)),
+    });
+    // A scan goes out; meanwhile the processor fails and the lease is released.
+    b.at(Duration::from_secs(3));
+    if b.machine.scanning.is_some() {
+        b.feed(Input::Scanned(Some(vec![lease("s0", Some("b"), 2)])));
+    }
+    b.machine.next_scan = b.now;
+    let asked = b.feed(Input::Tick);
+    assert!(asked.contains(&Action::Scan));
+    b.feed(Input::Exited {
+        key: "s0".into(),
+        how: Exited::ReadFailed,
+    });
+    b.feed(Input::Released {
+        key: "s0".into(),
+        outcome: written(lease("s0", None, 3)),
+    });
+    // The scan's answer still shows it owned by b.
+    let actions = b.feed(Input::Scanned(Some(vec![lease("s0", Some("b"), 2)])));
+    assert!(takes(&actions).is_empty(), "{actions:?}");
+    // A scan sent afterwards shows it free: taken again.
+    let actions = b.at(Duration::from_secs(5)).scan(&[lease("s0", None, 3)]);
+    assert_eq!(takes(&actions), ["s0"]);
+}

@@ -11,7 +11,7 @@ use crate::{checkpoint::Checkpoint, lease::Lease, lease_table::ReleaseAs};
 
 /// A refused conditional write: the item as the table held it (`None` if absent), as DynamoDB
 /// returns it with `ReturnValuesOnConditionCheckFailure::ALL_OLD`.
-pub type Refused = Option<Lease>;
+pub type Refused = Option<Box<Lease>>;
 
 /// The lease table, in memory.
 #[derive(Clone, Debug, Default)]
@@ -56,7 +56,7 @@ impl TableModel {
             item.counter == observed.counter && item.owner == observed.owner
         });
         let Some(item) = item.filter(|_| holds) else {
-            return Err(self.items.get(&observed.key).cloned());
+            return Err(self.items.get(&observed.key).cloned().map(Box::new));
         };
         let switches = if observed.owner.as_deref() == Some(me) {
             0
@@ -74,14 +74,14 @@ impl TableModel {
     /// the counter is unchanged. A lease observed without an owner is refused without a call.
     pub fn hand_off(&mut self, observed: &Lease, to: &str) -> Result<Lease, Refused> {
         let Some(from) = &observed.owner else {
-            return Err(Some(observed.clone()));
+            return Err(Some(Box::new(observed.clone())));
         };
         let item = self.items.get_mut(&observed.key);
         let holds = item
             .as_ref()
             .is_some_and(|item| item.owner.as_ref() == Some(from) && item.checkpoint_owner.is_none());
         let Some(item) = item.filter(|_| holds) else {
-            return Err(self.items.get(&observed.key).cloned());
+            return Err(self.items.get(&observed.key).cloned().map(Box::new));
         };
         item.owner = Some(to.to_owned());
         item.checkpoint_owner = Some(from.clone());
@@ -91,7 +91,7 @@ impl TableModel {
     /// Release in the role `role` (see [`ReleaseAs`]).
     pub fn release_as(&mut self, lease: &Lease, me: &str, role: ReleaseAs) -> Result<Lease, Refused> {
         if role == ReleaseAs::NewOwner && lease.checkpoint_owner.is_none() {
-            return Err(Some(lease.clone()));
+            return Err(Some(Box::new(lease.clone())));
         }
         let item = self.items.get_mut(&lease.key);
         let holds = item.as_ref().is_some_and(|item| match role {
@@ -106,10 +106,9 @@ impl TableModel {
             ReleaseAs::NewOwner => {
                 item.owner.as_deref() == Some(me) && item.checkpoint_owner == lease.checkpoint_owner
             }
-            _ => false,
         });
         let Some(item) = item.filter(|_| holds) else {
-            return Err(self.items.get(&lease.key).cloned());
+            return Err(self.items.get(&lease.key).cloned().map(Box::new));
         };
         match role {
             ReleaseAs::Owner => {
@@ -120,7 +119,7 @@ impl TableModel {
                 item.counter = lease.counter + 1;
                 item.checkpoint_owner = None;
             }
-            _ => {
+            ReleaseAs::NewOwner => {
                 item.owner = item.checkpoint_owner.take();
             }
         }
@@ -180,7 +179,7 @@ impl TableModel {
                     || item.checkpoint_owner.as_deref() == Some(me))
         });
         let Some(item) = item.filter(|_| holds) else {
-            return Err(self.items.get(&lease.key).cloned());
+            return Err(self.items.get(&lease.key).cloned().map(Box::new));
         };
         change(item);
         item.counter = lease.counter + 1;
