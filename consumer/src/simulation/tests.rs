@@ -25,7 +25,7 @@ fn the_lease_contract_holds_in_thousands_of_schedules() {
         .unwrap_or(0);
     let started = Instant::now();
     let mut ran = 0u64;
-    let (mut faulty, mut events, mut simulated) = (0u64, 0u64, Duration::ZERO);
+    let (mut faulty, mut gentle, mut events, mut simulated) = (0u64, 0u64, 0u64, Duration::ZERO);
     let (mut kills, mut pauses, mut long_pauses, mut panics, mut splits, mut merges) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut longest_gap = Duration::ZERO;
@@ -37,6 +37,7 @@ fn the_lease_contract_holds_in_thousands_of_schedules() {
             Ok(report) => {
                 ran += 1;
                 faulty += u64::from(report.faulty);
+                gentle += u64::from(report.gentle);
                 events += report.events;
                 simulated += report.simulated;
                 kills += u64::from(report.kills);
@@ -58,7 +59,7 @@ fn the_lease_contract_holds_in_thousands_of_schedules() {
         }
     }
     println!(
-        "simulation: {ran} schedules ({faulty} with table faults) in {:.1} s: {events} events, \
+        "simulation: {ran} schedules ({faulty} with table faults, {gentle} gentle) in {:.1} s: {events} events, \
          {:.0} simulated hours; {kills} kills, {pauses} pauses ({long_pauses} past the failover \
          time), {panics} panics, {splits} splits, {merges} merges; longest time a workable shard \
          went unserved after a disruption (schedules without table faults): {:.2} s",

@@ -42,6 +42,8 @@ pub struct Report {
     pub seed: u64,
     /// Whether the table's calls failed, slowed down and lost answers in this schedule.
     pub faulty: bool,
+    /// Whether the schedule only added and removed workers gracefully and resharded.
+    pub gentle: bool,
     /// Events the scheduler ran.
     pub events: u64,
     /// Simulated time.
@@ -353,6 +355,8 @@ struct World {
     call_timeout: T,
     batch_interval: T,
     chaos_until: T,
+    /// Only joins, graceful shutdowns, splits and merges.
+    gentle: bool,
     end: T,
     table: TableModel,
     shards: Vec<SimShard>,
@@ -409,6 +413,7 @@ impl World {
             max_handoffs: if rng.random_bool(0.2) { Some(1) } else { None },
         };
         let faulty = rng.random_bool(0.35);
+        let gentle = !faulty && rng.random_bool(0.3);
         let chaos_until = rng.random_range(40..=150) * SEC;
         let mut brownouts = [(0, 0); 2];
         if faulty {
@@ -443,6 +448,7 @@ impl World {
             call_timeout,
             batch_interval: rng.random_range(200..=1000) * MS,
             chaos_until,
+            gentle,
             end,
             table: TableModel::new(),
             shards: Vec::new(),
@@ -464,6 +470,7 @@ impl World {
             report: Report {
                 seed,
                 faulty,
+                gentle,
                 ..Report::default()
             },
             failure: None,
@@ -1570,7 +1577,15 @@ impl World {
         let pick = |rng: &mut StdRng, from: &[u32]| -> Option<u32> {
             (!from.is_empty()).then(|| from[rng.random_range(0..from.len())])
         };
-        let roll = self.rng.random_range(0..100);
+        // Gentle schedules only add and remove workers gracefully and reshard: the fleet stays
+        // healthy, and every move must be quick.
+        let roll = if self.gentle {
+            *[40, 50, 58, 63, 99]
+                .get(self.rng.random_range(0..5))
+                .unwrap_or(&99)
+        } else {
+            self.rng.random_range(0..100)
+        };
         let population = self
             .workers
             .values()
@@ -1693,7 +1708,6 @@ impl World {
         let name = self.name(inc);
         self.note(|| format!("SHUTDOWN {name}"));
         self.report.shutdowns += 1;
-        self.last_disruption = self.t;
         if let Some(worker) = self.workers.get_mut(&inc) {
             worker.shutting_down = true;
         }
@@ -1818,6 +1832,23 @@ impl World {
                 *entry = (self.t, counter);
             }
             let from = entry.0;
+            // A healthy fleet (nothing disruptive within a failover time before the shard
+            // stopped being served) moves leases by handoff, starts children and takes free
+            // leases within a couple of scans, never by waiting for an expiry.
+            let healthy = self.last_disruption + micros(self.settings.failover) + bound < from
+                && self.stable_observer(from);
+            let quick = 2 * micros(self.settings.scan_interval) + TAKEOVER_MARGIN;
+            if healthy && self.t - from > quick {
+                let detail = format!(
+                    "{key} has had no trusted processor for {:.3} s (since {:.3} s) in a healthy fleet (last disruption at {:.3} s; bound {:.3} s)",
+                    secs(self.t - from),
+                    secs(from),
+                    secs(self.last_disruption),
+                    secs(quick)
+                );
+                self.fail("no stall in a healthy fleet", detail);
+                return;
+            }
             let start = from.max(self.last_disruption);
             if !self.stable_observer(start) {
                 continue;
