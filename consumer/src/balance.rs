@@ -222,7 +222,12 @@ pub fn plan(
             .is_some_and(|at| now >= at)
     });
     stale.extend(waiting);
-    stale.sort_by_key(|l| (observations.expires_at(l, limits.failover), spread(me, &l.key)));
+    stale.sort_by_key(|l| {
+        (
+            observations.expires_at(l, limits.failover),
+            spread(me, &l.key),
+        )
+    });
     let mut fresh = fresh;
     fresh.sort_by_key(|l| spread(me, &l.key));
     for lease in stale {

@@ -393,7 +393,10 @@ mod tests {
             shard("5", &[], true),
             shard("6", &["3", "5"], false),
         ];
-        let leases = [lease("0", &[], at("7")), lease("5", &[], Checkpoint::ShardEnd)];
+        let leases = [
+            lease("0", &[], at("7")),
+            lease("5", &[], Checkpoint::ShardEnd),
+        ];
         let created: Vec<String> = repairs(&listing, &by_key(&leases))
             .into_iter()
             .map(|l| l.key)
@@ -407,8 +410,15 @@ mod tests {
             hash_key_range: None,
         };
         let leased = |have: &'static [&'static str]| move |id: &str| have.contains(&id);
-        assert!(!child_may_be_created(&six, "5", leased(&["0", "5"]), |_| true));
-        assert!(child_may_be_created(&six, "5", leased(&["3", "5"]), |_| true));
+        assert!(!child_may_be_created(
+            &six,
+            "5",
+            leased(&["0", "5"]),
+            |_| true
+        ));
+        assert!(child_may_be_created(&six, "5", leased(&["3", "5"]), |_| {
+            true
+        }));
         // A parent no longer listed (trimmed away) does not hold it back.
         assert!(child_may_be_created(&six, "5", leased(&["5"]), |id| id != "3"));
     }

@@ -283,7 +283,9 @@ async fn shard_end<P: ShardProcessor>(
             }
             Ok(None) => {}
             // Counted as without a lease: the child is then left to its other parent or a sync.
-            Err(error) => warn!(shard_id = %ctx.shard_id, parent = %parent, %error, "reading a parent's lease failed"),
+            Err(error) => {
+                warn!(shard_id = %ctx.shard_id, parent = %parent, %error, "reading a parent's lease failed")
+            }
         }
     }
     let listed = |id: &str| {

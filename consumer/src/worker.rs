@@ -431,7 +431,10 @@ where
     }
 
     /// A shard task ended: how, as the machine needs to know it.
-    fn exited(&mut self, joined: Result<(tokio::task::Id, Exited), tokio::task::JoinError>) -> Input {
+    fn exited(
+        &mut self,
+        joined: Result<(tokio::task::Id, Exited), tokio::task::JoinError>,
+    ) -> Input {
         let (id, how) = match joined {
             Ok((id, how)) => (id, how),
             Err(failed) if failed.is_panic() => {
@@ -642,8 +645,12 @@ where
             .increment(1);
         };
         match input {
-            Input::Renewed { outcome: o, .. } => counter(m::RENEWALS, outcome_label(o, "ok", "lost")),
-            Input::Taken { outcome: o, .. } => counter(m::LEASE_TAKES, outcome_label(o, "taken", "raced")),
+            Input::Renewed { outcome: o, .. } => {
+                counter(m::RENEWALS, outcome_label(o, "ok", "lost"))
+            }
+            Input::Taken { outcome: o, .. } => {
+                counter(m::LEASE_TAKES, outcome_label(o, "taken", "raced"))
+            }
             Input::HandoffAsked {
                 outcome: Outcome::Written(_),
                 ..

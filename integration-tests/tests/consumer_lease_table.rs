@@ -325,3 +325,151 @@ async fn scans_page_through_large_tables_and_provisioned_tables_are_created() {
     let keys: BTreeSet<String> = scan.leases.into_iter().map(|l| l.key).collect();
     assert_eq!(keys.len(), 50);
 }
+
+/// A lease's outcome as both tables report it: written (the new item), refused (the item as it
+/// was), or created / deleted.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Written(Lease),
+    Refused(Option<Lease>),
+    Done(bool),
+}
+
+fn from_table(result: Result<Lease, Error>) -> Answer {
+    match result {
+        Ok(lease) => Answer::Written(lease),
+        Err(Error::LeaseLost { current, .. }) => Answer::Refused(current.map(|l| *l)),
+        Err(other) => panic!("the call failed: {other}"),
+    }
+}
+
+fn from_model(result: Result<Lease, Option<Box<Lease>>>) -> Answer {
+    match result {
+        Ok(lease) => Answer::Written(lease),
+        Err(current) => Answer::Refused(current.map(|l| *l)),
+    }
+}
+
+/// Random sequences of every conditional write, from up-to-date and stale observations, applied to
+/// DynamoDB through `LeaseTable` and to the simulation's in-memory table: the same answer to
+/// every write, and the same items after each.
+async fn the_simulation_table_answers_as_dynamodb(db: &DynamoDb, seed: u64, steps: usize) {
+    use kinesis_consumer::lease_table::ReleaseAs;
+    use kinesis_consumer::simulation::TableModel;
+    use rand::{Rng, SeedableRng};
+
+    let table = table(db).await;
+    let mut model = TableModel::new();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let keys = [
+        "shardId-000000000000",
+        "shardId-000000000001",
+        "shardId-000000000002",
+    ];
+    let workers = ["a", "b", "c"];
+    let mut seen: Vec<Lease> = Vec::new();
+    let mut sequence = 100u64;
+    let mut kinds = [0usize; 10];
+    let mut refusals = 0;
+    for step in 0..steps {
+        let key = keys[rng.random_range(0..keys.len())];
+        let me = workers[rng.random_range(0..workers.len())];
+        let stale: Vec<&Lease> = seen.iter().filter(|l| l.key == key).collect();
+        let observed = match model.get(key) {
+            Some(current) if rng.random_bool(0.6) || stale.is_empty() => current.clone(),
+            _ if !stale.is_empty() => stale[rng.random_range(0..stale.len())].clone(),
+            _ => Lease::new(key, Checkpoint::TrimHorizon),
+        };
+        let op = rng.random_range(0..10);
+        kinds[op] += 1;
+        let (real, modelled) = match op {
+            0 => {
+                let lease =
+                    Lease::new(key, Checkpoint::TrimHorizon).with_parents(["shardId-000000000009"]);
+                (
+                    Answer::Done(table.create(&lease).await.unwrap()),
+                    Answer::Done(model.create(&lease)),
+                )
+            }
+            1 => (
+                from_table(table.renew(&observed, me).await),
+                from_model(model.renew(&observed, me)),
+            ),
+            2 => (
+                from_table(table.take(&observed, me).await),
+                from_model(model.take(&observed, me)),
+            ),
+            3 => (
+                from_table(table.hand_off(&observed, me).await),
+                from_model(model.hand_off(&observed, me)),
+            ),
+            4..=6 => {
+                let role = [
+                    ReleaseAs::Owner,
+                    ReleaseAs::PreviousOwner,
+                    ReleaseAs::NewOwner,
+                ][op - 4];
+                (
+                    from_table(table.release_as(&observed, me, role).await),
+                    from_model(model.release_as(&observed, me, role)),
+                )
+            }
+            7 => {
+                sequence += rng.random_range(1..5);
+                let at = if rng.random_bool(0.15) {
+                    Checkpoint::ShardEnd
+                } else {
+                    Checkpoint::at(seq(&sequence.to_string()), rng.random_range(0..3))
+                };
+                (
+                    from_table(table.checkpoint(&observed, me, &at).await),
+                    from_model(model.checkpoint(&observed, me, &at)),
+                )
+            }
+            8 => {
+                let children =
+                    BTreeSet::from([format!("shardId-00000000001{}", rng.random_range(0..3))]);
+                (
+                    from_table(table.set_children(&observed, me, &children).await),
+                    from_model(model.set_children(&observed, me, &children)),
+                )
+            }
+            _ => (
+                Answer::Done(table.delete_finished(key).await.unwrap()),
+                Answer::Done(model.delete_finished(key)),
+            ),
+        };
+        if matches!(modelled, Answer::Refused(_)) {
+            refusals += 1;
+        }
+        assert_eq!(
+            real, modelled,
+            "step {step}: operation {op} by {me} on {observed:?}"
+        );
+        let mut items = table.scan().await.unwrap().leases;
+        items.sort_by(|a, b| a.key.cmp(&b.key));
+        assert_eq!(
+            items,
+            model.scan(),
+            "step {step}: the tables differ after operation {op}"
+        );
+        seen.extend(items);
+    }
+    println!("{steps} writes (per kind {kinds:?}), {refusals} refused: the same answers and items");
+    assert!(
+        refusals > steps / 10 && refusals < steps * 9 / 10,
+        "{refusals} refusals"
+    );
+}
+
+#[tokio::test]
+async fn the_simulation_table_answers_as_dynamodb_local() {
+    let db = DynamoDb::start(DynamoBackend::SharedLocal).await.unwrap();
+    the_simulation_table_answers_as_dynamodb(&db, 11, 400).await;
+}
+
+#[tokio::test]
+async fn the_simulation_table_answers_as_dynoxide() {
+    let db = DynamoDb::start(DynamoBackend::Dynoxide).await.unwrap();
+    the_simulation_table_answers_as_dynamodb(&db, 12, 400).await;
+}

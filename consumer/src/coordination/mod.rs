@@ -368,7 +368,9 @@ impl Machine {
                     self.next_sync = now + self.settings.scan_interval;
                 }
             }
-            Input::Renewed { key, sent, outcome } => self.on_renewed(key, sent, outcome, now, &mut out),
+            Input::Renewed { key, sent, outcome } => {
+                self.on_renewed(key, sent, outcome, now, &mut out)
+            }
             Input::Taken { key, sent, outcome } => self.on_taken(key, sent, outcome, now, &mut out),
             Input::HandoffAsked { key, outcome } => self.on_asked(key, outcome, now, &mut out),
             Input::Released { key, outcome } => self.on_released(key, outcome, now, &mut out),
@@ -398,7 +400,10 @@ impl Machine {
             if !aborted && now >= deadline {
                 let running = self.running();
                 if running > 0 {
-                    warn!(running, "processors did not stop within the shutdown timeout; aborting them");
+                    warn!(
+                        running,
+                        "processors did not stop within the shutdown timeout; aborting them"
+                    );
                     out.push(Action::AbortProcessors);
                 }
                 self.mode = Mode::ShuttingDown {
@@ -408,7 +413,10 @@ impl Machine {
             }
             if self.locals.is_empty() || (aborted && now >= deadline + SHUTDOWN_GRACE) {
                 if !self.locals.is_empty() {
-                    warn!(left = self.locals.len(), "shutting down with leases not released");
+                    warn!(
+                        left = self.locals.len(),
+                        "shutting down with leases not released"
+                    );
                 }
                 self.mode = Mode::Finished;
                 out.push(Action::Finished);
@@ -450,7 +458,8 @@ impl Machine {
                 _ => {}
             }
         }
-        self.forgotten.retain(|_, at| now.duration_since(*at) < FORGET_AFTER);
+        self.forgotten
+            .retain(|_, at| now.duration_since(*at) < FORGET_AFTER);
         if self.mode == Mode::Working && !self.syncing && now >= self.next_sync {
             self.syncing = true;
             out.push(Action::SyncShards);
@@ -520,10 +529,8 @@ impl Machine {
                 }
                 Some(_) => {}
                 None => {
-                    let recently_let_go = self
-                        .forgotten
-                        .get(&lease.key)
-                        .is_some_and(|at| sent <= *at);
+                    let recently_let_go =
+                        self.forgotten.get(&lease.key).is_some_and(|at| sent <= *at);
                     if asked_of_me && !recently_let_go {
                         // A handoff is asked of this worker for a lease it does not run (it
                         // restarted, or forgot a lease it was only awaiting): complete it.
@@ -766,7 +773,8 @@ impl Machine {
             }
             Outcome::Written(lease) => {
                 info!(lease = %key, "handoff asked for");
-                self.locals.insert(key, Local::Awaiting { since: now, lease });
+                self.locals
+                    .insert(key, Local::Awaiting { since: now, lease });
                 self.next_scan = self.next_scan.min(now + HANDOFF_POLL);
             }
             Outcome::Refused(_) | Outcome::Failed => {

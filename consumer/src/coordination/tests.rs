@@ -129,7 +129,11 @@ fn a_lease_awaited_from_a_dead_owner_is_started_once() {
     });
     // a dies (kill -9): its counters stop moving; b keeps looking.
     let other = if key == "s0" { "s1" } else { "s0" };
-    let other_lease = table.iter().find(|l| l.key == other).cloned().unwrap_or_else(|| lease(other, Some("a"), 1));
+    let other_lease = table
+        .iter()
+        .find(|l| l.key == other)
+        .cloned()
+        .unwrap_or_else(|| lease(other, Some("a"), 1));
     let mut now = Duration::from_millis(600);
     let mut taken = None;
     while now < Duration::from_secs(20) && taken.is_none() {
@@ -140,7 +144,10 @@ fn a_lease_awaited_from_a_dead_owner_is_started_once() {
         now += Duration::from_millis(500);
     }
     let taken_at = taken.expect("the awaited lease was never taken at its expiry");
-    assert!(taken_at > F && taken_at <= F + Duration::from_secs(2), "taken at {taken_at:?}");
+    assert!(
+        taken_at > F && taken_at <= F + Duration::from_secs(2),
+        "taken at {taken_at:?}"
+    );
     let mut mine = lease(&key, Some("b"), request.counter + 1);
     b.feed(Input::Taken {
         key: key.clone(),
@@ -184,7 +191,13 @@ fn a_handoff_asked_of_a_worker_only_awaiting_the_lease_is_released_at_once() {
     let asked_by_w1 = in_handoff(&key, "w1", "w3", asked.counter + 1);
     let table: Vec<Lease> = table
         .iter()
-        .map(|l| if l.key == key { asked_by_w1.clone() } else { l.clone() })
+        .map(|l| {
+            if l.key == key {
+                asked_by_w1.clone()
+            } else {
+                l.clone()
+            }
+        })
         .collect();
     let actions = w3.at(Duration::from_millis(700)).scan(&table);
     assert!(
@@ -282,7 +295,12 @@ fn a_panicked_processor_releases_its_lease_and_is_renewed_no_more() {
     for second in 7..30 {
         b.at(Duration::from_secs(second)).feed(Input::Tick);
     }
-    assert_eq!(b.renewals("s0"), 1, "renewed without a processor: {:?}", b.log);
+    assert_eq!(
+        b.renewals("s0"),
+        1,
+        "renewed without a processor: {:?}",
+        b.log
+    );
 }
 
 #[test]
@@ -300,7 +318,10 @@ fn a_refused_renewal_revokes_the_lease_and_renewals_stop() {
         sent: b.now,
         outcome: Outcome::Refused(Some(lease("s0", Some("c"), 9))),
     });
-    assert!(actions.contains(&Action::Revoke { key: "s0".into() }), "{actions:?}");
+    assert!(
+        actions.contains(&Action::Revoke { key: "s0".into() }),
+        "{actions:?}"
+    );
     for second in 5..20 {
         b.at(Duration::from_secs(second)).feed(Input::Tick);
     }
@@ -310,7 +331,10 @@ fn a_refused_renewal_revokes_the_lease_and_renewals_stop() {
         key: "s0".into(),
         how: Exited::LeaseLost,
     });
-    assert!(!actions.iter().any(|a| matches!(a, Action::Release { .. })), "{actions:?}");
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Release { .. })),
+        "{actions:?}"
+    );
 }
 
 #[test]
@@ -382,14 +406,28 @@ fn the_handoff_timeout_withdraws_the_request_while_the_owner_still_renews() {
         let mut scan = vec![request.clone()];
         scan.extend(others);
         let actions = b.at(t).scan(&scan);
-        assert!(takes(&actions).is_empty(), "taken from a live owner: {actions:?}");
-        if actions.iter().any(|a| matches!(a, Action::Release { role: Role::NewOwner, .. })) {
+        assert!(
+            takes(&actions).is_empty(),
+            "taken from a live owner: {actions:?}"
+        );
+        if actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::Release {
+                    role: Role::NewOwner,
+                    ..
+                }
+            )
+        }) {
             withdrawn = Some(t);
         }
         t += Duration::from_millis(500);
     }
     let at = withdrawn.expect("never withdrawn");
-    assert!(at > Duration::from_secs(15) && at < Duration::from_secs(16), "{at:?}");
+    assert!(
+        at > Duration::from_secs(15) && at < Duration::from_secs(16),
+        "{at:?}"
+    );
 }
 
 #[test]

@@ -52,9 +52,9 @@ impl TableModel {
     /// Take `observed` for `me`: counter and owner as observed.
     pub fn take(&mut self, observed: &Lease, me: &str) -> Result<Lease, Refused> {
         let item = self.items.get_mut(&observed.key);
-        let holds = item.as_ref().is_some_and(|item| {
-            item.counter == observed.counter && item.owner == observed.owner
-        });
+        let holds = item
+            .as_ref()
+            .is_some_and(|item| item.counter == observed.counter && item.owner == observed.owner);
         let Some(item) = item.filter(|_| holds) else {
             return Err(self.items.get(&observed.key).cloned().map(Box::new));
         };
@@ -77,9 +77,9 @@ impl TableModel {
             return Err(Some(Box::new(observed.clone())));
         };
         let item = self.items.get_mut(&observed.key);
-        let holds = item
-            .as_ref()
-            .is_some_and(|item| item.owner.as_ref() == Some(from) && item.checkpoint_owner.is_none());
+        let holds = item.as_ref().is_some_and(|item| {
+            item.owner.as_ref() == Some(from) && item.checkpoint_owner.is_none()
+        });
         let Some(item) = item.filter(|_| holds) else {
             return Err(self.items.get(&observed.key).cloned().map(Box::new));
         };
@@ -89,7 +89,12 @@ impl TableModel {
     }
 
     /// Release in the role `role` (see [`ReleaseAs`]).
-    pub fn release_as(&mut self, lease: &Lease, me: &str, role: ReleaseAs) -> Result<Lease, Refused> {
+    pub fn release_as(
+        &mut self,
+        lease: &Lease,
+        me: &str,
+        role: ReleaseAs,
+    ) -> Result<Lease, Refused> {
         if role == ReleaseAs::NewOwner && lease.checkpoint_owner.is_none() {
             return Err(Some(Box::new(lease.clone())));
         }

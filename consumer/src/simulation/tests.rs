@@ -52,7 +52,9 @@ fn the_lease_contract_holds_in_thousands_of_schedules() {
                 // Run it again with the trace on: the schedule is the same.
                 let failure = match run(seed, true) {
                     Err(failure) => failure.to_string(),
-                    Ok(_) => format!("seed {seed} failed, then passed when replayed: not deterministic"),
+                    Ok(_) => {
+                        format!("seed {seed} failed, then passed when replayed: not deterministic")
+                    }
                 };
                 panic!("{failure}");
             }
@@ -67,5 +69,8 @@ fn the_lease_contract_holds_in_thousands_of_schedules() {
         simulated.as_secs_f64() / 3600.0,
         longest_gap.as_secs_f64()
     );
-    assert!(ran >= AT_LEAST, "only {ran} schedules ran within {BUDGET:?}");
+    assert!(
+        ran >= AT_LEAST,
+        "only {ran} schedules ran within {BUDGET:?}"
+    );
 }

@@ -157,9 +157,18 @@ struct Copy {
 #[derive(Clone, Debug)]
 enum Pending {
     Renew,
-    Release { lease: Lease, role: Role },
-    Checkpoint { task: u64, at: Checkpoint },
-    SetChildren { task: u64, children: BTreeSet<String> },
+    Release {
+        lease: Lease,
+        role: Role,
+    },
+    Checkpoint {
+        task: u64,
+        at: Checkpoint,
+    },
+    SetChildren {
+        task: u64,
+        children: BTreeSet<String>,
+    },
 }
 
 #[derive(Debug)]
@@ -582,7 +591,11 @@ impl World {
     fn step(&mut self, ev: Ev) {
         match ev {
             Ev::Wake { inc, generation } => {
-                if self.workers.get(&inc).is_some_and(|w| w.wake_generation == generation) {
+                if self
+                    .workers
+                    .get(&inc)
+                    .is_some_and(|w| w.wake_generation == generation)
+                {
                     self.drive(inc, Input::Tick);
                 }
             }
@@ -590,7 +603,11 @@ impl World {
             Ev::Apply { req } => self.apply(req),
             Ev::Answer { req } => self.answer(req),
             Ev::TaskStep { task, generation } => {
-                if self.tasks.get(&task).is_some_and(|t| t.generation == generation && t.alive) {
+                if self
+                    .tasks
+                    .get(&task)
+                    .is_some_and(|t| t.generation == generation && t.alive)
+                {
                     self.task_step(task);
                 }
             }
@@ -705,7 +722,10 @@ impl World {
             worker.steps_at.1 += 1;
             if worker.steps_at.1 > 10_000 {
                 let name = worker.id.clone();
-                self.fail("no busy loop", format!("{name} stepped 10,000 times at one instant"));
+                self.fail(
+                    "no busy loop",
+                    format!("{name} stepped 10,000 times at one instant"),
+                );
                 return;
             }
         } else {
@@ -774,7 +794,10 @@ impl World {
                     }
                     None => {
                         let name = self.name(inc);
-                        self.fail("no renewal without a running processor", format!("{name} has no copy of {key}"));
+                        self.fail(
+                            "no renewal without a running processor",
+                            format!("{name} has no copy of {key}"),
+                        );
                     }
                 }
             }
@@ -783,7 +806,11 @@ impl World {
                 self.send(inc, Origin::Machine, Op::HandOff(lease), None);
             }
             Action::Release { lease, role } => {
-                match self.workers.get(&inc).and_then(|w| w.copies.get(&lease.key)) {
+                match self
+                    .workers
+                    .get(&inc)
+                    .and_then(|w| w.copies.get(&lease.key))
+                {
                     Some(copy) => {
                         let copy = *copy;
                         self.enqueue(inc, copy, Pending::Release { lease, role });
@@ -849,7 +876,10 @@ impl World {
     }
 
     fn task_of(&self, inc: u32, key: &str) -> Option<u64> {
-        self.workers.get(&inc).and_then(|w| w.tasks.get(key)).copied()
+        self.workers
+            .get(&inc)
+            .and_then(|w| w.tasks.get(key))
+            .copied()
     }
 
     // --- calls ---------------------------------------------------------------------------------
@@ -943,7 +973,11 @@ impl World {
         let (origin, op) = match pending {
             Pending::Renew => (Origin::Machine, Op::Renew(own)),
             Pending::Release { lease, role } => {
-                let base = if own.counter >= lease.counter { own } else { lease };
+                let base = if own.counter >= lease.counter {
+                    own
+                } else {
+                    lease
+                };
                 (Origin::Machine, Op::Release(base, role))
             }
             Pending::Checkpoint { task, at } => (Origin::Task(task), Op::Checkpoint(own, at)),
@@ -1190,14 +1224,21 @@ impl World {
             {
                 self.fail(
                     "parents first",
-                    format!("{name} starts {key} while its parent {parent} is at {}", p.checkpoint),
+                    format!(
+                        "{name} starts {key} while its parent {parent} is at {}",
+                        p.checkpoint
+                    ),
                 );
             }
         }
         let skipped = self
             .processed
             .get(&key)
-            .map(|counts| (1..=from).filter(|r| counts.get(*r as usize).is_none_or(|n| *n == 0)).count())
+            .map(|counts| {
+                (1..=from)
+                    .filter(|r| counts.get(*r as usize).is_none_or(|n| *n == 0))
+                    .count()
+            })
             .unwrap_or(0);
         if skipped > 0 {
             self.fail(
@@ -1253,7 +1294,13 @@ impl World {
         };
         task.generation += 1;
         let generation = task.generation;
-        self.push(at, Ev::TaskStep { task: id, generation });
+        self.push(
+            at,
+            Ev::TaskStep {
+                task: id,
+                generation,
+            },
+        );
     }
 
     /// Moves the task to `phase` and schedules its next step.
@@ -1533,7 +1580,9 @@ impl World {
                 Exited::Panicked(_) | Exited::Aborted => true,
             };
             if !ok {
-                let detail = format!("{name}'s processor of {key} ended as {how:?} after being told {told:?}");
+                let detail = format!(
+                    "{name}'s processor of {key} ended as {how:?} after being told {told:?}"
+                );
                 self.fail("told why it stops", detail);
             }
         }
@@ -1827,7 +1876,10 @@ impl World {
             // A write to an unserved lease (a release, a take by a worker that then died)
             // starts its failover time again.
             let counter = self.table.get(&key).map_or(0, |l| l.counter);
-            let entry = self.unserved_since.entry(key.clone()).or_insert((self.t, counter));
+            let entry = self
+                .unserved_since
+                .entry(key.clone())
+                .or_insert((self.t, counter));
             if entry.1 != counter {
                 *entry = (self.t, counter);
             }
@@ -1904,29 +1956,40 @@ impl World {
                 .iter()
                 .map(|(inc, n)| format!("{}: {n}", self.name(*inc)))
                 .collect();
-            self.fail("even split", format!("{} leases spread as {spread:?}", workable.len()));
+            self.fail(
+                "even split",
+                format!("{} leases spread as {spread:?}", workable.len()),
+            );
             return;
         }
-        let late = self.moves.iter().filter(|at| **at + STILL > self.end).count();
+        let late = self
+            .moves
+            .iter()
+            .filter(|at| **at + STILL > self.end)
+            .count();
         if late > 0 {
             self.fail(
                 "no handoff ping-pong",
-                format!("{late} takes or handoffs in the last {} s of the quiet period", STILL / SEC),
+                format!(
+                    "{late} takes or handoffs in the last {} s of the quiet period",
+                    STILL / SEC
+                ),
             );
             return;
         }
         // Nothing skipped: every record up to each checkpoint was processed.
         for lease in self.table.scan() {
             let upto = match &lease.checkpoint {
-                Checkpoint::ShardEnd => self
-                    .shard(&lease.key)
-                    .and_then(|s| s.last)
-                    .unwrap_or(0),
+                Checkpoint::ShardEnd => self.shard(&lease.key).and_then(|s| s.last).unwrap_or(0),
                 other => record_of(other),
             };
             let counts = self.processed.get(&lease.key);
             let missing = (1..=upto)
-                .filter(|r| counts.and_then(|c| c.get(*r as usize)).is_none_or(|n| *n == 0))
+                .filter(|r| {
+                    counts
+                        .and_then(|c| c.get(*r as usize))
+                        .is_none_or(|n| *n == 0)
+                })
                 .count();
             if missing > 0 {
                 self.fail(
@@ -2000,16 +2063,24 @@ fn describe_input(input: &Input) -> String {
         Input::Tick => "tick".to_owned(),
         Input::Scanned(Some(leases)) => format!(
             "scan: {}",
-            leases.iter().map(describe_lease).collect::<Vec<_>>().join(", ")
+            leases
+                .iter()
+                .map(describe_lease)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         Input::Scanned(None) => "scan failed".to_owned(),
         Input::Synced(ok) => format!("synced {ok}"),
-        Input::Renewed { key, outcome, .. } => format!("renewal of {key} {}", describe_outcome(outcome)),
+        Input::Renewed { key, outcome, .. } => {
+            format!("renewal of {key} {}", describe_outcome(outcome))
+        }
         Input::Taken { key, outcome, .. } => format!("take of {key} {}", describe_outcome(outcome)),
         Input::HandoffAsked { key, outcome } => {
             format!("handoff request of {key} {}", describe_outcome(outcome))
         }
-        Input::Released { key, outcome } => format!("release of {key} {}", describe_outcome(outcome)),
+        Input::Released { key, outcome } => {
+            format!("release of {key} {}", describe_outcome(outcome))
+        }
         Input::Exited { key, how } => format!("task {key} exited {how:?}"),
         Input::ShutdownAsked => "shutdown asked".to_owned(),
     }
