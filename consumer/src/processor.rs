@@ -138,7 +138,7 @@ impl Checkpointer {
         }
     }
 
-    pub(crate) fn delivered(&mut self, record: &Record) {
+    pub(crate) fn note_delivered(&mut self, record: &Record) {
         if let Ok(sequence_number) = SequenceNumber::parse(&record.sequence_number) {
             self.delivered = Some(Checkpoint::at(sequence_number, record.sub_sequence_number));
         }
@@ -146,6 +146,12 @@ impl Checkpointer {
 
     pub(crate) fn reached_end(&mut self) {
         self.at_end = true;
+    }
+
+    /// The position of the last user record delivered to the processor: where
+    /// [`checkpoint`](Self::checkpoint) would write. `None` before the first batch.
+    pub fn last_delivered(&self) -> Option<&Checkpoint> {
+        self.delivered.as_ref()
     }
 
     /// The lease's checkpoint as this worker last wrote or read it.

@@ -140,7 +140,7 @@ pub(crate) async fn run<P: ShardProcessor>(
             fetch = fetches.recv() => match fetch {
                 Some(Fetch::Batch { records, outside_range, millis_behind_latest, _budget }) => {
                     if let Some(last) = records.last() {
-                        checkpointer.delivered(last);
+                        checkpointer.note_delivered(last);
                     }
                     batches.increment(1);
                     processed.increment(records.len() as u64);

@@ -9,15 +9,19 @@
 //! CKPT <shard> ok|lost|error          a checkpoint after a batch
 //! LOST <shard>                        lease lost
 //! END <shard>                         shard ended and SHARD_END checkpointed
-//! STOP <shard>                        shutdown or handoff asked; checkpointed
+//! STOP <shard> ok|lost|error|none     shutdown or handoff asked; the checkpoint's outcome (none:
+//!                                     nothing delivered to checkpoint)
+//! PANIC <shard> <data>                with --panic-on: the processor is about to panic
 //! EXIT                                the worker shut down (after SIGTERM or stdin closed)
 //! COUNT <records>                     with --quiet, instead of REC and CKPT lines: records
 //!                                     processed so far, every 20 ms while it changes
 //! ```
 //!
 //! Arguments: `--kinesis URL --dynamodb URL --stream S --application A --worker-id W
-//! [--failover-ms N] [--scan-ms N] [--renew-ms N] [--quiet] [--fan-out]`. `--fan-out` reads with
-//! enhanced fan-out (the stream consumer is named after the application) instead of polling.
+//! [--failover-ms N] [--scan-ms N] [--renew-ms N] [--quiet] [--fan-out] [--panic-on DATA]`.
+//! `--fan-out` reads with enhanced fan-out (the stream consumer is named after the application)
+//! instead of polling. `--panic-on DATA` makes a processor panic the first time this process
+//! meets a record whose data is `DATA` (before processing it).
 //! SIGTERM, or stdin reaching its end, shuts the worker down gracefully.
 
 use std::io::Write;
@@ -45,6 +49,8 @@ struct Printer {
     shard: String,
     /// With --quiet: records are counted here instead of printed.
     quiet: Option<Arc<AtomicU64>>,
+    /// With --panic-on: the data that triggers a panic, and whether one happened already.
+    panic_on: Option<(String, Arc<std::sync::atomic::AtomicBool>)>,
 }
 
 impl ShardProcessor for Printer {
@@ -57,6 +63,20 @@ impl ShardProcessor for Printer {
             count.fetch_add(batch.records.len() as u64, Ordering::Relaxed);
             let _ = checkpointer.checkpoint().await;
             return;
+        }
+        if let Some((data, done)) = &self.panic_on
+            && let Some(record) = batch
+                .records
+                .iter()
+                .find(|r| r.data.as_ref() == data.as_bytes())
+            && !done.swap(true, Ordering::SeqCst)
+        {
+            say(format!(
+                "PANIC {} {}",
+                self.shard,
+                String::from_utf8_lossy(&record.data)
+            ));
+            panic!("the test asked for a panic at {data}");
         }
         let mut lines = String::new();
         for r in &batch.records {
@@ -92,8 +112,13 @@ impl ShardProcessor for Printer {
     }
 
     async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
-        let _ = checkpointer.checkpoint().await;
-        say(format!("STOP {}", self.shard));
+        let outcome = match checkpointer.checkpoint().await {
+            Ok(()) if checkpointer.last_delivered().is_some() => "ok",
+            Ok(()) => "none",
+            Err(ConsumerError::LeaseLost { .. }) => "lost",
+            Err(_) => "error",
+        };
+        say(format!("STOP {} {outcome}", self.shard));
     }
 }
 
@@ -105,6 +130,7 @@ pub async fn run(args: impl IntoIterator<Item = String>) -> Result<(), BoxError>
         (None, None, None, None, None);
     let (mut failover, mut scan, mut renew) = (10_000u64, 2_000u64, 4_000u64);
     let (mut quiet, mut fan_out) = (false, false);
+    let mut panic_on: Option<String> = None;
     while let Some(flag) = args.next() {
         if flag == "--quiet" {
             quiet = true;
@@ -124,6 +150,7 @@ pub async fn run(args: impl IntoIterator<Item = String>) -> Result<(), BoxError>
             "--failover-ms" => failover = value.parse()?,
             "--scan-ms" => scan = value.parse()?,
             "--renew-ms" => renew = value.parse()?,
+            "--panic-on" => panic_on = Some(value),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -133,6 +160,7 @@ pub async fn run(args: impl IntoIterator<Item = String>) -> Result<(), BoxError>
     let dynamodb = dynamodb_client(&need(dynamodb, "dynamodb")?, &options);
     let count = Arc::new(AtomicU64::new(0));
     let counted = quiet.then(|| count.clone());
+    let panicked = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let running = Consumer::builder(
         kinesis,
         dynamodb,
@@ -141,6 +169,7 @@ pub async fn run(args: impl IntoIterator<Item = String>) -> Result<(), BoxError>
         move |shard: &str| Printer {
             shard: shard.to_owned(),
             quiet: counted.clone(),
+            panic_on: panic_on.clone().map(|data| (data, panicked.clone())),
         },
     )
     .worker_id(need(worker, "worker-id")?)

@@ -279,9 +279,10 @@ pub async fn open_shards(
     Ok(open)
 }
 
-/// The resharding both resharding tests run while records flow: waits `phase`, splits the first
-/// open shard in the middle, waits `phase`, merges the second and third open shards (a child of
-/// the split and its neighbour), and waits `phase` again; each change waits for `ACTIVE`.
+/// The resharding the resharding and churn tests run while records flow: waits `phase`, splits
+/// the first open shard in the middle, waits `phase`, merges the second and third open shards (a
+/// child of the split and its neighbour), and waits `phase` again; each change waits for
+/// `ACTIVE`.
 pub async fn split_then_merge(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
@@ -300,8 +301,10 @@ pub async fn split_then_merge(
     wait_for_stream(client, stream).await?;
     tokio::time::sleep(phase).await;
     let shards = open_shards(client, stream).await?;
-    if shards.len() != 3 {
-        return Err(format!("3 open shards expected after the split, found {shards:?}").into());
+    if shards.len() < 3 {
+        return Err(
+            format!("3 open shards or more expected after the split, found {shards:?}").into(),
+        );
     }
     client
         .merge_shards()

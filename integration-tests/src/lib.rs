@@ -52,6 +52,7 @@ pub mod error;
 pub mod fault;
 pub mod ferrokinesis_process;
 pub mod fixtures;
+pub mod fleet;
 pub mod kinesis_local;
 pub mod metrics_capture;
 pub mod peers;

@@ -8,12 +8,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use bytes::Bytes;
 use kinesis_integration_tests::consumer_worker::WorkerProcess;
-use kinesis_integration_tests::ferrokinesis_process::FerrokinesisProcess;
-use kinesis_integration_tests::fixtures::{create_stream, unique_name};
-use kinesis_integration_tests::{DynamoBackend, DynamoDb};
-use kinesis_producer::{Producer, UserRecord};
+use kinesis_integration_tests::fleet::{self, Fleet, Timings, duplicates};
 use tokio::time::Instant;
 
 const FAILOVER: Duration = Duration::from_secs(10);
@@ -25,152 +21,32 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// A worker of the fleet, in its own process.
 type Worker = WorkerProcess;
 
-fn spawn(env: &Env, id: &str) -> Worker {
-    let mut args: Vec<String> = [
-        "--kinesis",
-        &env.kinesis_endpoint,
-        "--dynamodb",
-        &env.dynamodb_endpoint,
-        "--stream",
-        &env.stream,
-        "--application",
-        &env.application,
-        "--worker-id",
-        id,
-        "--failover-ms",
-        &FAILOVER.as_millis().to_string(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    if env.fan_out {
-        args.push("--fan-out".to_owned());
-    }
-    WorkerProcess::spawn(
+fn spawn(env: &Fleet, id: &str) -> Worker {
+    env.spawn(id, &[]).unwrap()
+}
+
+async fn env(shards: i32, fan_out: bool) -> Fleet {
+    Fleet::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_consumer-worker")),
-        &args,
-        id,
+        std::path::Path::new(env!("CARGO_BIN_EXE_ferrokinesis-server")),
+        shards,
+        fan_out,
+        Timings::DEFAULT,
     )
+    .await
     .unwrap()
 }
 
-struct Env {
-    _kinesis: FerrokinesisProcess,
-    kinesis_endpoint: String,
-    dynamodb_endpoint: String,
-    client: aws_sdk_kinesis::Client,
-    stream: String,
-    application: String,
-    fan_out: bool,
+fn produce(env: &Fleet, per_second: u64) -> fleet::Load {
+    env.produce(per_second)
 }
 
-async fn env(shards: i32, fan_out: bool) -> Env {
-    let kinesis = FerrokinesisProcess::spawn(std::process::Command::new(env!(
-        "CARGO_BIN_EXE_ferrokinesis-server"
-    )))
-    .await
-    .unwrap();
-    let db = DynamoDb::start(DynamoBackend::SharedLocal).await.unwrap();
-    let client = kinesis.client();
-    let stream = unique_name("fleet");
-    create_stream(&client, &stream, shards).await.unwrap();
-    Env {
-        kinesis_endpoint: kinesis.endpoint().to_owned(),
-        _kinesis: kinesis,
-        dynamodb_endpoint: db.endpoint().to_owned(),
-        client,
-        stream,
-        application: unique_name("fleet-app"),
-        fan_out,
-    }
-}
-
-/// Puts records `r<i>` at about `per_second` until stopped; returns the acknowledged ones.
-struct Load {
-    stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Vec<String>>,
-}
-
-fn produce(env: &Env, per_second: u64) -> Load {
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let client = env.client.clone();
-    let stream = env.stream.clone();
-    let task = tokio::spawn(async move {
-        let producer = Producer::builder(client, stream.as_str())
-            .build()
-            .await
-            .unwrap();
-        let mut receipts = Vec::new();
-        let mut i = 0u64;
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        loop {
-            tokio::select! {
-                _ = stopped.changed() => break,
-                _ = tick.tick() => {
-                    for _ in 0..per_second / 20 {
-                        let data = format!("r{i}");
-                        let record = UserRecord::new(format!("k{}", i % 101), Bytes::from(data.clone())).unwrap();
-                        receipts.push((data, producer.put(record).await.unwrap()));
-                        i += 1;
-                    }
-                }
-            }
-        }
-        producer.flush().await.unwrap();
-        let mut acked = Vec::new();
-        for (data, receipt) in receipts {
-            if receipt.await.is_ok() {
-                acked.push(data);
-            }
-        }
-        producer.shutdown().await;
-        acked
-    });
-    Load { stop, task }
-}
-
-impl Load {
-    async fn finish(self) -> Vec<String> {
-        let _ = self.stop.send(true);
-        self.task.await.unwrap()
-    }
-}
-
-/// Every record processed by any of the workers, with how many times.
-fn processed(workers: &[&Worker]) -> HashMap<String, usize> {
-    let mut seen = HashMap::new();
-    for worker in workers {
-        for (_, line) in worker.lines() {
-            if let Some(data) = line
-                .strip_prefix("REC ")
-                .and_then(|rest| rest.splitn(4, ' ').nth(3))
-            {
-                *seen.entry(data.to_owned()).or_insert(0) += 1;
-            }
-        }
-    }
-    seen
-}
-
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn until(what: &str, done: impl FnMut() -> bool) {
+    fleet::until(what, WAIT, done).await.unwrap();
 }
 
 async fn all_processed(acked: &[String], workers: &[&Worker]) -> HashMap<String, usize> {
-    until("every acknowledged record to be processed", || {
-        let seen = processed(workers);
-        acked.iter().all(|d| seen.contains_key(d))
-    })
-    .await;
-    processed(workers)
-}
-
-fn duplicates(seen: &HashMap<String, usize>) -> usize {
-    seen.values().map(|n| n - 1).sum()
+    fleet::all_processed(acked, workers, WAIT).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +95,7 @@ async fn kill_9(fan_out: bool) {
         "resumed after {took:?}"
     );
 
-    let acked = load.finish().await;
+    let acked = load.finish().await.unwrap();
     let seen = all_processed(&acked, &[&a, &b]).await;
     println!(
         "{} records acknowledged, all processed; {} processed again after the failover (records after a's last checkpoint)",
@@ -276,7 +152,7 @@ async fn a_stopped_worker_cannot_checkpoint_and_stops_after_resuming() {
             "a processed {shard} after losing it: {until_restart:?}"
         );
     }
-    let acked = load.finish().await;
+    let acked = load.finish().await.unwrap();
     all_processed(&acked, &[&a, &b]).await;
 }
 
@@ -301,7 +177,7 @@ async fn three_workers_balance_twelve_shards_and_a_fourth_takes_its_share_withou
         "a fourth worker had its share after {:.2} s",
         joined_at.elapsed().as_secs_f64()
     );
-    let acked = load.finish().await;
+    let acked = load.finish().await.unwrap();
     let seen = all_processed(&acked, &all).await;
     assert_eq!(duplicates(&seen), 0, "handoffs caused duplicates");
 }
@@ -346,7 +222,7 @@ async fn graceful_shutdown(fan_out: bool) {
         "took {took:?}: the failover time was waited out"
     );
     until("a to exit", || a.lines().iter().any(|(_, l)| l == "EXIT")).await;
-    let acked = load.finish().await;
+    let acked = load.finish().await.unwrap();
     let seen = all_processed(&acked, &[&a, &b]).await;
     assert_eq!(duplicates(&seen), 0, "the shutdown caused duplicates");
 }
