@@ -29,8 +29,10 @@ pub struct Batch {
     /// [`Batch::outside_range`].
     pub records: Vec<Record>,
     /// User records left out because their hash key lies outside the shard's range. The Java
-    /// KCL drops the whole aggregate in that case; this consumer drops only these (their
-    /// producer, if it is `kinesis-producer`, wrote them again on the right shard).
+    /// KCL drops the whole aggregate in that case; this consumer drops only these. Their
+    /// producer, if it is `kinesis-producer`, wrote the whole aggregate's records again on the
+    /// right shards, so the records of such an aggregate that were delivered arrive a second
+    /// time, at new sequence numbers.
     pub outside_range: usize,
     /// How far behind the tip of the shard this batch is, in milliseconds (`GetRecords`'
     /// `MillisBehindLatest`).

@@ -26,9 +26,10 @@
 //! - **Resharding.** An aggregate that lands on a shard whose hash key range does not hold all of
 //!   its user records (the map was stale) would be dropped whole by a KCL-style consumer, so all
 //!   of its user records are sent again on the right shards and only that second write is
-//!   reported. The first write stays in the stream: a consumer that does not filter by range
-//!   (or one reading the parent shard's range) sees those records twice. This, and calls that
-//!   time out after being written, are the sources of duplicates.
+//!   reported. The first write stays in the stream: a consumer that does not filter by range sees
+//!   those records twice, and `kinesis-consumer` (which skips only the records outside the
+//!   shard's range) sees the in-range ones twice. This, and calls that time out after being
+//!   written, are the sources of duplicates.
 //! - **Ordering** on request ([`Ordering::PerPartitionKey`]).
 //!
 //! Metrics are recorded through the [`metrics`](https://docs.rs/metrics) facade under the names

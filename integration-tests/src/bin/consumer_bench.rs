@@ -7,8 +7,8 @@
 //! (aggregated backlog for the drain, default 1,000,000), `--plain-records N` (default 200,000),
 //! `--idle-seconds S` (the lease-table cost measurement, default 60), `--failover-secs S`
 //! (ours, default 10; kcl-rs keeps its own 10 s), `--only ours|kcl-rs`, `--scenario NAME`
-//! (repeatable: `drain`, `failover`, `balance`, `split`, `cost`, `latency`, `fan-out-drain`;
-//! default all).
+//! (repeatable: `drain`, `failover`, `churn`, `balance`, `split`, `cost`, `latency`,
+//! `fan-out-drain`; default all), `--kills N` (the churn scenario's kills, default 10).
 //!
 //! ```text
 //!  this process ──spawns──▶ workers: ours (this binary re-executed with --worker) or kcl-rs
@@ -25,6 +25,9 @@
 //!    records/s and the worker's CPU per million records.
 //! 2. **Failover**: 8 shards, 2 workers, records flowing; kill -9 of one; time until the other
 //!    runs all its shards.
+//! 2b. **Failover under churn**: 8 shards, 3 workers, records flowing; every 15 s the oldest
+//!    worker is killed (kill -9) and a new one started at once, 10 times (`--kills N`); for each
+//!    kill, the time until every shard it ran runs on another worker; min, median and max.
 //! 3. **Balance**: 8 shards held by one worker; a second joins; time until 4 and 4.
 //! 4. **Child start**: a split while a worker reads; time from the parent's end to the children's
 //!    start.
@@ -60,22 +63,25 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const SERVE_FLAG: &str = "--serve-ferrokinesis";
 const WORKER_FLAG: &str = "--worker";
 const USAGE: &str = "usage: consumer-bench [--records N] [--plain-records N] [--idle-seconds S] \
-                     [--failover-secs S] [--only ours|kcl-rs] \
-                     [--scenario drain|failover|balance|split|cost|latency|fan-out-drain]...";
+                     [--failover-secs S] [--kills N] [--only ours|kcl-rs] \
+                     [--scenario drain|failover|churn|balance|split|cost|latency|fan-out-drain]...";
 
 struct Args {
     records: u64,
     plain_records: u64,
     idle: Duration,
     failover: Duration,
+    /// Kills in the churn scenario.
+    kills: u64,
     impls: Vec<Impl>,
     /// Scenario names to run (empty: all).
     scenarios: Vec<String>,
 }
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "drain",
     "failover",
+    "churn",
     "balance",
     "split",
     "cost",
@@ -132,6 +138,7 @@ fn parse_args(argv: &[String]) -> Result<Args, BoxError> {
         plain_records: 200_000,
         idle: Duration::from_secs(60),
         failover: Duration::from_secs(10),
+        kills: 10,
         impls: vec![Impl::Ours, Impl::KclRs],
         scenarios: Vec::new(),
     };
@@ -164,6 +171,7 @@ fn parse_args(argv: &[String]) -> Result<Args, BoxError> {
             "--plain-records" => args.plain_records = number,
             "--idle-seconds" => args.idle = Duration::from_secs(number.max(10)),
             "--failover-secs" => args.failover = Duration::from_secs(number.max(2)),
+            "--kills" => args.kills = number.max(1),
             other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
         }
     }
@@ -320,6 +328,9 @@ async fn scenarios(
     }
     if wanted("failover") {
         failover(stage, kind, results).await?;
+    }
+    if wanted("churn") {
+        churn(stage, args.kills, kind, results).await?;
     }
     if wanted("balance") {
         balance(stage, kind, results).await?;
@@ -622,6 +633,145 @@ async fn failover(stage: &Stage, kind: Impl, results: &mut Results) -> Result<()
             );
         }
     }
+    Ok(())
+}
+
+// --- 2b. failover under churn -----------------------------------------------------------------------
+
+/// How often the churn scenario kills a worker.
+const CHURN_PERIOD: Duration = Duration::from_secs(15);
+
+async fn churn(
+    stage: &Stage,
+    kills: u64,
+    kind: Impl,
+    results: &mut Results,
+) -> Result<(), BoxError> {
+    const LINE: &str = "failover under churn (3 workers, 8 shards), min / median / max, s";
+    println!(
+        "\n(2b) failover under churn: 8 shards, 3 workers, 200 records/s; every {} s kill -9 of the \
+         oldest worker and a new one at once, {kills} times",
+        CHURN_PERIOD.as_secs()
+    );
+    let stream = unique_name("bench-churn");
+    create_stream(&stage.client, &stream, 8).await?;
+    let _trickle = trickle(&stage.client, &stream, 200);
+    let application = unique_name("churn-app");
+    let target = Target {
+        dynamodb: stage.dynamodb.endpoint(),
+        stream: &stream,
+        application: &application,
+    };
+    let mut workers: Vec<(WorkerProcess, Option<Instant>)> = Vec::new();
+    for i in 1..=3 {
+        workers.push((stage.worker(kind, &target, &format!("w{i}"), false)?, None));
+    }
+    let running = |workers: &[(WorkerProcess, Option<Instant>)]| -> usize {
+        workers
+            .iter()
+            .filter(|(_, killed)| killed.is_none())
+            .map(|(w, _)| w.held().len())
+            .sum()
+    };
+    if let Err(problem) = until(
+        "all 8 shards running",
+        kind.patience(Duration::from_secs(120)),
+        || (running(&workers) == 8).then_some(()),
+    )
+    .await
+    {
+        println!("  {problem}");
+        results.put(LINE, kind, "not measured".to_owned());
+        return Ok(());
+    }
+    // Each kill: when, and the shards the victim ran.
+    let mut victims: Vec<(Instant, Vec<String>)> = Vec::new();
+    let mut next = 4;
+    for _ in 0..kills {
+        tokio::time::sleep(CHURN_PERIOD).await;
+        let Some(oldest) = workers.iter_mut().find(|(_, killed)| killed.is_none()) else {
+            break;
+        };
+        let orphans: Vec<String> = oldest.0.held().into_keys().collect();
+        oldest.0.child.start_kill()?;
+        let at = Instant::now();
+        oldest.1 = Some(at);
+        victims.push((at, orphans));
+        workers.push((
+            stage.worker(kind, &target, &format!("w{next}"), false)?,
+            None,
+        ));
+        next += 1;
+    }
+    // Time for the last kill's shards to move.
+    let _ = until(
+        "the last kill's shards to run elsewhere",
+        kind.patience(CHURN_PERIOD * 2),
+        || (running(&workers) == 8).then_some(()),
+    )
+    .await;
+    // For each kill: the first start of each of its shards on another worker after the kill.
+    let starts: Vec<(Instant, String)> = workers
+        .iter()
+        .flat_map(|(w, _)| w.lines())
+        .filter_map(|(at, line)| {
+            line.strip_prefix("START ")
+                .and_then(|rest| rest.split(' ').next())
+                .map(|shard| (at, shard.to_owned()))
+        })
+        .collect();
+    let mut measured: Vec<f64> = Vec::new();
+    let mut unmeasured = 0;
+    for (killed, orphans) in &victims {
+        let taken: Option<Vec<Instant>> = orphans
+            .iter()
+            .map(|shard| {
+                starts
+                    .iter()
+                    .filter(|(at, s)| s == shard && at > killed)
+                    .map(|(at, _)| *at)
+                    .min()
+            })
+            .collect();
+        match taken.and_then(|t| t.into_iter().max()) {
+            Some(last) => measured.push(last.duration_since(*killed).as_secs_f64()),
+            None if orphans.is_empty() => {}
+            None => unmeasured += 1,
+        }
+    }
+    measured.sort_by(f64::total_cmp);
+    let figure = if measured.is_empty() {
+        "not measured".to_owned()
+    } else {
+        format!(
+            "{:.1} / {:.1} / {:.1}",
+            measured[0],
+            measured[measured.len() / 2],
+            measured[measured.len() - 1]
+        )
+    };
+    println!(
+        "  {} kills: every orphaned shard running elsewhere after {} s (min / median / max over {} \
+         kills{}); each: {:?}",
+        victims.len(),
+        figure,
+        measured.len(),
+        if unmeasured > 0 {
+            format!("; {unmeasured} kills whose shards were not all running elsewhere by the end")
+        } else {
+            String::new()
+        },
+        measured
+            .iter()
+            .map(|m| format!("{m:.1}"))
+            .collect::<Vec<_>>()
+    );
+    let figure = if unmeasured > 0 {
+        format!("{figure} ({unmeasured} of {} not)", victims.len())
+    } else {
+        figure
+    };
+    results.put(LINE, kind, figure);
     Ok(())
 }
 
