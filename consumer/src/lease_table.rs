@@ -347,8 +347,8 @@ impl LeaseTable {
     }
 
     /// Asks the owner of `observed` to hand it to `to`: the lease names `to` as owner and the old
-    /// owner as `checkpointOwner`, which may still checkpoint until it releases. The counter is
-    /// unchanged, so the old owner's next renewal is refused and tells it.
+    /// owner as `checkpointOwner`, which may still renew and checkpoint until it releases (the
+    /// answer to its next renewal, or its next scan, tells it). The counter is unchanged.
     pub async fn hand_off(&self, observed: &Lease, to: &str) -> Result<Lease, Error> {
         let Some(from) = &observed.owner else {
             return Err(Error::LeaseLost {

@@ -14,9 +14,11 @@
 //!          2 s       │     every 4 s│ off / release │ (fenced by the    │ shard end
 //!                    │              │               │  counter)         │
 //!  ┌─────────────────┴──────────────┴───────────────┴──────────────────┴─────────────┐
-//!  │ worker: observations ──► balance (take expired and free leases, steal with a      │
-//!  │ (counter first seen       graceful handoff) ──► lineage (a child starts once      │
-//!  │  at, by my clock)         every parent lease is at SHARD_END)                     │
+//!  │ worker: coordination (a pure state machine, one local state per lease: taking,    │
+//!  │ asking, awaiting, running, releasing) ◄── observations (counter first seen, by my │
+//!  │ clock), balance (take expired leases at once, free ones up to the fair share,     │
+//!  │ ask for the rest by graceful handoff), lineage (a child starts once every parent  │
+//!  │ lease is at SHARD_END); the worker's task only performs what it decides           │
 //!  └──────────────────────────────────────┬──────────────────────────────────────────┘
 //!                                         │ one task per held shard
 //!      GetRecords or SubscribeToShard ──► deaggregate, keep the shard's hash range ──► processor
@@ -32,6 +34,11 @@
 //! before that can happen: it trusts a lease only until the failover time (less a margin) after
 //! it *sent* its last successful renewal, which is no later than any observer's first sight of
 //! the new counter.
+//!
+//! One processor runs a shard at a time, every started processor is told why it stops, and a
+//! dead worker's shards run elsewhere within the failover time plus a scan interval: the README's
+//! "How the leases work" says how, and a deterministic simulation in the test suite checks it
+//! over thousands of seeded schedules of kills, pauses, joins, shutdowns, panics and resharding.
 
 //! ## Use
 //!

@@ -390,26 +390,38 @@ impl<T> Guarded<T> {
 }
 
 /// Runs `future` while the lease is trusted (the worker moves the deadline with each renewal,
-/// and to now when the lease is lost); past the deadline it is dropped.
+/// and to now when the lease is lost); past the deadline it is dropped. The deadline is looked at
+/// before every poll of `future`, so a process frozen past it (a pause, a stalled VM) does not
+/// run the call on when it resumes, even if what it awaited is ready.
 async fn guarded<T>(
     trust: &mut watch::Receiver<Instant>,
     future: impl Future<Output = T>,
 ) -> Guarded<T> {
     tokio::pin!(future);
-    let mut started = false;
+    let mut polled = false;
     loop {
         let deadline = *trust.borrow_and_update();
         if deadline <= Instant::now() {
-            return if started {
+            return if polled {
                 Guarded::Interrupted
             } else {
                 Guarded::NotStarted
             };
         }
+        let within = std::future::poll_fn(|cx| {
+            if Instant::now() >= deadline {
+                return std::task::Poll::Ready(None);
+            }
+            polled = true;
+            future.as_mut().poll(cx).map(Some)
+        });
         tokio::select! {
-            // The call first, so that it is polled at least once once it is allowed to start.
             biased;
-            out = &mut future => return Guarded::Done(out),
+            out = within => {
+                if let Some(out) = out {
+                    return Guarded::Done(out);
+                }
+            }
             _ = tokio::time::sleep_until(deadline) => {}
             changed = trust.changed() => {
                 if changed.is_err() {
@@ -418,7 +430,6 @@ async fn guarded<T>(
                 }
             }
         }
-        started = true;
     }
 }
 
@@ -436,5 +447,63 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process frozen past the deadline: when it resumes, what the call awaited is ready and so
+    /// is the deadline's timer. The call must not run on.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_ready_only_after_the_deadline_is_not_run_on() {
+        let start = Instant::now();
+        let (trust_tx, mut trust) = watch::channel(start + Duration::from_secs(1));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        let ran_on = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ran_on.clone();
+        let call = async move {
+            let _ = ready_rx.await;
+            // The batch's side effects would happen here.
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        };
+        let guarded_call = tokio::spawn(async move { guarded(&mut trust, call).await });
+        tokio::task::yield_now().await;
+        // Frozen: time jumps past the deadline while the awaited thing became ready.
+        let _ = ready_tx.send(());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let outcome = guarded_call.await.ok();
+        assert_eq!(outcome, Some(Guarded::Interrupted));
+        assert!(!ran_on.load(std::sync::atomic::Ordering::SeqCst));
+        drop(trust_tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_within_the_deadline_runs_and_one_past_it_never_starts() {
+        let start = Instant::now();
+        let (_trust_tx, mut trust) = watch::channel(start + Duration::from_secs(1));
+        let done = guarded(&mut trust, tokio::time::sleep(Duration::from_millis(500))).await;
+        assert_eq!(done, Guarded::Done(()));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let late = guarded(&mut trust, async { 7 }).await;
+        assert_eq!(late, Guarded::NotStarted);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_moves_the_deadline_of_a_call_under_way() {
+        let start = Instant::now();
+        let (trust_tx, mut trust) = watch::channel(start + Duration::from_secs(1));
+        let call = tokio::spawn(async move {
+            guarded(&mut trust, tokio::time::sleep(Duration::from_secs(3))).await
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = trust_tx.send(start + Duration::from_secs(5));
+        assert_eq!(call.await.ok(), Some(Guarded::Done(())));
+        let interrupted = {
+            let (_tx, mut trust) = watch::channel(Instant::now() + Duration::from_secs(1));
+            guarded(&mut trust, tokio::time::sleep(Duration::from_secs(3))).await
+        };
+        assert_eq!(interrupted, Guarded::Interrupted);
     }
 }

@@ -18,7 +18,7 @@ use tracing::{Instrument, debug, error, info, warn};
 
 use crate::{
     config::{Config, Retrieval},
-    coordination::{Action, Exited, Input, Machine, Outcome, Stop},
+    coordination::{Action, Exited, Input, Machine, Outcome, Role, Stop},
     error::Error,
     fanout::Registration,
     kinesis,
@@ -166,8 +166,10 @@ where
     pub fn build(self) -> Result<Consumer<F>, Error> {
         self.cfg.validate()?;
         Ok(Consumer {
+            // A call is given up early enough that a renewal can be tried again while the lease
+            // is still trusted.
             table: LeaseTable::new(self.dynamodb, self.cfg.table.clone())
-                .with_call_timeout(self.cfg.call_timeout),
+                .with_call_timeout(self.cfg.call_timeout.min(self.cfg.renew_interval / 2)),
             cfg: Arc::new(self.cfg),
             kinesis: self.kinesis,
             processors: Arc::new(self.processors),
@@ -398,6 +400,10 @@ where
                 .next_wake()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             input = tokio::select! {
+                // A shard task's end first: the machine must not renew a lease whose processor
+                // has already stopped because a timer came due at the same moment.
+                biased;
+                Some(joined) = self.shards.join_next_with_id() => self.exited(joined),
                 changed = stop.changed(), if !shutdown_asked => {
                     if changed.is_err() || *stop.borrow() {
                         shutdown_asked = true;
@@ -406,7 +412,6 @@ where
                         Input::Tick
                     }
                 }
-                Some(joined) = self.shards.join_next_with_id() => self.exited(joined),
                 Some(answered) = self.calls.join_next_with_id() => match answered {
                     Ok((id, input)) => {
                         self.fallbacks.remove(&id);
@@ -453,9 +458,6 @@ where
             error!(?how, "an unknown shard task ended");
             return Input::Tick;
         };
-        if how == Exited::LeaseLost {
-            self.copies.remove(&task.key);
-        }
         Input::Exited { key: task.key, how }
     }
 
@@ -548,7 +550,12 @@ where
             }
             Action::Release { lease, role } => {
                 let key = lease.key.clone();
-                let copy = self.copies.get(&key).cloned();
+                // Withdrawing a handoff request concerns a lease this worker does not run: its
+                // copy, if any, is of an earlier run.
+                let copy = match role {
+                    Role::NewOwner => None,
+                    Role::Owner | Role::PreviousOwner => self.copies.get(&key).cloned(),
+                };
                 let fallback = Input::Released {
                     key: key.clone(),
                     outcome: Outcome::Failed,
@@ -590,6 +597,9 @@ where
                     let _ = task.stop.send(reason);
                 }
             }
+            Action::Forget { key } => {
+                self.copies.remove(&key);
+            }
             Action::AbortProcessors => self.shards.abort_all(),
             Action::Finished => {}
         }
@@ -621,11 +631,20 @@ where
             lease,
             fan_out: self.fan_out.clone(),
         };
-        let processor = (self.processors)(&key);
+        // The application's processor is made inside the shard's task: a panic there is that
+        // task's, handled as a processor's panic, not the worker's.
+        let processors = self.processors.clone();
         let span = tracing::info_span!("shard", shard_id = %key);
+        let made_for = key.clone();
         let id = self
             .shards
-            .spawn(shard::run(ctx, processor, stop_rx, trust_rx).instrument(span))
+            .spawn(
+                async move {
+                    let processor = processors(&made_for);
+                    shard::run(ctx, processor, stop_rx, trust_rx).await
+                }
+                .instrument(span),
+            )
             .id();
         self.tasks.insert(
             id,

@@ -180,6 +180,9 @@ pub(crate) enum Action {
     Revoke { key: String },
     /// Ask a running processor to checkpoint and stop.
     Stop { key: String, reason: Stop },
+    /// This worker has nothing more to do with the lease: what the task kept for it (the shard's
+    /// lease copy) can go.
+    Forget { key: String },
     /// The shutdown timeout passed: abort the processors still running.
     AbortProcessors,
     /// The worker has shut down.
@@ -191,10 +194,14 @@ pub(crate) enum Action {
 pub(crate) struct Run {
     /// The lease as last written by this worker's take or renewal.
     lease: Lease,
+    /// When the take that started this run was sent: answers to writes sent before belong to an
+    /// earlier run of the same lease.
+    started: Instant,
     trust_until: Instant,
     renewing: bool,
-    /// When to try a failed renewal again.
-    retry_at: Option<Instant>,
+    /// When to renew next: a renewal interval after the last successful take or renewal was
+    /// sent, or soon after a failed renewal.
+    renew_at: Instant,
     /// What the processor was asked (`Stop::Run` while it runs on).
     stop: Stop,
     /// Another worker asked for the lease: it is released as the previous owner.
@@ -255,7 +262,6 @@ pub(crate) struct Machine {
     /// A scan is wanted as soon as the one under way ends.
     rescan: bool,
     next_scan: Instant,
-    next_renew: Instant,
     syncing: bool,
     next_sync: Instant,
 }
@@ -265,7 +271,6 @@ impl Machine {
     pub(crate) fn new(me: impl Into<String>, settings: Settings, now: Instant) -> Self {
         Machine {
             me: me.into(),
-            next_renew: now + settings.renew_interval,
             settings,
             mode: Mode::Working,
             locals: BTreeMap::new(),
@@ -320,7 +325,7 @@ impl Machine {
             match local {
                 Local::Running(run) if !run.revoked => {
                     if !run.renewing {
-                        at(run.retry_at.unwrap_or(self.next_renew));
+                        at(run.renew_at);
                     }
                     at(run.trust_until);
                 }
@@ -389,9 +394,13 @@ impl Machine {
         }
     }
 
-    fn forget(&mut self, key: &str, now: Instant) {
+    /// This worker has nothing more to do with `key` (for now).
+    fn forget(&mut self, key: &str, now: Instant, out: &mut Vec<Action>) {
         self.locals.remove(key);
         self.forgotten.insert(key.to_owned(), now);
+        out.push(Action::Forget {
+            key: key.to_owned(),
+        });
     }
 
     /// Timers: renewals, trust running out, retries, scans, shard syncs, the shutdown deadline.
@@ -423,10 +432,6 @@ impl Machine {
                 return;
             }
         }
-        let renew_all = now >= self.next_renew;
-        if renew_all {
-            self.next_renew = now + self.settings.renew_interval;
-        }
         for (key, local) in &mut self.locals {
             match local {
                 Local::Running(run) if !run.revoked => {
@@ -436,10 +441,8 @@ impl Machine {
                         warn!(lease = %key, "lease not renewed in time; its processor stops");
                         continue;
                     }
-                    let retry_due = run.retry_at.is_some_and(|t| now >= t);
-                    if !run.renewing && (renew_all || retry_due) {
+                    if !run.renewing && now >= run.renew_at {
                         run.renewing = true;
-                        run.retry_at = None;
                         out.push(Action::Renew { key: key.clone() });
                     }
                 }
@@ -524,7 +527,7 @@ impl Machine {
                         self.release(lease.clone(), Role::PreviousOwner, out);
                     } else {
                         debug!(lease = %lease.key, owner = ?lease.owner, "awaited lease went to another worker");
-                        self.forget(&lease.key, now);
+                        self.forget(&lease.key, now, out);
                     }
                 }
                 Some(_) => {}
@@ -551,7 +554,7 @@ impl Machine {
             .map(|(key, _)| key.clone())
             .collect();
         for key in gone {
-            self.forget(&key, now);
+            self.forget(&key, now, out);
         }
         self.table = table;
         if self.mode == Mode::Working {
@@ -662,6 +665,9 @@ impl Machine {
         let me = self.me.clone();
         let trust = self.settings.trust;
         match self.locals.get_mut(&key) {
+            // An answer to a renewal of an earlier run of this lease (sent before this run's
+            // take): it says nothing about this run.
+            Some(Local::Running(run)) if sent < run.started => {}
             Some(Local::Running(run)) => {
                 run.renewing = false;
                 if run.revoked {
@@ -670,6 +676,7 @@ impl Machine {
                 match outcome {
                     Outcome::Written(lease) => {
                         self.observations.note(&lease, now);
+                        run.renew_at = sent + self.settings.renew_interval;
                         let until = sent + trust;
                         if until > run.trust_until {
                             run.trust_until = until;
@@ -692,9 +699,8 @@ impl Machine {
                         out.push(Action::Revoke { key });
                     }
                     Outcome::Failed => {
-                        if now + RETRY < run.trust_until {
-                            run.retry_at = Some(now + RETRY);
-                        }
+                        // Tried again soon, while trusted (past the deadline nothing is sent).
+                        run.renew_at = now + RETRY;
                     }
                 }
             }
@@ -740,9 +746,10 @@ impl Machine {
                     key,
                     Local::Running(Run {
                         lease: lease.clone(),
+                        started: sent,
                         trust_until,
                         renewing: false,
-                        retry_at: None,
+                        renew_at: sent + self.settings.renew_interval,
                         stop: Stop::Run,
                         handing_off: false,
                         revoked: false,
@@ -752,11 +759,11 @@ impl Machine {
             }
             Outcome::Refused(_) => {
                 debug!(lease = %key, "another worker took it first");
-                self.forget(&key, now);
+                self.forget(&key, now, out);
             }
             Outcome::Failed => {
                 debug!(lease = %key, "take failed");
-                self.forget(&key, now);
+                self.forget(&key, now, out);
                 // It may have been written: look again soon.
                 self.want_scan(now);
             }
@@ -797,7 +804,7 @@ impl Machine {
         match outcome {
             Outcome::Written(_) => {
                 debug!(lease = %key, "lease released");
-                self.forget(&key, now);
+                self.forget(&key, now, out);
             }
             Outcome::Refused(Some(current)) if *attempts < RELEASE_ATTEMPTS => {
                 // Released with an out-of-date copy (a write whose answer was lost): try again
@@ -822,17 +829,17 @@ impl Machine {
                             role: again,
                         });
                     }
-                    None => self.forget(&key, now),
+                    None => self.forget(&key, now, out),
                 }
             }
-            Outcome::Refused(_) => self.forget(&key, now),
+            Outcome::Refused(_) => self.forget(&key, now, out),
             Outcome::Failed if *attempts < RELEASE_ATTEMPTS => {
                 *attempts += 1;
                 *retry_at = Some(now + RETRY);
             }
             Outcome::Failed => {
                 warn!(lease = %key, "releasing failed; the lease is left to expire");
-                self.forget(&key, now);
+                self.forget(&key, now, out);
             }
         }
     }
@@ -856,18 +863,18 @@ impl Machine {
                 if run.handing_off && !run.revoked {
                     self.release(run.lease, Role::PreviousOwner, out);
                 } else {
-                    self.forget(&key, now);
+                    self.forget(&key, now, out);
                 }
             }
             Exited::LeaseLost => {
-                self.forget(&key, now);
+                self.forget(&key, now, out);
             }
             Exited::Stopped | Exited::ReadFailed | Exited::Panicked(_) | Exited::Aborted => {
                 if let Exited::Panicked(message) = &how {
                     error!(lease = %key, panic = %message, "the shard's processor panicked; its lease is released");
                 }
                 if run.revoked {
-                    self.forget(&key, now);
+                    self.forget(&key, now, out);
                 } else {
                     self.release(run.lease, role, out);
                 }

@@ -228,9 +228,10 @@ fn expired_leases_are_taken_by_the_first_worker_to_see_them_whatever_its_share()
             l.key.clone(),
             Local::Running(Run {
                 lease: l.clone(),
+                started: b.now,
                 trust_until: b.now + Duration::from_secs(3600),
                 renewing: true,
-                retry_at: None,
+                renew_at: b.now + Duration::from_secs(3600),
                 stop: Stop::Run,
                 handing_off: false,
                 revoked: false,

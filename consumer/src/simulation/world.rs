@@ -205,6 +205,9 @@ enum End {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Phase {
+    /// Started on a lease already at `SHARD_END`: the task ends at its first step, with no
+    /// processor (as `shard.rs` does).
+    Finished,
     Reading,
     Batch,
     Shutdown,
@@ -444,7 +447,9 @@ impl World {
             + QUIET_EXTRA
             + micros(settings.failover) * 3
             + micros(settings.handoff_timeout);
-        let call_timeout = micros(settings.renew_interval);
+        // As the worker's: half a renewal interval, so that a renewal can be tried again while
+        // the lease is trusted.
+        let call_timeout = micros(settings.renew_interval) / 2;
         let mut world = World {
             seed,
             base: Instant::now(),
@@ -806,11 +811,13 @@ impl World {
                 self.send(inc, Origin::Machine, Op::HandOff(lease), None);
             }
             Action::Release { lease, role } => {
-                match self
-                    .workers
-                    .get(&inc)
-                    .and_then(|w| w.copies.get(&lease.key))
-                {
+                let copy = match role {
+                    Role::NewOwner => None,
+                    Role::Owner | Role::PreviousOwner => {
+                        self.workers.get(&inc).and_then(|w| w.copies.get(&lease.key))
+                    }
+                };
+                match copy {
                     Some(copy) => {
                         let copy = *copy;
                         self.enqueue(inc, copy, Pending::Release { lease, role });
@@ -844,6 +851,11 @@ impl World {
                         t.stop = reason;
                     }
                     self.schedule_task(task, Some(self.t));
+                }
+            }
+            Action::Forget { key } => {
+                if let Some(worker) = self.workers.get_mut(&inc) {
+                    worker.copies.remove(&key);
                 }
             }
             Action::AbortProcessors => {
@@ -1196,9 +1208,11 @@ impl World {
             writing: None,
         };
         if lease.is_finished() {
-            // Finished by a previous owner: nothing to read, no processor.
+            // Finished by a previous owner: nothing to read, no processor. The task ends at its
+            // first step.
+            task.phase = Phase::Finished;
             self.tasks.insert(id, task);
-            self.exit_task(id, Exited::ShardEnded);
+            self.schedule_task(id, Some(self.t));
             return;
         }
         // The processor is initialized: the invariants of a start.
@@ -1346,6 +1360,10 @@ impl World {
         };
         let now = self.local(task.inc);
         let phase = task.phase.clone();
+        if phase == Phase::Finished {
+            self.exit_task(id, Exited::ShardEnded);
+            return;
+        }
         if now >= task.trust_until {
             // The task's guarded calls are dropped at the deadline.
             match phase {
@@ -1528,7 +1546,7 @@ impl World {
                     self.enter(id, Phase::EndRetry);
                 }
             }
-            Phase::Reading | Phase::EndRetry | Phase::ChildRetry(_) => {}
+            Phase::Finished | Phase::Reading | Phase::EndRetry | Phase::ChildRetry(_) => {}
         }
     }
 
@@ -1562,9 +1580,6 @@ impl World {
         if let Some(worker) = self.workers.get_mut(&inc) {
             if worker.tasks.get(&key) == Some(&id) {
                 worker.tasks.remove(&key);
-            }
-            if how == Exited::LeaseLost && worker.copies.get(&key) == Some(&copy) {
-                worker.copies.remove(&key);
             }
         }
         self.grant(inc, copy);
@@ -1873,15 +1888,27 @@ impl World {
                 self.unserved_since.remove(&key);
                 continue;
             }
-            // A write to an unserved lease (a release, a take by a worker that then died)
-            // starts its failover time again.
-            let counter = self.table.get(&key).map_or(0, |l| l.counter);
+            // A write that leaves an unserved lease to a worker that is gone or paused (a release
+            // to a worker that died or froze after asking for it, a take by a worker that then
+            // died) starts its failover time again. Writes that leave it to a running worker or
+            // to nobody do not.
+            let lease = self.table.get(&key);
+            let counter = lease.map_or(0, |l| l.counter);
+            let to_the_gone = lease.and_then(|l| l.owner.as_deref()).is_some_and(|owner| {
+                !self
+                    .workers
+                    .values()
+                    .any(|w| w.id == owner && w.life == Life::Alive)
+            });
             let entry = self
                 .unserved_since
                 .entry(key.clone())
                 .or_insert((self.t, counter));
             if entry.1 != counter {
-                *entry = (self.t, counter);
+                entry.1 = counter;
+                if to_the_gone {
+                    entry.0 = self.t;
+                }
             }
             let from = entry.0;
             // A healthy fleet (nothing disruptive within a failover time before the shard
