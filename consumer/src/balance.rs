@@ -149,6 +149,9 @@ pub struct Plan {
     pub adopt: Vec<Lease>,
     /// Leases held by live workers to ask for through a graceful handoff.
     pub hand_off: Vec<Lease>,
+    /// This worker holds more than the ceiling of its fair share: others will ask it for leases,
+    /// so it should look at the table often until they have.
+    pub above_share: bool,
 }
 
 /// Decides which leases `me` takes and asks for, given the table (as last scanned), what this
@@ -212,6 +215,7 @@ pub fn plan(
     let cap = limits.max_leases.unwrap_or(usize::MAX);
     let mut have = counts.get(me).copied().unwrap_or(0);
     let target = ceil.min(cap);
+    plan.above_share = have > ceil;
 
     // Expired leases and free leases nobody took for a while, all of them (up to the cap), the
     // longest waiting first; then other free ones up to the fair share. Each worker tries them in

@@ -18,10 +18,12 @@
 //! ```
 //!
 //! Arguments: `--kinesis URL --dynamodb URL --stream S --application A --worker-id W
-//! [--failover-ms N] [--scan-ms N] [--renew-ms N] [--quiet] [--fan-out] [--panic-on DATA]`.
+//! [--failover-ms N] [--scan-ms N] [--renew-ms N] [--quiet] [--fan-out] [--panic-on DATA]
+//! [--panic-marker FILE]`.
 //! `--fan-out` reads with enhanced fan-out (the stream consumer is named after the application)
-//! instead of polling. `--panic-on DATA` makes a processor panic the first time this process
-//! meets a record whose data is `DATA` (before processing it).
+//! instead of polling. `--panic-on DATA` makes a processor panic the first time a record whose
+//! data is `DATA` is met (before processing it); with `--panic-marker FILE`, the first time in the
+//! whole fleet (the worker that panics creates `FILE`; the others then do not panic).
 //! SIGTERM, or stdin reaching its end, shuts the worker down gracefully.
 
 use std::io::Write;
@@ -49,8 +51,9 @@ struct Printer {
     shard: String,
     /// With --quiet: records are counted here instead of printed.
     quiet: Option<Arc<AtomicU64>>,
-    /// With --panic-on: the data that triggers a panic, and whether one happened already.
-    panic_on: Option<(String, Arc<std::sync::atomic::AtomicBool>)>,
+    /// With --panic-on: the data that triggers a panic, whether one happened already in this
+    /// process, and the fleet-wide marker file.
+    panic_on: Option<(String, Arc<std::sync::atomic::AtomicBool>, Option<String>)>,
 }
 
 impl ShardProcessor for Printer {
@@ -64,12 +67,19 @@ impl ShardProcessor for Printer {
             let _ = checkpointer.checkpoint().await;
             return;
         }
-        if let Some((data, done)) = &self.panic_on
+        if let Some((data, done, marker)) = &self.panic_on
             && let Some(record) = batch
                 .records
                 .iter()
                 .find(|r| r.data.as_ref() == data.as_bytes())
             && !done.swap(true, Ordering::SeqCst)
+            && marker.as_ref().is_none_or(|file| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(file)
+                    .is_ok()
+            })
         {
             say(format!(
                 "PANIC {} {}",
@@ -131,6 +141,7 @@ pub async fn run(args: impl IntoIterator<Item = String>) -> Result<(), BoxError>
     let (mut failover, mut scan, mut renew) = (10_000u64, 2_000u64, 4_000u64);
     let (mut quiet, mut fan_out) = (false, false);
     let mut panic_on: Option<String> = None;
+    let mut panic_marker: Option<String> = None;
     while let Some(flag) = args.next() {
         if flag == "--quiet" {
             quiet = true;
@@ -151,6 +162,7 @@ pub async fn run(args: impl IntoIterator<Item = String>) -> Result<(), BoxError>
             "--scan-ms" => scan = value.parse()?,
             "--renew-ms" => renew = value.parse()?,
             "--panic-on" => panic_on = Some(value),
+            "--panic-marker" => panic_marker = Some(value),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -169,7 +181,9 @@ pub async fn run(args: impl IntoIterator<Item = String>) -> Result<(), BoxError>
         move |shard: &str| Printer {
             shard: shard.to_owned(),
             quiet: counted.clone(),
-            panic_on: panic_on.clone().map(|data| (data, panicked.clone())),
+            panic_on: panic_on
+                .clone()
+                .map(|data| (data, panicked.clone(), panic_marker.clone())),
         },
     )
     .worker_id(need(worker, "worker-id")?)

@@ -359,9 +359,16 @@ async fn a_paused_worker_s_shards_run_elsewhere_within_failover_plus_3_s() {
 async fn a_panicking_processor_does_not_stall_its_shard() {
     let fleet = fleet(4, Timings::DEFAULT).await;
     let load = fleet.produce(200);
+    let marker = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(kinesis_integration_tests::fixtures::unique_name("panicked"));
+    let marker = marker.to_string_lossy().into_owned();
     let workers: Vec<WorkerProcess> = ["w1", "w2"]
         .iter()
-        .map(|id| fleet.spawn(id, &["--panic-on", "r300"]).unwrap())
+        .map(|id| {
+            fleet
+                .spawn(id, &["--panic-on", "r300", "--panic-marker", &marker])
+                .unwrap()
+        })
         .collect();
     let all: Vec<&WorkerProcess> = workers.iter().collect();
     until("a processor to panic", WAIT, || {

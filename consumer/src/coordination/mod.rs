@@ -53,7 +53,8 @@ use crate::{
 #[cfg(test)]
 mod tests;
 
-/// How often the table is scanned while a handoff to this worker is under way.
+/// How often the table is scanned while a handoff to or from this worker is under way or
+/// expected.
 pub(crate) const HANDOFF_POLL: Duration = Duration::from_millis(500);
 /// How soon a failed renewal or release is tried again.
 pub(crate) const RETRY: Duration = Duration::from_millis(250);
@@ -264,6 +265,8 @@ pub(crate) struct Machine {
     next_scan: Instant,
     syncing: bool,
     next_sync: Instant,
+    /// The last plan found this worker above its fair share.
+    above_share: bool,
 }
 
 impl Machine {
@@ -282,6 +285,7 @@ impl Machine {
             next_scan: now,
             syncing: false,
             next_sync: now,
+            above_share: false,
         }
     }
 
@@ -561,11 +565,13 @@ impl Machine {
             self.plan(sent, now, out);
         }
         self.next_scan = now + self.settings.scan_interval;
-        if self
+        // While a handoff to this worker is under way, or while it holds more than its share
+        // (others will ask it for leases), look often: handoffs complete within a poll or two.
+        let awaiting = self
             .locals
             .values()
-            .any(|l| matches!(l, Local::Awaiting { .. }))
-        {
+            .any(|l| matches!(l, Local::Awaiting { .. }));
+        if awaiting || (self.above_share && self.mode == Mode::Working) {
             self.next_scan = self.next_scan.min(now + HANDOFF_POLL);
         }
         if let Some(at) = self
@@ -615,6 +621,7 @@ impl Machine {
                 free_patience: self.settings.scan_interval,
             },
         );
+        self.above_share = plan.above_share;
         for lease in plan.take {
             debug!(lease = %lease.key, owner = ?lease.owner, "taking");
             self.take(lease, out);

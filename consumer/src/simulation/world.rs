@@ -813,9 +813,10 @@ impl World {
             Action::Release { lease, role } => {
                 let copy = match role {
                     Role::NewOwner => None,
-                    Role::Owner | Role::PreviousOwner => {
-                        self.workers.get(&inc).and_then(|w| w.copies.get(&lease.key))
-                    }
+                    Role::Owner | Role::PreviousOwner => self
+                        .workers
+                        .get(&inc)
+                        .and_then(|w| w.copies.get(&lease.key)),
                 };
                 match copy {
                     Some(copy) => {
