@@ -90,8 +90,7 @@ async fn churn_kill_and_replace_every_5_s_with_a_split_and_a_merge() {
             split_then_merge(&client, &stream, Duration::from_secs(12)).await
         })
     };
-    let mut next = 4;
-    for _ in 0..12 {
+    for next in 4..16 {
         tokio::time::sleep(Duration::from_secs(5)).await;
         // The oldest live worker dies; a new one takes its place at once.
         let oldest = workers
@@ -101,7 +100,6 @@ async fn churn_kill_and_replace_every_5_s_with_a_split_and_a_merge() {
         oldest.0.child.start_kill().unwrap();
         oldest.1 = Some(Instant::now());
         workers.push((fleet.spawn(&format!("w{next}"), &[]).unwrap(), None));
-        next += 1;
     }
     resharding.await.unwrap().unwrap();
     let acked = load.finish().await.unwrap();

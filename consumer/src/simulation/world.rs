@@ -1578,10 +1578,10 @@ impl World {
                 c.busy = None;
             }
         }
-        if let Some(worker) = self.workers.get_mut(&inc) {
-            if worker.tasks.get(&key) == Some(&id) {
-                worker.tasks.remove(&key);
-            }
+        if let Some(worker) = self.workers.get_mut(&inc)
+            && worker.tasks.get(&key) == Some(&id)
+        {
+            worker.tasks.remove(&key);
         }
         self.grant(inc, copy);
         let name = self.name(inc);

@@ -24,10 +24,10 @@
 //!    then plain) in 4 shards; one worker from nothing to the first record, and to the last;
 //!    records/s and the worker's CPU per million records.
 //! 2. **Failover**: 8 shards, 2 workers, records flowing; kill -9 of one; time until the other
-//!    runs all its shards.
-//! 2b. **Failover under churn**: 8 shards, 3 workers, records flowing; every 15 s the oldest
-//!    worker is killed (kill -9) and a new one started at once, 10 times (`--kills N`); for each
-//!    kill, the time until every shard it ran runs on another worker; min, median and max.
+//!    runs all its shards. Then **under churn** (`churn`): 8 shards, 3 workers, records flowing;
+//!    every 15 s the oldest worker is killed (kill -9) and a new one started at once, 10 times
+//!    (`--kills N`); for each kill, the time until every shard it ran runs on another worker;
+//!    min, median and max.
 //! 3. **Balance**: 8 shards held by one worker; a second joins; time until 4 and 4.
 //! 4. **Child start**: a split while a worker reads; time from the parent's end to the children's
 //!    start.
@@ -686,8 +686,7 @@ async fn churn(
     }
     // Each kill: when, and the shards the victim ran.
     let mut victims: Vec<(Instant, Vec<String>)> = Vec::new();
-    let mut next = 4;
-    for _ in 0..kills {
+    for next in 4..4 + kills {
         tokio::time::sleep(CHURN_PERIOD).await;
         let Some(oldest) = workers.iter_mut().find(|(_, killed)| killed.is_none()) else {
             break;
@@ -701,7 +700,6 @@ async fn churn(
             stage.worker(kind, &target, &format!("w{next}"), false)?,
             None,
         ));
-        next += 1;
     }
     // Time for the last kill's shards to move.
     let _ = until(
