@@ -1,8 +1,9 @@
 //! Deterministic simulation of a fleet of workers: the proof that the lease coordination holds
 //! under the schedules production brings.
 //!
-//! Several workers run the real [`Machine`](crate::coordination::Machine) against an in-memory
-//! lease table with DynamoDB's conditional-write semantics ([`TableModel`]), under a simulated
+//! Several workers run the real lease coordination state machine (`coordination::Machine`)
+//! against an in-memory lease table with DynamoDB's conditional-write semantics
+//! ([`TableModel`]), under a simulated
 //! clock (each worker's clock has its own offset and drifts by up to 1 %), driven by a seeded
 //! scheduler. Around each machine sits a driver that performs its actions as `worker.rs` does
 //! (the shard's own lease copy shared by renewals and checkpoints, in order, as the real mutex
