@@ -50,6 +50,17 @@ async fn shut_down(workers: &[&WorkerProcess]) {
     }
 }
 
+/// Fleet members none of which was killed.
+fn alive(workers: &[WorkerProcess]) -> Vec<Member<'_>> {
+    workers
+        .iter()
+        .map(|process| Member {
+            process,
+            killed: None,
+        })
+        .collect()
+}
+
 /// The contract over the whole run: no double start, every start ended, duplicates explained.
 fn check_contract(members: &[Member<'_>]) -> Vec<fleet::Life> {
     let (lives, problems) = lives(members);
@@ -181,13 +192,7 @@ async fn three_workers_started_at_once_split_twelve_shards_evenly_within_5_s() {
     let seen = all_processed(&acked, &all, WAIT).await.unwrap();
     let now = Instant::now();
     shut_down(&all).await;
-    let members: Vec<Member<'_>> = workers
-        .iter()
-        .map(|process| Member {
-            process,
-            killed: None,
-        })
-        .collect();
+    let members = alive(&workers);
     let lives = check_contract(&members);
     // Unread time counts from the first start of any shard: the leases exist by then.
     let first = lives.iter().map(|l| l.started).min().unwrap();
@@ -281,11 +286,10 @@ async fn a_worker_killed_while_asked_for_handoffs_loses_its_leases_once() {
     );
 }
 
-/// Defect 3: with four workers at their fair share (3 of 12 shards each), one paused (SIGSTOP) past the
-/// failover time. Its shards must run elsewhere within the failover time + 3 s, although the
-/// others are at their share (they used to take one each per scan, all trying the same one);
-/// once
-/// it resumes it learns it lost them, and the split becomes even again.
+/// Defect 3: with four workers at their fair share (3 of 12 shards each), one paused (SIGSTOP)
+/// past the failover time. Its shards must run elsewhere within the failover time + 3 s,
+/// although the others are at their share (they used to take one each per scan, all trying the
+/// same one); once it resumes it learns it lost them, and the split becomes even again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_worker_s_shards_run_elsewhere_within_failover_plus_3_s() {
     let fleet = fleet(12, Timings::DEFAULT).await;
@@ -327,13 +331,7 @@ async fn a_paused_worker_s_shards_run_elsewhere_within_failover_plus_3_s() {
     let all: Vec<&WorkerProcess> = workers.iter().collect();
     let seen = all_processed(&acked, &all, WAIT).await.unwrap();
     shut_down(&all).await;
-    let members: Vec<Member<'_>> = workers
-        .iter()
-        .map(|process| Member {
-            process,
-            killed: None,
-        })
-        .collect();
+    let members = alive(&workers);
     check_contract(&members);
     println!(
         "w1 paused 15 s: its {} shards ran on the other three after {:.2} s (failover time {:?}); \
@@ -399,13 +397,7 @@ async fn a_panicking_processor_does_not_stall_its_shard() {
     assert!(acked.iter().any(|d| d == "r300"));
     all_processed(&acked, &all, WAIT).await.unwrap();
     shut_down(&all).await;
-    let members: Vec<Member<'_>> = workers
-        .iter()
-        .map(|process| Member {
-            process,
-            killed: None,
-        })
-        .collect();
+    let members = alive(&workers);
     let lives = check_contract(&members);
     let panics = lives
         .iter()

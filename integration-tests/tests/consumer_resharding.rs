@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -73,33 +73,6 @@ impl ShardProcessor for Recorder {
     async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
         let _ = checkpointer.checkpoint().await;
     }
-}
-
-/// Every shard's parents.
-async fn lineage(
-    client: &aws_sdk_kinesis::Client,
-    stream: &str,
-) -> HashMap<String, BTreeSet<String>> {
-    let listed = client
-        .list_shards()
-        .stream_name(stream)
-        .max_results(1000)
-        .send()
-        .await
-        .unwrap();
-    listed
-        .shards()
-        .iter()
-        .map(|s| {
-            let parents = s
-                .parent_shard_id()
-                .into_iter()
-                .chain(s.adjacent_parent_shard_id())
-                .map(str::to_owned)
-                .collect();
-            (s.shard_id().to_owned(), parents)
-        })
-        .collect()
 }
 
 async fn reshard_while_consuming(
@@ -199,7 +172,9 @@ async fn reshard_while_consuming(
 
     // No child record before every parent ended; and how soon children started.
     let events = journal.events();
-    let parents = lineage(&client, &stream).await;
+    let parents = kinesis_integration_tests::fleet::parents(&client, &stream)
+        .await
+        .unwrap();
     let index = |wanted: &dyn Fn(&Event) -> bool| events.iter().position(|(_, e)| wanted(e));
     let mut slowest = Duration::ZERO;
     let mut children = 0;
