@@ -116,7 +116,7 @@ struct Processor {
 }
 
 impl ShardProcessor for Processor {
-    async fn initialize(&mut self, _start: &Start) {
+    async fn initialize(&mut self, _start: &Start) -> Result<(), BoxError> {
         let mut ledger = lock(&self.ledger);
         ledger
             .started
@@ -127,9 +127,14 @@ impl ShardProcessor for Processor {
             .or_default()
             .1
             .push(self.shard.clone());
+        Ok(())
     }
 
-    async fn process(&mut self, batch: Batch, checkpointer: &mut Checkpointer) {
+    async fn process(
+        &mut self,
+        batch: &Batch,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), BoxError> {
         {
             let mut ledger = lock(&self.ledger);
             let shard = shard_number(&self.shard);
@@ -148,13 +153,14 @@ impl ShardProcessor for Processor {
                 self.worker, self.shard
             );
         }
+        Ok(())
     }
 
     async fn lease_lost(&mut self) {
         self.forget();
     }
 
-    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), BoxError> {
         lock(&self.ledger)
             .ended
             .insert(self.shard.clone(), Instant::now());
@@ -165,11 +171,16 @@ impl ShardProcessor for Processor {
             );
         }
         self.forget();
+        Ok(())
     }
 
-    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+    async fn shutdown_requested(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), BoxError> {
         let _ = checkpointer.checkpoint().await;
         self.forget();
+        Ok(())
     }
 }
 

@@ -3,7 +3,8 @@
 use std::time::{Duration, SystemTime};
 
 use crate::{
-    coordination::Settings, error::Error, lease_table::BillingMode, lineage::InitialPosition,
+    coordination::Settings, error::Error, failure::FailurePolicy, lease_table::BillingMode,
+    lineage::InitialPosition,
 };
 
 /// Every setting of a consumer; built by [`ConsumerBuilder`](crate::ConsumerBuilder).
@@ -32,6 +33,10 @@ pub(crate) struct Config {
     pub(crate) call_timeout: Duration,
     pub(crate) table_timeout: Duration,
     pub(crate) retrieval: Retrieval,
+    pub(crate) failure_policy: FailurePolicy,
+    pub(crate) slow_callback: Duration,
+    pub(crate) start_attempts: u32,
+    pub(crate) fatal_after: Duration,
 }
 
 /// How a consumer reads its shards. Leases, checkpoints, lineage and the processor API are the
@@ -135,6 +140,10 @@ impl Config {
             call_timeout: Duration::from_secs(10),
             table_timeout: Duration::from_secs(120),
             retrieval: Retrieval::Polling,
+            failure_policy: FailurePolicy::default(),
+            slow_callback: Duration::from_secs(30),
+            start_attempts: 20,
+            fatal_after: Duration::from_secs(30),
         }
     }
 
@@ -194,6 +203,23 @@ impl Config {
                 "renew_interval",
                 format!("{:?}", self.renew_interval),
                 "must leave two renewals within the failover time (at most 45 % of it)",
+            );
+        }
+        if self.slow_callback.is_zero() {
+            return bad(
+                "slow_callback_warning",
+                format!("{:?}", self.slow_callback),
+                "must be positive",
+            );
+        }
+        if self.start_attempts == 0 {
+            return bad("start_attempts", "0".to_owned(), "must be at least 1");
+        }
+        if self.failure_policy.min_backoff.is_zero() {
+            return bad(
+                "on_failure",
+                format!("{:?}", self.failure_policy.min_backoff),
+                "the backoff must be positive (a failing processor would be called in a busy loop)",
             );
         }
         if self.scan_interval.is_zero() {

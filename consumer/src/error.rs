@@ -104,6 +104,68 @@ pub enum Error {
         status: String,
     },
 
+    /// The stream does not exist (`ListShards` answered `ResourceNotFoundException`).
+    #[error("stream {stream} not found")]
+    StreamNotFound {
+        /// The stream.
+        stream: String,
+    },
+
+    /// The lease table does not exist any more (it was deleted under a running worker).
+    #[error("lease table {table} not found ({operation})")]
+    TableNotFound {
+        /// The table.
+        table: String,
+        /// The call that found it missing.
+        operation: &'static str,
+    },
+
+    /// The credentials in use may not do this.
+    #[error(
+        "access denied: {operation} on {service} {resource} ({code}); check the IAM policy of the credentials the SDK client uses"
+    )]
+    AccessDenied {
+        /// `Kinesis` or `DynamoDB`.
+        service: &'static str,
+        /// The call.
+        operation: &'static str,
+        /// The stream or table.
+        resource: String,
+        /// The service's error code.
+        code: String,
+        /// The SDK's error.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// The lease table holds leases of a Java KCL multi-stream application
+    /// (`account:stream:creationEpoch:shardId` keys) and this consumer reads one stream: using
+    /// it would create fresh leases at the initial position beside that application's, and its
+    /// checkpoints would be ignored. Nothing was written. Use another table name
+    /// (`table_name`), or the application that owns this table.
+    #[error(
+        "lease table {table} holds {count} leases of a KCL multi-stream application (for example {examples:?}); this consumer reads one stream and leaves it alone"
+    )]
+    MultiStreamTable {
+        /// The table.
+        table: String,
+        /// How many such leases.
+        count: usize,
+        /// A few of their keys.
+        examples: Vec<String>,
+    },
+
+    /// The worker could not start: the start was tried this many times, failing each time with
+    /// an error that trying again could fix, the last of them `source`.
+    #[error("the worker could not start after {attempts} attempts: {source}")]
+    StartFailed {
+        /// Attempts made.
+        attempts: u32,
+        /// The last attempt's error.
+        #[source]
+        source: Box<Error>,
+    },
+
     /// The lease table did not become `ACTIVE` in time.
     #[error("lease table {table} not active after {waited:?} (status {status})")]
     TableNotActive {
@@ -122,6 +184,11 @@ impl Error {
         match self {
             Error::LeaseTable { retryable, .. } | Error::Kinesis { retryable, .. } => *retryable,
             Error::TableNotActive { .. } | Error::ConsumerNotActive { .. } => true,
+            Error::StreamNotFound { .. }
+            | Error::TableNotFound { .. }
+            | Error::AccessDenied { .. }
+            | Error::MultiStreamTable { .. }
+            | Error::StartFailed { .. } => false,
             Error::InvalidConfig { .. }
             | Error::Stopped { .. }
             | Error::LeaseLost { .. }

@@ -192,11 +192,7 @@ impl Lease {
         let at = Some(key.as_str());
         if key.contains(':') {
             // `account:stream:creationEpoch:shardId`: a multi-stream application's table.
-            return Err(ItemError::bad(
-                at,
-                attr::LEASE_KEY,
-                "is a multi-stream lease key; this consumer reads one stream",
-            ));
+            return Ok(Item::MultiStream { key });
         }
         if let Some(entity) = item.get(attr::ENTITY_TYPE) {
             match entity {
@@ -278,6 +274,13 @@ impl Lease {
 pub(crate) enum Item {
     /// A shard's lease.
     Lease(Lease),
+    /// A lease of a Java KCL multi-stream application (`account:stream:creationEpoch:shardId`):
+    /// this table belongs to such an application, which this consumer (one stream) must not
+    /// share.
+    MultiStream {
+        /// Its `leaseKey`.
+        key: String,
+    },
     /// An item of another kind sharing the table (KCL 3.5 keeps worker metrics and coordinator
     /// state there under other `entityType` values).
     Other {

@@ -38,7 +38,7 @@ use crate::{
     checkpoint::Checkpoint,
     error::Error,
     lease::{Item, ItemError, Lease, attr, n, s, string_set},
-    sdk_error::CallFailure,
+    sdk_error::{CallFailure, is_access_denied},
 };
 
 /// How the lease table is billed when this crate creates it.
@@ -82,6 +82,9 @@ pub struct Scan {
     pub unreadable: Vec<ItemError>,
     /// Items of other kinds sharing the table (KCL 3.5 `entityType`s other than `LEASE`).
     pub other_items: usize,
+    /// Leases of a Java KCL multi-stream application (`account:stream:creationEpoch:shardId`),
+    /// by key: a table holding any is not for a one-stream consumer.
+    pub multi_stream_keys: Vec<String>,
 }
 
 /// The lease table of one application.
@@ -257,6 +260,7 @@ impl LeaseTable {
                         debug!(table = %self.name, key, entity_type, "not a lease; skipped");
                         scan.other_items += 1;
                     }
+                    Ok(Item::MultiStream { key }) => scan.multi_stream_keys.push(key),
                     Err(error) => {
                         warn!(table = %self.name, %error, "lease table item skipped");
                         scan.unreadable.push(error);
@@ -562,7 +566,7 @@ impl LeaseTable {
     fn readable(&self, item: &HashMap<String, AttributeValue>) -> Option<Lease> {
         match Lease::from_item(item) {
             Ok(Item::Lease(lease)) => Some(lease),
-            Ok(Item::Other { .. }) => None,
+            Ok(Item::Other { .. } | Item::MultiStream { .. }) => None,
             Err(error) => {
                 warn!(table = %self.name, %error, "lease table item skipped");
                 None
@@ -591,6 +595,21 @@ impl LeaseTable {
     }
 
     fn failed(&self, operation: &'static str, failure: CallFailure) -> Error {
+        if is_access_denied(&failure.code) {
+            return Error::AccessDenied {
+                service: "DynamoDB",
+                operation,
+                resource: self.name.clone(),
+                code: failure.code,
+                source: Some(failure.source),
+            };
+        }
+        if failure.code == "ResourceNotFoundException" {
+            return Error::TableNotFound {
+                table: self.name.clone(),
+                operation,
+            };
+        }
         Error::LeaseTable {
             operation,
             table: self.name.clone(),

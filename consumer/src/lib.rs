@@ -44,24 +44,24 @@
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use kinesis_consumer::{Batch, Checkpointer, Consumer, ShardProcessor};
+//! use kinesis_consumer::{Batch, BoxError, Checkpointer, Consumer, ShardProcessor};
 //!
 //! struct Printer;
 //!
 //! impl ShardProcessor for Printer {
-//!     async fn process(&mut self, batch: Batch, checkpointer: &mut Checkpointer) {
+//!     async fn process(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> Result<(), BoxError> {
 //!         for record in &batch.records {
 //!             println!("{} {} bytes", record.partition_key, record.data.len());
 //!         }
-//!         if let Err(error) = checkpointer.checkpoint().await {
-//!             eprintln!("checkpoint failed: {error}");
-//!         }
+//!         // An error fails the batch: by default it is tried again, then the processor is
+//!         // restarted from the last checkpoint (see `FailurePolicy`).
+//!         checkpointer.checkpoint().await?;
+//!         Ok(())
 //!     }
 //!
-//!     async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
-//!         if let Err(error) = checkpointer.checkpoint_shard_end().await {
-//!             eprintln!("checkpoint at the shard's end failed: {error}");
-//!         }
+//!     async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), BoxError> {
+//!         checkpointer.checkpoint_shard_end().await?;
+//!         Ok(())
 //!     }
 //! }
 //!
@@ -74,7 +74,8 @@
 //!     |_shard_id: &str| Printer,
 //! )
 //! .build()?
-//! .spawn();
+//! .start() // returns once the worker runs, or an error naming what is wrong
+//! .await?;
 //! // ... when the process is asked to stop:
 //! worker.shutdown().await?;
 //! # Ok(())
@@ -92,6 +93,7 @@ pub mod checkpoint;
 mod config;
 mod coordination;
 mod error;
+mod failure;
 mod fanout;
 mod kinesis;
 pub mod lease;
@@ -106,13 +108,18 @@ mod shard;
 #[cfg(any(test, feature = "unstable-internals"))]
 #[doc(hidden)]
 pub mod simulation;
+mod status;
 mod worker;
 
 pub use checkpoint::{Checkpoint, CheckpointError, SequenceNumber};
 pub use config::{FanOut, MAX_RECORDS_PER_CALL, Retrieval};
 pub use error::{BoxError, Error};
+pub use failure::{
+    DeadLetter, DeadLetterHandler, FailureCause, FailurePolicy, HandlerFuture, Then,
+};
 pub use lease::{ItemError, Lease};
 pub use lease_table::{BillingMode, LeaseTable, Scan};
 pub use lineage::InitialPosition;
 pub use processor::{Batch, Checkpointer, Record, ShardProcessor, Start};
+pub use status::{Health, ProcessorState, RecentError, ShardStatus, Status};
 pub use worker::{Consumer, ConsumerBuilder, Running};

@@ -27,9 +27,23 @@ pub const LEASE_TAKES: &str = "kinesis_consumer_lease_takes";
 pub const HANDOFFS_ASKED: &str = "kinesis_consumer_handoffs_asked";
 /// Counter: leases lost (not renewed in time, or taken by another worker) (KCL: `LostLeases`).
 pub const LEASES_LOST: &str = "kinesis_consumer_leases_lost";
-/// Counter: shard processors that panicked (their lease is released, and the shard is started
-/// again from its checkpoint by whichever worker takes it).
+/// Counter: processor callbacks that failed (returned an error or panicked), by `callback`
+/// (`make`, `initialize`, `process`, `shard_ended`, `shutdown_requested`, `dead_letter`).
+pub const PROCESSOR_FAILURES: &str = "kinesis_consumer_processor_failures";
+/// Counter: processor callbacks (or processor factories) that panicked, by `callback`. Handled
+/// under the failure policy.
 pub const PROCESSOR_PANICS: &str = "kinesis_consumer_processor_panics";
+/// Counter: failed batches or initializations tried again with the same processor.
+pub const PROCESSOR_RETRIES: &str = "kinesis_consumer_processor_retries";
+/// Counter: processors made again from the last checkpoint after failures.
+pub const PROCESSOR_RESTARTS: &str = "kinesis_consumer_processor_restarts";
+/// Counter: user records handed to the dead-letter handler (and then passed by the checkpoint).
+pub const DEAD_LETTERED_RECORDS: &str = "kinesis_consumer_dead_lettered_records";
+/// Counter: calls of the dead-letter handler that failed (it is called again).
+pub const DEAD_LETTER_FAILURES: &str = "kinesis_consumer_dead_letter_failures";
+/// Counter: times a processor callback ran longer than the slow-callback warning (once per
+/// period it goes on running), by `callback` (KCL: `logWarningForTaskAfterMillis`).
+pub const SLOW_CALLBACKS: &str = "kinesis_consumer_slow_callbacks";
 /// Counter: lease renewals, by outcome (`ok`, `failed`, `lost`) (KCL: `RenewLease.Success`).
 pub const RENEWALS: &str = "kinesis_consumer_renewals";
 /// Counter: checkpoints written, by outcome (`ok`, `lost`, `failed`).

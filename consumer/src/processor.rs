@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     checkpoint::{Checkpoint, SequenceNumber},
-    error::Error,
+    error::{BoxError, Error},
     lease::Lease,
     lease_table::LeaseTable,
 };
@@ -63,29 +63,41 @@ pub struct Start {
 /// Every processor that was initialized is told why it stops, by one kind of call:
 /// [`shard_ended`](Self::shard_ended) (repeated until it checkpoints `SHARD_END`),
 /// [`lease_lost`](Self::lease_lost), or [`shutdown_requested`](Self::shutdown_requested) (a
-/// shutdown, a handoff to another worker, or reading the shard failing for good). If the lease is
-/// lost while one of the last two runs, that call is dropped at its next `.await` and nothing
-/// more is called. Only a panic in the processor, or the worker's shutdown timeout (which aborts
-/// what still runs), ends it without one of them. No two processors of one shard are trusted at
-/// once: a processor whose lease was lost is dropped at its next `.await`, before another worker
-/// can take the lease.
+/// shutdown, a handoff to another worker, a restart or release after failures, or reading the
+/// shard failing for good). If the lease is lost while one of the last two runs, that call is
+/// dropped at its next `.await` and nothing more is called. Only a panic in the processor (after
+/// which it is dropped and, under the [`FailurePolicy`](crate::FailurePolicy), replaced), or the
+/// worker's shutdown timeout (which aborts what still runs), ends it without one of them. No two
+/// processors of one shard are trusted at once: a processor whose lease was lost is dropped at its
+/// next `.await`, before another worker can take the lease.
+///
+/// A callback that runs longer than the builder's `slow_callback_warning` (30 s by default) is
+/// reported with a warning and the `kinesis_consumer_slow_callbacks` metric, as the KCL's
+/// `logWarningForTaskAfterMillis` does.
 pub trait ShardProcessor: Send + 'static {
-    /// Called once, before the first batch.
-    fn initialize(&mut self, start: &Start) -> impl Future<Output = ()> + Send {
+    /// Called once, before the first batch. An error (or a panic) is handled like a failed
+    /// batch under the [`FailurePolicy`](crate::FailurePolicy): retried, then the processor is
+    /// made again, or the lease released.
+    fn initialize(&mut self, start: &Start) -> impl Future<Output = Result<(), BoxError>> + Send {
         let _ = start;
-        async {}
+        async { Ok(()) }
     }
 
     /// A batch of records. Checkpoint when convenient (every batch, or every few seconds).
+    ///
+    /// Returning an error (or panicking) fails the batch: the
+    /// [`FailurePolicy`](crate::FailurePolicy) decides what follows (by default the same batch is
+    /// tried again, then the processor is restarted from the last checkpoint). The batch is
+    /// lent, so that it can be tried again; clone the records to keep them.
     ///
     /// If the lease is lost while this runs (the worker could not renew it in time), the future
     /// is dropped at its next `.await` so that processing stops before another worker may take
     /// the shard over; [`lease_lost`](Self::lease_lost) follows.
     fn process(
         &mut self,
-        batch: Batch,
+        batch: &Batch,
         checkpointer: &mut Checkpointer,
-    ) -> impl Future<Output = ()> + Send;
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
 
     /// The lease was lost (taken by another worker, or not renewed in time). Checkpointing is no
     /// longer possible; records after the last checkpoint will be delivered to the next owner.
@@ -95,17 +107,22 @@ pub trait ShardProcessor: Send + 'static {
 
     /// The shard was read to its end. The processor **must** checkpoint with
     /// [`Checkpointer::checkpoint_shard_end`], else the shard's children never start: the worker
-    /// logs an error and calls this again until it does.
-    fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> impl Future<Output = ()> + Send;
+    /// logs an error and calls this again (after a backoff) until it does. An error or a panic
+    /// is reported and counted the same way.
+    fn shard_ended(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
 
-    /// The worker is shutting down, or handing the shard to another worker: checkpoint now to
-    /// avoid duplicates at the next owner.
+    /// The worker is shutting down, handing the shard to another worker, restarting this
+    /// processor after failures, or reading failed for good: checkpoint now to avoid duplicates
+    /// at the next owner. An error is logged and counted; the processor stops anyway.
     fn shutdown_requested(
         &mut self,
         checkpointer: &mut Checkpointer,
-    ) -> impl Future<Output = ()> + Send {
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
         let _ = checkpointer;
-        async {}
+        async { Ok(()) }
     }
 }
 
@@ -144,6 +161,16 @@ impl Checkpointer {
         if let Ok(sequence_number) = SequenceNumber::parse(&record.sequence_number) {
             self.delivered = Some(Checkpoint::at(sequence_number, record.sub_sequence_number));
         }
+    }
+
+    /// Where delivery stood before a batch: restored when the batch fails, so that a checkpoint
+    /// (in `shutdown_requested`, say) never covers a batch that was not processed.
+    pub(crate) fn delivered_before(&self) -> Option<Checkpoint> {
+        self.delivered.clone()
+    }
+
+    pub(crate) fn restore_delivered(&mut self, before: Option<Checkpoint>) {
+        self.delivered = before;
     }
 
     pub(crate) fn reached_end(&mut self) {

@@ -40,6 +40,23 @@ pub(crate) fn is_retryable_code(code: &str) -> bool {
     )
 }
 
+/// The codes that say the caller may not do this (permissions, or credentials the service does
+/// not accept): trying again cannot help.
+pub(crate) fn is_access_denied(code: &str) -> bool {
+    matches!(
+        code,
+        "AccessDeniedException"
+            | "AccessDenied"
+            | "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "MissingAuthenticationTokenException"
+            | "MissingAuthenticationToken"
+            | "IncompleteSignature"
+            | "IncompleteSignatureException"
+            | "KMSAccessDeniedException"
+    )
+}
+
 impl CallFailure {
     pub(crate) fn timeout(after: std::time::Duration) -> Self {
         CallFailure {

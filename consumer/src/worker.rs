@@ -5,6 +5,7 @@
 use std::{
     collections::HashMap,
     future::Future,
+    num::NonZeroU32,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -20,14 +21,17 @@ use crate::{
     config::{Config, Retrieval},
     coordination::{Action, Exited, Input, Machine, Outcome, Role, Stop},
     error::Error,
+    failure::FailurePolicy,
     fanout::Registration,
     kinesis,
     lease::Lease,
-    lease_table::{BillingMode, LeaseTable},
+    lease_table::{BillingMode, LeaseTable, Scan},
     lineage::{self, InitialPosition},
     metrics as m,
     processor::ShardProcessor,
+    sdk_error::{CallFailure, is_access_denied},
     shard::{self, ShardContext},
+    status::{Board, Health, Status},
 };
 
 /// Builds a [`Consumer`]: the stream, the application (which names the lease table), the AWS
@@ -162,6 +166,39 @@ where
         self
     }
 
+    /// What happens to a batch whose processing failed (the processor returned an error or
+    /// panicked): see [`FailurePolicy`]. The default tries the batch 10 times with backoff, then
+    /// restarts the processor from the last checkpoint, again and again: nothing is lost or
+    /// skipped, and the failures are logged, counted and shown by [`Running::status`].
+    pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
+        self.cfg.failure_policy = policy;
+        self
+    }
+
+    /// A processor callback that runs longer than this is reported (a warning and the
+    /// `kinesis_consumer_slow_callbacks` metric, again each period it goes on); the KCL's
+    /// `logWarningForTaskAfterMillis`. Default 30 s.
+    pub fn slow_callback_warning(mut self, after: Duration) -> Self {
+        self.cfg.slow_callback = after;
+        self
+    }
+
+    /// How many times [`Consumer::start`] tries when it fails with an error that trying again
+    /// could fix (throttling, 5xx, timeouts), a second apart (default 20, as the KCL's
+    /// `maxInitializationAttempts`).
+    pub fn start_attempts(mut self, attempts: NonZeroU32) -> Self {
+        self.cfg.start_attempts = attempts.get();
+        self
+    }
+
+    /// How long a running worker goes on while its stream is missing, or its lease table, or
+    /// while its credentials are refused, before it shuts down and [`Running::wait`] returns the
+    /// error (default 30 s). Leases it can no longer renew are lost sooner, by the failover time.
+    pub fn fatal_error_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.fatal_after = timeout;
+        self
+    }
+
     /// Checks the settings.
     pub fn build(self) -> Result<Consumer<F>, Error> {
         self.cfg.validate()?;
@@ -219,23 +256,30 @@ where
         &self.cfg.worker_id
     }
 
-    /// Starts the worker on the current tokio runtime. It creates the lease table if needed,
-    /// creates the first leases if the table has none, then runs until
-    /// [`Running::shutdown`].
+    /// Starts the worker and returns once it runs: the lease table exists and is active (it is
+    /// created if needed), it holds no leases of a KCL multi-stream application, the stream
+    /// exists, the credentials may read both, and, with enhanced fan-out, the stream consumer is
+    /// active. Errors that trying again could fix (throttling, 5xx, timeouts) are tried again a
+    /// second apart, up to `start_attempts` (20) times; others fail at once, each with an error
+    /// naming its cause ([`Error::StreamNotFound`], [`Error::AccessDenied`],
+    /// [`Error::MultiStreamTable`], [`Error::TableNotActive`], [`Error::ConsumerNotActive`],
+    /// [`Error::StartFailed`]).
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future stops the start; no lease has been taken yet (a lease table whose
+    /// creation was asked goes on being created).
+    pub async fn start(self) -> Result<Running, Error> {
+        let mut worker = Worker::new(self);
+        worker.prepare().await?;
+        Ok(worker.launch(true))
+    }
+
+    /// Starts the worker in the background on the current tokio runtime and returns at once; a
+    /// start that fails (see [`Consumer::start`], which reports it directly) ends
+    /// [`Running::wait`] with the error.
     pub fn spawn(self) -> Running {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let span = tracing::info_span!(
-            "kinesis_consumer",
-            stream = %self.cfg.stream,
-            lease_owner = %self.cfg.worker_id
-        );
-        let worker_id = self.cfg.worker_id.clone();
-        let task = tokio::spawn(Worker::new(self).run(stop_rx).instrument(span));
-        Running {
-            stop: stop_tx,
-            task: Some(task),
-            worker_id,
-        }
+        Worker::new(self).launch(false)
     }
 }
 
@@ -247,12 +291,32 @@ pub struct Running {
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<Result<(), Error>>>,
     worker_id: String,
+    board: Board,
+    scan_interval: Duration,
+    failover: Duration,
 }
 
 impl Running {
     /// This worker's name in the lease table.
     pub fn worker_id(&self) -> &str {
         &self.worker_id
+    }
+
+    /// A snapshot of the worker: the shards it holds (each with its lease counter, checkpoint,
+    /// last batch, lag and what its processor is doing, `Failing` with its attempts included),
+    /// its last successful renewal and scan, and its recent errors.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future changes nothing.
+    pub async fn status(&self) -> Status {
+        self.board.status(&self.worker_id).await
+    }
+
+    /// Whether the worker is live and ready, for a Kubernetes liveness and readiness probe (see
+    /// [`Health`]).
+    pub fn health(&self) -> Health {
+        self.board.health(self.scan_interval, self.failover)
     }
 
     /// Shuts down gracefully: stops taking leases, asks every processor to checkpoint
@@ -276,8 +340,12 @@ impl Running {
         }
     }
 
-    /// Waits for the worker to end (after a shutdown, or a failure it could not recover from,
-    /// such as the lease table not becoming active).
+    /// Waits for the worker to end: after a shutdown (`Ok`), or an error it cannot recover from,
+    /// which it returns: a start that failed (with [`Consumer::spawn`]), or, while it ran, its
+    /// stream or lease table deleted or its credentials refused for longer than the fatal error
+    /// timeout (30 s by default; [`Error::StreamNotFound`], [`Error::TableNotFound`],
+    /// [`Error::AccessDenied`]), after which it shut down as gracefully as it could. So `wait`
+    /// returns within that timeout plus the shutdown timeout of such a condition.
     ///
     /// # Cancellation
     ///
@@ -327,11 +395,89 @@ struct Worker<F> {
     /// writes raise its counter); kept after its task ends, for the release.
     copies: HashMap<String, Arc<Mutex<Lease>>>,
     /// Calls under way, each answering with an input; if one panics, its fallback input.
-    calls: JoinSet<Input>,
+    calls: JoinSet<Answer>,
     fallbacks: HashMap<tokio::task::Id, Input>,
     /// The stream consumer, with enhanced fan-out retrieval.
     fan_out: Option<Arc<Registration>>,
     labels: [(&'static str, String); 2],
+    /// What the worker and its shards report.
+    board: Board,
+    /// Errors retrying cannot fix (stream or table missing, access denied), by what they are
+    /// about, and since when they have gone on.
+    fatal: HashMap<About, (Instant, Error)>,
+}
+
+/// What a call's failure is about, for the fatal errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum About {
+    /// The lease table (scans).
+    Table,
+    /// The stream (shard syncs).
+    Stream,
+}
+
+/// A call's answer: the machine's input, and what the worker learns of its table and stream.
+struct Answer {
+    input: Input,
+    learned: Option<(About, Result<(), Error>)>,
+}
+
+impl From<Input> for Answer {
+    fn from(input: Input) -> Self {
+        Answer {
+            input,
+            learned: None,
+        }
+    }
+}
+
+/// Whether an error means the worker cannot go on, however often it tries.
+fn is_fatal(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::StreamNotFound { .. }
+            | Error::TableNotFound { .. }
+            | Error::AccessDenied { .. }
+            | Error::MultiStreamTable { .. }
+    )
+}
+
+/// A Kinesis call's failure as the consumer's error: a missing stream and refused credentials by
+/// name.
+fn kinesis_error(operation: &'static str, stream: &str, failure: CallFailure) -> Error {
+    if failure.code == "ResourceNotFoundException" {
+        return Error::StreamNotFound {
+            stream: stream.to_owned(),
+        };
+    }
+    if is_access_denied(&failure.code) {
+        return Error::AccessDenied {
+            service: "Kinesis",
+            operation,
+            resource: stream.to_owned(),
+            code: failure.code,
+            source: Some(failure.source),
+        };
+    }
+    Error::Kinesis {
+        operation,
+        stream: stream.to_owned(),
+        code: failure.code,
+        retryable: failure.retryable,
+        source: Some(failure.source),
+    }
+}
+
+/// Refuses a table that holds a KCL multi-stream application's leases.
+fn one_stream_table(table: &str, scan: &Scan) -> Result<(), Error> {
+    if scan.multi_stream_keys.is_empty() {
+        return Ok(());
+    }
+    Err(Error::MultiStreamTable {
+        table: table.to_owned(),
+        count: scan.multi_stream_keys.len(),
+        examples: scan.multi_stream_keys.iter().take(3).cloned().collect(),
+    })
 }
 
 impl<F, P> Worker<F>
@@ -365,36 +511,136 @@ where
             copies: HashMap::new(),
             calls: JoinSet::new(),
             fallbacks: HashMap::new(),
+            board: Board::default(),
+            fatal: HashMap::new(),
+        }
+    }
+
+    /// Everything the worker must find before it takes a lease, tried again a second apart while
+    /// it fails with errors that trying again could fix.
+    async fn prepare(&mut self) -> Result<(), Error> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.prepare_once().await {
+                Ok(()) => {
+                    self.board.lock().started = true;
+                    info!(table = self.table.name(), "worker started");
+                    return Ok(());
+                }
+                // These have waited their own timeout already.
+                Err(error @ (Error::TableNotActive { .. } | Error::ConsumerNotActive { .. })) => {
+                    return Err(error);
+                }
+                Err(error) if error.is_retryable() && attempt < self.cfg.start_attempts => {
+                    warn!(%error, attempt, "starting failed; trying again in 1 s");
+                    self.board.error(format!("start: {error}"));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(error) if error.is_retryable() => {
+                    return Err(Error::StartFailed {
+                        attempts: attempt,
+                        source: Box::new(error),
+                    });
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn prepare_once(&mut self) -> Result<(), Error> {
+        self.table
+            .ensure(self.cfg.billing, self.cfg.table_timeout)
+            .await?;
+        one_stream_table(self.table.name(), &self.table.scan().await?)?;
+        kinesis::list_shards(&self.kinesis, &self.cfg.stream, self.cfg.call_timeout)
+            .await
+            .map_err(|f| kinesis_error("ListShards", &self.cfg.stream, f))?;
+        if let Some(registration) = self.fan_out.clone() {
+            // The stream consumer must be active before any lease is taken.
+            registration.arn().await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the worker in its own task (preparing it first unless `prepared`).
+    fn launch(mut self, prepared: bool) -> Running {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let span = tracing::info_span!(
+            "kinesis_consumer",
+            stream = %self.cfg.stream,
+            lease_owner = %self.cfg.worker_id
+        );
+        let worker_id = self.cfg.worker_id.clone();
+        let (scan_interval, failover) = (self.cfg.scan_interval, self.cfg.failover);
+        let board = self.board.clone();
+        let finished = self.board.clone();
+        let task = tokio::spawn(
+            async move {
+                let mut stop = stop_rx;
+                let outcome = async {
+                    if !prepared {
+                        tokio::select! {
+                            prepared = self.prepare() => prepared?,
+                            _ = stop.wait_for(|stop| *stop) => {
+                                info!("worker stopped before it started");
+                                return Ok(());
+                            }
+                        }
+                    }
+                    self.run(stop).await
+                }
+                .await;
+                finished.lock().finished = true;
+                outcome
+            }
+            .instrument(span),
+        );
+        Running {
+            stop: stop_tx,
+            task: Some(task),
+            worker_id,
+            board,
+            scan_interval,
+            failover,
         }
     }
 
     async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), Error> {
-        self.table
-            .ensure(self.cfg.billing, self.cfg.table_timeout)
-            .await?;
-        if let Some(registration) = self.fan_out.clone() {
-            // Wait until the stream consumer is active before taking any lease (a shutdown
-            // asked meanwhile ends the wait).
-            tokio::select! {
-                found = registration.arn() => { found?; }
-                _ = stop.wait_for(|stop| *stop) => {
-                    info!("worker stopped before the stream consumer was active");
-                    return Ok(());
-                }
-            }
-        }
-        info!(table = self.table.name(), "worker started");
         let mut machine = Machine::new(self.me.to_string(), self.cfg.settings(), Instant::now());
         let mut input = Input::Tick;
         let mut shutdown_asked = false;
+        let mut exit_error: Option<Error> = None;
         loop {
             self.count(&input);
+            self.note(&input);
             for action in machine.handle(input, Instant::now()) {
                 self.perform(action);
             }
             metrics::gauge!(m::LEASES_HELD, &self.labels).set(machine.running() as f64);
             if machine.is_finished() {
                 break;
+            }
+            // An error retrying cannot fix, gone on for the fatal error timeout: shut down.
+            if !shutdown_asked
+                && let Some(about) = self
+                    .fatal
+                    .iter()
+                    .filter(|(_, (since, _))| since.elapsed() >= self.cfg.fatal_after)
+                    .map(|(about, _)| *about)
+                    .next()
+                && let Some((since, error)) = self.fatal.remove(&about)
+            {
+                error!(%error, for_ = ?since.elapsed(), "the worker cannot go on; shutting down");
+                self.board.lock().stopping = true;
+                exit_error = Some(error);
+                shutdown_asked = true;
+                for action in machine.handle(Input::ShutdownAsked, Instant::now()) {
+                    self.perform(action);
+                }
+                if machine.is_finished() {
+                    break;
+                }
             }
             let wake = machine
                 .next_wake()
@@ -407,15 +653,17 @@ where
                 changed = stop.changed(), if !shutdown_asked => {
                     if changed.is_err() || *stop.borrow() {
                         shutdown_asked = true;
+                        self.board.lock().stopping = true;
                         Input::ShutdownAsked
                     } else {
                         Input::Tick
                     }
                 }
                 Some(answered) = self.calls.join_next_with_id() => match answered {
-                    Ok((id, input)) => {
+                    Ok((id, answer)) => {
                         self.fallbacks.remove(&id);
-                        input
+                        self.learn(answer.learned);
+                        answer.input
                     }
                     Err(failed) => {
                         error!(error = %failed, "a lease table call failed unexpectedly");
@@ -432,7 +680,54 @@ where
             warn!(%error, "deregistering the stream consumer failed");
         }
         info!("worker stopped");
-        Ok(())
+        match exit_error {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// What a call's answer says of the table or the stream.
+    fn learn(&mut self, learned: Option<(About, Result<(), Error>)>) {
+        match learned {
+            None => {}
+            Some((about, Ok(()))) => {
+                self.fatal.remove(&about);
+            }
+            Some((about, Err(error))) => {
+                self.board.error(error.to_string());
+                if is_fatal(&error) {
+                    self.fatal
+                        .entry(about)
+                        .or_insert_with(|| (Instant::now(), error));
+                }
+            }
+        }
+    }
+
+    /// What the board shows of what happened.
+    fn note(&self, input: &Input) {
+        let now = SystemTime::now();
+        match input {
+            Input::Scanned(found) => {
+                let mut board = self.board.lock();
+                board.last_scan_attempt = Some(now);
+                if found.is_some() {
+                    board.last_scan = Some(now);
+                }
+            }
+            Input::Renewed {
+                outcome: Outcome::Written(_),
+                ..
+            } => self.board.lock().last_renewal = Some(now),
+            Input::Exited { key, how } => {
+                self.board.remove(key);
+                if let Exited::Panicked(message) = how {
+                    self.board
+                        .error(format!("{key}: the shard's task panicked: {message}"));
+                }
+            }
+            _ => {}
+        }
     }
 
     /// A shard task ended: how, as the machine needs to know it.
@@ -444,12 +739,7 @@ where
             Ok((id, how)) => (id, how),
             Err(failed) if failed.is_panic() => {
                 let id = failed.id();
-                let payload = failed.into_panic();
-                let message = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "(not a string)".to_owned());
+                let message = shard::panic_message(failed.into_panic().as_ref());
                 (id, Exited::Panicked(message))
             }
             Err(failed) => (failed.id(), Exited::Aborted),
@@ -462,8 +752,12 @@ where
     }
 
     /// Spawns a call that answers with an input (`fallback` if it panics).
-    fn call(&mut self, fallback: Input, call: impl Future<Output = Input> + Send + 'static) {
-        let id = self.calls.spawn(call).id();
+    fn call<A: Into<Answer>>(
+        &mut self,
+        fallback: Input,
+        call: impl Future<Output = A> + Send + 'static,
+    ) {
+        let id = self.calls.spawn(async move { call.await.into() }).id();
         self.fallbacks.insert(id, fallback);
     }
 
@@ -473,10 +767,16 @@ where
         match action {
             Action::Scan => self.call(Input::Scanned(None), async move {
                 match table.scan().await {
-                    Ok(scan) => Input::Scanned(Some(scan.leases)),
+                    Ok(scan) => Answer {
+                        input: Input::Scanned(Some(scan.leases)),
+                        learned: Some((About::Table, Ok(()))),
+                    },
                     Err(error) => {
                         warn!(%error, "lease scan failed");
-                        Input::Scanned(None)
+                        Answer {
+                            input: Input::Scanned(None),
+                            learned: Some((About::Table, Err(error))),
+                        }
                     }
                 }
             }),
@@ -485,10 +785,16 @@ where
                 let cfg = self.cfg.clone();
                 self.call(Input::Synced(false), async move {
                     match sync_shards(&kinesis, &table, &cfg).await {
-                        Ok(()) => Input::Synced(true),
+                        Ok(()) => Answer {
+                            input: Input::Synced(true),
+                            learned: Some((About::Stream, Ok(()))),
+                        },
                         Err(error) => {
                             warn!(%error, "shard sync failed; trying again soon");
-                            Input::Synced(false)
+                            Answer {
+                                input: Input::Synced(false),
+                                learned: Some((About::Stream, Err(error))),
+                            }
                         }
                     }
                 });
@@ -627,24 +933,17 @@ where
             kinesis: self.kinesis.clone(),
             table: self.table.clone(),
             worker: self.me.clone(),
+            board: self.board.shard(&key, lease.clone()),
             shard_id,
             lease,
             fan_out: self.fan_out.clone(),
         };
-        // The application's processor is made inside the shard's task: a panic there is that
-        // task's, handled as a processor's panic, not the worker's.
-        let processors = self.processors.clone();
+        // The application's processors are made inside the shard's task (a panic there is
+        // handled as a processor's, under the failure policy), again after failures.
         let span = tracing::info_span!("shard", shard_id = %key);
-        let made_for = key.clone();
         let id = self
             .shards
-            .spawn(
-                async move {
-                    let processor = processors(&made_for);
-                    shard::run(ctx, processor, stop_rx, trust_rx).await
-                }
-                .instrument(span),
-            )
+            .spawn(shard::run(ctx, self.processors.clone(), stop_rx, trust_rx).instrument(span))
             .id();
         self.tasks.insert(
             id,
@@ -716,14 +1015,10 @@ async fn sync_shards(
 ) -> Result<(), Error> {
     let shards = kinesis::list_shards(kinesis, &cfg.stream, cfg.call_timeout)
         .await
-        .map_err(|f| Error::Kinesis {
-            operation: "ListShards",
-            stream: cfg.stream.clone(),
-            code: f.code,
-            retryable: f.retryable,
-            source: Some(f.source),
-        })?;
+        .map_err(|f| kinesis_error("ListShards", &cfg.stream, f))?;
     let scan = table.scan().await?;
+    // Never write beside a KCL multi-stream application's leases.
+    one_stream_table(table.name(), &scan)?;
     let by_key: HashMap<&str, &Lease> = scan.leases.iter().map(|l| (l.key.as_str(), l)).collect();
     let create = if scan.leases.is_empty() {
         lineage::initial_leases(&shards, cfg.initial_position)

@@ -32,14 +32,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kinesis_consumer::{
-    Batch, Checkpointer, Consumer, Error as ConsumerError, FanOut, InitialPosition, Retrieval,
-    ShardProcessor, Start,
+    Batch, BoxError, Checkpointer, Consumer, Error as ConsumerError, FanOut, InitialPosition,
+    Retrieval, ShardProcessor, Start,
 };
 use tokio::io::AsyncReadExt;
 
 use crate::{ClientOptions, dynamodb_client, kinesis_client};
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn say(line: String) {
     let mut out = std::io::stdout().lock();
@@ -57,15 +55,20 @@ struct Printer {
 }
 
 impl ShardProcessor for Printer {
-    async fn initialize(&mut self, start: &Start) {
+    async fn initialize(&mut self, start: &Start) -> Result<(), BoxError> {
         say(format!("START {} {}", self.shard, start.checkpoint));
+        Ok(())
     }
 
-    async fn process(&mut self, batch: Batch, checkpointer: &mut Checkpointer) {
+    async fn process(
+        &mut self,
+        batch: &Batch,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), BoxError> {
         if let Some(count) = &self.quiet {
             count.fetch_add(batch.records.len() as u64, Ordering::Relaxed);
             let _ = checkpointer.checkpoint().await;
-            return;
+            return Ok(());
         }
         if let Some((data, done, marker)) = &self.panic_on
             && let Some(record) = batch
@@ -109,19 +112,24 @@ impl ShardProcessor for Printer {
             Err(_) => "error",
         };
         say(format!("CKPT {} {outcome}", self.shard));
+        Ok(())
     }
 
     async fn lease_lost(&mut self) {
         say(format!("LOST {}", self.shard));
     }
 
-    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), BoxError> {
         if checkpointer.checkpoint_shard_end().await.is_ok() {
             say(format!("END {}", self.shard));
         }
+        Ok(())
     }
 
-    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+    async fn shutdown_requested(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), BoxError> {
         let outcome = match checkpointer.checkpoint().await {
             Ok(()) if checkpointer.last_delivered().is_some() => "ok",
             Ok(()) => "none",
@@ -129,6 +137,7 @@ impl ShardProcessor for Printer {
             Err(_) => "error",
         };
         say(format!("STOP {} {outcome}", self.shard));
+        Ok(())
     }
 }
 

@@ -10,7 +10,8 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
 use kinesis_consumer::{
-    Batch, BillingMode, Checkpointer, Consumer, InitialPosition, LeaseTable, ShardProcessor, Start,
+    Batch, BillingMode, BoxError, Checkpointer, Consumer, InitialPosition, LeaseTable,
+    ShardProcessor, Start,
 };
 use kinesis_integration_tests::fixtures::{create_stream, unique_name};
 use kinesis_integration_tests::{DynamoBackend, DynamoDb, Ferrokinesis};
@@ -35,11 +36,16 @@ struct Recorder {
 }
 
 impl ShardProcessor for Recorder {
-    async fn initialize(&mut self, start: &Start) {
+    async fn initialize(&mut self, start: &Start) -> Result<(), BoxError> {
         self.journal.starts.lock().unwrap().push(start.clone());
+        Ok(())
     }
 
-    async fn process(&mut self, batch: Batch, checkpointer: &mut Checkpointer) {
+    async fn process(
+        &mut self,
+        batch: &Batch,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), BoxError> {
         for r in &batch.records {
             self.count += 1;
             self.journal.records.lock().unwrap().push((
@@ -55,10 +61,12 @@ impl ShardProcessor for Recorder {
                     .unwrap();
             }
         }
+        Ok(())
     }
 
-    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
-        checkpointer.checkpoint_shard_end().await.unwrap();
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), BoxError> {
+        checkpointer.checkpoint_shard_end().await?;
+        Ok(())
     }
 }
 
@@ -361,9 +369,13 @@ struct Prober {
 }
 
 impl ShardProcessor for Prober {
-    async fn process(&mut self, batch: Batch, checkpointer: &mut Checkpointer) {
+    async fn process(
+        &mut self,
+        batch: &Batch,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), BoxError> {
         if self.done || batch.records.len() < 2 {
-            return;
+            return Ok(());
         }
         self.done = true;
         let first = &batch.records[0];
@@ -405,10 +417,12 @@ impl ShardProcessor for Prober {
                 .await,
         );
         self.outcomes.lock().unwrap().extend(outcomes);
+        Ok(())
     }
 
-    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
-        checkpointer.checkpoint_shard_end().await.unwrap();
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), BoxError> {
+        checkpointer.checkpoint_shard_end().await?;
+        Ok(())
     }
 }
 

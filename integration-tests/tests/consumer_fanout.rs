@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use kinesis_consumer::{
-    Batch, Checkpointer, Consumer, Error, FanOut, InitialPosition, Retrieval, Running,
+    Batch, BoxError, Checkpointer, Consumer, Error, FanOut, InitialPosition, Retrieval, Running,
     ShardProcessor, metrics as m,
 };
 use kinesis_integration_tests::fixtures::{create_stream, unique_name};
@@ -88,7 +88,11 @@ struct Recorder {
 }
 
 impl ShardProcessor for Recorder {
-    async fn process(&mut self, batch: Batch, checkpointer: &mut Checkpointer) {
+    async fn process(
+        &mut self,
+        batch: &Batch,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), BoxError> {
         {
             let now = Instant::now();
             let mut seen = self.seen.0.lock().unwrap();
@@ -110,15 +114,21 @@ impl ShardProcessor for Recorder {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
-        checkpointer.checkpoint().await.unwrap();
+        checkpointer.checkpoint().await?;
+        Ok(())
     }
 
-    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
-        checkpointer.checkpoint_shard_end().await.unwrap();
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), BoxError> {
+        checkpointer.checkpoint_shard_end().await?;
+        Ok(())
     }
 
-    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+    async fn shutdown_requested(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), BoxError> {
         let _ = checkpointer.checkpoint().await;
+        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kinesis_consumer::{Batch, Checkpointer, Consumer, InitialPosition, ShardProcessor};
+use kinesis_consumer::{Batch, BoxError, Checkpointer, Consumer, InitialPosition, ShardProcessor};
 use kinesis_integration_tests::fixtures::{create_stream, unique_name};
 use kinesis_integration_tests::{
     ClientOptions, DynamoBackend, DynamoDb, Fault, FaultController, FaultKind, FaultProxy,
@@ -27,7 +27,11 @@ struct Tally {
 struct Counter(Tally);
 
 impl ShardProcessor for Counter {
-    async fn process(&mut self, batch: Batch, checkpointer: &mut Checkpointer) {
+    async fn process(
+        &mut self,
+        batch: &Batch,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), BoxError> {
         {
             let mut seen = self.0.seen.lock().unwrap();
             for r in &batch.records {
@@ -37,14 +41,16 @@ impl ShardProcessor for Counter {
             }
         }
         let _ = checkpointer.checkpoint().await;
+        Ok(())
     }
 
     async fn lease_lost(&mut self) {
         *self.0.lost.lock().unwrap() += 1;
     }
 
-    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
-        checkpointer.checkpoint_shard_end().await.unwrap();
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), BoxError> {
+        checkpointer.checkpoint_shard_end().await?;
+        Ok(())
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kinesis_consumer::{Batch, Checkpointer, Consumer, InitialPosition, ShardProcessor};
+use kinesis_consumer::{Batch, BoxError, Checkpointer, Consumer, InitialPosition, ShardProcessor};
 use kinesis_integration_tests::fixtures::{create_stream, unique_name};
 use kinesis_integration_tests::{DynamoBackend, DynamoDb, Ferrokinesis};
 use kinesis_producer::{Producer, UserRecord};
@@ -36,7 +36,11 @@ struct Recorder {
 }
 
 impl ShardProcessor for Recorder {
-    async fn process(&mut self, batch: Batch, checkpointer: &mut Checkpointer) {
+    async fn process(
+        &mut self,
+        batch: &Batch,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), BoxError> {
         {
             let mut seen = self.seen.0.lock().unwrap();
             for r in &batch.records {
@@ -50,15 +54,21 @@ impl ShardProcessor for Recorder {
                 entry.2 += 1;
             }
         }
-        checkpointer.checkpoint().await.unwrap();
+        checkpointer.checkpoint().await?;
+        Ok(())
     }
 
-    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
-        checkpointer.checkpoint_shard_end().await.unwrap();
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), BoxError> {
+        checkpointer.checkpoint_shard_end().await?;
+        Ok(())
     }
 
-    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+    async fn shutdown_requested(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), BoxError> {
         let _ = checkpointer.checkpoint().await;
+        Ok(())
     }
 }
 

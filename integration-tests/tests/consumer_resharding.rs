@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kinesis_consumer::{
-    Batch, Checkpointer, Consumer, FanOut, InitialPosition, Retrieval, ShardProcessor, Start,
+    Batch, BoxError, Checkpointer, Consumer, FanOut, InitialPosition, Retrieval, ShardProcessor,
+    Start,
 };
 use kinesis_integration_tests::fixtures::{create_stream, split_then_merge, unique_name};
 use kinesis_integration_tests::{
@@ -51,11 +52,16 @@ struct Recorder {
 }
 
 impl ShardProcessor for Recorder {
-    async fn initialize(&mut self, _start: &Start) {
+    async fn initialize(&mut self, _start: &Start) -> Result<(), BoxError> {
         self.journal.push(Event::Start(self.shard.clone()));
+        Ok(())
     }
 
-    async fn process(&mut self, batch: Batch, checkpointer: &mut Checkpointer) {
+    async fn process(
+        &mut self,
+        batch: &Batch,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), BoxError> {
         for r in &batch.records {
             self.journal.push(Event::Record(
                 self.shard.clone(),
@@ -63,15 +69,21 @@ impl ShardProcessor for Recorder {
             ));
         }
         let _ = checkpointer.checkpoint().await;
+        Ok(())
     }
 
-    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), BoxError> {
         self.journal.push(Event::End(self.shard.clone()));
-        checkpointer.checkpoint_shard_end().await.unwrap();
+        checkpointer.checkpoint_shard_end().await?;
+        Ok(())
     }
 
-    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+    async fn shutdown_requested(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), BoxError> {
         let _ = checkpointer.checkpoint().await;
+        Ok(())
     }
 }
 

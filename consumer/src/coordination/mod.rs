@@ -104,6 +104,9 @@ pub(crate) enum Exited {
     Stopped,
     /// Reading failed for good (after `shutdown_requested`).
     ReadFailed,
+    /// The processor kept failing and the failure policy releases the lease (after
+    /// `shutdown_requested`, unless it panicked).
+    ProcessorFailed,
     /// The processor panicked (the message).
     Panicked(String),
     /// The task was aborted (shutdown timeout).
@@ -876,7 +879,19 @@ impl Machine {
             Exited::LeaseLost => {
                 self.forget(&key, now, out);
             }
-            Exited::Stopped | Exited::ReadFailed | Exited::Panicked(_) | Exited::Aborted => {
+            Exited::ReadFailed if !run.revoked => {
+                // Reading failing for good may mean the stream changed (or is gone): look at the
+                // shard list now rather than at the next periodic sync.
+                if self.mode == Mode::Working && !self.syncing {
+                    self.next_sync = now;
+                }
+                self.release(run.lease, role, out);
+            }
+            Exited::Stopped
+            | Exited::ReadFailed
+            | Exited::ProcessorFailed
+            | Exited::Panicked(_)
+            | Exited::Aborted => {
                 if let Exited::Panicked(message) = &how {
                     error!(lease = %key, panic = %message, "the shard's processor panicked; its lease is released");
                 }

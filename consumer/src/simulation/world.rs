@@ -1591,7 +1591,9 @@ impl World {
             let told = p.told;
             let ok = match &how {
                 Exited::ShardEnded => told == Some(Told::ShardEnded),
-                Exited::Stopped | Exited::ReadFailed => told == Some(Told::ShutdownRequested),
+                Exited::Stopped | Exited::ReadFailed | Exited::ProcessorFailed => {
+                    told == Some(Told::ShutdownRequested)
+                }
                 Exited::LeaseLost => told.is_some(),
                 Exited::Panicked(_) | Exited::Aborted => true,
             };
