@@ -121,5 +121,5 @@ pub use lease::{ItemError, Lease};
 pub use lease_table::{BillingMode, LeaseTable, Scan};
 pub use lineage::InitialPosition;
 pub use processor::{Batch, Checkpointer, Record, ShardProcessor, Start};
-pub use status::{Health, ProcessorState, RecentError, ShardStatus, Status};
+pub use status::{Health, Probe, ProcessorState, RecentError, ShardStatus, Status};
 pub use worker::{Consumer, ConsumerBuilder, Running};

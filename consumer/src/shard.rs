@@ -711,9 +711,15 @@ where
     ) -> Next {
         checkpointer.reached_end();
         self.ctx.board.set(ProcessorState::Stopping);
-        let ids = match create_children(&self.ctx, &mut self.trust, children).await {
+        let ids = match self.create_children(children).await {
             Ok(ids) => ids,
-            Err(()) => {
+            Err(Paused::Stop) => {
+                return Next::Exit(
+                    self.stop_gracefully(processor, checkpointer, Exited::Stopped)
+                        .await,
+                );
+            }
+            Err(Paused::Lost | Paused::Done) => {
                 processor.lease_lost().await;
                 return Next::Exit(Exited::LeaseLost);
             }
@@ -782,9 +788,12 @@ where
             error!(shard_id = %self.ctx.shard_id, failures, problem = %problem,
                 "shard_ended failed; asking again in {delay:?}");
             self.ctx.board.error(format!("shard_ended: {problem}"));
-            // Shard-end work is finished before a stop request is looked at.
-            if wait(&mut self.trust, delay).await.is_err() {
-                return Next::Exit(Exited::LeaseLost);
+            // A stop asked meanwhile ends the task without another callback (the processor was
+            // told `shard_ended`); the lease is released and its next owner ends the shard.
+            match self.pause(delay).await {
+                Paused::Done => {}
+                Paused::Stop => return Next::Exit(Exited::Stopped),
+                Paused::Lost => return Next::Exit(Exited::LeaseLost),
             }
         }
     }
@@ -869,135 +878,164 @@ async fn watch_slow<T>(
     }
 }
 
-/// Creates the children's leases (each once its other parents have leases) and records them on
-/// this lease. `Err`: trust ran out first.
-async fn create_children(
-    ctx: &ShardContext,
-    trust: &mut watch::Receiver<Instant>,
-    children: Option<Vec<ChildShard>>,
-) -> Result<BTreeSet<String>, ()> {
-    // The shard list, when it could be read: the children's parents are checked against it.
-    let mut listing: Option<Vec<ShardDescription>> = None;
-    let children = match children {
-        Some(mut children) => {
-            // The service named the children. Their parents are checked against the shard list
-            // once: a merged child must wait for both parents, and an incomplete list in an
-            // answer (a stand-in sends only the parent it is reading) would start it early. If
-            // the list cannot be read now, the answer is used as it is.
-            if let Ok(shards) =
-                kinesis::list_shards(&ctx.kinesis, &ctx.cfg.stream, ctx.cfg.call_timeout).await
-            {
-                for child in &mut children {
-                    if let Some(listed) = shards.iter().find(|s| s.id == child.id)
-                        && !listed.parents.is_subset(&child.parents)
-                    {
-                        warn!(shard_id = %ctx.shard_id, child = %child.id,
+impl<F, P> Task<F>
+where
+    F: Fn(&str) -> P + Send + Sync + 'static,
+    P: ShardProcessor,
+{
+    /// Creates the children's leases (each once its other parents have leases) and records them on
+    /// this lease. `Err`: trust ran out, or the worker asked the task to stop, first (the processor
+    /// has not been told anything yet).
+    async fn create_children(
+        &mut self,
+        children: Option<Vec<ChildShard>>,
+    ) -> Result<BTreeSet<String>, Paused> {
+        // The shard list, when it could be read: the children's parents are checked against it.
+        let mut listing: Option<Vec<ShardDescription>> = None;
+        let children = match children {
+            Some(mut children) => {
+                // The service named the children. Their parents are checked against the shard list
+                // once: a merged child must wait for both parents, and an incomplete list in an
+                // answer (a stand-in sends only the parent it is reading) would start it early. If
+                // the list cannot be read now, the answer is used as it is.
+                if let Ok(shards) = kinesis::list_shards(
+                    &self.ctx.kinesis,
+                    &self.ctx.cfg.stream,
+                    self.ctx.cfg.call_timeout,
+                )
+                .await
+                {
+                    for child in &mut children {
+                        if let Some(listed) = shards.iter().find(|s| s.id == child.id)
+                            && !listed.parents.is_subset(&child.parents)
+                        {
+                            warn!(shard_id = %self.ctx.shard_id, child = %child.id,
                             named = ?child.parents, listed = ?listed.parents,
                             "the shard's end named fewer parents of a child than the shard list; using both");
-                        child.parents.extend(listed.parents.iter().cloned());
+                            child.parents.extend(listed.parents.iter().cloned());
+                        }
                     }
-                }
-                listing = Some(shards);
-            }
-            children
-        }
-        None => loop {
-            // GetRecords named no children (a stand-in's variant, or a shard past retention):
-            // look them up.
-            match kinesis::list_shards(&ctx.kinesis, &ctx.cfg.stream, ctx.cfg.call_timeout).await {
-                Ok(shards) => {
-                    let children = shards
-                        .iter()
-                        .filter(|s| s.parents.contains(ctx.shard_id.as_ref()))
-                        .map(|s| ChildShard {
-                            id: s.id.clone(),
-                            parents: s.parents.clone(),
-                            hash_key_range: s.hash_key_range,
-                        })
-                        .collect();
                     listing = Some(shards);
-                    break children;
                 }
-                Err(failure) => {
-                    warn!(shard_id = %ctx.shard_id, code = %failure.code, "listing the children failed");
-                    if wait(trust, SHARD_END_RETRY).await.is_err() {
-                        return Err(());
+                children
+            }
+            None => loop {
+                // GetRecords named no children (a stand-in's variant, or a shard past retention):
+                // look them up.
+                match kinesis::list_shards(
+                    &self.ctx.kinesis,
+                    &self.ctx.cfg.stream,
+                    self.ctx.cfg.call_timeout,
+                )
+                .await
+                {
+                    Ok(shards) => {
+                        let children = shards
+                            .iter()
+                            .filter(|s| s.parents.contains(self.ctx.shard_id.as_ref()))
+                            .map(|s| ChildShard {
+                                id: s.id.clone(),
+                                parents: s.parents.clone(),
+                                hash_key_range: s.hash_key_range,
+                            })
+                            .collect();
+                        listing = Some(shards);
+                        break children;
+                    }
+                    Err(failure) => {
+                        warn!(shard_id = %self.ctx.shard_id, code = %failure.code, "listing the children failed");
+                        match self.pause(SHARD_END_RETRY).await {
+                            Paused::Done => {}
+                            halted => return Err(halted),
+                        }
                     }
                 }
-            }
-        },
-    };
-    // Which of the children's other parents have leases (read consistently): a child whose other
-    // parent has none yet is created when that parent ends, or by a shard sync.
-    let mut leased: BTreeSet<String> = BTreeSet::new();
-    let others: BTreeSet<&String> = children
-        .iter()
-        .flat_map(|c| c.parents.iter())
-        .filter(|p| p.as_str() != ctx.shard_id.as_ref())
-        .collect();
-    for parent in others {
-        let Some(found) = guarded(trust, ctx.table.get(parent)).await.done() else {
-            return Err(());
+            },
         };
-        match found {
-            Ok(Some(_)) => {
-                leased.insert(parent.clone());
-            }
-            Ok(None) => {}
-            // Counted as without a lease: the child is then left to its other parent or a sync.
-            Err(error) => {
-                warn!(shard_id = %ctx.shard_id, parent = %parent, %error, "reading a parent's lease failed")
+        // Which of the children's other parents have leases (read consistently): a child whose other
+        // parent has none yet is created when that parent ends, or by a shard sync.
+        let mut leased: BTreeSet<String> = BTreeSet::new();
+        let others: BTreeSet<&String> = children
+            .iter()
+            .flat_map(|c| c.parents.iter())
+            .filter(|p| p.as_str() != self.ctx.shard_id.as_ref())
+            .collect();
+        for parent in others {
+            let Some(found) = guarded(&mut self.trust, self.ctx.table.get(parent))
+                .await
+                .done()
+            else {
+                return Err(Paused::Lost);
+            };
+            match found {
+                Ok(Some(_)) => {
+                    leased.insert(parent.clone());
+                }
+                Ok(None) => {}
+                // Counted as without a lease: the child is then left to its other parent or a sync.
+                Err(error) => {
+                    warn!(shard_id = %self.ctx.shard_id, parent = %parent, %error, "reading a parent's lease failed")
+                }
             }
         }
-    }
-    let listed = |id: &str| {
-        listing
-            .as_ref()
-            .is_none_or(|shards| shards.iter().any(|s| s.id == id))
-    };
-    let ready: Vec<ChildShard> = children
+        let listed = |id: &str| {
+            listing
+                .as_ref()
+                .is_none_or(|shards| shards.iter().any(|s| s.id == id))
+        };
+        let ready: Vec<ChildShard> = children
         .iter()
         .filter(|child| {
-            let ok = child_may_be_created(child, &ctx.shard_id, |p| leased.contains(p), listed);
+            let ok = child_may_be_created(child, &self.ctx.shard_id, |p| leased.contains(p), listed);
             if !ok {
-                info!(shard_id = %ctx.shard_id, child = %child.id, parents = ?child.parents,
+                info!(shard_id = %self.ctx.shard_id, child = %child.id, parents = ?child.parents,
                     "a child's other parent has no lease yet; the child's lease is created when that parent ends");
             }
             ok
         })
         .cloned()
         .collect();
-    for child in child_leases(&ready) {
-        loop {
-            let Some(created) = guarded(trust, ctx.table.create(&child)).await.done() else {
-                return Err(());
-            };
-            match created {
-                Ok(_) => break,
-                Err(error) => {
-                    warn!(shard_id = %ctx.shard_id, child = %child.key, %error, "creating a child lease failed");
-                    if wait(trust, SHARD_END_RETRY).await.is_err() {
-                        return Err(());
+        for child in child_leases(&ready) {
+            loop {
+                let Some(created) = guarded(&mut self.trust, self.ctx.table.create(&child))
+                    .await
+                    .done()
+                else {
+                    return Err(Paused::Lost);
+                };
+                match created {
+                    Ok(_) => break,
+                    Err(error) => {
+                        warn!(shard_id = %self.ctx.shard_id, child = %child.key, %error, "creating a child lease failed");
+                        match self.pause(SHARD_END_RETRY).await {
+                            Paused::Done => {}
+                            halted => return Err(halted),
+                        }
                     }
                 }
             }
         }
-    }
-    let ids: BTreeSet<String> = children.iter().map(|c| c.id.clone()).collect();
-    let recorded = guarded(trust, async {
-        let mut lease = ctx.lease.lock().await;
-        match ctx.table.set_children(&lease, &ctx.worker, &ids).await {
-            Ok(updated) => *lease = updated,
-            Err(error) => {
-                warn!(shard_id = %ctx.shard_id, %error, "recording the children failed");
+        let ids: BTreeSet<String> = children.iter().map(|c| c.id.clone()).collect();
+        let recorded = guarded(&mut self.trust, async {
+            let mut lease = self.ctx.lease.lock().await;
+            match self
+                .ctx
+                .table
+                .set_children(&lease, &self.ctx.worker, &ids)
+                .await
+            {
+                Ok(updated) => *lease = updated,
+                Err(error) => {
+                    warn!(shard_id = %self.ctx.shard_id, %error, "recording the children failed");
+                }
             }
+        })
+        .await;
+        if recorded.done().is_none() {
+            return Err(Paused::Lost);
         }
-    })
-    .await;
-    if recorded.done().is_none() {
-        return Err(());
+        Ok(ids)
     }
-    Ok(ids)
 }
 
 /// What became of a call made while the lease is trusted.
@@ -1062,15 +1100,6 @@ async fn guarded<T>(
             }
         }
     }
-}
-
-/// Sleeps `pause` unless the lease stops being trusted (`Err`). Shard-end work is finished before
-/// a stop request is looked at.
-async fn wait(trust: &mut watch::Receiver<Instant>, pause: Duration) -> Result<(), ()> {
-    guarded(trust, tokio::time::sleep(pause))
-        .await
-        .done()
-        .ok_or(())
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

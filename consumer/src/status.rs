@@ -266,6 +266,33 @@ impl Board {
     }
 }
 
+/// A handle on a running worker's status and health that can be cloned and moved (into an HTTP
+/// handler serving probes, say) while the application keeps the [`Running`](crate::Running) to
+/// shut the worker down. From [`Running::probe`](crate::Running::probe).
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub(crate) board: Board,
+    pub(crate) worker_id: String,
+    pub(crate) scan_interval: Duration,
+    pub(crate) failover: Duration,
+}
+
+impl Probe {
+    /// The worker's [`Status`].
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future changes nothing.
+    pub async fn status(&self) -> Status {
+        self.board.status(&self.worker_id).await
+    }
+
+    /// The worker's [`Health`].
+    pub fn health(&self) -> Health {
+        self.board.health(self.scan_interval, self.failover)
+    }
+}
+
 /// A shard task's handle on the board.
 #[derive(Debug)]
 pub(crate) struct ShardBoard {

@@ -31,7 +31,7 @@ use crate::{
     processor::ShardProcessor,
     sdk_error::{CallFailure, is_access_denied},
     shard::{self, ShardContext},
-    status::{Board, Health, Status},
+    status::{Board, Health, Probe, Status},
 };
 
 /// Builds a [`Consumer`]: the stream, the application (which names the lease table), the AWS
@@ -290,16 +290,19 @@ where
 pub struct Running {
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<Result<(), Error>>>,
-    worker_id: String,
-    board: Board,
-    scan_interval: Duration,
-    failover: Duration,
+    probe: Probe,
 }
 
 impl Running {
     /// This worker's name in the lease table.
     pub fn worker_id(&self) -> &str {
-        &self.worker_id
+        &self.probe.worker_id
+    }
+
+    /// A handle on the worker's status and health that can be cloned and moved (into an HTTP
+    /// handler serving Kubernetes probes, say); the `consume` example serves one.
+    pub fn probe(&self) -> Probe {
+        self.probe.clone()
     }
 
     /// A snapshot of the worker: the shards it holds (each with its lease counter, checkpoint,
@@ -310,13 +313,13 @@ impl Running {
     ///
     /// Dropping the future changes nothing.
     pub async fn status(&self) -> Status {
-        self.board.status(&self.worker_id).await
+        self.probe.status().await
     }
 
     /// Whether the worker is live and ready, for a Kubernetes liveness and readiness probe (see
     /// [`Health`]).
     pub fn health(&self) -> Health {
-        self.board.health(self.scan_interval, self.failover)
+        self.probe.health()
     }
 
     /// Shuts down gracefully: stops taking leases, asks every processor to checkpoint
@@ -524,7 +527,13 @@ where
             attempt += 1;
             match self.prepare_once().await {
                 Ok(()) => {
-                    self.board.lock().started = true;
+                    {
+                        let mut board = self.board.lock();
+                        board.started = true;
+                        // The start scanned the table.
+                        board.last_scan = Some(SystemTime::now());
+                        board.last_scan_attempt = board.last_scan;
+                    }
                     info!(table = self.table.name(), "worker started");
                     return Ok(());
                 }
@@ -599,10 +608,12 @@ where
         Running {
             stop: stop_tx,
             task: Some(task),
-            worker_id,
-            board,
-            scan_interval,
-            failover,
+            probe: Probe {
+                board,
+                worker_id,
+                scan_interval,
+                failover,
+            },
         }
     }
 
