@@ -349,37 +349,43 @@ async fn process_failures_are_retried_then_restarted_and_nothing_is_lost() {
     }
 }
 
-/// No retry, then release: the lease is released, the shard taken again (by this worker, the
-/// only one), and started from its checkpoint.
+/// No retry, then release (after an error, then after a panic): the lease is released, the shard
+/// taken again (by this worker, the only one), and started from its checkpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_under_the_release_policy_releases_the_lease_and_the_shard_runs_again() {
-    let setup = setup(1, 300).await;
-    let cues = Arc::new(Cues {
-        process_on: Some(("r100".into(), How::Error)),
-        process_failures: AtomicU32::new(1),
-        ..Cues::default()
-    });
-    let journal = Arc::new(Journal::default());
-    let running = setup
-        .worker(
-            &cues,
-            &journal,
-            quick(FailurePolicy::no_retry().then_release()),
-        )
-        .scan_interval(Duration::from_millis(500))
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    setup.all_processed(&journal, &BTreeSet::new()).await;
-    running.shutdown().await.unwrap();
-    let events = journal.events();
-    println!("release policy: {events:?}");
-    assert_eq!(journal.count("r100"), 1);
-    // Told why it stopped (shutdown_requested) before the release, then started again.
-    let stop = events.iter().position(|e| e.starts_with("STOP ")).unwrap();
-    assert!(events[stop + 1..].iter().any(|e| e.starts_with("START ")));
+    for how in [How::Error, How::Panic] {
+        let setup = setup(1, 300).await;
+        let cues = Arc::new(Cues {
+            process_on: Some(("r100".into(), how)),
+            process_failures: AtomicU32::new(1),
+            ..Cues::default()
+        });
+        let journal = Arc::new(Journal::default());
+        let running = setup
+            .worker(
+                &cues,
+                &journal,
+                quick(FailurePolicy::no_retry().then_release()),
+            )
+            .scan_interval(Duration::from_millis(500))
+            .build()
+            .unwrap()
+            .start()
+            .await
+            .unwrap();
+        setup.all_processed(&journal, &BTreeSet::new()).await;
+        running.shutdown().await.unwrap();
+        let events = journal.events();
+        println!("release policy, {how:?}: {events:?}");
+        assert_eq!(journal.count("r100"), 1);
+        let starts = events.iter().filter(|e| e.starts_with("START ")).count();
+        assert_eq!(starts, 2, "released once, started again: {events:?}");
+        if how == How::Error {
+            // Told why it stopped (shutdown_requested) before the release.
+            let stop = events.iter().position(|e| e.starts_with("STOP ")).unwrap();
+            assert!(events[stop + 1..].iter().any(|e| e.starts_with("START ")));
+        }
+    }
 }
 
 /// A batch that always fails goes to the dead-letter handler after its retries; the handler fails
