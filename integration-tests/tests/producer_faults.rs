@@ -16,7 +16,7 @@ use kinesis_integration_tests::{
     ClientOptions, EntryErrorCode, EntryFailures, Fault, FaultController, FaultKind, FaultProxy,
     FaultRule, Ferrokinesis, FerrokinesisOptions, ServiceError, kinesis_client,
 };
-use kinesis_producer::{Error, Ordering, Producer, UserRecord};
+use kinesis_producer::{Error, InStream, Ordering, Producer, UserRecord, Wrote};
 
 mod support;
 use support::{ReadBack, check_receipts, read_back, records};
@@ -184,6 +184,9 @@ async fn records_past_their_ttl_come_back_as_expired_with_the_record() {
             "the record comes back"
         );
         assert!(!failure.attempts.is_empty());
+        // Every attempt was refused by the service: certainly not written.
+        assert_eq!(failure.in_stream(), InStream::No);
+        assert!(!failure.may_have_been_written());
     }
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(
@@ -529,4 +532,137 @@ fn receipts_resolve_with_the_record_when_the_producer_runtime_is_torn_down() {
             assert_eq!(failure.record.as_ref(), Some(record));
         }
     });
+}
+
+/// Every call is written but its answer lost (the connection dropped after the stand-in
+/// processed it) until the TTL passes: the records fail as expired, the failures say they may
+/// have been written, and they are in the stream (several times).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_whose_answers_were_lost_fail_as_possibly_written_and_are_in_the_stream() {
+    let h = faulty(2, 13, FerrokinesisOptions::new()).await;
+    let producer = Producer::builder(h.client.clone(), h.stream.as_str())
+        .linger(Duration::from_millis(10))
+        .record_ttl(Duration::from_millis(1500))
+        .retry_backoff(Duration::from_millis(50), Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    h.faults
+        .add(FaultRule::on("PutRecords", Fault::drop_response()));
+    let sent = records(100, 10);
+    let mut receipts = Vec::new();
+    for record in &sent {
+        receipts.push(producer.put(record.clone()).await.unwrap());
+    }
+    for receipt in receipts {
+        let failure = receipt.await.unwrap_err();
+        assert!(matches!(failure.error, Error::Expired { .. }), "{failure}");
+        assert_eq!(failure.in_stream(), InStream::Possibly, "{failure:?}");
+        assert!(failure.may_have_been_written());
+        assert!(
+            failure
+                .attempts
+                .iter()
+                .all(|a| a.error.as_ref().is_some_and(|e| e.wrote == Wrote::Unknown)),
+            "{:?}",
+            failure.attempts
+        );
+    }
+    producer.shutdown().await;
+    let ReadBack { seen, total, .. } = read_back(&h.direct, &h.stream).await;
+    let mut copies: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (_, _, data) in seen.values() {
+        *copies.entry(data.to_vec()).or_default() += 1;
+    }
+    for record in &sent {
+        assert!(
+            copies.get(record.data().as_ref()).copied().unwrap_or(0) >= 1,
+            "a record said to be possibly written is not in the stream"
+        );
+    }
+    println!(
+        "answers lost until the TTL: {} records failed as possibly written; the stream holds {total} \
+         user records ({:.1} copies of each on average)",
+        sent.len(),
+        total as f64 / sent.len() as f64
+    );
+}
+
+/// The first attempt's answer is lost (written), then every attempt is refused: the failure says
+/// "possibly", and the record is in the stream once. Another batch only ever refused says "no",
+/// and is absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_then_refusals_is_possibly_written_and_refusals_alone_are_not() {
+    let h = faulty(1, 17, FerrokinesisOptions::new()).await;
+    let producer = Producer::builder(h.client.clone(), h.stream.as_str())
+        .linger(Duration::from_millis(10))
+        .record_ttl(Duration::from_millis(1200))
+        .retry_backoff(Duration::from_millis(50), Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let refuse = FaultRule::on(
+        "PutRecords",
+        Fault::PutRecordsEntries(
+            EntryFailures::all().code(EntryErrorCode::ProvisionedThroughputExceeded),
+        ),
+    );
+    // The first call: written, its answer lost; the ones after it: every entry refused.
+    let lost = h
+        .faults
+        .add(FaultRule::on("PutRecords", Fault::drop_response()).first(1));
+    let mixed = records(20, 5);
+    let mut receipts = Vec::new();
+    for record in &mixed {
+        receipts.push(producer.put(record.clone()).await.unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.faults.calls("PutRecords") == 0 {
+        assert!(Instant::now() < deadline, "no call was made");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let refused = h.faults.add(refuse.clone());
+    for receipt in receipts {
+        let failure = receipt.await.unwrap_err();
+        assert_eq!(
+            failure.in_stream(),
+            InStream::Possibly,
+            "{:?}",
+            failure.attempts
+        );
+        let wrote: Vec<Wrote> = failure
+            .attempts
+            .iter()
+            .filter_map(|a| a.error.as_ref().map(|e| e.wrote))
+            .collect();
+        assert_eq!(wrote.first(), Some(&Wrote::Unknown));
+        assert!(wrote[1..].iter().all(|w| *w == Wrote::Nothing), "{wrote:?}");
+    }
+    h.faults.remove(lost);
+    // Refused every time: certainly not written.
+    let refused_only: Vec<UserRecord> = (0..20)
+        .map(|i| UserRecord::new(format!("other-{i}"), format!("never-{i}")).unwrap())
+        .collect();
+    let mut receipts = Vec::new();
+    for record in &refused_only {
+        receipts.push(producer.put(record.clone()).await.unwrap());
+    }
+    for receipt in receipts {
+        let failure = receipt.await.unwrap_err();
+        assert_eq!(failure.in_stream(), InStream::No, "{:?}", failure.attempts);
+    }
+    h.faults.remove(refused);
+    producer.shutdown().await;
+    let ReadBack { seen, .. } = read_back(&h.direct, &h.stream).await;
+    let data: Vec<Vec<u8>> = seen.values().map(|(_, _, d)| d.to_vec()).collect();
+    for record in &mixed {
+        let copies = data.iter().filter(|d| d[..] == record.data()[..]).count();
+        assert_eq!(copies, 1, "the written attempt's copy is in the stream");
+    }
+    for record in &refused_only {
+        assert!(
+            !data.iter().any(|d| d[..] == record.data()[..]),
+            "a refused record is in the stream"
+        );
+    }
 }

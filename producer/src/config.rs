@@ -110,6 +110,8 @@ pub(crate) struct Config {
     pub(crate) retry_min_delay: Duration,
     pub(crate) retry_max_delay: Duration,
     pub(crate) list_shards_page_size: i32,
+    /// A call going out takes every shard's aggregate under construction with it.
+    pub(crate) fill_calls: bool,
 }
 
 impl Default for Config {
@@ -133,6 +135,7 @@ impl Default for Config {
             retry_min_delay: Duration::from_millis(100),
             retry_max_delay: Duration::from_secs(5),
             list_shards_page_size: crate::kinesis::LIST_SHARDS_PAGE,
+            fill_calls: true,
         }
     }
 }

@@ -64,8 +64,10 @@ pub enum Error {
     #[error("the producer is shut down")]
     ShutDown,
 
-    /// The record's time to live passed before Kinesis accepted it.
-    #[error("record expired: not delivered within its time to live of {ttl:?} (last error: {})", last_error.as_deref().unwrap_or("none"))]
+    /// The record's time to live passed before Kinesis acknowledged it. It may be in the stream
+    /// anyway, when an attempt's answer was lost: see
+    /// [`Failure::may_have_been_written`](crate::Failure::may_have_been_written).
+    #[error("record expired: not acknowledged within its time to live of {ttl:?} (last error: {})", last_error.as_deref().unwrap_or("none"))]
     Expired {
         /// The configured record TTL.
         ttl: Duration,

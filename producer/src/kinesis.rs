@@ -15,6 +15,7 @@ use aws_sdk_kinesis::{
 use crate::{
     config::StreamRef,
     error::BoxError,
+    receipt::Wrote,
     retry::{ErrorClass, classify},
     shard_map::ListedShard,
 };
@@ -36,6 +37,21 @@ pub(crate) struct CallError {
 impl CallError {
     pub(crate) fn class(&self) -> ErrorClass {
         classify(&self.code, self.status)
+    }
+
+    /// What a whole call that failed so left in the stream: nothing if the service answered
+    /// with a 4xx or the call was never sent; perhaps everything if no answer came or the
+    /// service answered with a 5xx.
+    pub(crate) fn wrote(&self) -> Wrote {
+        match self.status {
+            Some(status) if status >= 500 => Wrote::Unknown,
+            Some(_) => Wrote::Nothing,
+            None => match self.code.as_str() {
+                // Built or dispatched wrongly: nothing went out.
+                "DispatchFailure" | "ConstructionFailure" => Wrote::Nothing,
+                _ => Wrote::Unknown,
+            },
+        }
     }
 
     fn timeout(after: Duration) -> Self {

@@ -81,4 +81,4 @@ pub use config::{
 pub use error::{BoxError, Error};
 pub use kinesis_aggregation::{HashKey, MaxRecordSize, UserRecord};
 pub use producer::{Outstanding, Producer, ProducerBuilder};
-pub use receipt::{Attempt, AttemptError, Delivery, Failure, Receipt};
+pub use receipt::{Attempt, AttemptError, Delivery, Failure, InStream, Receipt, Wrote};

@@ -33,7 +33,9 @@ use crate::{
     limiter::Limiter,
     metrics as m,
     producer::Admission,
-    receipt::{self, Attempt, AttemptError, Cells, Delivery, Failure, Outcome, Receipt, Written},
+    receipt::{
+        self, Attempt, AttemptError, Cells, Delivery, Failure, Outcome, Receipt, Written, Wrote,
+    },
     retry::{self, ErrorClass, Verdict},
     shard_map::{ShardInfo, ShardMap, refresh_backoff},
 };
@@ -804,6 +806,22 @@ impl Pipeline {
             if !due {
                 break;
             }
+            if self.cfg.fill_calls && !self.batch.full {
+                // The call goes out now: every shard's aggregate under construction goes with
+                // it, before its own deadline (never after). The shards' next aggregates then
+                // start together and fall due together, so calls carry one per shard instead of
+                // one each.
+                let mut took = false;
+                for shard in &mut self.shards {
+                    if !shard.aggregated.is_empty() && shard.may_batch(self.cfg.ordering) {
+                        Self::finish_aggregate(shard, &mut self.spare, now);
+                        took = true;
+                    }
+                }
+                if took {
+                    self.fill_batch(now);
+                }
+            }
             self.ship(now);
         }
     }
@@ -998,12 +1016,16 @@ impl Pipeline {
                 let class = error.class();
                 self.count_error(&error.code);
                 debug!(code = %error.code, request_id = ?error.request_id, entries = krecs.len(), "PutRecords failed");
+                let wrote = error.wrote();
                 for krec in krecs {
                     self.failed(
                         krec,
                         class,
-                        &error.code,
-                        &error.message,
+                        AttemptError {
+                            code: error.code.clone(),
+                            message: error.message.clone(),
+                            wrote,
+                        },
                         error.request_id.as_deref(),
                         started,
                         duration,
@@ -1032,9 +1054,13 @@ impl Pipeline {
                             if class == ErrorClass::Throttled && !throttled.contains(&krec.shard) {
                                 throttled.push(krec.shard.clone());
                             }
-                            self.failed(
-                                krec, class, &code, &message, None, started, duration, finished,
-                            );
+                            // The service answered for this entry: it was not written.
+                            let error = AttemptError {
+                                code,
+                                message,
+                                wrote: Wrote::Nothing,
+                            };
+                            self.failed(krec, class, error, None, started, duration, finished);
                         }
                     }
                 }
@@ -1214,6 +1240,7 @@ impl Pipeline {
                 message: format!(
                     "written to {shard_id}, whose hash key range does not hold every record of the aggregate"
                 ),
+                wrote: Wrote::ToAnotherShard,
             }),
         );
         self.dissolve(krec, finished);
@@ -1233,22 +1260,15 @@ impl Pipeline {
         &mut self,
         mut krec: KRec,
         class: ErrorClass,
-        code: &str,
-        message: &str,
+        error: AttemptError,
         request_id: Option<&str>,
         started: Instant,
         duration: std::time::Duration,
         finished: Instant,
     ) {
-        krec.attempted(
-            started,
-            duration,
-            finished,
-            Some(AttemptError {
-                code: code.to_owned(),
-                message: message.to_owned(),
-            }),
-        );
+        let (code, message) = (error.code.clone(), error.message.clone());
+        let (code, message) = (code.as_str(), message.as_str());
+        krec.attempted(started, duration, finished, Some(error));
         krec.last_error = Some(code.to_owned());
         match class {
             ErrorClass::Fatal => {
@@ -1563,6 +1583,7 @@ fn mark_wrong_shard(krec: &mut KRec, shard_id: &str) {
             message: format!(
                 "written to {shard_id}, which the refreshed shard map could not show to hold every record of the aggregate"
             ),
+            wrote: Wrote::ToAnotherShard,
         });
     }
 }

@@ -363,6 +363,18 @@ impl ProducerBuilder {
         self
     }
 
+    /// Whether a call going out takes every shard's aggregate under construction with it (default
+    /// on). Each shard's aggregate has its own linger deadline; at moderate rates they fall due
+    /// one by one, and each would go out in a call of its own. Taking the others along sends them
+    /// earlier than their deadline, never later, and aligns the shards' deadlines, so that calls
+    /// carry one aggregate per shard. Off, each aggregate waits for its own deadline (or to be
+    /// full). For comparisons (`producer-bench`); there is no reason to turn it off otherwise.
+    #[doc(hidden)]
+    pub fn fill_calls(mut self, fill: bool) -> Self {
+        self.config.fill_calls = fill;
+        self
+    }
+
     /// A record not delivered within this time after `put` fails as [`Error::Expired`] and is
     /// handed back (default 30 s, the KPL's `RecordTtl`). A record expires with the Kinesis
     /// record it was packed into, at the earliest TTL among its records (at most the linger time

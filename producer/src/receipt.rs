@@ -89,6 +89,42 @@ pub struct AttemptError {
     pub code: String,
     /// The service's message, or a description.
     pub message: String,
+    /// What the attempt left in the stream.
+    pub wrote: Wrote,
+}
+
+/// What a failed attempt left in the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Wrote {
+    /// Nothing: the service answered that this record's entry, or the whole call, was refused
+    /// (throttled, failed entries, validation, access, a whole call refused with a 4xx), or the
+    /// call could not be sent.
+    Nothing,
+    /// Perhaps the record: no answer came (the call timed out, the connection was lost after the
+    /// request went out, the answer could not be read), or the whole call failed with a 5xx,
+    /// which the service may have processed.
+    Unknown,
+    /// The record: it was written, to a shard whose hash-key range does not hold every record of
+    /// its aggregate (the shard map was stale), and sent again. A consumer that applies the
+    /// range rule to whole aggregates (the Java KCL) drops that copy; one that does not, or one
+    /// that skips only the records outside the range (`kinesis-consumer`), delivers some or all
+    /// of them.
+    ToAnotherShard,
+}
+
+/// Whether a record that failed may be in the stream anyway (see
+/// [`Failure::may_have_been_written`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InStream {
+    /// Certainly not: every attempt was refused by the service before anything was written, or
+    /// none was made.
+    No,
+    /// Possibly: some attempt ended without an answer, or with a 5xx for the whole call, or
+    /// wrote the record to a shard that does not hold it; or the producer was torn down with a
+    /// call under way.
+    Possibly,
 }
 
 /// A record that was not delivered, handed back with the reason and its attempts.
@@ -105,6 +141,35 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// Whether the record may be in the stream anyway, derived from its attempts:
+    /// [`InStream::No`] if every attempt was refused (or none was made), [`InStream::Possibly`]
+    /// if an attempt's answer was lost (a timeout, a dropped connection, an unreadable answer), a
+    /// whole call failed with a 5xx, the record was written to a shard that does not hold it, or
+    /// the producer was torn down ([`Error::Cancelled`]) with a call perhaps under way.
+    ///
+    /// What to do with it: a record `No` may be put again without a duplicate. A record
+    /// `Possibly` put again may be in the stream twice (consumers see it twice); an
+    /// application that must not duplicate it should record it as "maybe delivered" rather than
+    /// resend it, or resend it with an idempotency key its consumers check. Treating a
+    /// `Possibly` record as lost raises false alarms: often it was written.
+    pub fn in_stream(&self) -> InStream {
+        let unknown = self
+            .attempts
+            .iter()
+            .any(|a| a.error.as_ref().is_some_and(|e| e.wrote != Wrote::Nothing));
+        if unknown || matches!(self.error, Error::Cancelled) && !self.attempts.is_empty() {
+            InStream::Possibly
+        } else {
+            InStream::No
+        }
+    }
+
+    /// Whether the record may have been written despite the failure
+    /// ([`Failure::in_stream`] is [`InStream::Possibly`]).
+    pub fn may_have_been_written(&self) -> bool {
+        self.in_stream() == InStream::Possibly
+    }
+
     pub(crate) fn new(error: Error, record: UserRecord) -> Self {
         Failure {
             error,

@@ -5,9 +5,17 @@
 //! Run with `cargo run --release -p kinesis-integration-tests --bin producer-bench` (after
 //! `bash scripts/install-tools.sh`, which installs aiokpl). Flags: `--records N` (default
 //! 1,000,000), `--aiokpl-records N` (default 200,000), `--keys N` (default 64), `--seconds S`
-//! (default 30), `--only cpu|limits`, `--per-second` (print the producer's metrics second by
-//! second in part 2), `--unbalanced-keys` (`pk-0` .. `pk-{N-1}` as they fall),
-//! `--rate-limit-percent P` (part 2 with this `rate_limit_percent` instead of the default).
+//! (default 30), `--only cpu|limits|moderate`, `--per-second` (print the producer's metrics
+//! second by second in part 2), `--unbalanced-keys` (`pk-0` .. `pk-{N-1}` as they fall),
+//! `--rate-limit-percent P` (part 2 with this `rate_limit_percent` instead of the default),
+//! `--moderate-seconds S` (each run of part 3, default 20).
+//!
+//! Part (3), **moderate rate**: 2,500 records/s (25 every 10 ms) for `--moderate-seconds` on
+//! streams of 4 and 16 shards (1,024 partition keys), each twice in the same run: with calls
+//! filled across shards (the default) and without (`fill_calls(false)`, each aggregate waiting
+//! for its own deadline). It prints entries per `PutRecords` call, calls per second (counted by
+//! a proxy in front of the stand-in), the process's CPU per million records, and the time from
+//! `put` returning to the receipt resolving (p50, p99), next to the linger time.
 //!
 //! ```text
 //!  (1) CPU cost                                   (2) throughput under limits
@@ -64,8 +72,8 @@ const TARGET_RATIO: f64 = 20.0;
 const TARGET_SHARE: f64 = 0.90;
 
 const USAGE: &str = "usage: producer-bench [--records N] [--aiokpl-records N] [--keys N] \
-                     [--seconds S] [--only cpu|limits] [--per-second] \
-                     [--unbalanced-keys] [--rate-limit-percent P]";
+                     [--seconds S] [--only cpu|limits|moderate] [--per-second] \
+                     [--unbalanced-keys] [--rate-limit-percent P] [--moderate-seconds S]";
 
 struct Args {
     records: u64,
@@ -74,6 +82,8 @@ struct Args {
     seconds: f64,
     cpu: bool,
     limits: bool,
+    moderate: bool,
+    moderate_seconds: f64,
     per_second: bool,
     unbalanced_keys: bool,
     rate_limit_percent: Option<u32>,
@@ -108,6 +118,8 @@ fn parse_args(argv: &[String]) -> Result<Args, BoxError> {
         seconds: 30.0,
         cpu: true,
         limits: true,
+        moderate: true,
+        moderate_seconds: 20.0,
         per_second: false,
         unbalanced_keys: false,
         rate_limit_percent: None,
@@ -128,11 +140,21 @@ fn parse_args(argv: &[String]) -> Result<Args, BoxError> {
                     .parse()
                     .map_err(|e| format!("{flag} {text:?}: {e}\n{USAGE}"))?;
             }
-            "--only" => match value()?.as_str() {
-                "cpu" => args.limits = false,
-                "limits" => args.cpu = false,
-                other => return Err(format!("--only {other:?}: cpu or limits\n{USAGE}").into()),
-            },
+            "--only" => {
+                let only = value()?.as_str();
+                if !["cpu", "limits", "moderate"].contains(&only) {
+                    return Err(format!("--only {only:?}: cpu, limits or moderate\n{USAGE}").into());
+                }
+                args.cpu = only == "cpu";
+                args.limits = only == "limits";
+                args.moderate = only == "moderate";
+            }
+            "--moderate-seconds" => {
+                let text = value()?;
+                args.moderate_seconds = text
+                    .parse()
+                    .map_err(|e| format!("{flag} {text:?}: {e}\n{USAGE}"))?;
+            }
             "--per-second" => args.per_second = true,
             "--unbalanced-keys" => args.unbalanced_keys = true,
             "--rate-limit-percent" => {
@@ -197,6 +219,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
     }
     if args.limits {
         under_limits(&args, &block, &mut summary).await?;
+    }
+    if args.moderate {
+        moderate_rate(&args, &block, &mut summary).await?;
     }
     println!("\nsummary (targets are goals to read against, not assertions):");
     for line in summary {
@@ -1210,6 +1235,167 @@ async fn choose_keys(
         (1.0 / (hottest * ranges.len() as f64)).min(1.0) * 100.0
     );
     Ok(keys)
+}
+
+// --- (3) moderate rate ----------------------------------------------------------------------------
+
+/// Records per second in part 3.
+const MODERATE_RATE: u64 = 2_500;
+
+/// One run of part 3.
+struct ModerateRun {
+    records: u64,
+    calls: u64,
+    entries: usize,
+    wall: Duration,
+    cpu: Duration,
+    p50: Duration,
+    p99: Duration,
+    failed: u64,
+}
+
+async fn moderate_rate(
+    args: &Args,
+    block: &[u8],
+    summary: &mut Vec<String>,
+) -> Result<(), BoxError> {
+    let linger = Duration::from_millis(100);
+    println!(
+        "\n(3) Moderate rate: {MODERATE_RATE} records/s for {} s, limits off; each stream run \
+         without and with calls filled across shards (linger {} ms)",
+        args.moderate_seconds,
+        linger.as_millis()
+    );
+    let server = start_server(false).await?;
+    let faults = kinesis_integration_tests::FaultController::new(3);
+    let proxy =
+        kinesis_integration_tests::FaultProxy::start(server.endpoint(), faults.clone()).await?;
+    let client = kinesis_integration_tests::kinesis_client(
+        proxy.endpoint(),
+        &kinesis_integration_tests::ClientOptions::new(),
+    );
+    let keys: Vec<String> = (0..1024).map(|i| format!("k{i}")).collect();
+    println!(
+        "  {:>6} {:>7} {:>14} {:>8} {:>16} {:>10} {:>10}",
+        "shards", "filled", "entries/call", "calls/s", "CPU s/million", "p50 ms", "p99 ms"
+    );
+    for shards in [4, 16] {
+        let mut pair = Vec::new();
+        for fill in [false, true] {
+            let stream = unique_name("bench-moderate");
+            create_stream(&server.client(), &stream, shards).await?;
+            let producer = Producer::builder(client.clone(), stream.as_str())
+                .linger(linger)
+                .fill_calls(fill)
+                .build()
+                .await?;
+            let calls0 = faults.calls("PutRecords");
+            let run = moderate_run(&producer, &keys, block, args.moderate_seconds).await?;
+            let calls = faults.calls("PutRecords") - calls0;
+            producer.shutdown().await;
+            let run = ModerateRun { calls, ..run };
+            println!(
+                "  {:>6} {:>7} {:>14.2} {:>8.1} {:>16.3} {:>10.1} {:>10.1}{}",
+                shards,
+                if fill { "yes" } else { "no" },
+                run.entries as f64 / run.calls.max(1) as f64,
+                run.calls as f64 / run.wall.as_secs_f64(),
+                run.cpu.as_secs_f64() / run.records as f64 * 1e6,
+                run.p50.as_secs_f64() * 1e3,
+                run.p99.as_secs_f64() * 1e3,
+                if run.failed > 0 {
+                    format!(" ({} failed)", run.failed)
+                } else {
+                    String::new()
+                }
+            );
+            pair.push(run);
+        }
+        if let [before, after] = &pair[..] {
+            let per_call = |r: &ModerateRun| r.entries as f64 / r.calls.max(1) as f64;
+            let cpu = |r: &ModerateRun| r.cpu.as_secs_f64() / r.records as f64 * 1e6;
+            summary.push(format!(
+                "moderate rate, {shards} shards: {:.2} entries per call filled against {:.2} not \
+                 (target at least 4 on 4 shards: {}), CPU {:.3} against {:.3} s per million, p99 \
+                 {:.0} against {:.0} ms (linger {} ms)",
+                per_call(after),
+                per_call(before),
+                if shards == 4 {
+                    verdict(per_call(after) >= 4.0)
+                } else {
+                    "-"
+                },
+                cpu(after),
+                cpu(before),
+                after.p99.as_secs_f64() * 1e3,
+                before.p99.as_secs_f64() * 1e3,
+                linger.as_millis()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Puts `MODERATE_RATE` records a second for `seconds`; every receipt is awaited by its own task,
+/// which notes when it resolved.
+async fn moderate_run(
+    producer: &Producer,
+    keys: &[String],
+    block: &[u8],
+    seconds: f64,
+) -> Result<ModerateRun, BoxError> {
+    let per_tick = MODERATE_RATE / 100;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut waiting = tokio::task::JoinSet::new();
+    let cpu0 = CpuTime::of_self()?;
+    let started = Instant::now();
+    let mut i = 0u64;
+    while started.elapsed().as_secs_f64() < seconds {
+        tick.tick().await;
+        for _ in 0..per_tick {
+            let key = keys[(i % keys.len() as u64) as usize].clone();
+            let record = UserRecord::new(key, produce_record_data(i, DATA_LEN, block))?;
+            let receipt = producer.put(record).await?;
+            let put_at = Instant::now();
+            waiting.spawn(async move { (receipt.await, put_at.elapsed()) });
+            i += 1;
+        }
+    }
+    let mut latencies = Vec::with_capacity(i as usize);
+    let mut entries = std::collections::HashSet::new();
+    let mut failed = 0u64;
+    while let Some(done) = waiting.join_next().await {
+        let (outcome, latency) = done?;
+        match outcome {
+            Ok(delivery) => {
+                entries.insert((
+                    delivery.shard_id().to_owned(),
+                    delivery.sequence_number().to_owned(),
+                ));
+                latencies.push(latency);
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    let wall = started.elapsed();
+    let cpu = CpuTime::of_self()? - cpu0;
+    latencies.sort();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok(ModerateRun {
+        records: i,
+        calls: 0,
+        entries: entries.len(),
+        wall,
+        cpu: cpu.total(),
+        p50: at(0.50),
+        p99: at(0.99),
+        failed,
+    })
 }
 
 /// This binary re-executed as a ferrokinesis server.
