@@ -2,6 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use kinesis_calls::StreamRef;
+
 use crate::{
     coordination::Settings, error::Error, failure::FailurePolicy, lease_table::BillingMode,
     lineage::InitialPosition,
@@ -10,7 +12,7 @@ use crate::{
 /// Every setting of a consumer; built by [`ConsumerBuilder`](crate::ConsumerBuilder).
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
-    pub(crate) stream: String,
+    pub(crate) stream: StreamRef,
     pub(crate) application: String,
     pub(crate) table: String,
     pub(crate) billing: BillingMode,
@@ -115,7 +117,7 @@ impl FanOut {
 pub const MAX_RECORDS_PER_CALL: i32 = 10_000;
 
 impl Config {
-    pub(crate) fn new(stream: String, application: String) -> Self {
+    pub(crate) fn new(stream: StreamRef, application: String) -> Self {
         Config {
             stream,
             table: application.clone(),
@@ -178,8 +180,8 @@ impl Config {
                 problem: problem.to_owned(),
             })
         };
-        if self.stream.is_empty() {
-            return bad("stream", String::new(), "must not be empty");
+        if let Some(problem) = self.stream.problem() {
+            return bad("stream", self.stream.to_string(), problem);
         }
         if self.table.is_empty() || self.table.len() > 255 {
             return bad(

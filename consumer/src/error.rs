@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::lease::Lease;
+use kinesis_calls::ErrorKind;
+
+use crate::{lease::Lease, sdk_error::CallFailure};
 
 /// A boxed error from below the consumer (the SDK), kept as a `source` so that SDK upgrades do not
 /// change this crate's public types.
@@ -56,10 +58,12 @@ pub enum Error {
         operation: &'static str,
         /// The stream.
         stream: String,
-        /// The service's error code, or a description of the transport failure.
+        /// The service's error code, or a name for the transport failure.
         code: String,
-        /// Whether trying again may succeed.
-        retryable: bool,
+        /// What kind of failure: throttled, transient, not found, ...
+        kind: ErrorKind,
+        /// The service's request id, when an answer came.
+        request_id: Option<String>,
         /// The SDK's error.
         #[source]
         source: Option<BoxError>,
@@ -72,10 +76,12 @@ pub enum Error {
         operation: &'static str,
         /// The table.
         table: String,
-        /// The service's error code, or a description of the transport failure.
+        /// The service's error code, or a name for the transport failure.
         code: String,
-        /// Whether trying again may succeed (throttling, 5xx, timeouts, connection errors).
-        retryable: bool,
+        /// What kind of failure: throttled, transient, not found, ...
+        kind: ErrorKind,
+        /// The service's request id, when an answer came.
+        request_id: Option<String>,
         /// The SDK's error.
         #[source]
         source: Option<BoxError>,
@@ -133,6 +139,8 @@ pub enum Error {
         resource: String,
         /// The service's error code.
         code: String,
+        /// The service's request id, when an answer came.
+        request_id: Option<String>,
         /// The SDK's error.
         #[source]
         source: Option<BoxError>,
@@ -182,7 +190,7 @@ impl Error {
     /// Whether the same call may succeed if tried again.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::LeaseTable { retryable, .. } | Error::Kinesis { retryable, .. } => *retryable,
+            Error::LeaseTable { kind, .. } | Error::Kinesis { kind, .. } => kind.is_retryable(),
             Error::TableNotActive { .. } | Error::ConsumerNotActive { .. } => true,
             Error::StreamNotFound { .. }
             | Error::TableNotFound { .. }
@@ -193,6 +201,64 @@ impl Error {
             | Error::Stopped { .. }
             | Error::LeaseLost { .. }
             | Error::InvalidCheckpoint { .. } => false,
+        }
+    }
+
+    /// What kind of failure a call met, for the errors that come from a call.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            Error::LeaseTable { kind, .. } | Error::Kinesis { kind, .. } => Some(*kind),
+            Error::StreamNotFound { .. } | Error::TableNotFound { .. } => Some(ErrorKind::NotFound),
+            Error::AccessDenied { .. } => Some(ErrorKind::AccessDenied),
+            Error::StartFailed { source, .. } => source.kind(),
+            _ => None,
+        }
+    }
+
+    /// The service's error code (or the call layer's name for a transport failure), where the
+    /// error carries one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::LeaseTable { code, .. }
+            | Error::Kinesis { code, .. }
+            | Error::AccessDenied { code, .. } => Some(code),
+            Error::StartFailed { source, .. } => source.code(),
+            _ => None,
+        }
+    }
+
+    /// The service's request id, where the error carries one.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Error::LeaseTable { request_id, .. }
+            | Error::Kinesis { request_id, .. }
+            | Error::AccessDenied { request_id, .. } => request_id.as_deref(),
+            Error::StartFailed { source, .. } => source.request_id(),
+            _ => None,
+        }
+    }
+
+    /// A Kinesis call's failure.
+    pub(crate) fn kinesis(operation: &'static str, stream: String, failure: CallFailure) -> Self {
+        Error::Kinesis {
+            operation,
+            stream,
+            code: failure.code,
+            kind: failure.kind,
+            request_id: failure.request_id,
+            source: failure.source,
+        }
+    }
+
+    /// A lease table call's failure.
+    pub(crate) fn lease_table(operation: &'static str, table: String, failure: CallFailure) -> Self {
+        Error::LeaseTable {
+            operation,
+            table,
+            code: failure.code,
+            kind: failure.kind,
+            request_id: failure.request_id,
+            source: failure.source,
         }
     }
 }

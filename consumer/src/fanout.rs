@@ -51,7 +51,7 @@ use crate::{
 /// looked up again when a subscription says it is gone.
 pub(crate) struct Registration {
     client: Client,
-    stream: String,
+    stream: kinesis_calls::StreamRef,
     name: String,
     timeout: Duration,
     call_timeout: Duration,
@@ -69,7 +69,7 @@ enum Found {
 impl Registration {
     pub(crate) fn new(
         client: Client,
-        stream: String,
+        stream: kinesis_calls::StreamRef,
         name: String,
         timeout: Duration,
         call_timeout: Duration,
@@ -154,13 +154,7 @@ impl Registration {
     }
 
     fn failed(&self, operation: &'static str, failure: CallFailure) -> Error {
-        Error::Kinesis {
-            operation,
-            stream: self.stream.clone(),
-            code: failure.code,
-            retryable: failure.retryable,
-            source: Some(failure.source),
-        }
+        Error::kinesis(operation, self.stream.to_string(), failure)
     }
 
     /// Finds the consumer, registers it if absent, and waits until it is `ACTIVE`.
@@ -185,7 +179,7 @@ impl Registration {
                         self.register(arn, &mut status).await?;
                     }
                 }
-                Err((operation, failure)) if failure.retryable => {
+                Err((operation, failure)) if failure.is_retryable() => {
                     debug!(operation, code = %failure.code, "stream consumer lookup failed; trying again");
                     status = failure.code;
                 }
@@ -195,7 +189,7 @@ impl Registration {
             if now >= deadline {
                 return Err(Error::ConsumerNotActive {
                     consumer: self.name.clone(),
-                    stream: self.stream.clone(),
+                    stream: self.stream.to_string(),
                     waited: now.duration_since(started),
                     status,
                 });
@@ -210,14 +204,14 @@ impl Registration {
         &self,
         stream_arn: &mut Option<String>,
     ) -> Result<Found, (&'static str, CallFailure)> {
-        let arn = match stream_arn {
-            Some(arn) => arn.clone(),
-            None => {
+        let arn = match (stream_arn.as_deref(), self.stream.arn()) {
+            (Some(arn), _) | (None, Some(arn)) => arn.to_owned(),
+            (None, None) => {
                 let summary = within(
                     self.call_timeout,
                     self.client
                         .describe_stream_summary()
-                        .stream_name(&self.stream)
+                        .set_stream_name(self.stream.name().map(str::to_owned))
                         .send(),
                 )
                 .await
@@ -265,7 +259,7 @@ impl Registration {
         .await;
         match answer {
             Ok(_) => {
-                metrics::counter!(m::FAN_OUT_REGISTRATIONS, "stream" => self.stream.clone())
+                metrics::counter!(m::FAN_OUT_REGISTRATIONS, "stream" => self.stream.stream_name().to_owned())
                     .increment(1);
                 info!(consumer = %self.name, "stream consumer registered");
                 Ok(())
@@ -273,7 +267,7 @@ impl Registration {
             // Registered meanwhile by another worker, or still being deleted: look again.
             Err(failure) if failure.code == "ResourceInUseException" => Ok(()),
             // Too many consumers or registrations at once: wait and look again.
-            Err(failure) if failure.retryable => {
+            Err(failure) if failure.is_retryable() => {
                 debug!(code = %failure.code, "registering the stream consumer failed; trying again");
                 *status = failure.code;
                 Ok(())
@@ -287,7 +281,7 @@ impl Registration {
 pub(crate) struct Subscriber {
     pub(crate) client: Client,
     pub(crate) registration: Arc<Registration>,
-    pub(crate) stream: String,
+    pub(crate) stream: kinesis_calls::StreamRef,
     pub(crate) shard_id: Arc<str>,
     pub(crate) range: Option<HashKeyRange>,
     pub(crate) start: Checkpoint,
@@ -357,13 +351,13 @@ fn delays() -> impl Iterator<Item = Duration> {
 async fn read(sub: Subscriber, tx: mpsc::Sender<Fetch>) {
     let (budgets, mut unpacker) = Budgets::for_shard(
         (sub.prefetch_records, sub.prefetch_bytes),
-        &sub.stream,
+        sub.stream.stream_name(),
         &sub.shard_id,
         sub.range,
         &sub.start,
     );
     let labels = [
-        ("stream", sub.stream.clone()),
+        ("stream", sub.stream.stream_name().to_owned()),
         ("shard_id", sub.shard_id.to_string()),
     ];
     let counters = Counters {
@@ -483,7 +477,7 @@ async fn read(sub: Subscriber, tx: mpsc::Sender<Fetch>) {
                 }
             }
             Ended::Failed(failure) => {
-                count_read_error(&sub.stream, &sub.shard_id, &failure);
+                count_read_error(sub.stream.stream_name(), &sub.shard_id, &failure);
                 on_failure(&sub, &arn, failure, &mut in_use).await
             }
         };
@@ -519,10 +513,11 @@ async fn subscribe(sub: &Subscriber, arn: &str, position: &Start) -> Result<Even
         .set_sequence_number(sequence.map(str::to_owned))
         .set_timestamp(at)
         .build()
-        .map_err(|error| CallFailure {
-            code: "InvalidStartingPosition".to_owned(),
-            retryable: false,
-            source: Box::new(error),
+        .map_err(|error| {
+            let mut failure =
+                CallFailure::new(kinesis_calls::CONSTRUCTION_FAILURE, error.to_string(), None);
+            failure.source = Some(Box::new(error));
+            failure
         })?;
     debug!(?position, "subscribing");
     let output = within(
@@ -582,20 +577,18 @@ async fn on_failure(sub: &Subscriber, arn: &str, failure: CallFailure, in_use: &
             reason: "throttled",
             wait: true,
         },
-        _ if failure.retryable => {
+        _ if failure.is_retryable() => {
             debug!(code = %failure.code, "subscription failed; subscribing again");
             Next::Retry {
                 reason: "connection",
                 wait: true,
             }
         }
-        _ => Next::Fail(Error::Kinesis {
-            operation: "SubscribeToShard",
-            stream: sub.stream.clone(),
-            code: failure.code,
-            retryable: false,
-            source: Some(failure.source),
-        }),
+        _ => Next::Fail(Error::kinesis(
+            "SubscribeToShard",
+            sub.stream.to_string(),
+            failure,
+        )),
     }
 }
 

@@ -1,10 +1,11 @@
 //! The boundary with the Kinesis API for reading: shard listing, iterators and `GetRecords`,
 //! turned into plain data.
 
-use std::{collections::BTreeSet, time::Duration, time::SystemTime};
+use std::{time::Duration, time::SystemTime};
 
 use aws_sdk_kinesis::{Client, primitives::DateTime, types::ShardIteratorType};
 use kinesis_aggregation::{HashKeyRange, StreamRecord};
+use kinesis_calls::{LIST_SHARDS_PAGE, StreamRef, Which};
 
 use crate::{
     checkpoint::Checkpoint,
@@ -12,52 +13,26 @@ use crate::{
     sdk_error::CallFailure,
 };
 
-/// `ListShards` page size: the service maximum, so that stand-ins that cannot page with a bare
-/// `NextToken` still answer in one page.
-const LIST_SHARDS_PAGE: i32 = 10_000;
-
 /// Every shard of the stream still in retention, closed ones included, every page.
 pub(crate) async fn list_shards(
     client: &Client,
-    stream: &str,
+    stream: &StreamRef,
     timeout: Duration,
 ) -> Result<Vec<ShardDescription>, CallFailure> {
-    let mut listed = Vec::new();
-    let mut next_token: Option<String> = None;
-    loop {
-        let request = client.list_shards().max_results(LIST_SHARDS_PAGE);
-        // A page after the first carries the token alone: the service rejects a stream name
-        // next to it.
-        let request = match next_token.take() {
-            Some(token) => request.next_token(token),
-            None => request.stream_name(stream),
-        };
-        let output = within(timeout, request.send()).await?;
-        for shard in output.shards.unwrap_or_default() {
-            let hash_key_range = shard
+    let listed = kinesis_calls::list_shards(client, stream, Which::All, LIST_SHARDS_PAGE, timeout)
+        .await?;
+    Ok(listed
+        .into_iter()
+        .map(|shard| ShardDescription {
+            hash_key_range: shard
                 .hash_key_range
                 .as_ref()
-                .and_then(|r| HashKeyRange::parse(&r.starting_hash_key, &r.ending_hash_key).ok());
-            let parents: BTreeSet<String> = shard
-                .parent_shard_id
-                .iter()
-                .chain(shard.adjacent_parent_shard_id.iter())
-                .cloned()
-                .collect();
-            listed.push(ShardDescription {
-                closed: shard
-                    .sequence_number_range
-                    .is_some_and(|r| r.ending_sequence_number.is_some()),
-                id: shard.shard_id,
-                parents,
-                hash_key_range,
-            });
-        }
-        match output.next_token {
-            Some(token) if !token.is_empty() => next_token = Some(token),
-            _ => return Ok(listed),
-        }
-    }
+                .and_then(|(start, end)| HashKeyRange::parse(start, end).ok()),
+            parents: shard.parents.into_iter().collect(),
+            closed: shard.closed,
+            id: shard.id,
+        })
+        .collect())
 }
 
 /// Where to start reading a shard (an iterator, or a subscription).
@@ -111,7 +86,7 @@ impl Start {
 /// An iterator for `shard_id` from `start`. `timestamp` serves `AT_TIMESTAMP`.
 pub(crate) async fn shard_iterator(
     client: &Client,
-    stream: &str,
+    stream: &StreamRef,
     shard_id: &str,
     start: &Start,
     timestamp: Option<SystemTime>,
@@ -120,7 +95,8 @@ pub(crate) async fn shard_iterator(
     let (kind, sequence, at) = start.to_service(timestamp);
     let request = client
         .get_shard_iterator()
-        .stream_name(stream)
+        .set_stream_name(stream.name().map(str::to_owned))
+        .set_stream_arn(stream.arn().map(str::to_owned))
         .shard_id(shard_id)
         .shard_iterator_type(kind)
         .set_starting_sequence_number(sequence.map(str::to_owned))
@@ -178,22 +154,4 @@ pub(crate) fn child_shard(child: aws_sdk_kinesis::types::ChildShard) -> ChildSha
     }
 }
 
-/// `call`, given up after `timeout`, its error reduced to a [`CallFailure`].
-pub(crate) async fn within<T, E>(
-    timeout: Duration,
-    call: impl Future<
-        Output = Result<
-            T,
-            aws_sdk_kinesis::error::SdkError<E, aws_sdk_kinesis::config::http::HttpResponse>,
-        >,
-    >,
-) -> Result<T, CallFailure>
-where
-    E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    match tokio::time::timeout(timeout, call).await {
-        Err(_) => Err(CallFailure::timeout(timeout)),
-        Ok(Err(err)) => Err(CallFailure::from_sdk(err)),
-        Ok(Ok(output)) => Ok(output),
-    }
-}
+pub(crate) use kinesis_calls::within;

@@ -595,13 +595,14 @@ impl LeaseTable {
     }
 
     fn failed(&self, operation: &'static str, failure: CallFailure) -> Error {
-        if is_access_denied(&failure.code) {
+        if is_access_denied(&failure) {
             return Error::AccessDenied {
                 service: "DynamoDB",
                 operation,
                 resource: self.name.clone(),
                 code: failure.code,
-                source: Some(failure.source),
+                request_id: failure.request_id,
+                source: failure.source,
             };
         }
         if failure.code == "ResourceNotFoundException" {
@@ -610,13 +611,7 @@ impl LeaseTable {
                 operation,
             };
         }
-        Error::LeaseTable {
-            operation,
-            table: self.name.clone(),
-            code: failure.code,
-            retryable: failure.retryable,
-            source: Some(failure.source),
-        }
+        Error::lease_table(operation, self.name.clone(), failure)
     }
 }
 
@@ -641,12 +636,11 @@ impl FencedUpdate for UpdateItemFluentBuilder {
             Ok(answer) => answer
                 .attributes()
                 .and_then(|item| table.readable(item))
-                .ok_or_else(|| Error::LeaseTable {
-                    operation: "UpdateItem",
-                    table: table.name.clone(),
-                    code: "UnreadableItem".to_owned(),
-                    retryable: false,
-                    source: None,
+                .ok_or_else(|| {
+                    let mut failure =
+                        CallFailure::new("UnreadableItem", "the answer's item is not a lease", None);
+                    failure.kind = kinesis_calls::ErrorKind::Rejected;
+                    Error::lease_table("UpdateItem", table.name.clone(), failure)
                 }),
             Err(err) => {
                 if let Some(UpdateItemError::ConditionalCheckFailedException(refused)) =

@@ -29,7 +29,7 @@ const FIRST_READ_RECORDS: i32 = 25;
 #[derive(Clone)]
 pub(crate) struct Reader {
     pub(crate) client: Client,
-    pub(crate) stream: String,
+    pub(crate) stream: kinesis_calls::StreamRef,
     pub(crate) shard_id: Arc<str>,
     pub(crate) range: Option<HashKeyRange>,
     pub(crate) start: Checkpoint,
@@ -58,7 +58,7 @@ fn delays() -> impl Iterator<Item = Duration> {
 async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
     let (budgets, mut unpacker) = Budgets::for_shard(
         (reader.prefetch_records, reader.prefetch_bytes),
-        &reader.stream,
+        reader.stream.stream_name(),
         &reader.shard_id,
         reader.range,
         &reader.start,
@@ -95,7 +95,7 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
                     let _ = tx.send(Fetch::End { children: None }).await;
                     return;
                 }
-                Err(failure) if failure.retryable => {
+                Err(failure) if failure.is_retryable() => {
                     pause(&reader, &mut delays, &failure).await;
                     continue;
                 }
@@ -126,7 +126,7 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
                 debug!("iterator expired; renewing it");
                 continue;
             }
-            Err(failure) if failure.retryable => {
+            Err(failure) if failure.is_retryable() => {
                 iterator = Some(current);
                 pause(&reader, &mut delays, &failure).await;
                 continue;
@@ -183,7 +183,7 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
 }
 
 fn count_error(reader: &Reader, failure: &CallFailure) {
-    count_read_error(&reader.stream, &reader.shard_id, failure);
+    count_read_error(reader.stream.stream_name(), &reader.shard_id, failure);
 }
 
 async fn pause(
@@ -199,11 +199,5 @@ async fn pause(
 
 fn failed(reader: &Reader, operation: &'static str, failure: CallFailure) -> Error {
     count_error(reader, &failure);
-    Error::Kinesis {
-        operation,
-        stream: reader.stream.clone(),
-        code: failure.code,
-        retryable: failure.retryable,
-        source: Some(failure.source),
-    }
+    Error::kinesis(operation, reader.stream.to_string(), failure)
 }

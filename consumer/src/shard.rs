@@ -173,7 +173,7 @@ where
     P: ShardProcessor,
 {
     let labels = [
-        ("stream", ctx.cfg.stream.clone()),
+        ("stream", ctx.cfg.stream.stream_name().to_owned()),
         ("shard_id", ctx.shard_id.to_string()),
     ];
     let meters = Meters {
@@ -386,7 +386,7 @@ where
             self.ctx.cfg.slow_callback,
             what,
             &self.ctx.shard_id,
-            &self.ctx.cfg.stream,
+            self.ctx.cfg.stream.stream_name(),
         );
         match guarded(&mut self.trust, watched).await {
             Guarded::Done(Ok(out)) => Call::Done(out),
@@ -430,7 +430,7 @@ where
         let (attempts, failing_for, since) = self.streak.fail(work);
         let panicked = matches!(cause, FailureCause::Panic(_));
         let labels = [
-            ("stream", self.ctx.cfg.stream.clone()),
+            ("stream", self.ctx.cfg.stream.stream_name().to_owned()),
             ("shard_id", self.ctx.shard_id.to_string()),
             ("callback", what.to_owned()),
         ];
@@ -616,7 +616,7 @@ where
             return None;
         };
         let labels = [
-            ("stream", self.ctx.cfg.stream.clone()),
+            ("stream", self.ctx.cfg.stream.stream_name().to_owned()),
             ("shard_id", self.ctx.shard_id.to_string()),
         ];
         let mut failures = 0u32;
@@ -694,7 +694,7 @@ where
         };
         if let Some(problem) = problem {
             warn!(shard_id = %self.ctx.shard_id, problem = %problem, "shutdown_requested failed");
-            metrics::counter!(m::PROCESSOR_FAILURES, "stream" => self.ctx.cfg.stream.clone(),
+            metrics::counter!(m::PROCESSOR_FAILURES, "stream" => self.ctx.cfg.stream.stream_name().to_owned(),
                 "shard_id" => self.ctx.shard_id.to_string(), "callback" => "shutdown_requested")
             .increment(1);
         }
@@ -737,13 +737,13 @@ where
                     told = true;
                     if self.ctx.lease.lock().await.checkpoint == Checkpoint::ShardEnd {
                         info!(shard_id = %self.ctx.shard_id, children = ?ids, "shard ended");
-                        metrics::counter!(m::SHARDS_ENDED, "stream" => self.ctx.cfg.stream.clone())
+                        metrics::counter!(m::SHARDS_ENDED, "stream" => self.ctx.cfg.stream.stream_name().to_owned())
                             .increment(1);
                         return Next::Exit(Exited::ShardEnded);
                     }
                     match result {
                         Ok(()) => {
-                            metrics::counter!(m::SHARD_END_NOT_CHECKPOINTED, "stream" => self.ctx.cfg.stream.clone(),
+                            metrics::counter!(m::SHARD_END_NOT_CHECKPOINTED, "stream" => self.ctx.cfg.stream.stream_name().to_owned(),
                                 "shard_id" => self.ctx.shard_id.to_string())
                             .increment(1);
                             "it did not checkpoint at the end of the shard \
@@ -759,7 +759,7 @@ where
                     // is nothing left to read) and is asked in turn.
                     error!(shard_id = %self.ctx.shard_id, panic = %message,
                         "the processor panicked in shard_ended; it is made again");
-                    metrics::counter!(m::PROCESSOR_PANICS, "stream" => self.ctx.cfg.stream.clone(),
+                    metrics::counter!(m::PROCESSOR_PANICS, "stream" => self.ctx.cfg.stream.stream_name().to_owned(),
                         "shard_id" => self.ctx.shard_id.to_string(), "callback" => "shard_ended")
                     .increment(1);
                     self.ctx
@@ -778,7 +778,7 @@ where
                 Call::NotStarted | Call::Interrupted => return Next::Exit(Exited::LeaseLost),
             };
             failures += 1;
-            metrics::counter!(m::PROCESSOR_FAILURES, "stream" => self.ctx.cfg.stream.clone(),
+            metrics::counter!(m::PROCESSOR_FAILURES, "stream" => self.ctx.cfg.stream.stream_name().to_owned(),
                 "shard_id" => self.ctx.shard_id.to_string(), "callback" => "shard_ended")
             .increment(1);
             let delay = self

@@ -223,13 +223,14 @@ pub struct Consumer<F> {
 }
 
 impl Consumer<()> {
-    /// Starts building a worker for `stream`; `application` names the lease table (and should be
+    /// Starts building a worker for `stream` (a name, or an ARN: a string that starts with
+    /// `arn:`); `application` names the lease table (and should be
     /// the same for every worker of the application). `processors` makes the processor of each
     /// shard the worker starts, given its shard id.
     pub fn builder<F, P>(
         kinesis: aws_sdk_kinesis::Client,
         dynamodb: aws_sdk_dynamodb::Client,
-        stream: impl Into<String>,
+        stream: impl Into<kinesis_calls::StreamRef>,
         application: impl Into<String>,
         processors: F,
     ) -> ConsumerBuilder<F>
@@ -453,22 +454,17 @@ fn kinesis_error(operation: &'static str, stream: &str, failure: CallFailure) ->
             stream: stream.to_owned(),
         };
     }
-    if is_access_denied(&failure.code) {
+    if is_access_denied(&failure) {
         return Error::AccessDenied {
             service: "Kinesis",
             operation,
             resource: stream.to_owned(),
             code: failure.code,
-            source: Some(failure.source),
+            request_id: failure.request_id,
+            source: failure.source,
         };
     }
-    Error::Kinesis {
-        operation,
-        stream: stream.to_owned(),
-        code: failure.code,
-        retryable: failure.retryable,
-        source: Some(failure.source),
-    }
+    Error::kinesis(operation, stream.to_owned(), failure)
 }
 
 /// Refuses a table that holds a KCL multi-stream application's leases.
@@ -501,7 +497,7 @@ where
         Worker {
             fan_out,
             labels: [
-                ("stream", consumer.cfg.stream.clone()),
+                ("stream", consumer.cfg.stream.stream_name().to_owned()),
                 ("worker", consumer.cfg.worker_id.clone()),
             ],
             me: Arc::from(consumer.cfg.worker_id.as_str()),
@@ -564,7 +560,7 @@ where
         one_stream_table(self.table.name(), &self.table.scan().await?)?;
         kinesis::list_shards(&self.kinesis, &self.cfg.stream, self.cfg.call_timeout)
             .await
-            .map_err(|f| kinesis_error("ListShards", &self.cfg.stream, f))?;
+            .map_err(|f| kinesis_error("ListShards", self.cfg.stream.as_str(), f))?;
         if let Some(registration) = self.fan_out.clone() {
             // The stream consumer must be active before any lease is taken.
             registration.arn().await?;
@@ -969,7 +965,7 @@ where
     /// Metrics of what happened.
     fn count(&self, input: &Input) {
         let counter = |name: &'static str, outcome: &'static str| {
-            metrics::counter!(name, "stream" => self.cfg.stream.clone(),
+            metrics::counter!(name, "stream" => self.cfg.stream.stream_name().to_owned(),
                 "worker" => self.me.to_string(), "outcome" => outcome)
             .increment(1);
         };
@@ -1026,7 +1022,7 @@ async fn sync_shards(
 ) -> Result<(), Error> {
     let shards = kinesis::list_shards(kinesis, &cfg.stream, cfg.call_timeout)
         .await
-        .map_err(|f| kinesis_error("ListShards", &cfg.stream, f))?;
+        .map_err(|f| kinesis_error("ListShards", cfg.stream.as_str(), f))?;
     let scan = table.scan().await?;
     // Never write beside a KCL multi-stream application's leases.
     one_stream_table(table.name(), &scan)?;

@@ -16,8 +16,8 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
 use kinesis_consumer::{
-    Batch, BoxError, Checkpointer, Consumer, DeadLetter, Error, FailurePolicy, InitialPosition,
-    ProcessorState, Running, ShardProcessor, Start,
+    Batch, BoxError, Checkpointer, Consumer, DeadLetter, Error, ErrorKind, FailurePolicy,
+    InitialPosition, ProcessorState, Running, ShardProcessor, Start,
 };
 use kinesis_integration_tests::fixtures::{create_stream, unique_name};
 use kinesis_integration_tests::metrics_capture::Capture;
@@ -659,6 +659,27 @@ async fn a_start_fails_with_a_typed_error_naming_the_cause() {
     println!("misspelt stream: {error} ({:.2} s)", timed(started));
     assert!(matches!(error, Error::StreamNotFound { .. }), "{error:?}");
 
+    // A malformed stream ARN is a configuration error, before any call.
+    let error = Consumer::builder(
+        kinesis_client(kinesis_proxy.endpoint(), &no_retries),
+        dynamodb_client(db_proxy.endpoint(), &no_retries),
+        "arn:aws:kinesis:us-east-1:000000000000:orders",
+        unique_name("starts-app"),
+        |_: &str| Flaky {
+            shard: String::new(),
+            cues: Arc::default(),
+            journal: Arc::default(),
+        },
+    )
+    .build()
+    .err()
+    .unwrap();
+    println!("malformed ARN: {error}");
+    assert!(
+        matches!(error, Error::InvalidConfig { name: "stream", .. }),
+        "{error:?}"
+    );
+
     // Access denied on ListShards, then on the lease table.
     let denied = |operation: &str| {
         FaultRule::on(
@@ -684,6 +705,13 @@ async fn a_start_fails_with_a_typed_error_naming_the_cause() {
         ),
         "{error:?}"
     );
+    assert_eq!(error.kind(), Some(ErrorKind::AccessDenied));
+    assert_eq!(error.code(), Some("AccessDeniedException"));
+    assert!(
+        error.request_id().is_some_and(|id| !id.is_empty()),
+        "the answer's request id is kept: {error:?}"
+    );
+    assert!(!error.is_retryable());
     faults.remove(rule);
     let rule = faults.add(denied("DescribeTable"));
     let started = Instant::now();
@@ -726,6 +754,8 @@ async fn a_start_fails_with_a_typed_error_naming_the_cause() {
         matches!(error, Error::StartFailed { attempts: 3, .. }),
         "{error:?}"
     );
+    assert_eq!(error.kind(), Some(ErrorKind::Transient), "the last attempt's");
+    assert_eq!(error.code(), Some("InternalFailure"));
     assert!(started.elapsed() < Duration::from_secs(10));
     faults.remove(rule);
 }

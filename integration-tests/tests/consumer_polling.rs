@@ -1,6 +1,6 @@
 //! One worker consumes every record of a multi-shard stream over polling, aggregated and not,
-//! through the real SDK against ferrokinesis and dynoxide; a second run of the same application
-//! resumes from the checkpoints and reads nothing again.
+//! through the real SDK against ferrokinesis and dynoxide; a second run of the same application,
+//! naming the stream by ARN, resumes from the checkpoints and reads nothing again.
 
 #![allow(clippy::unwrap_used)]
 
@@ -161,15 +161,26 @@ async fn one_worker_consumes_every_record_aggregated_and_not() {
         "a record was delivered twice"
     );
 
-    // The same application again: it resumes from the checkpoints, so only new records arrive.
+    // The same application again, naming the stream by its ARN this time: it resumes from the
+    // same checkpoints, so only new records arrive.
     let more = produce(&client, &stream, true, 200).await;
+    let arn = client
+        .describe_stream_summary()
+        .stream_name(&stream)
+        .send()
+        .await
+        .unwrap()
+        .stream_description_summary
+        .unwrap()
+        .stream_arn;
+    assert!(arn.starts_with("arn:"), "{arn}");
     let again = Seen::default();
     let worker = {
         let again = again.clone();
         Consumer::builder(
             kinesis.client(),
             db.client(),
-            stream.clone(),
+            arn.as_str(),
             application,
             move |shard: &str| Recorder {
                 shard: shard.to_owned(),

@@ -16,7 +16,7 @@ use kinesis_integration_tests::{
     ClientOptions, EntryErrorCode, EntryFailures, Fault, FaultController, FaultKind, FaultProxy,
     FaultRule, Ferrokinesis, FerrokinesisOptions, ServiceError, kinesis_client,
 };
-use kinesis_producer::{Error, InStream, Ordering, Producer, UserRecord, Wrote};
+use kinesis_producer::{Error, ErrorKind, InStream, Ordering, Producer, UserRecord, Wrote};
 
 mod support;
 use support::{ReadBack, check_receipts, read_back, records};
@@ -236,6 +236,13 @@ async fn non_retryable_errors_fail_at_once() {
         other => panic!("expected Rejected, got {other:?}"),
     }
     assert!(!failure.error.is_retryable());
+    assert_eq!(failure.error.kind(), Some(ErrorKind::AccessDenied));
+    assert_eq!(failure.error.code(), Some("AccessDeniedException"));
+    assert!(
+        failure.error.request_id().is_some_and(|id| !id.is_empty()),
+        "the fault proxy's answer carries a request id: {:?}",
+        failure.error
+    );
     assert_eq!(failure.attempts.len(), 1);
     assert_eq!(h.faults.calls("PutRecords"), 1);
     h.faults.remove(rule);
@@ -665,4 +672,40 @@ async fn a_lost_answer_then_refusals_is_possibly_written_and_refusals_alone_are_
             "a refused record is in the stream"
         );
     }
+}
+
+/// Start-up failures say what kind they are: access denied is not worth retrying, a service
+/// that keeps failing is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_errors_say_whether_trying_again_can_help() {
+    let h = faulty(1, 6, FerrokinesisOptions::new()).await;
+    let rule = h.faults.add(FaultRule::on(
+        "ListShards",
+        Fault::Error(ServiceError::new(
+            http::StatusCode::BAD_REQUEST,
+            "AccessDeniedException",
+            "User is not authorized to perform kinesis:ListShards (injected fault)",
+        )),
+    ));
+    let err = Producer::builder(h.client.clone(), h.stream.as_str())
+        .build()
+        .await
+        .expect_err("ListShards refused");
+    assert!(matches!(err, Error::Startup { .. }), "{err:?}");
+    assert_eq!(err.kind(), Some(ErrorKind::AccessDenied));
+    assert_eq!(err.code(), Some("AccessDeniedException"));
+    assert!(!err.is_retryable(), "access denied is not retryable: {err:?}");
+    assert_eq!(h.faults.calls("ListShards"), 1, "not tried again");
+    h.faults.remove(rule);
+
+    h.faults.add(FaultRule::on(
+        "ListShards",
+        Fault::Error(ServiceError::internal_failure()),
+    ));
+    let err = Producer::builder(h.client.clone(), h.stream.as_str())
+        .build()
+        .await
+        .expect_err("ListShards failing");
+    assert_eq!(err.kind(), Some(ErrorKind::Transient), "{err:?}");
+    assert!(err.is_retryable());
 }

@@ -18,47 +18,9 @@ pub const SHARD_RECORDS_PER_SECOND: f64 = 1000.0;
 /// A shard's write limit in bytes per second (service limit).
 pub const SHARD_BYTES_PER_SECOND: f64 = 1024.0 * 1024.0;
 
-/// The stream a producer writes to: by name or by ARN (for cross-account access).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum StreamRef {
-    /// A stream name in the client's account and region.
-    Name(String),
-    /// A stream ARN.
-    Arn(String),
-}
-
-impl StreamRef {
-    /// The name or ARN, as given.
-    pub fn as_str(&self) -> &str {
-        match self {
-            StreamRef::Name(s) | StreamRef::Arn(s) => s,
-        }
-    }
-}
-
-impl std::fmt::Display for StreamRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A string that starts with `arn:` is an ARN, anything else a name.
-impl From<&str> for StreamRef {
-    fn from(s: &str) -> Self {
-        StreamRef::from(s.to_owned())
-    }
-}
-
-/// A string that starts with `arn:` is an ARN, anything else a name.
-impl From<String> for StreamRef {
-    fn from(s: String) -> Self {
-        if s.starts_with("arn:") {
-            StreamRef::Arn(s)
-        } else {
-            StreamRef::Name(s)
-        }
-    }
-}
+/// The stream a producer writes to: by name or by ARN (for cross-account access). The same type
+/// names the stream of a `kinesis-consumer` worker.
+pub use kinesis_calls::StreamRef;
 
 /// How the producer orders writes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

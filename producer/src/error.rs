@@ -2,6 +2,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+pub use kinesis_calls::ErrorKind;
+
 /// A boxed error from below the producer (the SDK), kept as a `source` so that SDK upgrades do not
 /// change this crate's public types.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -37,15 +39,22 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
-    /// A call the producer needs to start (`ListShards`, `DescribeStreamSummary`) failed.
+    /// A call the producer needs to start (`ListShards`, `DescribeStreamSummary`) failed, or
+    /// the shard listing could not be made into a map of the hash-key space.
     #[error("{operation} on stream {stream} failed ({code})")]
     Startup {
         /// The API operation.
         operation: &'static str,
         /// The stream name or ARN.
         stream: String,
-        /// The service's error code, or a description of the transport failure.
+        /// What kind of failure the call met; `None` when the listing came but did not tile the
+        /// hash-key space.
+        kind: Option<ErrorKind>,
+        /// The service's error code, a name for the transport failure, or what was wrong with
+        /// the listing.
         code: String,
+        /// The service's request id, when an answer came.
+        request_id: Option<String>,
         /// The SDK's error.
         #[source]
         source: Option<BoxError>,
@@ -88,6 +97,8 @@ pub enum Error {
     /// found, validation, KMS key problems).
     #[error("rejected by Kinesis on stream {stream}: {code}: {message}")]
     Rejected {
+        /// What kind of refusal: access denied, not found, or the request refused as it is.
+        kind: ErrorKind,
         /// The stream name or ARN.
         stream: String,
         /// The service's error code.
@@ -104,16 +115,51 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether putting the same record again later may succeed.
+    /// Whether putting the same record (or building the producer) again later may succeed. A
+    /// start-up failure is retryable only when its call's failure is (not when access was
+    /// denied or the listing was wrong).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Full { .. }
-                | Error::Expired { .. }
-                | Error::Throttled { .. }
-                | Error::Cancelled
-                | Error::Startup { .. }
-        )
+        match self {
+            Error::Full { .. } | Error::Expired { .. } | Error::Throttled { .. } | Error::Cancelled => {
+                true
+            }
+            Error::Startup { kind, .. } => kind.is_some_and(ErrorKind::is_retryable),
+            _ => false,
+        }
+    }
+
+    /// What kind of failure a call met, for the errors that come from a call: `Startup`,
+    /// `StreamNotFound`, `Rejected`, `Throttled`.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            Error::Startup { kind, .. } => *kind,
+            Error::StreamNotFound { .. } => Some(ErrorKind::NotFound),
+            Error::Rejected { kind, .. } => Some(*kind),
+            Error::Throttled { .. } => Some(ErrorKind::Throttled),
+            _ => None,
+        }
+    }
+
+    /// The service's error code, where the error carries one (for `Expired`, the last
+    /// attempt's).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Startup { code, .. } | Error::Rejected { code, .. } | Error::Throttled { code, .. } => {
+                Some(code)
+            }
+            Error::Expired { last_error, .. } => last_error.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The service's request id, where the error carries one.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Error::Startup { request_id, .. } | Error::Rejected { request_id, .. } => {
+                request_id.as_deref()
+            }
+            _ => None,
+        }
     }
 
     pub(crate) fn config(name: &'static str, value: impl ToString, problem: impl ToString) -> Self {

@@ -4,110 +4,21 @@
 
 use std::time::Duration;
 
-use aws_sdk_kinesis::{
-    Client,
-    config::{http::HttpResponse, retry::RetryConfig},
-    error::{ProvideErrorMetadata, SdkError},
-    operation::RequestId,
-    types::{PutRecordsRequestEntry, ShardFilter, ShardFilterType},
-};
+use aws_sdk_kinesis::{Client, config::retry::RetryConfig, types::PutRecordsRequestEntry};
+use kinesis_calls::{StreamRef, Which, within};
 
-use crate::{
-    config::StreamRef,
-    error::BoxError,
-    receipt::Wrote,
-    retry::{ErrorClass, classify},
-    shard_map::ListedShard,
-};
+use crate::{receipt::Wrote, shard_map::ListedShard};
 
-/// `ListShards` page size: the service maximum, so that stand-ins that cannot page with a bare
-/// `NextToken` still answer in one page.
-pub(crate) const LIST_SHARDS_PAGE: i32 = 10_000;
+pub(crate) use kinesis_calls::{CallError, LIST_SHARDS_PAGE};
 
-/// A failed call, reduced to what the producer decides on.
-#[derive(Debug)]
-pub(crate) struct CallError {
-    pub(crate) code: String,
-    pub(crate) message: String,
-    pub(crate) status: Option<u16>,
-    pub(crate) request_id: Option<String>,
-    pub(crate) source: Option<BoxError>,
-}
-
-impl CallError {
-    pub(crate) fn class(&self) -> ErrorClass {
-        classify(&self.code, self.status)
-    }
-
-    /// What a whole call that failed so left in the stream: nothing if the service answered
-    /// with a 4xx or the call was never sent; perhaps everything if no answer came or the
-    /// service answered with a 5xx.
-    pub(crate) fn wrote(&self) -> Wrote {
-        match self.status {
-            Some(status) if status >= 500 => Wrote::Unknown,
-            Some(_) => Wrote::Nothing,
-            None => match self.code.as_str() {
-                // Built or dispatched wrongly: nothing went out.
-                "DispatchFailure" | "ConstructionFailure" => Wrote::Nothing,
-                _ => Wrote::Unknown,
-            },
-        }
-    }
-
-    fn timeout(after: Duration) -> Self {
-        CallError {
-            code: "RequestTimeout".into(),
-            message: format!("no answer within {after:?}"),
-            status: None,
-            request_id: None,
-            source: None,
-        }
-    }
-
-    fn from_sdk<E>(err: SdkError<E, HttpResponse>) -> Self
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        SdkError<E, HttpResponse>: RequestId,
-    {
-        let request_id = err.request_id().map(str::to_owned);
-        let (code, message, status) = match &err {
-            SdkError::ServiceError(service) => (
-                service.err().code().unwrap_or("Unknown").to_owned(),
-                service.err().message().unwrap_or_default().to_owned(),
-                None,
-            ),
-            SdkError::TimeoutError(_) => {
-                ("RequestTimeout".into(), "the SDK timed out".into(), None)
-            }
-            SdkError::DispatchFailure(failure) => {
-                let code = if failure.is_timeout() {
-                    "RequestTimeout"
-                } else if failure.is_user() {
-                    "DispatchFailure"
-                } else {
-                    // I/O errors and connections closed before the answer.
-                    "ConnectionError"
-                };
-                (code.to_owned(), format!("{:?}", failure), None)
-            }
-            SdkError::ResponseError(_) => {
-                ("ResponseError".into(), "unreadable response".into(), None)
-            }
-            SdkError::ConstructionFailure(_) => (
-                "ConstructionFailure".into(),
-                "the request could not be built".into(),
-                None,
-            ),
-            _ => ("Unknown".into(), err.to_string(), None),
-        };
-        let status = status.or_else(|| err.raw_response().map(|r| r.status().as_u16()));
-        CallError {
-            code,
-            message,
-            status,
-            request_id,
-            source: Some(Box::new(err)),
-        }
+/// What a whole call that failed left in the stream: nothing if the service answered with a 4xx
+/// or the call was never sent; perhaps everything if no answer came or the service answered
+/// with a 5xx.
+pub(crate) fn wrote(error: &CallError) -> Wrote {
+    if error.may_have_taken_effect() {
+        Wrote::Unknown
+    } else {
+        Wrote::Nothing
     }
 }
 
@@ -133,31 +44,25 @@ pub(crate) async fn put_records(
     timeout: Duration,
 ) -> Result<Vec<EntryResult>, CallError> {
     let count = entries.len();
-    let request = client.put_records().set_records(Some(entries));
-    let request = match stream {
-        StreamRef::Name(name) => request.stream_name(name),
-        StreamRef::Arn(arn) => request.stream_arn(arn),
-    };
+    let request = client
+        .put_records()
+        .set_records(Some(entries))
+        .set_stream_name(stream.name().map(str::to_owned))
+        .set_stream_arn(stream.arn().map(str::to_owned));
     let send = request
         .customize()
         .config_override(
             aws_sdk_kinesis::config::Builder::default().retry_config(RetryConfig::disabled()),
         )
         .send();
-    let output = match tokio::time::timeout(timeout, send).await {
-        Err(_) => return Err(CallError::timeout(timeout)),
-        Ok(Err(err)) => return Err(CallError::from_sdk(err)),
-        Ok(Ok(output)) => output,
-    };
+    let output = within(timeout, send).await?;
     let records = output.records;
     if records.len() != count {
-        return Err(CallError {
-            code: "ResponseError".into(),
-            message: format!("{} results for {count} entries", records.len()),
-            status: None,
-            request_id: None,
-            source: None,
-        });
+        return Err(CallError::new(
+            kinesis_calls::RESPONSE_ERROR,
+            format!("{} results for {count} entries", records.len()),
+            None,
+        ));
     }
     Ok(records
         .into_iter()
@@ -179,61 +84,27 @@ pub(crate) async fn put_records(
 }
 
 /// Lists the stream's shards (open ones, where the service honours the filter), every page.
+/// Shards listed without a hash-key range are left out.
 pub(crate) async fn list_shards(
     client: &Client,
     stream: &StreamRef,
     page_size: i32,
     timeout: Duration,
 ) -> Result<Vec<ListedShard>, CallError> {
-    let mut listed = Vec::new();
-    let mut next_token: Option<String> = None;
-    loop {
-        let request = client.list_shards().max_results(page_size);
-        // A page after the first carries the token alone: the service rejects a stream name
-        // next to it.
-        let request = match next_token.take() {
-            Some(token) => request.next_token(token),
-            None => {
-                let filter = ShardFilter::builder()
-                    .r#type(ShardFilterType::AtLatest)
-                    .build()
-                    .map_err(|e| CallError {
-                        code: "ConstructionFailure".into(),
-                        message: e.to_string(),
-                        status: None,
-                        request_id: None,
-                        source: Some(Box::new(e)),
-                    })?;
-                let request = request.shard_filter(filter);
-                match stream {
-                    StreamRef::Name(name) => request.stream_name(name),
-                    StreamRef::Arn(arn) => request.stream_arn(arn),
-                }
-            }
-        };
-        let output = match tokio::time::timeout(timeout, request.send()).await {
-            Err(_) => return Err(CallError::timeout(timeout)),
-            Ok(Err(err)) => return Err(CallError::from_sdk(err)),
-            Ok(Ok(output)) => output,
-        };
-        for shard in output.shards.unwrap_or_default() {
-            let Some(range) = shard.hash_key_range else {
-                continue;
-            };
-            listed.push(ListedShard {
-                closed: shard
-                    .sequence_number_range
-                    .is_some_and(|r| r.ending_sequence_number.is_some()),
-                id: shard.shard_id,
-                start: range.starting_hash_key,
-                end: range.ending_hash_key,
-            });
-        }
-        match output.next_token {
-            Some(token) if !token.is_empty() => next_token = Some(token),
-            _ => return Ok(listed),
-        }
-    }
+    let listed =
+        kinesis_calls::list_shards(client, stream, Which::Open, page_size, timeout).await?;
+    Ok(listed
+        .into_iter()
+        .filter_map(|shard| {
+            let (start, end) = shard.hash_key_range?;
+            Some(ListedShard {
+                id: shard.id,
+                start,
+                end,
+                closed: shard.closed,
+            })
+        })
+        .collect())
 }
 
 /// The stream's maximum record size in KiB, if it reports one. Also proves the stream exists.
@@ -242,16 +113,12 @@ pub(crate) async fn max_record_size_kib(
     stream: &StreamRef,
     timeout: Duration,
 ) -> Result<Option<i32>, CallError> {
-    let request = client.describe_stream_summary();
-    let request = match stream {
-        StreamRef::Name(name) => request.stream_name(name),
-        StreamRef::Arn(arn) => request.stream_arn(arn),
-    };
-    match tokio::time::timeout(timeout, request.send()).await {
-        Err(_) => Err(CallError::timeout(timeout)),
-        Ok(Err(err)) => Err(CallError::from_sdk(err)),
-        Ok(Ok(output)) => Ok(output
-            .stream_description_summary
-            .and_then(|s| s.max_record_size_in_kib)),
-    }
+    let request = client
+        .describe_stream_summary()
+        .set_stream_name(stream.name().map(str::to_owned))
+        .set_stream_arn(stream.arn().map(str::to_owned));
+    let output = within(timeout, request.send()).await?;
+    Ok(output
+        .stream_description_summary
+        .and_then(|s| s.max_record_size_in_kib))
 }

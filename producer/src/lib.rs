@@ -78,7 +78,7 @@ pub use config::{
     MAX_BYTES_PER_CALL, MAX_ENTRIES_PER_CALL, MAX_RATE_LIMIT_PERCENT, Ordering, RecordSizeLimit,
     SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND, StreamRef,
 };
-pub use error::{BoxError, Error};
+pub use error::{BoxError, Error, ErrorKind};
 pub use kinesis_aggregation::{HashKey, MaxRecordSize, UserRecord};
 pub use producer::{Outstanding, Producer, ProducerBuilder};
 pub use receipt::{Attempt, AttemptError, Delivery, Failure, InStream, Receipt, Wrote};

@@ -1013,14 +1013,14 @@ impl Pipeline {
         }
         match result {
             Err(error) => {
-                let class = error.class();
+                let kind = error.kind;
                 self.count_error(&error.code);
                 debug!(code = %error.code, request_id = ?error.request_id, entries = krecs.len(), "PutRecords failed");
-                let wrote = error.wrote();
+                let wrote = kinesis::wrote(&error);
                 for krec in krecs {
                     self.failed(
                         krec,
-                        class,
+                        kind,
                         AttemptError {
                             code: error.code.clone(),
                             message: error.message.clone(),
@@ -1049,9 +1049,10 @@ impl Pipeline {
                             finished,
                         ),
                         EntryResult::Failed { code, message } => {
-                            let class = retry::classify(&code, None);
+                            // Entry errors come with the call's 200: their code decides.
+                            let kind = kinesis_calls::classify(&code, None);
                             self.count_error(&code);
-                            if class == ErrorClass::Throttled && !throttled.contains(&krec.shard) {
+                            if ErrorClass::of(kind) == ErrorClass::Throttled && !throttled.contains(&krec.shard) {
                                 throttled.push(krec.shard.clone());
                             }
                             // The service answered for this entry: it was not written.
@@ -1060,7 +1061,7 @@ impl Pipeline {
                                 message,
                                 wrote: Wrote::Nothing,
                             };
-                            self.failed(krec, class, error, None, started, duration, finished);
+                            self.failed(krec, kind, error, None, started, duration, finished);
                         }
                     }
                 }
@@ -1259,7 +1260,7 @@ impl Pipeline {
     fn failed(
         &mut self,
         mut krec: KRec,
-        class: ErrorClass,
+        kind: kinesis_calls::ErrorKind,
         error: AttemptError,
         request_id: Option<&str>,
         started: Instant,
@@ -1270,10 +1271,11 @@ impl Pipeline {
         let (code, message) = (code.as_str(), message.as_str());
         krec.attempted(started, duration, finished, Some(error));
         krec.last_error = Some(code.to_owned());
-        match class {
+        match ErrorClass::of(kind) {
             ErrorClass::Fatal => {
                 let stream = self.stream.to_string();
                 self.fail_all(krec, || Error::Rejected {
+                    kind,
                     stream: stream.clone(),
                     code: code.to_owned(),
                     message: message.to_owned(),

@@ -22,7 +22,6 @@ use crate::{
     kinesis::{self, CallError},
     pipeline::{Command, Intake, Pipeline},
     receipt::{Failure, Receipt},
-    retry::ErrorClass,
     shard_map::ShardMap,
 };
 
@@ -557,7 +556,9 @@ fn startup_error(operation: &'static str, stream: &StreamRef, error: CallError) 
     Error::Startup {
         operation,
         stream: stream.to_string(),
+        kind: Some(error.kind),
         code: error.code,
+        request_id: error.request_id,
         source: error.source,
     }
 }
@@ -579,12 +580,14 @@ async fn initial_map(
                     Error::Startup {
                         operation: "ListShards",
                         stream: stream.to_string(),
+                        kind: None,
                         code: problem.to_string(),
+                        request_id: None,
                         source: None,
                     }
                 });
             }
-            Err(error) if error.class() != ErrorClass::Fatal && attempt < 5 => {
+            Err(error) if error.is_retryable() && attempt < 5 => {
                 tracing::debug!(code = %error.code, attempt, "ListShards failed at startup; retrying");
                 tokio::time::sleep(Duration::from_millis(200) * attempt).await;
             }

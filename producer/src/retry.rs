@@ -17,57 +17,24 @@ pub(crate) enum ErrorClass {
     Fatal,
 }
 
-/// Classifies an error code from Kinesis (entry or whole call) or one of the producer's own
-/// transport codes. `status` is the HTTP status when there was a response.
+/// Classifies an error code from Kinesis (entry or whole call) or one of the call layer's
+/// transport codes, through the one classification both crates share
+/// ([`kinesis_calls::classify`]). `status` is the HTTP status when there was a response.
+#[cfg(test)]
 pub(crate) fn classify(code: &str, status: Option<u16>) -> ErrorClass {
-    match code {
-        "ProvisionedThroughputExceededException"
-        | "ThrottlingException"
-        | "Throttling"
-        | "ThrottledException"
-        | "LimitExceededException"
-        | "RequestLimitExceeded"
-        | "TooManyRequestsException"
-        | "KMSThrottlingException"
-        | "SlowDown" => ErrorClass::Throttled,
-        "InternalFailure"
-        | "InternalServerError"
-        | "InternalFailureException"
-        | "ServiceUnavailable"
-        | "ServiceUnavailableException"
-        | "RequestTimeout"
-        | "RequestTimeoutException"
-        | "ConnectionError"
-        | "ResponseError"
-        | "DispatchFailure"
-        | "ResourceInUseException"
-        // The credentials provider refreshes expired session credentials; the KPL's users lost
-        // records to this (KPL issues #49, #116).
-        | "ExpiredTokenException"
-        | "ExpiredToken"
-        | "RequestExpired" => ErrorClass::Transient,
-        "ResourceNotFoundException"
-        | "AccessDeniedException"
-        | "ValidationException"
-        | "InvalidArgumentException"
-        | "KMSDisabledException"
-        | "KMSInvalidStateException"
-        | "KMSAccessDeniedException"
-        | "KMSNotFoundException"
-        | "KMSOptInRequired"
-        | "UnrecognizedClientException"
-        | "InvalidSignatureException"
-        | "IncompleteSignature"
-        | "MissingAuthenticationToken"
-        | "InvalidClientTokenId"
-        | "SerializationException"
-        | "ConstructionFailure" => ErrorClass::Fatal,
-        _ => match status {
-            Some(429) => ErrorClass::Throttled,
-            Some(400..=499) => ErrorClass::Fatal,
-            // 5xx, or no response at all: assume the service or the network will recover.
-            _ => ErrorClass::Transient,
-        },
+    ErrorClass::of(kinesis_calls::classify(code, status))
+}
+
+impl ErrorClass {
+    /// The producer's three ways of handling a kind of failure.
+    pub(crate) fn of(kind: kinesis_calls::ErrorKind) -> ErrorClass {
+        use kinesis_calls::ErrorKind;
+        match kind {
+            ErrorKind::Throttled => ErrorClass::Throttled,
+            // A stream being updated (`ResourceInUseException`) takes writes again soon.
+            ErrorKind::Transient | ErrorKind::InUse => ErrorClass::Transient,
+            _ => ErrorClass::Fatal,
+        }
     }
 }
 
@@ -157,6 +124,11 @@ mod tests {
             ("SomethingNew", Some(429), Throttled),
             ("SomethingNew", Some(403), Fatal),
             ("SomethingNew", None, Transient),
+            ("TooManyRequestsException", Some(429), Throttled),
+            ("SlowDown", Some(503), Throttled),
+            ("ResourceInUseException", Some(400), Transient),
+            // A request the SDK refused to send (a user error): trying again cannot help.
+            ("DispatchFailure", None, Fatal),
         ];
         for (code, status, want) in table {
             assert_eq!(classify(code, *status), *want, "{code} {status:?}");
