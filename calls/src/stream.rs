@@ -58,13 +58,13 @@ impl StreamRef {
                         if !partition.is_empty()
                             && !region.is_empty()
                             && !account.is_empty()
-                            && resource
-                                .strip_prefix("stream/")
-                                .is_some_and(valid_name) =>
+                            && resource.strip_prefix("stream/").is_some_and(valid_name) =>
                     {
                         None
                     }
-                    _ => Some("a stream ARN reads arn:PARTITION:kinesis:REGION:ACCOUNT:stream/NAME"),
+                    _ => {
+                        Some("a stream ARN reads arn:PARTITION:kinesis:REGION:ACCOUNT:stream/NAME")
+                    }
                 }
             }
             StreamRef::Name(_) => None,

@@ -9,7 +9,11 @@ fn classification_table() {
     use ErrorKind::*;
     let table: &[(&str, Option<u16>, ErrorKind)] = &[
         // The SDK's throttling list, and KMS's throttling.
-        ("ProvisionedThroughputExceededException", Some(400), Throttled),
+        (
+            "ProvisionedThroughputExceededException",
+            Some(400),
+            Throttled,
+        ),
         ("ThrottlingException", Some(400), Throttled),
         ("TooManyRequestsException", Some(429), Throttled),
         ("SlowDown", Some(503), Throttled),
@@ -84,7 +88,9 @@ fn response(status: u16, request_id: Option<&str>) -> HttpResponse {
         SdkBody::empty(),
     );
     if let Some(id) = request_id {
-        response.headers_mut().insert("x-amzn-RequestId", id.to_owned());
+        response
+            .headers_mut()
+            .insert("x-amzn-RequestId", id.to_owned());
     }
     response
 }
@@ -131,18 +137,27 @@ fn transport_failures() {
     let io: SdkError<ListShardsError, HttpResponse> =
         SdkError::dispatch_failure(ConnectorError::io("reset".into()));
     let call = CallError::from_sdk(io);
-    assert_eq!((call.code.as_str(), call.kind), (CONNECTION_ERROR, ErrorKind::Transient));
+    assert_eq!(
+        (call.code.as_str(), call.kind),
+        (CONNECTION_ERROR, ErrorKind::Transient)
+    );
     assert!(call.may_have_taken_effect());
 
     let timeout: SdkError<ListShardsError, HttpResponse> =
         SdkError::dispatch_failure(ConnectorError::timeout("slow".into()));
     let call = CallError::from_sdk(timeout);
-    assert_eq!((call.code.as_str(), call.kind), (REQUEST_TIMEOUT, ErrorKind::Transient));
+    assert_eq!(
+        (call.code.as_str(), call.kind),
+        (REQUEST_TIMEOUT, ErrorKind::Transient)
+    );
 
     let user: SdkError<ListShardsError, HttpResponse> =
         SdkError::dispatch_failure(ConnectorError::user("bad endpoint".into()));
     let call = CallError::from_sdk(user);
-    assert_eq!((call.code.as_str(), call.kind), (DISPATCH_FAILURE, ErrorKind::Rejected));
+    assert_eq!(
+        (call.code.as_str(), call.kind),
+        (DISPATCH_FAILURE, ErrorKind::Rejected)
+    );
     assert!(!call.may_have_taken_effect());
 
     let sdk_timeout: SdkError<ListShardsError, HttpResponse> = SdkError::timeout_error("slow");
@@ -150,7 +165,10 @@ fn transport_failures() {
 
     let built: SdkError<ListShardsError, HttpResponse> = SdkError::construction_failure("no");
     let call = CallError::from_sdk(built);
-    assert_eq!((call.code.as_str(), call.kind), (CONSTRUCTION_FAILURE, ErrorKind::Rejected));
+    assert_eq!(
+        (call.code.as_str(), call.kind),
+        (CONSTRUCTION_FAILURE, ErrorKind::Rejected)
+    );
     assert!(!call.may_have_taken_effect());
 }
 
@@ -160,7 +178,10 @@ async fn within_gives_a_timeout_when_no_answer_comes() {
     let Err(err) = within(Duration::from_secs(2), call).await else {
         panic!("a call that never answers must time out");
     };
-    assert_eq!((err.code.as_str(), err.kind), (REQUEST_TIMEOUT, ErrorKind::Transient));
+    assert_eq!(
+        (err.code.as_str(), err.kind),
+        (REQUEST_TIMEOUT, ErrorKind::Transient)
+    );
     assert!(err.may_have_taken_effect());
 }
 
@@ -171,7 +192,10 @@ fn stream_refs() {
     assert_eq!(StreamRef::from(arn).stream_name(), "orders");
     assert_eq!(StreamRef::from(arn).arn(), Some(arn));
     assert_eq!(StreamRef::from(arn).name(), None);
-    assert_eq!(StreamRef::from("orders"), StreamRef::Name("orders".to_owned()));
+    assert_eq!(
+        StreamRef::from("orders"),
+        StreamRef::Name("orders".to_owned())
+    );
     assert_eq!(StreamRef::from("orders").stream_name(), "orders");
     assert_eq!(StreamRef::from("orders").to_string(), "orders");
     assert_eq!(StreamRef::from(arn).to_string(), arn);

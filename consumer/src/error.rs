@@ -251,7 +251,11 @@ impl Error {
     }
 
     /// A lease table call's failure.
-    pub(crate) fn lease_table(operation: &'static str, table: String, failure: CallFailure) -> Self {
+    pub(crate) fn lease_table(
+        operation: &'static str,
+        table: String,
+        failure: CallFailure,
+    ) -> Self {
         Error::LeaseTable {
             operation,
             table,

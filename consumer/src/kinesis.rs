@@ -19,8 +19,8 @@ pub(crate) async fn list_shards(
     stream: &StreamRef,
     timeout: Duration,
 ) -> Result<Vec<ShardDescription>, CallFailure> {
-    let listed = kinesis_calls::list_shards(client, stream, Which::All, LIST_SHARDS_PAGE, timeout)
-        .await?;
+    let listed =
+        kinesis_calls::list_shards(client, stream, Which::All, LIST_SHARDS_PAGE, timeout).await?;
     Ok(listed
         .into_iter()
         .map(|shard| ShardDescription {

@@ -637,8 +637,11 @@ impl FencedUpdate for UpdateItemFluentBuilder {
                 .attributes()
                 .and_then(|item| table.readable(item))
                 .ok_or_else(|| {
-                    let mut failure =
-                        CallFailure::new("UnreadableItem", "the answer's item is not a lease", None);
+                    let mut failure = CallFailure::new(
+                        "UnreadableItem",
+                        "the answer's item is not a lease",
+                        None,
+                    );
                     failure.kind = kinesis_calls::ErrorKind::Rejected;
                     Error::lease_table("UpdateItem", table.name.clone(), failure)
                 }),

@@ -114,10 +114,10 @@ mod worker;
 pub use checkpoint::{Checkpoint, CheckpointError, SequenceNumber};
 pub use config::{FanOut, MAX_RECORDS_PER_CALL, Retrieval};
 pub use error::{BoxError, Error};
-pub use kinesis_calls::{ErrorKind, StreamRef};
 pub use failure::{
     DeadLetter, DeadLetterHandler, FailureCause, FailurePolicy, HandlerFuture, Then,
 };
+pub use kinesis_calls::{ErrorKind, StreamRef};
 pub use lease::{ItemError, Lease};
 pub use lease_table::{BillingMode, LeaseTable, Scan};
 pub use lineage::InitialPosition;

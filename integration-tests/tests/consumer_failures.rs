@@ -754,7 +754,11 @@ async fn a_start_fails_with_a_typed_error_naming_the_cause() {
         matches!(error, Error::StartFailed { attempts: 3, .. }),
         "{error:?}"
     );
-    assert_eq!(error.kind(), Some(ErrorKind::Transient), "the last attempt's");
+    assert_eq!(
+        error.kind(),
+        Some(ErrorKind::Transient),
+        "the last attempt's"
+    );
     assert_eq!(error.code(), Some("InternalFailure"));
     assert!(started.elapsed() < Duration::from_secs(10));
     faults.remove(rule);

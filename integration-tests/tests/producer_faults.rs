@@ -694,7 +694,10 @@ async fn startup_errors_say_whether_trying_again_can_help() {
     assert!(matches!(err, Error::Startup { .. }), "{err:?}");
     assert_eq!(err.kind(), Some(ErrorKind::AccessDenied));
     assert_eq!(err.code(), Some("AccessDeniedException"));
-    assert!(!err.is_retryable(), "access denied is not retryable: {err:?}");
+    assert!(
+        !err.is_retryable(),
+        "access denied is not retryable: {err:?}"
+    );
     assert_eq!(h.faults.calls("ListShards"), 1, "not tried again");
     h.faults.remove(rule);
 

@@ -120,9 +120,10 @@ impl Error {
     /// denied or the listing was wrong).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Full { .. } | Error::Expired { .. } | Error::Throttled { .. } | Error::Cancelled => {
-                true
-            }
+            Error::Full { .. }
+            | Error::Expired { .. }
+            | Error::Throttled { .. }
+            | Error::Cancelled => true,
             Error::Startup { kind, .. } => kind.is_some_and(ErrorKind::is_retryable),
             _ => false,
         }
@@ -144,9 +145,9 @@ impl Error {
     /// attempt's).
     pub fn code(&self) -> Option<&str> {
         match self {
-            Error::Startup { code, .. } | Error::Rejected { code, .. } | Error::Throttled { code, .. } => {
-                Some(code)
-            }
+            Error::Startup { code, .. }
+            | Error::Rejected { code, .. }
+            | Error::Throttled { code, .. } => Some(code),
             Error::Expired { last_error, .. } => last_error.as_deref(),
             _ => None,
         }

@@ -1052,7 +1052,9 @@ impl Pipeline {
                             // Entry errors come with the call's 200: their code decides.
                             let kind = kinesis_calls::classify(&code, None);
                             self.count_error(&code);
-                            if ErrorClass::of(kind) == ErrorClass::Throttled && !throttled.contains(&krec.shard) {
+                            if ErrorClass::of(kind) == ErrorClass::Throttled
+                                && !throttled.contains(&krec.shard)
+                            {
                                 throttled.push(krec.shard.clone());
                             }
                             // The service answered for this entry: it was not written.
