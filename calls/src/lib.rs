@@ -5,8 +5,7 @@
 //!
 //! - [`ErrorKind`] and [`classify`]: one classification of error codes, seeded from the SDK's
 //!   own lists of throttling and transient codes
-//!   ([`THROTTLING_ERRORS`](aws_runtime::retries::classifiers::THROTTLING_ERRORS) and
-//!   [`TRANSIENT_ERRORS`](aws_runtime::retries::classifiers::TRANSIENT_ERRORS)), plus the codes
+//!   (`aws_runtime::retries::classifiers::THROTTLING_ERRORS` and `TRANSIENT_ERRORS`), plus the codes
 //!   the SDK leaves to the caller (access, credentials, KMS, missing resources);
 //! - [`CallError`]: a failed call reduced to its kind, the service's error code and message, the
 //!   HTTP status and the request id, with the SDK's error kept as the source;
