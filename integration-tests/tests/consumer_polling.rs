@@ -162,8 +162,8 @@ async fn one_worker_consumes_every_record_aggregated_and_not() {
     );
 
     // The same application again: it resumes from the same checkpoints, so only new records
-    // arrive. (Naming the stream by its ARN here, a first try, consumed nothing against
-    // ferrokinesis in 60 s; not yet diagnosed.)
+    // arrive. (Not by its ARN: ferrokinesis refuses `StreamARN` on ListShards and
+    // GetShardIterator.)
     let more = produce(&client, &stream, true, 200).await;
     let arn = client
         .describe_stream_summary()
