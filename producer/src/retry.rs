@@ -17,16 +17,9 @@ pub(crate) enum ErrorClass {
     Fatal,
 }
 
-/// Classifies an error code from Kinesis (entry or whole call) or one of the call layer's
-/// transport codes, through the one classification both crates share
-/// ([`kinesis_calls::classify`]). `status` is the HTTP status when there was a response.
-#[cfg(test)]
-pub(crate) fn classify(code: &str, status: Option<u16>) -> ErrorClass {
-    ErrorClass::of(kinesis_calls::classify(code, status))
-}
-
 impl ErrorClass {
-    /// The producer's three ways of handling a kind of failure.
+    /// The producer's three ways of handling a kind of failure, from the one classification both
+    /// crates share ([`kinesis_calls::classify`]).
     pub(crate) fn of(kind: kinesis_calls::ErrorKind) -> ErrorClass {
         use kinesis_calls::ErrorKind;
         match kind {
@@ -131,7 +124,11 @@ mod tests {
             ("DispatchFailure", None, Fatal),
         ];
         for (code, status, want) in table {
-            assert_eq!(classify(code, *status), *want, "{code} {status:?}");
+            assert_eq!(
+                ErrorClass::of(kinesis_calls::classify(code, *status)),
+                *want,
+                "{code} {status:?}"
+            );
         }
     }
 
