@@ -71,6 +71,8 @@ pub mod metrics;
 mod pipeline;
 mod producer;
 mod receipt;
+#[cfg(test)]
+mod receipt_stress;
 mod retry;
 mod shard_map;
 
