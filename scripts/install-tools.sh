@@ -4,7 +4,7 @@
 #   node/      npm: kinesis-local (faithful Kinesis stand-in), aws-kinesis-agg (Node peer)
 #   python/    pip --target: aws-kinesis-agg + six, aiokpl, kcl-rs (Python peers)
 #   dynamodb-local/  Amazon's DynamoDB Local jar, unpacked from the amplify-dynamodb-simulator npm package
-#   cargo/     cargo-fuzz
+#   cargo/     cargo-fuzz, cargo-deny
 # Java 17, Node 20 and Python 3 come with the machine; a missing one is named and the script fails.
 set -euo pipefail
 
@@ -27,6 +27,7 @@ AIOKPL_VERSION=0.2.0
 KCL_RS_VERSION=0.1.4
 DDB_SIMULATOR_VERSION=2.9.30
 CARGO_FUZZ_VERSION=0.13.2
+CARGO_DENY_VERSION=0.20.2
 
 stamp_ok() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
 
@@ -74,6 +75,15 @@ if [ "${SKIP_CARGO_FUZZ:-0}" != 1 ]; then
     cargo install --quiet --locked --root "$cargo_dir" "cargo-fuzz@$CARGO_FUZZ_VERSION"
     echo "$CARGO_FUZZ_VERSION" > "$cargo_dir/.installed"
   fi
+fi
+
+# --- cargo-deny (scripts/check-deps.sh) -----------------------------------------------------------
+# Without default features: the advisory database is read from a snapshot, never fetched.
+deny_dir="$tools/cargo"
+if ! stamp_ok "$deny_dir/.deny-installed" "$CARGO_DENY_VERSION" || [ ! -x "$deny_dir/bin/cargo-deny" ]; then
+  echo "install-tools: cargo install cargo-deny@$CARGO_DENY_VERSION"
+  cargo install --quiet --locked --no-default-features --root "$deny_dir" "cargo-deny@$CARGO_DENY_VERSION"
+  echo "$CARGO_DENY_VERSION" > "$deny_dir/.deny-installed"
 fi
 
 echo "install-tools: ready in $tools"

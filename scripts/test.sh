@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls this). Installs what the tests need into
-# target/tools/ first (npm and Python peers, DynamoDB Local, cargo-fuzz), then runs:
-# rustfmt check, clippy with warnings denied, every test (unit, integration, doc), and a bounded
-# fuzz run of the deaggregator.
+# target/tools/ first (npm and Python peers, DynamoDB Local, cargo-fuzz, cargo-deny), then runs:
+# rustfmt check, the dependency checks (advisories, licences, sources, duplicate versions, MSRV),
+# clippy with warnings denied, every test (unit, integration, doc), and a bounded fuzz run of the
+# deaggregator.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -17,6 +18,9 @@ bash scripts/install-tools.sh
 step "rustfmt"
 cargo fmt --all -- --check
 cargo fmt --manifest-path aggregation-format/fuzz/Cargo.toml -- --check
+
+step "dependencies: advisories, licences, sources, duplicates, MSRV"
+bash scripts/check-deps.sh
 
 step "clippy (warnings denied)"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
