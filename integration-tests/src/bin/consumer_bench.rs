@@ -48,6 +48,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use kinesis_integration_tests::bench::{SERVE_FLAG, start_stand_in};
 use kinesis_integration_tests::consumer_worker::{self, WorkerProcess};
 use kinesis_integration_tests::cpu_time::CpuTime;
 use kinesis_integration_tests::ferrokinesis_process::{FerrokinesisProcess, serve};
@@ -60,7 +61,6 @@ use tokio::time::Instant;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const SERVE_FLAG: &str = "--serve-ferrokinesis";
 const WORKER_FLAG: &str = "--worker";
 const USAGE: &str = "usage: consumer-bench [--records N] [--plain-records N] [--idle-seconds S] \
                      [--failover-secs S] [--kills N] [--only ours|kcl-rs] \
@@ -269,9 +269,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         kcl_rs_command()?;
     }
     let exe = std::env::current_exe()?;
-    let mut command = Command::new(&exe);
-    command.arg(SERVE_FLAG);
-    let kinesis = FerrokinesisProcess::spawn(command).await?;
+    let kinesis = start_stand_in(false).await?;
     let dynamodb = DynamoDbLocal::start().await?;
     let stage = Stage {
         client: kinesis.client(),
