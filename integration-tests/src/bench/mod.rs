@@ -8,6 +8,7 @@
 //!    └ after the run ──read_shards──▶ read_back: every record there once, at its receipt's place
 //! ```
 
+pub mod args;
 pub mod read_back;
 pub mod receipts;
 pub mod sampler;

@@ -39,12 +39,16 @@
 use std::error::Error;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use kinesis_aggregation::{HashKey, HashKeyRange};
 use kinesis_integration_tests::FerrokinesisOptions;
+use kinesis_integration_tests::bench::args::{
+    ProducerBenchArgs as Args, ProducerBenchRole, ProducerPart,
+};
 use kinesis_integration_tests::bench::read_back::{StreamCheck, check_stream, read_back_receipts};
 use kinesis_integration_tests::bench::receipts::{THROTTLED, Tally, spawn_receipt_consumer};
 use kinesis_integration_tests::bench::sampler::{Sample, Sampler, install_recorder};
-use kinesis_integration_tests::bench::{SERVE_FLAG, start_stand_in};
+use kinesis_integration_tests::bench::start_stand_in;
 use kinesis_integration_tests::cpu_time::CpuTime;
 use kinesis_integration_tests::ferrokinesis_process::{FerrokinesisProcess, serve};
 use kinesis_integration_tests::fixtures::{create_stream, open_shards, unique_name};
@@ -67,35 +71,15 @@ const TARGET_CPU_PER_MILLION: f64 = 1.0;
 const TARGET_RATIO: f64 = 20.0;
 const TARGET_SHARE: f64 = 0.90;
 
-const USAGE: &str = "usage: producer-bench [--records N] [--aiokpl-records N] [--keys N] \
-                     [--seconds S] [--only cpu|limits|moderate] [--per-second] \
-                     [--unbalanced-keys] [--rate-limit-percent P] [--moderate-seconds S]";
-
-struct Args {
-    records: u64,
-    aiokpl_records: u64,
-    keys: usize,
-    seconds: f64,
-    cpu: bool,
-    limits: bool,
-    moderate: bool,
-    moderate_seconds: f64,
-    per_second: bool,
-    unbalanced_keys: bool,
-    rate_limit_percent: Option<u32>,
-}
-
 fn main() -> Result<(), BoxError> {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    if argv.first().map(String::as_str) == Some(SERVE_FLAG) {
-        let enforce = argv.iter().any(|a| a == "--enforce-limits");
-        let options = FerrokinesisOptions::new().enforce_limits(enforce);
+    if let Some(ProducerBenchRole::ServeFerrokinesis(stand_in)) = &args.role {
+        let options = FerrokinesisOptions::new().enforce_limits(stand_in.enforce_limits);
         return Ok(runtime.block_on(serve(options, true))?);
     }
-    let args = parse_args(&argv)?;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -106,88 +90,9 @@ fn main() -> Result<(), BoxError> {
     runtime.block_on(run(args))
 }
 
-fn parse_args(argv: &[String]) -> Result<Args, BoxError> {
-    let mut args = Args {
-        records: 1_000_000,
-        aiokpl_records: 200_000,
-        keys: 64,
-        seconds: 30.0,
-        cpu: true,
-        limits: true,
-        moderate: true,
-        moderate_seconds: 20.0,
-        per_second: false,
-        unbalanced_keys: false,
-        rate_limit_percent: None,
-    };
-    let mut it = argv.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--records" => args.records = count(flag, value()?)?,
-            "--aiokpl-records" => args.aiokpl_records = count(flag, value()?)?,
-            "--keys" => args.keys = usize::try_from(count(flag, value()?)?)?,
-            "--seconds" => {
-                let text = value()?;
-                args.seconds = text
-                    .parse()
-                    .map_err(|e| format!("{flag} {text:?}: {e}\n{USAGE}"))?;
-            }
-            "--only" => {
-                let only = value()?.as_str();
-                if !["cpu", "limits", "moderate"].contains(&only) {
-                    return Err(format!("--only {only:?}: cpu, limits or moderate\n{USAGE}").into());
-                }
-                args.cpu = only == "cpu";
-                args.limits = only == "limits";
-                args.moderate = only == "moderate";
-            }
-            "--moderate-seconds" => {
-                let text = value()?;
-                args.moderate_seconds = text
-                    .parse()
-                    .map_err(|e| format!("{flag} {text:?}: {e}\n{USAGE}"))?;
-            }
-            "--per-second" => args.per_second = true,
-            "--unbalanced-keys" => args.unbalanced_keys = true,
-            "--rate-limit-percent" => {
-                args.rate_limit_percent = Some(u32::try_from(count(flag, value()?)?)?);
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
-        }
-    }
-    if args.records == 0 || args.keys == 0 || args.seconds <= 0.0 {
-        return Err(format!("--records, --keys and --seconds must be positive\n{USAGE}").into());
-    }
-    Ok(args)
-}
-
-/// A count such as `1000000`, `1_000_000` or `1e6`.
-fn count(flag: &str, text: &str) -> Result<u64, BoxError> {
-    let clean = text.replace('_', "");
-    clean
-        .parse::<u64>()
-        .ok()
-        .or_else(|| {
-            clean
-                .parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite() && *v >= 0.0 && v.fract() == 0.0)
-                .map(|v| v as u64)
-        })
-        .ok_or_else(|| format!("{flag} {text:?} is not a count\n{USAGE}").into())
-}
-
 async fn run(args: Args) -> Result<(), BoxError> {
     // Fail early, naming the install script, if aiokpl is missing.
-    if args.cpu && args.aiokpl_records > 0 {
+    if args.runs(ProducerPart::Cpu) && args.aiokpl_records > 0 {
         Peer::Aiokpl.script_command("producer_peer.py")?;
     }
     println!(
@@ -210,13 +115,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
     );
     let block = bench_block();
     let mut summary = Vec::new();
-    if args.cpu {
+    if args.runs(ProducerPart::Cpu) {
         cpu_cost(&args, &block, &mut summary).await?;
     }
-    if args.limits {
+    if args.runs(ProducerPart::Limits) {
         under_limits(&args, &block, &mut summary).await?;
     }
-    if args.moderate {
+    if args.runs(ProducerPart::Moderate) {
         moderate_rate(&args, &block, &mut summary).await?;
     }
     println!("\nsummary (targets are goals to read against, not assertions):");
