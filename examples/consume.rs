@@ -19,11 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use clap::Parser;
 use kinesis_consumer::{Batch, BoxError, Checkpointer, Consumer, InitialPosition, ShardProcessor};
 use kinesis_examples::{ensure_stream, local_dynamodb, local_kinesis, serve_health};
-
-const USAGE: &str = "usage: consume [--local] [--stream NAME] [--application NAME] \
-                     [--health-port N] [--for SECONDS]";
 
 struct Counter {
     records: Arc<AtomicU64>,
@@ -56,56 +54,35 @@ impl ShardProcessor for Counter {
     }
 }
 
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "consume",
+    about = "A consumer worker counting records, with /livez, /readyz and /status probes",
+    args_override_self = true
+)]
 struct Args {
+    /// Run against embedded Kinesis and DynamoDB stand-ins on 127.0.0.1 (a 2-shard stream with a
+    /// few records is made there).
+    #[arg(long)]
     local: bool,
+    /// The stream.
+    #[arg(long, value_name = "NAME", default_value = "kinesis-rs-consume")]
     stream: String,
+    /// The application (names the lease table).
+    #[arg(long, value_name = "NAME", default_value = "kinesis-rs-consume")]
     application: String,
+    /// The probes' port on 127.0.0.1.
+    #[arg(long = "health-port", value_name = "N", default_value_t = 8080)]
     port: u16,
+    /// Stop after this many seconds.
+    #[arg(long = "for", value_name = "SECONDS")]
     seconds: Option<u64>,
-}
-
-fn parse(argv: &[String]) -> Result<Args, BoxError> {
-    let mut args = Args {
-        local: false,
-        stream: "kinesis-rs-consume".to_owned(),
-        application: "kinesis-rs-consume".to_owned(),
-        port: 8080,
-        seconds: None,
-    };
-    let mut it = argv.iter();
-    while let Some(flag) = it.next() {
-        if flag == "--local" {
-            args.local = true;
-            continue;
-        }
-        let value = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-        match flag.as_str() {
-            "--stream" => args.stream = value.clone(),
-            "--application" => args.application = value.clone(),
-            "--health-port" => {
-                args.port = value
-                    .parse()
-                    .map_err(|_| format!("--health-port {value:?} is not a port\n{USAGE}"))?;
-            }
-            "--for" => {
-                args.seconds = Some(
-                    value
-                        .parse()
-                        .map_err(|_| format!("--for {value:?} is not a number\n{USAGE}"))?,
-                );
-            }
-            other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
-        }
-    }
-    Ok(args)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let args = parse(&argv)?;
+    let args = Args::parse();
     let (kinesis, dynamodb) = if args.local {
         let kinesis = local_kinesis().await?;
         ensure_stream(&kinesis, &args.stream, 2).await?;
@@ -181,4 +158,46 @@ async fn main() -> Result<(), BoxError> {
         records.load(Ordering::Relaxed)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("consume").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_flags_and_refusals() {
+        Args::command().debug_assert();
+        let args = parse(&[]).unwrap();
+        assert_eq!(
+            (
+                args.local,
+                args.stream.as_str(),
+                args.application.as_str(),
+                args.port,
+                args.seconds
+            ),
+            (
+                false,
+                "kinesis-rs-consume",
+                "kinesis-rs-consume",
+                8080,
+                None
+            )
+        );
+        let args = parse(&["--local", "--for", "20", "--health-port", "9000"]).unwrap();
+        assert_eq!(
+            (args.local, args.seconds, args.port),
+            (true, Some(20), 9000)
+        );
+        for (flag, value) in [("--health-port", "65536"), ("--for", "soon")] {
+            let error = parse(&[flag, value]).expect_err(flag);
+            assert!(error.to_string().contains(flag), "{error}");
+        }
+    }
 }

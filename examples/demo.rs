@@ -13,10 +13,13 @@
 //! a real stream and its cost) and a lease table named after `--application`.
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use clap::Parser;
+use clap::builder::TypedValueParser;
 use kinesis_consumer::{
     Batch, Checkpointer, Consumer, InitialPosition, Running, ShardProcessor, Start,
 };
@@ -24,68 +27,71 @@ use kinesis_producer::{Producer, UserRecord};
 
 use kinesis_examples::BoxError;
 
-const USAGE: &str = "usage: demo [--records N] [--rate PER_SECOND] [--shards N] [--workers N]
-            [--failover-secs S] [--aws --stream NAME --application NAME [--split]]";
-
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "demo",
+    about = "Produce, consume with a fleet of workers, crash one, split a shard, check every record",
+    args_override_self = true
+)]
 struct Args {
+    /// Records to produce, at least (1 or more).
+    #[arg(long, value_name = "N", default_value = "100000", value_parser = number_in(1..=u64::MAX))]
     records: u64,
+    /// Records put per second (20 or more).
+    #[arg(long, value_name = "PER_SECOND", default_value = "10000", value_parser = number_in(20..=u64::MAX))]
     rate: u64,
+    /// Shards of the stream (1 to 50).
+    #[arg(long, value_name = "N", default_value = "4", value_parser = number_in(1..=50).map(|n| n as i32))]
     shards: i32,
+    /// Workers (2 to 16).
+    #[arg(long, value_name = "N", default_value = "3", value_parser = number_in(2..=16).map(|n| n as usize))]
     workers: usize,
-    failover: Duration,
+    /// The workers' failover time, in seconds (2 or more).
+    #[arg(long, value_name = "S", default_value = "10", value_parser = number_in(2..=u64::MAX))]
+    failover_secs: u64,
+    /// Run against AWS (the environment's configuration) instead of embedded stand-ins.
+    #[arg(long, requires_all = ["stream", "application"])]
     aws: bool,
+    /// With --aws: the stream (created if absent).
+    #[arg(long, value_name = "NAME")]
     stream: Option<String>,
+    /// With --aws: the application (names the lease table).
+    #[arg(long, value_name = "NAME")]
     application: Option<String>,
+    /// With --aws: split a shard too (locally it always is).
+    #[arg(long)]
     split: bool,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        records: 100_000,
-        rate: 10_000,
-        shards: 4,
-        workers: 3,
-        failover: Duration::from_secs(10),
-        aws: false,
-        stream: None,
-        application: None,
-        split: true,
-    };
-    let mut split_flag = false;
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
-        };
-        let number = |text: String| -> Result<u64, String> {
-            text.replace('_', "")
-                .parse()
-                .map_err(|_| format!("{flag}: {text:?} is not a number"))
-        };
-        match flag.as_str() {
-            "--records" => args.records = number(value()?)?.max(1),
-            "--rate" => args.rate = number(value()?)?.max(20),
-            "--shards" => args.shards = i32::try_from(number(value()?)?.clamp(1, 50)).unwrap_or(4),
-            "--workers" => {
-                args.workers = usize::try_from(number(value()?)?.clamp(2, 16)).unwrap_or(3)
-            }
-            "--failover-secs" => args.failover = Duration::from_secs(number(value()?)?.max(2)),
-            "--aws" => args.aws = true,
-            "--stream" => args.stream = Some(value()?),
-            "--application" => args.application = Some(value()?),
-            "--split" => split_flag = true,
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+impl Args {
+    fn failover(&self) -> Duration {
+        Duration::from_secs(self.failover_secs)
+    }
+
+    /// Whether the demo splits a shard: always on the stand-ins, on AWS only if asked.
+    fn splits(&self) -> bool {
+        !self.aws || self.split
+    }
+}
+
+/// A parser of whole numbers (`100000` or `100_000`) in `range`.
+fn number_in(
+    range: RangeInclusive<u64>,
+) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        let n: u64 = text
+            .replace('_', "")
+            .parse()
+            .map_err(|_| format!("{text:?} is not a whole number"))?;
+        if range.contains(&n) {
+            Ok(n)
+        } else if *range.end() == u64::MAX {
+            Err(format!("must be at least {}", range.start()))
+        } else {
+            Err(format!("must be from {} to {}", range.start(), range.end()))
         }
     }
-    if args.aws {
-        if args.stream.is_none() || args.application.is_none() {
-            return Err(format!("--aws needs --stream and --application\n{USAGE}"));
-        }
-        args.split = split_flag;
-    }
-    Ok(args)
 }
 
 /// What the fleet did, shared by every processor.
@@ -277,8 +283,8 @@ fn start_worker(
     )
     .worker_id(id)
     .initial_position(InitialPosition::TrimHorizon)
-    .failover_time(args.failover)
-    .renew_interval(args.failover * 2 / 5)
+    .failover_time(args.failover())
+    .renew_interval(args.failover() * 2 / 5)
     .build()?
     .spawn())
 }
@@ -308,13 +314,7 @@ fn progress(started: Instant, produced: u64, ledger: &Shared) {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("{message}");
-            std::process::exit(2);
-        }
-    };
+    let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -363,7 +363,7 @@ async fn main() -> Result<(), BoxError> {
             "embedded ferrokinesis and dynoxide on 127.0.0.1"
         },
         args.workers,
-        args.failover
+        args.failover()
     );
     kinesis_examples::ensure_stream(&clients.kinesis, &stream, args.shards).await?;
 
@@ -491,7 +491,7 @@ async fn main() -> Result<(), BoxError> {
         orphans.join(", ")
     );
     let failover: Result<Duration, String> = until!(
-        args.failover * 3 + Duration::from_secs(30),
+        args.failover() * 3 + Duration::from_secs(30),
         "the failover",
         {
             let ledger = lock(&ledger);
@@ -522,7 +522,7 @@ async fn main() -> Result<(), BoxError> {
     // 4. A shard is split while records flow; its children start once it has ended.
     let mut child_start = None;
     let mut split_parent = None;
-    if args.split {
+    if args.splits() {
         let parent = split_widest(&clients.kinesis, &stream).await?;
         println!("4. shard {parent} split in two; waiting for its children to start");
         let started_children: Result<Duration, String> =
@@ -569,7 +569,7 @@ async fn main() -> Result<(), BoxError> {
         thousands(failed)
     );
 
-    let deadline = Instant::now() + Duration::from_secs(120) + args.failover * 3;
+    let deadline = Instant::now() + Duration::from_secs(120) + args.failover() * 3;
     loop {
         let missing = {
             let ledger = lock(&ledger);
@@ -624,7 +624,7 @@ async fn main() -> Result<(), BoxError> {
     println!(
         "  failover after the crash               {:>9.1} s  (failover time {:?}; goal: at most 3 s more)",
         failover.as_secs_f64(),
-        args.failover
+        args.failover()
     );
     if let (Some(took), Some(parent)) = (child_start, &split_parent) {
         println!(
@@ -647,4 +647,54 @@ async fn main() -> Result<(), BoxError> {
     }
     println!("\nOK: every acknowledged record was processed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("demo").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        Args::command().debug_assert();
+        let args = parse(&[]).unwrap();
+        assert_eq!(
+            (args.records, args.rate, args.shards, args.workers),
+            (100_000, 10_000, 4, 3)
+        );
+        assert_eq!(args.failover(), Duration::from_secs(10));
+        assert!(!args.aws && args.splits());
+        let args = parse(&["--records", "1_000", "--shards", "50", "--workers", "16"]).unwrap();
+        assert_eq!((args.records, args.shards, args.workers), (1_000, 50, 16));
+        let args = parse(&["--aws", "--stream", "s", "--application", "a"]).unwrap();
+        assert!(args.aws && !args.splits());
+        assert!(
+            parse(&["--aws", "--stream", "s", "--application", "a", "--split"])
+                .unwrap()
+                .splits()
+        );
+    }
+
+    #[test]
+    fn values_once_clamped_are_refused() {
+        for (flag, value) in [
+            ("--records", "0"),
+            ("--rate", "19"),
+            ("--shards", "0"),
+            ("--shards", "51"),
+            ("--workers", "1"),
+            ("--workers", "17"),
+            ("--failover-secs", "1"),
+            ("--records", "ten"),
+        ] {
+            let error = parse(&[flag, value]).expect_err(flag);
+            assert!(error.to_string().contains(flag), "{error}");
+        }
+        assert!(parse(&["--aws", "--stream", "s"]).is_err());
+    }
 }

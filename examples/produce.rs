@@ -14,59 +14,38 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use clap::Parser;
 use kinesis_producer::{Error, Failure, Producer, Receipt, UserRecord};
 use tokio::io::AsyncBufReadExt;
 use tokio::task::JoinHandle;
 
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "produce",
+    about = "Put lines from stdin (\"key<TAB>payload\", or just a payload), or generated records, \
+             with kinesis-producer, then print where they went",
+    args_override_self = true
+)]
 struct Args {
+    /// Stream to write to.
+    #[arg(long, value_name = "NAME", default_value = "produce-demo")]
     stream: String,
+    /// Start an embedded Kinesis stand-in on 127.0.0.1 and create the stream there.
+    #[arg(long)]
     local: bool,
+    /// Shards of the stream created with --local.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..))]
     shards: i32,
+    /// Put N generated records instead of reading stdin.
+    #[arg(long, value_name = "N")]
     generate: Option<u64>,
+    /// Payload size of generated records.
+    #[arg(long, value_name = "BYTES", default_value_t = 100)]
     size: usize,
+    /// Distinct partition keys of generated records (1 or more).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     keys: u64,
-}
-
-const USAGE: &str =
-    "usage: produce [--stream NAME] [--local] [--shards N] [--generate N] [--size BYTES] [--keys N]
-  --stream NAME   stream to write to (default: produce-demo)
-  --local         start an embedded Kinesis stand-in on 127.0.0.1 and create the stream there
-  --shards N      shards of the stream created with --local (default 4)
-  --generate N    put N generated records instead of reading stdin
-  --size BYTES    payload size of generated records (default 100)
-  --keys N        distinct partition keys of generated records (default 1000)";
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        stream: "produce-demo".into(),
-        local: false,
-        shards: 4,
-        generate: None,
-        size: 100,
-        keys: 1000,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value\n{USAGE}"));
-        let number = |text: String, name: &str| {
-            text.parse::<u64>()
-                .map_err(|_| format!("{name}: not a number: {text}"))
-        };
-        match flag.as_str() {
-            "--stream" => args.stream = value("--stream")?,
-            "--local" => args.local = true,
-            "--shards" => {
-                args.shards = i32::try_from(number(value("--shards")?, "--shards")?)
-                    .map_err(|e| e.to_string())?
-            }
-            "--generate" => args.generate = Some(number(value("--generate")?, "--generate")?),
-            "--size" => args.size = number(value("--size")?, "--size")? as usize,
-            "--keys" => args.keys = number(value("--keys")?, "--keys")?.max(1),
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other}\n{USAGE}")),
-        }
-    }
-    Ok(args)
 }
 
 /// Outcome counts, filled by a task that awaits the receipts as they come.
@@ -114,13 +93,7 @@ async fn submit(
 
 #[tokio::main]
 async fn main() -> Result<(), kinesis_examples::BoxError> {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("{message}");
-            std::process::exit(2);
-        }
-    };
+    let args = Args::parse();
     let client = if args.local {
         let client = kinesis_examples::local_kinesis().await?;
         kinesis_examples::ensure_stream(&client, &args.stream, args.shards).await?;
@@ -208,4 +181,45 @@ async fn main() -> Result<(), kinesis_examples::BoxError> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("produce").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_flags_and_refusals() {
+        Args::command().debug_assert();
+        let args = parse(&[]).unwrap();
+        assert_eq!(
+            (
+                args.stream.as_str(),
+                args.local,
+                args.shards,
+                args.generate,
+                args.size,
+                args.keys
+            ),
+            ("produce-demo", false, 4, None, 100, 1000)
+        );
+        let args = parse(&["--local", "--generate", "200000", "--size", "0"]).unwrap();
+        assert!(args.local);
+        assert_eq!((args.generate, args.size), (Some(200_000), 0));
+        for (flag, value) in [
+            ("--keys", "0"),
+            ("--shards", "0"),
+            ("--shards", "3000000000"),
+            ("--generate", "many"),
+            ("--size", "big"),
+        ] {
+            let error = parse(&[flag, value]).expect_err(flag);
+            assert!(error.to_string().contains(flag), "{error}");
+        }
+    }
 }

@@ -141,52 +141,79 @@ impl ShardProcessor for Printer {
     }
 }
 
-/// Runs one worker with these command-line arguments (see the module docs) until SIGTERM or the
-/// end of stdin.
-pub async fn run(args: impl IntoIterator<Item = String>) -> Result<(), BoxError> {
-    let mut args = args.into_iter();
-    let (mut kinesis, mut dynamodb, mut stream, mut application, mut worker) =
-        (None, None, None, None, None);
-    let (mut failover, mut scan, mut renew) = (10_000u64, 2_000u64, 4_000u64);
-    let (mut quiet, mut fan_out) = (false, false);
-    let mut panic_on: Option<String> = None;
-    let mut panic_marker: Option<String> = None;
-    while let Some(flag) = args.next() {
-        if flag == "--quiet" {
-            quiet = true;
-            continue;
-        }
-        if flag == "--fan-out" {
-            fan_out = true;
-            continue;
-        }
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--kinesis" => kinesis = Some(value),
-            "--dynamodb" => dynamodb = Some(value),
-            "--stream" => stream = Some(value),
-            "--application" => application = Some(value),
-            "--worker-id" => worker = Some(value),
-            "--failover-ms" => failover = value.parse()?,
-            "--scan-ms" => scan = value.parse()?,
-            "--renew-ms" => renew = value.parse()?,
-            "--panic-on" => panic_on = Some(value),
-            "--panic-marker" => panic_marker = Some(value),
-            other => return Err(format!("unknown argument {other}").into()),
-        }
-    }
-    let need = |v: Option<String>, name: &str| v.ok_or_else(|| format!("--{name} is required"));
+/// A worker's command line (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq, clap::Parser)]
+#[command(
+    name = "consumer-worker",
+    about = "One kinesis-consumer worker, reporting on stdout one event per line",
+    args_override_self = true
+)]
+pub struct WorkerArgs {
+    /// The Kinesis endpoint.
+    #[arg(long, value_name = "URL")]
+    pub kinesis: String,
+    /// The DynamoDB endpoint.
+    #[arg(long, value_name = "URL")]
+    pub dynamodb: String,
+    /// The stream.
+    #[arg(long)]
+    pub stream: String,
+    /// The application (names the lease table).
+    #[arg(long)]
+    pub application: String,
+    /// The worker's id.
+    #[arg(long)]
+    pub worker_id: String,
+    /// The failover time, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub failover_ms: u64,
+    /// The scan interval, in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    pub scan_ms: u64,
+    /// The renewal interval, in milliseconds.
+    #[arg(long, default_value_t = 4_000)]
+    pub renew_ms: u64,
+    /// Count records (`COUNT` lines) instead of printing `REC` and `CKPT` lines.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Read with enhanced fan-out instead of polling.
+    #[arg(long)]
+    pub fan_out: bool,
+    /// Panic the first time a record with this data is met.
+    #[arg(long, value_name = "DATA", allow_hyphen_values = true)]
+    pub panic_on: Option<String>,
+    /// With `--panic-on`: panic only if this file can be created (once in the whole fleet).
+    #[arg(long, value_name = "FILE")]
+    pub panic_marker: Option<String>,
+}
+
+/// Runs one worker with these arguments until SIGTERM or the end of stdin.
+pub async fn run(args: WorkerArgs) -> Result<(), BoxError> {
+    let WorkerArgs {
+        kinesis,
+        dynamodb,
+        stream,
+        application,
+        worker_id,
+        failover_ms: failover,
+        scan_ms: scan,
+        renew_ms: renew,
+        quiet,
+        fan_out,
+        panic_on,
+        panic_marker,
+    } = args;
     let options = ClientOptions::new();
-    let kinesis = kinesis_client(&need(kinesis, "kinesis")?, &options);
-    let dynamodb = dynamodb_client(&need(dynamodb, "dynamodb")?, &options);
+    let kinesis = kinesis_client(&kinesis, &options);
+    let dynamodb = dynamodb_client(&dynamodb, &options);
     let count = Arc::new(AtomicU64::new(0));
     let counted = quiet.then(|| count.clone());
     let panicked = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let running = Consumer::builder(
         kinesis,
         dynamodb,
-        need(stream, "stream")?,
-        need(application, "application")?,
+        stream,
+        application,
         move |shard: &str| Printer {
             shard: shard.to_owned(),
             quiet: counted.clone(),
@@ -195,7 +222,7 @@ pub async fn run(args: impl IntoIterator<Item = String>) -> Result<(), BoxError>
                 .map(|data| (data, panicked.clone(), panic_marker.clone())),
         },
     )
-    .worker_id(need(worker, "worker-id")?)
+    .worker_id(worker_id)
     .initial_position(InitialPosition::TrimHorizon)
     .failover_time(Duration::from_millis(failover))
     .scan_interval(Duration::from_millis(scan))

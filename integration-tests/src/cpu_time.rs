@@ -1,14 +1,13 @@
-//! CPU time of a process (user and system), read from `/proc/<pid>/stat`, for benchmarks that
-//! must count one process's work and not its neighbours'.
+//! CPU time of a process (user and system), for benchmarks that must count one process's work
+//! and not its neighbours'.
 //!
-//! `getrusage` would need `unsafe` (the workspace forbids it); `/proc/<pid>/stat` carries the same
-//! `utime`/`stime` counters (every thread of the process, living or exited; not its children), in
-//! clock ticks of `getconf CLK_TCK` (100 per second on Linux: 10 ms resolution).
+//! Read with [`procfs`] from `/proc/<pid>/stat`, whose `utime` and `stime` counters cover every
+//! thread of the process, living or exited, and not its children, in clock ticks
+//! (`sysconf(_SC_CLK_TCK)`, 100 per second on Linux: 10 ms resolution). `getrusage` counts the
+//! same for the calling process only, and the benchmarks also read other processes by pid (the
+//! stand-in child, a worker); it would also need `unsafe`, which the workspace forbids.
 
 use std::ops::Sub;
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::error::HarnessError;
@@ -25,12 +24,12 @@ pub struct CpuTime {
 impl CpuTime {
     /// CPU time of this process (every thread, living or exited; not its children).
     pub fn of_self() -> Result<Self, HarnessError> {
-        Self::read(PathBuf::from("/proc/self/stat"))
+        Self::read(None)
     }
 
     /// CPU time of process `pid`.
     pub fn of_pid(pid: u32) -> Result<Self, HarnessError> {
-        Self::read(PathBuf::from(format!("/proc/{pid}/stat")))
+        Self::read(Some(pid))
     }
 
     /// User plus system time.
@@ -38,15 +37,13 @@ impl CpuTime {
         self.user + self.system
     }
 
-    fn read(path: PathBuf) -> Result<Self, HarnessError> {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| HarnessError::io(format!("reading {}", path.display()), e))?;
-        parse_stat(&text).ok_or_else(|| {
-            HarnessError::io(
-                format!("parsing {}", path.display()),
-                std::io::Error::new(std::io::ErrorKind::InvalidData, "unexpected format"),
-            )
-        })
+    fn read(pid: Option<u32>) -> Result<Self, HarnessError> {
+        let what = match pid {
+            Some(pid) => format!("reading /proc/{pid}/stat"),
+            None => "reading /proc/self/stat".to_owned(),
+        };
+        let (user, system) = stat_ticks(pid).map_err(|e| HarnessError::io(what, e))?;
+        Ok(from_ticks(user, system, clock_ticks_per_second()))
     }
 }
 
@@ -61,34 +58,47 @@ impl Sub for CpuTime {
     }
 }
 
-/// Clock ticks per second of the `/proc` counters (`getconf CLK_TCK`, else Linux's fixed 100).
+/// Clock ticks per second of the `/proc` counters (`sysconf(_SC_CLK_TCK)`, else Linux's fixed
+/// 100).
 pub fn clock_ticks_per_second() -> u64 {
-    static TICKS: OnceLock<u64> = OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|out| String::from_utf8(out.stdout).ok())
-            .and_then(|text| text.trim().parse().ok())
-            .filter(|ticks| *ticks > 0)
-            .unwrap_or(100)
-    })
+    #[cfg(target_os = "linux")]
+    let ticks = procfs::ticks_per_second();
+    #[cfg(not(target_os = "linux"))]
+    let ticks = 0;
+    if ticks > 0 { ticks } else { 100 }
 }
 
-/// `utime` and `stime` are fields 14 and 15 of `/proc/<pid>/stat`; the command name (field 2)
-/// may hold spaces and parentheses, so fields are counted from the last `)`.
-fn parse_stat(text: &str) -> Option<CpuTime> {
-    let rest = &text[text.rfind(')')? + 1..];
-    let mut fields = rest.split_ascii_whitespace().skip(11);
-    let user: u64 = fields.next()?.parse().ok()?;
-    let system: u64 = fields.next()?.parse().ok()?;
-    let ticks = clock_ticks_per_second();
-    let to_duration = |t: u64| Duration::from_nanos(t.saturating_mul(1_000_000_000 / ticks));
-    Some(CpuTime {
+/// `utime` and `stime` of process `pid` (this process when `None`), in clock ticks.
+#[cfg(target_os = "linux")]
+fn stat_ticks(pid: Option<u32>) -> Result<(u64, u64), std::io::Error> {
+    use procfs::process::Process;
+    let process = match pid {
+        None => Process::myself(),
+        Some(pid) => Process::new(i32::try_from(pid).map_err(std::io::Error::other)?),
+    };
+    let stat = process
+        .and_then(|process| process.stat())
+        .map_err(std::io::Error::other)?;
+    Ok((stat.utime, stat.stime))
+}
+
+/// `/proc` exists on Linux only.
+#[cfg(not(target_os = "linux"))]
+fn stat_ticks(_pid: Option<u32>) -> Result<(u64, u64), std::io::Error> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "CPU time is read from /proc, which only Linux has",
+    ))
+}
+
+/// Clock-tick counts as durations.
+fn from_ticks(user: u64, system: u64, ticks_per_second: u64) -> CpuTime {
+    let nanos_per_tick = 1_000_000_000 / ticks_per_second.max(1);
+    let to_duration = |t: u64| Duration::from_nanos(t.saturating_mul(nanos_per_tick));
+    CpuTime {
         user: to_duration(user),
         system: to_duration(system),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -96,23 +106,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_a_command_name_with_spaces_and_parentheses() {
-        let stat = "1234 (tokio (rt) 1) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 37 0 0 20 0 3 0";
-        let cpu = parse_stat(stat).unwrap();
-        let tick = Duration::from_secs(1) / clock_ticks_per_second() as u32;
-        assert_eq!(cpu.user, tick * 250);
-        assert_eq!(cpu.system, tick * 37);
+    fn ticks_become_durations() {
+        let cpu = from_ticks(250, 37, 100);
+        assert_eq!(cpu.user, Duration::from_millis(2_500));
+        assert_eq!(cpu.system, Duration::from_millis(370));
+        assert_eq!(cpu.total(), Duration::from_millis(2_870));
+        assert_eq!(
+            from_ticks(u64::MAX, 0, 100).user,
+            Duration::from_nanos(u64::MAX)
+        );
     }
 
     #[test]
     fn own_cpu_time_grows_with_work() {
+        // Work until 100 ms of CPU are counted: on a loaded machine that takes longer than 100 ms
+        // of wall time, so the deadline is generous; a reading that does not grow fails it.
         let before = CpuTime::of_self().unwrap();
-        let mut x = 0u64;
         let started = std::time::Instant::now();
-        while started.elapsed() < Duration::from_millis(200) {
-            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
-        }
-        let spent = CpuTime::of_self().unwrap() - before;
+        let mut x = 0u64;
+        let spent = loop {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+            let spent = CpuTime::of_self().unwrap() - before;
+            if spent.total() >= Duration::from_millis(100)
+                || started.elapsed() > Duration::from_secs(30)
+            {
+                break spent;
+            }
+        };
         assert!(spent.total() >= Duration::from_millis(100), "{spent:?}");
+    }
+
+    #[test]
+    fn a_process_is_read_by_pid_and_a_missing_one_is_an_error() {
+        let by_pid = CpuTime::of_pid(std::process::id()).unwrap();
+        assert!(by_pid <= CpuTime::of_self().unwrap());
+        assert!(CpuTime::of_pid(u32::MAX).is_err());
     }
 }

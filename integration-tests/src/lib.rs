@@ -25,6 +25,8 @@
 //! For benchmarks that must count the client process's CPU alone, [`ferrokinesis_process`] runs
 //! ferrokinesis in a child process of its own (the `ferrokinesis-server` bin), and [`cpu_time`]
 //! reads a process's user and system CPU time.
+//! What the benchmark binaries share (that child stand-in, the receipt tally, the metrics
+//! sampler, the stream read back, their arguments) is in [`bench`](mod@bench).
 //!
 //! # Example
 //!
@@ -44,6 +46,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod consumer_worker;
 pub mod cpu_time;
 pub mod dynamodb;

@@ -2,10 +2,10 @@
 //! peers (Python and Node `aws-kinesis-agg`, `aiokpl`) in one run, plus the MD5 ceiling.
 //!
 //! Run with `cargo run --release -p kinesis-integration-tests --bin agg-bench`. Each timed phase
-//! runs passes over its record set until `AGG_BENCH_SECONDS` (default 1) have elapsed. Peers time
-//! themselves inside their own process: records are generated first, then only encoding is timed,
-//! then only decoding of the peer's own aggregates; interpreter start-up and JSON I/O are outside
-//! the clock. Every implementation generates the same records (see
+//! runs passes over its record set until `--seconds S` (or `AGG_BENCH_SECONDS`; default 1) have
+//! elapsed. Peers time themselves inside their own process: records are generated first, then
+//! only encoding is timed, then only decoding of the peer's own aggregates; interpreter start-up
+//! and JSON I/O are outside the clock. Every implementation generates the same records (see
 //! [`kinesis_integration_tests::peers::BenchWorkload`]), which the peers prove with an MD5 of
 //! their inputs.
 
@@ -16,10 +16,12 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use clap::Parser;
 use kinesis_aggregation::{
     AggregationLimits, Aggregator, KPL_DEFAULT_AGGREGATE_MAX_BYTES, KinesisRecord, MAGIC, MD5_LEN,
     StreamRecord, UserRecord, deaggregate,
 };
+use kinesis_integration_tests::bench::args::AggBenchArgs;
 use kinesis_integration_tests::peers::{
     BenchReport, BenchWorkload, Peer, bench_block, bench_record,
 };
@@ -55,12 +57,7 @@ struct Row {
 }
 
 fn main() -> Result<(), BoxError> {
-    let seconds: f64 = match std::env::var("AGG_BENCH_SECONDS") {
-        Ok(text) => text
-            .parse()
-            .map_err(|e| format!("AGG_BENCH_SECONDS={text:?} is not a number: {e}"))?,
-        Err(_) => 1.0,
-    };
+    let seconds = AggBenchArgs::parse().seconds;
     let max_size = KPL_DEFAULT_AGGREGATE_MAX_BYTES;
     let workloads = [
         Workload {

@@ -48,6 +48,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use clap::Parser;
+use kinesis_integration_tests::bench::args::{
+    ConsumerBenchArgs as Args, ConsumerBenchRole, Implementation as Impl, Scenario,
+};
+use kinesis_integration_tests::bench::start_stand_in;
 use kinesis_integration_tests::consumer_worker::{self, WorkerProcess};
 use kinesis_integration_tests::cpu_time::CpuTime;
 use kinesis_integration_tests::ferrokinesis_process::{FerrokinesisProcess, serve};
@@ -60,122 +65,21 @@ use tokio::time::Instant;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const SERVE_FLAG: &str = "--serve-ferrokinesis";
 const WORKER_FLAG: &str = "--worker";
-const USAGE: &str = "usage: consumer-bench [--records N] [--plain-records N] [--idle-seconds S] \
-                     [--failover-secs S] [--kills N] [--only ours|kcl-rs] \
-                     [--scenario drain|failover|churn|balance|split|cost|latency|fan-out-drain]...";
-
-struct Args {
-    records: u64,
-    plain_records: u64,
-    idle: Duration,
-    failover: Duration,
-    /// Kills in the churn scenario.
-    kills: u64,
-    impls: Vec<Impl>,
-    /// Scenario names to run (empty: all).
-    scenarios: Vec<String>,
-}
-
-const SCENARIOS: [&str; 8] = [
-    "drain",
-    "failover",
-    "churn",
-    "balance",
-    "split",
-    "cost",
-    "latency",
-    "fan-out-drain",
-];
-
-/// Whose worker runs a scenario.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Impl {
-    Ours,
-    /// kcl-rs in polling mode, through `peers/consumer_peer.py`.
-    KclRs,
-}
-
-impl Impl {
-    fn name(self) -> &'static str {
-        match self {
-            Impl::Ours => "ours",
-            Impl::KclRs => "kcl-rs",
-        }
-    }
-
-    /// How long to wait for something: kcl-rs takes tens of seconds to start and to fail over.
-    fn patience(self, ours: Duration) -> Duration {
-        match self {
-            Impl::Ours => ours,
-            Impl::KclRs => ours.max(Duration::from_secs(180)),
-        }
-    }
-}
 
 fn main() -> Result<(), BoxError> {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match argv.first().map(String::as_str) {
-        Some(SERVE_FLAG) => {
-            return Ok(runtime.block_on(serve(FerrokinesisOptions::new(), true))?);
+    match args.role.take() {
+        Some(ConsumerBenchRole::ServeFerrokinesis(stand_in)) => {
+            let options = FerrokinesisOptions::new().enforce_limits(stand_in.enforce_limits);
+            Ok(runtime.block_on(serve(options, true))?)
         }
-        Some(WORKER_FLAG) => {
-            return runtime.block_on(consumer_worker::run(argv.into_iter().skip(1)));
-        }
-        _ => {}
+        Some(ConsumerBenchRole::Worker(worker)) => runtime.block_on(consumer_worker::run(worker)),
+        None => runtime.block_on(run(args)),
     }
-    let args = parse_args(&argv)?;
-    runtime.block_on(run(args))
-}
-
-fn parse_args(argv: &[String]) -> Result<Args, BoxError> {
-    let mut args = Args {
-        records: 1_000_000,
-        plain_records: 200_000,
-        idle: Duration::from_secs(60),
-        failover: Duration::from_secs(10),
-        kills: 10,
-        impls: vec![Impl::Ours, Impl::KclRs],
-        scenarios: Vec::new(),
-    };
-    let mut it = argv.iter();
-    while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-        if flag == "--scenario" {
-            if !SCENARIOS.contains(&value.as_str()) {
-                return Err(format!("--scenario {value:?}: one of {SCENARIOS:?}\n{USAGE}").into());
-            }
-            args.scenarios.push(value.clone());
-            continue;
-        }
-        if flag == "--only" {
-            args.impls = match value.as_str() {
-                "ours" => vec![Impl::Ours],
-                "kcl-rs" => vec![Impl::KclRs],
-                other => return Err(format!("--only {other:?}: ours or kcl-rs\n{USAGE}").into()),
-            };
-            continue;
-        }
-        let number: u64 = value
-            .replace('_', "")
-            .parse()
-            .map_err(|_| format!("{flag} {value:?} is not a number\n{USAGE}"))?;
-        match flag.as_str() {
-            "--records" => args.records = number.max(1),
-            "--plain-records" => args.plain_records = number,
-            "--idle-seconds" => args.idle = Duration::from_secs(number.max(10)),
-            "--failover-secs" => args.failover = Duration::from_secs(number.max(2)),
-            "--kills" => args.kills = number.max(1),
-            other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
-        }
-    }
-    Ok(args)
 }
 
 /// The stand-ins every scenario uses.
@@ -265,30 +169,28 @@ async fn run(args: Args) -> Result<(), BoxError> {
         KCL_RS
     );
     println!("machine: {}", machine());
-    if args.impls.contains(&Impl::KclRs) {
+    if args.implementations().contains(&Impl::KclRs) {
         kcl_rs_command()?;
     }
     let exe = std::env::current_exe()?;
-    let mut command = Command::new(&exe);
-    command.arg(SERVE_FLAG);
-    let kinesis = FerrokinesisProcess::spawn(command).await?;
+    let kinesis = start_stand_in(false).await?;
     let dynamodb = DynamoDbLocal::start().await?;
     let stage = Stage {
         client: kinesis.client(),
         kinesis,
         dynamodb,
         exe,
-        failover: args.failover,
+        failover: args.failover(),
     };
     println!(
         "stand-ins: ferrokinesis in a child process ({}), DynamoDB Local ({}); workers are child \
          processes; our failover time {:?}",
         stage.kinesis.endpoint(),
         stage.dynamodb.endpoint(),
-        args.failover
+        args.failover()
     );
     let mut results = Results::default();
-    for &kind in &args.impls {
+    for kind in args.implementations() {
         println!("\n===== {} =====", kind.name());
         let outcome = scenarios(&stage, &args, kind, &mut results).await;
         if let Err(error) = outcome {
@@ -308,7 +210,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     println!(
         "  goals: cold start <= 2 s; failover <= {} s; children within 2 s; drain >= 2x kcl-rs; \
          lease table no costlier than the KCL's",
-        (args.failover + Duration::from_secs(3)).as_secs()
+        (args.failover() + Duration::from_secs(3)).as_secs()
     );
     Ok(())
 }
@@ -319,33 +221,32 @@ async fn scenarios(
     kind: Impl,
     results: &mut Results,
 ) -> Result<(), BoxError> {
-    let wanted = |name: &str| args.scenarios.is_empty() || args.scenarios.iter().any(|s| s == name);
-    if wanted("drain") {
+    if args.runs(Scenario::Drain) {
         drain(stage, kind, true, args.records, false, results).await?;
         if args.plain_records > 0 {
             drain(stage, kind, false, args.plain_records, false, results).await?;
         }
     }
-    if wanted("failover") {
+    if args.runs(Scenario::Failover) {
         failover(stage, kind, results).await?;
     }
-    if wanted("churn") {
+    if args.runs(Scenario::Churn) {
         churn(stage, args.kills, kind, results).await?;
     }
-    if wanted("balance") {
+    if args.runs(Scenario::Balance) {
         balance(stage, kind, results).await?;
     }
-    if wanted("split") {
+    if args.runs(Scenario::Split) {
         child_start(stage, kind, results).await?;
     }
-    if wanted("cost") {
+    if args.runs(Scenario::Cost) {
         lease_cost(stage, args, kind, results).await?;
     }
-    if wanted("latency") {
+    if args.runs(Scenario::Latency) {
         latency(stage, kind, false, results).await?;
         latency(stage, kind, true, results).await?;
     }
-    if wanted("fan-out-drain") {
+    if args.runs(Scenario::FanOutDrain) {
         drain(stage, kind, true, args.records, true, results).await?;
         if args.plain_records > 0 {
             drain(stage, kind, false, args.plain_records, true, results).await?;
@@ -926,7 +827,7 @@ async fn lease_cost(
 ) -> Result<(), BoxError> {
     println!(
         "\n(5) lease table cost: 2 idle workers on 8 shards for {:?}",
-        args.idle
+        args.idle()
     );
     let stream = unique_name("bench-idle");
     create_stream(&stage.client, &stream, 8).await?;
@@ -954,14 +855,14 @@ async fn lease_cost(
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = counter.stats().calls;
-    tokio::time::sleep(args.idle).await;
+    tokio::time::sleep(args.idle()).await;
     let after = counter.stats().calls;
     let calls: BTreeMap<String, u64> = after
         .iter()
         .map(|(op, n)| (op.clone(), n - before.get(op).copied().unwrap_or(0)))
         .filter(|(_, n)| *n > 0)
         .collect();
-    let lease_hours = 8.0 * args.idle.as_secs_f64() / 3600.0;
+    let lease_hours = 8.0 * args.idle().as_secs_f64() / 3600.0;
     let count = |ops: &[&str]| {
         ops.iter()
             .map(|op| calls.get(*op).copied().unwrap_or(0))
@@ -993,7 +894,7 @@ async fn lease_cost(
     println!(
         "  per lease-hour: {writes:.0} write units, {reads:.0} read units ({equivalent:.0} write-unit \
          equivalents); calls in {:?}: {calls:?}",
-        args.idle
+        args.idle()
     );
     results.put(
         "lease table, idle: write units per lease-hour",

@@ -3,7 +3,10 @@
 
 #![forbid(unsafe_code)]
 
+use clap::Parser;
+use kinesis_integration_tests::consumer_worker::{self, WorkerArgs};
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    kinesis_integration_tests::consumer_worker::run(std::env::args().skip(1)).await
+    consumer_worker::run(WorkerArgs::parse()).await
 }

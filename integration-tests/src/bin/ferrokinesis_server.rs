@@ -14,34 +14,57 @@
 
 #![forbid(unsafe_code)]
 
+use clap::Parser;
 use kinesis_integration_tests::FerrokinesisOptions;
 use kinesis_integration_tests::ferrokinesis_process::serve;
 
-const USAGE: &str = "usage: ferrokinesis-server [--port N] [--enforce-limits] [--ignore-stdin]";
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferrokinesis-server",
+    about = "The ferrokinesis stand-in in a process of its own, on 127.0.0.1",
+    args_override_self = true
+)]
+struct Args {
+    /// The port (0, the default, takes any free port).
+    #[arg(long, value_name = "N")]
+    port: Option<u16>,
+    /// Throttle writes per shard (1 MiB/s and 1000 records/s) as Kinesis does.
+    #[arg(long)]
+    enforce_limits: bool,
+    /// Run until killed instead of stopping when stdin ends.
+    #[arg(long)]
+    ignore_stdin: bool,
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut options = FerrokinesisOptions::new();
-    let mut watch_stdin = true;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--port" => {
-                let port = args.next().ok_or(USAGE)?;
-                let port: u16 = port
-                    .parse()
-                    .map_err(|e| format!("--port {port:?}: {e}\n{USAGE}"))?;
-                options = options.port(port);
-            }
-            "--enforce-limits" => options = options.enforce_limits(true),
-            "--ignore-stdin" => watch_stdin = false,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
+    let args = Args::parse();
+    let mut options = FerrokinesisOptions::new().enforce_limits(args.enforce_limits);
+    if let Some(port) = args.port {
+        options = options.port(port);
+    }
+    serve(options, !args.ignore_stdin).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn flags_parse_and_a_bad_port_is_refused() {
+        Args::command().debug_assert();
+        let args =
+            Args::try_parse_from(["ferrokinesis-server", "--port", "4567", "--enforce-limits"])
+                .unwrap();
+        assert_eq!(args.port, Some(4567));
+        assert!(args.enforce_limits && !args.ignore_stdin);
+        for bad in [&["--port", "65536"][..], &["--port", "-1"], &["--bogus"]] {
+            let argv = std::iter::once("ferrokinesis-server").chain(bad.iter().copied());
+            assert!(Args::try_parse_from(argv).is_err(), "{bad:?}");
         }
     }
-    serve(options, watch_stdin).await?;
-    Ok(())
 }

@@ -36,27 +36,29 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::{BTreeMap, HashMap};
 use std::error::Error;
-use std::process::Command;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use clap::Parser;
 use kinesis_aggregation::{HashKey, HashKeyRange};
 use kinesis_integration_tests::FerrokinesisOptions;
+use kinesis_integration_tests::bench::args::{
+    ProducerBenchArgs as Args, ProducerBenchRole, ProducerPart,
+};
+use kinesis_integration_tests::bench::read_back::{StreamCheck, check_stream, read_back_receipts};
+use kinesis_integration_tests::bench::receipts::{THROTTLED, Tally, spawn_receipt_consumer};
+use kinesis_integration_tests::bench::sampler::{Sample, Sampler, install_recorder};
+use kinesis_integration_tests::bench::start_stand_in;
 use kinesis_integration_tests::cpu_time::CpuTime;
 use kinesis_integration_tests::ferrokinesis_process::{FerrokinesisProcess, serve};
-use kinesis_integration_tests::fixtures::{create_stream, open_shards, read_shards, unique_name};
+use kinesis_integration_tests::fixtures::{create_stream, open_shards, unique_name};
 use kinesis_integration_tests::peers::{
     Peer, ProduceReport, ProduceRequest, balanced_keys, bench_block, produce_keys,
-    produce_record_data, produce_record_index,
+    produce_record_data,
 };
 use kinesis_integration_tests::sdk::REGION;
 use kinesis_integration_tests::tools::{machine, program_version, thousands};
-use kinesis_producer::{
-    Error as ProducerError, Failure, Producer, Receipt, SHARD_BYTES_PER_SECOND, UserRecord,
-};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use tokio::sync::mpsc;
+use kinesis_producer::{Producer, SHARD_BYTES_PER_SECOND, UserRecord};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -64,42 +66,20 @@ const SHARDS: i32 = 4;
 const DATA_LEN: usize = 100;
 /// Receipts travel to the task awaiting them in chunks of this many.
 const CHUNK: usize = 10_000;
-const THROTTLED: &str = "ProvisionedThroughputExceededException";
-const SERVE_FLAG: &str = "--serve-ferrokinesis";
 
 const TARGET_CPU_PER_MILLION: f64 = 1.0;
 const TARGET_RATIO: f64 = 20.0;
 const TARGET_SHARE: f64 = 0.90;
 
-const USAGE: &str = "usage: producer-bench [--records N] [--aiokpl-records N] [--keys N] \
-                     [--seconds S] [--only cpu|limits|moderate] [--per-second] \
-                     [--unbalanced-keys] [--rate-limit-percent P] [--moderate-seconds S]";
-
-struct Args {
-    records: u64,
-    aiokpl_records: u64,
-    keys: usize,
-    seconds: f64,
-    cpu: bool,
-    limits: bool,
-    moderate: bool,
-    moderate_seconds: f64,
-    per_second: bool,
-    unbalanced_keys: bool,
-    rate_limit_percent: Option<u32>,
-}
-
 fn main() -> Result<(), BoxError> {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    if argv.first().map(String::as_str) == Some(SERVE_FLAG) {
-        let enforce = argv.iter().any(|a| a == "--enforce-limits");
-        let options = FerrokinesisOptions::new().enforce_limits(enforce);
+    if let Some(ProducerBenchRole::ServeFerrokinesis(stand_in)) = &args.role {
+        let options = FerrokinesisOptions::new().enforce_limits(stand_in.enforce_limits);
         return Ok(runtime.block_on(serve(options, true))?);
     }
-    let args = parse_args(&argv)?;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -110,88 +90,9 @@ fn main() -> Result<(), BoxError> {
     runtime.block_on(run(args))
 }
 
-fn parse_args(argv: &[String]) -> Result<Args, BoxError> {
-    let mut args = Args {
-        records: 1_000_000,
-        aiokpl_records: 200_000,
-        keys: 64,
-        seconds: 30.0,
-        cpu: true,
-        limits: true,
-        moderate: true,
-        moderate_seconds: 20.0,
-        per_second: false,
-        unbalanced_keys: false,
-        rate_limit_percent: None,
-    };
-    let mut it = argv.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--records" => args.records = count(flag, value()?)?,
-            "--aiokpl-records" => args.aiokpl_records = count(flag, value()?)?,
-            "--keys" => args.keys = usize::try_from(count(flag, value()?)?)?,
-            "--seconds" => {
-                let text = value()?;
-                args.seconds = text
-                    .parse()
-                    .map_err(|e| format!("{flag} {text:?}: {e}\n{USAGE}"))?;
-            }
-            "--only" => {
-                let only = value()?.as_str();
-                if !["cpu", "limits", "moderate"].contains(&only) {
-                    return Err(format!("--only {only:?}: cpu, limits or moderate\n{USAGE}").into());
-                }
-                args.cpu = only == "cpu";
-                args.limits = only == "limits";
-                args.moderate = only == "moderate";
-            }
-            "--moderate-seconds" => {
-                let text = value()?;
-                args.moderate_seconds = text
-                    .parse()
-                    .map_err(|e| format!("{flag} {text:?}: {e}\n{USAGE}"))?;
-            }
-            "--per-second" => args.per_second = true,
-            "--unbalanced-keys" => args.unbalanced_keys = true,
-            "--rate-limit-percent" => {
-                args.rate_limit_percent = Some(u32::try_from(count(flag, value()?)?)?);
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
-        }
-    }
-    if args.records == 0 || args.keys == 0 || args.seconds <= 0.0 {
-        return Err(format!("--records, --keys and --seconds must be positive\n{USAGE}").into());
-    }
-    Ok(args)
-}
-
-/// A count such as `1000000`, `1_000_000` or `1e6`.
-fn count(flag: &str, text: &str) -> Result<u64, BoxError> {
-    let clean = text.replace('_', "");
-    clean
-        .parse::<u64>()
-        .ok()
-        .or_else(|| {
-            clean
-                .parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite() && *v >= 0.0 && v.fract() == 0.0)
-                .map(|v| v as u64)
-        })
-        .ok_or_else(|| format!("{flag} {text:?} is not a count\n{USAGE}").into())
-}
-
 async fn run(args: Args) -> Result<(), BoxError> {
     // Fail early, naming the install script, if aiokpl is missing.
-    if args.cpu && args.aiokpl_records > 0 {
+    if args.runs(ProducerPart::Cpu) && args.aiokpl_records > 0 {
         Peer::Aiokpl.script_command("producer_peer.py")?;
     }
     println!(
@@ -214,13 +115,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
     );
     let block = bench_block();
     let mut summary = Vec::new();
-    if args.cpu {
+    if args.runs(ProducerPart::Cpu) {
         cpu_cost(&args, &block, &mut summary).await?;
     }
-    if args.limits {
+    if args.runs(ProducerPart::Limits) {
         under_limits(&args, &block, &mut summary).await?;
     }
-    if args.moderate {
+    if args.runs(ProducerPart::Moderate) {
         moderate_rate(&args, &block, &mut summary).await?;
     }
     println!("\nsummary (targets are goals to read against, not assertions):");
@@ -234,7 +135,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
 
 async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Result<(), BoxError> {
     println!("\n(1) CPU cost: stand-in limits off, every receipt awaited");
-    let server = start_server(false).await?;
+    let server = start_stand_in(false).await?;
     println!(
         "  stand-in: ferrokinesis, pid {}, {}",
         server.pid(),
@@ -426,7 +327,7 @@ async fn ours_cpu_run(
     let server_cpu = (server.cpu_time()? - server_cpu0).total();
     tally.refused = refused;
 
-    let stream = check_stream(&client, &stream, n).await?;
+    let stream = check_stream(&client, &stream, n, DATA_LEN).await?;
     Ok(OursCpuRun {
         n,
         cpu,
@@ -510,7 +411,7 @@ async fn aiokpl_cpu_run(
     let server_cpu0 = server.cpu_time()?;
     let report = tokio::task::spawn_blocking(move || Peer::Aiokpl.produce(&request)).await??;
     let server_cpu = (server.cpu_time()? - server_cpu0).total();
-    let stream = check_stream(&client, &stream, n).await?;
+    let stream = check_stream(&client, &stream, n, DATA_LEN).await?;
 
     let per_million = report.produce.cpu() * 1e6 / report.records as f64;
     println!(
@@ -592,7 +493,7 @@ async fn under_limits(
          (fixed 1 s windows, data bytes), {SHARDS} shards: write limit {:.0} bytes/s",
         SHARDS as f64 * SHARD_BYTES_PER_SECOND
     );
-    let server = start_server(true).await?;
+    let server = start_stand_in(true).await?;
     let client = server.client();
     println!(
         "  stand-in: ferrokinesis, pid {}, {}",
@@ -650,10 +551,10 @@ async fn under_limits(
     let (metrics, samples) = sampler.finish().await?;
 
     eprintln!("[limits] reading the stream back ...");
-    let read = read_back_receipts(&client, &stream, &tally, fed).await?;
+    let limit = SHARDS as f64 * SHARD_BYTES_PER_SECOND;
+    let read = read_back_receipts(&client, &stream, &tally.acked, fed, DATA_LEN, limit).await?;
     let served = server.stop().await?;
 
-    let limit = SHARDS as f64 * SHARD_BYTES_PER_SECOND;
     let payload = tally.delivered as f64 * DATA_LEN as f64;
     let share = payload / total_wall.as_secs_f64() / limit;
     match args.rate_limit_percent {
@@ -789,131 +690,6 @@ async fn under_limits(
     Ok(())
 }
 
-fn install_recorder() -> Result<Snapshotter, BoxError> {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    recorder
-        .install()
-        .map_err(|e| format!("installing the metrics recorder: {e}"))?;
-    Ok(snapshotter)
-}
-
-/// Counter totals over every label set, and `ERRORS_BY_CODE` per error code.
-#[derive(Default)]
-struct MetricTotals {
-    counters: BTreeMap<String, u64>,
-    errors_by_code: BTreeMap<String, u64>,
-}
-
-impl MetricTotals {
-    fn counter(&self, name: &str) -> u64 {
-        self.counters.get(name).copied().unwrap_or(0)
-    }
-
-    fn errors(&self, code: &str) -> u64 {
-        self.errors_by_code.get(code).copied().unwrap_or(0)
-    }
-
-    fn total_errors(&self) -> u64 {
-        self.errors_by_code.values().sum()
-    }
-}
-
-/// One second of the producer's metrics.
-struct Sample {
-    at: Duration,
-    totals: MetricTotals,
-    /// The last rate factor each shard reported in the second (shard id order).
-    rate_factors: BTreeMap<String, f64>,
-    /// Records admitted and not resolved, as last reported in the second.
-    pending: Option<f64>,
-}
-
-/// Takes a snapshot of the debugging recorder every second. A snapshot resets its counters, so
-/// the samples are per-second deltas; `totals` is their sum.
-struct Sampler {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<(MetricTotals, Vec<Sample>)>,
-}
-
-impl Sampler {
-    fn start(snapshotter: Snapshotter, started: Instant) -> Self {
-        let (stop, mut stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            let mut totals = MetricTotals::default();
-            let mut samples = Vec::new();
-            let mut tick = tokio::time::interval_at(
-                tokio::time::Instant::from_std(started) + Duration::from_secs(1),
-                Duration::from_secs(1),
-            );
-            loop {
-                let last = tokio::select! {
-                    _ = tick.tick() => false,
-                    _ = &mut stopped => true,
-                };
-                let sample = take_sample(&snapshotter, started.elapsed());
-                for (name, n) in &sample.totals.counters {
-                    *totals.counters.entry(name.clone()).or_default() += n;
-                }
-                for (code, n) in &sample.totals.errors_by_code {
-                    *totals.errors_by_code.entry(code.clone()).or_default() += n;
-                }
-                samples.push(sample);
-                if last {
-                    return (totals, samples);
-                }
-            }
-        });
-        Self { stop, task }
-    }
-
-    async fn finish(self) -> Result<(MetricTotals, Vec<Sample>), BoxError> {
-        let _ = self.stop.send(());
-        Ok(self.task.await?)
-    }
-}
-
-fn take_sample(snapshotter: &Snapshotter, at: Duration) -> Sample {
-    use kinesis_producer::metrics as m;
-    let mut sample = Sample {
-        at,
-        totals: MetricTotals::default(),
-        rate_factors: BTreeMap::new(),
-        pending: None,
-    };
-    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-        let name = key.key().name();
-        let label = |wanted: &str| {
-            key.key()
-                .labels()
-                .find(|l| l.key() == wanted)
-                .map_or_else(|| "unknown".to_owned(), |l| l.value().to_owned())
-        };
-        match value {
-            DebugValue::Counter(n) => {
-                if name == m::ERRORS_BY_CODE {
-                    *sample
-                        .totals
-                        .errors_by_code
-                        .entry(label("error_code"))
-                        .or_default() += n;
-                }
-                *sample.totals.counters.entry(name.to_owned()).or_default() += n;
-            }
-            // A snapshot resets gauges to 0: 0 means "not reported in this second".
-            DebugValue::Gauge(v) if v.0 != 0.0 => {
-                if name == m::SHARD_RATE_FACTOR {
-                    sample.rate_factors.insert(label("shard_id"), v.0);
-                } else if name == m::USER_RECORDS_PENDING {
-                    sample.pending = Some(v.0);
-                }
-            }
-            _ => {}
-        }
-    }
-    sample
-}
-
 fn print_samples(samples: &[Sample]) {
     use kinesis_producer::metrics as m;
     let limit = SHARDS as f64 * SHARD_BYTES_PER_SECOND;
@@ -946,255 +722,6 @@ fn print_samples(samples: &[Sample]) {
             sample.pending.map_or_else(|| "-".to_owned(), thousands),
         );
     }
-}
-
-// --- receipts ----------------------------------------------------------------------------------------
-
-/// What the receipts said.
-#[derive(Default)]
-struct Tally {
-    delivered: u64,
-    failures: BTreeMap<String, u64>,
-    refused: u64,
-    attempts: u64,
-    throttled_attempts: u64,
-    records_throttled: u64,
-    /// (sequence number, subsequence number, record index) of every delivery, when kept.
-    acked: Vec<(String, u64, u64)>,
-    /// When the last receipt resolved.
-    finished: Option<Instant>,
-}
-
-impl Tally {
-    fn failed_total(&self) -> u64 {
-        self.failures.values().sum()
-    }
-
-    fn failures_text(&self) -> String {
-        if self.failures.is_empty() {
-            return String::new();
-        }
-        let kinds: Vec<String> = self
-            .failures
-            .iter()
-            .map(|(kind, n)| format!("{kind}: {n}"))
-            .collect();
-        format!(" ({})", kinds.join(", "))
-    }
-}
-
-type ReceiptChunk = Vec<(u64, Receipt)>;
-
-/// A task awaiting receipts as they come, so the put loop never waits on them.
-fn spawn_receipt_consumer(
-    keep: bool,
-) -> (
-    mpsc::UnboundedSender<ReceiptChunk>,
-    tokio::task::JoinHandle<Tally>,
-) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<ReceiptChunk>();
-    let task = tokio::spawn(async move {
-        let mut tally = Tally::default();
-        while let Some(chunk) = rx.recv().await {
-            for (index, receipt) in chunk {
-                match receipt.await {
-                    Ok(delivery) => {
-                        tally.delivered += 1;
-                        tally.attempts += delivery.attempts().len() as u64;
-                        let throttled = delivery
-                            .attempts()
-                            .iter()
-                            .filter(|a| a.error.as_ref().is_some_and(|e| e.code == THROTTLED))
-                            .count() as u64;
-                        tally.throttled_attempts += throttled;
-                        tally.records_throttled += u64::from(throttled > 0);
-                        if keep {
-                            tally.acked.push((
-                                delivery.sequence_number().to_owned(),
-                                delivery.sub_sequence_number(),
-                                index,
-                            ));
-                        }
-                    }
-                    Err(failure) => {
-                        tally.attempts += failure.attempts.len() as u64;
-                        *tally.failures.entry(failure_kind(&failure)).or_default() += 1;
-                    }
-                }
-            }
-        }
-        tally.finished = Some(Instant::now());
-        tally
-    });
-    (tx, task)
-}
-
-fn failure_kind(failure: &Failure) -> String {
-    match &failure.error {
-        ProducerError::Expired { last_error, .. } => format!(
-            "Expired (last error {})",
-            last_error.as_deref().unwrap_or("none")
-        ),
-        ProducerError::Throttled { .. } => "Throttled".into(),
-        ProducerError::Rejected { code, .. } => format!("Rejected ({code})"),
-        ProducerError::Cancelled => "Cancelled".into(),
-        ProducerError::ShutDown => "ShutDown".into(),
-        other => other.to_string(),
-    }
-}
-
-// --- the stream --------------------------------------------------------------------------------------
-
-/// The stream read back as a KCL consumer sees it, against the indices `0..n` put.
-struct StreamCheck {
-    n: u64,
-    user_records: u64,
-    distinct: u64,
-    duplicates: u64,
-    foreign: u64,
-    dropped: u64,
-}
-
-impl StreamCheck {
-    fn describe(&self) -> String {
-        format!(
-            "{} user records, {} of the {} put present ({} missing), {} duplicates, {} not ours, \
-             {} in aggregates a KCL consumer drops (shard range rule)",
-            thousands(self.user_records as f64),
-            thousands(self.distinct as f64),
-            thousands(self.n as f64),
-            thousands((self.n - self.distinct) as f64),
-            self.duplicates,
-            self.foreign,
-            self.dropped
-        )
-    }
-}
-
-/// Counts, per record index, how often it appears in the stream.
-fn tally_indices<'a>(
-    n: u64,
-    records: impl Iterator<Item = &'a kinesis_aggregation::DeaggregatedRecord>,
-    dropped: u64,
-) -> StreamCheck {
-    let mut seen = vec![0u8; n as usize];
-    let mut check = StreamCheck {
-        n,
-        user_records: 0,
-        distinct: 0,
-        duplicates: 0,
-        foreign: 0,
-        dropped,
-    };
-    for record in records {
-        check.user_records += 1;
-        match produce_record_index(&record.data).filter(|i| *i < n && record.data.len() == DATA_LEN)
-        {
-            Some(i) => {
-                let count = &mut seen[i as usize];
-                if *count == 0 {
-                    check.distinct += 1;
-                } else {
-                    check.duplicates += 1;
-                }
-                *count = count.saturating_add(1);
-            }
-            None => check.foreign += 1,
-        }
-    }
-    check
-}
-
-async fn check_stream(
-    client: &aws_sdk_kinesis::Client,
-    stream: &str,
-    n: u64,
-) -> Result<StreamCheck, BoxError> {
-    let shards = read_shards(client, stream).await?;
-    let dropped = shards.iter().map(|s| s.dropped.len() as u64).sum();
-    Ok(tally_indices(
-        n,
-        shards.iter().flat_map(|s| s.records.iter()),
-        dropped,
-    ))
-}
-
-struct Steady {
-    seconds: usize,
-    mean: f64,
-    min: f64,
-    max: f64,
-    /// Every second's share, the partial first and last included.
-    series: Vec<f64>,
-}
-
-struct ReadBack {
-    check: StreamCheck,
-    lost: u64,
-    mismatched: u64,
-    steady: Option<Steady>,
-}
-
-/// Reads the stream back: is every acknowledged record at its (sequence, subsequence), and how
-/// much user payload arrived in each second.
-async fn read_back_receipts(
-    client: &aws_sdk_kinesis::Client,
-    stream: &str,
-    tally: &Tally,
-    n: u64,
-) -> Result<ReadBack, BoxError> {
-    let shards = read_shards(client, stream).await?;
-    let dropped = shards.iter().map(|s| s.dropped.len() as u64).sum();
-    let records = || shards.iter().flat_map(|s| s.records.iter());
-    let check = tally_indices(n, records(), dropped);
-
-    let mut at: HashMap<(&str, u64), Option<u64>> = HashMap::with_capacity(records().count());
-    let mut per_second: BTreeMap<u64, u64> = BTreeMap::new();
-    for record in records() {
-        at.insert(
-            (&*record.sequence_number, record.sub_sequence_number),
-            produce_record_index(&record.data),
-        );
-        if let Some(arrival) = record.approximate_arrival_timestamp {
-            let second = arrival
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            *per_second.entry(second).or_default() += record.data.len() as u64;
-        }
-    }
-    let (mut lost, mut mismatched) = (0, 0);
-    for (sequence, sub, index) in &tally.acked {
-        match at.get(&(&**sequence, *sub)) {
-            None => lost += 1,
-            Some(found) if *found != Some(*index) => mismatched += 1,
-            Some(_) => {}
-        }
-    }
-
-    // Whole seconds only: the first and last are partial.
-    let limit = SHARDS as f64 * SHARD_BYTES_PER_SECOND;
-    let inner: Vec<f64> = per_second
-        .values()
-        .skip(1)
-        .take(per_second.len().saturating_sub(2))
-        .map(|bytes| *bytes as f64 / limit)
-        .collect();
-    let steady = (!inner.is_empty()).then(|| Steady {
-        seconds: inner.len(),
-        mean: inner.iter().sum::<f64>() / inner.len() as f64,
-        min: inner.iter().copied().fold(f64::INFINITY, f64::min),
-        max: inner.iter().copied().fold(0.0, f64::max),
-        series: per_second
-            .values()
-            .map(|bytes| *bytes as f64 / limit)
-            .collect(),
-    });
-    Ok(ReadBack {
-        check,
-        lost,
-        mismatched,
-        steady,
-    })
 }
 
 // --- helpers -----------------------------------------------------------------------------------------
@@ -1266,7 +793,7 @@ async fn moderate_rate(
         args.moderate_seconds,
         linger.as_millis()
     );
-    let server = start_server(false).await?;
+    let server = start_stand_in(false).await?;
     let faults = kinesis_integration_tests::FaultController::new(3);
     let proxy =
         kinesis_integration_tests::FaultProxy::start(server.endpoint(), faults.clone()).await?;
@@ -1396,16 +923,6 @@ async fn moderate_run(
         p99: at(0.99),
         failed,
     })
-}
-
-/// This binary re-executed as a ferrokinesis server.
-async fn start_server(enforce_limits: bool) -> Result<FerrokinesisProcess, BoxError> {
-    let mut command = Command::new(std::env::current_exe()?);
-    command.arg(SERVE_FLAG);
-    if enforce_limits {
-        command.arg("--enforce-limits");
-    }
-    Ok(FerrokinesisProcess::spawn(command).await?)
 }
 
 fn verdict(met: bool) -> &'static str {

@@ -1,0 +1,499 @@
+//! The benchmarks' command lines, parsed with clap, and the value parsers they share. A value
+//! out of range is refused with an error naming the flag and the range (nothing is clamped).
+//!
+//! Each benchmark binary also takes the hidden forms it is re-executed with:
+//! `--serve-ferrokinesis [--enforce-limits]` (its child stand-in, see [`super::start_stand_in`])
+//! and, for `consumer-bench`, `--worker <worker arguments>` (see [`crate::consumer_worker`]).
+
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use clap::builder::TypedValueParser;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::consumer_worker::WorkerArgs;
+
+/// The stand-in a benchmark re-executes itself as (`--serve-ferrokinesis`).
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+pub struct StandInArgs {
+    /// Throttle writes per shard (1 MiB/s and 1000 records/s) as Kinesis does.
+    #[arg(long)]
+    pub enforce_limits: bool,
+}
+
+/// `producer-bench`'s command line.
+#[derive(Clone, Debug, PartialEq, Parser)]
+#[command(
+    name = "producer-bench",
+    about = "What kinesis-producer costs and how close it gets to the write limit, next to aiokpl",
+    args_override_self = true,
+    args_conflicts_with_subcommands = true
+)]
+pub struct ProducerBenchArgs {
+    /// Records of the CPU-cost run, ours (`1000000`, `1_000_000` or `1e6`).
+    #[arg(long, allow_negative_numbers = true, default_value = "1000000", value_parser = count_in(1..=u64::MAX))]
+    pub records: u64,
+    /// Records of aiokpl's CPU-cost run (0: aiokpl does not run).
+    #[arg(long, allow_negative_numbers = true, default_value = "200000", value_parser = count_in(0..=u64::MAX))]
+    pub aiokpl_records: u64,
+    /// Partition keys.
+    #[arg(long, allow_negative_numbers = true, default_value = "64", value_parser = count_in(1..=u64::MAX).try_map(usize::try_from))]
+    pub keys: usize,
+    /// How long part 2 puts, in seconds.
+    #[arg(long, allow_negative_numbers = true, default_value = "30", value_parser = positive_seconds)]
+    pub seconds: f64,
+    /// Run one part only.
+    #[arg(long, value_enum)]
+    pub only: Option<ProducerPart>,
+    /// How long each run of part 3 puts, in seconds.
+    #[arg(long, allow_negative_numbers = true, default_value = "20", value_parser = positive_seconds)]
+    pub moderate_seconds: f64,
+    /// Print the producer's metrics second by second in part 2.
+    #[arg(long)]
+    pub per_second: bool,
+    /// Keys `pk-0` .. `pk-{N-1}` as they fall, instead of as many on each shard as on the others.
+    #[arg(long)]
+    pub unbalanced_keys: bool,
+    /// Part 2 with this `rate_limit_percent` instead of the producer's default.
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_parser = count_in(1..=kinesis_producer::MAX_RATE_LIMIT_PERCENT.into()).map(|n| n as u32)
+    )]
+    pub rate_limit_percent: Option<u32>,
+    /// The re-executed forms (hidden).
+    #[command(subcommand)]
+    pub role: Option<ProducerBenchRole>,
+}
+
+/// A part of `producer-bench`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProducerPart {
+    /// (1) CPU cost.
+    Cpu,
+    /// (2) Throughput under limits.
+    Limits,
+    /// (3) Moderate rate.
+    Moderate,
+}
+
+impl ProducerBenchArgs {
+    /// Whether `part` runs (every part, unless `--only` names one).
+    pub fn runs(&self, part: ProducerPart) -> bool {
+        self.only.is_none_or(|only| only == part)
+    }
+}
+
+/// What `producer-bench` is re-executed as.
+#[derive(Clone, Debug, PartialEq, Eq, Subcommand)]
+pub enum ProducerBenchRole {
+    /// Serve ferrokinesis: the benchmark's child stand-in.
+    #[command(long_flag = "serve-ferrokinesis", hide = true)]
+    ServeFerrokinesis(StandInArgs),
+}
+
+/// `consumer-bench`'s command line.
+#[derive(Clone, Debug, PartialEq, Parser)]
+#[command(
+    name = "consumer-bench",
+    about = "What kinesis-consumer does in the situations its users care about, next to kcl-rs",
+    args_override_self = true,
+    args_conflicts_with_subcommands = true
+)]
+pub struct ConsumerBenchArgs {
+    /// Aggregated records of the drain's backlog.
+    #[arg(long, allow_negative_numbers = true, default_value = "1000000", value_parser = count_in(1..=u64::MAX))]
+    pub records: u64,
+    /// Plain records of the drain's second backlog (0: none).
+    #[arg(long, allow_negative_numbers = true, default_value = "200000", value_parser = count_in(0..=u64::MAX))]
+    pub plain_records: u64,
+    /// How long the lease-table cost is measured, in seconds (at least 10).
+    #[arg(long, allow_negative_numbers = true, default_value = "60", value_parser = count_in(10..=u64::MAX))]
+    pub idle_seconds: u64,
+    /// Our workers' failover time, in seconds (at least 2; kcl-rs keeps its own 10 s).
+    #[arg(long, allow_negative_numbers = true, default_value = "10", value_parser = count_in(2..=u64::MAX))]
+    pub failover_secs: u64,
+    /// Kills in the churn scenario (at least 1).
+    #[arg(long, allow_negative_numbers = true, default_value = "10", value_parser = count_in(1..=u64::MAX))]
+    pub kills: u64,
+    /// Run one implementation only.
+    #[arg(long, value_enum)]
+    pub only: Option<Implementation>,
+    /// A scenario to run (repeatable; default all).
+    #[arg(long = "scenario", value_enum)]
+    pub scenarios: Vec<Scenario>,
+    /// The re-executed forms (hidden).
+    #[command(subcommand)]
+    pub role: Option<ConsumerBenchRole>,
+}
+
+impl ConsumerBenchArgs {
+    /// The lease-table cost measurement's length.
+    pub fn idle(&self) -> Duration {
+        Duration::from_secs(self.idle_seconds)
+    }
+
+    /// Our workers' failover time.
+    pub fn failover(&self) -> Duration {
+        Duration::from_secs(self.failover_secs)
+    }
+
+    /// The implementations to run, in order.
+    pub fn implementations(&self) -> Vec<Implementation> {
+        match self.only {
+            Some(only) => vec![only],
+            None => vec![Implementation::Ours, Implementation::KclRs],
+        }
+    }
+
+    /// Whether `scenario` runs (every scenario, unless `--scenario` names some).
+    pub fn runs(&self, scenario: Scenario) -> bool {
+        self.scenarios.is_empty() || self.scenarios.contains(&scenario)
+    }
+}
+
+/// Whose worker runs a `consumer-bench` scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Implementation {
+    /// `kinesis-consumer`.
+    Ours,
+    /// kcl-rs, through `peers/consumer_peer.py`.
+    #[value(name = "kcl-rs")]
+    KclRs,
+}
+
+impl Implementation {
+    /// The name printed (and given to `--only`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Implementation::Ours => "ours",
+            Implementation::KclRs => "kcl-rs",
+        }
+    }
+
+    /// How long to wait for something that takes `ours` with our worker: kcl-rs takes tens of
+    /// seconds to start and to fail over.
+    pub fn patience(self, ours: Duration) -> Duration {
+        match self {
+            Implementation::Ours => ours,
+            Implementation::KclRs => ours.max(Duration::from_secs(180)),
+        }
+    }
+}
+
+/// A `consumer-bench` scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Cold start and drain.
+    Drain,
+    /// Failover after kill -9.
+    Failover,
+    /// Failover under churn.
+    Churn,
+    /// An even split when a worker joins.
+    Balance,
+    /// Child start after a split.
+    Split,
+    /// The lease table's cost when idle.
+    Cost,
+    /// Put-to-processed latency.
+    Latency,
+    /// Cold start and drain over enhanced fan-out.
+    FanOutDrain,
+}
+
+/// What `consumer-bench` is re-executed as.
+#[derive(Clone, Debug, PartialEq, Eq, Subcommand)]
+pub enum ConsumerBenchRole {
+    /// Serve ferrokinesis: the benchmark's child stand-in.
+    #[command(long_flag = "serve-ferrokinesis", hide = true)]
+    ServeFerrokinesis(StandInArgs),
+    /// One worker of ours (the `consumer-worker` program's arguments follow).
+    #[command(long_flag = "worker", hide = true)]
+    Worker(WorkerArgs),
+}
+
+/// `agg-bench`'s command line.
+#[derive(Clone, Debug, PartialEq, Parser)]
+#[command(
+    name = "agg-bench",
+    about = "KPL aggregation and deaggregation, ours next to three peers, with the MD5 ceiling",
+    args_override_self = true
+)]
+pub struct AggBenchArgs {
+    /// Each timed phase runs passes over its record set for at least this many seconds (0: one
+    /// pass).
+    #[arg(
+        long,
+        env = "AGG_BENCH_SECONDS",
+        allow_negative_numbers = true,
+        default_value = "1",
+        value_parser = non_negative_seconds
+    )]
+    pub seconds: f64,
+}
+
+/// A count: `1000000`, `1_000_000` or `1e6`.
+pub fn count(text: &str) -> Result<u64, String> {
+    let clean = text.replace('_', "");
+    if let Ok(n) = clean.parse::<u64>() {
+        return Ok(n);
+    }
+    // 2^64, the first float past u64::MAX.
+    const PAST_MAX: f64 = 18_446_744_073_709_551_616.0;
+    match clean.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < PAST_MAX => Ok(v as u64),
+        _ => Err(format!(
+            "{text:?} is not a count (a whole number such as 1000000, 1_000_000 or 1e6, at most \
+             {})",
+            u64::MAX
+        )),
+    }
+}
+
+/// A parser of counts (see [`count`]) in `range`.
+pub fn count_in(
+    range: RangeInclusive<u64>,
+) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        let n = count(text)?;
+        if range.contains(&n) {
+            Ok(n)
+        } else if *range.end() == u64::MAX {
+            Err(format!("must be at least {}", range.start()))
+        } else {
+            Err(format!("must be from {} to {}", range.start(), range.end()))
+        }
+    }
+}
+
+/// Seconds, a finite number above 0 (`30`, `0.5`).
+pub fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{text:?} is not a number of seconds above 0")),
+    }
+}
+
+/// Seconds, a finite number, 0 or above.
+pub fn non_negative_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{text:?} is not a number of seconds, 0 or above")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn producer(args: &[&str]) -> Result<ProducerBenchArgs, clap::Error> {
+        ProducerBenchArgs::try_parse_from(
+            std::iter::once("producer-bench").chain(args.iter().copied()),
+        )
+    }
+
+    fn consumer(args: &[&str]) -> Result<ConsumerBenchArgs, clap::Error> {
+        ConsumerBenchArgs::try_parse_from(
+            std::iter::once("consumer-bench").chain(args.iter().copied()),
+        )
+    }
+
+    fn refused<T: std::fmt::Debug>(parsed: Result<T, clap::Error>, flag: &str) -> String {
+        let error = parsed.expect_err("refused");
+        let text = error.to_string();
+        assert!(text.contains(flag), "{text}");
+        text
+    }
+
+    #[test]
+    fn the_commands_are_well_formed() {
+        ProducerBenchArgs::command().debug_assert();
+        ConsumerBenchArgs::command().debug_assert();
+        AggBenchArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn counts_take_underscores_and_exponents_and_nothing_else() {
+        assert_eq!(count("1_000_000"), Ok(1_000_000));
+        assert_eq!(count("1e6"), Ok(1_000_000));
+        assert_eq!(count("18446744073709551615"), Ok(u64::MAX));
+        for bad in ["", "-1", "1.5", "1e30", "NaN", "inf", "ten"] {
+            assert!(count(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn producer_defaults_are_the_documented_ones() {
+        let args = producer(&[]).unwrap();
+        assert_eq!(
+            args,
+            ProducerBenchArgs {
+                records: 1_000_000,
+                aiokpl_records: 200_000,
+                keys: 64,
+                seconds: 30.0,
+                only: None,
+                moderate_seconds: 20.0,
+                per_second: false,
+                unbalanced_keys: false,
+                rate_limit_percent: None,
+                role: None,
+            }
+        );
+        assert!(args.runs(ProducerPart::Cpu) && args.runs(ProducerPart::Moderate));
+    }
+
+    #[test]
+    fn producer_flags_parse_and_the_last_one_wins() {
+        let args = producer(&[
+            "--records",
+            "1e5",
+            "--keys",
+            "16",
+            "--only",
+            "cpu",
+            "--only",
+            "limits",
+            "--per-second",
+            "--rate-limit-percent",
+            "120",
+            "--seconds",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!(args.records, 100_000);
+        assert_eq!(args.keys, 16);
+        assert_eq!(args.seconds, 0.5);
+        assert_eq!(args.rate_limit_percent, Some(120));
+        assert!(args.per_second);
+        assert!(args.runs(ProducerPart::Limits) && !args.runs(ProducerPart::Cpu));
+    }
+
+    #[test]
+    fn producer_bad_values_are_refused() {
+        refused(producer(&["--records", "0"]), "--records");
+        refused(producer(&["--keys", "0"]), "--keys");
+        refused(producer(&["--seconds", "0"]), "--seconds");
+        refused(producer(&["--seconds", "NaN"]), "--seconds");
+        refused(
+            producer(&["--moderate-seconds", "-1"]),
+            "--moderate-seconds",
+        );
+        refused(
+            producer(&["--rate-limit-percent", "0"]),
+            "--rate-limit-percent",
+        );
+        refused(producer(&["--only", "everything"]), "--only");
+        refused(producer(&["--records"]), "--records");
+        refused(producer(&["--bogus"]), "--bogus");
+    }
+
+    #[test]
+    fn producer_is_re_executed_as_a_stand_in() {
+        let args = producer(&["--serve-ferrokinesis", "--enforce-limits"]).unwrap();
+        assert_eq!(
+            args.role,
+            Some(ProducerBenchRole::ServeFerrokinesis(StandInArgs {
+                enforce_limits: true
+            }))
+        );
+        let args = producer(&["--serve-ferrokinesis"]).unwrap();
+        assert_eq!(
+            args.role,
+            Some(ProducerBenchRole::ServeFerrokinesis(StandInArgs {
+                enforce_limits: false
+            }))
+        );
+    }
+
+    #[test]
+    fn consumer_defaults_and_scenarios() {
+        let args = consumer(&[]).unwrap();
+        assert_eq!(
+            (args.records, args.plain_records, args.kills),
+            (1_000_000, 200_000, 10)
+        );
+        assert_eq!(args.idle(), Duration::from_secs(60));
+        assert_eq!(args.failover(), Duration::from_secs(10));
+        assert_eq!(
+            args.implementations(),
+            vec![Implementation::Ours, Implementation::KclRs]
+        );
+        assert!(args.runs(Scenario::FanOutDrain));
+
+        let args = consumer(&[
+            "--scenario",
+            "drain",
+            "--scenario",
+            "fan-out-drain",
+            "--only",
+            "kcl-rs",
+            "--plain-records",
+            "0",
+            "--records",
+            "2_000",
+        ])
+        .unwrap();
+        assert!(args.runs(Scenario::Drain) && args.runs(Scenario::FanOutDrain));
+        assert!(!args.runs(Scenario::Churn));
+        assert_eq!(args.implementations(), vec![Implementation::KclRs]);
+        assert_eq!((args.records, args.plain_records), (2_000, 0));
+    }
+
+    #[test]
+    fn consumer_values_once_clamped_are_refused() {
+        refused(consumer(&["--records", "0"]), "--records");
+        let text = refused(consumer(&["--idle-seconds", "9"]), "--idle-seconds");
+        assert!(text.contains("must be at least 10"), "{text}");
+        refused(consumer(&["--failover-secs", "1"]), "--failover-secs");
+        refused(consumer(&["--kills", "0"]), "--kills");
+        refused(consumer(&["--scenario", "nap"]), "--scenario");
+        refused(consumer(&["--only", "java"]), "--only");
+        assert_eq!(
+            consumer(&["--idle-seconds", "10"]).unwrap().idle_seconds,
+            10
+        );
+    }
+
+    #[test]
+    fn consumer_is_re_executed_as_a_worker() {
+        let args = consumer(&[
+            "--worker",
+            "--kinesis",
+            "http://127.0.0.1:1",
+            "--dynamodb",
+            "http://127.0.0.1:2",
+            "--stream",
+            "s",
+            "--application",
+            "a",
+            "--worker-id",
+            "w",
+            "--failover-ms",
+            "3000",
+            "--quiet",
+        ])
+        .unwrap();
+        let Some(ConsumerBenchRole::Worker(worker)) = args.role else {
+            panic!("not a worker: {args:?}");
+        };
+        assert_eq!(worker.kinesis, "http://127.0.0.1:1");
+        assert_eq!(worker.failover_ms, 3000);
+        assert!(worker.quiet && !worker.fan_out);
+        refused(consumer(&["--worker", "--stream", "s"]), "--kinesis");
+    }
+
+    #[test]
+    fn agg_bench_seconds() {
+        let parse = |args: &[&str]| {
+            AggBenchArgs::try_parse_from(std::iter::once("agg-bench").chain(args.iter().copied()))
+        };
+        assert_eq!(parse(&["--seconds", "0"]).unwrap().seconds, 0.0);
+        assert_eq!(parse(&["--seconds", "2.5"]).unwrap().seconds, 2.5);
+        refused(parse(&["--seconds", "-1"]), "--seconds");
+        refused(parse(&["--seconds", "NaN"]), "--seconds");
+    }
+}
