@@ -1,20 +1,84 @@
-//! The boundary with the Kinesis API: every call the producer makes, turned into plain data.
-//! SDK retries are off for `PutRecords` (the producer retries per entry); everything else about
-//! the client (credentials, endpoint, region, HTTP) is the application's.
+//! The boundary with the Kinesis API: every call the producer makes, from plain data and turned
+//! into plain data (the pipeline's core knows no SDK type). SDK retries are off for `PutRecords`
+//! (the producer retries per entry); everything else about the client (credentials, endpoint,
+//! region, HTTP) is the application's.
 
 use std::time::Duration;
 
-use aws_sdk_kinesis::{Client, config::retry::RetryConfig, types::PutRecordsRequestEntry};
-use kinesis_calls::{StreamRef, Which, within};
+use aws_sdk_kinesis::{
+    Client, config::retry::RetryConfig, primitives::Blob, types::PutRecordsRequestEntry,
+};
+use bytes::Bytes;
+use kinesis_aggregation::HashKey;
+use kinesis_calls::{ErrorKind, StreamRef, Which, within};
 
 use crate::{receipt::Wrote, shard_map::ListedShard};
 
 pub(crate) use kinesis_calls::{CallError, LIST_SHARDS_PAGE};
 
+/// One entry of a `PutRecords` call, as the pipeline packs it.
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub(crate) partition_key: String,
+    pub(crate) explicit_hash_key: Option<HashKey>,
+    pub(crate) data: Bytes,
+}
+
+/// The SDK's entries for a call. The data is handed over without a copy when it is held once
+/// (an aggregate); a record kept for a retry is copied.
+pub(crate) fn request_entries(entries: Vec<Entry>) -> Vec<PutRecordsRequestEntry> {
+    entries
+        .into_iter()
+        .filter_map(|entry| {
+            PutRecordsRequestEntry::builder()
+                .partition_key(entry.partition_key)
+                .set_explicit_hash_key(entry.explicit_hash_key.map(|k| k.to_string()))
+                .data(Blob::new(Vec::from(entry.data)))
+                .build()
+                .ok()
+        })
+        .collect()
+}
+
+/// A whole call that failed, as the pipeline decides on it.
+#[derive(Clone, Debug)]
+pub(crate) struct CallFailure {
+    pub(crate) kind: ErrorKind,
+    pub(crate) code: String,
+    pub(crate) message: String,
+    pub(crate) request_id: Option<String>,
+    /// What the call may have left in the stream.
+    pub(crate) wrote: Wrote,
+}
+
+impl From<CallError> for CallFailure {
+    fn from(error: CallError) -> Self {
+        CallFailure {
+            wrote: wrote(&error),
+            kind: error.kind,
+            code: error.code,
+            message: error.message,
+            request_id: error.request_id,
+        }
+    }
+}
+
+impl CallFailure {
+    /// An answer whose results do not match the entries sent (as [`put_records`] reports it).
+    pub(crate) fn unreadable(results: usize, entries: usize) -> Self {
+        CallError::new(
+            kinesis_calls::RESPONSE_ERROR,
+            format!("{results} results for {entries} entries"),
+            None,
+        )
+        .into()
+    }
+}
+
 /// What a whole call that failed left in the stream: nothing if the service answered with a 4xx
 /// or the call was never sent; perhaps everything if no answer came or the service answered
 /// with a 5xx.
-pub(crate) fn wrote(error: &CallError) -> Wrote {
+fn wrote(error: &CallError) -> Wrote {
     if error.may_have_taken_effect() {
         Wrote::Unknown
     } else {
@@ -29,7 +93,9 @@ pub(crate) enum EntryResult {
         shard_id: String,
         sequence_number: String,
     },
+    /// Refused: classified by its code (entry errors come with the call's 200).
     Failed {
+        kind: ErrorKind,
         code: String,
         message: String,
     },
@@ -72,12 +138,16 @@ pub(crate) async fn put_records(
                     shard_id,
                     sequence_number,
                 },
-                (_, _, code) => EntryResult::Failed {
-                    code: code.unwrap_or_else(|| "ResponseError".into()),
-                    message: entry
-                        .error_message
-                        .unwrap_or_else(|| "entry without sequence number or shard".into()),
-                },
+                (_, _, code) => {
+                    let code = code.unwrap_or_else(|| "ResponseError".into());
+                    EntryResult::Failed {
+                        kind: kinesis_calls::classify(&code, None),
+                        code,
+                        message: entry
+                            .error_message
+                            .unwrap_or_else(|| "entry without sequence number or shard".into()),
+                    }
+                }
             },
         )
         .collect())
