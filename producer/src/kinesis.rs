@@ -8,24 +8,17 @@ use std::time::Duration;
 use aws_sdk_kinesis::{
     Client, config::retry::RetryConfig, primitives::Blob, types::PutRecordsRequestEntry,
 };
-use bytes::Bytes;
-use kinesis_aggregation::HashKey;
-use kinesis_calls::{ErrorKind, StreamRef, Which, within};
+use kinesis_calls::{StreamRef, Which, within};
 
-use crate::{receipt::Wrote, shard_map::ListedShard};
+use crate::{
+    pipeline::{CallFailure, Entry, EntryResult},
+    receipt::Wrote,
+    shard_map::ListedShard,
+};
 
 pub(crate) use kinesis_calls::{CallError, LIST_SHARDS_PAGE};
 
-/// One entry of a `PutRecords` call, as the pipeline packs it.
-#[derive(Clone, Debug)]
-pub(crate) struct Entry {
-    pub(crate) partition_key: String,
-    pub(crate) explicit_hash_key: Option<HashKey>,
-    pub(crate) data: Bytes,
-}
-
-/// The SDK's entries for a call. The data is handed over without a copy when it is held once
-/// (an aggregate); a record kept for a retry is copied.
+/// The SDK's entries for a call (built in the call's task, off the pipeline's).
 pub(crate) fn request_entries(entries: Vec<Entry>) -> Vec<PutRecordsRequestEntry> {
     entries
         .into_iter()
@@ -40,17 +33,7 @@ pub(crate) fn request_entries(entries: Vec<Entry>) -> Vec<PutRecordsRequestEntry
         .collect()
 }
 
-/// A whole call that failed, as the pipeline decides on it.
-#[derive(Clone, Debug)]
-pub(crate) struct CallFailure {
-    pub(crate) kind: ErrorKind,
-    pub(crate) code: String,
-    pub(crate) message: String,
-    pub(crate) request_id: Option<String>,
-    /// What the call may have left in the stream.
-    pub(crate) wrote: Wrote,
-}
-
+/// A failed call as the pipeline's core takes it.
 impl From<CallError> for CallFailure {
     fn from(error: CallError) -> Self {
         CallFailure {
@@ -63,18 +46,6 @@ impl From<CallError> for CallFailure {
     }
 }
 
-impl CallFailure {
-    /// An answer whose results do not match the entries sent (as [`put_records`] reports it).
-    pub(crate) fn unreadable(results: usize, entries: usize) -> Self {
-        CallError::new(
-            kinesis_calls::RESPONSE_ERROR,
-            format!("{results} results for {entries} entries"),
-            None,
-        )
-        .into()
-    }
-}
-
 /// What a whole call that failed left in the stream: nothing if the service answered with a 4xx
 /// or the call was never sent; perhaps everything if no answer came or the service answered
 /// with a 5xx.
@@ -84,21 +55,6 @@ fn wrote(error: &CallError) -> Wrote {
     } else {
         Wrote::Nothing
     }
-}
-
-/// One entry of a `PutRecords` answer.
-#[derive(Debug)]
-pub(crate) enum EntryResult {
-    Written {
-        shard_id: String,
-        sequence_number: String,
-    },
-    /// Refused: classified by its code (entry errors come with the call's 200).
-    Failed {
-        kind: ErrorKind,
-        code: String,
-        message: String,
-    },
 }
 
 /// Calls `PutRecords` with SDK retries off and a deadline. The answer has one result per entry,

@@ -12,12 +12,11 @@ use std::{
 use tracing::{debug, warn};
 
 use super::{
-    entries::{KRec, Resolution},
+    entries::{CallFailure, EntryResult, KRec, Resolution},
     machine::Machine,
 };
 use crate::{
     error::Error,
-    kinesis::{CallFailure, EntryResult},
     receipt::{AttemptError, Failure, Written, Wrote},
     retry::{self, ErrorClass, Verdict},
 };

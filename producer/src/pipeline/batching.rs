@@ -14,12 +14,11 @@ use kinesis_aggregation::{
 use metrics::{Counter, Gauge, counter, gauge};
 
 use super::{
-    entries::{KRec, Pending},
+    entries::{Entry, KRec, Pending},
     machine::{Action, Machine},
 };
 use crate::{
     config::{Config, Ordering},
-    kinesis::Entry,
     limiter::Limiter,
     metrics as m,
     shard_map::ShardInfo,

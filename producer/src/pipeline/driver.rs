@@ -19,14 +19,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument, debug};
 
 use super::{
+    entries::{CallFailure, Entry, EntryResult},
     flush::FlushToken,
     intake::{Admitted, Intake},
     machine::{Action, Input, Machine},
 };
 use crate::{
     config::{Config, StreamRef},
-    kinesis::{self, CallFailure, Entry, EntryResult},
-    metrics as m,
+    kinesis, metrics as m,
     producer::Admission,
     shard_map::ShardMap,
 };

@@ -1,7 +1,8 @@
 //! What travels through the pipeline: the user records between admission and their receipts
 //! ([`Pending`]), the Kinesis records that carry them ([`KRec`]: an aggregate or a plain record,
-//! one `PutRecords` entry each), and the receipts the core has decided to resolve
-//! ([`Resolution`]).
+//! one `PutRecords` entry each), what goes out to a call and comes back from it ([`Entry`],
+//! [`EntryResult`], [`CallFailure`]: plain data, the SDK's types stay at the edge), and the
+//! receipts the core has decided to resolve ([`Resolution`]).
 
 use std::{
     sync::Arc,
@@ -13,11 +14,11 @@ use bytes::Bytes;
 use kinesis_aggregation::{
     AggregationLimits, Aggregator, HashKey, UndigestedAggregate, UserRecord,
 };
+use kinesis_calls::ErrorKind;
 
 use crate::{
     error::Error,
-    kinesis::Entry,
-    receipt::{self, Attempt, AttemptError, Delivery, Failure, Outcome, Written},
+    receipt::{self, Attempt, AttemptError, Delivery, Failure, Outcome, Written, Wrote},
 };
 
 /// A user record between admission and its receipt.
@@ -146,6 +147,56 @@ impl KRec {
 
     pub(super) fn hash_keys(&self) -> impl Iterator<Item = HashKey> + '_ {
         self.records.iter().map(|p| p.hash_key)
+    }
+}
+
+/// One entry of a `PutRecords` call, as the core packs it (the SDK's entry is built from it at
+/// the edge, in the call's task).
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub(crate) partition_key: String,
+    pub(crate) explicit_hash_key: Option<HashKey>,
+    pub(crate) data: Bytes,
+}
+
+/// One entry of a `PutRecords` answer.
+#[derive(Clone, Debug)]
+pub(crate) enum EntryResult {
+    Written {
+        shard_id: String,
+        sequence_number: String,
+    },
+    /// Refused, classified by its code (entry errors come with the call's 200).
+    Failed {
+        kind: ErrorKind,
+        code: String,
+        message: String,
+    },
+}
+
+/// A whole `PutRecords` call that failed, classified at the edge.
+#[derive(Clone, Debug)]
+pub(crate) struct CallFailure {
+    pub(crate) kind: ErrorKind,
+    pub(crate) code: String,
+    pub(crate) message: String,
+    pub(crate) request_id: Option<String>,
+    /// What the call may have left in the stream.
+    pub(crate) wrote: Wrote,
+}
+
+impl CallFailure {
+    /// An answer whose results do not match the entries sent, as the edge reports one: no
+    /// readable answer, so the call may have been written.
+    pub(super) fn unreadable(results: usize, entries: usize) -> Self {
+        let code = kinesis_calls::RESPONSE_ERROR;
+        CallFailure {
+            kind: kinesis_calls::classify(code, None),
+            code: code.to_owned(),
+            message: format!("{results} results for {entries} entries"),
+            request_id: None,
+            wrote: Wrote::Unknown,
+        }
     }
 }
 

@@ -24,17 +24,12 @@ use metrics::{Counter, Histogram, counter, histogram};
 use super::{
     answers::{RetryAt, Unverified},
     batching::{Batch, Shard},
-    entries::{KRec, Pending, Resolution},
+    entries::{CallFailure, Entry, EntryResult, KRec, Pending, Resolution},
     flush::{FlushToken, Flushes},
     intake::Admitted,
     map_refresh::Refresh,
 };
-use crate::{
-    config::Config,
-    kinesis::{CallFailure, Entry, EntryResult},
-    metrics as m,
-    shard_map::ShardMap,
-};
+use crate::{config::Config, metrics as m, shard_map::ShardMap};
 
 /// What happened, as fed to [`Machine::handle`]. Only [`Input::Tick`] moves records forward and
 /// ships calls; the driver feeds it after every other input it receives.

@@ -27,6 +27,6 @@ mod intake;
 mod machine;
 mod map_refresh;
 
-
 pub(crate) use driver::{Command, Pipeline};
+pub(crate) use entries::{CallFailure, Entry, EntryResult};
 pub(crate) use intake::Intake;
