@@ -34,7 +34,7 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    fn new(max_records: usize, max_bytes: usize) -> Self {
+    pub(crate) fn new(max_records: usize, max_bytes: usize) -> Self {
         Admission {
             records: Semaphore::new(max_records),
             bytes: Semaphore::new(max_bytes),

@@ -332,3 +332,174 @@ async fn sleep_until(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+/// The driver on tokio's paused clock, with a real SDK client that cannot send anything (no
+/// credentials): every call fails at once, before any I/O. The SDK reports that as a dispatch
+/// failure, which the shared classification takes for a connection error (retryable, perhaps
+/// written), so records are retried until their TTL. No network, no mock of the SDK.
+#[cfg(test)]
+mod tests {
+    use aws_sdk_kinesis::config::{BehaviorVersion, Region};
+    use kinesis_aggregation::{RecordSlab, UserRecord};
+    use tokio::time::{Instant as TokioInstant, timeout};
+
+    use super::*;
+    use crate::{
+        Delivery, Error, Failure, receipt::Receipt, receipt::Wrote, shard_map::ListedShard,
+    };
+
+    const TTL: Duration = Duration::from_secs(1);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn client() -> Client {
+        let config = aws_sdk_kinesis::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .build();
+        Client::from_conf(config)
+    }
+
+    struct Running {
+        intake: Arc<Intake>,
+        tx: mpsc::UnboundedSender<Command>,
+        stopped: watch::Receiver<bool>,
+    }
+
+    impl Running {
+        fn put(&self, n: u8) -> Receipt {
+            let record =
+                UserRecord::new(format!("key-{n}"), vec![n; 10]).unwrap_or_else(|e| panic!("{e}"));
+            self.intake
+                .admit(record)
+                .unwrap_or_else(|_| panic!("refused"))
+        }
+    }
+
+    fn start(change: impl FnOnce(&mut Config)) -> Running {
+        let mut cfg = Config {
+            record_ttl: TTL,
+            ..Config::default()
+        };
+        change(&mut cfg);
+        let listing = [ListedShard {
+            id: "s-0".into(),
+            start: "0".into(),
+            end: u128::MAX.to_string(),
+            closed: false,
+        }];
+        let map = ShardMap::from_listing(&listing, now()).unwrap_or_else(|p| panic!("{p}"));
+        let intake = Arc::new(Intake::new(RecordSlab::new(1024, 4096)));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (done, stopped) = watch::channel(false);
+        let pipeline = Pipeline::new(
+            Arc::new(cfg),
+            client(),
+            StreamRef::from("stream"),
+            Arc::new(Admission::new(1000, 1 << 20)),
+            rx,
+            intake.clone(),
+            map,
+        );
+        tokio::spawn(pipeline.run(done));
+        Running {
+            intake,
+            tx,
+            stopped,
+        }
+    }
+
+    /// A record whose every call failed unsent: expired within its TTL, with the record, each
+    /// attempt's answer unknown. Returns its first attempt's delay (from its put).
+    fn expired_unsent(outcome: Result<Delivery, Failure>) -> Duration {
+        let failure = outcome.err().unwrap_or_else(|| panic!("delivered"));
+        assert!(
+            matches!(&failure.error, Error::Expired { ttl, last_error }
+                if *ttl == TTL && last_error.as_deref() == Some("ConnectionError")),
+            "{failure:?}"
+        );
+        assert!(failure.record.is_some());
+        assert!(failure.attempts.len() >= 2, "retried: {failure:?}");
+        assert!(
+            failure
+                .attempts
+                .iter()
+                .all(|a| a.error.as_ref().is_some_and(|e| e.wrote == Wrote::Unknown))
+        );
+        // Retried after the backoff (at least its 100 ms minimum), all within the TTL.
+        let started: Duration = failure.attempts.iter().map(|a| a.delay).sum();
+        assert!(started < TTL, "{failure:?}");
+        assert!(failure.attempts[1..].iter().all(|a| a.delay >= ms(100)));
+        failure.attempts[0].delay
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_record_is_sent_at_its_linger_deadline_on_tokio_s_clock() {
+        let running = start(|_| {});
+        let t0 = TokioInstant::now();
+        let mut receipt = running.put(1);
+        tokio::time::sleep(ms(99)).await;
+        assert!(
+            timeout(Duration::ZERO, &mut receipt).await.is_err(),
+            "resolved before the linger"
+        );
+        let first = expired_unsent(receipt.await);
+        assert_eq!(first, ms(100), "first sent at the linger deadline");
+        assert!(
+            t0.elapsed() < TTL,
+            "failed once the next retry would pass the TTL"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_sends_at_once_and_returns_after_the_receipts() {
+        let running = start(|_| {});
+        let mut receipt = running.put(1);
+        let (tx, rx) = oneshot::channel();
+        let _ = running.tx.send(Command::Flush(tx));
+        assert!(rx.await.is_ok(), "the flush completed");
+        let outcome = timeout(Duration::ZERO, &mut receipt)
+            .await
+            .unwrap_or_else(|_| panic!("the flush returned before the receipt resolved"));
+        assert_eq!(
+            expired_unsent(outcome),
+            Duration::ZERO,
+            "sent without the linger"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_sends_what_is_held_then_stops_and_refuses_records() {
+        let mut running = start(|_| {});
+        let receipts: Vec<Receipt> = (0..3).map(|n| running.put(n)).collect();
+        let _ = running.tx.send(Command::Shutdown);
+        assert!(running.stopped.wait_for(|stopped| *stopped).await.is_ok());
+        for receipt in receipts {
+            let outcome = timeout(Duration::ZERO, receipt)
+                .await
+                .unwrap_or_else(|_| panic!("stopped with a receipt unresolved"));
+            assert_eq!(expired_unsent(outcome), Duration::ZERO);
+        }
+        let record = UserRecord::new("late", "x").unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            running.intake.admit(record).is_err(),
+            "the intake is closed"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_every_handle_is_gone_the_task_drains_and_stops() {
+        let Running {
+            intake,
+            tx,
+            mut stopped,
+        } = start(|_| {});
+        let record = UserRecord::new("key", "x").unwrap_or_else(|e| panic!("{e}"));
+        let receipt = intake.admit(record).unwrap_or_else(|_| panic!("refused"));
+        drop(tx);
+        assert!(stopped.wait_for(|stopped| *stopped).await.is_ok());
+        expired_unsent(receipt.await);
+    }
+}

@@ -27,6 +27,9 @@ mod intake;
 mod machine;
 mod map_refresh;
 
+#[cfg(test)]
+mod tests;
+
 pub(crate) use driver::{Command, Pipeline};
 pub(crate) use entries::{CallFailure, Entry, EntryResult};
 pub(crate) use intake::Intake;
