@@ -341,6 +341,7 @@ async fn sleep_until(at: Option<Instant>) {
 mod tests {
     use aws_sdk_kinesis::config::{BehaviorVersion, Region};
     use kinesis_aggregation::{RecordSlab, UserRecord};
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
     use tokio::time::{Instant as TokioInstant, timeout};
 
     use super::*;
@@ -501,5 +502,53 @@ mod tests {
         drop(tx);
         assert!(stopped.wait_for(|stopped| *stopped).await.is_ok());
         expired_unsent(receipt.await);
+    }
+
+    /// Refreshes counted since the last snapshot.
+    fn refreshes(snapshotter: &Snapshotter, outcome: &str) -> u64 {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| {
+                key.key().name() == crate::metrics::SHARD_MAP_REFRESHES
+                    && key
+                        .key()
+                        .labels()
+                        .any(|l| l.key() == "outcome" && l.value() == outcome)
+            })
+            .map(|(.., value)| match value {
+                DebugValue::Counter(n) => n,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_refresh_is_tried_again_with_backoff_on_tokio_s_clock() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        // The test's runtime has one thread: the task records here too.
+        let _guard = metrics::set_default_local_recorder(&recorder);
+        let _running = start(|c| c.shard_map_refresh = Duration::from_secs(1));
+        let t0 = TokioInstant::now();
+        // Periodic at 1 s; after a failure again 1 s later, then 1.5 s later. (A snapshot
+        // drains the counters: they are added up.)
+        let (mut failed, mut ok) = (0, 0);
+        let expected = [
+            (900, 0),
+            (1100, 1),
+            (1900, 1),
+            (2100, 2),
+            (3400, 2),
+            (3600, 3),
+        ];
+        for (at, count) in expected {
+            tokio::time::sleep_until(t0 + ms(at)).await;
+            failed += refreshes(&snapshotter, "error");
+            ok += refreshes(&snapshotter, "ok");
+            assert_eq!(failed, count, "at {at} ms");
+        }
+        assert_eq!(ok, 0);
     }
 }

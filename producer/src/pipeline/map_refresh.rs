@@ -97,6 +97,11 @@ impl Machine {
                 self.refresh.failures += 1;
                 self.refresh.wanted = true;
                 self.refresh.not_before = now + refresh_backoff(self.refresh.failures);
+                // A failed periodic refresh waits for the backoff too (its periodic time has
+                // passed: without this it would be tried again at once, at the rate answers
+                // come back).
+                self.refresh.next_periodic =
+                    self.refresh.next_periodic.max(self.refresh.not_before);
                 warn!(%problem, failures = self.refresh.failures, "shard map refresh failed");
                 // Entries that landed on unknown shards cannot be checked: send them again.
                 for Unverified {

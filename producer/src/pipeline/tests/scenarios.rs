@@ -649,3 +649,25 @@ fn a_failed_refresh_is_retried_with_backoff_and_sends_unverifiable_entries_again
     assert_eq!(sim.at(ms(1159)).tick(), []);
     assert_eq!(sim.at(ms(1160)).tick(), [Did::Listed]);
 }
+
+#[test]
+fn a_failed_periodic_refresh_waits_for_its_backoff() {
+    let mut sim = Sim::new(
+        config(|c| c.shard_map_refresh = Duration::from_secs(1)),
+        TWO,
+    );
+    assert_eq!(sim.at(ms(999)).tick(), []);
+    // Due every second; after failures 1 s later, then 1.5 s later; after a success, periodic
+    // again.
+    for (at, ok) in [(1000, false), (2000, false), (3500, true), (4500, true)] {
+        assert_eq!(sim.at(ms(at - 1)).tick(), [], "before {at} ms");
+        assert_eq!(sim.at(ms(at)).tick(), [Did::Listed], "at {at} ms");
+        if ok {
+            sim.listed(TWO);
+        } else {
+            sim.listing = None;
+            sim.feed(Input::Listed(Err("ListShards failed".into())));
+        }
+        assert_eq!(sim.tick(), [], "not again at once after {at} ms");
+    }
+}
