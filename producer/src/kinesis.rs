@@ -1,38 +1,60 @@
-//! The boundary with the Kinesis API: every call the producer makes, turned into plain data.
-//! SDK retries are off for `PutRecords` (the producer retries per entry); everything else about
-//! the client (credentials, endpoint, region, HTTP) is the application's.
+//! The boundary with the Kinesis API: every call the producer makes, from plain data and turned
+//! into plain data (the pipeline's core knows no SDK type). SDK retries are off for `PutRecords`
+//! (the producer retries per entry); everything else about the client (credentials, endpoint,
+//! region, HTTP) is the application's.
 
 use std::time::Duration;
 
-use aws_sdk_kinesis::{Client, config::retry::RetryConfig, types::PutRecordsRequestEntry};
+use aws_sdk_kinesis::{
+    Client, config::retry::RetryConfig, primitives::Blob, types::PutRecordsRequestEntry,
+};
 use kinesis_calls::{StreamRef, Which, within};
 
-use crate::{receipt::Wrote, shard_map::ListedShard};
+use crate::{
+    pipeline::{CallFailure, Entry, EntryResult},
+    receipt::Wrote,
+    shard_map::ListedShard,
+};
 
 pub(crate) use kinesis_calls::{CallError, LIST_SHARDS_PAGE};
+
+/// The SDK's entries for a call (built in the call's task, off the pipeline's).
+pub(crate) fn request_entries(entries: Vec<Entry>) -> Vec<PutRecordsRequestEntry> {
+    entries
+        .into_iter()
+        .filter_map(|entry| {
+            PutRecordsRequestEntry::builder()
+                .partition_key(entry.partition_key)
+                .set_explicit_hash_key(entry.explicit_hash_key.map(|k| k.to_string()))
+                .data(Blob::new(Vec::from(entry.data)))
+                .build()
+                .ok()
+        })
+        .collect()
+}
+
+/// A failed call as the pipeline's core takes it.
+impl From<CallError> for CallFailure {
+    fn from(error: CallError) -> Self {
+        CallFailure {
+            wrote: wrote(&error),
+            kind: error.kind,
+            code: error.code,
+            message: error.message,
+            request_id: error.request_id,
+        }
+    }
+}
 
 /// What a whole call that failed left in the stream: nothing if the service answered with a 4xx
 /// or the call was never sent; perhaps everything if no answer came or the service answered
 /// with a 5xx.
-pub(crate) fn wrote(error: &CallError) -> Wrote {
+fn wrote(error: &CallError) -> Wrote {
     if error.may_have_taken_effect() {
         Wrote::Unknown
     } else {
         Wrote::Nothing
     }
-}
-
-/// One entry of a `PutRecords` answer.
-#[derive(Debug)]
-pub(crate) enum EntryResult {
-    Written {
-        shard_id: String,
-        sequence_number: String,
-    },
-    Failed {
-        code: String,
-        message: String,
-    },
 }
 
 /// Calls `PutRecords` with SDK retries off and a deadline. The answer has one result per entry,
@@ -72,12 +94,16 @@ pub(crate) async fn put_records(
                     shard_id,
                     sequence_number,
                 },
-                (_, _, code) => EntryResult::Failed {
-                    code: code.unwrap_or_else(|| "ResponseError".into()),
-                    message: entry
-                        .error_message
-                        .unwrap_or_else(|| "entry without sequence number or shard".into()),
-                },
+                (_, _, code) => {
+                    let code = code.unwrap_or_else(|| "ResponseError".into());
+                    EntryResult::Failed {
+                        kind: kinesis_calls::classify(&code, None),
+                        code,
+                        message: entry
+                            .error_message
+                            .unwrap_or_else(|| "entry without sequence number or shard".into()),
+                    }
+                }
             },
         )
         .collect())

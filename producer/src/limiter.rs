@@ -9,9 +9,7 @@
 //! real limit is what fills it (throttled entries are not charged), so a few throttles are the
 //! sign of a full shard, not of overload; many are.
 
-use std::time::Duration;
-
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Lowest share of the configured rate the limiter falls to.
 const MIN_FACTOR: f64 = 0.05;

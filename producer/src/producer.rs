@@ -34,7 +34,7 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    fn new(max_records: usize, max_bytes: usize) -> Self {
+    pub(crate) fn new(max_records: usize, max_bytes: usize) -> Self {
         Admission {
             records: Semaphore::new(max_records),
             bytes: Semaphore::new(max_bytes),
@@ -576,7 +576,7 @@ async fn initial_map(
         let started = Instant::now();
         match kinesis::list_shards(client, stream, page_size, timeout).await {
             Ok(listed) => {
-                return ShardMap::from_listing(&listed, started).map_err(|problem| {
+                return ShardMap::from_listing(&listed, started.into_std()).map_err(|problem| {
                     Error::Startup {
                         operation: "ListShards",
                         stream: stream.to_string(),

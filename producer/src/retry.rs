@@ -70,13 +70,15 @@ pub(crate) fn landed(
     }
 }
 
-/// The jittered exponential backoff of one Kinesis record's retries.
-pub(crate) fn backoff(min: Duration, max: Duration) -> ExponentialBackoff {
+/// The jittered exponential backoff of one Kinesis record's retries, its jitter drawn from
+/// `seed` (so that a test can replay it).
+pub(crate) fn backoff(min: Duration, max: Duration, seed: u64) -> ExponentialBackoff {
     ExponentialBuilder::default()
         .with_min_delay(min)
         .with_max_delay(max)
         .with_factor(2.0)
         .with_jitter()
+        .with_jitter_seed(seed)
         .without_max_times()
         .build()
 }
@@ -167,9 +169,13 @@ mod tests {
 
     #[test]
     fn backoff_grows_with_jitter_and_caps() {
-        let delays: Vec<_> = backoff(Duration::from_millis(100), Duration::from_secs(5))
+        let delays: Vec<_> = backoff(Duration::from_millis(100), Duration::from_secs(5), 7)
             .take(12)
             .collect();
+        let again: Vec<_> = backoff(Duration::from_millis(100), Duration::from_secs(5), 7)
+            .take(12)
+            .collect();
+        assert_eq!(delays, again, "the same seed, the same delays");
         assert_eq!(delays.len(), 12, "never runs out");
         assert!(delays[0] >= Duration::from_millis(100) && delays[0] <= Duration::from_millis(200));
         assert!(

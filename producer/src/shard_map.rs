@@ -1,9 +1,12 @@
 //! Which shard owns which hash keys: built from `ListShards`, looked up by binary search.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use kinesis_aggregation::{HashKey, HashKeyRange};
-use tokio::time::Instant;
 
 /// One open shard as `ListShards` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
