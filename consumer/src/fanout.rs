@@ -163,7 +163,8 @@ impl Registration {
         let deadline = started + self.timeout;
         let mut delays = backoff(Duration::from_millis(100), Duration::from_secs(2));
         let mut status: String;
-        let mut stream_arn: Option<String> = None;
+        // Known from the start when the stream is named by ARN; else looked up once.
+        let mut stream_arn: Option<String> = self.stream.arn().map(str::to_owned);
         loop {
             match self.step(&mut stream_arn).await {
                 Ok(Found::Active(arn)) => {
@@ -204,9 +205,9 @@ impl Registration {
         &self,
         stream_arn: &mut Option<String>,
     ) -> Result<Found, (&'static str, CallFailure)> {
-        let arn = match (stream_arn.as_deref(), self.stream.arn()) {
-            (Some(arn), _) | (None, Some(arn)) => arn.to_owned(),
-            (None, None) => {
+        let arn = match stream_arn.as_deref() {
+            Some(arn) => arn.to_owned(),
+            None => {
                 let summary = within(
                     self.call_timeout,
                     self.client
