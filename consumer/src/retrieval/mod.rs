@@ -2,6 +2,8 @@
 //! budget those batches hold until processed, and the unpacking of Kinesis records into the user
 //! records a processor sees.
 
+pub(crate) mod decide;
+
 use std::{cmp::Ordering, sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
