@@ -1,5 +1,18 @@
-//! A shard's `SubscribeToShard` subscriptions: one open at a time, started again from the last
-//! continuation when the service ends it (every 5 minutes), when it falls silent or fails.
+//! A shard's `SubscribeToShard` subscriptions, one open at a time: a pure state machine,
+//! [`Subscription`] (`(phase, input, now) -> action`), that takes what happened to
+//! [`decide`](crate::retrieval::decide::decide), and the task that performs its actions.
+//!
+//! ```text
+//!            ┌──────────────────────────── Waiting (until) ◄──────────────── Retry (now, or backoff)
+//!            ▼                                                                  ▲
+//!   FindingConsumer ── ARN ──► Subscribing ── subscribed ──► Open ── event ──► Continue (Open again)
+//!                                  │                          │ ended by the service, silent, failed
+//!                                  └──── failed ──────────────┴──► decide ──► ShardEnd / Fail: done
+//!                                                                   │
+//!       CheckingConsumer ◄── CheckConsumer ◄────────────────────────┤
+//!           │ gone: ReplacingConsumer; active: if_active            │
+//!       CheckingShard ◄── CheckShard ◄──────────────────────────────┘
+//! ```
 
 use std::{sync::Arc, time::Duration, time::SystemTime};
 
@@ -8,7 +21,8 @@ use aws_sdk_kinesis::{
     types::{StartingPosition, SubscribeToShardEventStream},
 };
 use kinesis_aggregation::{HashKeyRange, StreamRecord};
-use tokio::sync::mpsc;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use tokio::{sync::mpsc, time::Instant};
 use tracing::{debug, warn};
 
 use super::Registration;
@@ -18,9 +32,393 @@ use crate::{
     kinesis::{self, Start, within},
     lineage::ChildShard,
     metrics as m,
-    retrieval::{Budgets, Fetch, backoff, count_read_error},
+    retrieval::{
+        Budgets, Fetch, count_read_error,
+        decide::{
+            Backoff, Call, Consumer, Context, Decision, Event, Happened, IfActive, Outcome, Pause,
+            Reason, Shard, decide,
+        },
+        look_at_shard,
+    },
     sdk_error::CallFailure,
 };
+
+#[cfg(test)]
+mod tests;
+
+/// The delays between subscriptions that failed (or between attempts to have the stream
+/// consumer).
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+
+/// Where a shard's subscription is: exactly one of these at a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    /// The stream consumer's ARN is being had (found, or registered and waited for).
+    FindingConsumer,
+    /// `SubscribeToShard` was sent, through the consumer `arn`.
+    Subscribing { arn: String },
+    /// Events arrive; whether any came yet; silent once `silent_at` passes with nothing.
+    Open {
+        arn: String,
+        events: bool,
+        silent_at: Instant,
+    },
+    /// The consumer is looked at after a failure; `if_active` says what comes next if it is
+    /// there.
+    CheckingConsumer { arn: String, if_active: IfActive },
+    /// The consumer is found again, or registered anew.
+    ReplacingConsumer { arn: String },
+    /// The shard is looked at in the shard list.
+    CheckingShard,
+    /// Waiting to start again (with the consumer's ARN first).
+    Waiting { until: Instant },
+    /// The shard ended or reading failed: nothing more to do.
+    Done,
+}
+
+/// What happened, as fed to [`Subscription::handle`]: the answer to the last [`Action`].
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// Time passed: a wait ended, or nothing came by the silence timeout.
+    Tick,
+    /// The stream consumer's ARN, or why it could not be had.
+    ConsumerArn(Result<String, Error>),
+    /// `SubscribeToShard` answered: the subscription is open, or it failed.
+    Subscribed(Result<(), CallFailure>),
+    /// An event came (its records already handed over).
+    Event(Event),
+    /// An event of a type this version does not know came.
+    UnknownEvent,
+    /// The service ended the event stream.
+    StreamEnded,
+    /// The event stream failed.
+    StreamFailed(CallFailure),
+    /// What a look at the consumer found.
+    ConsumerLooked(Consumer),
+    /// The consumer's ARN after finding it again, or why it could not be had.
+    ConsumerReplaced(Result<String, Error>),
+    /// What a look at the shard found.
+    ShardLooked(Shard),
+}
+
+/// What the subscription's task must do; each but the last two is answered with an [`Input`].
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Have the stream consumer's ARN; answer with [`Input::ConsumerArn`].
+    FindConsumer,
+    /// Subscribe through the consumer `arn` from `position`; answer with [`Input::Subscribed`].
+    Subscribe { arn: String, position: Start },
+    /// Read the next event of the open subscription; answer with what came, or with
+    /// [`Input::Tick`] if nothing did by `until`.
+    Read { until: Instant },
+    /// Look at the consumer `arn`; answer with [`Input::ConsumerLooked`].
+    CheckConsumer { arn: String },
+    /// Find the consumer again, `arn` being stale; answer with [`Input::ConsumerReplaced`].
+    ReplaceConsumer { arn: String },
+    /// Look at the shard; answer with [`Input::ShardLooked`].
+    CheckShard,
+    /// Wait until `until`, then answer with [`Input::Tick`]. `resubscribed`: a subscription is
+    /// started again, for this reason (the metric).
+    Wait {
+        until: Instant,
+        resubscribed: Option<Reason>,
+    },
+    /// The shard has ended; its children when the service named them.
+    End { children: Option<Vec<ChildShard>> },
+    /// Reading cannot go on.
+    Fail(Error),
+}
+
+/// One shard's subscriptions.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    /// The stream, to name it in errors.
+    stream: String,
+    silence: Duration,
+    /// Where the next subscription starts.
+    position: Start,
+    /// Whether a Kinesis record came (before one, a continuation is started *at*).
+    received_records: bool,
+    /// Consecutive `ResourceInUseException` answers since the last event.
+    in_use: u32,
+    backoff: Backoff,
+    rng: StdRng,
+    phase: Phase,
+}
+
+impl Subscription {
+    /// A shard's subscriptions, from `position`, started again after `silence` without events;
+    /// `seed` seeds the backoff's jitter.
+    pub(crate) fn new(stream: String, position: Start, silence: Duration, seed: u64) -> Self {
+        Subscription {
+            stream,
+            silence,
+            position,
+            received_records: false,
+            in_use: 0,
+            backoff: BACKOFF,
+            rng: StdRng::seed_from_u64(seed),
+            phase: Phase::FindingConsumer,
+        }
+    }
+
+    /// The first action.
+    pub(crate) fn start(&self) -> Action {
+        Action::FindConsumer
+    }
+
+    /// Takes in the answer to the last action, at `now`, and returns the next action; `None`
+    /// once the machine is done (after [`Action::End`] or [`Action::Fail`]).
+    pub(crate) fn handle(&mut self, input: Input, now: Instant) -> Option<Action> {
+        let phase = std::mem::replace(&mut self.phase, Phase::Done);
+        let action = match (phase, input) {
+            (Phase::Done, _) => return None,
+            (Phase::FindingConsumer, Input::ConsumerArn(Ok(arn))) => self.subscribe(arn),
+            (Phase::FindingConsumer, Input::ConsumerArn(Err(error))) => {
+                let retryable = error.is_retryable();
+                if retryable {
+                    warn!(%error, "the stream consumer is not available; trying again");
+                }
+                let decision = decide(Happened::NoConsumer { retryable }, self.context());
+                self.follow(decision, None, now, |_| error)
+            }
+            (Phase::Subscribing { arn }, Input::Subscribed(Ok(()))) => self.open(arn, false, now),
+            (Phase::Subscribing { arn }, Input::Subscribed(Err(failure)))
+            | (Phase::Open { arn, .. }, Input::StreamFailed(failure)) => {
+                self.failed(arn, failure, now)
+            }
+            (Phase::Open { arn, .. }, Input::Event(event)) => {
+                self.in_use = 0;
+                self.backoff.reset();
+                self.received_records |= event.records;
+                let decision = decide(Happened::Event(event), self.context());
+                if let Decision::ShardEnd { children } = &decision {
+                    debug!(children = children.as_ref().map(Vec::len), "shard ended");
+                }
+                self.follow(decision, Some(arn), now, unexplained)
+            }
+            // Not a sign of life the backoff counts, but not silence either.
+            (Phase::Open { arn, events, .. }, Input::UnknownEvent) => self.open(arn, events, now),
+            (Phase::Open { arn, events, .. }, Input::StreamEnded) => {
+                let decision = decide(Happened::Closed { events }, self.context());
+                self.follow(decision, Some(arn), now, unexplained)
+            }
+            (
+                Phase::Open {
+                    arn,
+                    events,
+                    silent_at,
+                },
+                Input::Tick,
+            ) => {
+                if now < silent_at {
+                    self.phase = Phase::Open {
+                        arn,
+                        events,
+                        silent_at,
+                    };
+                    Action::Read { until: silent_at }
+                } else {
+                    warn!(silence = ?self.silence, "subscription silent; subscribing again");
+                    let decision = decide(Happened::Silent, self.context());
+                    self.follow(decision, Some(arn), now, unexplained)
+                }
+            }
+            (Phase::CheckingConsumer { arn, if_active }, Input::ConsumerLooked(found)) => {
+                let decision = decide(
+                    Happened::ConsumerLooked { found, if_active },
+                    self.context(),
+                );
+                if decision == Decision::ReplaceConsumer {
+                    warn!(consumer_arn = %arn, "the stream consumer is gone or not active; finding it again");
+                }
+                self.follow(decision, Some(arn), now, unexplained)
+            }
+            (Phase::ReplacingConsumer { arn }, Input::ConsumerReplaced(result)) => {
+                let decision = decide(
+                    Happened::ConsumerReplaced(Outcome::of(&result)),
+                    self.context(),
+                );
+                let error = result.err();
+                self.follow(decision, Some(arn), now, |stream| {
+                    error.unwrap_or_else(|| unexplained(stream))
+                })
+            }
+            (Phase::CheckingShard, Input::ShardLooked(found)) => {
+                let decision = decide(Happened::ShardLooked(found), self.context());
+                if matches!(decision, Decision::ShardEnd { .. }) {
+                    warn!(
+                        "shard not found by SubscribeToShard and closed or gone; treated as ended"
+                    );
+                }
+                self.follow(decision, None, now, unexplained)
+            }
+            (Phase::Waiting { until }, Input::Tick) => {
+                if now < until {
+                    self.phase = Phase::Waiting { until };
+                    Action::Wait {
+                        until,
+                        resubscribed: None,
+                    }
+                } else {
+                    self.phase = Phase::FindingConsumer;
+                    Action::FindConsumer
+                }
+            }
+            // An answer to an action not asked for (the task feeds only the answers asked for):
+            // the phase goes on.
+            (phase, input) => {
+                debug!(?phase, ?input, "unexpected input; ignored");
+                self.phase = phase;
+                self.repeat()?
+            }
+        };
+        Some(action)
+    }
+
+    fn context(&self) -> Context {
+        Context {
+            in_use: self.in_use,
+        }
+    }
+
+    fn subscribe(&mut self, arn: String) -> Action {
+        self.phase = Phase::Subscribing { arn: arn.clone() };
+        Action::Subscribe {
+            arn,
+            position: self.position.clone(),
+        }
+    }
+
+    fn open(&mut self, arn: String, events: bool, now: Instant) -> Action {
+        let silent_at = now + self.silence;
+        self.phase = Phase::Open {
+            arn,
+            events,
+            silent_at,
+        };
+        Action::Read { until: silent_at }
+    }
+
+    /// `SubscribeToShard`, or its event stream, failed.
+    fn failed(&mut self, arn: String, failure: CallFailure, now: Instant) -> Action {
+        if failure.kind == kinesis_calls::ErrorKind::InUse {
+            self.in_use = self.in_use.saturating_add(1);
+        }
+        let decision = decide(
+            Happened::failed(Call::SubscribeToShard, &failure),
+            self.context(),
+        );
+        if let Decision::Retry { .. } = decision {
+            debug!(code = %failure.code, "subscription failed; subscribing again");
+        }
+        self.follow(decision, Some(arn), now, |stream| {
+            Error::kinesis("SubscribeToShard", stream.to_owned(), failure)
+        })
+    }
+
+    /// Carries out `decision`, made with the consumer `arn` (when one was in use); `error`
+    /// makes the error if it is [`Decision::Fail`].
+    fn follow(
+        &mut self,
+        decision: Decision,
+        arn: Option<String>,
+        now: Instant,
+        error: impl FnOnce(&str) -> Error,
+    ) -> Action {
+        match (decision, arn) {
+            (Decision::Continue { continuation }, Some(arn)) => {
+                self.position = if self.received_records {
+                    Start::After(continuation)
+                } else {
+                    Start::At(continuation)
+                };
+                self.open(arn, true, now)
+            }
+            (Decision::ShardEnd { children }, _) => {
+                self.phase = Phase::Done;
+                Action::End { children }
+            }
+            (Decision::Retry { pause, reason }, _) => {
+                let until = match pause {
+                    Pause::Now => now,
+                    Pause::Backoff => now + self.backoff.next(self.rng.random::<f64>()),
+                };
+                self.phase = Phase::Waiting { until };
+                Action::Wait {
+                    until,
+                    resubscribed: reason,
+                }
+            }
+            (Decision::CheckConsumer { if_active }, Some(arn)) => {
+                self.phase = Phase::CheckingConsumer {
+                    arn: arn.clone(),
+                    if_active,
+                };
+                Action::CheckConsumer { arn }
+            }
+            (Decision::ReplaceConsumer, Some(arn)) => {
+                self.phase = Phase::ReplacingConsumer { arn: arn.clone() };
+                Action::ReplaceConsumer { arn }
+            }
+            (Decision::CheckShard, _) => {
+                self.phase = Phase::CheckingShard;
+                Action::CheckShard
+            }
+            (Decision::Fail, _) => {
+                self.phase = Phase::Done;
+                Action::Fail(error(&self.stream))
+            }
+            // Polling's decision, or one that needs a consumer when none was in use: neither
+            // comes from what a subscription meets (the decision's table tests show it). Start
+            // again after the backoff rather than stop reading.
+            (decision @ (Decision::RenewIterator | Decision::Continue { .. }), _)
+            | (decision @ (Decision::CheckConsumer { .. } | Decision::ReplaceConsumer), None) => {
+                debug!(
+                    ?decision,
+                    "not a subscription's decision; subscribing again"
+                );
+                self.follow(
+                    Decision::Retry {
+                        pause: Pause::Backoff,
+                        reason: None,
+                    },
+                    None,
+                    now,
+                    error,
+                )
+            }
+        }
+    }
+
+    /// The action of the current phase, asked again.
+    fn repeat(&mut self) -> Option<Action> {
+        Some(match &self.phase {
+            Phase::Done => return None,
+            Phase::FindingConsumer => Action::FindConsumer,
+            Phase::Subscribing { arn } => Action::Subscribe {
+                arn: arn.clone(),
+                position: self.position.clone(),
+            },
+            Phase::Open { silent_at, .. } => Action::Read { until: *silent_at },
+            Phase::CheckingConsumer { arn, .. } => Action::CheckConsumer { arn: arn.clone() },
+            Phase::ReplacingConsumer { arn } => Action::ReplaceConsumer { arn: arn.clone() },
+            Phase::CheckingShard => Action::CheckShard,
+            Phase::Waiting { until } => Action::Wait {
+                until: *until,
+                resubscribed: None,
+            },
+        })
+    }
+}
+
+/// The error for a decision to fail that came without one: never, as the decision's table tests
+/// show (events, ends, silence and looks never fail), but a typo there must not panic here.
+fn unexplained(stream: &str) -> Error {
+    Error::Stopped {
+        reason: format!("reading stream {stream} failed without an error"),
+    }
+}
 
 /// What a subscriber needs.
 pub(crate) struct Subscriber {
@@ -48,28 +446,6 @@ pub(crate) fn spawn(
     (rx, task)
 }
 
-/// Why a subscription ended.
-enum Ended {
-    /// The service closed it (every 5 minutes); whether any event came first.
-    Closed {
-        events: bool,
-    },
-    /// Nothing arrived for the silence timeout.
-    Silent,
-    /// The shard ended.
-    ShardEnd(Option<Vec<ChildShard>>),
-    /// The receiver was dropped: stop.
-    Stop,
-    Failed(CallFailure),
-}
-
-/// What to do about a failure.
-enum Next {
-    Retry { reason: &'static str, wait: bool },
-    End,
-    Fail(Error),
-}
-
 struct Counters {
     events: metrics::Counter,
     records: metrics::Counter,
@@ -78,10 +454,10 @@ struct Counters {
 }
 
 impl Counters {
-    fn resubscribed(&self, reason: &'static str) {
+    fn resubscribed(&self, reason: Reason) {
         let [stream, shard] = &self.labels;
         metrics::counter!(m::FAN_OUT_RESUBSCRIPTIONS, "stream" => stream.1.clone(),
-            "shard_id" => shard.1.clone(), "reason" => reason)
+            "shard_id" => shard.1.clone(), "reason" => reason.as_str())
         .increment(1);
     }
 }
@@ -89,10 +465,12 @@ impl Counters {
 /// Most user records in the first batch a subscriber hands over.
 const FIRST_BATCH: usize = 1_000;
 
-fn delays() -> impl Iterator<Item = Duration> {
-    backoff(Duration::from_millis(500), Duration::from_secs(5))
-}
+type Events = aws_sdk_kinesis::primitives::event_stream::EventReceiver<
+    SubscribeToShardEventStream,
+    aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError,
+>;
 
+/// The subscription's task: performs the machine's actions and feeds it their answers.
 async fn read(sub: Subscriber, tx: mpsc::Sender<Fetch>) {
     let (budgets, mut unpacker) = Budgets::for_shard(
         (sub.prefetch_records, sub.prefetch_bytes),
@@ -111,145 +489,135 @@ async fn read(sub: Subscriber, tx: mpsc::Sender<Fetch>) {
         bytes: metrics::counter!(m::FAN_OUT_BYTES, &labels),
         labels,
     };
-    let mut position = Start::Checkpoint(sub.start.clone());
-    let mut received_records = false;
+    let mut machine = Subscription::new(
+        sub.stream.to_string(),
+        Start::Checkpoint(sub.start.clone()),
+        sub.silence,
+        rand::random(),
+    );
     // The first event of a backlog can be large (a stand-in sends up to 10,000 aggregates):
     // its first records are handed over before the rest is unpacked. Later events go whole.
     let mut batch_size = FIRST_BATCH;
-    let mut delays = delays();
-    // Consecutive ResourceInUse answers: after a few, the consumer itself is looked at.
-    let mut in_use = 0u32;
+    // The open subscription's events; dropped (which closes it) by any action but reading.
+    let mut events: Option<Events> = None;
+    let mut action = machine.start();
     loop {
-        let arn = match sub.registration.arn().await {
-            Ok(arn) => arn,
-            Err(error) if error.is_retryable() => {
-                warn!(%error, "the stream consumer is not available; trying again");
-                tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))).await;
-                continue;
-            }
-            Err(error) => {
-                let _ = tx.send(Fetch::Failed(error)).await;
-                return;
-            }
-        };
-        let ended = match subscribe(&sub, &arn, &position).await {
-            Err(failure) => Ended::Failed(failure),
-            Ok(mut events) => {
-                // Whatever this subscription replays of what was handed out is dropped.
-                unpacker.skip_delivered();
-                let mut any_event = false;
-                loop {
-                    let next = tokio::time::timeout(sub.silence, events.recv()).await;
-                    let event = match next {
-                        Err(_) => break Ended::Silent,
-                        Ok(Ok(None)) => break Ended::Closed { events: any_event },
-                        Ok(Err(error)) => {
-                            break Ended::Failed(CallFailure::from_event_stream(error));
-                        }
-                        Ok(Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(event)))) => {
-                            event
-                        }
-                        // An event type this version does not know: nothing to deliver.
-                        Ok(Ok(Some(_))) => continue,
-                    };
-                    any_event = true;
-                    delays = self::delays();
-                    in_use = 0;
-                    counters.events.increment(1);
-                    counters.records.increment(event.records.len() as u64);
-                    counters.bytes.increment(
-                        event
-                            .records
-                            .iter()
-                            .map(|r| r.data.as_ref().len() as u64)
-                            .sum(),
-                    );
-                    let had_records = !event.records.is_empty();
-                    received_records |= had_records;
-                    let children = event
-                        .child_shards
-                        .filter(|c| !c.is_empty())
-                        .map(|c| c.into_iter().map(kinesis::child_shard).collect::<Vec<_>>());
-                    let handed = budgets
-                        .hand_over(
-                            &mut unpacker,
-                            event.records.into_iter().map(StreamRecord::from),
-                            batch_size,
-                            Some(event.millis_behind_latest),
-                            &tx,
-                        )
-                        .await;
-                    if !handed {
-                        break Ended::Stop;
+        if !matches!(action, Action::Read { .. }) {
+            events = None;
+        }
+        let input = match action {
+            Action::FindConsumer => Input::ConsumerArn(sub.registration.arn().await),
+            Action::Subscribe { arn, position } => {
+                match subscribe(&sub, &arn, &position).await {
+                    Ok(opened) => {
+                        // Whatever this subscription replays of what was handed out is dropped.
+                        unpacker.skip_delivered();
+                        events = Some(opened);
+                        Input::Subscribed(Ok(()))
                     }
-                    batch_size = usize::MAX;
-                    let continuation = event.continuation_sequence_number;
-                    // The service's shard end: no continuation (children named or not).
-                    if continuation.is_empty() {
-                        break Ended::ShardEnd(children);
+                    Err(failure) => {
+                        count_read_error(sub.stream.stream_name(), &sub.shard_id, &failure);
+                        Input::Subscribed(Err(failure))
                     }
-                    // A stand-in's variant names the children in every event once the shard is
-                    // closed: the end is the first such event that has no records left.
-                    if children.is_some() && !had_records {
-                        break Ended::ShardEnd(children);
-                    }
-                    position = if received_records {
-                        Start::After(continuation)
-                    } else {
-                        Start::At(continuation)
-                    };
                 }
             }
-        };
-        let next = match ended {
-            Ended::Stop => return,
-            Ended::ShardEnd(children) => {
-                debug!(children = children.as_ref().map(Vec::len), "shard ended");
+            Action::Read { until } => {
+                let Some(open) = events.as_mut() else {
+                    // Cannot happen (reading follows a subscription opened): as if the service
+                    // had ended it.
+                    action = match machine.handle(Input::StreamEnded, Instant::now()) {
+                        Some(next) => next,
+                        None => return,
+                    };
+                    continue;
+                };
+                match tokio::time::timeout_at(until, open.recv()).await {
+                    Err(_) => Input::Tick,
+                    Ok(Ok(None)) => Input::StreamEnded,
+                    Ok(Err(error)) => {
+                        let failure = CallFailure::from_event_stream(error);
+                        count_read_error(sub.stream.stream_name(), &sub.shard_id, &failure);
+                        Input::StreamFailed(failure)
+                    }
+                    Ok(Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(event)))) => {
+                        counters.events.increment(1);
+                        counters.records.increment(event.records.len() as u64);
+                        counters.bytes.increment(
+                            event
+                                .records
+                                .iter()
+                                .map(|r| r.data.as_ref().len() as u64)
+                                .sum(),
+                        );
+                        let records = !event.records.is_empty();
+                        let children = event
+                            .child_shards
+                            .filter(|c| !c.is_empty())
+                            .map(|c| c.into_iter().map(kinesis::child_shard).collect::<Vec<_>>());
+                        let handed = budgets
+                            .hand_over(
+                                &mut unpacker,
+                                event.records.into_iter().map(StreamRecord::from),
+                                batch_size,
+                                Some(event.millis_behind_latest),
+                                &tx,
+                            )
+                            .await;
+                        if !handed {
+                            // The shard's task is gone: stop.
+                            return;
+                        }
+                        batch_size = usize::MAX;
+                        Input::Event(Event {
+                            records,
+                            continuation: event.continuation_sequence_number,
+                            children,
+                        })
+                    }
+                    // An event type this version does not know: nothing to deliver.
+                    Ok(Ok(Some(_))) => Input::UnknownEvent,
+                }
+            }
+            Action::CheckConsumer { arn } => {
+                Input::ConsumerLooked(match sub.registration.is_active(&arn).await {
+                    Ok(true) => Consumer::Active,
+                    Ok(false) => Consumer::Gone,
+                    Err(_) => Consumer::Unknown,
+                })
+            }
+            Action::ReplaceConsumer { arn } => {
+                Input::ConsumerReplaced(sub.registration.replace(&arn).await)
+            }
+            Action::CheckShard => Input::ShardLooked(
+                look_at_shard(&sub.client, &sub.stream, &sub.shard_id, sub.call_timeout).await,
+            ),
+            Action::Wait {
+                until,
+                resubscribed,
+            } => {
+                if let Some(reason) = resubscribed {
+                    counters.resubscribed(reason);
+                }
+                if until > Instant::now() {
+                    tokio::time::sleep_until(until).await;
+                }
+                Input::Tick
+            }
+            Action::End { children } => {
                 let _ = tx.send(Fetch::End { children }).await;
                 return;
             }
-            // A subscription closed before any event (a service or stand-in that closes at once)
-            // is not started again in a tight loop.
-            Ended::Closed { events } => Next::Retry {
-                reason: "session_end",
-                wait: !events,
-            },
-            Ended::Silent => {
-                warn!(silence = ?sub.silence, "subscription silent; subscribing again");
-                Next::Retry {
-                    reason: "silent",
-                    wait: false,
-                }
-            }
-            Ended::Failed(failure) => {
-                count_read_error(sub.stream.stream_name(), &sub.shard_id, &failure);
-                on_failure(&sub, &arn, failure, &mut in_use).await
-            }
-        };
-        match next {
-            Next::Retry { reason, wait } => {
-                counters.resubscribed(reason);
-                if wait {
-                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                    tokio::time::sleep(delay).await;
-                }
-            }
-            Next::End => {
-                let _ = tx.send(Fetch::End { children: None }).await;
-                return;
-            }
-            Next::Fail(error) => {
+            Action::Fail(error) => {
                 let _ = tx.send(Fetch::Failed(error)).await;
                 return;
             }
+        };
+        match machine.handle(input, Instant::now()) {
+            Some(next) => action = next,
+            None => return,
         }
     }
 }
-
-type Events = aws_sdk_kinesis::primitives::event_stream::EventReceiver<
-    SubscribeToShardEventStream,
-    aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError,
->;
 
 async fn subscribe(sub: &Subscriber, arn: &str, position: &Start) -> Result<Events, CallFailure> {
     let (kind, sequence, at) = position.to_service(sub.timestamp);
@@ -276,83 +644,4 @@ async fn subscribe(sub: &Subscriber, arn: &str, position: &Start) -> Result<Even
     )
     .await?;
     Ok(output.event_stream)
-}
-
-/// Decides what a failed subscription (or a failure mid-stream) calls for.
-async fn on_failure(sub: &Subscriber, arn: &str, failure: CallFailure, in_use: &mut u32) -> Next {
-    match failure.code.as_str() {
-        "ResourceInUseException" => {
-            // A previous subscription still open (it closes within seconds), or a consumer that
-            // is not active: after a few in a row, look at the consumer.
-            *in_use += 1;
-            if in_use.is_multiple_of(3) && consumer_gone(sub, arn).await {
-                return replaced(sub, arn).await;
-            }
-            Next::Retry {
-                reason: "resource_in_use",
-                wait: true,
-            }
-        }
-        "ResourceNotFoundException" => {
-            // The consumer or the shard. A deleted consumer is registered again; a shard that
-            // is no longer listed, or is closed, has ended.
-            if consumer_gone(sub, arn).await {
-                return replaced(sub, arn).await;
-            }
-            match kinesis::list_shards(&sub.client, &sub.stream, sub.call_timeout).await {
-                Ok(shards) => match shards.iter().find(|s| s.id == *sub.shard_id) {
-                    Some(shard) if !shard.closed => Next::Retry {
-                        reason: "not_found",
-                        wait: true,
-                    },
-                    _ => {
-                        warn!(
-                            "shard not found by SubscribeToShard and closed or gone; treated as ended"
-                        );
-                        Next::End
-                    }
-                },
-                Err(_) => Next::Retry {
-                    reason: "not_found",
-                    wait: true,
-                },
-            }
-        }
-        code if code.contains("Throttl") || code == "LimitExceededException" => Next::Retry {
-            reason: "throttled",
-            wait: true,
-        },
-        _ if failure.is_retryable() => {
-            debug!(code = %failure.code, "subscription failed; subscribing again");
-            Next::Retry {
-                reason: "connection",
-                wait: true,
-            }
-        }
-        _ => Next::Fail(Error::kinesis(
-            "SubscribeToShard",
-            sub.stream.to_string(),
-            failure,
-        )),
-    }
-}
-
-/// Whether the consumer `arn` is deleted or not active (a failed look counts as present).
-async fn consumer_gone(sub: &Subscriber, arn: &str) -> bool {
-    matches!(sub.registration.is_active(arn).await, Ok(false))
-}
-
-async fn replaced(sub: &Subscriber, arn: &str) -> Next {
-    warn!(consumer_arn = %arn, "the stream consumer is gone or not active; finding it again");
-    match sub.registration.replace(arn).await {
-        Ok(_) => Next::Retry {
-            reason: "consumer_missing",
-            wait: false,
-        },
-        Err(error) if error.is_retryable() => Next::Retry {
-            reason: "consumer_missing",
-            wait: true,
-        },
-        Err(error) => Next::Fail(error),
-    }
 }

@@ -19,9 +19,6 @@
 //! shard: closed or no longer listed, it has ended (as the KCL treats `ResourceNotFoundException`
 //! on reads); still open, or the listing failed, read again after the backoff.
 
-// Fan-out's subscription takes its decisions from here in the next commit.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::time::Duration;
 
 use kinesis_calls::ErrorKind;

@@ -13,6 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use crate::{
     checkpoint::{Checkpoint, SequenceNumber},
     error::Error,
+    kinesis,
     lineage::ChildShard,
     metrics as m,
     processor::Record,
@@ -278,6 +279,22 @@ pub(crate) fn count_read_error(stream: &str, shard_id: &str, failure: &CallFailu
     metrics::counter!(m::READ_ERRORS, "stream" => stream.to_owned(),
         "shard_id" => shard_id.to_owned(), "error_code" => failure.code.clone())
     .increment(1);
+}
+
+/// Looks at `shard_id` in the stream's shard list (after a read found it missing).
+pub(crate) async fn look_at_shard(
+    client: &aws_sdk_kinesis::Client,
+    stream: &kinesis_calls::StreamRef,
+    shard_id: &str,
+    timeout: Duration,
+) -> decide::Shard {
+    match kinesis::list_shards(client, stream, timeout).await {
+        Ok(shards) => match shards.iter().find(|s| s.id == shard_id) {
+            Some(shard) if !shard.closed => decide::Shard::Open,
+            _ => decide::Shard::Ended,
+        },
+        Err(_) => decide::Shard::Unknown,
+    }
 }
 
 /// Jittered exponential delays between `min` and `max`, without end.
