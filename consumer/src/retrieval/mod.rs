@@ -6,7 +6,6 @@ pub(crate) mod decide;
 
 use std::{cmp::Ordering, sync::Arc, time::Duration};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use kinesis_aggregation::{HashKeyCache, HashKeyRange, StreamRecord, deaggregate};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
@@ -295,16 +294,6 @@ pub(crate) async fn look_at_shard(
         },
         Err(_) => decide::Shard::Unknown,
     }
-}
-
-/// Jittered exponential delays between `min` and `max`, without end.
-pub(crate) fn backoff(min: Duration, max: Duration) -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(min)
-        .with_max_delay(max)
-        .with_jitter()
-        .without_max_times()
-        .build()
 }
 
 #[cfg(test)]
