@@ -3,9 +3,11 @@
 //!
 //! It resumes from a checkpoint inside an aggregate (at the checkpoint's sequence number, skipping
 //! the user records at or before it), renews expired iterators after the last record read, backs
-//! off with jitter on throttling and transient errors, and adapts its pace: at once (after the
+//! off with jitter on throttling and transient errors, looks a shard `GetRecords` does not find
+//! up in the shard list (ended if closed or gone), and adapts its pace: at once (after the
 //! minimum interval) while there is a backlog, doubling its idle time up to a maximum while the
-//! shard is quiet.
+//! shard is quiet. What each failure means is decided in [`decide`](crate::retrieval::decide),
+//! as for fan-out.
 
 use std::{sync::Arc, time::Duration, time::SystemTime};
 
@@ -21,6 +23,7 @@ use crate::{
     retrieval::{
         Budgets, Fetch, count_read_error,
         decide::{Backoff, Call, Context, Decision, Happened, decide},
+        look_at_shard,
     },
     sdk_error::CallFailure,
 };
@@ -142,6 +145,34 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
                         iterator = Some(current);
                         pause(&reader, &mut delays, &failure).await;
                     }
+                    Decision::CheckShard => {
+                        count_error(&reader, &failure);
+                        let found = look_at_shard(
+                            &reader.client,
+                            &reader.stream,
+                            &reader.shard_id,
+                            reader.call_timeout,
+                        )
+                        .await;
+                        match decide(Happened::ShardLooked(found), Context::default()) {
+                            Decision::ShardEnd { children } => {
+                                warn!(code = %failure.code, "shard not found by GetRecords and closed or gone; treated as ended");
+                                let _ = tx.send(Fetch::End { children }).await;
+                                return;
+                            }
+                            Decision::Fail => {
+                                let _ = tx
+                                    .send(Fetch::Failed(failed(&reader, "GetRecords", failure)))
+                                    .await;
+                                return;
+                            }
+                            // Still listed open, or the listing failed: read again.
+                            _ => {
+                                iterator = Some(current);
+                                wait(&mut delays, &failure).await;
+                            }
+                        }
+                    }
                     // Fail, and the decisions only fan-out meets.
                     _ => {
                         let _ = tx
@@ -203,6 +234,10 @@ fn count_error(reader: &Reader, failure: &CallFailure) {
 
 async fn pause(reader: &Reader, delays: &mut Backoff, failure: &CallFailure) {
     count_error(reader, failure);
+    wait(delays, failure).await;
+}
+
+async fn wait(delays: &mut Backoff, failure: &CallFailure) {
     let delay = delays.next(rand::random::<f64>());
     debug!(code = %failure.code, ?delay, "read failed; trying again");
     tokio::time::sleep(delay).await;

@@ -251,7 +251,9 @@ impl Subscription {
                         "shard not found by SubscribeToShard and closed or gone; treated as ended"
                     );
                 }
-                self.follow(decision, None, now, unexplained)
+                self.follow(decision, None, now, |stream| Error::StreamNotFound {
+                    stream: stream.to_owned(),
+                })
             }
             (Phase::Waiting { until }, Input::Tick) => {
                 if now < until {

@@ -3,21 +3,22 @@
 //! pure function of plain data, from the call layer's classification of a failure
 //! ([`ErrorKind`]), and the backoff between attempts.
 //!
-//! | what happened                              | polling                        | fan-out                                      |
-//! | ------------------------------------------ | ------------------------------ | -------------------------------------------- |
-//! | throttled, transient                       | call again after the backoff   | subscribe again after the backoff            |
-//! | resource in use                            | call again after the backoff   | the same; every third in a row, look at the consumer first |
-//! | not found                                  | iterator: shard end; records: fail | look at the consumer, then at the shard  |
-//! | `ExpiredIteratorException` (`GetRecords`)  | a new iterator, at once        | —                                            |
-//! | access denied, rejected                    | fail                           | fail                                         |
-//! | an event                                   | —                              | continue; shard end without a continuation, or with children and no records |
-//! | the service ends the subscription          | —                              | subscribe again (after the backoff if no event came) |
-//! | silence                                    | —                              | subscribe again at once                      |
+//! | what happened | polling | fan-out |
+//! | --- | --- | --- |
+//! | throttled, transient | call again after the backoff | subscribe again after the backoff |
+//! | resource in use | call again after the backoff | the same; every third in a row, look at the consumer first |
+//! | not found | iterator: shard end; records: look at the shard | look at the consumer, then at the shard |
+//! | `ExpiredIteratorException` (`GetRecords`) | a new iterator, at once | — |
+//! | access denied, rejected | fail | fail |
+//! | an event | — | continue; shard end without a continuation, or with children and no records |
+//! | the service ends the subscription | — | subscribe again (after the backoff if no event came) |
+//! | silence | — | subscribe again at once |
 //!
 //! Looking at the consumer: gone or not active, it is found or registered again and the shard
 //! subscribed again; active, or the look failed, the failure's own course goes on. Looking at the
 //! shard: closed or no longer listed, it has ended (as the KCL treats `ResourceNotFoundException`
-//! on reads); still open, or the listing failed, read again after the backoff.
+//! on reads); still open, or the listing failed, read again after the backoff; the stream itself
+//! not found, reading fails (so that the worker learns of it at once).
 
 use std::time::Duration;
 
@@ -67,6 +68,8 @@ pub(crate) enum Shard {
     Ended,
     /// The listing failed.
     Unknown,
+    /// The listing found no such stream: it was deleted.
+    StreamGone,
 }
 
 /// How finding the stream consumer again (registering it if it is gone) ended.
@@ -260,6 +263,9 @@ pub(crate) fn decide(happened: Happened<'_>, context: Context) -> Decision {
         Happened::ShardLooked(Shard::Open | Shard::Unknown) => {
             retry(Pause::Backoff, Reason::NotFound)
         }
+        // Reading ends; the worker's shard sync, which a failed read brings forward, names the
+        // missing stream.
+        Happened::ShardLooked(Shard::StreamGone) => Decision::Fail,
     }
 }
 
@@ -311,7 +317,11 @@ fn on_failure(call: Call, kind: ErrorKind, code: &str, context: Context) -> Deci
         },
         // The shard is gone (past retention): its data can no longer be read.
         (Call::GetShardIterator, ErrorKind::NotFound) => Decision::ShardEnd { children: None },
-        (Call::GetRecords, ErrorKind::NotFound) => Decision::Fail,
+        // With an iterator the shard was there: gone from the list (or closed) it has ended, as
+        // the KCL's polling treats it (`KinesisDataFetcher` answers a shard end); still listed
+        // open, read again after the backoff, as fan-out does; the stream deleted, fail as
+        // before.
+        (Call::GetRecords, ErrorKind::NotFound) => Decision::CheckShard,
         (_, ErrorKind::AccessDenied | ErrorKind::Rejected) => Decision::Fail,
         // A kind this version does not know: retried if the call layer says it may help.
         (_, kind) if kind.is_retryable() => retry(Pause::Backoff, Reason::Connection),

@@ -292,6 +292,9 @@ pub(crate) async fn look_at_shard(
             Some(shard) if !shard.closed => decide::Shard::Open,
             _ => decide::Shard::Ended,
         },
+        Err(failure) if failure.kind == kinesis_calls::ErrorKind::NotFound => {
+            decide::Shard::StreamGone
+        }
         Err(_) => decide::Shard::Unknown,
     }
 }

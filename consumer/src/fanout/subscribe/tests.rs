@@ -334,6 +334,7 @@ fn not_found_looks_at_the_consumer_then_at_the_shard() {
         Replace,
         End,
         Wait(Reason),
+        Fail,
     }
     let table: &[(Consumer, Option<Shard>, Want)] = &[
         (Consumer::Gone, None, Want::Replace),
@@ -349,6 +350,7 @@ fn not_found_looks_at_the_consumer_then_at_the_shard() {
             Some(Shard::Unknown),
             Want::Wait(Reason::NotFound),
         ),
+        (Consumer::Unknown, Some(Shard::StreamGone), Want::Fail),
     ];
     for (consumer, shard, want) in table {
         let t0 = Instant::now();
@@ -370,6 +372,9 @@ fn not_found_looks_at_the_consumer_then_at_the_shard() {
         match (want, got) {
             (Want::Replace, Some(Action::ReplaceConsumer { arn })) => assert_eq!(arn, ARN),
             (Want::End, Some(Action::End { children: None })) => {}
+            (Want::Fail, Some(Action::Fail(Error::StreamNotFound { stream }))) => {
+                assert_eq!(stream, "s")
+            }
             (
                 Want::Wait(reason),
                 Some(Action::Wait {

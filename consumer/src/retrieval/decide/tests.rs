@@ -94,7 +94,9 @@ fn failure_table() -> Vec<(Call, ErrorKind, u32, Decision)> {
         (GetRecords, Transient, 0, again(Backoff, Reason::Connection)),
         (GetRecords, InUse, 0, again(Backoff, Reason::ResourceInUse)),
         (GetRecords, AccessDenied, 0, Decision::Fail),
-        (GetRecords, NotFound, 0, Decision::Fail),
+        // Polling failed here before the decision was shared; it now looks at the shard as
+        // fan-out does.
+        (GetRecords, NotFound, 0, Decision::CheckShard),
         (GetRecords, Rejected, 0, Decision::Fail),
         // Fan-out: the subscription call or its event stream.
         (
@@ -534,6 +536,7 @@ fn shard_looks_table() {
         (Shard::Ended, Decision::ShardEnd { children: None }),
         (Shard::Open, again(Pause::Backoff, Reason::NotFound)),
         (Shard::Unknown, again(Pause::Backoff, Reason::NotFound)),
+        (Shard::StreamGone, Decision::Fail),
     ];
     for (found, want) in table {
         assert_eq!(
@@ -576,7 +579,10 @@ fn every_decision_is_reachable_and_polling_meets_only_its_own() {
             assert!(
                 matches!(
                     decision,
-                    Decision::Retry { .. } | Decision::ShardEnd { .. } | Decision::Fail
+                    Decision::Retry { .. }
+                        | Decision::ShardEnd { .. }
+                        | Decision::CheckShard
+                        | Decision::Fail
                 ),
                 "{call:?}: {decision:?}"
             );
