@@ -23,6 +23,18 @@
 //! **Flow control.** The next event is read only once the previous one fits in the shard's
 //! read-ahead (records and bytes, as for polling); until then the HTTP/2 flow-control window
 //! (or TCP) holds the service back.
+//!
+//! **Layout.** Both loops are pure state machines, `(state, input, now) -> action`, driven by a
+//! thin task that performs the actions (the SDK calls, reading the event stream, sleeping) and
+//! feeds their answers back, so that every branch and every wait is tested without a network:
+//!
+//! - [`register`]: [`Registration`], the worker's shared stream consumer, and `Registering`,
+//!   the machine that describes the stream, looks at the consumer, registers it if absent and
+//!   waits for `ACTIVE` by the register timeout;
+//! - [`subscribe`]: `Subscription`, the machine of one shard's subscriptions, and the task that
+//!   runs it;
+//! - what an event, the end of a subscription, silence or a failure means is decided in
+//!   [`retrieval::decide`](crate::retrieval::decide), which polling shares.
 
 mod register;
 mod subscribe;

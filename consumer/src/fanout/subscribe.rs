@@ -1,6 +1,6 @@
 //! A shard's `SubscribeToShard` subscriptions, one open at a time: a pure state machine,
 //! [`Subscription`] (`(phase, input, now) -> action`), that takes what happened to
-//! [`decide`](crate::retrieval::decide::decide), and the task that performs its actions.
+//! [`decide`], and the task that performs its actions.
 //!
 //! ```text
 //!            ┌──────────────────────────── Waiting (until) ◄──────────────── Retry (now, or backoff)
