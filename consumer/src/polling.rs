@@ -3,9 +3,11 @@
 //!
 //! It resumes from a checkpoint inside an aggregate (at the checkpoint's sequence number, skipping
 //! the user records at or before it), renews expired iterators after the last record read, backs
-//! off with jitter on throttling and transient errors, and adapts its pace: at once (after the
+//! off with jitter on throttling and transient errors, looks a shard `GetRecords` does not find
+//! up in the shard list (ended if closed or gone), and adapts its pace: at once (after the
 //! minimum interval) while there is a backlog, doubling its idle time up to a maximum while the
-//! shard is quiet.
+//! shard is quiet. What each failure means is decided in [`decide`](crate::retrieval::decide),
+//! as for fan-out.
 
 use std::{sync::Arc, time::Duration, time::SystemTime};
 
@@ -18,7 +20,11 @@ use crate::{
     checkpoint::Checkpoint,
     error::Error,
     kinesis::{self, Start},
-    retrieval::{Budgets, Fetch, backoff, count_read_error},
+    retrieval::{
+        Budgets, Fetch, count_read_error,
+        decide::{Backoff, Call, Context, Decision, Happened, decide},
+        look_at_shard,
+    },
     sdk_error::CallFailure,
 };
 
@@ -51,9 +57,8 @@ pub(crate) fn spawn(reader: Reader) -> (mpsc::Receiver<Fetch>, tokio::task::Join
     (rx, task)
 }
 
-fn delays() -> impl Iterator<Item = Duration> {
-    backoff(Duration::from_millis(100), Duration::from_secs(5))
-}
+/// The delays between failed reads.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
     let (budgets, mut unpacker) = Budgets::for_shard(
@@ -65,7 +70,7 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
     );
     let mut start = Start::Checkpoint(reader.start.clone());
     let mut iterator: Option<String> = None;
-    let mut delays = delays();
+    let mut delays = BACKOFF;
     let mut idle = reader.min_interval;
     // The first read asks for a few records only: a backlog of aggregates would otherwise make
     // it a 10 MB answer, and the processor would wait for all of it to see its first record.
@@ -89,22 +94,28 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
                     let _ = tx.send(Fetch::End { children: None }).await;
                     return;
                 }
-                Err(failure) if failure.code == "ResourceNotFoundException" => {
-                    // The shard is gone (past retention): its data can no longer be read.
-                    warn!(code = %failure.code, "shard not found; treated as ended");
-                    let _ = tx.send(Fetch::End { children: None }).await;
-                    return;
-                }
-                Err(failure) if failure.is_retryable() => {
-                    pause(&reader, &mut delays, &failure).await;
-                    continue;
-                }
-                Err(failure) => {
-                    let _ = tx
-                        .send(Fetch::Failed(failed(&reader, "GetShardIterator", failure)))
-                        .await;
-                    return;
-                }
+                Err(failure) => match decide(
+                    Happened::failed(Call::GetShardIterator, &failure),
+                    Context::default(),
+                ) {
+                    Decision::ShardEnd { children } => {
+                        // The shard is gone (past retention): its data can no longer be read.
+                        warn!(code = %failure.code, "shard not found; treated as ended");
+                        let _ = tx.send(Fetch::End { children }).await;
+                        return;
+                    }
+                    Decision::Retry { .. } => {
+                        pause(&reader, &mut delays, &failure).await;
+                        continue;
+                    }
+                    // Fail, and the decisions only fan-out meets.
+                    _ => {
+                        let _ = tx
+                            .send(Fetch::Failed(failed(&reader, "GetShardIterator", failure)))
+                            .await;
+                        return;
+                    }
+                },
             },
         };
         let limit = if first_read {
@@ -121,24 +132,59 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
         .await
         {
             Ok(fetched) => fetched,
-            Err(failure) if failure.code == "ExpiredIteratorException" => {
-                count_error(&reader, &failure);
-                debug!("iterator expired; renewing it");
-                continue;
-            }
-            Err(failure) if failure.is_retryable() => {
-                iterator = Some(current);
-                pause(&reader, &mut delays, &failure).await;
-                continue;
-            }
             Err(failure) => {
-                let _ = tx
-                    .send(Fetch::Failed(failed(&reader, "GetRecords", failure)))
-                    .await;
-                return;
+                match decide(
+                    Happened::failed(Call::GetRecords, &failure),
+                    Context::default(),
+                ) {
+                    Decision::RenewIterator => {
+                        count_error(&reader, &failure);
+                        debug!("iterator expired; renewing it");
+                    }
+                    Decision::Retry { .. } => {
+                        iterator = Some(current);
+                        pause(&reader, &mut delays, &failure).await;
+                    }
+                    Decision::CheckShard => {
+                        count_error(&reader, &failure);
+                        let found = look_at_shard(
+                            &reader.client,
+                            &reader.stream,
+                            &reader.shard_id,
+                            reader.call_timeout,
+                        )
+                        .await;
+                        match decide(Happened::ShardLooked(found), Context::default()) {
+                            Decision::ShardEnd { children } => {
+                                warn!(code = %failure.code, "shard not found by GetRecords and closed or gone; treated as ended");
+                                let _ = tx.send(Fetch::End { children }).await;
+                                return;
+                            }
+                            Decision::Fail => {
+                                let _ = tx
+                                    .send(Fetch::Failed(failed(&reader, "GetRecords", failure)))
+                                    .await;
+                                return;
+                            }
+                            // Still listed open, or the listing failed: read again.
+                            _ => {
+                                iterator = Some(current);
+                                wait(&mut delays, &failure).await;
+                            }
+                        }
+                    }
+                    // Fail, and the decisions only fan-out meets.
+                    _ => {
+                        let _ = tx
+                            .send(Fetch::Failed(failed(&reader, "GetRecords", failure)))
+                            .await;
+                        return;
+                    }
+                }
+                continue;
             }
         };
-        delays = self::delays();
+        delays.reset();
         let kinesis_records = fetched.records.len();
         if let Some(last) = fetched.records.last() {
             start = Start::After(last.sequence_number.clone());
@@ -186,13 +232,13 @@ fn count_error(reader: &Reader, failure: &CallFailure) {
     count_read_error(reader.stream.stream_name(), &reader.shard_id, failure);
 }
 
-async fn pause(
-    reader: &Reader,
-    delays: &mut impl Iterator<Item = Duration>,
-    failure: &CallFailure,
-) {
+async fn pause(reader: &Reader, delays: &mut Backoff, failure: &CallFailure) {
     count_error(reader, failure);
-    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+    wait(delays, failure).await;
+}
+
+async fn wait(delays: &mut Backoff, failure: &CallFailure) {
+    let delay = delays.next(rand::random::<f64>());
     debug!(code = %failure.code, ?delay, "read failed; trying again");
     tokio::time::sleep(delay).await;
 }

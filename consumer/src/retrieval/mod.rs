@@ -2,15 +2,17 @@
 //! budget those batches hold until processed, and the unpacking of Kinesis records into the user
 //! records a processor sees.
 
+pub(crate) mod decide;
+
 use std::{cmp::Ordering, sync::Arc, time::Duration};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use kinesis_aggregation::{HashKeyCache, HashKeyRange, StreamRecord, deaggregate};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::{
     checkpoint::{Checkpoint, SequenceNumber},
     error::Error,
+    kinesis,
     lineage::ChildShard,
     metrics as m,
     processor::Record,
@@ -278,14 +280,23 @@ pub(crate) fn count_read_error(stream: &str, shard_id: &str, failure: &CallFailu
     .increment(1);
 }
 
-/// Jittered exponential delays between `min` and `max`, without end.
-pub(crate) fn backoff(min: Duration, max: Duration) -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(min)
-        .with_max_delay(max)
-        .with_jitter()
-        .without_max_times()
-        .build()
+/// Looks at `shard_id` in the stream's shard list (after a read found it missing).
+pub(crate) async fn look_at_shard(
+    client: &aws_sdk_kinesis::Client,
+    stream: &kinesis_calls::StreamRef,
+    shard_id: &str,
+    timeout: Duration,
+) -> decide::Shard {
+    match kinesis::list_shards(client, stream, timeout).await {
+        Ok(shards) => match shards.iter().find(|s| s.id == shard_id) {
+            Some(shard) if !shard.closed => decide::Shard::Open,
+            _ => decide::Shard::Ended,
+        },
+        Err(failure) if failure.kind == kinesis_calls::ErrorKind::NotFound => {
+            decide::Shard::StreamGone
+        }
+        Err(_) => decide::Shard::Unknown,
+    }
 }
 
 #[cfg(test)]
