@@ -16,8 +16,8 @@ use aws_sdk_kinesis::{Client, primitives::Blob, types::PutRecordsRequestEntry};
 use backon::ExponentialBackoff;
 use bytes::Bytes;
 use kinesis_aggregation::{
-    AGGREGATE_PARTITION_KEY, AggregationLimits, Aggregator, Finished, HashKey, HashKeyCache,
-    KinesisRecord, RecordSlab, UndigestedAggregate, UserRecord, digest_aggregates,
+    AGGREGATE_PARTITION_KEY, Aggregator, Finished, HashKey, HashKeyCache, KinesisRecord,
+    RecordSlab, UndigestedAggregate, UserRecord, digest_aggregates,
 };
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use tokio::{
@@ -230,12 +230,9 @@ impl KRec {
                 .unwrap_or_default();
         }
         // The records fitted one aggregate under the configured limits: they fit these.
-        let limits =
-            AggregationLimits::new(kinesis_aggregation::LARGEST_MAX_RECORD_SIZE, usize::MAX)
-                .unwrap_or_default();
-        let mut aggregator = Aggregator::new(limits);
+        let mut aggregator = Aggregator::new(crate::config::any_aggregate());
         for pending in &self.records {
-            aggregator.try_push_ref(&pending.record);
+            let _ = aggregator.try_push_ref(&pending.record);
         }
         aggregator.finish().map(|k| k.data).unwrap_or_default()
     }
@@ -692,7 +689,7 @@ impl Pipeline {
             });
             return;
         };
-        if !aggregator.try_push_ref(&pending.record) {
+        if aggregator.try_push_ref(&pending.record).is_err() {
             Self::finish_aggregate(shard, &mut self.spare, now);
             if let Some(aggregator) = shard.aggregator.as_mut() {
                 // An empty aggregator takes any record.

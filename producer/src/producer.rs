@@ -308,7 +308,9 @@ impl ProducerBuilder {
     /// `AggregationEnabled`). Aggregation multiplies the records a shard takes per second.
     pub fn aggregation(mut self, enabled: bool) -> Self {
         if enabled {
-            self.config.aggregation.get_or_insert_with(Default::default);
+            self.config
+                .aggregation
+                .get_or_insert_with(crate::config::aggregation_defaults);
         } else {
             self.config.aggregation = None;
         }
@@ -316,20 +318,18 @@ impl ProducerBuilder {
     }
 
     /// Largest aggregate, partition key + data (default 51200 bytes, the KPL's
-    /// `AggregationMaxSize`; at most 10 MiB). Turns aggregation on.
+    /// `AggregationMaxSize`; 1 byte to 10 MiB, and at most the maximum record size). Turns
+    /// aggregation on.
     pub fn aggregation_max_bytes(mut self, bytes: usize) -> Self {
-        let count = self.config.aggregation.unwrap_or_default().max_records();
-        let result = self.config.set_aggregation(bytes, count);
+        let result = self.config.set_aggregation_max_bytes(bytes);
         self.keep(result);
         self
     }
 
     /// Most user records per aggregate (default 4294967295, the KPL's `AggregationMaxCount`).
     /// Turns aggregation on.
-    pub fn aggregation_max_count(mut self, count: usize) -> Self {
-        let bytes = self.config.aggregation.unwrap_or_default().max_bytes();
-        let result = self.config.set_aggregation(bytes, count);
-        self.keep(result);
+    pub fn aggregation_max_count(mut self, count: NonZeroUsize) -> Self {
+        self.config.set_aggregation_max_count(count);
         self
     }
 
@@ -491,7 +491,7 @@ impl ProducerBuilder {
         let ProducerBuilder {
             client,
             stream,
-            config,
+            mut config,
             ..
         } = self;
         let timeout = config.request_timeout;
@@ -507,6 +507,7 @@ impl ProducerBuilder {
                 }
             }
         };
+        config.set_max_record_size(max_record_size)?;
         config.validate(max_record_size)?;
         let map = initial_map(&client, &stream, config.list_shards_page_size, timeout).await?;
 
