@@ -183,6 +183,33 @@ impl Config {
         Ok(())
     }
 
+    pub(crate) fn set_shard_flush_bytes(&mut self, bytes: usize) -> Result<(), Error> {
+        if !(1..=MAX_BYTES_PER_CALL).contains(&bytes) {
+            return Err(Error::config(
+                "shard_flush_bytes",
+                bytes,
+                format!("must be 1 to {MAX_BYTES_PER_CALL} (PutRecords limit)"),
+            ));
+        }
+        self.shard_flush_bytes = bytes;
+        Ok(())
+    }
+
+    pub(crate) fn set_list_shards_page_size(&mut self, shards: usize) -> Result<(), Error> {
+        let max = crate::kinesis::LIST_SHARDS_PAGE;
+        match i32::try_from(shards) {
+            Ok(page) if (1..=max).contains(&page) => {
+                self.list_shards_page_size = page;
+                Ok(())
+            }
+            _ => Err(Error::config(
+                "list_shards_page_size",
+                shards,
+                format!("must be 1 to {max} (ListShards limit)"),
+            )),
+        }
+    }
+
     pub(crate) fn set_rate_limit_percent(&mut self, percent: u32) -> Result<(), Error> {
         if !(1..=MAX_RATE_LIMIT_PERCENT).contains(&percent) {
             return Err(Error::config(
@@ -225,6 +252,16 @@ impl Config {
                 format!(
                     "must be at least the maximum record size ({} bytes)",
                     max_record_size.bytes()
+                ),
+            ));
+        }
+        if self.linger >= self.record_ttl {
+            return Err(Error::config(
+                "linger",
+                format!("{:?}", self.linger),
+                format!(
+                    "must be less than record_ttl ({:?}): records would expire waiting",
+                    self.record_ttl
                 ),
             ));
         }

@@ -59,6 +59,7 @@
 //! ```
 
 #![forbid(unsafe_code)]
+#![warn(missing_debug_implementations)]
 // A `Failure` hands the record back by value; it is the rare path, and boxing it would make every
 // caller unbox it.
 #![allow(clippy::result_large_err)]
@@ -74,11 +75,17 @@ mod receipt;
 mod retry;
 mod shard_map;
 
+/// The byte buffer of records' data (from the `bytes` crate), re-exported for the signatures that
+/// use it.
+pub use bytes::Bytes;
 pub use config::{
     MAX_BYTES_PER_CALL, MAX_ENTRIES_PER_CALL, MAX_RATE_LIMIT_PERCENT, Ordering, RecordSizeLimit,
     SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND, StreamRef,
 };
-pub use error::{BoxError, Error, ErrorKind};
+pub use error::{Bound, BoxError, Error, ErrorKind};
+/// What [`UserRecord`], [`HashKey`] and [`MaxRecordSize`] reject (from `kinesis-aggregation`),
+/// carried by [`Error::InvalidRecord`].
+pub use kinesis_aggregation::Error as RecordError;
 pub use kinesis_aggregation::{HashKey, MaxRecordSize, UserRecord};
 pub use producer::{Outstanding, Producer, ProducerBuilder};
 pub use receipt::{Attempt, AttemptError, Delivery, Failure, InStream, Receipt, Wrote};

@@ -170,7 +170,7 @@ impl Drop for Pending {
         if let Some(tx) = self.tx.take() {
             tx.send(Err(Box::new(Failure {
                 error: Error::Cancelled,
-                record: Some(self.record.clone()),
+                record: self.record.clone(),
                 attempts: std::mem::take(&mut self.prior),
             })));
         }
@@ -1345,7 +1345,7 @@ impl Pipeline {
         for mut pending in records {
             let failure = Failure {
                 error: error(),
-                record: Some(pending.record.clone()),
+                record: pending.record.clone(),
                 attempts: krec.history(&pending),
             };
             pending.prior.clear();
@@ -1637,7 +1637,7 @@ mod tests {
         for (n, receipt) in receipts.into_iter().chain([left]).enumerate() {
             let failure = receipt.await.err().unwrap_or_else(|| panic!("delivered"));
             assert!(matches!(failure.error, Error::Cancelled));
-            assert_eq!(failure.record, Some(record(n as u8)));
+            assert_eq!(failure.record, record(n as u8));
         }
     }
 
