@@ -135,3 +135,8 @@ pub const MD5_LEN: usize = 16;
 
 /// Bytes an aggregate adds around its protobuf: magic plus MD5 trailer.
 pub const OVERHEAD: usize = MAGIC.len() + MD5_LEN;
+
+/// The README's code blocks, compiled and run as doc tests so that they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

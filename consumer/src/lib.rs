@@ -154,3 +154,8 @@ pub use lineage::InitialPosition;
 pub use processor::{Batch, Checkpointer, Record, ShardProcessor, Start};
 pub use status::{Health, Probe, ProcessorState, RecentError, ShardStatus, Status};
 pub use worker::{Consumer, ConsumerBuilder, Running};
+
+/// The README's code blocks, compiled and run as doc tests so that they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -252,3 +252,9 @@ mod tests {
         Ok(())
     }
 }
+
+/// The workspace README's code blocks, compiled as doc tests so that they cannot drift (the
+/// crates' READMEs are compiled by their own crates).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct WorkspaceReadmeDoctests;

@@ -89,3 +89,8 @@ pub use kinesis_aggregation::Error as RecordError;
 pub use kinesis_aggregation::{HashKey, MaxRecordSize, UserRecord};
 pub use producer::{Outstanding, Producer, ProducerBuilder};
 pub use receipt::{Attempt, AttemptError, Delivery, Failure, InStream, Receipt, Wrote};
+
+/// The README's code blocks, compiled and run as doc tests so that they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
