@@ -81,7 +81,6 @@
 //! ```
 
 #![forbid(unsafe_code)]
-#![warn(missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod aggregator;

@@ -93,7 +93,6 @@
 //! stability promise, they may change or go in any release.
 
 #![forbid(unsafe_code)]
-#![warn(missing_debug_implementations)]
 
 /// Declares a module public with the `unstable-internals` feature and private without it (its
 /// items then reachable only through the crate root's re-exports).

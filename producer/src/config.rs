@@ -43,6 +43,7 @@ pub enum Ordering {
 
 /// Where the producer gets the largest record it accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RecordSizeLimit {
     /// A fixed limit (1 MiB by default, as Kinesis and the KPL's `MaxUserRecordSize`).
     Fixed(MaxRecordSize),

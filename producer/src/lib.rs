@@ -59,7 +59,6 @@
 //! ```
 
 #![forbid(unsafe_code)]
-#![warn(missing_debug_implementations)]
 // A `Failure` hands the record back by value; it is the rare path, and boxing it would make every
 // caller unbox it.
 #![allow(clippy::result_large_err)]
