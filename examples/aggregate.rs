@@ -22,11 +22,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Bytes::from(vec![b'x'; 100]),
         )?;
         limit.check(&record)?;
-        if let Err(record) = aggregator.try_push(record) {
+        // A record that does not fit is handed back: finish the aggregate, start the next.
+        if let Err(refused) = aggregator.try_push(record) {
             sent.extend(aggregator.finish());
-            if aggregator.try_push(record).is_err() {
-                return Err("an empty aggregator accepts any record".into());
-            }
+            aggregator.try_push(refused.into_record())?;
         }
     }
     sent.extend(aggregator.finish());
@@ -48,13 +47,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shard = HashKeyRange::new(HashKey::MIN, HashKey::new(u128::MAX / 2))?;
     let (mut delivered, mut elsewhere) = (0usize, 0usize);
     for (n, kinesis_record) in sent.into_iter().enumerate() {
-        let read = StreamRecord {
-            sequence_number: format!("{:056}", n),
-            partition_key: kinesis_record.partition_key,
-            explicit_hash_key: None,
-            data: kinesis_record.data,
-            approximate_arrival_timestamp: None,
-        };
+        let read = StreamRecord::new(
+            format!("{:056}", n),
+            kinesis_record.partition_key,
+            kinesis_record.data,
+        );
         let (inside, outside) = shard.split(deaggregate(read));
         delivered += inside.len();
         elsewhere += outside.len();

@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
-use kinesis_consumer::{Batch, BoxError, Checkpointer, Consumer, InitialPosition, ShardProcessor};
+use kinesis_consumer::{
+    ApplicationName, Batch, BoxError, Checkpointer, Consumer, InitialPosition, ShardProcessor,
+};
 use kinesis_examples::{ensure_stream, local_dynamodb, local_kinesis, serve_health};
 
 struct Counter {
@@ -113,7 +115,7 @@ async fn main() -> Result<(), BoxError> {
         kinesis,
         dynamodb,
         args.stream.clone(),
-        args.application.clone(),
+        ApplicationName::new(args.application.clone())?,
         move |_: &str| Counter {
             records: counted.clone(),
         },

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use clap::Parser;
 use clap::builder::TypedValueParser;
 use kinesis_consumer::{
-    Batch, Checkpointer, Consumer, InitialPosition, Running, ShardProcessor, Start,
+    ApplicationName, Batch, Checkpointer, Consumer, InitialPosition, Running, ShardProcessor, Start,
 };
 use kinesis_producer::{Producer, UserRecord};
 
@@ -274,7 +274,7 @@ fn start_worker(
         clients.kinesis.clone(),
         clients.dynamodb.clone(),
         stream.to_owned(),
-        application.to_owned(),
+        ApplicationName::new(application.to_owned())?,
         move |shard: &str| Processor {
             worker: worker.clone(),
             shard: shard.to_owned(),

@@ -1,6 +1,6 @@
 //! Packing user records into one Kinesis record.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, num::NonZeroUsize};
 
 use foldhash::fast::RandomState;
 
@@ -11,7 +11,7 @@ use crate::{
     error::Error,
     hash_key::{HashKey, md5_digest},
     proto,
-    record::{LARGEST_MAX_RECORD_SIZE, UserRecord},
+    record::{LARGEST_MAX_RECORD_SIZE, MaxRecordSize, UserRecord},
 };
 
 /// The outer partition key of an aggregate. It does not route the record (the explicit hash key
@@ -21,38 +21,78 @@ pub const AGGREGATE_PARTITION_KEY: &str = "a";
 /// The KPL's default `AggregationMaxSize`, in bytes.
 pub const KPL_DEFAULT_AGGREGATE_MAX_BYTES: usize = 51_200;
 
-/// How large an aggregate may grow.
+/// How large an aggregate may grow, and the largest record the stream takes.
 ///
 /// `max_bytes` bounds the Kinesis record the aggregator emits as Kinesis counts it (outer
-/// partition key + data); `max_records` bounds how many user records it holds.
+/// partition key + data); `max_records` bounds how many user records it holds;
+/// `max_record_size` is the stream's maximum record size: a user record larger than it is refused
+/// ([`Refusal::TooLarge`]), and no aggregate may be larger than it either.
+///
+/// Built from the KPL's defaults with named setters:
+///
+/// ```
+/// use std::num::NonZeroUsize;
+/// use kinesis_aggregation::{AggregationLimits, MaxRecordSize};
+///
+/// # fn main() -> Result<(), kinesis_aggregation::Error> {
+/// let limits = AggregationLimits::default()
+///     .with_max_record_size(MaxRecordSize::from_kib(2048)?)?
+///     .with_max_bytes(1_500_000)?
+///     .with_max_records(NonZeroUsize::new(1_000).unwrap_or(NonZeroUsize::MIN));
+/// assert_eq!(limits.max_bytes(), 1_500_000);
+/// // An aggregate may not be larger than a record the stream takes.
+/// assert!(AggregationLimits::default().with_max_bytes(2 * 1024 * 1024).is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AggregationLimits {
     max_bytes: usize,
     max_records: usize,
+    max_record_size: MaxRecordSize,
 }
 
 impl AggregationLimits {
-    /// Limits in bytes (1 to 10 MiB) and user records (at least 1).
-    pub fn new(max_bytes: usize, max_records: usize) -> Result<Self, Error> {
-        if !(1..=LARGEST_MAX_RECORD_SIZE).contains(&max_bytes) {
+    /// The largest aggregate, in bytes (outer partition key + data): 1 up to the maximum record
+    /// size (1 MiB unless [`with_max_record_size`](Self::with_max_record_size) raised it first).
+    /// Fails with [`Error::OutOfRange`] naming the aggregate size otherwise.
+    pub fn with_max_bytes(self, max_bytes: usize) -> Result<Self, Error> {
+        let limit = self.max_record_size.bytes();
+        if !(1..=limit).contains(&max_bytes) {
             return Err(Error::OutOfRange {
                 name: "aggregate maximum size (bytes)",
                 value: max_bytes as u128,
                 min: 1,
+                max: limit as u128,
+            });
+        }
+        Ok(AggregationLimits { max_bytes, ..self })
+    }
+
+    /// The most user records per aggregate.
+    #[must_use]
+    pub fn with_max_records(self, max_records: NonZeroUsize) -> Self {
+        AggregationLimits {
+            max_records: max_records.get(),
+            ..self
+        }
+    }
+
+    /// The stream's maximum record size (default 1 MiB, the Kinesis default; see
+    /// [`MaxRecordSize`]). Fails with [`Error::OutOfRange`] if it is smaller than the aggregate
+    /// size already set.
+    pub fn with_max_record_size(self, max_record_size: MaxRecordSize) -> Result<Self, Error> {
+        if max_record_size.bytes() < self.max_bytes {
+            return Err(Error::OutOfRange {
+                name: "maximum record size (bytes), at least the aggregate maximum size",
+                value: max_record_size.bytes() as u128,
+                min: self.max_bytes as u128,
                 max: LARGEST_MAX_RECORD_SIZE as u128,
             });
         }
-        if max_records == 0 {
-            return Err(Error::OutOfRange {
-                name: "aggregate maximum record count",
-                value: 0,
-                min: 1,
-                max: usize::MAX as u128,
-            });
-        }
         Ok(AggregationLimits {
-            max_bytes,
-            max_records,
+            max_record_size,
+            ..self
         })
     }
 
@@ -65,22 +105,75 @@ impl AggregationLimits {
     pub fn max_records(&self) -> usize {
         self.max_records
     }
+
+    /// The largest record (partition key + data) the aggregator takes.
+    pub fn max_record_size(&self) -> MaxRecordSize {
+        self.max_record_size
+    }
 }
 
 /// The KPL's defaults: 51,200 bytes (`AggregationMaxSize`), 4,294,967,295 records
-/// (`AggregationMaxCount`).
+/// (`AggregationMaxCount`), records up to 1 MiB (`MaxUserRecordSize`, the Kinesis default).
 impl Default for AggregationLimits {
     fn default() -> Self {
         AggregationLimits {
             max_bytes: KPL_DEFAULT_AGGREGATE_MAX_BYTES,
             max_records: u32::MAX as usize,
+            max_record_size: MaxRecordSize::DEFAULT,
         }
+    }
+}
+
+/// Why an [`Aggregator`] did not take a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The aggregate has no room left for it (bytes or record count): finish the aggregate and
+    /// push the record again. An empty aggregator is never full.
+    #[error("the aggregate is full")]
+    Full,
+    /// The record is larger than the stream's maximum record size given in the
+    /// [`AggregationLimits`]: no aggregator takes it, and Kinesis would refuse it.
+    #[error(
+        "record is {size} bytes (partition key + data); the maximum record size is {max} bytes"
+    )]
+    TooLarge {
+        /// UTF-8 bytes of the partition key plus bytes of data.
+        size: usize,
+        /// The maximum record size.
+        max: usize,
+    },
+}
+
+/// A record [`Aggregator::try_push`] did not take, handed back unchanged with the reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct PushError {
+    record: UserRecord,
+    reason: Refusal,
+}
+
+impl PushError {
+    /// Why the record was not taken.
+    pub fn reason(&self) -> Refusal {
+        self.reason
+    }
+
+    /// The record.
+    pub fn record(&self) -> &UserRecord {
+        &self.record
+    }
+
+    /// The record, back to the caller.
+    pub fn into_record(self) -> UserRecord {
+        self.record
     }
 }
 
 /// A record ready to be sent to Kinesis (one `PutRecords` entry): what [`Aggregator::finish`]
 /// yields.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KinesisRecord {
     /// `PartitionKey`: the user's own for a lone record, [`AGGREGATE_PARTITION_KEY`] for an
     /// aggregate.
@@ -115,22 +208,30 @@ impl KinesisRecord {
 ///
 /// Adding a record costs O(1) (two hash-map look-ups and some varint arithmetic); nothing is
 /// encoded until [`finish`](Self::finish). Partition keys and explicit hash keys are stored once
-/// per aggregate. A record that does not fit is handed back, never dropped or split.
+/// per aggregate. A record that does not fit is handed back, never dropped or split; a record
+/// larger than the stream's maximum record size (in the [`AggregationLimits`]) is refused with
+/// [`Refusal::TooLarge`].
 ///
 /// ```
-/// use kinesis_aggregation::{AggregationLimits, Aggregator, UserRecord};
+/// use kinesis_aggregation::{AggregationLimits, Aggregator, Refusal, UserRecord};
 ///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let mut agg = Aggregator::new(AggregationLimits::default());
 /// for i in 0..3 {
-///     let record = UserRecord::new(format!("key-{i}"), vec![b'x'; 100]).unwrap();
-///     if let Err(record) = agg.try_push(record) {
-///         unreachable!("three small records fit: {record:?}");
-///     }
+///     let record = UserRecord::new(format!("key-{i}"), vec![b'x'; 100])?;
+///     agg.try_push(record)?;
 /// }
 /// let predicted = agg.data_len();
-/// let out = agg.finish().unwrap();
+/// let out = agg.finish().ok_or("three records were added")?;
 /// assert_eq!(out.user_records, 3);
 /// assert_eq!(out.data.len(), predicted);
+///
+/// // Larger than the stream takes (1 MiB by default): refused, and handed back.
+/// let huge = UserRecord::new("key", vec![0u8; 2 * 1024 * 1024])?;
+/// let refused = agg.try_push(huge).unwrap_err();
+/// assert!(matches!(refused.reason(), Refusal::TooLarge { .. }));
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Debug)]
 pub struct Aggregator {
@@ -211,25 +312,29 @@ impl Aggregator {
         }
     }
 
-    /// Size (partition key + data) the aggregate would have with `record` added, or `None` when
-    /// the record count limit is reached. Does not change the aggregator.
+    /// The [`size`](Self::size) the aggregator would have with `record` added (whether or not
+    /// the limits allow it), or `None` when the record count limit is reached. Does not change
+    /// the aggregator. On an empty aggregator it is the record's own size, since a lone record is
+    /// sent as itself.
     pub fn size_with(&self, record: &UserRecord) -> Option<usize> {
-        if self.count >= self.limits.max_records {
-            return None;
+        match self.count {
+            n if n >= self.limits.max_records => None,
+            0 => Some(record.size()),
+            _ => Some(self.aggregate_size_with(self.place(record).bytes)),
         }
-        Some(self.aggregate_size_with(self.place(record).bytes))
     }
 
-    /// Adds `record` if the aggregate stays within the limits, else hands it back unchanged.
+    /// Adds `record` if the aggregate stays within the limits, else hands it back unchanged with
+    /// the reason: [`Refusal::Full`] (finish the aggregate and push it again) or
+    /// [`Refusal::TooLarge`] (larger than the stream's maximum record size).
     ///
-    /// An empty aggregator accepts any record: one that is too big to aggregate at all is then
-    /// emitted alone, unaggregated, by [`finish`](Self::finish). Validate records against the
-    /// stream's maximum record size before adding them.
-    pub fn try_push(&mut self, record: UserRecord) -> Result<(), UserRecord> {
-        let placement = self.place(&record);
-        if !self.fits(&placement) {
-            return Err(record);
-        }
+    /// An empty aggregator accepts any record up to the maximum record size: one too big to
+    /// share an aggregate is then emitted alone, unaggregated, by [`finish`](Self::finish).
+    pub fn try_push(&mut self, record: UserRecord) -> Result<(), PushError> {
+        let placement = match self.admit(&record) {
+            Ok(placement) => placement,
+            Err(reason) => return Err(PushError { record, reason }),
+        };
         let (partition_key, explicit_hash_key, data) = record.into_parts();
         let pk_index = match placement.partition_key_index {
             Some(index) => index,
@@ -250,13 +355,10 @@ impl Aggregator {
 
     /// Like [`try_push`](Self::try_push), but keeps the caller's record: the data is copied into
     /// the aggregate (no reference to it is kept unless the record is the first) and the partition
-    /// key is copied only when it is new to this aggregate. Returns whether the record was added.
-    /// A producer that must be able to hand records back or resend them uses this.
-    pub fn try_push_ref(&mut self, record: &UserRecord) -> bool {
-        let placement = self.place(record);
-        if !self.fits(&placement) {
-            return false;
-        }
+    /// key is copied only when it is new to this aggregate. A producer that must be able to hand
+    /// records back or resend them uses this.
+    pub fn try_push_ref(&mut self, record: &UserRecord) -> Result<(), Refusal> {
+        let placement = self.admit(record)?;
         let partition_key = record.partition_key();
         let pk_index = match placement.partition_key_index {
             Some(index) => index,
@@ -272,15 +374,26 @@ impl Aggregator {
         if self.count == 1 {
             self.first_data = record.data().clone();
         }
-        true
+        Ok(())
     }
 
-    /// Whether a record with this placement may join the aggregate. An empty aggregator takes
-    /// anything (an oversized record then goes alone, raw).
-    fn fits(&self, placement: &Placement) -> bool {
-        self.count == 0
+    /// Where `record` goes if it may join the aggregate. An empty aggregator takes any record up
+    /// to the maximum record size (one larger than an aggregate may be then goes alone, raw).
+    fn admit(&self, record: &UserRecord) -> Result<Placement, Refusal> {
+        let size = record.size();
+        let max = self.limits.max_record_size.bytes();
+        if size > max {
+            return Err(Refusal::TooLarge { size, max });
+        }
+        let placement = self.place(record);
+        if self.count == 0
             || (self.count < self.limits.max_records
                 && self.aggregate_size_with(placement.bytes) <= self.limits.max_bytes)
+        {
+            Ok(placement)
+        } else {
+            Err(Refusal::Full)
+        }
     }
 
     /// Appends a new partition key to the table; returns its index.
@@ -350,7 +463,7 @@ impl Aggregator {
     /// more come back as an aggregate whose data length is exactly [`data_len`](Self::data_len).
     /// `None` when the aggregator is empty.
     pub fn finish(&mut self) -> Option<KinesisRecord> {
-        Some(match self.finish_undigested()? {
+        Some(match self.finish_parts()? {
             Finished::Ready(record) => record,
             Finished::Undigested(aggregate) => aggregate.digest(),
         })
@@ -358,7 +471,14 @@ impl Aggregator {
 
     /// Like [`finish`](Self::finish), but an aggregate comes back without its MD5 trailer, for
     /// [`digest_aggregates`] to compute together with others (a lone record comes back ready).
+    ///
+    /// Unstable (feature `unstable-internals`): for `kinesis-producer`.
+    #[cfg(feature = "unstable-internals")]
     pub fn finish_undigested(&mut self) -> Option<Finished> {
+        self.finish_parts()
+    }
+
+    fn finish_parts(&mut self) -> Option<Finished> {
         let first_hash_key = self.first_hash_key.take()?;
         let count = std::mem::take(&mut self.count);
         let proto_len = std::mem::take(&mut self.proto_len);
@@ -437,8 +557,9 @@ struct Placement {
     explicit_hash_key_index: Option<u64>,
 }
 
-/// What [`Aggregator::finish_undigested`] yields.
+/// What [`Aggregator::finish_undigested`] yields. Unstable (feature `unstable-internals`).
 #[derive(Debug)]
+#[cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub))]
 pub enum Finished {
     /// A record ready to send: a lone user record, sent as itself.
     Ready(KinesisRecord),
@@ -447,8 +568,9 @@ pub enum Finished {
 }
 
 /// An aggregate whose MD5 trailer is still to be computed: by [`digest_aggregates`], many at a
-/// time, or by [`digest`](Self::digest).
+/// time, or by [`digest`](Self::digest). Unstable (feature `unstable-internals`).
 #[derive(Debug)]
+#[cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub))]
 pub struct UndigestedAggregate {
     /// The magic bytes and the protobuf, with room for the trailer.
     buf: BytesMut,
@@ -456,6 +578,7 @@ pub struct UndigestedAggregate {
     user_records: usize,
 }
 
+#[cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub, dead_code))]
 impl UndigestedAggregate {
     /// Size the Kinesis record will have (partition key + data, trailer included).
     pub fn size(&self) -> usize {
@@ -491,6 +614,8 @@ impl UndigestedAggregate {
 
 /// Finishes aggregates, computing their MD5 trailers side by side: about three times the
 /// throughput of one at a time. Same order and bytes as [`UndigestedAggregate::digest`] on each.
+/// Unstable (feature `unstable-internals`).
+#[cfg(feature = "unstable-internals")]
 pub fn digest_aggregates(aggregates: Vec<UndigestedAggregate>) -> Vec<KinesisRecord> {
     let bodies: Vec<&[u8]> = aggregates
         .iter()
@@ -601,40 +726,120 @@ mod tests {
         assert_eq!(decoded.records[3].explicit_hash_key_index, None);
     }
 
+    fn limits(max_bytes: usize, max_records: usize) -> AggregationLimits {
+        AggregationLimits::default()
+            .with_max_record_size(MaxRecordSize::LARGEST)
+            .and_then(|l| l.with_max_bytes(max_bytes))
+            .map(|l| l.with_max_records(NonZeroUsize::new(max_records).unwrap()))
+            .unwrap()
+    }
+
     #[test]
     fn hands_back_what_does_not_fit() {
-        let limits = AggregationLimits::new(200, 3).unwrap();
-        let mut agg = Aggregator::new(limits);
+        let mut agg = Aggregator::new(limits(200, 3));
         agg.try_push(rec("k", &[0; 50])).unwrap();
         agg.try_push(rec("k", &[1; 50])).unwrap();
         let big = rec("k", &[2; 150]);
         let back = agg.try_push(big.clone()).unwrap_err();
-        assert_eq!(back, big);
+        assert_eq!(back.reason(), Refusal::Full);
+        assert_eq!(back.into_record(), big);
         agg.try_push(rec("k", &[3; 10])).unwrap();
         // Count limit reached.
         let small = rec("k", b"");
-        assert_eq!(agg.try_push(small.clone()), Err(small));
+        let back = agg.try_push(small.clone()).unwrap_err();
+        assert_eq!((back.reason(), back.record()), (Refusal::Full, &small));
+        assert_eq!(agg.try_push_ref(&small), Err(Refusal::Full));
         assert!(agg.size() <= 200);
         assert_eq!(agg.finish().unwrap().user_records, 3);
     }
 
     #[test]
     fn oversized_record_goes_alone_and_raw() {
-        let limits = AggregationLimits::new(100, 1000).unwrap();
-        let mut agg = Aggregator::new(limits);
+        let mut agg = Aggregator::new(limits(100, 1000));
         let big = rec("k", &[9; 500]);
         agg.try_push(big.clone()).unwrap();
-        assert_eq!(agg.try_push(rec("k", b"x")).unwrap_err(), rec("k", b"x"));
+        let back = agg.try_push(rec("k", b"x")).unwrap_err();
+        assert_eq!(back.into_record(), rec("k", b"x"));
         let out = agg.finish().unwrap();
         assert_eq!(out.data, big.data().clone());
         assert_eq!(out.user_records, 1);
     }
 
     #[test]
+    fn a_record_larger_than_the_stream_takes_is_refused_even_by_an_empty_aggregator() {
+        let one_mib = MaxRecordSize::DEFAULT.bytes();
+        // Default limits: the stream's maximum record size is the Kinesis default, 1 MiB.
+        let mut agg = Aggregator::new(AggregationLimits::default());
+        let over = rec("k", &vec![0; one_mib]);
+        let back = agg.try_push(over.clone()).unwrap_err();
+        assert_eq!(
+            back.reason(),
+            Refusal::TooLarge {
+                size: one_mib + 1,
+                max: one_mib
+            }
+        );
+        assert_eq!(back.into_record(), over);
+        assert_eq!(
+            agg.try_push_ref(&over),
+            Err(Refusal::TooLarge {
+                size: one_mib + 1,
+                max: one_mib
+            })
+        );
+        assert!(agg.is_empty());
+        // Exactly the limit is taken (alone, raw); the stream's own limit lets more in.
+        let at_limit = rec("k", &vec![0; one_mib - 1]);
+        agg.try_push(at_limit).unwrap();
+        assert_eq!(agg.size(), one_mib);
+        let two_mib = MaxRecordSize::from_kib(2048).unwrap();
+        let mut agg = Aggregator::new(
+            AggregationLimits::default()
+                .with_max_record_size(two_mib)
+                .unwrap(),
+        );
+        agg.try_push(over).unwrap();
+        let back = agg
+            .try_push(rec("k", &vec![0; two_mib.bytes()]))
+            .unwrap_err();
+        assert!(matches!(back.reason(), Refusal::TooLarge { max, .. } if max == two_mib.bytes()));
+        assert!(back.to_string().contains("maximum record size"), "{back}");
+    }
+
+    #[test]
+    fn size_with_is_the_size_after_the_push() {
+        let mut agg = Aggregator::new(AggregationLimits::default());
+        let first = rec("first-key", b"payload");
+        assert_eq!(agg.size_with(&first), Some(first.size()));
+        agg.try_push(first).unwrap();
+        let second = rec("k", b"more");
+        let predicted = agg.size_with(&second);
+        agg.try_push(second).unwrap();
+        assert_eq!(predicted, Some(agg.size()));
+    }
+
+    #[test]
     fn limits_are_validated() {
-        assert!(AggregationLimits::new(0, 1).is_err());
-        assert!(AggregationLimits::new(10 * 1024 * 1024 + 1, 1).is_err());
-        assert!(AggregationLimits::new(1, 0).is_err());
-        assert!(AggregationLimits::new(10 * 1024 * 1024, 1).is_ok());
+        let default = AggregationLimits::default();
+        assert!(matches!(
+            default.with_max_bytes(0),
+            Err(Error::OutOfRange { value: 0, .. })
+        ));
+        // Beyond the stream's maximum record size (1 MiB unless raised first).
+        assert!(default.with_max_bytes(1024 * 1024 + 1).is_err());
+        assert!(default.with_max_bytes(1024 * 1024).is_ok());
+        let large = default
+            .with_max_record_size(MaxRecordSize::LARGEST)
+            .unwrap();
+        assert!(large.with_max_bytes(10 * 1024 * 1024 + 1).is_err());
+        let ten_mib = large.with_max_bytes(10 * 1024 * 1024).unwrap();
+        assert_eq!(ten_mib.max_bytes(), 10 * 1024 * 1024);
+        // The record size may not go below the aggregate size.
+        let err = ten_mib
+            .with_max_record_size(MaxRecordSize::DEFAULT)
+            .unwrap_err();
+        assert!(err.to_string().contains("maximum record size"), "{err}");
+        assert_eq!(default.with_max_records(NonZeroUsize::MIN).max_records(), 1);
+        assert_eq!(default.max_record_size(), MaxRecordSize::DEFAULT);
     }
 }

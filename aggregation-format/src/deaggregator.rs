@@ -8,7 +8,11 @@ use prost::Message;
 use crate::{MAGIC, MD5_LEN, hash_key::HashKey, hash_key::md5_digest, proto};
 
 /// A Kinesis record as read from a stream (`GetRecords`, `SubscribeToShard`, a Lambda event).
+///
+/// Made with [`StreamRecord::new`], or converted from the SDK's `Record` (feature `sdk`) or a
+/// Lambda event record (feature `lambda`).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StreamRecord {
     /// The record's sequence number.
     pub sequence_number: String,
@@ -22,9 +26,43 @@ pub struct StreamRecord {
     pub approximate_arrival_timestamp: Option<SystemTime>,
 }
 
+impl StreamRecord {
+    /// A record read at `sequence_number`, with no explicit hash key (Kinesis does not return
+    /// it on reads) and no arrival time; see [`with_explicit_hash_key`](Self::with_explicit_hash_key)
+    /// and [`with_approximate_arrival_timestamp`](Self::with_approximate_arrival_timestamp).
+    pub fn new(
+        sequence_number: impl Into<String>,
+        partition_key: impl Into<String>,
+        data: impl Into<Bytes>,
+    ) -> Self {
+        StreamRecord {
+            sequence_number: sequence_number.into(),
+            partition_key: partition_key.into(),
+            explicit_hash_key: None,
+            data: data.into(),
+            approximate_arrival_timestamp: None,
+        }
+    }
+
+    /// The explicit hash key the record was written with, when the caller knows it.
+    #[must_use]
+    pub fn with_explicit_hash_key(mut self, explicit_hash_key: HashKey) -> Self {
+        self.explicit_hash_key = Some(explicit_hash_key);
+        self
+    }
+
+    /// When Kinesis received the record.
+    #[must_use]
+    pub fn with_approximate_arrival_timestamp(mut self, at: SystemTime) -> Self {
+        self.approximate_arrival_timestamp = Some(at);
+        self
+    }
+}
+
 /// One user record: either one of an aggregate's records, or a whole record that was not an
 /// aggregate.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DeaggregatedRecord {
     /// Sequence number of the Kinesis record it came in (shared by an aggregate's records).
     pub sequence_number: Arc<str>,
@@ -129,6 +167,7 @@ impl fmt::Display for PassThrough {
 /// What [`deaggregate_explained`] found: the user records, and why the record was passed through
 /// whole when it was.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Deaggregation {
     /// The user records, in order.
     pub records: Vec<DeaggregatedRecord>,

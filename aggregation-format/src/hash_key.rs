@@ -131,7 +131,10 @@ fn parse_decimal(text: &str, allow_leading_zeros: bool) -> Result<u128, HashKeyP
 /// bytes and its hash key, and a new key evicts whatever shared its slot. Keys are compared in
 /// full, so an answer is always exactly [`HashKey::from_partition_key`]; longer keys are hashed
 /// every time. Memory is `slots * 80` bytes, allocated once.
+///
+/// Unstable (feature `unstable-internals`): for `kinesis-producer` and `kinesis-consumer`.
 #[derive(Clone)]
+#[cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub, dead_code))]
 pub struct HashKeyCache {
     slots: Box<[Slot]>,
     state: foldhash::fast::FixedState,
@@ -145,6 +148,7 @@ struct Slot {
     hash: HashKey,
 }
 
+#[cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub, dead_code))]
 impl HashKeyCache {
     /// Longest partition key (in UTF-8 bytes) the cache holds; a UUID's text form fits.
     pub const MAX_KEY_BYTES: usize = 48;

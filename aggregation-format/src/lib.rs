@@ -33,6 +33,11 @@
 //! The crate is pure: no I/O, no async runtime, no AWS SDK unless the `sdk` feature (conversions
 //! from and to `aws-sdk-kinesis` types) or the `lambda` feature (Lambda Kinesis events) is on.
 //!
+//! The feature `unstable-internals` exposes the producer's performance parts (`RecordSlab`,
+//! `HashKeyCache`, aggregates finished without their MD5 trailer and `digest_aggregates`) for
+//! `kinesis-producer` and `kinesis-consumer`. They are **unstable**: no stability promise, they
+//! may change or go in any release.
+//!
 //! # Example
 //!
 //! ```
@@ -40,7 +45,7 @@
 //!     AggregationLimits, Aggregator, HashKey, MaxRecordSize, StreamRecord, UserRecord, deaggregate,
 //! };
 //!
-//! # fn main() -> Result<(), kinesis_aggregation::Error> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let limit = MaxRecordSize::DEFAULT;
 //! let mut aggregator = Aggregator::new(AggregationLimits::default());
 //! let records = [
@@ -50,23 +55,21 @@
 //! ];
 //! for record in records {
 //!     limit.check(&record)?;
-//!     if let Err(record) = aggregator.try_push(record) {
-//!         unreachable!("small records fit in one aggregate: {record:?}");
-//!     }
+//!     // Three small records fit in one aggregate; one that did not would be handed back
+//!     // (`PushError::into_record`) to go into the next aggregate.
+//!     aggregator.try_push(record)?;
 //! }
 //! let predicted = aggregator.size();
-//! let kinesis_record = aggregator.finish().expect("three records were added");
+//! let kinesis_record = aggregator.finish().ok_or("three records were added")?;
 //! assert_eq!(kinesis_record.size(), predicted);
 //! assert_eq!(kinesis_record.explicit_hash_key, Some(HashKey::from_partition_key("sensor-1")));
 //!
 //! // ... PutRecords, then GetRecords on the consumer side ...
-//! let read = StreamRecord {
-//!     sequence_number: "49590338271490256608559692538361571095921575989136588898".into(),
-//!     partition_key: kinesis_record.partition_key,
-//!     explicit_hash_key: None,
-//!     data: kinesis_record.data,
-//!     approximate_arrival_timestamp: None,
-//! };
+//! let read = StreamRecord::new(
+//!     "49590338271490256608559692538361571095921575989136588898",
+//!     kinesis_record.partition_key,
+//!     kinesis_record.data,
+//! );
 //! let users = deaggregate(read);
 //! assert_eq!(users.len(), 3);
 //! assert_eq!(&*users[1].partition_key, "sensor-2");
@@ -82,6 +85,7 @@
 
 mod aggregator;
 mod deaggregator;
+#[cfg(feature = "unstable-internals")]
 mod digest;
 mod error;
 mod hash_key;
@@ -98,19 +102,28 @@ pub mod lambda;
 mod sdk;
 
 pub use aggregator::{
-    AGGREGATE_PARTITION_KEY, AggregationLimits, Aggregator, Finished,
-    KPL_DEFAULT_AGGREGATE_MAX_BYTES, KinesisRecord, UndigestedAggregate, digest_aggregates,
+    AGGREGATE_PARTITION_KEY, AggregationLimits, Aggregator, KPL_DEFAULT_AGGREGATE_MAX_BYTES,
+    KinesisRecord, PushError, Refusal,
 };
+#[cfg(feature = "unstable-internals")]
+pub use aggregator::{Finished, UndigestedAggregate, digest_aggregates};
+/// The byte buffer of records' data (from the `bytes` crate), re-exported for the signatures
+/// that use it.
+pub use bytes::Bytes;
 pub use deaggregator::{
     DeaggregatedRecord, Deaggregation, PassThrough, StreamRecord, deaggregate,
     deaggregate_explained, has_aggregate_magic,
 };
 pub use error::{Error, HashKeyProblem};
-pub use hash_key::{HashKey, HashKeyCache};
+pub use hash_key::HashKey;
+#[cfg(feature = "unstable-internals")]
+pub use hash_key::HashKeyCache;
 pub use hash_range::HashKeyRange;
+#[cfg(feature = "unstable-internals")]
+pub use record::RecordSlab;
 pub use record::{
     DEFAULT_MAX_RECORD_SIZE, LARGEST_MAX_RECORD_SIZE, MAX_PARTITION_KEY_CHARS, MaxRecordSize,
-    RecordSlab, UserRecord, validate_partition_key,
+    UserRecord, validate_partition_key,
 };
 
 /// The four bytes every aggregate starts with.
@@ -121,3 +134,8 @@ pub const MD5_LEN: usize = 16;
 
 /// Bytes an aggregate adds around its protobuf: magic plus MD5 trailer.
 pub const OVERHEAD: usize = MAGIC.len() + MD5_LEN;
+
+/// The README's code blocks, compiled and run as doc tests so that they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -20,7 +20,7 @@ pub const LARGEST_MAX_RECORD_SIZE: usize = 10 * 1024 * 1024;
 /// against a stream's limit with [`MaxRecordSize::check`], since that limit depends on the stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserRecord {
-    /// Shares its buffer: a record copied into a [`RecordSlab`] refers to the slab.
+    /// Shares its buffer: a record copied into a `RecordSlab` refers to the slab.
     partition_key: Str,
     explicit_hash_key: Option<HashKey>,
     data: Bytes,
@@ -63,7 +63,7 @@ impl UserRecord {
     }
 
     /// The hash key that decides the record's shard: the explicit one, else MD5 of the key
-    /// (computed on each call; [`HashKeyCache`](crate::HashKeyCache) remembers recent keys).
+    /// (computed on each call).
     pub fn hash_key(&self) -> HashKey {
         HashKey::of_record(self.explicit_hash_key, &self.partition_key)
     }
@@ -92,7 +92,10 @@ impl UserRecord {
 /// A slab is freed when the last record copied into it is dropped, so a record held for long
 /// keeps its whole slab alive: the slabs alive at once are capped, and once the cap is reached
 /// records are left as they are until slabs are freed.
+///
+/// Unstable (feature `unstable-internals`): for `kinesis-producer`.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub, dead_code))]
 pub struct RecordSlab {
     current: BytesMut,
     /// Slabs filled earlier, some of whose records may still be alive. A slab none of whose
@@ -109,6 +112,7 @@ const SPARE_SLABS: usize = 4;
 /// Records left as they are after the cap was found reached, before looking again.
 const CAPPED_BACKOFF: u32 = 64;
 
+#[cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub, dead_code))]
 impl RecordSlab {
     /// Records up to `slab_bytes / 16` bytes (partition key + data) are copied into slabs of
     /// `slab_bytes`, at most `max_alive_bytes` of them alive at once.

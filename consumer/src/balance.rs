@@ -1,5 +1,8 @@
 //! Which leases a worker takes, as a pure decision over what its scans showed.
 //!
+//! Unstable: public only with the feature `unstable-internals` (for tests outside the crate), with
+//! no stability promise.
+//!
 //! **Expiry by the observer's clock.** [`Observations`] remembers, per lease, the counter last
 //! seen and when this worker first saw it (the arrival of the scan answer, which is after the
 //! write that set it). A lease whose counter has not moved for the failover time is expired,

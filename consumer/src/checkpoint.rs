@@ -65,6 +65,61 @@ impl FromStr for SequenceNumber {
     }
 }
 
+/// Where a user record is in its shard: the sequence number of the Kinesis record it came in,
+/// and its place inside that record's aggregate (0 for a record that was not aggregated). What
+/// [`Checkpointer::checkpoint_at_position`](crate::Checkpointer::checkpoint_at_position) and
+/// [`Checkpointer::prepare_checkpoint`](crate::Checkpointer::prepare_checkpoint) take; ordered as
+/// the stream is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Position {
+    sequence_number: SequenceNumber,
+    sub_sequence_number: u64,
+}
+
+impl Position {
+    /// The position of user record `sub_sequence_number` of the Kinesis record `sequence_number`.
+    pub fn new(sequence_number: SequenceNumber, sub_sequence_number: u64) -> Self {
+        Position {
+            sequence_number,
+            sub_sequence_number,
+        }
+    }
+
+    /// The position of a delivered record. Fails only for a record whose sequence number is
+    /// not one (never one read from Kinesis).
+    pub fn of(record: &crate::Record) -> Result<Self, CheckpointError> {
+        Ok(Position::new(
+            SequenceNumber::parse(&record.sequence_number)?,
+            record.sub_sequence_number,
+        ))
+    }
+
+    /// The Kinesis record's sequence number.
+    pub fn sequence_number(&self) -> &SequenceNumber {
+        &self.sequence_number
+    }
+
+    /// The place inside the aggregate.
+    pub fn sub_sequence_number(&self) -> u64 {
+        self.sub_sequence_number
+    }
+}
+
+impl From<Position> for Checkpoint {
+    fn from(position: Position) -> Self {
+        Checkpoint::At {
+            sequence_number: position.sequence_number,
+            sub_sequence_number: position.sub_sequence_number,
+        }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.sequence_number, self.sub_sequence_number)
+    }
+}
+
 /// Where a shard's processing stands: the value of a lease's `checkpoint` and
 /// `checkpointSubSequenceNumber` attributes.
 ///
@@ -274,6 +329,31 @@ mod tests {
             assert_eq!(cp.sub_sequence_number(), sub);
         }
         assert!(Checkpoint::from_attributes("trim_horizon", 0).is_err());
+    }
+
+    #[test]
+    fn a_position_is_a_checkpoint_at_a_record() {
+        let record = kinesis_aggregation::deaggregate(kinesis_aggregation::StreamRecord::new(
+            "00042",
+            "pk",
+            bytes::Bytes::from_static(b"data"),
+        ))
+        .remove(0);
+        let position = Position::of(&record).unwrap();
+        assert_eq!(position, Position::new(seq("42"), 0));
+        assert_eq!(position.to_string(), "42/0");
+        assert_eq!(
+            Checkpoint::from(position.clone()),
+            Checkpoint::at(seq("42"), 0)
+        );
+        assert!(Position::new(seq("42"), 1) > position);
+        assert!(Position::new(seq("9"), 5) < position);
+        let mut bogus = record.clone();
+        bogus.sequence_number = "12ab".into();
+        assert!(matches!(
+            Position::of(&bogus),
+            Err(CheckpointError::NotASequenceNumber(text)) if text == "12ab"
+        ));
     }
 
     proptest! {

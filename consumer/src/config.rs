@@ -1,6 +1,10 @@
 //! The consumer's settings, with the KCL's name and default next to each where there is one.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    fmt,
+    str::FromStr,
+    time::{Duration, SystemTime},
+};
 
 use kinesis_calls::StreamRef;
 
@@ -13,7 +17,7 @@ use crate::{
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) stream: StreamRef,
-    pub(crate) application: String,
+    pub(crate) application: ApplicationName,
     pub(crate) table: String,
     pub(crate) billing: BillingMode,
     pub(crate) worker_id: String,
@@ -27,7 +31,7 @@ pub(crate) struct Config {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) max_leases: Option<usize>,
     pub(crate) max_handoffs: Option<usize>,
-    pub(crate) max_records: i32,
+    pub(crate) max_records: usize,
     pub(crate) min_fetch_interval: Duration,
     pub(crate) max_idle: Duration,
     pub(crate) prefetch_records: usize,
@@ -114,13 +118,113 @@ impl FanOut {
 }
 
 /// Most records `GetRecords` returns per call (the service limit, and the KCL's `maxRecords`).
-pub const MAX_RECORDS_PER_CALL: i32 = 10_000;
+pub const MAX_RECORDS_PER_CALL: usize = 10_000;
+
+/// The shortest pause between two reads of a shard (Kinesis allows 5 `GetRecords` per second per
+/// shard, shared by every application reading it).
+pub(crate) const MIN_FETCH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The most characters an application name may have: it names the lease table by default, and
+/// DynamoDB table names have at most 255.
+const MAX_APPLICATION_NAME: usize = 255;
+
+/// The name of a consuming application, shared by all its workers: it names the lease table
+/// (unless [`table_name`](crate::ConsumerBuilder::table_name) says otherwise) and, with enhanced
+/// fan-out, the stream consumer (unless [`FanOut::consumer_name`] does), as the KCL's
+/// `applicationName`.
+///
+/// A type of its own, so that the stream and the application given to
+/// [`Consumer::builder`](crate::Consumer::builder) cannot be swapped:
+///
+/// ```compile_fail,E0308
+/// # use kinesis_consumer::{ApplicationName, Batch, BoxError, Checkpointer, Consumer, ShardProcessor};
+/// # struct Printer;
+/// # impl ShardProcessor for Printer {
+/// #     async fn process(&mut self, _: &Batch, _: &mut Checkpointer) -> Result<(), BoxError> {
+/// #         Ok(())
+/// #     }
+/// #     async fn shard_ended(&mut self, c: &mut Checkpointer) -> Result<(), BoxError> {
+/// #         Ok(c.checkpoint_shard_end().await?)
+/// #     }
+/// # }
+/// # fn example(
+/// #     kinesis: aws_sdk_kinesis::Client,
+/// #     dynamodb: aws_sdk_dynamodb::Client,
+/// # ) -> Result<(), kinesis_consumer::Error> {
+/// let application = ApplicationName::new("my-application")?;
+/// // The application where the stream goes, and the stream where the application goes:
+/// let _ = Consumer::builder(kinesis, dynamodb, application, "my-stream", |_: &str| Printer);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ApplicationName(String);
+
+impl ApplicationName {
+    /// An application name: 1 to 255 characters. Fails with [`Error::InvalidConfig`] naming
+    /// `application` otherwise.
+    pub fn new(name: impl Into<String>) -> Result<Self, Error> {
+        let name = name.into();
+        let chars = name.chars().count();
+        if !(1..=MAX_APPLICATION_NAME).contains(&chars) {
+            return Err(Error::InvalidConfig {
+                name: "application",
+                value: name,
+                problem: format!(
+                    "must be 1 to {MAX_APPLICATION_NAME} characters (it names the lease table)"
+                ),
+            });
+        }
+        Ok(ApplicationName(name))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ApplicationName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for ApplicationName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ApplicationName {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::new(name)
+    }
+}
+
+impl TryFrom<&str> for ApplicationName {
+    type Error = Error;
+
+    fn try_from(name: &str) -> Result<Self, Self::Error> {
+        Self::new(name)
+    }
+}
+
+impl TryFrom<String> for ApplicationName {
+    type Error = Error;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        Self::new(name)
+    }
+}
 
 impl Config {
-    pub(crate) fn new(stream: StreamRef, application: String) -> Self {
+    pub(crate) fn new(stream: StreamRef, application: ApplicationName) -> Self {
         Config {
             stream,
-            table: application.clone(),
+            table: application.as_str().to_owned(),
             application,
             billing: BillingMode::OnDemand,
             worker_id: default_worker_id(),
@@ -135,7 +239,7 @@ impl Config {
             max_leases: None,
             max_handoffs: None,
             max_records: MAX_RECORDS_PER_CALL,
-            min_fetch_interval: Duration::from_millis(200),
+            min_fetch_interval: MIN_FETCH_INTERVAL,
             max_idle: Duration::from_secs(1),
             prefetch_records: 30_000,
             prefetch_bytes: 16 * 1024 * 1024,
@@ -224,6 +328,16 @@ impl Config {
                 "the backoff must be positive (a failing processor would be called in a busy loop)",
             );
         }
+        if self.failure_policy.min_backoff > self.failure_policy.max_backoff {
+            return bad(
+                "on_failure",
+                format!(
+                    "backoff {:?} to {:?}",
+                    self.failure_policy.min_backoff, self.failure_policy.max_backoff
+                ),
+                "the minimum backoff must not exceed the maximum",
+            );
+        }
         if self.scan_interval.is_zero() {
             return bad(
                 "scan_interval",
@@ -238,15 +352,20 @@ impl Config {
                 "must be 1 to 10,000 (the GetRecords limit)",
             );
         }
-        if self.prefetch_records == 0 || self.prefetch_bytes == 0 {
+        if self.max_idle < self.min_fetch_interval {
             return bad(
-                "prefetch",
-                format!(
-                    "{} records, {} bytes",
-                    self.prefetch_records, self.prefetch_bytes
-                ),
-                "must both be positive",
+                "max_idle",
+                format!("{:?}", self.max_idle),
+                "must be at least 200 ms (the shortest pause between reads of a shard)",
             );
+        }
+        for (name, value) in [
+            ("shard_sync_interval", self.shard_sync_interval),
+            ("handoff_timeout", self.handoff_timeout),
+        ] {
+            if value.is_zero() {
+                return bad(name, format!("{value:?}"), "must be positive");
+            }
         }
         if self.initial_position == InitialPosition::AtTimestamp && self.initial_timestamp.is_none()
         {
@@ -260,7 +379,7 @@ impl Config {
             let name = fan_out
                 .consumer_name
                 .as_deref()
-                .unwrap_or(&self.application);
+                .unwrap_or(self.application.as_str());
             let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
             if name.is_empty() || name.len() > 128 || !name.chars().all(allowed) {
                 return bad(
@@ -288,6 +407,11 @@ impl Config {
         Ok(())
     }
 
+    /// Most records per `GetRecords` call, as the SDK takes it (at most 10,000 once validated).
+    pub(crate) fn max_records_per_call(&self) -> i32 {
+        i32::try_from(self.max_records).unwrap_or(i32::MAX)
+    }
+
     /// The stream consumer's name, with fan-out retrieval.
     pub(crate) fn fan_out(&self) -> Option<(&FanOut, &str)> {
         match &self.retrieval {
@@ -296,7 +420,7 @@ impl Config {
                 fan_out
                     .consumer_name
                     .as_deref()
-                    .unwrap_or(&self.application),
+                    .unwrap_or(self.application.as_str()),
             )),
             Retrieval::Polling => None,
         }

@@ -132,11 +132,13 @@ impl FailurePolicy {
     }
 
     /// The backoff between attempts: exponential from `min` to `max`, each delay jittered
-    /// (default 100 ms to 30 s). Restarts back off the same way.
+    /// (default 100 ms to 30 s). Restarts back off the same way. A zero `min`, or a `min` above
+    /// `max` (the two swapped), makes the builder's `build` fail with
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) naming `on_failure`.
     #[must_use]
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
         self.min_backoff = min;
-        self.max_backoff = max.max(min);
+        self.max_backoff = max;
         self
     }
 

@@ -1,6 +1,9 @@
 //! A lease: one item of the lease table, in the Java KCL's schema, so that an application can
 //! move between the Java KCL and this crate and keep its checkpoints.
 //!
+//! Unstable: public only with the feature `unstable-internals` (for tests outside the crate), with
+//! no stability promise.
+//!
 //! This module only converts between [`Lease`] and DynamoDB items; the conditional writes are in
 //! `lease_table`.
 

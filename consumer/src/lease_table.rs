@@ -1,6 +1,9 @@
 //! The boundary with DynamoDB: the lease table and every conditional write the coordination
 //! makes on it.
 //!
+//! Unstable: public only with the feature `unstable-internals` (for tests outside the crate), with
+//! no stability promise.
+//!
 //! Every write after a lease's creation is an `UpdateItem` of named attributes, so attributes
 //! written by other implementations (the Java KCL's `throughputKBps`, ...) survive. Each write is
 //! fenced by a condition; a refused write comes back as [`Error::LeaseLost`] carrying the item as

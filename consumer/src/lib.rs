@@ -44,7 +44,7 @@
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use kinesis_consumer::{Batch, BoxError, Checkpointer, Consumer, ShardProcessor};
+//! use kinesis_consumer::{ApplicationName, Batch, BoxError, Checkpointer, Consumer, ShardProcessor};
 //!
 //! struct Printer;
 //!
@@ -70,7 +70,7 @@
 //!     aws_sdk_kinesis::Client::new(&config),
 //!     aws_sdk_dynamodb::Client::new(&config),
 //!     "my-stream",
-//!     "my-application", // names the lease table
+//!     ApplicationName::new("my-application")?, // names the lease table
 //!     |_shard_id: &str| Printer,
 //! )
 //! .build()?
@@ -85,10 +85,30 @@
 //! Metrics are recorded through the [`metrics`](https://docs.rs/metrics) facade under the names
 //! in [`metrics`]; spans (with `stream`, `lease_owner` and `shard_id`) and events through
 //! `tracing`.
+//!
+//! ## Features
+//!
+//! `unstable-internals` makes the lease, lease-table, balance and lineage modules public (and the
+//! simulation's lease table model), for the tests outside this crate. They are **unstable**: no
+//! stability promise, they may change or go in any release.
 
 #![forbid(unsafe_code)]
 
-pub mod balance;
+/// Declares a module public with the `unstable-internals` feature and private without it (its
+/// items then reachable only through the crate root's re-exports).
+macro_rules! internal_module {
+    ($(#[$attr:meta])* $name:ident) => {
+        $(#[$attr])*
+        #[cfg(feature = "unstable-internals")]
+        pub mod $name;
+        $(#[$attr])*
+        #[cfg(not(feature = "unstable-internals"))]
+        #[allow(unreachable_pub, dead_code)]
+        mod $name;
+    };
+}
+
+internal_module!(balance);
 pub mod checkpoint;
 mod config;
 mod coordination;
@@ -96,9 +116,9 @@ mod error;
 mod failure;
 mod fanout;
 mod kinesis;
-pub mod lease;
-pub mod lease_table;
-pub mod lineage;
+internal_module!(lease);
+internal_module!(lease_table);
+internal_module!(lineage);
 pub mod metrics;
 mod polling;
 mod processor;
@@ -111,16 +131,30 @@ pub mod simulation;
 mod status;
 mod worker;
 
-pub use checkpoint::{Checkpoint, CheckpointError, SequenceNumber};
-pub use config::{FanOut, MAX_RECORDS_PER_CALL, Retrieval};
+/// The byte buffer of records' data (from the `bytes` crate), re-exported for the signatures that
+/// use it.
+pub use bytes::Bytes;
+pub use checkpoint::{Checkpoint, CheckpointError, Position, SequenceNumber};
+pub use config::{ApplicationName, FanOut, MAX_RECORDS_PER_CALL, Retrieval};
 pub use error::{BoxError, Error};
 pub use failure::{
     DeadLetter, DeadLetterHandler, FailureCause, FailurePolicy, HandlerFuture, Then,
 };
+/// The hash key a record was routed by (from `kinesis-aggregation`), in [`Record`].
+pub use kinesis_aggregation::HashKey;
 pub use kinesis_calls::{ErrorKind, StreamRef};
-pub use lease::{ItemError, Lease};
-pub use lease_table::{BillingMode, LeaseTable, Scan};
+#[cfg(feature = "unstable-internals")]
+pub use lease::ItemError;
+pub use lease::Lease;
+pub use lease_table::BillingMode;
+#[cfg(feature = "unstable-internals")]
+pub use lease_table::{LeaseTable, Scan};
 pub use lineage::InitialPosition;
 pub use processor::{Batch, Checkpointer, Record, ShardProcessor, Start};
 pub use status::{Health, Probe, ProcessorState, RecentError, ShardStatus, Status};
 pub use worker::{Consumer, ConsumerBuilder, Running};
+
+/// The README's code blocks, compiled and run as doc tests so that they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -2,6 +2,9 @@
 //! when a shard ends, when a child may start, which holes a shard sync repairs, and which
 //! finished leases may be deleted.
 //!
+//! Unstable: public only with the feature `unstable-internals` (for tests outside the crate), with
+//! no stability promise.
+//!
 //! The rule that keeps per-key order across splits and merges: **a shard is processed only once
 //! every parent that has a lease has reached `SHARD_END`** (a merge has two parents). A parent
 //! without a lease does not block: it was finished and cleaned up, or lies before the initial

@@ -1,14 +1,14 @@
 //! What the application implements, and what it is given: one [`ShardProcessor`] per shard the
 //! worker holds, batches of deaggregated records, and a [`Checkpointer`].
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use kinesis_aggregation::DeaggregatedRecord;
 use tokio::sync::Mutex;
 
 use crate::{
-    checkpoint::{Checkpoint, SequenceNumber},
+    checkpoint::{Checkpoint, Position},
     error::{BoxError, Error},
     lease::Lease,
     lease_table::LeaseTable,
@@ -34,9 +34,9 @@ pub struct Batch {
     /// right shards, so the records of such an aggregate that were delivered arrive a second
     /// time, at new sequence numbers.
     pub outside_range: usize,
-    /// How far behind the tip of the shard this batch is, in milliseconds (`GetRecords`'
-    /// `MillisBehindLatest`).
-    pub millis_behind_latest: Option<i64>,
+    /// How far behind the tip of the shard this batch is (`GetRecords`' and
+    /// `SubscribeToShard`'s `MillisBehindLatest`), when the service said.
+    pub behind_latest: Option<Duration>,
 }
 
 /// Where processing of a shard starts.
@@ -158,8 +158,8 @@ impl Checkpointer {
     }
 
     pub(crate) fn note_delivered(&mut self, record: &Record) {
-        if let Ok(sequence_number) = SequenceNumber::parse(&record.sequence_number) {
-            self.delivered = Some(Checkpoint::at(sequence_number, record.sub_sequence_number));
+        if let Ok(position) = Position::of(record) {
+            self.delivered = Some(position.into());
         }
     }
 
@@ -200,18 +200,31 @@ impl Checkpointer {
         }
     }
 
-    /// Checkpoints at a record delivered earlier: `(sequence_number, sub_sequence_number)`. It
-    /// must not be beyond the last record delivered nor behind the current checkpoint.
+    /// Checkpoints at a record delivered earlier (that record included): everything up to it
+    /// is processed. It must not be beyond the last record delivered nor behind the current
+    /// checkpoint ([`Error::InvalidCheckpoint`] otherwise).
     ///
     /// # Cancellation
     ///
     /// If the future is dropped, the write may or may not have happened.
-    pub async fn checkpoint_at(
-        &mut self,
-        sequence_number: &str,
-        sub_sequence_number: u64,
-    ) -> Result<(), Error> {
-        let at = self.requested(sequence_number, sub_sequence_number)?;
+    pub async fn checkpoint_at(&mut self, record: &Record) -> Result<(), Error> {
+        let position = Position::of(record).map_err(|_| Error::InvalidCheckpoint {
+            lease_key: self.shard_id.to_string(),
+            requested: record.sequence_number.to_string(),
+            problem: "not a sequence number",
+        })?;
+        self.checkpoint_at_position(&position).await
+    }
+
+    /// Checkpoints at the position of a record delivered earlier (kept with
+    /// [`Position::of`], say, once the batch is gone). It must not be beyond the last record
+    /// delivered nor behind the current checkpoint ([`Error::InvalidCheckpoint`] otherwise).
+    ///
+    /// # Cancellation
+    ///
+    /// If the future is dropped, the write may or may not have happened.
+    pub async fn checkpoint_at_position(&mut self, position: &Position) -> Result<(), Error> {
+        let at = self.requested(position)?;
         self.write(at).await
     }
 
@@ -232,19 +245,19 @@ impl Checkpointer {
         self.write(Checkpoint::ShardEnd).await
     }
 
-    /// Prepares a checkpoint (the first phase of two): records the position and `state` as
-    /// pending, without moving the checkpoint. A new owner sees both in [`Start`].
+    /// Prepares a checkpoint (the first phase of two): records the position of a record
+    /// delivered earlier, and `state`, as pending, without moving the checkpoint. A new owner
+    /// sees both in [`Start`].
     ///
     /// # Cancellation
     ///
     /// If the future is dropped, the write may or may not have happened.
     pub async fn prepare_checkpoint(
         &mut self,
-        sequence_number: &str,
-        sub_sequence_number: u64,
+        position: &Position,
         state: Option<Bytes>,
     ) -> Result<(), Error> {
-        let at = self.requested(sequence_number, sub_sequence_number)?;
+        let at = self.requested(position)?;
         let mut lease = self.lease.lock().await;
         let updated = self
             .table
@@ -254,18 +267,8 @@ impl Checkpointer {
         Ok(())
     }
 
-    fn requested(
-        &self,
-        sequence_number: &str,
-        sub_sequence_number: u64,
-    ) -> Result<Checkpoint, Error> {
-        let sequence =
-            SequenceNumber::parse(sequence_number).map_err(|_| Error::InvalidCheckpoint {
-                lease_key: self.shard_id.to_string(),
-                requested: sequence_number.to_owned(),
-                problem: "not a sequence number",
-            })?;
-        let at = Checkpoint::at(sequence, sub_sequence_number);
+    fn requested(&self, position: &Position) -> Result<Checkpoint, Error> {
+        let at = Checkpoint::from(position.clone());
         if self.delivered.as_ref().is_none_or(|d| &at > d) {
             return Err(Error::InvalidCheckpoint {
                 lease_key: self.shard_id.to_string(),

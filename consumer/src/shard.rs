@@ -314,7 +314,10 @@ where
                             shard_id: self.ctx.shard_id.clone(),
                             records,
                             outside_range,
-                            millis_behind_latest,
+                            // A negative value (never sent by Kinesis) reads as unknown.
+                            behind_latest: millis_behind_latest
+                                .and_then(|ms| u64::try_from(ms).ok())
+                                .map(Duration::from_millis),
                         };
                         if let Some(next) = self.batch(&mut processor, &mut checkpointer, batch).await {
                             return next;
@@ -366,7 +369,7 @@ where
                 range: lease.hash_key_range,
                 start: lease.checkpoint.clone(),
                 timestamp: ctx.cfg.initial_timestamp,
-                max_records: ctx.cfg.max_records,
+                max_records: ctx.cfg.max_records_per_call(),
                 min_interval: ctx.cfg.min_fetch_interval,
                 max_idle: ctx.cfg.max_idle,
                 prefetch_records: ctx.cfg.prefetch_records,
@@ -526,17 +529,14 @@ where
             .processed_bytes
             .increment(batch.records.iter().map(|r| r.data.len() as u64).sum());
         meters.outside.increment(batch.outside_range as u64);
-        if let Some(ms) = batch.millis_behind_latest {
-            meters.behind.set(ms as f64);
+        if let Some(behind) = batch.behind_latest {
+            meters.behind.set(behind.as_millis() as f64);
         }
         if batch.outside_range > 0 {
             warn!(shard_id = %self.ctx.shard_id, outside_range = batch.outside_range,
                 "user records outside the shard's hash-key range skipped");
         }
-        let behind = batch
-            .millis_behind_latest
-            .and_then(|ms| u64::try_from(ms).ok())
-            .map(Duration::from_millis);
+        let behind = batch.behind_latest;
         let before = checkpointer.delivered_before();
         let first = batch.records.first().and_then(position);
         loop {

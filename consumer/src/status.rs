@@ -56,8 +56,8 @@ pub struct ShardStatus {
     pub checkpoint: Checkpoint,
     /// When the last batch was handed to the processor.
     pub last_batch: Option<SystemTime>,
-    /// How far behind the tip the last batch was.
-    pub millis_behind_latest: Option<Duration>,
+    /// How far behind the tip the last batch was (`MillisBehindLatest`).
+    pub behind_latest: Option<Duration>,
     /// What the processor is doing.
     pub processor: ProcessorState,
 }
@@ -212,7 +212,7 @@ impl Board {
                 lease_counter: lease.counter,
                 checkpoint: lease.checkpoint,
                 last_batch: entry.last_batch,
-                millis_behind_latest: entry.behind,
+                behind_latest: entry.behind,
                 processor: entry.state,
             });
         }

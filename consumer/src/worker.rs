@@ -4,8 +4,9 @@
 
 use std::{
     collections::HashMap,
+    fmt,
     future::Future,
-    num::NonZeroU32,
+    num::{NonZeroU32, NonZeroUsize},
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -18,7 +19,7 @@ use tokio::{
 use tracing::{Instrument, debug, error, info, warn};
 
 use crate::{
-    config::{Config, Retrieval},
+    config::{ApplicationName, Config, Retrieval},
     coordination::{Action, Exited, Input, Machine, Outcome, Role, Stop},
     error::Error,
     failure::FailurePolicy,
@@ -119,36 +120,43 @@ where
     }
 
     /// Most leases this worker holds (the KCL's `maxLeasesForWorker`; default no limit).
-    pub fn max_leases(mut self, max: usize) -> Self {
-        self.cfg.max_leases = Some(max);
+    pub fn max_leases(mut self, max: NonZeroUsize) -> Self {
+        self.cfg.max_leases = Some(max.get());
         self
     }
 
     /// Most leases asked for in one cycle (default: as many as the fair share needs; the KCL's
-    /// `maxLeasesToStealAtOneTime` is 1).
+    /// `maxLeasesToStealAtOneTime` is 1). Zero never asks another worker for a lease: expired
+    /// and free leases are still taken.
     pub fn max_handoffs_per_cycle(mut self, max: usize) -> Self {
         self.cfg.max_handoffs = Some(max);
         self
     }
 
-    /// Most records per `GetRecords` call (the KCL's `maxRecords`, default 10,000).
-    pub fn max_records(mut self, max: i32) -> Self {
-        self.cfg.max_records = max;
+    /// Most records per `GetRecords` call (the KCL's `maxRecords`, default and most 10,000,
+    /// [`MAX_RECORDS_PER_CALL`](crate::MAX_RECORDS_PER_CALL); more makes
+    /// [`build`](Self::build) fail with [`Error::InvalidConfig`]).
+    pub fn max_records(mut self, max: NonZeroUsize) -> Self {
+        self.cfg.max_records = max.get();
         self
     }
 
     /// The longest pause between reads of a quiet shard (default 1 s; the KCL waits 1.5 s
-    /// between all reads). A shard with a backlog is read again after 200 ms.
+    /// between all reads; at least 200 ms). A shard with a backlog is read again after 200 ms.
     pub fn max_idle(mut self, idle: Duration) -> Self {
         self.cfg.max_idle = idle;
         self
     }
 
-    /// Records and bytes read ahead per shard, waiting for the processor (default 30,000 records
-    /// and 16 MiB).
-    pub fn prefetch(mut self, records: usize, bytes: usize) -> Self {
-        self.cfg.prefetch_records = records;
-        self.cfg.prefetch_bytes = bytes;
+    /// User records read ahead per shard, waiting for the processor (default 30,000).
+    pub fn prefetch_records(mut self, records: NonZeroUsize) -> Self {
+        self.cfg.prefetch_records = records.get();
+        self
+    }
+
+    /// Bytes of records read ahead per shard, waiting for the processor (default 16 MiB).
+    pub fn prefetch_bytes(mut self, bytes: NonZeroUsize) -> Self {
+        self.cfg.prefetch_bytes = bytes.get();
         self
     }
 
@@ -214,6 +222,14 @@ where
     }
 }
 
+impl<F> fmt::Debug for ConsumerBuilder<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsumerBuilder")
+            .field("config", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A worker of a consuming application, ready to run.
 pub struct Consumer<F> {
     cfg: Arc<Config>,
@@ -222,16 +238,26 @@ pub struct Consumer<F> {
     processors: Arc<F>,
 }
 
+impl<F> fmt::Debug for Consumer<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("stream", &self.cfg.stream)
+            .field("application", &self.cfg.application)
+            .field("worker_id", &self.cfg.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Consumer<()> {
     /// Starts building a worker for `stream` (a name, or an ARN: a string that starts with
-    /// `arn:`); `application` names the lease table (and should be
-    /// the same for every worker of the application). `processors` makes the processor of each
-    /// shard the worker starts, given its shard id.
+    /// `arn:`) of `application`, which names the lease table (the same for every worker of the
+    /// application; a type of its own, so that the two cannot be swapped). `processors` makes the
+    /// processor of each shard the worker starts, given its shard id.
     pub fn builder<F, P>(
         kinesis: aws_sdk_kinesis::Client,
         dynamodb: aws_sdk_dynamodb::Client,
         stream: impl Into<kinesis_calls::StreamRef>,
-        application: impl Into<String>,
+        application: ApplicationName,
         processors: F,
     ) -> ConsumerBuilder<F>
     where
@@ -239,7 +265,7 @@ impl Consumer<()> {
         P: ShardProcessor,
     {
         ConsumerBuilder {
-            cfg: Config::new(stream.into(), application.into()),
+            cfg: Config::new(stream.into(), application),
             kinesis,
             dynamodb,
             processors,
@@ -1043,4 +1069,133 @@ async fn sync_shards(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+
+    use super::*;
+    use crate::{Batch, BoxError, Checkpointer};
+
+    struct Idle;
+
+    impl ShardProcessor for Idle {
+        async fn process(&mut self, _: &Batch, _: &mut Checkpointer) -> Result<(), BoxError> {
+            Ok(())
+        }
+
+        async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), BoxError> {
+            Ok(checkpointer.checkpoint_shard_end().await?)
+        }
+    }
+
+    /// A builder whose clients are never called: `build` only checks the settings.
+    fn builder() -> ConsumerBuilder<impl Fn(&str) -> Idle + Send + Sync + 'static> {
+        let region = aws_sdk_kinesis::config::Region::new("us-east-1");
+        let kinesis = aws_sdk_kinesis::Config::builder()
+            .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+            .region(region.clone())
+            .build();
+        let dynamodb = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(region)
+            .build();
+        let application = ApplicationName::new("app").unwrap_or_else(|e| panic!("{e}"));
+        Consumer::builder(
+            aws_sdk_kinesis::Client::from_conf(kinesis),
+            aws_sdk_dynamodb::Client::from_conf(dynamodb),
+            "stream",
+            application,
+            |_: &str| Idle,
+        )
+    }
+
+    fn refused<F>(builder: ConsumerBuilder<F>) -> (&'static str, String, String)
+    where
+        F: Fn(&str) -> Idle + Send + Sync + 'static,
+    {
+        match builder.build() {
+            Err(Error::InvalidConfig {
+                name,
+                value,
+                problem,
+            }) => (name, value, problem),
+            Err(other) => panic!("expected InvalidConfig, got {other:?}"),
+            Ok(_) => panic!("expected InvalidConfig, got a consumer"),
+        }
+    }
+
+    fn non_zero(n: usize) -> NonZeroUsize {
+        NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
+    }
+
+    #[test]
+    fn out_of_range_settings_are_typed_errors_naming_the_setting() {
+        let (name, value, problem) = refused(builder().max_records(non_zero(10_001)));
+        assert_eq!((name, value.as_str()), ("max_records", "10001"));
+        assert!(problem.contains("10,000"), "{problem}");
+        assert!(builder().max_records(non_zero(10_000)).build().is_ok());
+
+        // The two bounds swapped: caught, not silently reordered.
+        let swapped =
+            FailurePolicy::default().backoff(Duration::from_secs(2), Duration::from_millis(100));
+        let (name, value, problem) = refused(builder().on_failure(swapped));
+        assert_eq!(name, "on_failure");
+        assert!(value.contains("2s") && value.contains("100ms"), "{value}");
+        assert!(problem.contains("minimum"), "{problem}");
+
+        // Below the shortest pause between reads: refused, not raised to it behind the caller.
+        let (name, _, _) = refused(builder().max_idle(Duration::from_millis(50)));
+        assert_eq!(name, "max_idle");
+        assert!(
+            builder()
+                .max_idle(Duration::from_millis(200))
+                .build()
+                .is_ok()
+        );
+
+        let (name, _, _) = refused(builder().shard_sync_interval(Duration::ZERO));
+        assert_eq!(name, "shard_sync_interval");
+        let (name, _, _) = refused(builder().handoff_timeout(Duration::ZERO));
+        assert_eq!(name, "handoff_timeout");
+    }
+
+    #[test]
+    fn typed_settings_are_kept_as_given() {
+        let consumer = builder()
+            .max_leases(non_zero(3))
+            .max_records(non_zero(40))
+            .prefetch_records(non_zero(100))
+            .prefetch_bytes(non_zero(1 << 20))
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(consumer.cfg.max_leases, Some(3));
+        assert_eq!(consumer.cfg.max_records_per_call(), 40);
+        assert_eq!(
+            (consumer.cfg.prefetch_records, consumer.cfg.prefetch_bytes),
+            (100, 1 << 20)
+        );
+        assert_eq!(consumer.cfg.application.as_str(), "app");
+        assert_eq!(consumer.cfg.table, "app");
+        assert!(format!("{consumer:?}").contains("app"));
+    }
+
+    #[test]
+    fn an_application_name_is_one_to_255_characters() {
+        for bad in [String::new(), "a".repeat(256)] {
+            match ApplicationName::new(bad) {
+                Err(Error::InvalidConfig { name, .. }) => assert_eq!(name, "application"),
+                other => panic!("expected InvalidConfig, got {other:?}"),
+            }
+        }
+        let name: Result<ApplicationName, _> = "é".repeat(255).parse();
+        assert!(name.is_ok());
+        assert_eq!(
+            ApplicationName::try_from("orders")
+                .map(|n| n.to_string())
+                .ok(),
+            Some("orders".to_owned())
+        );
+    }
 }

@@ -164,7 +164,7 @@ pub async fn health_response(
                     shard.shard_id,
                     shard.lease_counter,
                     shard.checkpoint,
-                    shard.millis_behind_latest,
+                    shard.behind_latest,
                     shard.processor
                 ));
             }
@@ -183,7 +183,7 @@ pub async fn health_response(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kinesis_consumer::{Batch, Checkpointer, Consumer, ShardProcessor};
+    use kinesis_consumer::{ApplicationName, Batch, Checkpointer, Consumer, ShardProcessor};
 
     struct Quiet;
 
@@ -216,10 +216,16 @@ mod tests {
         let kinesis = local_kinesis().await?;
         let dynamodb = local_dynamodb().await?;
         ensure_stream(&kinesis, "probes", 2).await?;
-        let running = Consumer::builder(kinesis, dynamodb, "probes", "probes-app", |_: &str| Quiet)
-            .build()?
-            .start()
-            .await?;
+        let running = Consumer::builder(
+            kinesis,
+            dynamodb,
+            "probes",
+            ApplicationName::new("probes-app")?,
+            |_: &str| Quiet,
+        )
+        .build()?
+        .start()
+        .await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         tokio::spawn(serve_health(listener, running.probe()));
@@ -246,3 +252,9 @@ mod tests {
         Ok(())
     }
 }
+
+/// The workspace README's code blocks, compiled as doc tests so that they cannot drift (the
+/// crates' READMEs are compiled by their own crates).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct WorkspaceReadmeDoctests;

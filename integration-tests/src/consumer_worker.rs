@@ -32,8 +32,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kinesis_consumer::{
-    Batch, BoxError, Checkpointer, Consumer, Error as ConsumerError, FanOut, InitialPosition,
-    Retrieval, ShardProcessor, Start,
+    ApplicationName, Batch, BoxError, Checkpointer, Consumer, Error as ConsumerError, FanOut,
+    InitialPosition, Retrieval, ShardProcessor, Start,
 };
 use tokio::io::AsyncReadExt;
 
@@ -213,7 +213,7 @@ pub async fn run(args: WorkerArgs) -> Result<(), BoxError> {
         kinesis,
         dynamodb,
         stream,
-        application,
+        ApplicationName::new(application)?,
         move |shard: &str| Printer {
             shard: shard.to_owned(),
             quiet: counted.clone(),

@@ -13,6 +13,12 @@ pub struct Capture {
     registry: Registry<Key, AtomicStorage>,
 }
 
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture").finish_non_exhaustive()
+    }
+}
+
 struct Installed(Arc<Capture>);
 
 impl Recorder for Installed {

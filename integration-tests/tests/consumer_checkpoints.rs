@@ -10,8 +10,8 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
 use kinesis_consumer::{
-    Batch, BillingMode, BoxError, Checkpointer, Consumer, InitialPosition, LeaseTable,
-    ShardProcessor, Start,
+    ApplicationName, Batch, BillingMode, BoxError, Checkpointer, Consumer, InitialPosition,
+    LeaseTable, Position, SequenceNumber, ShardProcessor, Start,
 };
 use kinesis_integration_tests::fixtures::{create_stream, unique_name};
 use kinesis_integration_tests::{DynamoBackend, DynamoDb, Ferrokinesis};
@@ -55,10 +55,7 @@ impl ShardProcessor for Recorder {
                 String::from_utf8_lossy(&r.data).into_owned(),
             ));
             if self.checkpoint_after == Some(self.count) {
-                checkpointer
-                    .checkpoint_at(&r.sequence_number, r.sub_sequence_number)
-                    .await
-                    .unwrap();
+                checkpointer.checkpoint_at(r).await.unwrap();
             }
         }
         Ok(())
@@ -83,7 +80,7 @@ fn consumer(
         kinesis.client(),
         db.client(),
         stream.to_owned(),
-        application.to_owned(),
+        ApplicationName::new(application.to_owned()).unwrap(),
         move |shard: &str| Recorder {
             shard: shard.to_owned(),
             journal: journal.clone(),
@@ -380,7 +377,13 @@ impl ShardProcessor for Prober {
         self.done = true;
         let first = &batch.records[0];
         let last = &batch.records[batch.records.len() - 1];
-        let beyond = format!("{}0", last.sequence_number);
+        let beyond = Position::new(
+            SequenceNumber::parse(&format!("{}0", last.sequence_number)).unwrap(),
+            0,
+        );
+        // A record whose sequence number is not one (never read from Kinesis).
+        let mut garbage = last.clone();
+        garbage.sequence_number = "12ab".into();
         let mut outcomes = Vec::new();
         let mut note = |what: &str, result: Result<(), kinesis_consumer::Error>| {
             outcomes.push(match result {
@@ -391,27 +394,21 @@ impl ShardProcessor for Prober {
                 Err(other) => format!("{what}: {other}"),
             });
         };
-        note("beyond", checkpointer.checkpoint_at(&beyond, 0).await);
-        note("garbage", checkpointer.checkpoint_at("12ab", 0).await);
+        note("beyond", checkpointer.checkpoint_at_position(&beyond).await);
+        note("garbage", checkpointer.checkpoint_at(&garbage).await);
         note("shard end", checkpointer.checkpoint_shard_end().await);
-        note(
-            "last",
-            checkpointer
-                .checkpoint_at(&last.sequence_number, last.sub_sequence_number)
-                .await,
-        );
+        note("last", checkpointer.checkpoint_at(last).await);
         note(
             "behind",
             checkpointer
-                .checkpoint_at(&first.sequence_number, first.sub_sequence_number)
+                .checkpoint_at_position(&Position::of(first).unwrap())
                 .await,
         );
         note(
             "prepare",
             checkpointer
                 .prepare_checkpoint(
-                    &last.sequence_number,
-                    last.sub_sequence_number,
+                    &Position::of(last).unwrap(),
                     Some(Bytes::from_static(b"app state")),
                 )
                 .await,
@@ -456,7 +453,7 @@ async fn the_checkpointer_refuses_what_was_not_delivered_or_goes_back_and_prepar
             kinesis.client(),
             db.client(),
             stream.clone(),
-            application.clone(),
+            ApplicationName::new(application.clone()).unwrap(),
             move |_: &str| Prober {
                 outcomes: outcomes.clone(),
                 done: false,

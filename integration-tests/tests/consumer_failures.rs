@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeSet, HashMap};
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,8 +16,8 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
 use kinesis_consumer::{
-    Batch, BoxError, Checkpointer, Consumer, DeadLetter, Error, ErrorKind, FailurePolicy,
-    InitialPosition, ProcessorState, Running, ShardProcessor, Start,
+    ApplicationName, Batch, BoxError, Checkpointer, Consumer, DeadLetter, Error, ErrorKind,
+    FailurePolicy, InitialPosition, ProcessorState, Running, ShardProcessor, Start,
 };
 use kinesis_integration_tests::fixtures::{create_stream, unique_name};
 use kinesis_integration_tests::metrics_capture::Capture;
@@ -233,7 +233,7 @@ impl Setup {
             self.kinesis.client(),
             self.db.client(),
             self.stream.clone(),
-            self.application.clone(),
+            ApplicationName::new(self.application.clone()).unwrap(),
             move |shard: &str| Flaky {
                 shard: shard.to_owned(),
                 cues: cues.clone(),
@@ -424,7 +424,7 @@ async fn a_batch_that_keeps_failing_is_dead_lettered_and_the_shard_goes_on() {
         };
         let running = setup
             .worker(&cues, &journal, policy)
-            .max_records(40)
+            .max_records(NonZeroUsize::new(40).unwrap())
             .build()
             .unwrap()
             .start()
@@ -639,7 +639,7 @@ async fn a_start_fails_with_a_typed_error_naming_the_cause() {
             kinesis_client(kinesis_proxy.endpoint(), &no_retries),
             dynamodb_client(db_proxy.endpoint(), &no_retries),
             stream.to_owned(),
-            unique_name("starts-app"),
+            ApplicationName::new(unique_name("starts-app")).unwrap(),
             |shard: &str| Flaky {
                 shard: shard.to_owned(),
                 cues: Arc::default(),
@@ -664,7 +664,7 @@ async fn a_start_fails_with_a_typed_error_naming_the_cause() {
         kinesis_client(kinesis_proxy.endpoint(), &no_retries),
         dynamodb_client(db_proxy.endpoint(), &no_retries),
         "arn:aws:kinesis:us-east-1:000000000000:orders",
-        unique_name("starts-app"),
+        ApplicationName::new(unique_name("starts-app")).unwrap(),
         |_: &str| Flaky {
             shard: String::new(),
             cues: Arc::default(),
@@ -816,7 +816,7 @@ async fn a_kcl_multi_stream_table_is_refused_and_left_untouched() {
         kinesis.client(),
         client.clone(),
         stream.clone(),
-        table.clone(),
+        ApplicationName::new(table.clone()).unwrap(),
         |shard: &str| Flaky {
             shard: shard.to_owned(),
             cues: Arc::default(),
@@ -904,7 +904,7 @@ async fn credentials_refused_under_a_running_worker_end_it_with_the_error() {
         setup.kinesis.client(),
         dynamodb_client(db_proxy.endpoint(), &ClientOptions::new().without_retries()),
         setup.stream.clone(),
-        setup.application.clone(),
+        ApplicationName::new(setup.application.clone()).unwrap(),
         move |shard: &str| Flaky {
             shard: shard.to_owned(),
             cues: c.clone(),

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,8 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use kinesis_consumer::{
-    Batch, BoxError, Checkpointer, Consumer, Error, FanOut, InitialPosition, Retrieval, Running,
-    ShardProcessor, metrics as m,
+    ApplicationName, Batch, BoxError, Checkpointer, Consumer, Error, FanOut, InitialPosition,
+    Retrieval, Running, ShardProcessor, metrics as m,
 };
 use kinesis_integration_tests::fixtures::{create_stream, unique_name};
 use kinesis_integration_tests::metrics_capture::Capture;
@@ -174,7 +175,7 @@ impl<'a> Setup<'a> {
             self.kinesis.clone(),
             self.db.client(),
             self.stream,
-            self.application,
+            ApplicationName::new(self.application).unwrap(),
             move |shard: &str| Recorder {
                 shard: shard.to_owned(),
                 seen: seen.clone(),
@@ -193,7 +194,9 @@ impl<'a> Setup<'a> {
             builder = builder.initial_timestamp(at);
         }
         if let Some((records, bytes)) = self.prefetch {
-            builder = builder.prefetch(records, bytes);
+            builder = builder
+                .prefetch_records(NonZeroUsize::new(records).unwrap())
+                .prefetch_bytes(NonZeroUsize::new(bytes).unwrap());
         }
         builder.build().unwrap().spawn()
     }

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kinesis_consumer::{Batch, BoxError, Checkpointer, Consumer, InitialPosition, ShardProcessor};
+use kinesis_consumer::{
+    ApplicationName, Batch, BoxError, Checkpointer, Consumer, InitialPosition, ShardProcessor,
+};
 use kinesis_integration_tests::fixtures::{create_stream, unique_name};
 use kinesis_integration_tests::{
     ClientOptions, DynamoBackend, DynamoDb, Fault, FaultController, FaultKind, FaultProxy,
@@ -77,7 +79,7 @@ async fn lease_table_and_read_faults_cause_retries_not_losses() {
             kinesis_client(kinesis_proxy.endpoint(), &no_retries),
             dynamodb_client(dynamodb_proxy.endpoint(), &no_retries),
             stream.clone(),
-            unique_name("faults-app"),
+            ApplicationName::new(unique_name("faults-app")).unwrap(),
             move |_: &str| Counter(tally.clone()),
         )
         .initial_position(InitialPosition::TrimHorizon)

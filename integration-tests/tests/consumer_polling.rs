@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kinesis_consumer::{Batch, BoxError, Checkpointer, Consumer, InitialPosition, ShardProcessor};
+use kinesis_consumer::{
+    ApplicationName, Batch, BoxError, Checkpointer, Consumer, InitialPosition, ShardProcessor,
+};
 use kinesis_integration_tests::fixtures::{create_stream, unique_name};
 use kinesis_integration_tests::{DynamoBackend, DynamoDb, Ferrokinesis};
 use kinesis_producer::{Producer, UserRecord};
@@ -133,7 +135,7 @@ async fn one_worker_consumes_every_record_aggregated_and_not() {
             kinesis.client(),
             db.client(),
             stream.clone(),
-            application.clone(),
+            ApplicationName::new(application.clone()).unwrap(),
             move |shard: &str| Recorder {
                 shard: shard.to_owned(),
                 seen: seen.clone(),
@@ -172,7 +174,7 @@ async fn one_worker_consumes_every_record_aggregated_and_not() {
             kinesis.client(),
             db.client(),
             stream.clone(),
-            application,
+            ApplicationName::new(application).unwrap(),
             move |shard: &str| Recorder {
                 shard: shard.to_owned(),
                 seen: again.clone(),
@@ -226,7 +228,7 @@ fn metrics_are_recorded_under_their_names() {
                 client.clone(),
                 db.client(),
                 stream.clone(),
-                unique_name("app"),
+                ApplicationName::new(unique_name("app")).unwrap(),
                 move |shard: &str| Recorder {
                     shard: shard.to_owned(),
                     seen: seen.clone(),

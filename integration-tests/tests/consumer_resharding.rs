@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kinesis_consumer::{
-    Batch, BoxError, Checkpointer, Consumer, FanOut, InitialPosition, Retrieval, ShardProcessor,
-    Start,
+    ApplicationName, Batch, BoxError, Checkpointer, Consumer, FanOut, InitialPosition, Retrieval,
+    ShardProcessor, Start,
 };
 use kinesis_integration_tests::fixtures::{create_stream, split_then_merge, unique_name};
 use kinesis_integration_tests::{
@@ -106,7 +106,7 @@ async fn reshard_while_consuming(
                 client.clone(),
                 db.client(),
                 stream.clone(),
-                application.clone(),
+                ApplicationName::new(application.clone()).unwrap(),
                 move |shard: &str| Recorder {
                     shard: shard.to_owned(),
                     journal: journal.clone(),

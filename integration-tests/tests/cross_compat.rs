@@ -22,9 +22,12 @@
 // which does not reach the helpers of an integration-test crate.
 #![allow(clippy::unwrap_used)]
 
+use std::num::NonZeroUsize;
+
 use kinesis_aggregation::{
-    AggregationLimits, Aggregator, DeaggregatedRecord, HashKey, KinesisRecord, MAGIC, OVERHEAD,
-    PassThrough, StreamRecord, UserRecord, deaggregate, deaggregate_explained,
+    AggregationLimits, Aggregator, DeaggregatedRecord, HashKey, KinesisRecord, MAGIC,
+    MaxRecordSize, OVERHEAD, PassThrough, StreamRecord, UserRecord, deaggregate,
+    deaggregate_explained,
 };
 use kinesis_integration_tests::peers::{
     Decoded, DecodedUserRecord, EncodeSet, Encoded, EncodedRecord, Peer, PeerKinesisRecord,
@@ -108,11 +111,29 @@ fn peer_record(r: &UserRecord) -> PeerUserRecord {
     }
 }
 
-/// Data length of an aggregate holding only `r` (magic + protobuf + MD5).
+/// Data length of an aggregate holding only `r` (magic + protobuf + MD5), which our aggregator
+/// never builds (it sends a lone record raw): the key tables and the one record entry, each a
+/// tag, a varint length and the bytes.
 fn lone_aggregate_len(r: &UserRecord) -> usize {
-    let agg = Aggregator::new(AggregationLimits::new(10 * ONE_MIB, 1).unwrap());
-    // size_with counts the outer partition key "a" too.
-    agg.size_with(r).unwrap() - 1
+    let varint = |n: usize| (usize::BITS - (n | 1).leading_zeros()).div_ceil(7) as usize;
+    let delimited = |len: usize| 1 + varint(len) + len;
+    // partition_key_index 0 (tag + 1 byte), then the data.
+    let mut entry = 2 + delimited(r.data().len());
+    let mut protobuf = delimited(r.partition_key().len());
+    if let Some(key) = r.explicit_hash_key() {
+        protobuf += delimited(key.to_string().len());
+        entry += 2;
+    }
+    OVERHEAD + protobuf + delimited(entry)
+}
+
+/// Limits for the test sets: records up to 10 MiB (the largest a stream may take).
+fn agg_limits(max_bytes: usize, max_records: usize) -> AggregationLimits {
+    AggregationLimits::default()
+        .with_max_record_size(MaxRecordSize::LARGEST)
+        .and_then(|limits| limits.with_max_bytes(max_bytes))
+        .map(|limits| limits.with_max_records(NonZeroUsize::new(max_records).unwrap()))
+        .unwrap()
 }
 
 const UNICODE_POOL: &[&str] = &[
@@ -210,7 +231,7 @@ fn random_limits(rng: &mut ChaCha8Rng) -> AggregationLimits {
     } else {
         rng.random_range(1..=10)
     };
-    AggregationLimits::new(max_bytes, max_records).unwrap()
+    agg_limits(max_bytes, max_records)
 }
 
 /// `n` records drawn from a pool of keys, each with an EHK with probability `p_ehk`.
@@ -239,7 +260,7 @@ fn pooled(
 /// Records whose first aggregate is exactly `max_bytes` (partition key "a" + data), followed by
 /// one more record; with `over_by_one` the filling record is one byte too big instead.
 fn exact_fit(rng: &mut ChaCha8Rng, max_bytes: usize, over_by_one: bool) -> Vec<UserRecord> {
-    let limits = AggregationLimits::new(max_bytes, u32::MAX as usize).unwrap();
+    let limits = agg_limits(max_bytes, u32::MAX as usize);
     loop {
         let mut agg = Aggregator::new(limits);
         let mut records = Vec::new();
@@ -346,7 +367,7 @@ fn record_sets(seed: u64) -> Vec<RecordSet> {
                 let over_by_one = i % 11 == 7;
                 let max_bytes = rng.random_range(500..=60_000);
                 let records = exact_fit(rng, max_bytes, over_by_one);
-                let limits = AggregationLimits::new(max_bytes, u32::MAX as usize).unwrap();
+                let limits = agg_limits(max_bytes, u32::MAX as usize);
                 push(Kind::ExactFit { over_by_one }, limits, records);
             }
             8 => {
@@ -367,9 +388,7 @@ fn record_sets(seed: u64) -> Vec<RecordSet> {
                 let ehks = vec![any_ehk(rng)];
                 let p = *[0.0, 1.0].choose(rng).unwrap();
                 let records = pooled(rng, n, &keys, &ehks, p, 60);
-                let limits =
-                    AggregationLimits::new(rng.random_range(400..=3_000), u32::MAX as usize)
-                        .unwrap();
+                let limits = agg_limits(rng.random_range(400..=3_000), u32::MAX as usize);
                 push(Kind::DuplicateKeys, limits, records);
             }
         }
@@ -383,7 +402,7 @@ fn record_sets(seed: u64) -> Vec<RecordSet> {
     }
     // Near 1 MiB: the largest record Kinesis takes (sent alone, raw), an aggregate of exactly
     // 1 MiB, and a record too big to share an aggregate followed by small ones.
-    let mib = AggregationLimits::new(ONE_MIB, u32::MAX as usize).unwrap();
+    let mib = agg_limits(ONE_MIB, u32::MAX as usize);
     push(
         Kind::NearOneMib,
         mib,
@@ -431,7 +450,7 @@ fn encode_ours(set: &RecordSet, seed: u64) -> Vec<KinesisRecord> {
     for r in set.records.iter().cloned() {
         if let Err(back) = agg.try_push(r) {
             finish(&mut agg, &mut out);
-            agg.try_push(back)
+            agg.try_push(back.into_record())
                 .expect("an empty aggregator takes any record");
         }
     }
@@ -462,7 +481,7 @@ fn our_aggregate_of(records: &[UserRecord]) -> (usize, Option<Vec<u8>>) {
     if records.len() == 1 {
         return (lone_aggregate_len(&records[0]), None);
     }
-    let mut agg = Aggregator::new(AggregationLimits::new(10 * ONE_MIB, u32::MAX as usize).unwrap());
+    let mut agg = Aggregator::new(agg_limits(10 * ONE_MIB, u32::MAX as usize));
     for r in records {
         agg.try_push(r.clone()).expect("10 MiB holds the test sets");
     }
@@ -473,13 +492,7 @@ fn our_aggregate_of(records: &[UserRecord]) -> (usize, Option<Vec<u8>>) {
 }
 
 fn stream_record(pk: &str, seq: String, data: Vec<u8>) -> StreamRecord {
-    StreamRecord {
-        sequence_number: seq,
-        partition_key: pk.to_owned(),
-        explicit_hash_key: None,
-        data: data.into(),
-        approximate_arrival_timestamp: None,
-    }
+    StreamRecord::new(seq, pk, data)
 }
 
 /// The EHK table of an aggregate of these records, in our (insertion) order.
@@ -935,7 +948,7 @@ fn python_splits_exactly_where_we_do() {
         assert_eq!(theirs.error, None, "{ctx}");
         // Python has no record-count limit: compare with ours without one.
         let unlimited = RecordSet {
-            limits: AggregationLimits::new(set.limits.max_bytes(), u32::MAX as usize).unwrap(),
+            limits: agg_limits(set.limits.max_bytes(), u32::MAX as usize),
             ..set.clone()
         };
         let ours = encode_ours(&unlimited, seed);
@@ -1374,7 +1387,7 @@ fn records_at_one_mib() {
     // Two records making exactly 1 MiB of aggregate data (ours would need a 1 MiB + 1 limit,
     // counting the key "a").
     let head = record(&mut rng, "first".into(), 500_000, None);
-    let mut probe = Aggregator::new(AggregationLimits::new(10 * ONE_MIB, 2).unwrap());
+    let mut probe = Aggregator::new(agg_limits(10 * ONE_MIB, 2));
     probe.try_push(head.clone()).unwrap();
     let len = (ONE_MIB - 500_100..ONE_MIB - 500_000)
         .find(|&len| {

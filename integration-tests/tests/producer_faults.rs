@@ -16,7 +16,7 @@ use kinesis_integration_tests::{
     ClientOptions, EntryErrorCode, EntryFailures, Fault, FaultController, FaultKind, FaultProxy,
     FaultRule, Ferrokinesis, FerrokinesisOptions, ServiceError, kinesis_client,
 };
-use kinesis_producer::{Error, ErrorKind, InStream, Ordering, Producer, UserRecord, Wrote};
+use kinesis_producer::{Bound, Error, ErrorKind, InStream, Ordering, Producer, UserRecord, Wrote};
 
 mod support;
 use support::{ReadBack, check_receipts, read_back, records};
@@ -178,11 +178,7 @@ async fn records_past_their_ttl_come_back_as_expired_with_the_record() {
             other => panic!("expected Expired, got {other:?}"),
         }
         assert!(failure.error.is_retryable());
-        assert_eq!(
-            failure.record.as_ref(),
-            Some(record),
-            "the record comes back"
-        );
+        assert_eq!(&failure.record, record, "the record comes back");
         assert!(!failure.attempts.is_empty());
         // Every attempt was refused by the service: certainly not written.
         assert_eq!(failure.in_stream(), InStream::No);
@@ -346,14 +342,14 @@ async fn backpressure_bounds_memory_while_the_stream_throttles_every_write() {
         matches!(
             full.error,
             Error::Full {
-                bound: "bytes",
+                bound: Bound::Bytes,
                 limit: BOUND
             }
         ),
         "{:?}",
         full.error
     );
-    assert!(full.record.is_some());
+    assert_eq!(full.record.size(), 2001, "the record comes back");
     let calls_while_throttled = h.faults.calls("PutRecords");
 
     // The stream recovers: everything admitted is delivered and admission resumes.
@@ -536,7 +532,7 @@ fn receipts_resolve_with_the_record_when_the_producer_runtime_is_torn_down() {
                 "{:?}",
                 failure.error
             );
-            assert_eq!(failure.record.as_ref(), Some(record));
+            assert_eq!(&failure.record, record);
         }
     });
 }

@@ -2,7 +2,7 @@
 
 use std::{num::NonZeroUsize, time::Duration};
 
-use kinesis_aggregation::{AggregationLimits, MaxRecordSize};
+use kinesis_aggregation::{AggregationLimits, LARGEST_MAX_RECORD_SIZE, MaxRecordSize};
 
 use crate::error::Error;
 
@@ -43,6 +43,7 @@ pub enum Ordering {
 
 /// Where the producer gets the largest record it accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RecordSizeLimit {
     /// A fixed limit (1 MiB by default, as Kinesis and the KPL's `MaxUserRecordSize`).
     Fixed(MaxRecordSize),
@@ -79,7 +80,7 @@ pub(crate) struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            aggregation: Some(AggregationLimits::default()),
+            aggregation: Some(aggregation_defaults()),
             max_entries_per_call: MAX_ENTRIES_PER_CALL,
             max_bytes_per_call: 5 * 1024 * 1024,
             shard_flush_bytes: 256 * 1024,
@@ -102,14 +103,60 @@ impl Default for Config {
     }
 }
 
+/// The KPL's aggregation defaults, with room for records and aggregates up to 10 MiB: the stream's
+/// own maximum record size is set when the producer is built and known.
+pub(crate) fn aggregation_defaults() -> AggregationLimits {
+    AggregationLimits::default()
+        .with_max_record_size(MaxRecordSize::LARGEST)
+        .unwrap_or_default()
+}
+
+/// Limits that hold any aggregate the producer may have built: for encoding one again.
+pub(crate) fn any_aggregate() -> AggregationLimits {
+    aggregation_defaults()
+        .with_max_bytes(LARGEST_MAX_RECORD_SIZE)
+        .unwrap_or_default()
+        .with_max_records(NonZeroUsize::MAX)
+}
+
 /// Setters shared by the builder; each checks its range.
 impl Config {
-    pub(crate) fn set_aggregation(
-        &mut self,
-        max_bytes: usize,
-        max_records: usize,
-    ) -> Result<(), Error> {
-        self.aggregation = Some(AggregationLimits::new(max_bytes, max_records)?);
+    pub(crate) fn set_aggregation_max_bytes(&mut self, bytes: usize) -> Result<(), Error> {
+        let limits = self.aggregation.unwrap_or_else(aggregation_defaults);
+        let limits = limits.with_max_bytes(bytes).map_err(|_| {
+            Error::config(
+                "aggregation_max_bytes",
+                bytes,
+                format!(
+                    "must be 1 to {LARGEST_MAX_RECORD_SIZE} (and at most the maximum record size)"
+                ),
+            )
+        })?;
+        self.aggregation = Some(limits);
+        Ok(())
+    }
+
+    pub(crate) fn set_aggregation_max_count(&mut self, count: NonZeroUsize) {
+        let limits = self.aggregation.unwrap_or_else(aggregation_defaults);
+        self.aggregation = Some(limits.with_max_records(count));
+    }
+
+    /// Gives the aggregation limits the stream's maximum record size: an aggregate may not be
+    /// larger than a record the stream takes.
+    pub(crate) fn set_max_record_size(&mut self, size: MaxRecordSize) -> Result<(), Error> {
+        if let Some(limits) = self.aggregation {
+            let limits = limits.with_max_record_size(size).map_err(|_| {
+                Error::config(
+                    "aggregation_max_bytes",
+                    limits.max_bytes(),
+                    format!(
+                        "must be at most the maximum record size ({} bytes)",
+                        size.bytes()
+                    ),
+                )
+            })?;
+            self.aggregation = Some(limits);
+        }
         Ok(())
     }
 
@@ -135,6 +182,33 @@ impl Config {
         }
         self.max_bytes_per_call = bytes;
         Ok(())
+    }
+
+    pub(crate) fn set_shard_flush_bytes(&mut self, bytes: usize) -> Result<(), Error> {
+        if !(1..=MAX_BYTES_PER_CALL).contains(&bytes) {
+            return Err(Error::config(
+                "shard_flush_bytes",
+                bytes,
+                format!("must be 1 to {MAX_BYTES_PER_CALL} (PutRecords limit)"),
+            ));
+        }
+        self.shard_flush_bytes = bytes;
+        Ok(())
+    }
+
+    pub(crate) fn set_list_shards_page_size(&mut self, shards: usize) -> Result<(), Error> {
+        let max = crate::kinesis::LIST_SHARDS_PAGE;
+        match i32::try_from(shards) {
+            Ok(page) if (1..=max).contains(&page) => {
+                self.list_shards_page_size = page;
+                Ok(())
+            }
+            _ => Err(Error::config(
+                "list_shards_page_size",
+                shards,
+                format!("must be 1 to {max} (ListShards limit)"),
+            )),
+        }
     }
 
     pub(crate) fn set_rate_limit_percent(&mut self, percent: u32) -> Result<(), Error> {
@@ -179,6 +253,16 @@ impl Config {
                 format!(
                     "must be at least the maximum record size ({} bytes)",
                     max_record_size.bytes()
+                ),
+            ));
+        }
+        if self.linger >= self.record_ttl {
+            return Err(Error::config(
+                "linger",
+                format!("{:?}", self.linger),
+                format!(
+                    "must be less than record_ttl ({:?}): records would expire waiting",
+                    self.record_ttl
                 ),
             ));
         }

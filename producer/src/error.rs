@@ -18,7 +18,8 @@ pub enum Error {
     #[error("invalid record: {0}")]
     InvalidRecord(#[from] kinesis_aggregation::Error),
 
-    /// A builder setting is out of range.
+    /// A builder setting is out of range, or settings disagree (the linger time and the record
+    /// TTL, the aggregate size and the maximum record size...).
     #[error("invalid setting {name} = {value}: {problem}")]
     InvalidConfig {
         /// The setting, as named on the builder.
@@ -63,8 +64,8 @@ pub enum Error {
     /// `try_put` found a backpressure bound full; the record is handed back.
     #[error("the producer holds its maximum of {limit} outstanding {bound}")]
     Full {
-        /// `"records"` or `"bytes"`.
-        bound: &'static str,
+        /// Which bound: records or bytes.
+        bound: Bound,
         /// The configured bound.
         limit: usize,
     },
@@ -112,6 +113,25 @@ pub enum Error {
     /// The producer's task stopped (its runtime shut down) before the record was delivered.
     #[error("the producer stopped before the record was delivered")]
     Cancelled,
+}
+
+/// A backpressure bound of the producer: what [`Error::Full`] found full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Bound {
+    /// Outstanding user records (`max_outstanding_records`).
+    Records,
+    /// Outstanding bytes of user records, partition keys + data (`max_outstanding_bytes`).
+    Bytes,
+}
+
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Bound::Records => "records",
+            Bound::Bytes => "bytes",
+        })
+    }
 }
 
 impl Error {

@@ -76,11 +76,22 @@ mod receipt_stress;
 mod retry;
 mod shard_map;
 
+/// The byte buffer of records' data (from the `bytes` crate), re-exported for the signatures that
+/// use it.
+pub use bytes::Bytes;
 pub use config::{
     MAX_BYTES_PER_CALL, MAX_ENTRIES_PER_CALL, MAX_RATE_LIMIT_PERCENT, Ordering, RecordSizeLimit,
     SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND, StreamRef,
 };
-pub use error::{BoxError, Error, ErrorKind};
+pub use error::{Bound, BoxError, Error, ErrorKind};
+/// What [`UserRecord`], [`HashKey`] and [`MaxRecordSize`] reject (from `kinesis-aggregation`),
+/// carried by [`Error::InvalidRecord`].
+pub use kinesis_aggregation::Error as RecordError;
 pub use kinesis_aggregation::{HashKey, MaxRecordSize, UserRecord};
 pub use producer::{Outstanding, Producer, ProducerBuilder};
 pub use receipt::{Attempt, AttemptError, Delivery, Failure, InStream, Receipt, Wrote};
+
+/// The README's code blocks, compiled and run as doc tests so that they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -18,7 +18,7 @@ use tokio::{
 
 use crate::{
     config::{Config, Ordering, RecordSizeLimit, StreamRef},
-    error::Error,
+    error::{Bound, Error},
     kinesis::{self, CallError},
     pipeline::{Command, Intake, Pipeline},
     receipt::{Failure, Receipt},
@@ -66,6 +66,7 @@ impl Admission {
 
 /// Records and bytes the producer holds: admitted, not yet resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Outstanding {
     /// User records.
     pub records: usize,
@@ -190,7 +191,7 @@ impl Producer {
             Err(TryAcquireError::Closed) => return Err(Error::ShutDown),
             Err(TryAcquireError::NoPermits) => {
                 return Err(Error::Full {
-                    bound: "records",
+                    bound: Bound::Records,
                     limit: admission.max_records,
                 });
             }
@@ -200,7 +201,7 @@ impl Producer {
             Err(TryAcquireError::Closed) => return Err(Error::ShutDown),
             Err(TryAcquireError::NoPermits) => {
                 return Err(Error::Full {
-                    bound: "bytes",
+                    bound: Bound::Bytes,
                     limit: admission.max_bytes,
                 });
             }
@@ -308,7 +309,9 @@ impl ProducerBuilder {
     /// `AggregationEnabled`). Aggregation multiplies the records a shard takes per second.
     pub fn aggregation(mut self, enabled: bool) -> Self {
         if enabled {
-            self.config.aggregation.get_or_insert_with(Default::default);
+            self.config
+                .aggregation
+                .get_or_insert_with(crate::config::aggregation_defaults);
         } else {
             self.config.aggregation = None;
         }
@@ -316,20 +319,18 @@ impl ProducerBuilder {
     }
 
     /// Largest aggregate, partition key + data (default 51200 bytes, the KPL's
-    /// `AggregationMaxSize`; at most 10 MiB). Turns aggregation on.
+    /// `AggregationMaxSize`; 1 byte to 10 MiB, and at most the maximum record size). Turns
+    /// aggregation on.
     pub fn aggregation_max_bytes(mut self, bytes: usize) -> Self {
-        let count = self.config.aggregation.unwrap_or_default().max_records();
-        let result = self.config.set_aggregation(bytes, count);
+        let result = self.config.set_aggregation_max_bytes(bytes);
         self.keep(result);
         self
     }
 
     /// Most user records per aggregate (default 4294967295, the KPL's `AggregationMaxCount`).
     /// Turns aggregation on.
-    pub fn aggregation_max_count(mut self, count: usize) -> Self {
-        let bytes = self.config.aggregation.unwrap_or_default().max_bytes();
-        let result = self.config.set_aggregation(bytes, count);
-        self.keep(result);
+    pub fn aggregation_max_count(mut self, count: NonZeroUsize) -> Self {
+        self.config.set_aggregation_max_count(count);
         self
     }
 
@@ -349,14 +350,18 @@ impl ProducerBuilder {
     }
 
     /// A call is sent early once one shard's share of it reaches this many bytes, so that a busy
-    /// shard does not hold the others back (default 256 KiB, as the KPL).
+    /// shard does not hold the others back (default 256 KiB, as the KPL; 1 byte to 10 MiB, the
+    /// `PutRecords` limit).
     pub fn shard_flush_bytes(mut self, bytes: usize) -> Self {
-        self.config.shard_flush_bytes = bytes.max(1);
+        let result = self.config.set_shard_flush_bytes(bytes);
+        self.keep(result);
         self
     }
 
     /// Longest a record waits to be aggregated and collected before it is sent (default 100 ms,
-    /// the KPL's `RecordMaxBufferedTime`).
+    /// the KPL's `RecordMaxBufferedTime`). Zero sends every record as soon as the producer's task
+    /// takes it in (with whatever arrived meanwhile). Must be less than the record TTL, else
+    /// records would expire waiting.
     pub fn linger(mut self, linger: Duration) -> Self {
         self.config.linger = linger;
         self
@@ -466,11 +471,13 @@ impl ProducerBuilder {
         self
     }
 
-    /// Shards asked for per `ListShards` page (default 10,000, the service maximum). Exposed
-    /// for tests of paging against stand-ins; there is no reason to lower it otherwise.
+    /// Shards asked for per `ListShards` page (default 10,000, the service maximum; 1 to
+    /// 10,000). Exposed for tests of paging against stand-ins; there is no reason to lower it
+    /// otherwise.
     #[doc(hidden)]
-    pub fn list_shards_page_size(mut self, shards: i32) -> Self {
-        self.config.list_shards_page_size = shards.clamp(1, crate::kinesis::LIST_SHARDS_PAGE);
+    pub fn list_shards_page_size(mut self, shards: usize) -> Self {
+        let result = self.config.set_list_shards_page_size(shards);
+        self.keep(result);
         self
     }
 
@@ -491,7 +498,7 @@ impl ProducerBuilder {
         let ProducerBuilder {
             client,
             stream,
-            config,
+            mut config,
             ..
         } = self;
         let timeout = config.request_timeout;
@@ -507,6 +514,7 @@ impl ProducerBuilder {
                 }
             }
         };
+        config.set_max_record_size(max_record_size)?;
         config.validate(max_record_size)?;
         let map = initial_map(&client, &stream, config.list_shards_page_size, timeout).await?;
 
@@ -593,5 +601,105 @@ async fn initial_map(
             }
             Err(error) => return Err(startup_error("ListShards", stream, error)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client that is never called: a builder with a bad setting fails before any call.
+    fn offline_client() -> Client {
+        let config = aws_sdk_kinesis::Config::builder()
+            .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+            .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+            .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
+            .timeout_config(aws_sdk_kinesis::config::timeout::TimeoutConfig::disabled())
+            .build();
+        Client::from_conf(config)
+    }
+
+    /// The error `build` gives, which names the setting.
+    async fn invalid(builder: ProducerBuilder) -> (&'static str, String, String) {
+        match builder.build().await {
+            Err(Error::InvalidConfig {
+                name,
+                value,
+                problem,
+            }) => (name, value, problem),
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn out_of_range_settings_are_typed_errors_naming_the_setting_and_the_range() {
+        let builder = || Producer::builder(offline_client(), "stream");
+        let (name, value, problem) = invalid(builder().shard_flush_bytes(0)).await;
+        assert_eq!((name, value.as_str()), ("shard_flush_bytes", "0"));
+        assert!(problem.contains("1 to 10485760"), "{problem}");
+        let (name, _, _) = invalid(builder().shard_flush_bytes(10 * 1024 * 1024 + 1)).await;
+        assert_eq!(name, "shard_flush_bytes");
+        for shards in [0, 10_001, usize::MAX] {
+            let (name, _, problem) = invalid(builder().list_shards_page_size(shards)).await;
+            assert_eq!(name, "list_shards_page_size");
+            assert!(problem.contains("1 to 10000"), "{problem}");
+        }
+        // An aggregate larger than the stream takes (1 MiB unless the stream says more).
+        let (name, value, problem) =
+            invalid(builder().aggregation_max_bytes(2 * 1024 * 1024)).await;
+        assert_eq!((name, value.as_str()), ("aggregation_max_bytes", "2097152"));
+        assert!(problem.contains("1048576"), "{problem}");
+        let (name, _, _) = invalid(builder().aggregation_max_bytes(0)).await;
+        assert_eq!(name, "aggregation_max_bytes");
+        // Records would expire while they linger.
+        let (name, _, problem) = invalid(
+            builder()
+                .record_ttl(Duration::from_secs(1))
+                .linger(Duration::from_secs(1)),
+        )
+        .await;
+        assert_eq!(name, "linger");
+        assert!(problem.contains("record_ttl"), "{problem}");
+        // The first bad setting is the one reported.
+        let (name, _, _) = invalid(builder().shard_flush_bytes(0).max_entries_per_call(0)).await;
+        assert_eq!(name, "shard_flush_bytes");
+    }
+
+    #[test]
+    fn in_range_settings_are_kept_as_given() {
+        let mut config = Config::default();
+        assert!(config.set_shard_flush_bytes(1).is_ok());
+        assert_eq!(config.shard_flush_bytes, 1);
+        assert!(config.set_list_shards_page_size(2).is_ok());
+        assert_eq!(config.list_shards_page_size, 2);
+        config.linger = Duration::ZERO;
+        assert!(config.validate(MaxRecordSize::DEFAULT).is_ok());
+        // A larger aggregate is fine once the stream takes larger records.
+        assert!(config.set_aggregation_max_bytes(2 * 1024 * 1024).is_ok());
+        assert!(config.set_max_record_size(MaxRecordSize::DEFAULT).is_err());
+        assert!(config.set_max_record_size(MaxRecordSize::LARGEST).is_ok());
+        assert_eq!(
+            config.aggregation.map(|limits| limits.max_record_size()),
+            Some(MaxRecordSize::LARGEST)
+        );
+    }
+
+    #[test]
+    fn a_full_bound_is_named_by_a_type() {
+        let error = Error::Full {
+            bound: Bound::Bytes,
+            limit: 10,
+        };
+        assert!(matches!(
+            error,
+            Error::Full {
+                bound: Bound::Bytes,
+                ..
+            }
+        ));
+        assert_eq!(
+            error.to_string(),
+            "the producer holds its maximum of 10 outstanding bytes"
+        );
     }
 }

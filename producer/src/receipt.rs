@@ -69,6 +69,7 @@ impl Delivery {
 
 /// One `PutRecords` attempt that carried the record.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Attempt {
     /// Time from the end of the previous attempt to the start of this one (backoff and rate
     /// limiting), or for the first attempt from the `put` of the oldest record travelling in the
@@ -82,6 +83,7 @@ pub struct Attempt {
 
 /// Why an attempt failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AttemptError {
     /// The service's error code (`ProvisionedThroughputExceededException`, `InternalFailure`,
     /// ...), or one of the producer's own for transport failures: `RequestTimeout`,
@@ -129,13 +131,12 @@ pub enum InStream {
 
 /// A record that was not delivered, handed back with the reason and its attempts.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Failure {
     /// Why.
     pub error: Error,
-    /// The record, so that nothing is lost: the application may retry, store or drop it. `None`
-    /// only if the producer's task was torn down in a way that lost it (not expected; see
-    /// [`Receipt`]).
-    pub record: Option<UserRecord>,
+    /// The record, so that nothing is lost: the application may retry, store or drop it.
+    pub record: UserRecord,
     /// The attempts made, oldest first (empty if the record was never sent).
     pub attempts: Vec<Attempt>,
 }
@@ -173,7 +174,7 @@ impl Failure {
     pub(crate) fn new(error: Error, record: UserRecord) -> Self {
         Failure {
             error,
-            record: Some(record),
+            record,
             attempts: Vec::new(),
         }
     }
@@ -209,8 +210,6 @@ enum Cell {
     Watched(Waker),
     /// Resolved; the receipt has not taken it yet.
     Ready(Outcome),
-    /// The pipeline dropped the record's sender without resolving it.
-    Abandoned,
     /// The receipt took the outcome, or was dropped (an outcome arriving then is dropped at
     /// once, so a forgotten receipt keeps nothing alive).
     Closed,
@@ -252,7 +251,6 @@ impl Cells {
             Sender {
                 block: block.clone(),
                 index: index as u32,
-                sent: false,
             },
             Receipt {
                 block: block.clone(),
@@ -264,18 +262,17 @@ impl Cells {
     }
 }
 
-/// The pipeline's end of a receipt. Dropping it unresolved resolves the receipt with
-/// [`Error::Cancelled`] (without the record: whoever drops it is expected to resolve it instead).
+/// The pipeline's end of a receipt. It is always kept next to its record (in the pipeline's
+/// `Admitted` and `Pending`), whose own `Drop` resolves the receipt with [`Error::Cancelled`] and
+/// the record if nothing else did: a failure always hands the record back.
 pub(crate) struct Sender {
     block: Arc<Block>,
     index: u32,
-    sent: bool,
 }
 
 impl Sender {
     /// Resolves the receipt.
-    pub(crate) fn send(mut self, outcome: Outcome) {
-        self.sent = true;
+    pub(crate) fn send(self, outcome: Outcome) {
         self.settle(Cell::Ready(outcome));
     }
 
@@ -304,19 +301,11 @@ impl Sender {
     }
 }
 
-impl Drop for Sender {
-    fn drop(&mut self) {
-        if !self.sent {
-            self.settle(Cell::Abandoned);
-        }
-    }
-}
-
 /// Resolves once the record is delivered or has finally failed.
 ///
 /// Every receipt resolves: the producer resolves it when the record is written, fails, expires,
-/// or when the producer's task is torn down (then with [`Error::Cancelled`] and the record).
-/// Dropping a receipt does not cancel the record; it is still sent.
+/// or when the producer's task is torn down (then with [`Error::Cancelled`]); a [`Failure`]
+/// always hands the record back. Dropping a receipt does not cancel the record; it is still sent.
 #[must_use = "a receipt tells whether the record was delivered"]
 pub struct Receipt {
     block: Arc<Block>,
@@ -328,7 +317,7 @@ impl std::fmt::Debug for Receipt {
         let state = match &*self.block.cell(self.index) {
             Cell::Waiting | Cell::Watched(_) => "waiting",
             Cell::Ready(Ok(_)) => "delivered",
-            Cell::Ready(Err(_)) | Cell::Abandoned => "failed",
+            Cell::Ready(Err(_)) => "failed",
             Cell::Closed => "taken",
         };
         f.debug_struct("Receipt").field("state", &state).finish()
@@ -353,13 +342,10 @@ impl Future for Receipt {
                 *cell = Cell::Watched(cx.waker().clone());
                 Poll::Pending
             }
-            Cell::Abandoned | Cell::Closed => {
+            // Polled again after it resolved: a completed future has nothing more to give.
+            Cell::Closed => {
                 *cell = Cell::Closed;
-                Poll::Ready(Err(Failure {
-                    error: Error::Cancelled,
-                    record: None,
-                    attempts: Vec::new(),
-                }))
+                Poll::Pending
             }
         }
     }
@@ -425,20 +411,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_dropped_sender_cancels_its_receipt() {
+    async fn a_failure_hands_the_record_back() {
         let mut cells = Cells::default();
         let (tx, receipt) = cells.pair();
         let waiting = tokio::spawn(receipt);
         tokio::task::yield_now().await;
-        drop(tx);
+        let record = UserRecord::new("key", "data").unwrap_or_else(|e| panic!("{e}"));
+        tx.send(Err(Box::new(Failure::new(
+            Error::Cancelled,
+            record.clone(),
+        ))));
         let failure = waiting.await.ok().and_then(Result::err);
-        assert!(matches!(
-            failure,
-            Some(Failure {
-                error: Error::Cancelled,
-                ..
-            })
-        ));
+        let Some(Failure {
+            error: Error::Cancelled,
+            record: back,
+            ..
+        }) = failure
+        else {
+            panic!("expected a cancelled failure, got {failure:?}");
+        };
+        // The record itself, not an `Option` of it.
+        assert_eq!(back.partition_key(), "key");
+        assert_eq!(back, record);
     }
 
     #[test]

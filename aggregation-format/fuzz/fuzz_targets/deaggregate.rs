@@ -3,19 +3,20 @@
 #![no_main]
 
 use bytes::Bytes;
+use std::num::NonZeroUsize;
+
 use kinesis_aggregation::{
-    AggregationLimits, Aggregator, StreamRecord, UserRecord, deaggregate, deaggregate_explained,
+    AggregationLimits, Aggregator, MaxRecordSize, StreamRecord, UserRecord, deaggregate,
+    deaggregate_explained,
 };
 use libfuzzer_sys::fuzz_target;
 
 fn stream_record(data: Bytes) -> StreamRecord {
-    StreamRecord {
-        sequence_number: "49590338271490256608559692538361571095921575989136588898".into(),
-        partition_key: "outer".into(),
-        explicit_hash_key: None,
+    StreamRecord::new(
+        "49590338271490256608559692538361571095921575989136588898",
+        "outer",
         data,
-        approximate_arrival_timestamp: None,
-    }
+    )
 }
 
 fuzz_target!(|input: &[u8]| {
@@ -30,7 +31,12 @@ fuzz_target!(|input: &[u8]| {
     assert!(!out.records.is_empty());
     // Re-aggregate what was decoded (keys that our validation accepts) and decode again: the
     // user records must come back the same.
-    let mut agg = Aggregator::new(AggregationLimits::new(10 * 1024 * 1024, usize::MAX).unwrap());
+    let limits = AggregationLimits::default()
+        .with_max_record_size(MaxRecordSize::LARGEST)
+        .and_then(|limits| limits.with_max_bytes(MaxRecordSize::LARGEST.bytes()))
+        .map(|limits| limits.with_max_records(NonZeroUsize::MAX))
+        .unwrap();
+    let mut agg = Aggregator::new(limits);
     let mut expected = Vec::new();
     for (i, user) in out.records.iter().enumerate() {
         assert_eq!(user.sub_sequence_number, i as u64);
@@ -49,11 +55,15 @@ fuzz_target!(|input: &[u8]| {
         );
     }
     let Some(again) = agg.finish() else { return };
-    let back = deaggregate(StreamRecord {
-        explicit_hash_key: again.explicit_hash_key,
-        partition_key: again.partition_key.clone(),
-        ..stream_record(again.data.clone())
-    });
+    let mut read = StreamRecord::new(
+        "49590338271490256608559692538361571095921575989136588898",
+        again.partition_key.clone(),
+        again.data.clone(),
+    );
+    if let Some(key) = again.explicit_hash_key {
+        read = read.with_explicit_hash_key(key);
+    }
+    let back = deaggregate(read);
     assert_eq!(back.len(), expected.len());
     for (got, want) in back.iter().zip(&expected) {
         assert_eq!(&*got.partition_key, want.partition_key());

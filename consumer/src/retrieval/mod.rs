@@ -307,13 +307,7 @@ mod tests {
     use super::*;
 
     fn plain(sequence: &str, data: &str) -> StreamRecord {
-        StreamRecord {
-            sequence_number: sequence.to_owned(),
-            partition_key: "pk".to_owned(),
-            explicit_hash_key: None,
-            data: Bytes::from(data.to_owned()),
-            approximate_arrival_timestamp: None,
-        }
+        StreamRecord::new(sequence, "pk", Bytes::from(data.to_owned()))
     }
 
     fn aggregate(sequence: &str, count: usize) -> StreamRecord {
@@ -324,13 +318,7 @@ mod tests {
             assert!(aggregator.try_push(record).is_ok(), "fits");
         }
         let aggregate = aggregator.finish().expect("built");
-        StreamRecord {
-            sequence_number: sequence.to_owned(),
-            partition_key: aggregate.partition_key.clone(),
-            explicit_hash_key: None,
-            data: aggregate.data,
-            approximate_arrival_timestamp: None,
-        }
+        StreamRecord::new(sequence, aggregate.partition_key, aggregate.data)
     }
 
     fn positions(unpacked: &Unpacked) -> Vec<(String, u64)> {

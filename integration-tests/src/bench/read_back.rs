@@ -212,29 +212,49 @@ pub async fn read_back_receipts(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::{Duration, SystemTime};
 
     use bytes::Bytes;
-    use kinesis_aggregation::{HashKey, HashKeyRange};
+    use kinesis_aggregation::{
+        AggregationLimits, Aggregator, HashKey, HashKeyRange, StreamRecord, UserRecord, deaggregate,
+    };
 
     use super::*;
     use crate::peers::produce_record_data;
 
     const LEN: usize = 16;
 
+    /// The record at (`sequence`, `sub`) as the read-back meets it: read through the
+    /// deaggregator, alone when `sub` is 0, else the last of an aggregate of `sub + 1` records.
     fn record(index: u64, sequence: &str, sub: u64, second: u64) -> DeaggregatedRecord {
-        DeaggregatedRecord {
-            sequence_number: Arc::from(sequence),
-            sub_sequence_number: sub,
-            partition_key: Arc::from("k"),
-            explicit_hash_key: None,
-            data: Bytes::from(produce_record_data(index, LEN, &[7u8; 64])),
-            aggregated: sub > 0,
-            approximate_arrival_timestamp: Some(
-                SystemTime::UNIX_EPOCH + Duration::from_secs(second),
-            ),
-        }
+        let data = Bytes::from(produce_record_data(index, LEN, &[7u8; 64]));
+        let stored = if sub == 0 {
+            data
+        } else {
+            let mut aggregator = Aggregator::new(AggregationLimits::default());
+            for _ in 0..sub {
+                let filler = UserRecord::new("k", Bytes::from_static(b"filler"));
+                let pushed = filler.map(|r| aggregator.try_push(r).is_ok());
+                assert!(matches!(pushed, Ok(true)), "a filler record aggregates");
+            }
+            let last = UserRecord::new("k", data).map(|r| aggregator.try_push(r).is_ok());
+            assert!(matches!(last, Ok(true)), "the record aggregates");
+            let aggregate = aggregator
+                .finish()
+                .unwrap_or_else(|| panic!("an aggregate"));
+            aggregate.data
+        };
+        let read = StreamRecord::new(sequence, "k", stored).with_approximate_arrival_timestamp(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(second),
+        );
+        let mut records = deaggregate(read);
+        assert_eq!(records.len() as u64, sub + 1, "deaggregated");
+        let record = records.pop().unwrap_or_else(|| panic!("a record"));
+        assert_eq!(
+            (record.sub_sequence_number, record.aggregated),
+            (sub, sub > 0)
+        );
+        record
     }
 
     fn shard(records: Vec<DeaggregatedRecord>, dropped: usize) -> ShardRead {

@@ -121,7 +121,8 @@ fn main() -> Result<(), BoxError> {
             })
             .collect::<Result<_, _>>()
             .map_err(|e| format!("building workload {}: {e}", spec.name))?;
-        let limits = AggregationLimits::new(max_size, u32::MAX as usize)
+        let limits = AggregationLimits::default()
+            .with_max_bytes(max_size)
             .map_err(|e| format!("aggregation limits: {e}"))?;
 
         eprintln!("[{}] ours ...", spec.name);
@@ -216,9 +217,7 @@ fn our_encode(
         for record in records {
             if let Err(back) = agg.try_push(record.clone()) {
                 out.extend(agg.finish());
-                if agg.try_push(back).is_err() {
-                    return Err("an empty aggregator refused a record".into());
-                }
+                agg.try_push(back.into_record())?;
             }
         }
         out.extend(agg.finish());
@@ -244,12 +243,12 @@ fn our_decode(aggregates: &[KinesisRecord], seconds: f64) -> Rate {
     let inputs: Vec<StreamRecord> = aggregates
         .iter()
         .enumerate()
-        .map(|(i, k)| StreamRecord {
-            sequence_number: format!("{}", 49_000_000_000u64 + i as u64),
-            partition_key: k.partition_key.clone(),
-            explicit_hash_key: None,
-            data: k.data.clone(),
-            approximate_arrival_timestamp: None,
+        .map(|(i, k)| {
+            StreamRecord::new(
+                format!("{}", 49_000_000_000u64 + i as u64),
+                k.partition_key.clone(),
+                k.data.clone(),
+            )
         })
         .collect();
     let start = Instant::now();

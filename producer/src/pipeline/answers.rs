@@ -427,7 +427,7 @@ impl Machine {
             settled |= self.flushes.settle(pending.epoch);
             let failure = Failure {
                 error: error(),
-                record: Some(pending.record.clone()),
+                record: pending.record.clone(),
                 attempts: krec.history(&pending),
             };
             pending.prior.clear();

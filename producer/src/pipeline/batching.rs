@@ -140,7 +140,7 @@ impl Shard {
             });
             return;
         };
-        if !aggregator.try_push_ref(&pending.record) {
+        if aggregator.try_push_ref(&pending.record).is_err() {
             self.finish_aggregate(spare, now);
             if let Some(aggregator) = self.aggregator.as_mut() {
                 // An empty aggregator takes any record.

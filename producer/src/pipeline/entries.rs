@@ -11,9 +11,7 @@ use std::{
 
 use backon::ExponentialBackoff;
 use bytes::Bytes;
-use kinesis_aggregation::{
-    AggregationLimits, Aggregator, HashKey, UndigestedAggregate, UserRecord,
-};
+use kinesis_aggregation::{Aggregator, HashKey, UndigestedAggregate, UserRecord};
 use kinesis_calls::ErrorKind;
 
 use crate::{
@@ -53,7 +51,7 @@ impl Drop for Pending {
         if let Some(tx) = self.tx.take() {
             tx.send(Err(Box::new(Failure {
                 error: Error::Cancelled,
-                record: Some(self.record.clone()),
+                record: self.record.clone(),
                 attempts: std::mem::take(&mut self.prior),
             })));
         }
@@ -109,12 +107,9 @@ impl KRec {
                 .unwrap_or_default();
         }
         // The records fitted one aggregate under the configured limits: they fit these.
-        let limits =
-            AggregationLimits::new(kinesis_aggregation::LARGEST_MAX_RECORD_SIZE, usize::MAX)
-                .unwrap_or_default();
-        let mut aggregator = Aggregator::new(limits);
+        let mut aggregator = Aggregator::new(crate::config::any_aggregate());
         for pending in &self.records {
-            aggregator.try_push_ref(&pending.record);
+            let _ = aggregator.try_push_ref(&pending.record);
         }
         aggregator.finish().map(|k| k.data).unwrap_or_default()
     }

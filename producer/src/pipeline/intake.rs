@@ -156,7 +156,7 @@ mod tests {
         for (n, receipt) in receipts.into_iter().chain([left]).enumerate() {
             let failure = receipt.await.err().unwrap_or_else(|| panic!("delivered"));
             assert!(matches!(failure.error, Error::Cancelled));
-            assert_eq!(failure.record, Some(record(n as u8)));
+            assert_eq!(failure.record, record(n as u8));
         }
     }
 
