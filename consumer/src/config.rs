@@ -338,6 +338,9 @@ impl Config {
                 "the minimum backoff must not exceed the maximum",
             );
         }
+        if let Some(problem) = self.billing.problem() {
+            return bad("billing_mode", format!("{:?}", self.billing), problem);
+        }
         if self.scan_interval.is_zero() {
             return bad(
                 "scan_interval",

@@ -61,6 +61,20 @@ pub enum BillingMode {
     },
 }
 
+impl BillingMode {
+    /// What DynamoDB would refuse in these capacities: each must be at least 1 (and fit the
+    /// service's 64-bit integer).
+    pub(crate) fn problem(&self) -> Option<&'static str> {
+        match *self {
+            BillingMode::OnDemand => None,
+            BillingMode::Provisioned { read, write } => [read, write]
+                .into_iter()
+                .any(|units| units == 0 || i64::try_from(units).is_err())
+                .then_some("provisioned read and write capacity units must be 1 to 2^63 - 1"),
+        }
+    }
+}
+
 /// In which role a worker gives a lease up ([`LeaseTable::release_as`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -212,17 +226,29 @@ impl LeaseTable {
             )?);
         request = match billing {
             BillingMode::OnDemand => request.billing_mode(SdkBillingMode::PayPerRequest),
-            BillingMode::Provisioned { read, write } => request
-                .billing_mode(SdkBillingMode::Provisioned)
-                .provisioned_throughput(built(
-                    &self.name,
-                    ProvisionedThroughput::builder()
-                        .read_capacity_units(i64::try_from(read).unwrap_or(i64::MAX))
-                        .write_capacity_units(i64::try_from(write).unwrap_or(i64::MAX))
-                        .build(),
-                )?),
+            BillingMode::Provisioned { read, write } => {
+                let units = |units: u64| {
+                    i64::try_from(units)
+                        .ok()
+                        .filter(|units| *units >= 1)
+                        .ok_or_else(|| Error::InvalidConfig {
+                            name: "billing_mode",
+                            value: format!("{billing:?}"),
+                            problem: billing.problem().unwrap_or_default().to_owned(),
+                        })
+                };
+                request
+                    .billing_mode(SdkBillingMode::Provisioned)
+                    .provisioned_throughput(built(
+                        &self.name,
+                        ProvisionedThroughput::builder()
+                            .read_capacity_units(units(read)?)
+                            .write_capacity_units(units(write)?)
+                            .build(),
+                    )?)
+            }
         };
-        match request.send().await {
+        match self.bounded("CreateTable", request.send()).await? {
             Ok(_) => {
                 debug!(table = %self.name, "lease table created");
                 Ok(())

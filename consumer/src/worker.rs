@@ -1159,6 +1159,21 @@ mod tests {
         assert_eq!(name, "shard_sync_interval");
         let (name, _, _) = refused(builder().handoff_timeout(Duration::ZERO));
         assert_eq!(name, "handoff_timeout");
+
+        // Capacities DynamoDB cannot take: refused before any call, not capped.
+        for (read, write) in [(0, 5), (5, 0), (u64::MAX, 5), (5, 1 << 63)] {
+            let billing = BillingMode::Provisioned { read, write };
+            let (name, value, problem) = refused(builder().billing_mode(billing));
+            assert_eq!(name, "billing_mode");
+            assert!(value.contains(&read.to_string()), "{value}");
+            assert!(problem.contains("capacity units"), "{problem}");
+        }
+        let largest = (1u64 << 63) - 1;
+        let billing = BillingMode::Provisioned {
+            read: 1,
+            write: largest,
+        };
+        assert!(builder().billing_mode(billing).build().is_ok());
     }
 
     #[test]
