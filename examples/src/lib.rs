@@ -18,9 +18,10 @@ pub async fn local_config(endpoint: String) -> aws_config::SdkConfig {
         .await
 }
 
-/// Starts a Kinesis stand-in (ferrokinesis) in this process on `127.0.0.1`, for as long as the
-/// runtime runs; returns a client for it.
-pub async fn local_kinesis() -> Result<aws_sdk_kinesis::Client, BoxError> {
+/// Serves a Kinesis stand-in (ferrokinesis) on `listener`, for as long as the runtime runs;
+/// returns its endpoint URL. Requests up to 16 MiB are read (a `PutRecords` call is at most 10
+/// MiB of data, base64-encoded in JSON).
+pub async fn start_kinesis(listener: tokio::net::TcpListener) -> Result<String, BoxError> {
     let (router, _store) = ferrokinesis::create_app(ferrokinesis::store::StoreOptions {
         create_stream_ms: 0,
         update_stream_ms: 0,
@@ -28,19 +29,34 @@ pub async fn local_kinesis() -> Result<aws_sdk_kinesis::Client, BoxError> {
         shard_limit: 100,
         ..Default::default()
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let router = router.layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024));
     let endpoint = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(endpoint)
+}
+
+/// Serves a DynamoDB stand-in (dynoxide, in memory) on `listener`, for as long as the runtime
+/// runs; returns its endpoint URL.
+pub async fn start_dynamodb(listener: tokio::net::TcpListener) -> Result<String, BoxError> {
+    let database = dynoxide::Database::memory().map_err(|e| e.to_string())?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(dynoxide::server::serve_on(listener, database));
+    Ok(endpoint)
+}
+
+/// Starts a Kinesis stand-in (ferrokinesis) in this process on `127.0.0.1`, for as long as the
+/// runtime runs; returns a client for it.
+pub async fn local_kinesis() -> Result<aws_sdk_kinesis::Client, BoxError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = start_kinesis(listener).await?;
     Ok(aws_sdk_kinesis::Client::new(&local_config(endpoint).await))
 }
 
 /// Starts a DynamoDB stand-in (dynoxide, in memory) in this process on `127.0.0.1`; returns a
 /// client for it.
 pub async fn local_dynamodb() -> Result<aws_sdk_dynamodb::Client, BoxError> {
-    let database = dynoxide::Database::memory().map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let endpoint = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(dynoxide::server::serve_on(listener, database));
+    let endpoint = start_dynamodb(listener).await?;
     Ok(aws_sdk_dynamodb::Client::new(&local_config(endpoint).await))
 }
 

@@ -1,0 +1,91 @@
+//! `kinesis`: a command line for Kinesis Data Streams, built on the kinesis-rs crates.
+//!
+//! Each subcommand lives in its own module; this file parses the command line, sets up logging,
+//! runs the command and turns its outcome into one line on stderr and an exit code (see
+//! `error.rs` and cli/README.md).
+
+// Parts of the shared modules are used only by some commands.
+#![allow(dead_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod aws;
+mod error;
+mod local;
+mod progress;
+
+use aws::AwsArgs;
+use error::CliError;
+
+/// Kinesis Data Streams from the command line.
+#[derive(Parser, Debug)]
+#[command(name = "kinesis", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    aws: AwsArgs,
+    /// No progress lines (errors and results still print).
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Log level of the libraries' logs on stderr, as RUST_LOG takes it (default: warn).
+    #[arg(long, global = true, value_name = "FILTER", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run local Kinesis and DynamoDB stand-ins on 127.0.0.1 until Ctrl-C.
+    Local(local::Args),
+}
+
+/// What every command is given besides its own arguments.
+#[derive(Debug, Clone)]
+pub(crate) struct Common {
+    /// Where and as whom to call AWS.
+    pub(crate) aws: AwsArgs,
+    /// How progress is shown.
+    pub(crate) progress: progress::Mode,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("kinesis: cannot start the async runtime: {err}");
+            return ExitCode::from(error::EXIT_IO);
+        }
+    };
+    let common = Common {
+        aws: cli.aws,
+        progress: progress::Mode::detect(cli.quiet),
+    };
+    match runtime.block_on(run(cli.command, common)) {
+        Ok(()) => ExitCode::from(error::EXIT_OK),
+        Err(err) => {
+            eprintln!("kinesis: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+async fn run(command: Command, common: Common) -> Result<(), CliError> {
+    let _ = &common;
+    match command {
+        Command::Local(args) => local::run(args).await,
+    }
+}
