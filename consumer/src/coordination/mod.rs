@@ -270,11 +270,17 @@ pub(crate) struct Machine {
     next_sync: Instant,
     /// The last plan found this worker above its fair share.
     above_share: bool,
+    /// Until this instant (two scan intervals after the start) the worker scans every
+    /// [`HANDOFF_POLL`]: workers started together each see the others only once they write, so
+    /// the first plans are made blind and the handoffs that even them out follow within a poll
+    /// or two instead of a scan interval or two.
+    eager_until: Instant,
 }
 
 impl Machine {
     /// A worker named `me`, starting at `now` with a shard sync and then a scan.
     pub(crate) fn new(me: impl Into<String>, settings: Settings, now: Instant) -> Self {
+        let eager_until = now + settings.scan_interval * 2;
         Machine {
             me: me.into(),
             settings,
@@ -289,6 +295,7 @@ impl Machine {
             syncing: false,
             next_sync: now,
             above_share: false,
+            eager_until,
         }
     }
 
@@ -574,7 +581,8 @@ impl Machine {
             .locals
             .values()
             .any(|l| matches!(l, Local::Awaiting { .. }));
-        if awaiting || (self.above_share && self.mode == Mode::Working) {
+        let eager = self.mode == Mode::Working && now < self.eager_until;
+        if awaiting || eager || (self.above_share && self.mode == Mode::Working) {
             self.next_scan = self.next_scan.min(now + HANDOFF_POLL);
         }
         if let Some(at) = self
