@@ -125,17 +125,20 @@ fn process(record: &DeaggregatedRecord) -> Result<String, Problem> {
     Ok(kind.unwrap_or("untyped").to_owned())
 }
 
-/// Admits a processed record to the output stream's producer.
-async fn put(producer: &Producer, record: &DeaggregatedRecord) -> Result<Receipt, Problem> {
+/// Admits a processed record to the output stream's producer, if there is an output stream.
+async fn write(handler: &Handler, record: &DeaggregatedRecord) -> Result<Option<Receipt>, Problem> {
+    let Some(producer) = &handler.output else {
+        return Ok(None);
+    };
     let mut user = UserRecord::new(record.partition_key.to_string(), record.data.clone())
         .map_err(|e| Problem::Put(e.into()))?;
     if let Some(key) = record.explicit_hash_key {
         user = user.with_explicit_hash_key(key);
     }
-    producer
-        .put(user)
-        .await
-        .map_err(|failure| Problem::Put(failure.error.into()))
+    match producer.put(user).await {
+        Ok(receipt) => Ok(Some(receipt)),
+        Err(failure) => Err(Problem::Put(failure.error.into())),
+    }
 }
 
 /// Handles one invocation: the partial batch failure response for `event`.
@@ -149,19 +152,13 @@ async fn handle(event: KinesisEvent, handler: &Handler) -> Result<KinesisEventRe
     let mut receipts: Vec<(&DeaggregatedRecord, Receipt)> = Vec::new();
     for record in &records {
         let outcome = match process(record) {
-            Ok(kind) => match &handler.output {
-                Some(producer) => put(producer, record).await.map(|receipt| (kind, receipt)),
-                None => {
-                    *counts.entry(kind).or_default() += 1;
-                    continue;
-                }
-            },
+            Ok(kind) => write(handler, record).await.map(|receipt| (kind, receipt)),
             Err(problem) => Err(problem),
         };
         match outcome {
             Ok((kind, receipt)) => {
                 *counts.entry(kind).or_default() += 1;
-                receipts.push((record, receipt));
+                receipts.extend(receipt.map(|receipt| (record, receipt)));
             }
             Err(problem) => {
                 fail(&mut failures, record, &problem)?;
