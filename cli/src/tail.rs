@@ -157,6 +157,16 @@ impl Skip {
     }
 }
 
+/// Waits until a start time has passed: the service refuses an `AT_TIMESTAMP` position in the
+/// future.
+async fn reach(start: &Start) {
+    if let Start::AtTimestamp(at) = start
+        && let Ok(ahead) = at.duration_since(std::time::SystemTime::now())
+    {
+        tokio::time::sleep(ahead + Duration::from_millis(50)).await;
+    }
+}
+
 /// The delay before retry number `failures` (1, 2, ...): 200 ms doubling to 10 s, of which a
 /// random part (`jitter`, 0 to 1) is taken off, up to half.
 fn backoff(failures: u32, jitter: f64) -> Duration {

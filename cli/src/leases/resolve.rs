@@ -66,10 +66,13 @@ pub(crate) async fn checkpoint_before(
     at: SystemTime,
 ) -> Result<Checkpoint, CliError> {
     let mut calls = 0;
+    // The service refuses a time in the future: the records before such a time are those up to
+    // now.
+    let now = SystemTime::now();
     let starts = WINDOWS
         .iter()
         .filter_map(|w| at.checked_sub(*w))
-        .map(Some)
+        .map(|from| Some(from.min(now)))
         .chain([None]);
     for from in starts {
         let pass = read_until(client, stream, shard, from, at, &mut calls).await?;

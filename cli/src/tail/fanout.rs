@@ -241,6 +241,7 @@ pub(super) async fn read(reader: Reader, consumer_arn: String) {
     let mut skip = Skip::from_start(&reader.start);
     let mut retry = Retry::default();
     let mut received = false;
+    super::reach(&reader.start).await;
     loop {
         let session = subscribe(&reader, &consumer_arn, &mut from, &mut skip, &mut received).await;
         match session {

@@ -49,6 +49,7 @@ pub(super) async fn read(reader: Reader) {
     let mut skip = Skip::from_start(&reader.start);
     let mut retry = Retry::default();
     let mut iterator: Option<String> = None;
+    super::reach(&reader.start).await;
     loop {
         let current = match iterator.take() {
             Some(current) => current,
