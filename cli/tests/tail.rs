@@ -308,8 +308,7 @@ async fn only_the_given_shards_are_read() {
     let stream = env.stream("shards", 2).await;
     for i in 0..4 {
         env.put_at(&stream, "0", &format!("low{i}")).await;
-        env.put_at(&stream, &format!("{MIDDLE}"), &format!("high{i}"))
-            .await;
+        env.put_at(&stream, MIDDLE, &format!("high{i}")).await;
     }
     let ran = env
         .run(
