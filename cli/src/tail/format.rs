@@ -46,35 +46,27 @@ pub(crate) fn line(format: Format, shard: &str, record: &DeaggregatedRecord, out
             out.push('\n');
         }
         Format::Json => {
-            let mut object = serde_json::Map::new();
-            object.insert("shard".to_owned(), shard.into());
-            object.insert(
-                "sequence".to_owned(),
-                record.sequence_number.as_ref().into(),
-            );
-            object.insert("subsequence".to_owned(), record.sub_sequence_number.into());
-            object.insert(
-                "partition_key".to_owned(),
-                record.partition_key.as_ref().into(),
-            );
-            object.insert(
-                "arrival".to_owned(),
+            // Written field by field, in this order (a map would sort the keys); each value
+            // escaped by serde_json.
+            let text = |value: &str| serde_json::Value::from(value).to_string();
+            out.push_str(&format!(
+                "{{\"shard\":{},\"sequence\":{},\"subsequence\":{},\"partition_key\":{},\"arrival\":{},",
+                text(shard),
+                text(&record.sequence_number),
+                record.sub_sequence_number,
+                text(&record.partition_key),
                 match record.approximate_arrival_timestamp {
-                    Some(_) => arrival.into(),
-                    None => serde_json::Value::Null,
+                    Some(_) => text(&arrival),
+                    None => "null".to_owned(),
                 },
-            );
+            ));
             match std::str::from_utf8(&record.data) {
-                Ok(text) => object.insert("data".to_owned(), text.into()),
-                Err(_) => object.insert(
-                    "data_base64".to_owned(),
-                    base64::engine::general_purpose::STANDARD
-                        .encode(&record.data)
-                        .into(),
-                ),
-            };
-            out.push_str(&serde_json::Value::Object(object).to_string());
-            out.push('\n');
+                Ok(data) => out.push_str(&format!("\"data\":{}}}\n", text(data))),
+                Err(_) => out.push_str(&format!(
+                    "\"data_base64\":{}}}\n",
+                    text(&base64::engine::general_purpose::STANDARD.encode(&record.data))
+                )),
+            }
         }
     }
 }
