@@ -525,9 +525,14 @@ async fn print(
                 for record in &records {
                     format::line(args.format, &shard, record, &mut text);
                 }
-                let written = tokio::select! {
-                    written = output.write(&progress, &text) => written,
-                    () = stopped(&mut stop) => break Err(CliError::Interrupted),
+                let written = if text.is_empty() {
+                    // Only the lag was reported.
+                    Ok(())
+                } else {
+                    tokio::select! {
+                        written = output.write(&progress, &text) => written,
+                        () = stopped(&mut stop) => break Err(CliError::Interrupted),
+                    }
                 };
                 match written {
                     Ok(()) => {}
