@@ -13,8 +13,11 @@ use clap::{Parser, Subcommand};
 
 mod aws;
 mod error;
+mod leases;
 mod local;
+mod position;
 mod progress;
+mod tail;
 
 use aws::AwsArgs;
 use error::CliError;
@@ -39,6 +42,11 @@ struct Cli {
 enum Command {
     /// Run local Kinesis and DynamoDB stand-ins on 127.0.0.1 until Ctrl-C.
     Local(local::Args),
+    /// Print a stream's records as they arrive (every shard, parents before children).
+    Tail(tail::Args),
+    /// Show a consumer application's lease table, and reset a checkpoint or release a worker's
+    /// leases.
+    Leases(leases::Args),
 }
 
 /// What every command is given besides its own arguments.
@@ -84,8 +92,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command, common: Common) -> Result<(), CliError> {
-    let _ = &common;
     match command {
         Command::Local(args) => local::run(args).await,
+        Command::Tail(args) => tail::run(args, common).await,
+        Command::Leases(args) => leases::run(args, common).await,
     }
 }
