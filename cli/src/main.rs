@@ -13,7 +13,9 @@ use clap::{Parser, Subcommand};
 
 mod aws;
 mod error;
+mod follow;
 mod local;
+mod produce;
 mod progress;
 
 use aws::AwsArgs;
@@ -39,6 +41,9 @@ struct Cli {
 enum Command {
     /// Run local Kinesis and DynamoDB stand-ins on 127.0.0.1 until Ctrl-C.
     Local(local::Args),
+    /// Put lines from stdin or files to a stream, one record per line; with --follow, tail
+    /// files through rotations, with a checkpoint.
+    Produce(produce::Args),
 }
 
 /// What every command is given besides its own arguments.
@@ -84,8 +89,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command, common: Common) -> Result<(), CliError> {
-    let _ = &common;
     match command {
         Command::Local(args) => local::run(args).await,
+        Command::Produce(args) => produce::run(args, common).await,
     }
 }
