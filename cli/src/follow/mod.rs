@@ -181,6 +181,11 @@ pub(crate) async fn run(args: Args, common: Common) -> Result<(), CliError> {
         _ = tokio::time::sleep(GRACE) => false,
         _ = signals.next() => false,
     };
+    let unresolved = if drained {
+        0
+    } else {
+        submitter.gate.held() as u64
+    };
     if !drained {
         collectors.abort_all();
         while collectors.join_next().await.is_some() {}
@@ -196,7 +201,7 @@ pub(crate) async fn run(args: Args, common: Common) -> Result<(), CliError> {
     if let Ok(progress) = Arc::try_unwrap(progress) {
         progress.finish().await;
     }
-    let totals = Totals::read(&counters);
+    let totals = Totals::read(&counters, unresolved);
     for line in lock(&failures).report() {
         eprintln!("{line}");
     }

@@ -586,17 +586,22 @@ pub(crate) async fn run(args: Args, common: Common) -> Result<(), CliError> {
             _ = signals.next() => {}
         }
     }
+    let mut unresolved = 0;
     match found {
         Some(result) => {
             result.map_err(|e| CliError::Io(format!("the receipt collector failed: {e}")))?;
         }
-        None => collector.abort(),
+        None => {
+            // Counted before the collector goes: its lines give their places back with it.
+            unresolved = submitter.gate.held() as u64;
+            collector.abort();
+        }
     }
     if stop.is_none() {
         producer.shutdown().await;
     }
     progress.finish().await;
-    let totals = Totals::read(&counters);
+    let totals = Totals::read(&counters, unresolved);
     let report = failures
         .lock()
         .unwrap_or_else(PoisonError::into_inner)

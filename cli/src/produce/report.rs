@@ -154,8 +154,6 @@ pub(crate) struct Counters {
     pub(crate) sent_bytes: AtomicU64,
     /// Lines that failed.
     pub(crate) failed: AtomicU64,
-    /// Lines read and not yet resolved.
-    pub(crate) outstanding: AtomicU64,
     /// Empty lines skipped (`--skip-empty`).
     pub(crate) skipped: AtomicU64,
 }
@@ -179,13 +177,14 @@ pub(crate) struct Totals {
 }
 
 impl Totals {
-    pub(crate) fn read(counters: &Counters) -> Totals {
+    /// The counters now, with `unresolved` lines given up on.
+    pub(crate) fn read(counters: &Counters, unresolved: u64) -> Totals {
         Totals {
             sent: counters.get(&counters.sent),
             sent_bytes: counters.get(&counters.sent_bytes),
             failed: counters.get(&counters.failed),
             skipped: counters.get(&counters.skipped),
-            unresolved: counters.get(&counters.outstanding),
+            unresolved,
         }
     }
 }
@@ -292,6 +291,16 @@ mod tests {
         assert_eq!(
             summary(totals, Duration::from_secs(2)),
             "sent 1,000 records (12.0 KiB) in 2.0 s (500 records/s, 6.0 KiB/s), 2 failed"
+        );
+        let stopped = Totals {
+            skipped: 3,
+            unresolved: 7,
+            ..totals
+        };
+        assert_eq!(
+            summary(stopped, Duration::from_secs(2)),
+            "sent 1,000 records (12.0 KiB) in 2.0 s (500 records/s, 6.0 KiB/s), 2 failed, 3 \
+             empty lines skipped, 7 unresolved when stopped (not known to be delivered)"
         );
     }
 }
