@@ -52,6 +52,17 @@ pub enum Error {
         /// The largest value allowed.
         max: u128,
     },
+    /// A sequence number reported as failed is not one of the Lambda event's Kinesis records
+    /// (feature `lambda`), so a partial batch response cannot name it.
+    #[cfg(feature = "lambda")]
+    #[error(
+        "sequence number {sequence_number:?} is not one of the event's Kinesis records; a partial \
+         batch response may name only records of the batch it answers"
+    )]
+    RecordNotInEvent {
+        /// The sequence number that was reported.
+        sequence_number: String,
+    },
 }
 
 impl Error {

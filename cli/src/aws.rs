@@ -61,4 +61,20 @@ impl AwsArgs {
     pub(crate) async fn kinesis(&self) -> Result<aws_sdk_kinesis::Client, CliError> {
         Ok(aws_sdk_kinesis::Client::new(&self.load().await?))
     }
+
+    /// A DynamoDB client.
+    pub(crate) async fn dynamodb(&self) -> Result<aws_sdk_dynamodb::Client, CliError> {
+        Ok(aws_sdk_dynamodb::Client::new(&self.load().await?))
+    }
+
+    /// A Kinesis and a DynamoDB client of one configuration.
+    pub(crate) async fn both(
+        &self,
+    ) -> Result<(aws_sdk_kinesis::Client, aws_sdk_dynamodb::Client), CliError> {
+        let config = self.load().await?;
+        Ok((
+            aws_sdk_kinesis::Client::new(&config),
+            aws_sdk_dynamodb::Client::new(&config),
+        ))
+    }
 }

@@ -12,9 +12,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod aws;
+mod demo;
 mod error;
+mod follow;
+mod leases;
 mod local;
+mod position;
+mod produce;
 mod progress;
+mod tail;
 
 use aws::AwsArgs;
 use error::CliError;
@@ -28,8 +34,14 @@ struct Cli {
     /// No progress lines (errors and results still print).
     #[arg(long, short, global = true)]
     quiet: bool,
-    /// Log level of the libraries' logs on stderr, as RUST_LOG takes it (default: warn).
-    #[arg(long, global = true, value_name = "FILTER", default_value = "warn")]
+    /// Log level of the libraries' logs on stderr, as RUST_LOG takes it (default: warn; the
+    /// embedded DynamoDB stand-in's, which log every refused conditional write, at error).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILTER",
+        default_value = "warn,dynoxide=error"
+    )]
     log: String,
     #[command(subcommand)]
     command: Command,
@@ -39,6 +51,17 @@ struct Cli {
 enum Command {
     /// Run local Kinesis and DynamoDB stand-ins on 127.0.0.1 until Ctrl-C.
     Local(local::Args),
+    /// Print a stream's records as they arrive (every shard, parents before children).
+    Tail(tail::Args),
+    /// Show a consumer application's lease table, and reset a checkpoint or release a worker's
+    /// leases.
+    Leases(leases::Args),
+    /// Put lines from stdin or files to a stream, one record per line; with --follow, tail
+    /// files through rotations, with a checkpoint.
+    Produce(produce::Args),
+    /// Produce, consume with a fleet of workers, crash one, split a shard, and check that every
+    /// record was processed (on embedded stand-ins unless --aws).
+    Demo(kinesis_examples::demo::Args),
 }
 
 /// What every command is given besides its own arguments.
@@ -84,8 +107,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command, common: Common) -> Result<(), CliError> {
-    let _ = &common;
     match command {
         Command::Local(args) => local::run(args).await,
+        Command::Tail(args) => tail::run(args, common).await,
+        Command::Leases(args) => leases::run(args, common).await,
+        Command::Produce(args) => produce::run(args, common).await,
+        Command::Demo(args) => demo::run(args, common).await,
     }
 }

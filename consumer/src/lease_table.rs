@@ -21,6 +21,7 @@
 //! | prepare | same | pending checkpoint and state, counter + 1 |
 //! | children | same | `childShardIds` |
 //! | delete | checkpoint = `SHARD_END` | item removed |
+//! | reset (an operator's, `kinesis leases reset`) | counter, owner and `checkpointOwner` as observed | checkpoint, counter + 1, owner switches 0; owner, `checkpointOwner` and pending checkpoint removed |
 
 use std::{collections::BTreeSet, collections::HashMap, time::Duration};
 
@@ -533,6 +534,65 @@ impl LeaseTable {
             .expression_attribute_names("#children", attr::CHILD_SHARD_IDS)
             .expression_attribute_values(":children", set)
             .send_fenced(self, lease, "set children")
+            .await
+    }
+
+    /// Sets the checkpoint of `observed` (as last read) from outside the fleet, for an operator:
+    /// the lease must still have the observed counter, owner and `checkpointOwner`. The owner
+    /// and any handoff are removed, a prepared checkpoint is dropped, and the counter raised.
+    ///
+    /// What follows for a processor running the shard: every write of its holder is fenced by
+    /// the counter, so its next renewal or checkpoint is refused (the lease is lost; this crate's
+    /// worker stops the processor with `lease_lost` and writes nothing); the lease is then free,
+    /// and the worker that takes it starts after `checkpoint`. Keeping the owner would not stop
+    /// the holder any sooner, and would make other workers wait for the lease to expire.
+    ///
+    /// # Cancellation
+    ///
+    /// If the future is dropped, the write may or may not have happened.
+    pub async fn reset_checkpoint(
+        &self,
+        observed: &Lease,
+        checkpoint: &Checkpoint,
+    ) -> Result<Lease, Error> {
+        let mut conditions = vec!["#counter = :counter"];
+        let mut request = self
+            .update(observed)
+            .update_expression(
+                "SET #cp = :cp, #cpsub = :cpsub, #switches = :zero, #counter = :next \
+                 REMOVE #owner, #handoff, #pending, #pendingsub, #pendingstate",
+            )
+            .expression_attribute_names("#cp", attr::CHECKPOINT)
+            .expression_attribute_names("#cpsub", attr::CHECKPOINT_SUB)
+            .expression_attribute_names("#switches", attr::OWNER_SWITCHES)
+            .expression_attribute_names("#counter", attr::LEASE_COUNTER)
+            .expression_attribute_names("#owner", attr::LEASE_OWNER)
+            .expression_attribute_names("#handoff", attr::CHECKPOINT_OWNER)
+            .expression_attribute_names("#pending", attr::PENDING_CHECKPOINT)
+            .expression_attribute_names("#pendingsub", attr::PENDING_CHECKPOINT_SUB)
+            .expression_attribute_names("#pendingstate", attr::PENDING_CHECKPOINT_STATE)
+            .expression_attribute_values(":cp", s(checkpoint.attribute_text()))
+            .expression_attribute_values(":cpsub", n(checkpoint.sub_sequence_number()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":counter", n(observed.counter))
+            .expression_attribute_values(":next", n(observed.counter + 1));
+        match &observed.owner {
+            Some(owner) => {
+                conditions.push("#owner = :owner");
+                request = request.expression_attribute_values(":owner", s(owner));
+            }
+            None => conditions.push("attribute_not_exists(#owner)"),
+        }
+        match &observed.checkpoint_owner {
+            Some(previous) => {
+                conditions.push("#handoff = :previous");
+                request = request.expression_attribute_values(":previous", s(previous));
+            }
+            None => conditions.push("attribute_not_exists(#handoff)"),
+        }
+        request
+            .condition_expression(conditions.join(" AND "))
+            .send_fenced(self, observed, "reset checkpoint")
             .await
     }
 

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+pub mod demo;
+
 /// The examples' error type.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
