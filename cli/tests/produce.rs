@@ -7,28 +7,49 @@ use common::{BoxError, StandIn, TempDir, read_back, run, sent};
 
 const MIB: usize = 1024 * 1024;
 
-/// Lines with CRLF endings, unicode, empty lines and no final newline go out as records with a
-/// unicode key, in order (one key: one shard), aggregated or not as asked.
+/// Lines with CRLF endings, unicode, empty lines, a line that fills a record to the byte and no
+/// final newline go out as records with a unicode key, in order (one key: one shard), aggregated
+/// or not as asked; read back with the SDK and with `kinesis tail`, they are the lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_round_trip_aggregated_and_not() -> Result<(), BoxError> {
     let kinesis = StandIn::start().await?;
-    let input = "plain 1\r\n\nünïcödé 🚀\n\r\nlast without newline";
-    let expected = ["plain 1", "", "ünïcödé 🚀", "", "last without newline"];
+    // The key and the last line fill a record to the byte: 1 MiB for key and data together.
+    let key = "ключ-🔑";
+    let big = "x".repeat(1024 * 1024 - key.len());
+    let input = format!("plain 1\r\n\nünïcödé 🚀\n\r\nlast without newline\n{big}");
+    let expected = ["plain 1", "", "ünïcödé 🚀", "", "last without newline", &big];
     for (stream, aggregation) in [("rt-agg", true), ("rt-plain", false)] {
         kinesis.stream(stream, 2).await?;
         let mut command = kinesis.kinesis();
-        command.args(["produce", "--stream", stream, "--key", "ключ-🔑"]);
+        command.args(["produce", "--stream", stream, "--key", key]);
         if !aggregation {
             command.arg("--no-aggregation");
         }
         let out = run(command, input.as_bytes()).await?;
         assert_eq!(out.code, Some(0), "{out:?}");
-        assert_eq!(sent(&out.stdout), Some(5), "{out:?}");
+        assert_eq!(sent(&out.stdout), Some(6), "{out:?}");
         assert!(out.stdout.contains(", 0 failed"), "{out:?}");
         let records = read_back(&kinesis.client, stream).await?;
         let texts: Vec<String> = records.iter().map(|r| r.text()).collect();
         assert_eq!(texts, expected, "{stream}");
-        assert!(records.iter().all(|r| r.key == "ключ-🔑"), "{records:?}");
+        assert!(records.iter().all(|r| r.key == key), "{records:?}");
+
+        // And back through `kinesis tail`, as JSON lines: the same records, keys and order.
+        let mut command = kinesis.kinesis();
+        command.args([
+            "tail", "--stream", stream, "--from", "trim-horizon", "--format", "json", "--limit",
+            "6",
+        ]);
+        let tailed = run(command, b"").await?;
+        assert_eq!(tailed.code, Some(0), "{}", tailed.stderr);
+        let lines: Vec<serde_json::Value> = tailed
+            .stdout
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?;
+        let tailed_texts: Vec<&str> = lines.iter().filter_map(|l| l["data"].as_str()).collect();
+        assert_eq!(tailed_texts, expected, "{stream}: {}", tailed.stderr);
+        assert!(lines.iter().all(|l| l["partition_key"] == key), "{stream}");
         // Zero-length data is accepted by PutRecords, inside an aggregate or not.
         assert_eq!(records.iter().filter(|r| r.data.is_empty()).count(), 2);
         if aggregation {
@@ -42,14 +63,14 @@ async fn lines_round_trip_aggregated_and_not() -> Result<(), BoxError> {
     let mut command = kinesis.kinesis();
     command.args(["produce", "--stream", "rt-skip", "--skip-empty"]);
     let out = run(command, input.as_bytes()).await?;
-    assert_eq!(out.code, Some(0), "{out:?}");
-    assert!(out.stdout.contains("2 empty lines skipped"), "{out:?}");
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("2 empty lines skipped"), "{}", out.stdout);
     let texts: Vec<String> = read_back(&kinesis.client, "rt-skip")
         .await?
         .iter()
         .map(|r| r.text())
         .collect();
-    assert_eq!(texts.len(), 3);
+    assert_eq!(texts.len(), 4);
     Ok(())
 }
 
