@@ -5,7 +5,6 @@
 //! `error.rs` and cli/README.md).
 
 // Parts of the shared modules are used only by some commands.
-#![allow(dead_code)]
 
 use std::process::ExitCode;
 

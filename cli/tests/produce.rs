@@ -17,7 +17,14 @@ async fn lines_round_trip_aggregated_and_not() -> Result<(), BoxError> {
     let key = "ключ-🔑";
     let big = "x".repeat(1024 * 1024 - key.len());
     let input = format!("plain 1\r\n\nünïcödé 🚀\n\r\nlast without newline\n{big}");
-    let expected = ["plain 1", "", "ünïcödé 🚀", "", "last without newline", &big];
+    let expected = [
+        "plain 1",
+        "",
+        "ünïcödé 🚀",
+        "",
+        "last without newline",
+        &big,
+    ];
     for (stream, aggregation) in [("rt-agg", true), ("rt-plain", false)] {
         kinesis.stream(stream, 2).await?;
         let mut command = kinesis.kinesis();
@@ -37,7 +44,14 @@ async fn lines_round_trip_aggregated_and_not() -> Result<(), BoxError> {
         // And back through `kinesis tail`, as JSON lines: the same records, keys and order.
         let mut command = kinesis.kinesis();
         command.args([
-            "tail", "--stream", stream, "--from", "trim-horizon", "--format", "json", "--limit",
+            "tail",
+            "--stream",
+            stream,
+            "--from",
+            "trim-horizon",
+            "--format",
+            "json",
+            "--limit",
             "6",
         ]);
         let tailed = run(command, b"").await?;
@@ -64,7 +78,11 @@ async fn lines_round_trip_aggregated_and_not() -> Result<(), BoxError> {
     command.args(["produce", "--stream", "rt-skip", "--skip-empty"]);
     let out = run(command, input.as_bytes()).await?;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert!(out.stdout.contains("2 empty lines skipped"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("2 empty lines skipped"),
+        "{}",
+        out.stdout
+    );
     let texts: Vec<String> = read_back(&kinesis.client, "rt-skip")
         .await?
         .iter()

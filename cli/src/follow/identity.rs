@@ -68,11 +68,6 @@ impl Fingerprint {
         Ok(Some(Fingerprint::of_bytes(&head)))
     }
 
-    /// Whether it covers all the bytes a fingerprint takes (it changes no more as the file
-    /// grows).
-    pub(crate) fn is_complete(&self) -> bool {
-        self.len >= FINGERPRINT_BYTES
-    }
 }
 
 /// Up to `len` bytes from the start of `file`, without moving its position.
@@ -137,10 +132,9 @@ mod tests {
     fn fingerprints_cover_the_first_bytes_and_round_trip_as_text() {
         let short = Fingerprint::of_bytes(b"hello\n");
         assert_eq!(short.len, 6);
-        assert!(!short.is_complete());
         let long = Fingerprint::of_bytes(&[7u8; 2000]);
         assert_eq!(long, Fingerprint::of_bytes(&[7u8; 512]));
-        assert!(long.is_complete());
+        assert_eq!(long.len, FINGERPRINT_BYTES);
         let json = serde_json::to_string(&short).unwrap();
         assert_eq!(
             json,
