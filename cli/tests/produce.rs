@@ -75,7 +75,14 @@ async fn lines_round_trip_aggregated_and_not() -> Result<(), BoxError> {
     // --skip-empty drops them, and says so.
     kinesis.stream("rt-skip", 1).await?;
     let mut command = kinesis.kinesis();
-    command.args(["produce", "--stream", "rt-skip", "--skip-empty"]);
+    command.args([
+        "produce",
+        "--stream",
+        "rt-skip",
+        "--key",
+        key,
+        "--skip-empty",
+    ]);
     let out = run(command, input.as_bytes()).await?;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(

@@ -67,7 +67,6 @@ impl Fingerprint {
         }
         Ok(Some(Fingerprint::of_bytes(&head)))
     }
-
 }
 
 /// Up to `len` bytes from the start of `file`, without moving its position.
