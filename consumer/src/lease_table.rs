@@ -472,15 +472,7 @@ impl LeaseTable {
                 "SET #cp = :cp, #cpsub = :cpsub, #switches = :zero, #counter = :next \
                  REMOVE #pending, #pendingsub, #pendingstate",
             )
-            .expression_attribute_names("#cp", attr::CHECKPOINT)
-            .expression_attribute_names("#cpsub", attr::CHECKPOINT_SUB)
-            .expression_attribute_names("#switches", attr::OWNER_SWITCHES)
-            .expression_attribute_names("#pending", attr::PENDING_CHECKPOINT)
-            .expression_attribute_names("#pendingsub", attr::PENDING_CHECKPOINT_SUB)
-            .expression_attribute_names("#pendingstate", attr::PENDING_CHECKPOINT_STATE)
-            .expression_attribute_values(":cp", s(checkpoint.attribute_text()))
-            .expression_attribute_values(":cpsub", n(checkpoint.sub_sequence_number()))
-            .expression_attribute_values(":zero", n(0))
+            .checkpoint_values(checkpoint)
             .send_fenced(self, lease, "checkpoint")
             .await
     }
@@ -562,18 +554,10 @@ impl LeaseTable {
                 "SET #cp = :cp, #cpsub = :cpsub, #switches = :zero, #counter = :next \
                  REMOVE #owner, #handoff, #pending, #pendingsub, #pendingstate",
             )
-            .expression_attribute_names("#cp", attr::CHECKPOINT)
-            .expression_attribute_names("#cpsub", attr::CHECKPOINT_SUB)
-            .expression_attribute_names("#switches", attr::OWNER_SWITCHES)
+            .checkpoint_values(checkpoint)
             .expression_attribute_names("#counter", attr::LEASE_COUNTER)
             .expression_attribute_names("#owner", attr::LEASE_OWNER)
             .expression_attribute_names("#handoff", attr::CHECKPOINT_OWNER)
-            .expression_attribute_names("#pending", attr::PENDING_CHECKPOINT)
-            .expression_attribute_names("#pendingsub", attr::PENDING_CHECKPOINT_SUB)
-            .expression_attribute_names("#pendingstate", attr::PENDING_CHECKPOINT_STATE)
-            .expression_attribute_values(":cp", s(checkpoint.attribute_text()))
-            .expression_attribute_values(":cpsub", n(checkpoint.sub_sequence_number()))
-            .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":counter", n(observed.counter))
             .expression_attribute_values(":next", n(observed.counter + 1));
         match &observed.owner {
@@ -701,6 +685,27 @@ impl LeaseTable {
             };
         }
         Error::lease_table(operation, self.name.clone(), failure)
+    }
+}
+
+/// The names and values a checkpoint write uses: `#cp`/`:cp` and `#cpsub`/`:cpsub` (the
+/// checkpoint), `#switches`/`:zero` (owner switches reset), and `#pending`, `#pendingsub`,
+/// `#pendingstate` (the prepared checkpoint, which such a write removes).
+trait CheckpointValues {
+    fn checkpoint_values(self, checkpoint: &Checkpoint) -> Self;
+}
+
+impl CheckpointValues for UpdateItemFluentBuilder {
+    fn checkpoint_values(self, checkpoint: &Checkpoint) -> Self {
+        self.expression_attribute_names("#cp", attr::CHECKPOINT)
+            .expression_attribute_names("#cpsub", attr::CHECKPOINT_SUB)
+            .expression_attribute_names("#switches", attr::OWNER_SWITCHES)
+            .expression_attribute_names("#pending", attr::PENDING_CHECKPOINT)
+            .expression_attribute_names("#pendingsub", attr::PENDING_CHECKPOINT_SUB)
+            .expression_attribute_names("#pendingstate", attr::PENDING_CHECKPOINT_STATE)
+            .expression_attribute_values(":cp", s(checkpoint.attribute_text()))
+            .expression_attribute_values(":cpsub", n(checkpoint.sub_sequence_number()))
+            .expression_attribute_values(":zero", n(0))
     }
 }
 
