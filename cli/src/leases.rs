@@ -389,20 +389,10 @@ async fn release(table: &LeaseTable, worker: &str, json: bool) -> Result<(), Cli
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
-    #[derive(Parser, Debug)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
-
     fn parse(line: &[&str]) -> Result<Args, String> {
-        Cli::try_parse_from(std::iter::once("leases").chain(line.iter().copied()))
-            .map(|c| c.args)
-            .map_err(|e| e.to_string())
+        crate::parse_args("leases", line).map_err(|e| e.to_string())
     }
 
     #[test]

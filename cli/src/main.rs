@@ -114,3 +114,14 @@ async fn run(command: Command, common: Common) -> Result<(), CliError> {
         Command::Demo(args) => demo::run(args, common).await,
     }
 }
+
+/// Parses `line` as the arguments of subcommand `name` alone (for the commands' unit tests).
+#[cfg(test)]
+pub(crate) fn parse_args<A: clap::Args>(name: &str, line: &[&str]) -> Result<A, clap::Error> {
+    #[derive(Parser, Debug)]
+    struct Only<A: clap::Args> {
+        #[command(flatten)]
+        args: A,
+    }
+    Only::<A>::try_parse_from(std::iter::once(name).chain(line.iter().copied())).map(|c| c.args)
+}

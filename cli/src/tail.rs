@@ -604,20 +604,10 @@ async fn print(
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
-    #[derive(Parser, Debug)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
-
     fn parse(line: &[&str]) -> Result<Args, String> {
-        Cli::try_parse_from(std::iter::once("tail").chain(line.iter().copied()))
-            .map(|c| c.args)
-            .map_err(|e| e.to_string())
+        crate::parse_args("tail", line).map_err(|e| e.to_string())
     }
 
     const SEQ: &str = "49590338271490256608559692538361571095921575989136588818";

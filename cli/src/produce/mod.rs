@@ -663,18 +663,10 @@ async fn read_input(
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
-    #[derive(Parser, Debug)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
-
     fn parse(args: &[&str]) -> Result<Args, clap::Error> {
-        Cli::try_parse_from(std::iter::once("produce").chain(args.iter().copied())).map(|c| c.args)
+        crate::parse_args("produce", args)
     }
 
     #[test]
