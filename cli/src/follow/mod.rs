@@ -16,10 +16,16 @@
 //! (which file a checkpoint entry is after a restart).
 
 use std::{
+    collections::VecDeque,
     path::PathBuf,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
+
+use kinesis_producer::Producer;
 
 use tokio::{sync::mpsc, task::JoinSet};
 
@@ -27,8 +33,8 @@ use crate::{
     Common,
     error::CliError,
     produce::{
-        self, Args, GRACE, Gate, Resolved, Signals, Stop, Submitter,
-        report::{self, Counters, Failures, Totals},
+        self, Args, GRACE, Gate, Held, Outcome, Resolved, Signals, Stop, Submitted, Submitter,
+        report::{self, Counters, Failures, LineFailure, Totals},
     },
     progress::{Progress, thousands},
 };
@@ -36,11 +42,13 @@ use crate::{
 pub(crate) mod checkpoint;
 pub(crate) mod identity;
 pub(crate) mod ledger;
+pub(crate) mod retry;
 pub(crate) mod rotation;
 pub(crate) mod tail;
 
 use checkpoint::Checkpoint;
 use ledger::Ledger;
+use retry::Next;
 use tail::{Event, Follower};
 
 /// How often the checkpoint is written, when it moved.
@@ -128,6 +136,11 @@ pub(crate) async fn run(args: Args, common: Common) -> Result<(), CliError> {
         changes: 0,
     }));
     let failures = Arc::new(Mutex::new(Failures::default()));
+    let settle = Settle {
+        producer: producer.clone(),
+        again: Arc::new(AtomicU64::new(0)),
+        say: say.clone(),
+    };
 
     let mut followers = JoinSet::new();
     let mut collectors = JoinSet::new();
@@ -146,6 +159,7 @@ pub(crate) async fn run(args: Args, common: Common) -> Result<(), CliError> {
         collectors.spawn(collect(
             text,
             rx,
+            settle.clone(),
             book.clone(),
             counters.clone(),
             failures.clone(),
@@ -197,13 +211,21 @@ pub(crate) async fn run(args: Args, common: Common) -> Result<(), CliError> {
     if drained {
         producer.shutdown().await;
     }
-    drop(say);
+    let again = settle.again.load(Ordering::Relaxed);
+    drop((say, settle));
     if let Ok(progress) = Arc::try_unwrap(progress) {
         progress.finish().await;
     }
     let totals = Totals::read(&counters, unresolved);
     for line in lock(&failures).report() {
         eprintln!("{line}");
+    }
+    if again > 0 {
+        eprintln!(
+            "{} records were put again after failing (throttled past the record TTL, or a \
+             service error), none skipped for it",
+            thousands(again)
+        );
     }
     println!("{}", report::summary(totals, started.elapsed()));
     saved_last.map_err(|e| {
@@ -224,10 +246,88 @@ pub(crate) async fn run(args: Args, common: Common) -> Result<(), CliError> {
     }
 }
 
-/// Awaits the receipts of one path's lines in order, and keeps its part of the checkpoint.
+/// Settles lines: awaits their receipts and puts again what failed for the stream's sake
+/// ([`retry::after`]), counting those puts.
+#[derive(Clone, Debug)]
+struct Settle {
+    producer: Producer,
+    /// Records put again after failing.
+    again: Arc<AtomicU64>,
+    say: Say,
+}
+
+impl Settle {
+    /// What the line came to: delivered, skipped as empty, or failed for its own fault; `None`
+    /// if the producer is stopping, in which case the line stays unresolved.
+    async fn settle(&self, mut outcome: Outcome) -> Option<Resolved> {
+        let mut retries = 0u32;
+        loop {
+            let failure = match outcome {
+                Outcome::Put(receipt) => match receipt.await {
+                    Ok(_) => return Some(Resolved::Delivered),
+                    Err(failure) => failure,
+                },
+                Outcome::Refused(failure) => *failure,
+                Outcome::Failed(failure) => return Some(Resolved::Failed(failure)),
+                Outcome::Skipped => return Some(Resolved::Skipped),
+            };
+            match retry::after(&failure.error, retries) {
+                Next::Skip => return Some(Resolved::Failed(LineFailure::producer(&failure))),
+                Next::Stop => return None,
+                Next::Retry { wait } => {
+                    tokio::time::sleep(wait).await;
+                    retries = retries.saturating_add(1);
+                    let again = self.again.fetch_add(1, Ordering::Relaxed) + 1;
+                    if again.is_power_of_two() {
+                        self.say.warn(format!(
+                            "{} records were put again after failing so far (the latest: {}); \
+                             the checkpoint waits for them",
+                            thousands(again),
+                            failure.error
+                        ));
+                    }
+                    outcome = match self.producer.put(failure.record).await {
+                        Ok(receipt) => Outcome::Put(receipt),
+                        Err(failure) => Outcome::Refused(Box::new(failure)),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// A task that is aborted when its handle is dropped (a collector stopped at the end of the
+/// grace period takes its lines' tasks with it).
+#[derive(Debug)]
+struct Owned<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Owned<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// An event waiting for the lines before it.
+#[derive(Debug)]
+enum Pending {
+    /// A line being settled in its own task, with what it held.
+    Line {
+        key: ledger::Key,
+        number: u64,
+        end: u64,
+        bytes: u64,
+        task: Owned<(Option<Resolved>, Held)>,
+    },
+    Other(Event),
+}
+
+/// Settles one path's lines concurrently (each in its own task, so that many failed lines
+/// are put again at once) and applies them and the path's other events to its part of the
+/// checkpoint in order.
 async fn collect(
     path: String,
     mut rx: mpsc::UnboundedReceiver<Event>,
+    settle: Settle,
     book: Shared<Book>,
     counters: Arc<Counters>,
     failures: Shared<Failures>,
@@ -235,20 +335,47 @@ async fn collect(
 ) {
     let mut ledger = Ledger::default();
     let mut names = std::collections::HashMap::new();
-    while let Some(event) = rx.recv().await {
-        match event {
-            Event::Started { key, entry, name } => {
-                ledger.started(key, entry);
-                names.insert(key, name);
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut open = true;
+    // Once a line cannot be settled (the producer stops), nothing after it is applied.
+    let mut stopped = false;
+    loop {
+        // Apply what is ready at the head.
+        while let Some(Pending::Other(_)) = pending.front() {
+            if let Some(Pending::Other(event)) = pending.pop_front() {
+                apply(&mut ledger, &mut names, event);
+                publish(&book, &path, &ledger);
             }
-            Event::Fingerprint { key, fingerprint } => ledger.fingerprint(key, fingerprint),
-            Event::Line {
-                key,
-                number,
-                end,
-                submitted,
-            } => {
-                if let Resolved::Failed(failure) = produce::resolve(submitted, &counters).await {
+        }
+        let head = match pending.front_mut() {
+            Some(Pending::Line { task, .. }) => Some(&mut task.0),
+            _ => None,
+        };
+        tokio::select! {
+            event = rx.recv(), if open => match event {
+                Some(Event::Line { key, number, end, submitted }) if !stopped => {
+                    let Submitted { outcome, bytes, held } = submitted;
+                    let settle = settle.clone();
+                    let task = tokio::spawn(async move { (settle.settle(outcome).await, held) });
+                    pending.push_back(Pending::Line { key, number, end, bytes, task: Owned(task) });
+                }
+                Some(_) if stopped => {}
+                Some(event) => pending.push_back(Pending::Other(event)),
+                None => open = false,
+            },
+            joined = async { head?.await.ok() }, if head.is_some() => {
+                let Some(Pending::Line { key, number, end, bytes, .. }) = pending.pop_front() else {
+                    continue;
+                };
+                let Some((Some(resolved), held)) = joined else {
+                    // Stopping: this line and every later one stay unresolved.
+                    stopped = true;
+                    pending.clear();
+                    continue;
+                };
+                produce::count(&resolved, bytes, &counters);
+                drop(held);
+                if let Resolved::Failed(failure) = resolved {
                     let name = names.get(&key).map_or(path.as_str(), String::as_str);
                     let mut failures = lock(&failures);
                     let listed = failures.add(name, number, &failure);
@@ -264,16 +391,40 @@ async fn collect(
                     }
                 }
                 ledger.resolved(key, end, number);
-            }
-            Event::Finished { key } => {
-                ledger.finished(key);
-                names.remove(&key);
-            }
+                publish(&book, &path, &ledger);
+            },
+            else => break,
         }
-        let mut book = lock(&book);
-        book.checkpoint.files.insert(path.clone(), ledger.entries());
-        book.changes += 1;
     }
+}
+
+/// Applies an event other than a line to the ledger.
+fn apply(
+    ledger: &mut Ledger,
+    names: &mut std::collections::HashMap<ledger::Key, String>,
+    event: Event,
+) {
+    match event {
+        Event::Started { key, entry, name } => {
+            ledger.started(key, entry);
+            names.insert(key, name);
+        }
+        Event::Fingerprint { key, fingerprint } => ledger.fingerprint(key, fingerprint),
+        Event::Finished { key } => {
+            ledger.finished(key);
+            names.remove(&key);
+        }
+        Event::Line { .. } => {}
+    }
+}
+
+/// Makes the path's part of the checkpoint what the ledger says.
+fn publish(book: &Shared<Book>, path: &str, ledger: &Ledger) {
+    let mut book = lock(book);
+    book.checkpoint
+        .files
+        .insert(path.to_owned(), ledger.entries());
+    book.changes += 1;
 }
 
 /// Writes the checkpoint every [`CHECKPOINT_EVERY`] when it changed.

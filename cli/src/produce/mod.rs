@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kinesis_producer::{Bytes, ErrorKind, Producer, Receipt, UserRecord};
+use kinesis_producer::{Bytes, ErrorKind, Failure, Producer, Receipt, UserRecord};
 use tokio::{
     io::AsyncReadExt,
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
@@ -205,7 +205,9 @@ impl Gate {
 pub(crate) enum Outcome {
     /// Admitted by the producer: the receipt resolves to the delivery or the failure.
     Put(Receipt),
-    /// Failed before it was admitted.
+    /// Refused by the producer when put (the record is in the failure, to be put again).
+    Refused(Box<Failure>),
+    /// Failed before it was put (no key, too long).
     Failed(LineFailure),
     /// Skipped (an empty line with `--skip-empty`).
     Skipped,
@@ -278,7 +280,7 @@ impl Submitter {
         let held = self.gate.hold(record.size()).await;
         let outcome = match self.producer.put(record).await {
             Ok(receipt) => Outcome::Put(receipt),
-            Err(failure) => Outcome::Failed(LineFailure::producer(&failure)),
+            Err(failure) => Outcome::Refused(Box::new(failure)),
         };
         Submitted {
             outcome,
@@ -298,19 +300,27 @@ impl Submitter {
 
 /// Waits for a line's outcome and counts it.
 pub(crate) async fn resolve(submitted: Submitted, counters: &Counters) -> Resolved {
-    use std::sync::atomic::Ordering::Relaxed;
     let resolved = match submitted.outcome {
         Outcome::Put(receipt) => match receipt.await {
             Ok(_) => Resolved::Delivered,
             Err(failure) => Resolved::Failed(LineFailure::producer(&failure)),
         },
+        Outcome::Refused(failure) => Resolved::Failed(LineFailure::producer(&failure)),
         Outcome::Failed(failure) => Resolved::Failed(failure),
         Outcome::Skipped => Resolved::Skipped,
     };
-    match &resolved {
+    count(&resolved, submitted.bytes, counters);
+    drop(submitted.held);
+    resolved
+}
+
+/// Counts a resolved line of `bytes` payload bytes.
+pub(crate) fn count(resolved: &Resolved, bytes: u64, counters: &Counters) {
+    use std::sync::atomic::Ordering::Relaxed;
+    match resolved {
         Resolved::Delivered => {
             counters.sent.fetch_add(1, Relaxed);
-            counters.sent_bytes.fetch_add(submitted.bytes, Relaxed);
+            counters.sent_bytes.fetch_add(bytes, Relaxed);
         }
         Resolved::Failed(_) => {
             counters.failed.fetch_add(1, Relaxed);
@@ -319,8 +329,6 @@ pub(crate) async fn resolve(submitted: Submitted, counters: &Counters) -> Resolv
             counters.skipped.fetch_add(1, Relaxed);
         }
     }
-    drop(submitted.held);
-    resolved
 }
 
 /// Starts a producer for the command's stream with its bounds.
