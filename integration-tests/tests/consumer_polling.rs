@@ -11,9 +11,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use kinesis_consumer::{
     ApplicationName, Batch, BoxError, Checkpointer, Consumer, InitialPosition, ShardProcessor,
+    StreamRef,
 };
 use kinesis_integration_tests::fixtures::{create_stream, unique_name};
-use kinesis_integration_tests::{DynamoBackend, DynamoDb, Ferrokinesis};
+use kinesis_integration_tests::{DynamoBackend, DynamoDb, Ferrokinesis, KinesisLocal};
 use kinesis_producer::{Producer, UserRecord};
 
 /// What every processor of a test saw: (shard, sequence, subsequence) -> (key, data), with a
@@ -281,4 +282,59 @@ fn metrics_are_recorded_under_their_names() {
         Some(&0.0),
         "released at shutdown: {gauges:?}"
     );
+}
+
+/// A worker given the stream's ARN instead of its name reads every record (every call names
+/// the stream by `StreamARN`). On kinesis-local: ferrokinesis refuses `StreamARN` on
+/// ListShards and GetShardIterator, AWS and kinesis-local accept it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_named_by_its_arn_is_read_on_kinesis_local() {
+    let kinesis = KinesisLocal::start().await.unwrap();
+    let db = DynamoDb::start(DynamoBackend::Dynoxide).await.unwrap();
+    let client = kinesis.client();
+    let stream = unique_name("by-arn");
+    create_stream(&client, &stream, 2).await.unwrap();
+    let arn = client
+        .describe_stream_summary()
+        .stream_name(&stream)
+        .send()
+        .await
+        .unwrap()
+        .stream_description_summary
+        .unwrap()
+        .stream_arn;
+    let mut sent = produce(&client, &stream, true, 300).await;
+    sent.extend(produce(&client, &stream, false, 100).await);
+
+    let seen = Seen::default();
+    let worker = {
+        let seen = seen.clone();
+        Consumer::builder(
+            kinesis.client(),
+            db.client(),
+            StreamRef::from(arn.clone()),
+            ApplicationName::new(unique_name("app")).unwrap(),
+            move |shard: &str| Recorder {
+                shard: shard.to_owned(),
+                seen: seen.clone(),
+            },
+        )
+        .initial_position(InitialPosition::TrimHorizon)
+        .build()
+        .unwrap()
+        .spawn()
+    };
+    wait_for(&seen, sent.len(), Duration::from_secs(60)).await;
+    worker.shutdown().await.unwrap();
+
+    let mut got: Vec<(String, Bytes)> = seen
+        .0
+        .lock()
+        .unwrap()
+        .values()
+        .map(|(k, d, _)| (k.clone(), d.clone()))
+        .collect();
+    got.sort();
+    sent.sort();
+    assert_eq!(got, sent, "every record, by the stream's ARN {arn}");
 }
