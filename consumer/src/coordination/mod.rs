@@ -79,6 +79,57 @@ pub(crate) struct Settings {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) max_leases: Option<usize>,
     pub(crate) max_handoffs: Option<usize>,
+    /// How many workers of a fleet watch for expiries (see [`Machine::watching`]).
+    pub(crate) watchers: usize,
+    /// The longest a settled worker that does not watch goes between scans.
+    pub(crate) slow_scan: Duration,
+}
+
+/// How many workers of a fleet watch for expiries by default.
+pub(crate) const WATCHERS: usize = 3;
+
+/// How often a worker that watches syncs the shards, in shard sync intervals; others sync this
+/// many times less often (leases for children are created at the shard end: the periodic sync
+/// only repairs holes and removes finished leases).
+const SLOW_SYNC: u32 = 5;
+
+/// Who watches for expiries, as one worker sees the fleet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Watch {
+    /// Whether this worker watches.
+    pub(crate) watching: bool,
+    /// Workers holding leases that are not expired (this worker included if it holds any).
+    pub(crate) live_owners: usize,
+}
+
+impl Watch {
+    /// Judges from the table as last scanned: the `k` live owners whose ids sort first watch, and
+    /// every worker watches while fewer than `k` owners are live (a fleet that small, an idle
+    /// fleet, or one whose owners died). A dead owner's leases expire by this worker's
+    /// observation, so it stops counting once its leases have not moved for the failover time.
+    pub(crate) fn judge(
+        table: &[Lease],
+        observations: &Observations,
+        me: &str,
+        holding: bool,
+        now: Instant,
+        failover: Duration,
+        k: usize,
+    ) -> Watch {
+        let mut owners: BTreeSet<&str> = table
+            .iter()
+            .filter(|l| !observations.is_expired(l, now, failover))
+            .filter_map(|l| l.owner.as_deref())
+            .collect();
+        if holding {
+            owners.insert(me);
+        }
+        let watching = owners.len() < k || owners.iter().take(k).any(|o| *o == me);
+        Watch {
+            watching,
+            live_owners: owners.len(),
+        }
+    }
 }
 
 /// What the worker asks of a running shard.
@@ -270,6 +321,10 @@ pub(crate) struct Machine {
     next_sync: Instant,
     /// The last plan found this worker above its fair share.
     above_share: bool,
+    /// The last plan wanted no take, handoff or adoption.
+    settled: bool,
+    /// Whether this worker watches for expiries, as of the last scan.
+    watch: Watch,
     /// Until this instant (two scan intervals after the start) the worker scans every
     /// [`HANDOFF_POLL`]: workers started together each see the others only once they write, so
     /// the first plans are made blind and the handoffs that even them out follow within a poll
@@ -295,6 +350,11 @@ impl Machine {
             syncing: false,
             next_sync: now,
             above_share: false,
+            settled: false,
+            watch: Watch {
+                watching: true,
+                live_owners: 0,
+            },
             eager_until,
         }
     }
@@ -305,6 +365,17 @@ impl Machine {
             .values()
             .filter(|l| matches!(l, Local::Running(_)))
             .count()
+    }
+
+    /// Whether this worker watches for expiries, as of its last scan. The watchers (the
+    /// [`Settings::watchers`] live owners whose ids sort first, or every worker of a smaller
+    /// fleet) scan every scan interval and again when a lease they saw may expire, so a dead
+    /// worker's leases are taken within the failover time and a scan interval. The others,
+    /// once their plan wants nothing, scan less often (`scan_interval` x live owners /
+    /// watchers, up to [`Settings::slow_scan`]; the slowest when they hold nothing): the
+    /// fleet's scans stay about twice the watchers' whatever its size.
+    pub(crate) fn watching(&self) -> bool {
+        self.watch.watching
     }
 
     /// Whether the worker has shut down.
@@ -380,9 +451,13 @@ impl Machine {
             Input::Synced(ok) => {
                 self.syncing = false;
                 if ok {
-                    self.next_sync = now + self.settings.shard_sync_interval;
-                    // New leases may have been created: look at once.
-                    self.want_scan(now);
+                    if self.watch.watching {
+                        self.next_sync = now + self.settings.shard_sync_interval;
+                        // New leases may have been created: look at once.
+                        self.want_scan(now);
+                    } else {
+                        self.next_sync = now + self.settings.shard_sync_interval * SLOW_SYNC;
+                    }
                 } else {
                     self.next_sync = now + self.settings.scan_interval;
                 }
@@ -574,26 +649,84 @@ impl Machine {
         if self.mode == Mode::Working {
             self.plan(sent, now, out);
         }
-        self.next_scan = now + self.settings.scan_interval;
+        let holding = self.locals.values().any(|l| matches!(l, Local::Running(_)));
+        self.watch = Watch::judge(
+            &self.table,
+            &self.observations,
+            &self.me,
+            holding,
+            now,
+            failover,
+            self.settings.watchers,
+        );
         // While a handoff to this worker is under way, or while it holds more than its share
         // (others will ask it for leases), look often: handoffs complete within a poll or two.
         let awaiting = self
             .locals
             .values()
             .any(|l| matches!(l, Local::Awaiting { .. }));
+        let moving = self.locals.values().any(|l| {
+            matches!(
+                l,
+                Local::Taking { .. } | Local::Asking | Local::Releasing { .. }
+            )
+        });
         let eager = self.mode == Mode::Working && now < self.eager_until;
-        if awaiting || eager || (self.above_share && self.mode == Mode::Working) {
+        let above = self.above_share && self.mode == Mode::Working;
+        let relaxed = self.mode == Mode::Working
+            && !self.watch.watching
+            && self.settled
+            && !(awaiting || moving || eager || above);
+        self.next_scan = now
+            + if relaxed {
+                self.relaxed_interval(holding)
+            } else {
+                self.settings.scan_interval
+            };
+        if awaiting || eager || above {
             self.next_scan = self.next_scan.min(now + HANDOFF_POLL);
         }
-        if let Some(at) = self
-            .observations
-            .next_expiry(&self.table, &self.me, now, failover)
+        // Watchers look again when a lease they saw may expire; the others learn of expiries
+        // from their own slower scans (or from a watcher's take).
+        if !relaxed
+            && let Some(at) = self
+                .observations
+                .next_expiry(&self.table, &self.me, now, failover)
+        {
+            self.next_scan = self.next_scan.min(at + Duration::from_millis(1));
+        }
+        // A free lease nobody took within the patience is taken whatever the fair share says
+        // (by the plan); watchers look again when that falls due, so that a lease released by a
+        // worker that left is not left to the slower scans of the workers below their share.
+        if self.watch.watching
+            && self.mode == Mode::Working
+            && let Some(at) = self
+                .table
+                .iter()
+                .filter(|l| l.owner.is_none())
+                .filter_map(|l| self.observations.expires_at(l, self.settings.scan_interval))
+                .filter(|at| *at >= now)
+                .min()
         {
             self.next_scan = self.next_scan.min(at + Duration::from_millis(1));
         }
         if std::mem::take(&mut self.rescan) {
             self.next_scan = now;
         }
+    }
+
+    /// How long a settled worker that does not watch waits between scans: the scan interval
+    /// times the live owners per watcher, at most [`Settings::slow_scan`], which is also the wait
+    /// of a worker that holds nothing.
+    fn relaxed_interval(&self, holding: bool) -> Duration {
+        let slow = self.settings.slow_scan.max(self.settings.scan_interval);
+        if !holding {
+            return slow;
+        }
+        let watchers = self.settings.watchers.max(1) as u32;
+        let owners = u32::try_from(self.watch.live_owners).unwrap_or(u32::MAX);
+        (self.settings.scan_interval.saturating_mul(owners) / watchers)
+            .clamp(self.settings.scan_interval, slow)
     }
 
     fn plan(&mut self, sent: Instant, now: Instant, out: &mut Vec<Action>) {
@@ -633,6 +766,7 @@ impl Machine {
             },
         );
         self.above_share = plan.above_share;
+        self.settled = plan.take.is_empty() && plan.adopt.is_empty() && plan.hand_off.is_empty();
         for lease in plan.take {
             debug!(lease = %lease.key, owner = ?lease.owner, "taking");
             self.take(lease, out);

@@ -16,6 +16,8 @@ fn settings() -> Settings {
         shutdown_timeout: Duration::from_secs(30),
         max_leases: None,
         max_handoffs: None,
+        watchers: super::WATCHERS,
+        slow_scan: Duration::from_secs(20),
     }
 }
 
