@@ -98,12 +98,13 @@ pub struct Status {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Health {
-    /// Alive: the worker's task runs and has scanned the lease table (successfully or not)
-    /// within three failover times. A liveness probe should fail only on this: restarting the
-    /// process is the remedy.
+    /// Alive: the worker's task runs and has tried to scan the lease table (successfully or
+    /// not) within its longest wait between scans (twice the failover time, for a settled
+    /// worker that does not watch for expiries) and three failover times. A liveness probe
+    /// should fail only on this: restarting the process is the remedy.
     pub live: bool,
-    /// Ready: started, not shutting down, and the last successful scan is within three scan
-    /// intervals and a failover time.
+    /// Ready: started, not shutting down, and the last successful scan is within the longest
+    /// wait between scans and a failover time.
     pub ready: bool,
     /// Why not, or what is wrong with some shards (a processor failing for a minute or more).
     pub problems: Vec<String>,
@@ -219,7 +220,9 @@ impl Board {
         status
     }
 
-    pub(crate) fn health(&self, scan_interval: Duration, failover: Duration) -> Health {
+    /// `longest_scan`: the longest a worker goes between two scans when all is well (a settled
+    /// worker that does not watch for expiries scans that seldom).
+    pub(crate) fn health(&self, longest_scan: Duration, failover: Duration) -> Health {
         let board = self.lock();
         let now = SystemTime::now();
         let within = |at: Option<SystemTime>, limit: Duration| {
@@ -227,16 +230,19 @@ impl Board {
                 .is_some_and(|age| age <= limit)
         };
         let mut problems = Vec::new();
-        let live =
-            !board.finished && (!board.started || within(board.last_scan_attempt, failover * 3));
+        let live = !board.finished
+            && (!board.started
+                || within(board.last_scan_attempt, longest_scan + failover * 3));
         if board.finished {
             problems.push("the worker has stopped".to_owned());
         } else if !live {
             problems.push(
-                "the worker has not scanned its lease table for three failover times".to_owned(),
+                "the worker has not tried to scan its lease table for three failover times past \
+                 its longest wait"
+                    .to_owned(),
             );
         }
-        let fresh = within(board.last_scan, scan_interval * 3 + failover);
+        let fresh = within(board.last_scan, longest_scan + failover);
         if !board.started {
             problems.push("starting".to_owned());
         } else if !fresh {
@@ -273,7 +279,7 @@ impl Board {
 pub struct Probe {
     pub(crate) board: Board,
     pub(crate) worker_id: String,
-    pub(crate) scan_interval: Duration,
+    pub(crate) longest_scan: Duration,
     pub(crate) failover: Duration,
 }
 
@@ -289,7 +295,7 @@ impl Probe {
 
     /// The worker's [`Health`].
     pub fn health(&self) -> Health {
-        self.board.health(self.scan_interval, self.failover)
+        self.board.health(self.longest_scan, self.failover)
     }
 }
 

@@ -603,7 +603,9 @@ where
             lease_owner = %self.cfg.worker_id
         );
         let worker_id = self.cfg.worker_id.clone();
-        let (scan_interval, failover) = (self.cfg.scan_interval, self.cfg.failover);
+        let settings = self.cfg.settings();
+        let longest_scan = settings.slow_scan.max(settings.scan_interval);
+        let failover = settings.failover;
         let board = self.board.clone();
         let finished = self.board.clone();
         let task = tokio::spawn(
@@ -633,7 +635,7 @@ where
             probe: Probe {
                 board,
                 worker_id,
-                scan_interval,
+                longest_scan,
                 failover,
             },
         }
