@@ -503,7 +503,7 @@ impl World {
         for _ in 0..shards {
             world.open_shard(BTreeSet::new());
         }
-        let workers = world.rng.random_range(1..=5);
+        let workers = world.rng.random_range(1..=8);
         for _ in 0..workers {
             world.start_worker(None);
         }
