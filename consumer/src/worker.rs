@@ -635,6 +635,7 @@ where
             probe: Probe {
                 board,
                 worker_id,
+                scan_interval: settings.scan_interval,
                 longest_scan,
                 failover,
             },
@@ -653,6 +654,7 @@ where
                 self.perform(action);
             }
             metrics::gauge!(m::LEASES_HELD, &self.labels).set(machine.running() as f64);
+            self.board.lock().relaxed = machine.relaxed();
             if machine.is_finished() {
                 break;
             }

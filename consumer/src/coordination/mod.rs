@@ -103,10 +103,15 @@ pub(crate) struct Watch {
 }
 
 impl Watch {
-    /// Judges from the table as last scanned: the `k` live owners whose ids sort first watch, and
-    /// every worker watches while fewer than `k` owners are live (a fleet that small, an idle
-    /// fleet, or one whose owners died). A dead owner's leases expire by this worker's
-    /// observation, so it stops counting once its leases have not moved for the failover time.
+    /// Judges from the table as last scanned. The `k` live owners that rank first watch, among
+    /// those with room for more leases under `max_leases` (a watcher at its cap could not take
+    /// a dead worker's leases); every worker watches while fewer than `k` such owners are live
+    /// (a fleet that small, an idle fleet, or one whose owners died). Owners rank by a hash of
+    /// their ids, the same in every process, so that ids that sort together (one host group, one
+    /// deployment's pods) are not all watchers and do not all leave together. A dead owner's
+    /// leases expire by this worker's observation, so it stops counting once they have not
+    /// moved for the failover time.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn judge(
         table: &[Lease],
         observations: &Observations,
@@ -115,21 +120,41 @@ impl Watch {
         now: Instant,
         failover: Duration,
         k: usize,
+        max_leases: Option<usize>,
     ) -> Watch {
-        let mut owners: BTreeSet<&str> = table
-            .iter()
-            .filter(|l| !observations.is_expired(l, now, failover))
-            .filter_map(|l| l.owner.as_deref())
-            .collect();
-        if holding {
-            owners.insert(me);
+        let mut held: BTreeMap<&str, usize> = BTreeMap::new();
+        for lease in table {
+            if let Some(owner) = lease.owner.as_deref()
+                && !observations.is_expired(lease, now, failover)
+            {
+                *held.entry(owner).or_default() += 1;
+            }
         }
-        let watching = owners.len() < k || owners.iter().take(k).any(|o| *o == me);
+        if holding {
+            held.entry(me).or_insert(1);
+        }
+        let live_owners = held.len();
+        let cap = max_leases.unwrap_or(usize::MAX);
+        let mut eligible: Vec<&str> = held
+            .iter()
+            .filter(|(_, n)| **n < cap)
+            .map(|(owner, _)| *owner)
+            .collect();
+        eligible.sort_by_key(|owner| (rank(owner), *owner));
+        let watching = eligible.len() < k || eligible.iter().take(k).any(|o| *o == me);
         Watch {
             watching,
-            live_owners: owners.len(),
+            live_owners,
         }
     }
+}
+
+/// A worker's rank among the owners that may watch: FNV-1a of its id, which every process
+/// computes alike.
+fn rank(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// What the worker asks of a running shard.
@@ -325,6 +350,8 @@ pub(crate) struct Machine {
     settled: bool,
     /// Whether this worker watches for expiries, as of the last scan.
     watch: Watch,
+    /// The last scan found this worker settled and not watching: it scans seldom.
+    relaxed: bool,
     /// Until this instant (two scan intervals after the start) the worker scans every
     /// [`HANDOFF_POLL`]: workers started together each see the others only once they write, so
     /// the first plans are made blind and the handoffs that even them out follow within a poll
@@ -355,6 +382,7 @@ impl Machine {
                 watching: true,
                 live_owners: 0,
             },
+            relaxed: false,
             eager_until,
         }
     }
@@ -376,6 +404,12 @@ impl Machine {
     /// fleet's scans stay about twice the watchers' whatever its size.
     pub(crate) fn watching(&self) -> bool {
         self.watch.watching
+    }
+
+    /// Whether the last scan found this worker settled and not watching, so that it scans
+    /// seldom (up to [`Settings::slow_scan`] apart).
+    pub(crate) fn relaxed(&self) -> bool {
+        self.relaxed
     }
 
     /// Whether the worker has shut down.
@@ -650,6 +684,7 @@ impl Machine {
             self.plan(sent, now, out);
         }
         let holding = self.locals.values().any(|l| matches!(l, Local::Running(_)));
+        let was_watching = self.watch.watching;
         self.watch = Watch::judge(
             &self.table,
             &self.observations,
@@ -658,7 +693,12 @@ impl Machine {
             now,
             failover,
             self.settings.watchers,
+            self.settings.max_leases,
         );
+        if self.watch.watching && !was_watching {
+            // A worker that starts watching syncs on the watchers' schedule.
+            self.next_sync = self.next_sync.min(now + self.settings.shard_sync_interval);
+        }
         // While a handoff to this worker is under way, or while it holds more than its share
         // (others will ask it for leases), look often: handoffs complete within a poll or two.
         let awaiting = self
@@ -677,6 +717,7 @@ impl Machine {
             && !self.watch.watching
             && self.settled
             && !(awaiting || moving || eager || above);
+        self.relaxed = relaxed;
         self.next_scan = now
             + if relaxed {
                 self.relaxed_interval(holding)

@@ -543,38 +543,54 @@ fn fleet_of(owners: &[&str], me_counter: u64, others_counter: u64) -> Vec<Lease>
         .collect()
 }
 
+/// The owners in the order they rank for watching.
+fn by_rank<'a>(owners: &[&'a str]) -> Vec<&'a str> {
+    let mut owners = owners.to_vec();
+    owners.sort_by_key(|o| (super::rank(o), *o));
+    owners
+}
+
 #[test]
-fn the_live_owners_that_sort_first_watch() {
+fn the_live_owners_that_rank_first_watch() {
     let now = Instant::now();
     let observations = Observations::default();
-    let table = fleet_of(&["a", "b", "c", "d", "e"], 1, 1);
-    let judge = |me: &str, holding: bool, k: usize| {
-        Watch::judge(&table, &observations, me, holding, now, F, k)
+    let names = ["a", "b", "c", "d", "e"];
+    let order = by_rank(&names);
+    let table = fleet_of(&names, 1, 1);
+    let judge = |me: &str, holding: bool, k: usize, cap: Option<usize>| {
+        Watch::judge(&table, &observations, me, holding, now, F, k, cap)
     };
-    // (me, holds a lease, watchers) -> (watching, live owners)
+    // (me, holds a lease, watchers, cap) -> (watching, live owners)
     let cases = [
-        ("a", true, 3, (true, 5)),
-        ("c", true, 3, (true, 5)),
-        ("d", true, 3, (false, 5)),
-        ("e", true, 1, (false, 5)),
-        ("a", true, 1, (true, 5)),
+        (order[0], true, 3, None, (true, 5)),
+        (order[2], true, 3, None, (true, 5)),
+        (order[3], true, 3, None, (false, 5)),
+        (order[4], true, 1, None, (false, 5)),
+        (order[0], true, 1, None, (true, 5)),
         // A worker holding nothing is not among the owners: it watches only in a fleet with
         // fewer live owners than watchers.
-        ("0", false, 3, (false, 5)),
-        ("0", false, 6, (true, 5)),
-        // Holding a lease the table does not show yet counts it.
-        ("0", true, 3, (true, 6)),
+        ("zz", false, 3, None, (false, 5)),
+        ("zz", false, 6, None, (true, 5)),
+        // Owners at their cap cannot take a dead worker's leases: they do not count, and with
+        // fewer than three below it, everyone watches.
+        (order[3], true, 3, Some(1), (true, 5)),
+        (order[3], true, 3, Some(2), (false, 5)),
     ];
-    for (me, holding, k, (watching, live_owners)) in cases {
+    for (me, holding, k, cap, (watching, live_owners)) in cases {
         assert_eq!(
-            judge(me, holding, k),
+            judge(me, holding, k, cap),
             Watch {
                 watching,
                 live_owners
             },
-            "{me} holding {holding}, {k} watchers"
+            "{me} holding {holding}, {k} watchers, cap {cap:?} (rank order {order:?})"
         );
     }
+    // Holding a lease the table does not show yet counts it.
+    assert_eq!(judge("zz", true, 3, None).live_owners, 6);
+    // The rank is the same in every process (FNV-1a of the id).
+    assert_eq!(super::rank(""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(super::rank("a"), 0xaf63_dc4c_8601_ec8c);
 }
 
 #[test]
@@ -588,7 +604,7 @@ fn owners_whose_leases_expired_do_not_count() {
     let mut now_table = table.clone();
     now_table[3].counter = 9;
     observations.record(&now_table, later);
-    let watch = Watch::judge(&now_table, &observations, "d", true, later, F, 3);
+    let watch = Watch::judge(&now_table, &observations, "d", true, later, F, 3, None);
     assert_eq!(
         watch,
         Watch {
@@ -603,15 +619,25 @@ fn owners_whose_leases_expired_do_not_count() {
 /// to the slow maximum; one that holds nothing at the slow maximum; a watcher every interval.
 #[test]
 fn settled_workers_that_do_not_watch_scan_less_often() {
+    // Of these ten, "me" ranks first and "j" last.
     let owners = ["a", "b", "c", "me", "e", "f", "g", "h", "i", "j"];
-    let interval_after_scan = |me_first: bool| {
-        let mut w = Worker::new(if me_first { "0" } else { "me" });
+    let order = by_rank(&owners);
+    assert_eq!((order[0], order[9]), ("me", "j"), "{order:?}");
+    let interval_after_scan = |watcher: bool| {
+        let me = if watcher { "me" } else { "j" };
+        let mut w = Worker::new(me);
         // Past the eager start.
         let at = Duration::from_secs(5);
         w.at(at);
         let table = fleet_of(&owners, 1, 1);
-        // Give "me" its lease so that it holds one (taken and running).
-        let mine = table[3].clone();
+        // It runs its own lease.
+        let Some(mine) = table
+            .iter()
+            .find(|l| l.owner.as_deref() == Some(me))
+            .cloned()
+        else {
+            panic!("no lease of {me}");
+        };
         w.machine.locals.insert(
             mine.key.clone(),
             Local::Running(Run {
@@ -632,7 +658,11 @@ fn settled_workers_that_do_not_watch_scan_less_often() {
     };
     // 10 live owners, 3 watchers, 2 s: 6.67 s (at most 20 s).
     let relaxed = interval_after_scan(true);
-    assert_eq!(relaxed, Duration::from_secs(2), "0 sorts first: it watches");
+    assert_eq!(
+        relaxed,
+        Duration::from_secs(2),
+        "me ranks first: it watches"
+    );
     let relaxed = interval_after_scan(false);
     assert!(
         relaxed > Duration::from_millis(6_600) && relaxed < Duration::from_millis(6_700),
@@ -658,15 +688,18 @@ fn settled_workers_that_do_not_watch_scan_less_often() {
     below.scan(&table);
     let actions = below.scan(&table);
     assert!(
-        below.log.iter().any(|a| matches!(a, Action::AskHandoff { .. })),
+        below
+            .log
+            .iter()
+            .any(|a| matches!(a, Action::AskHandoff { .. })),
         "{actions:?}"
     );
     assert!(below.machine.next_scan - below.now <= Duration::from_secs(2));
 
     // A watcher: every scan interval, and again when a lease it saw may expire.
-    let mut watcher = Worker::new("0");
+    let mut watcher = Worker::new("me");
     watcher.at(Duration::from_secs(5));
-    watcher.scan(&fleet_of(&["0", "a", "b", "c"], 1, 1));
+    watcher.scan(&fleet_of(&["me", "a", "b", "c"], 1, 1));
     assert!(watcher.machine.watching());
     assert!(watcher.machine.next_scan - watcher.now <= Duration::from_secs(2));
 }
