@@ -273,6 +273,8 @@ impl Config {
             shutdown_timeout: self.shutdown_timeout,
             max_leases: self.max_leases,
             max_handoffs: self.max_handoffs,
+            watchers: crate::coordination::WATCHERS,
+            slow_scan: self.failover * 2,
         }
     }
 

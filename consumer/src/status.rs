@@ -98,12 +98,14 @@ pub struct Status {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Health {
-    /// Alive: the worker's task runs and has scanned the lease table (successfully or not)
-    /// within three failover times. A liveness probe should fail only on this: restarting the
-    /// process is the remedy.
+    /// Alive: the worker's task runs and has tried to scan the lease table (successfully or
+    /// not) within three failover times (plus its longest wait between scans, twice the
+    /// failover time, when it is settled and does not watch for expiries). A liveness probe
+    /// should fail only on this: restarting the process is the remedy.
     pub live: bool,
     /// Ready: started, not shutting down, and the last successful scan is within three scan
-    /// intervals and a failover time.
+    /// intervals and a failover time (the longest wait between scans and a failover time, when
+    /// settled and not watching).
     pub ready: bool,
     /// Why not, or what is wrong with some shards (a processor failing for a minute or more).
     pub problems: Vec<String>,
@@ -125,6 +127,9 @@ pub(crate) struct BoardState {
     pub(crate) last_renewal: Option<SystemTime>,
     pub(crate) last_scan: Option<SystemTime>,
     pub(crate) last_scan_attempt: Option<SystemTime>,
+    /// The worker settled without watching for expiries: it scans seldom (see
+    /// `Machine::watching`), so its scans are judged against its longest wait.
+    pub(crate) relaxed: bool,
     pub(crate) recent_errors: VecDeque<RecentError>,
     pub(crate) shards: BTreeMap<String, ShardEntry>,
 }
@@ -219,8 +224,21 @@ impl Board {
         status
     }
 
-    pub(crate) fn health(&self, scan_interval: Duration, failover: Duration) -> Health {
+    /// `longest_scan`: the longest a worker goes between two scans when all is well (a settled
+    /// worker that does not watch for expiries scans that seldom); a worker that watches is
+    /// judged against its `scan_interval`.
+    pub(crate) fn health(
+        &self,
+        scan_interval: Duration,
+        longest_scan: Duration,
+        failover: Duration,
+    ) -> Health {
         let board = self.lock();
+        let (live_after, fresh_after) = if board.relaxed {
+            (longest_scan + failover * 3, longest_scan + failover)
+        } else {
+            (failover * 3, scan_interval * 3 + failover)
+        };
         let now = SystemTime::now();
         let within = |at: Option<SystemTime>, limit: Duration| {
             at.and_then(|at| now.duration_since(at).ok())
@@ -228,15 +246,17 @@ impl Board {
         };
         let mut problems = Vec::new();
         let live =
-            !board.finished && (!board.started || within(board.last_scan_attempt, failover * 3));
+            !board.finished && (!board.started || within(board.last_scan_attempt, live_after));
         if board.finished {
             problems.push("the worker has stopped".to_owned());
         } else if !live {
             problems.push(
-                "the worker has not scanned its lease table for three failover times".to_owned(),
+                "the worker has not tried to scan its lease table for three failover times (past \
+                 its longest wait between scans, if it does not watch for expiries)"
+                    .to_owned(),
             );
         }
-        let fresh = within(board.last_scan, scan_interval * 3 + failover);
+        let fresh = within(board.last_scan, fresh_after);
         if !board.started {
             problems.push("starting".to_owned());
         } else if !fresh {
@@ -274,6 +294,7 @@ pub struct Probe {
     pub(crate) board: Board,
     pub(crate) worker_id: String,
     pub(crate) scan_interval: Duration,
+    pub(crate) longest_scan: Duration,
     pub(crate) failover: Duration,
 }
 
@@ -289,7 +310,8 @@ impl Probe {
 
     /// The worker's [`Health`].
     pub fn health(&self) -> Health {
-        self.board.health(self.scan_interval, self.failover)
+        self.board
+            .health(self.scan_interval, self.longest_scan, self.failover)
     }
 }
 

@@ -603,7 +603,9 @@ where
             lease_owner = %self.cfg.worker_id
         );
         let worker_id = self.cfg.worker_id.clone();
-        let (scan_interval, failover) = (self.cfg.scan_interval, self.cfg.failover);
+        let settings = self.cfg.settings();
+        let longest_scan = settings.slow_scan.max(settings.scan_interval);
+        let failover = settings.failover;
         let board = self.board.clone();
         let finished = self.board.clone();
         let task = tokio::spawn(
@@ -633,7 +635,8 @@ where
             probe: Probe {
                 board,
                 worker_id,
-                scan_interval,
+                scan_interval: settings.scan_interval,
+                longest_scan,
                 failover,
             },
         }
@@ -651,6 +654,7 @@ where
                 self.perform(action);
             }
             metrics::gauge!(m::LEASES_HELD, &self.labels).set(machine.running() as f64);
+            self.board.lock().relaxed = machine.relaxed();
             if machine.is_finished() {
                 break;
             }

@@ -79,6 +79,82 @@ pub(crate) struct Settings {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) max_leases: Option<usize>,
     pub(crate) max_handoffs: Option<usize>,
+    /// How many workers of a fleet watch for expiries (see [`Machine::watching`]).
+    pub(crate) watchers: usize,
+    /// The longest a settled worker that does not watch goes between scans.
+    pub(crate) slow_scan: Duration,
+}
+
+/// How many workers of a fleet watch for expiries by default.
+pub(crate) const WATCHERS: usize = 3;
+
+/// How often a worker that watches syncs the shards, in shard sync intervals; others sync this
+/// many times less often (leases for children are created at the shard end: the periodic sync
+/// only repairs holes and removes finished leases).
+const SLOW_SYNC: u32 = 5;
+
+/// Who watches for expiries, as one worker sees the fleet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Watch {
+    /// Whether this worker watches.
+    pub(crate) watching: bool,
+    /// Workers holding leases that are not expired (this worker included if it holds any).
+    pub(crate) live_owners: usize,
+}
+
+impl Watch {
+    /// Judges from the table as last scanned. The `k` live owners that rank first watch, among
+    /// those with room for more leases under `max_leases` (a watcher at its cap could not take
+    /// a dead worker's leases); every worker watches while fewer than `k` such owners are live
+    /// (a fleet that small, an idle fleet, or one whose owners died). Owners rank by a hash of
+    /// their ids, the same in every process, so that ids that sort together (one host group, one
+    /// deployment's pods) are not all watchers and do not all leave together. A dead owner's
+    /// leases expire by this worker's observation, so it stops counting once they have not
+    /// moved for the failover time.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn judge(
+        table: &[Lease],
+        observations: &Observations,
+        me: &str,
+        holding: bool,
+        now: Instant,
+        failover: Duration,
+        k: usize,
+        max_leases: Option<usize>,
+    ) -> Watch {
+        let mut held: BTreeMap<&str, usize> = BTreeMap::new();
+        for lease in table {
+            if let Some(owner) = lease.owner.as_deref()
+                && !observations.is_expired(lease, now, failover)
+            {
+                *held.entry(owner).or_default() += 1;
+            }
+        }
+        if holding {
+            held.entry(me).or_insert(1);
+        }
+        let live_owners = held.len();
+        let cap = max_leases.unwrap_or(usize::MAX);
+        let mut eligible: Vec<&str> = held
+            .iter()
+            .filter(|(_, n)| **n < cap)
+            .map(|(owner, _)| *owner)
+            .collect();
+        eligible.sort_by_key(|owner| (rank(owner), *owner));
+        let watching = eligible.len() < k || eligible.iter().take(k).any(|o| *o == me);
+        Watch {
+            watching,
+            live_owners,
+        }
+    }
+}
+
+/// A worker's rank among the owners that may watch: FNV-1a of its id, which every process
+/// computes alike.
+fn rank(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// What the worker asks of a running shard.
@@ -270,6 +346,12 @@ pub(crate) struct Machine {
     next_sync: Instant,
     /// The last plan found this worker above its fair share.
     above_share: bool,
+    /// The last plan wanted no take, handoff or adoption.
+    settled: bool,
+    /// Whether this worker watches for expiries, as of the last scan.
+    watch: Watch,
+    /// The last scan found this worker settled and not watching: it scans seldom.
+    relaxed: bool,
     /// Until this instant (two scan intervals after the start) the worker scans every
     /// [`HANDOFF_POLL`]: workers started together each see the others only once they write, so
     /// the first plans are made blind and the handoffs that even them out follow within a poll
@@ -295,6 +377,12 @@ impl Machine {
             syncing: false,
             next_sync: now,
             above_share: false,
+            settled: false,
+            watch: Watch {
+                watching: true,
+                live_owners: 0,
+            },
+            relaxed: false,
             eager_until,
         }
     }
@@ -305,6 +393,23 @@ impl Machine {
             .values()
             .filter(|l| matches!(l, Local::Running(_)))
             .count()
+    }
+
+    /// Whether this worker watches for expiries, as of its last scan. The watchers (the
+    /// [`Settings::watchers`] live owners whose ids sort first, or every worker of a smaller
+    /// fleet) scan every scan interval and again when a lease they saw may expire, so a dead
+    /// worker's leases are taken within the failover time and a scan interval. The others,
+    /// once their plan wants nothing, scan less often (`scan_interval` x live owners /
+    /// watchers, up to [`Settings::slow_scan`]; the slowest when they hold nothing): the
+    /// fleet's scans stay about twice the watchers' whatever its size.
+    pub(crate) fn watching(&self) -> bool {
+        self.watch.watching
+    }
+
+    /// Whether the last scan found this worker settled and not watching, so that it scans
+    /// seldom (up to [`Settings::slow_scan`] apart).
+    pub(crate) fn relaxed(&self) -> bool {
+        self.relaxed
     }
 
     /// Whether the worker has shut down.
@@ -380,9 +485,13 @@ impl Machine {
             Input::Synced(ok) => {
                 self.syncing = false;
                 if ok {
-                    self.next_sync = now + self.settings.shard_sync_interval;
-                    // New leases may have been created: look at once.
-                    self.want_scan(now);
+                    if self.watch.watching {
+                        self.next_sync = now + self.settings.shard_sync_interval;
+                        // New leases may have been created: look at once.
+                        self.want_scan(now);
+                    } else {
+                        self.next_sync = now + self.settings.shard_sync_interval * SLOW_SYNC;
+                    }
                 } else {
                     self.next_sync = now + self.settings.scan_interval;
                 }
@@ -574,26 +683,91 @@ impl Machine {
         if self.mode == Mode::Working {
             self.plan(sent, now, out);
         }
-        self.next_scan = now + self.settings.scan_interval;
+        let holding = self.locals.values().any(|l| matches!(l, Local::Running(_)));
+        let was_watching = self.watch.watching;
+        self.watch = Watch::judge(
+            &self.table,
+            &self.observations,
+            &self.me,
+            holding,
+            now,
+            failover,
+            self.settings.watchers,
+            self.settings.max_leases,
+        );
+        if self.watch.watching && !was_watching {
+            // A worker that starts watching syncs on the watchers' schedule.
+            self.next_sync = self.next_sync.min(now + self.settings.shard_sync_interval);
+        }
         // While a handoff to this worker is under way, or while it holds more than its share
         // (others will ask it for leases), look often: handoffs complete within a poll or two.
         let awaiting = self
             .locals
             .values()
             .any(|l| matches!(l, Local::Awaiting { .. }));
+        let moving = self.locals.values().any(|l| {
+            matches!(
+                l,
+                Local::Taking { .. } | Local::Asking | Local::Releasing { .. }
+            )
+        });
         let eager = self.mode == Mode::Working && now < self.eager_until;
-        if awaiting || eager || (self.above_share && self.mode == Mode::Working) {
+        let above = self.above_share && self.mode == Mode::Working;
+        let relaxed = self.mode == Mode::Working
+            && !self.watch.watching
+            && self.settled
+            && !(awaiting || moving || eager || above);
+        self.relaxed = relaxed;
+        self.next_scan = now
+            + if relaxed {
+                self.relaxed_interval(holding)
+            } else {
+                self.settings.scan_interval
+            };
+        if awaiting || eager || above {
             self.next_scan = self.next_scan.min(now + HANDOFF_POLL);
         }
-        if let Some(at) = self
-            .observations
-            .next_expiry(&self.table, &self.me, now, failover)
+        // Watchers look again when a lease they saw may expire; the others learn of expiries
+        // from their own slower scans (or from a watcher's take).
+        if !relaxed
+            && let Some(at) = self
+                .observations
+                .next_expiry(&self.table, &self.me, now, failover)
+        {
+            self.next_scan = self.next_scan.min(at + Duration::from_millis(1));
+        }
+        // A free lease nobody took within the patience is taken whatever the fair share says
+        // (by the plan); watchers look again when that falls due, so that a lease released by a
+        // worker that left is not left to the slower scans of the workers below their share.
+        if self.watch.watching
+            && self.mode == Mode::Working
+            && let Some(at) = self
+                .table
+                .iter()
+                .filter(|l| l.owner.is_none())
+                .filter_map(|l| self.observations.expires_at(l, self.settings.scan_interval))
+                .filter(|at| *at >= now)
+                .min()
         {
             self.next_scan = self.next_scan.min(at + Duration::from_millis(1));
         }
         if std::mem::take(&mut self.rescan) {
             self.next_scan = now;
         }
+    }
+
+    /// How long a settled worker that does not watch waits between scans: the scan interval
+    /// times the live owners per watcher, at most [`Settings::slow_scan`], which is also the wait
+    /// of a worker that holds nothing.
+    fn relaxed_interval(&self, holding: bool) -> Duration {
+        let slow = self.settings.slow_scan.max(self.settings.scan_interval);
+        if !holding {
+            return slow;
+        }
+        let watchers = self.settings.watchers.max(1) as u32;
+        let owners = u32::try_from(self.watch.live_owners).unwrap_or(u32::MAX);
+        (self.settings.scan_interval.saturating_mul(owners) / watchers)
+            .clamp(self.settings.scan_interval, slow)
     }
 
     fn plan(&mut self, sent: Instant, now: Instant, out: &mut Vec<Action>) {
@@ -633,6 +807,7 @@ impl Machine {
             },
         );
         self.above_share = plan.above_share;
+        self.settled = plan.take.is_empty() && plan.adopt.is_empty() && plan.hand_off.is_empty();
         for lease in plan.take {
             debug!(lease = %lease.key, owner = ?lease.owner, "taking");
             self.take(lease, out);

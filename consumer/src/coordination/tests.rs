@@ -16,6 +16,8 @@ fn settings() -> Settings {
         shutdown_timeout: Duration::from_secs(30),
         max_leases: None,
         max_handoffs: None,
+        watchers: super::WATCHERS,
+        slow_scan: Duration::from_secs(20),
     }
 }
 
@@ -521,4 +523,183 @@ fn a_scan_sent_before_a_release_does_not_take_the_lease_back() {
     // A scan sent afterwards shows it free: taken again.
     let actions = b.at(Duration::from_secs(5)).scan(&[lease("s0", None, 3)]);
     assert_eq!(takes(&actions), ["s0"]);
+}
+
+// --- the fleet-wide scan budget ------------------------------------------------------------
+
+/// Four live owners, one lease each; `me` holds its own.
+fn fleet_of(owners: &[&str], me_counter: u64, others_counter: u64) -> Vec<Lease> {
+    owners
+        .iter()
+        .enumerate()
+        .map(|(i, owner)| {
+            let counter = if *owner == "me" {
+                me_counter
+            } else {
+                others_counter
+            };
+            lease(&format!("s{i}"), Some(owner), counter)
+        })
+        .collect()
+}
+
+/// The owners in the order they rank for watching.
+fn by_rank<'a>(owners: &[&'a str]) -> Vec<&'a str> {
+    let mut owners = owners.to_vec();
+    owners.sort_by_key(|o| (super::rank(o), *o));
+    owners
+}
+
+#[test]
+fn the_live_owners_that_rank_first_watch() {
+    let now = Instant::now();
+    let observations = Observations::default();
+    let names = ["a", "b", "c", "d", "e"];
+    let order = by_rank(&names);
+    let table = fleet_of(&names, 1, 1);
+    let judge = |me: &str, holding: bool, k: usize, cap: Option<usize>| {
+        Watch::judge(&table, &observations, me, holding, now, F, k, cap)
+    };
+    // (me, holds a lease, watchers, cap) -> (watching, live owners)
+    let cases = [
+        (order[0], true, 3, None, (true, 5)),
+        (order[2], true, 3, None, (true, 5)),
+        (order[3], true, 3, None, (false, 5)),
+        (order[4], true, 1, None, (false, 5)),
+        (order[0], true, 1, None, (true, 5)),
+        // A worker holding nothing is not among the owners: it watches only in a fleet with
+        // fewer live owners than watchers.
+        ("zz", false, 3, None, (false, 5)),
+        ("zz", false, 6, None, (true, 5)),
+        // Owners at their cap cannot take a dead worker's leases: they do not count, and with
+        // fewer than three below it, everyone watches.
+        (order[3], true, 3, Some(1), (true, 5)),
+        (order[3], true, 3, Some(2), (false, 5)),
+    ];
+    for (me, holding, k, cap, (watching, live_owners)) in cases {
+        assert_eq!(
+            judge(me, holding, k, cap),
+            Watch {
+                watching,
+                live_owners
+            },
+            "{me} holding {holding}, {k} watchers, cap {cap:?} (rank order {order:?})"
+        );
+    }
+    // Holding a lease the table does not show yet counts it.
+    assert_eq!(judge("zz", true, 3, None).live_owners, 6);
+    // The rank is the same in every process (FNV-1a of the id).
+    assert_eq!(super::rank(""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(super::rank("a"), 0xaf63_dc4c_8601_ec8c);
+}
+
+#[test]
+fn owners_whose_leases_expired_do_not_count() {
+    let start = Instant::now();
+    let mut observations = Observations::default();
+    let table = fleet_of(&["a", "b", "c", "d"], 1, 1);
+    observations.record(&table, start);
+    // a, b and c stopped renewing; d did.
+    let later = start + F + Duration::from_secs(1);
+    let mut now_table = table.clone();
+    now_table[3].counter = 9;
+    observations.record(&now_table, later);
+    let watch = Watch::judge(&now_table, &observations, "d", true, later, F, 3, None);
+    assert_eq!(
+        watch,
+        Watch {
+            watching: true,
+            live_owners: 1
+        },
+        "d is the only live owner, so it watches"
+    );
+}
+
+/// A settled worker that does not watch scans every scan interval x live owners / watchers, up
+/// to the slow maximum; one that holds nothing at the slow maximum; a watcher every interval.
+#[test]
+fn settled_workers_that_do_not_watch_scan_less_often() {
+    // Of these ten, "me" ranks first and "j" last.
+    let owners = ["a", "b", "c", "me", "e", "f", "g", "h", "i", "j"];
+    let order = by_rank(&owners);
+    assert_eq!((order[0], order[9]), ("me", "j"), "{order:?}");
+    let interval_after_scan = |watcher: bool| {
+        let me = if watcher { "me" } else { "j" };
+        let mut w = Worker::new(me);
+        // Past the eager start.
+        let at = Duration::from_secs(5);
+        w.at(at);
+        let table = fleet_of(&owners, 1, 1);
+        // It runs its own lease.
+        let Some(mine) = table
+            .iter()
+            .find(|l| l.owner.as_deref() == Some(me))
+            .cloned()
+        else {
+            panic!("no lease of {me}");
+        };
+        w.machine.locals.insert(
+            mine.key.clone(),
+            Local::Running(Run {
+                lease: mine.clone(),
+                started: w.now,
+                trust_until: w.now + Duration::from_secs(9),
+                renewing: false,
+                renew_at: w.now + Duration::from_secs(4),
+                stop: Stop::Run,
+                handing_off: false,
+                revoked: false,
+            }),
+        );
+        // The first answer finds the rescan the sync asked for due; the second is settled.
+        w.scan(&table);
+        w.scan(&table);
+        w.machine.next_scan - w.now
+    };
+    // 10 live owners, 3 watchers, 2 s: 6.67 s (at most 20 s).
+    let relaxed = interval_after_scan(true);
+    assert_eq!(
+        relaxed,
+        Duration::from_secs(2),
+        "me ranks first: it watches"
+    );
+    let relaxed = interval_after_scan(false);
+    assert!(
+        relaxed > Duration::from_millis(6_600) && relaxed < Duration::from_millis(6_700),
+        "{relaxed:?}"
+    );
+
+    // A worker holding nothing, settled, with ten live owners: the slow maximum.
+    // Ten owners of one lease each and a worker with none: its share is 0 or 1, the others
+    // hold no more than 1, so its plan wants nothing.
+    let mut idle = Worker::new("zz");
+    idle.at(Duration::from_secs(5));
+    idle.scan(&fleet_of(&owners, 1, 1));
+    idle.scan(&fleet_of(&owners, 1, 1));
+    assert!(!idle.machine.watching());
+    assert_eq!(idle.machine.next_scan - idle.now, Duration::from_secs(20));
+
+    // Below its share (one owner holds three): it asks, and scans on the interval meanwhile.
+    let mut below = Worker::new("zz");
+    below.at(Duration::from_secs(5));
+    let mut table = fleet_of(&owners, 1, 1);
+    table.push(lease("s10", Some("a"), 1));
+    table.push(lease("s11", Some("a"), 1));
+    below.scan(&table);
+    let actions = below.scan(&table);
+    assert!(
+        below
+            .log
+            .iter()
+            .any(|a| matches!(a, Action::AskHandoff { .. })),
+        "{actions:?}"
+    );
+    assert!(below.machine.next_scan - below.now <= Duration::from_secs(2));
+
+    // A watcher: every scan interval, and again when a lease it saw may expire.
+    let mut watcher = Worker::new("me");
+    watcher.at(Duration::from_secs(5));
+    watcher.scan(&fleet_of(&["me", "a", "b", "c"], 1, 1));
+    assert!(watcher.machine.watching());
+    assert!(watcher.machine.next_scan - watcher.now <= Duration::from_secs(2));
 }
