@@ -11,11 +11,10 @@ use std::{
     io::Write,
     os::unix::fs::MetadataExt,
     path::Path,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
-use common::{BoxError, StandIn, TempDir, read_back};
+use common::{BoxError, Env, Running, TIMEOUT, TempDir, read_back, until};
 
 const MAX_OUTSTANDING: u64 = 200;
 const BATCH: usize = 50;
@@ -97,37 +96,21 @@ fn entries(checkpoint: &serde_json::Value, log: &Path) -> Vec<(u64, u64)> {
         .unwrap_or_default()
 }
 
-fn follower(kinesis: &StandIn, log: &Path, cp: &Path) -> Result<tokio::process::Child, BoxError> {
-    let mut command = kinesis.kinesis();
+fn follower(env: &Env, log: &Path, cp: &Path) -> Running {
+    let mut command = env.command(&["-q", "produce", "--stream", "follow", "--follow"]);
     command
-        .args(["-q", "produce", "--stream", "follow", "--follow"])
         .arg(log)
         .arg("--checkpoint")
         .arg(cp)
-        .args(["--max-outstanding", &MAX_OUTSTANDING.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    Ok(command.spawn()?)
-}
-
-/// Waits (bounded) until `check` holds.
-async fn until(what: &str, mut check: impl FnMut() -> bool) -> Result<(), BoxError> {
-    let deadline = Instant::now() + common::TIMEOUT;
-    while !check() {
-        if Instant::now() > deadline {
-            return Err(format!("timed out waiting for {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
+        .args(["--max-outstanding", &MAX_OUTSTANDING.to_string()]);
+    Running::spawn(command)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_through_two_rotations_and_a_kill() -> Result<(), BoxError> {
-    let kinesis = StandIn::start().await?;
-    kinesis.stream("follow", 2).await?;
-    let dir = TempDir::new("follow")?;
+    let env = Env::start().await;
+    env.stream("follow", 2).await;
+    let dir = TempDir::new("follow");
     let path = dir.join("app.log");
     let cp = dir.join("cp.json");
     let mut log = Log::default();
@@ -135,8 +118,8 @@ async fn follow_through_two_rotations_and_a_kill() -> Result<(), BoxError> {
     // Generation 0, partly written before the follower starts.
     let mut gen0 = append_to(&path)?;
     log.append(&mut gen0, 0, 500)?;
-    let first = follower(&kinesis, &path, &cp)?;
-    until("the first checkpoint", || cp.exists()).await?;
+    let mut first = follower(&env, &path, &cp);
+    until("the first checkpoint", TIMEOUT, || cp.exists()).await;
     log.batches(&mut gen0, 0, 20).await?;
 
     // Rotation 1, rename and create; the writer appends to the old file a little longer.
@@ -147,17 +130,15 @@ async fn follow_through_two_rotations_and_a_kill() -> Result<(), BoxError> {
     log.batches(&mut gen1, 1, 6).await?;
 
     // SIGKILL, while lines are being written, read and acknowledged.
-    let mut first = first;
-    first.start_kill()?;
-    let status = tokio::time::timeout(common::TIMEOUT, first.wait()).await??;
-    assert!(!status.success());
+    first.signal("KILL");
+    assert_ne!(first.wait(TIMEOUT).await, Some(0));
     let killed_at = Instant::now();
     let written_at_kill = log.lines.len();
     let at_kill = checkpoint(&cp)?;
     log.batches(&mut gen1, 1, 10).await?;
 
     // The restart resumes from the checkpoint.
-    let second = follower(&kinesis, &path, &cp)?;
+    let mut second = follower(&env, &path, &cp);
     log.batches(&mut gen1, 1, 20).await?;
 
     // Rotation 2, copytruncate (no line written between the copy and the truncation).
@@ -179,7 +160,7 @@ async fn follow_through_two_rotations_and_a_kill() -> Result<(), BoxError> {
             })
             .unwrap_or(false)
     };
-    until("the lines before the partial one", waits_before_it).await?;
+    until("the lines before the partial one", TIMEOUT, waits_before_it).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(waits_before_it(), "the partial line moved the checkpoint");
     gen2.write_all(format!("{}\n", &text[4..]).as_bytes())?;
@@ -192,23 +173,23 @@ async fn follow_through_two_rotations_and_a_kill() -> Result<(), BoxError> {
     // Everything acknowledged and checkpointed: one file left, read to its end.
     let size = gen2.metadata()?.len();
     let ino = gen2.metadata()?.ino();
-    until("the last checkpoint", || {
+    until("the last checkpoint", TIMEOUT, || {
         checkpoint(&cp)
             .map(|c| entries(&c, &path) == [(ino, size)])
             .unwrap_or(false)
     })
-    .await?;
-    common::signal(second.id().ok_or("no pid")?, "TERM").await?;
-    let output = tokio::time::timeout(common::TIMEOUT, second.wait_with_output()).await??;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{stdout} {stderr}");
+    .await;
+    second.signal("TERM");
+    let code = second.wait(TIMEOUT).await;
+    let stdout = second.stdout();
+    let stderr = second.stderr();
+    assert_eq!(code, Some(0), "{stdout} {stderr}");
     assert!(stdout.contains(", 0 failed"), "{stdout}");
     assert_eq!(entries(&checkpoint(&cp)?, &path), [(ino, size)]);
 
     // Every line is in the stream.
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for record in read_back(&kinesis.client, "follow").await? {
+    for record in read_back(&env.kinesis, "follow").await {
         *seen.entry(record.text()).or_default() += 1;
     }
     let total = log.lines.len();
