@@ -6,7 +6,8 @@
 //! - two files followed by one command, stopped and restarted: every line of both once, and a
 //!   checkpoint entry per path at its file's end;
 //! - `--start-at end`: what a file holds when the follower starts is not sent, what is appended
-//!   is, and a restart resumes from the checkpoint rather than from the end.
+//!   is, and a restart resumes from the checkpoint rather than from the end;
+//! - a copytruncate of a file of which no line was resolved yet: its lines come from the copy.
 
 mod common;
 
@@ -424,6 +425,47 @@ async fn start_at_end_skips_what_is_there_and_a_restart_resumes_from_the_checkpo
     .await;
     let since = lines.all.len() - before;
     assert_eq!(terminate(&mut second).await, Some(since as u64));
+    each_once(&env, &lines.all).await;
+    Ok(())
+}
+
+/// A file of which no line was resolved (its checkpoint entry at offset 0: here it held only an
+/// unfinished line when the follower stopped), copytruncated while the follower is stopped: after
+/// the restart its lines are read from the copy, and the new lines from the path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copytruncate_before_a_line_was_resolved_is_read_from_the_copy() -> Result<(), BoxError> {
+    let env = Env::start().await;
+    env.stream("follow", 2).await;
+    let dir = TempDir::new("follow-copy");
+    let log = dir.join("app.log");
+    let cp = dir.join("cp.json");
+    let mut file = append_to(&log)?;
+    file.write_all(b"unfini")?;
+    let ino = file.metadata()?.ino();
+    let mut first = follower(&env, &[&log], &cp, &[]);
+    until("the follower to read the unfinished line", TIMEOUT, || {
+        checkpoint(&cp).is_ok_and(|c| {
+            entries(&c, &log) == [(ino, 0)]
+                && c["files"][log.to_string_lossy().as_ref()][0]["fingerprint"]["len"] == 6
+        })
+    })
+    .await;
+    assert_eq!(terminate(&mut first).await, Some(0));
+
+    // Stopped: the line is finished and more are written; then logrotate's copytruncate, and
+    // the writer goes on in the truncated file.
+    let mut lines = Lines::default();
+    file.write_all(b"shed\n")?;
+    lines.all.push("unfinished".to_owned());
+    lines.append(&mut file, "before", 100)?;
+    std::fs::copy(&log, dir.join("app.log.1"))?;
+    file.set_len(0)?;
+    lines.append(&mut file, "after", 100)?;
+
+    let mut second = follower(&env, &[&log], &cp, &[]);
+    until("the checkpoint at the end", TIMEOUT, || at_end(&cp, &log)).await;
+    let sent = terminate(&mut second).await;
+    assert_eq!(sent, Some(lines.all.len() as u64), "{}", second.stderr());
     each_once(&env, &lines.all).await;
     Ok(())
 }
