@@ -4,18 +4,18 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
+mod common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{Env, until};
 use kinesis_consumer::{
     ApplicationName, Batch, BillingMode, BoxError, Checkpoint, Checkpointer, Consumer,
     Error as ConsumerError, InitialPosition, Lease, LeaseTable, Running, SequenceNumber,
     ShardProcessor, Start,
 };
-use support::{Env, until};
 use tokio::time::Instant;
 
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -197,7 +197,7 @@ async fn leases(env: &Env, app: &str) -> BTreeMap<String, Lease> {
 async fn the_listing_shows_a_live_fleet_s_owners_and_checkpoints() {
     let env = Env::start().await;
     let stream = env.stream("list", 2).await;
-    let app = support::unique("list-app");
+    let app = "list-app".to_owned();
     let log = Log::default();
     let a = worker(&env, &stream, &app, "w-a", Duration::from_secs(6), &log).await;
     let b = worker(&env, &stream, &app, "w-b", Duration::from_secs(6), &log).await;
@@ -298,7 +298,7 @@ async fn the_listing_shows_a_live_fleet_s_owners_and_checkpoints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_listing_says_why_shards_are_not_processed() {
     let env = Env::start().await;
-    let app = support::unique("why-app");
+    let app = "why-app".to_owned();
     let table = table(&env, &app).await;
     let seq =
         SequenceNumber::parse("49590338271490256608559692538361571095921575989136588818").unwrap();
@@ -357,7 +357,7 @@ async fn the_listing_says_why_shards_are_not_processed() {
 async fn release_hands_a_worker_s_leases_to_the_fleet() {
     let env = Env::start().await;
     let stream = env.stream("release", 2).await;
-    let app = support::unique("release-app");
+    let app = "release-app".to_owned();
     // A worker gone without releasing ("ghost"): with a failover time of a minute, the fleet
     // would wait that long for its leases.
     let table = table(&env, &app).await;
@@ -491,13 +491,13 @@ async fn release_hands_a_worker_s_leases_to_the_fleet() {
 async fn reset_moves_a_checkpoint_and_the_worker_resumes_from_it() {
     let env = Env::start().await;
     let stream = env.stream("reset", 1).await;
-    let app = support::unique("reset-app");
+    let app = "reset-app".to_owned();
     let shard = "shardId-000000000000";
     let mut sequences = Vec::new();
     for i in 0..5 {
         sequences.push(env.put(&stream, "k", format!("r{i}")).await.1);
     }
-    let between = support::next_second(Duration::from_millis(50)).await;
+    let between = common::next_second(Duration::from_millis(50)).await;
     for i in 5..8 {
         sequences.push(env.put(&stream, "k", format!("r{i}")).await.1);
     }
@@ -514,7 +514,7 @@ async fn reset_moves_a_checkpoint_and_the_worker_resumes_from_it() {
         (
             vec![
                 "--to".to_owned(),
-                support::epoch(between),
+                common::epoch(between),
                 "--stream".to_owned(),
                 stream.clone(),
             ],
@@ -710,7 +710,7 @@ async fn racing_proxy(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_racing_with_a_renewal_exits_5_and_writes_nothing() {
     let env = Env::start().await;
-    let app = support::unique("race-app");
+    let app = "race-app".to_owned();
     let table = table(&env, &app).await;
     let shard = "shardId-000000000000";
     let seq = SequenceNumber::parse("4959").unwrap();
@@ -735,7 +735,7 @@ async fn a_reset_racing_with_a_renewal_exits_5_and_writes_nothing() {
         "trim-horizon",
     ]);
     command.env("AWS_ENDPOINT_URL_DYNAMODB", &proxy);
-    let ran = support::run(command, PATIENCE).await;
+    let ran = common::run(command, b"", PATIENCE).await;
     assert_eq!(ran.code, Some(5), "{}", ran.stderr);
     assert!(
         ran.stderr.contains(&format!(
@@ -753,7 +753,7 @@ async fn a_reset_racing_with_a_renewal_exits_5_and_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_checkpoint_is_fenced_by_the_counter_and_both_owners() {
     let env = Env::start().await;
-    let app = support::unique("fence-app");
+    let app = "fence-app".to_owned();
     let table = table(&env, &app).await;
     let seq = |s: &str| SequenceNumber::parse(s).unwrap();
     let mut lease = Lease::new("s", Checkpoint::at(seq("100"), 2)).with_parents(["p"]);

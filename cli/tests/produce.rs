@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{BoxError, StandIn, TempDir, read_back, run, sent};
+use common::{BoxError, Env, Running, TIMEOUT, TempDir, read_back, run, sent};
 
 const MIB: usize = 1024 * 1024;
 
@@ -12,7 +12,7 @@ const MIB: usize = 1024 * 1024;
 /// or not as asked; read back with the SDK and with `kinesis tail`, they are the lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_round_trip_aggregated_and_not() -> Result<(), BoxError> {
-    let kinesis = StandIn::start().await?;
+    let env = Env::start().await;
     // The key and the last line fill a record to the byte: 1 MiB for key and data together.
     let key = "ключ-🔑";
     let big = "x".repeat(1024 * 1024 - key.len());
@@ -26,35 +26,37 @@ async fn lines_round_trip_aggregated_and_not() -> Result<(), BoxError> {
         &big,
     ];
     for (stream, aggregation) in [("rt-agg", true), ("rt-plain", false)] {
-        kinesis.stream(stream, 2).await?;
-        let mut command = kinesis.kinesis();
-        command.args(["produce", "--stream", stream, "--key", key]);
+        env.stream(stream, 2).await;
+        let mut command = env.command(&["produce", "--stream", stream, "--key", key]);
         if !aggregation {
             command.arg("--no-aggregation");
         }
-        let out = run(command, input.as_bytes()).await?;
+        let out = run(command, input.as_bytes(), TIMEOUT).await;
         assert_eq!(out.code, Some(0), "{out:?}");
         assert_eq!(sent(&out.stdout), Some(6), "{out:?}");
         assert!(out.stdout.contains(", 0 failed"), "{out:?}");
-        let records = read_back(&kinesis.client, stream).await?;
+        let records = read_back(&env.kinesis, stream).await;
         let texts: Vec<String> = records.iter().map(|r| r.text()).collect();
         assert_eq!(texts, expected, "{stream}");
         assert!(records.iter().all(|r| r.key == key), "{records:?}");
 
         // And back through `kinesis tail`, as JSON lines: the same records, keys and order.
-        let mut command = kinesis.kinesis();
-        command.args([
-            "tail",
-            "--stream",
-            stream,
-            "--from",
-            "trim-horizon",
-            "--format",
-            "json",
-            "--limit",
-            "6",
-        ]);
-        let tailed = run(command, b"").await?;
+        let tailed = env
+            .run(
+                &[
+                    "tail",
+                    "--stream",
+                    stream,
+                    "--from",
+                    "trim-horizon",
+                    "--format",
+                    "json",
+                    "--limit",
+                    "6",
+                ],
+                TIMEOUT,
+            )
+            .await;
         assert_eq!(tailed.code, Some(0), "{}", tailed.stderr);
         let lines: Vec<serde_json::Value> = tailed
             .stdout
@@ -73,9 +75,8 @@ async fn lines_round_trip_aggregated_and_not() -> Result<(), BoxError> {
         }
     }
     // --skip-empty drops them, and says so.
-    kinesis.stream("rt-skip", 1).await?;
-    let mut command = kinesis.kinesis();
-    command.args([
+    env.stream("rt-skip", 1).await;
+    let command = env.command(&[
         "produce",
         "--stream",
         "rt-skip",
@@ -83,15 +84,15 @@ async fn lines_round_trip_aggregated_and_not() -> Result<(), BoxError> {
         key,
         "--skip-empty",
     ]);
-    let out = run(command, input.as_bytes()).await?;
+    let out = run(command, input.as_bytes(), TIMEOUT).await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
         out.stdout.contains("2 empty lines skipped"),
         "{}",
         out.stdout
     );
-    let texts: Vec<String> = read_back(&kinesis.client, "rt-skip")
-        .await?
+    let texts: Vec<String> = read_back(&env.kinesis, "rt-skip")
+        .await
         .iter()
         .map(|r| r.text())
         .collect();
@@ -103,8 +104,8 @@ async fn lines_round_trip_aggregated_and_not() -> Result<(), BoxError> {
 /// does a 3 MiB line (measured, not kept); the run exits 1 naming both, and the rest arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_line_at_the_limit_is_sent_and_lines_over_it_fail_alone() -> Result<(), BoxError> {
-    let kinesis = StandIn::start().await?;
-    let dir = TempDir::new("big")?;
+    let env = Env::start().await;
+    let dir = TempDir::new("big");
     let path = dir.join("big.txt");
     let at_limit = "x".repeat(MIB - 1); // + the 1-byte key "k" = 1 MiB
     let mut content = String::from("first\n");
@@ -117,13 +118,12 @@ async fn a_line_at_the_limit_is_sent_and_lines_over_it_fail_alone() -> Result<()
     std::fs::write(&path, &content)?;
     let file = path.display().to_string();
     for (stream, aggregation) in [("big-agg", true), ("big-plain", false)] {
-        kinesis.stream(stream, 1).await?;
-        let mut command = kinesis.kinesis();
-        command.args(["produce", "--stream", stream, "--key", "k", &file]);
+        env.stream(stream, 1).await;
+        let mut command = env.command(&["produce", "--stream", stream, "--key", "k", &file]);
         if !aggregation {
             command.arg("--no-aggregation");
         }
-        let out = run(command, b"").await?;
+        let out = run(command, b"", TIMEOUT).await;
         assert_eq!(out.code, Some(1), "{out:?}");
         assert_eq!(sent(&out.stdout), Some(3), "{out:?}");
         assert!(out.stdout.contains(", 2 failed"), "{out:?}");
@@ -151,7 +151,7 @@ async fn a_line_at_the_limit_is_sent_and_lines_over_it_fail_alone() -> Result<()
             "{}",
             out.stderr
         );
-        let records = read_back(&kinesis.client, stream).await?;
+        let records = read_back(&env.kinesis, stream).await;
         let texts: Vec<String> = records.iter().map(|r| r.text()).collect();
         assert_eq!(
             texts,
@@ -165,12 +165,11 @@ async fn a_line_at_the_limit_is_sent_and_lines_over_it_fail_alone() -> Result<()
 /// lacks the field fails alone. `--tab` splits `key<TAB>payload`; a line without a TAB fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_from_a_json_field_or_a_tab_with_bad_lines() -> Result<(), BoxError> {
-    let kinesis = StandIn::start().await?;
-    kinesis.stream("field", 2).await?;
-    let mut command = kinesis.kinesis();
-    command.args(["produce", "--stream", "field", "--key-field", "user"]);
+    let env = Env::start().await;
+    env.stream("field", 2).await;
+    let command = env.command(&["produce", "--stream", "field", "--key-field", "user"]);
     let input = "{\"user\":\"ü-1\",\"n\":1}\nnot json\n{\"x\":1}\n{\"user\":42}\n";
-    let out = run(command, input.as_bytes()).await?;
+    let out = run(command, input.as_bytes(), TIMEOUT).await;
     assert_eq!(out.code, Some(1), "{out:?}");
     assert_eq!(sent(&out.stdout), Some(2), "{out:?}");
     assert!(
@@ -190,8 +189,8 @@ async fn keys_from_a_json_field_or_a_tab_with_bad_lines() -> Result<(), BoxError
         "{}",
         out.stderr
     );
-    let mut got: Vec<(String, String)> = read_back(&kinesis.client, "field")
-        .await?
+    let mut got: Vec<(String, String)> = read_back(&env.kinesis, "field")
+        .await
         .iter()
         .map(|r| (r.key.clone(), r.text()))
         .collect();
@@ -204,14 +203,14 @@ async fn keys_from_a_json_field_or_a_tab_with_bad_lines() -> Result<(), BoxError
         ]
     );
 
-    kinesis.stream("tab", 2).await?;
-    let mut command = kinesis.kinesis();
-    command.args(["produce", "--stream", "tab", "--tab"]);
+    env.stream("tab", 2).await;
+    let command = env.command(&["produce", "--stream", "tab", "--tab"]);
     let out = run(
         command,
         "日本\tone\r\nno tab here\nk2\ttwo\tthree\n".as_bytes(),
+        TIMEOUT,
     )
-    .await?;
+    .await;
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(
         out.stderr
@@ -219,8 +218,8 @@ async fn keys_from_a_json_field_or_a_tab_with_bad_lines() -> Result<(), BoxError
         "{}",
         out.stderr
     );
-    let mut got: Vec<(String, String)> = read_back(&kinesis.client, "tab")
-        .await?
+    let mut got: Vec<(String, String)> = read_back(&env.kinesis, "tab")
+        .await
         .iter()
         .map(|r| (r.key.clone(), r.text()))
         .collect();
@@ -238,10 +237,9 @@ async fn keys_from_a_json_field_or_a_tab_with_bad_lines() -> Result<(), BoxError
 /// A stream that does not exist: exit 3 and one line naming it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_stream_exits_3() -> Result<(), BoxError> {
-    let kinesis = StandIn::start().await?;
-    let mut command = kinesis.kinesis();
-    command.args(["produce", "--stream", "nosuch"]);
-    let out = run(command, b"a\n").await?;
+    let env = Env::start().await;
+    let command = env.command(&["produce", "--stream", "nosuch"]);
+    let out = run(command, b"a\n", TIMEOUT).await;
     assert_eq!(out.code, Some(3), "{out:?}");
     assert_eq!(
         out.stderr.trim(),
@@ -255,8 +253,8 @@ async fn a_missing_stream_exits_3() -> Result<(), BoxError> {
 /// before anything is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_arguments_and_missing_files() -> Result<(), BoxError> {
-    let kinesis = StandIn::start().await?;
-    kinesis.stream("args", 1).await?;
+    let env = Env::start().await;
+    env.stream("args", 1).await;
     let usage: [(&[&str], &str); 5] = [
         (&["--key", "k", "--tab"], "cannot be used with"),
         (&["--key-field", "f", "--tab"], "cannot be used with"),
@@ -265,21 +263,18 @@ async fn bad_arguments_and_missing_files() -> Result<(), BoxError> {
         (&["-", "-"], "stdin (-) can be read only once"),
     ];
     for (args, message) in usage {
-        let mut command = kinesis.kinesis();
-        command.args(["produce", "--stream", "args"]).args(args);
-        let out = run(command, b"").await?;
+        let mut command = env.command(&["produce", "--stream", "args"]);
+        command.args(args);
+        let out = run(command, b"", TIMEOUT).await;
         assert_eq!(out.code, Some(2), "{args:?}: {out:?}");
         assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
     }
-    let dir = TempDir::new("args")?;
+    let dir = TempDir::new("args");
     let present = dir.join("present.txt");
     std::fs::write(&present, "a\n")?;
-    let mut command = kinesis.kinesis();
-    command
-        .args(["produce", "--stream", "args"])
-        .arg(&present)
-        .arg(dir.join("missing.txt"));
-    let out = run(command, b"").await?;
+    let mut command = env.command(&["produce", "--stream", "args"]);
+    command.arg(&present).arg(dir.join("missing.txt"));
+    let out = run(command, b"", TIMEOUT).await;
     assert_eq!(out.code, Some(6), "{out:?}");
     assert!(
         out.stderr
@@ -287,7 +282,7 @@ async fn bad_arguments_and_missing_files() -> Result<(), BoxError> {
         "{}",
         out.stderr
     );
-    assert!(read_back(&kinesis.client, "args").await?.is_empty());
+    assert!(read_back(&env.kinesis, "args").await.is_empty());
     Ok(())
 }
 
@@ -297,29 +292,25 @@ async fn bad_arguments_and_missing_files() -> Result<(), BoxError> {
 async fn ctrl_c_flushes_what_was_read_and_exits_130() -> Result<(), BoxError> {
     use std::process::Stdio;
     use tokio::io::AsyncWriteExt;
-    let kinesis = StandIn::start().await?;
-    kinesis.stream("ctrlc", 1).await?;
-    let mut command = kinesis.kinesis();
-    command
-        .args(["produce", "--stream", "ctrlc"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn()?;
-    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    let env = Env::start().await;
+    env.stream("ctrlc", 1).await;
+    let mut command = env.command(&["produce", "--stream", "ctrlc"]);
+    command.stdin(Stdio::piped());
+    let mut running = Running::spawn(command);
+    let mut stdin = running.child.stdin.take().ok_or("no stdin")?;
     let lines: String = (0..100).map(|i| format!("line {i}\n")).collect();
     stdin.write_all(lines.as_bytes()).await?;
     stdin.flush().await?;
     // Read (the lines reach the producer at once), but the input stays open.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    common::signal(child.id().ok_or("no pid")?, "INT").await?;
-    let output = tokio::time::timeout(common::TIMEOUT, child.wait_with_output()).await??;
+    running.signal("INT");
+    let code = running.wait(TIMEOUT).await;
     drop(stdin);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(130), "{stdout} {stderr}");
+    let stdout = running.stdout();
+    let stderr = running.stderr();
+    assert_eq!(code, Some(130), "{stdout} {stderr}");
     assert_eq!(sent(&stdout), Some(100), "{stdout}");
     assert!(stderr.contains("kinesis: interrupted"), "{stderr}");
-    assert_eq!(read_back(&kinesis.client, "ctrlc").await?.len(), 100);
+    assert_eq!(read_back(&env.kinesis, "ctrlc").await.len(), 100);
     Ok(())
 }

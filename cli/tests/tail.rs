@@ -3,12 +3,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
+mod common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use support::{Env, Running, bare_command, epoch, until, until_async};
+use common::{Env, Running, TempDir, bare_command, epoch, until, until_async};
 
 async fn deregistered(env: &Env, stream: &str) {
     // ferrokinesis keeps a deregistered consumer DELETING for half a second.
@@ -232,7 +232,7 @@ async fn from_the_trim_horizon_a_time_a_sequence_number_and_latest() {
     for i in 0..5 {
         sequences.push(env.put(&stream, "k", format!("r{i}")).await);
     }
-    let middle = support::next_second(Duration::from_millis(50)).await;
+    let middle = common::next_second(Duration::from_millis(50)).await;
     for i in 5..8 {
         env.put(&stream, "k", format!("r{i}")).await;
     }
@@ -438,7 +438,7 @@ async fn fan_out_reads_and_deregisters_its_consumer_also_on_ctrl_c() {
     })
     .await;
     assert_eq!(consumers(&env, &stream).await.len(), 1);
-    running.signal("-INT");
+    running.signal("INT");
     assert_eq!(
         running.wait(PATIENCE).await,
         Some(130),
@@ -500,7 +500,7 @@ async fn ctrl_c_stops_cleanly_and_a_closed_pipe_ends_quietly() {
     let mut running =
         Running::spawn(env.command(&["tail", "--stream", &stream, "--from", "trim-horizon"]));
     until("the first record", PATIENCE, || !running.lines().is_empty()).await;
-    running.signal("-INT");
+    running.signal("INT");
     assert_eq!(running.wait(PATIENCE).await, Some(130));
 
     // `kinesis tail | head -1`: the reader goes; the next write ends the command, exit 0.
@@ -568,19 +568,17 @@ async fn failures_exit_with_their_codes() {
     }
 
     // No credentials anywhere: no environment, a HOME without ~/.aws, no instance metadata.
-    let home = std::env::temp_dir().join(support::unique("empty-home"));
-    std::fs::create_dir_all(&home).unwrap();
+    let home = TempDir::new("empty-home");
     let mut command = bare_command(&["tail", "--stream", &stream]);
     command
-        .env("HOME", &home)
+        .env("HOME", &home.0)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ENDPOINT_URL_KINESIS", &env.kinesis_endpoint);
-    let ran = support::run(command, PATIENCE).await;
+    let ran = common::run(command, b"", PATIENCE).await;
     assert_eq!(ran.code, Some(4), "{}", ran.stderr);
     assert!(
         ran.stderr.starts_with("kinesis: no AWS credentials"),
         "{}",
         ran.stderr
     );
-    let _ = std::fs::remove_dir_all(&home);
 }

@@ -8,7 +8,6 @@ mod common;
 use std::{
     io::{BufWriter, Write},
     path::Path,
-    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -16,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{BoxError, StandIn, TempDir, kinesis_at, read_back};
+use common::{BoxError, Env, Running, TIMEOUT, TempDir, read_back};
 
 /// Lines in the file, each [`LINE`] bytes with its newline: 80 MB, far above the bound.
 const LINES: usize = 80_000;
@@ -141,14 +140,18 @@ fn checkpointed(cp: &Path, log: &Path) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_past_the_ttl_holds_memory_and_loses_no_line() -> Result<(), BoxError> {
-    let kinesis = StandIn::start().await?;
-    kinesis.stream("throttled", SHARDS).await?;
+    let env = Env::start().await;
+    env.stream("throttled", SHARDS).await;
     let throttle = Arc::new(AtomicBool::new(true));
     let refused = Arc::new(AtomicU64::new(0));
-    let proxy =
-        throttling_proxy(kinesis.endpoint.clone(), throttle.clone(), refused.clone()).await?;
+    let proxy = throttling_proxy(
+        env.kinesis_endpoint.clone(),
+        throttle.clone(),
+        refused.clone(),
+    )
+    .await?;
 
-    let dir = TempDir::new("throttled")?;
+    let dir = TempDir::new("throttled");
     let log = dir.join("app.log");
     let cp = dir.join("cp.json");
     {
@@ -160,19 +163,16 @@ async fn throttling_past_the_ttl_holds_memory_and_loses_no_line() -> Result<(), 
     }
     let size = std::fs::metadata(&log)?.len();
 
-    let mut command = kinesis_at(&proxy);
+    let mut command = env.command(&["-q", "produce", "--stream", "throttled", "--follow"]);
     command
-        .args(["-q", "produce", "--stream", "throttled", "--follow"])
         .arg(&log)
         .arg("--checkpoint")
         .arg(&cp)
         .args(["--max-outstanding", &MAX_OUTSTANDING.to_string()])
         .args(["--record-ttl", "2s"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = command.spawn()?;
-    let pid = child.id().ok_or("no pid")?;
+        .env("AWS_ENDPOINT_URL_KINESIS", &proxy);
+    let mut follower = Running::spawn(command);
+    let pid = follower.child.id().ok_or("no pid")?;
 
     // Throttled for several TTLs: the memory stays under the bound, nothing is checkpointed.
     let mut peak = 0;
@@ -207,11 +207,11 @@ async fn throttling_past_the_ttl_holds_memory_and_loses_no_line() -> Result<(), 
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    common::signal(pid, "TERM").await?;
-    let output = tokio::time::timeout(common::TIMEOUT, child.wait_with_output()).await??;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    follower.signal("TERM");
+    let code = follower.wait(TIMEOUT).await;
+    let stdout = follower.stdout();
+    let stderr = follower.stderr();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains(", 0 failed"), "{stdout}\n{stderr}");
     assert!(
         stderr.contains("records were put again after failing"),
@@ -220,7 +220,7 @@ async fn throttling_past_the_ttl_holds_memory_and_loses_no_line() -> Result<(), 
 
     let mut seen = vec![0u32; LINES];
     let mut other = 0;
-    for record in read_back(&kinesis.client, "throttled").await? {
+    for record in read_back(&env.kinesis, "throttled").await {
         let text = record.text();
         match text
             .strip_prefix("line ")

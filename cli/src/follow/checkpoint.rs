@@ -147,13 +147,15 @@ pub(crate) enum Found {
 }
 
 /// Whether `candidate` is the file of `entry`, or a copy of it. A file shorter than the offset
-/// is neither (it was truncated); an entry at offset 0 has nothing left to find in a copy.
+/// is neither (it was truncated). A copy is known by the entry's first bytes only, so an entry
+/// without any (its file was empty) has none; an entry at offset 0 does (nothing of its file
+/// was resolved: the whole copy is to be read).
 pub(crate) fn judge(entry: &Entry, candidate: &Candidate) -> Found {
     if !candidate.head_matches || candidate.size < entry.offset {
         Found::No
     } else if candidate.id == entry.id {
         Found::Itself
-    } else if entry.offset > 0 && entry.fingerprint.len > 0 {
+    } else if entry.fingerprint.len > 0 {
         Found::Copy
     } else {
         Found::No
@@ -232,9 +234,12 @@ mod tests {
             (entry(100, b"x"), candidate(OTHER, 100, true), Found::Copy),
             (entry(100, b"x"), candidate(OTHER, 99, true), Found::No),
             (entry(100, b"x"), candidate(OTHER, 100, false), Found::No),
-            // nothing to look for in a copy at offset 0, or without a fingerprint.
-            (entry(0, b"x"), candidate(OTHER, 100, true), Found::No),
+            // nothing resolved yet: all of the copy is to be read.
+            (entry(0, b"x"), candidate(OTHER, 100, true), Found::Copy),
+            (entry(0, b"x"), candidate(OTHER, 100, false), Found::No),
+            // without a fingerprint (an empty file), nothing tells a copy.
             (entry(100, b""), candidate(OTHER, 100, true), Found::No),
+            (entry(0, b""), candidate(OTHER, 100, true), Found::No),
             (entry(0, b""), candidate(ID, 0, true), Found::Itself),
         ];
         for (entry, candidate, expected) in cases {
