@@ -27,7 +27,7 @@ async fn lines_round_trip_aggregated_and_not() -> Result<(), BoxError> {
     ];
     for (stream, aggregation) in [("rt-agg", true), ("rt-plain", false)] {
         env.stream(stream, 2).await;
-        let mut command = env.command(&["produce", "--stream", stream, "--key", key]);
+        let mut command = env.command(&["produce", "--stream", stream, "--key", key, "--ordered"]);
         if !aggregation {
             command.arg("--no-aggregation");
         }
@@ -119,7 +119,15 @@ async fn a_line_at_the_limit_is_sent_and_lines_over_it_fail_alone() -> Result<()
     let file = path.display().to_string();
     for (stream, aggregation) in [("big-agg", true), ("big-plain", false)] {
         env.stream(stream, 1).await;
-        let mut command = env.command(&["produce", "--stream", stream, "--key", "k", &file]);
+        let mut command = env.command(&[
+            "produce",
+            "--stream",
+            stream,
+            "--key",
+            "k",
+            "--ordered",
+            &file,
+        ]);
         if !aggregation {
             command.arg("--no-aggregation");
         }

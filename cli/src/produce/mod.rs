@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kinesis_producer::{Bytes, ErrorKind, Failure, Producer, Receipt, UserRecord};
+use kinesis_producer::{Bytes, ErrorKind, Failure, Ordering, Producer, Receipt, UserRecord};
 use tokio::{
     io::AsyncReadExt,
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
@@ -70,6 +70,11 @@ pub(crate) struct Args {
     /// Send each line as its own Kinesis record (default: aggregated, as the KPL does).
     #[arg(long)]
     pub(crate) no_aggregation: bool,
+    /// Keep the lines of each partition key in order in the stream, across retries and
+    /// throttling (one call in flight per shard: slower). By default lines of one key may land
+    /// out of order, as with the KPL.
+    #[arg(long)]
+    pub(crate) ordered: bool,
     /// Most lines read and not yet acknowledged or failed; reading waits beyond it (also at most
     /// 64 MiB of them).
     #[arg(long, value_name = "N", default_value = "10000")]
@@ -336,6 +341,11 @@ pub(crate) async fn start_producer(args: &Args, common: &Common) -> Result<Produ
     let client = common.aws.kinesis().await?;
     Producer::builder(client, args.stream.as_str())
         .aggregation(!args.no_aggregation)
+        .ordering(if args.ordered {
+            Ordering::PerPartitionKey
+        } else {
+            Ordering::Throughput
+        })
         .max_outstanding_records(args.max_outstanding)
         .max_outstanding_bytes(
             NonZeroUsize::new(MAX_OUTSTANDING_BYTES).unwrap_or(NonZeroUsize::MIN),
