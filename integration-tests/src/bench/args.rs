@@ -2,7 +2,8 @@
 //! out of range is refused with an error naming the flag and the range (nothing is clamped).
 //!
 //! Each benchmark binary also takes the hidden forms it is re-executed with:
-//! `--serve-ferrokinesis [--enforce-limits]` (its child stand-in, see [`super::start_stand_in`])
+//! `--serve-ferrokinesis [--enforce-limits] [--shard-limit N]` (its child stand-in, see
+//! [`super::start_stand_in`])
 //! and, for `consumer-bench`, `--worker <worker arguments>` (see [`crate::consumer_worker`]).
 
 use std::ops::RangeInclusive;
@@ -12,6 +13,7 @@ use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::consumer_worker::WorkerArgs;
+use crate::embedded_kinesis::FerrokinesisOptions;
 
 /// The stand-in a benchmark re-executes itself as (`--serve-ferrokinesis`).
 #[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
@@ -19,6 +21,21 @@ pub struct StandInArgs {
     /// Throttle writes per shard (1 MiB/s and 1000 records/s) as Kinesis does.
     #[arg(long)]
     pub enforce_limits: bool,
+    /// Most open shards over all streams.
+    #[arg(long, default_value_t = StandInArgs::DEFAULT_SHARD_LIMIT)]
+    pub shard_limit: u32,
+}
+
+impl StandInArgs {
+    /// The stand-in's default shard limit (ferrokinesis's own).
+    pub const DEFAULT_SHARD_LIMIT: u32 = 100;
+
+    /// The options the stand-in is served with.
+    pub fn options(&self) -> FerrokinesisOptions {
+        FerrokinesisOptions::new()
+            .enforce_limits(self.enforce_limits)
+            .shard_limit(self.shard_limit)
+    }
 }
 
 /// `producer-bench`'s command line.
@@ -397,14 +414,16 @@ mod tests {
         assert_eq!(
             args.role,
             Some(ProducerBenchRole::ServeFerrokinesis(StandInArgs {
-                enforce_limits: true
+                enforce_limits: true,
+                shard_limit: 100
             }))
         );
-        let args = producer(&["--serve-ferrokinesis"]).unwrap();
+        let args = producer(&["--serve-ferrokinesis", "--shard-limit", "2000"]).unwrap();
         assert_eq!(
             args.role,
             Some(ProducerBenchRole::ServeFerrokinesis(StandInArgs {
-                enforce_limits: false
+                enforce_limits: false,
+                shard_limit: 2000
             }))
         );
     }

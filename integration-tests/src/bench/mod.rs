@@ -15,6 +15,7 @@ pub mod sampler;
 
 use std::process::Command;
 
+use crate::bench::args::StandInArgs;
 use crate::fault::layer::BoxError;
 use crate::ferrokinesis_process::FerrokinesisProcess;
 
@@ -26,10 +27,20 @@ pub const SERVE_FLAG: &str = "--serve-ferrokinesis";
 /// own, so its CPU is not counted in the benchmark's; with `enforce_limits`, it throttles writes
 /// per shard as Kinesis does.
 pub async fn start_stand_in(enforce_limits: bool) -> Result<FerrokinesisProcess, BoxError> {
+    start_stand_in_with(&StandInArgs {
+        enforce_limits,
+        shard_limit: StandInArgs::DEFAULT_SHARD_LIMIT,
+    })
+    .await
+}
+
+/// [`start_stand_in`] with every option of the stand-in (its shard limit too).
+pub async fn start_stand_in_with(stand_in: &StandInArgs) -> Result<FerrokinesisProcess, BoxError> {
     let mut command = Command::new(std::env::current_exe()?);
     command.arg(SERVE_FLAG);
-    if enforce_limits {
+    if stand_in.enforce_limits {
         command.arg("--enforce-limits");
     }
+    command.args(["--shard-limit", &stand_in.shard_limit.to_string()]);
     Ok(FerrokinesisProcess::spawn(command).await?)
 }

@@ -59,7 +59,7 @@ use kinesis_integration_tests::ferrokinesis_process::{FerrokinesisProcess, serve
 use kinesis_integration_tests::fixtures::{create_stream, unique_name, wait_for_stream};
 use kinesis_integration_tests::peers::{KCL_RS, kcl_rs_command};
 use kinesis_integration_tests::tools::{machine, thousands};
-use kinesis_integration_tests::{DynamoDbLocal, FaultController, FaultProxy, FerrokinesisOptions};
+use kinesis_integration_tests::{DynamoDbLocal, FaultController, FaultProxy};
 use kinesis_producer::{Producer, UserRecord};
 use tokio::time::Instant;
 
@@ -74,8 +74,7 @@ fn main() -> Result<(), BoxError> {
         .build()?;
     match args.role.take() {
         Some(ConsumerBenchRole::ServeFerrokinesis(stand_in)) => {
-            let options = FerrokinesisOptions::new().enforce_limits(stand_in.enforce_limits);
-            Ok(runtime.block_on(serve(options, true))?)
+            Ok(runtime.block_on(serve(stand_in.options(), true))?)
         }
         Some(ConsumerBenchRole::Worker(worker)) => runtime.block_on(consumer_worker::run(worker)),
         None => runtime.block_on(run(args)),
