@@ -24,7 +24,7 @@
 //!
 //! Arguments: `--kinesis URL --dynamodb URL --stream S --application A --worker-id W
 //! [--failover-ms N] [--scan-ms N] [--renew-ms N] [--quiet] [--fan-out] [--panic-on DATA]
-//! [--panic-marker FILE] [--consumers N]`.
+//! [--panic-marker FILE] [--consumers N] [--max-handoffs N]`.
 //! `--fan-out` reads with enhanced fan-out (the stream consumer is named after the application)
 //! instead of polling. `--panic-on DATA` makes a processor panic the first time a record whose
 //! data is `DATA` is met (before processing it); with `--panic-marker FILE`, the first time in the
@@ -201,6 +201,10 @@ pub struct WorkerArgs {
     /// their lines start with `@<their id> `.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub consumers: u16,
+    /// Most leases asked of other workers per cycle (0: never ask; expired and free leases are
+    /// still taken). Default: as many as the fair share needs.
+    #[arg(long, value_name = "N")]
+    pub max_handoffs: Option<usize>,
 }
 
 /// Runs the worker (or `--consumers` workers) with these arguments until SIGTERM or the end of
@@ -220,6 +224,7 @@ pub async fn run(args: WorkerArgs) -> Result<(), BoxError> {
         panic_on,
         panic_marker,
         consumers,
+        max_handoffs,
     } = args;
     let options = ClientOptions::new();
     let count = Arc::new(AtomicU64::new(0));
@@ -262,9 +267,12 @@ pub async fn run(args: WorkerArgs) -> Result<(), BoxError> {
             Retrieval::FanOut(FanOut::new())
         } else {
             Retrieval::Polling
-        })
-        .build()?;
-        built.push(consumer);
+        });
+        let consumer = match max_handoffs {
+            Some(max) => consumer.max_handoffs_per_cycle(max),
+            None => consumer,
+        };
+        built.push(consumer.build()?);
     }
     say(format!("RSS {}", crate::resident_memory::of_self()?));
     let workers: Vec<_> = built.into_iter().map(|c| c.spawn()).collect();

@@ -227,7 +227,7 @@ pub enum ConsumerBenchRole {
     ServeFerrokinesis(StandInArgs),
     /// One worker of ours (the `consumer-worker` program's arguments follow).
     #[command(long_flag = "worker", hide = true)]
-    Worker(WorkerArgs),
+    Worker(Box<WorkerArgs>),
 }
 
 /// `agg-bench`'s command line.

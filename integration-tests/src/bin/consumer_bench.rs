@@ -76,7 +76,7 @@ fn main() -> Result<(), BoxError> {
         Some(ConsumerBenchRole::ServeFerrokinesis(stand_in)) => {
             Ok(runtime.block_on(serve(stand_in.options(), true))?)
         }
-        Some(ConsumerBenchRole::Worker(worker)) => runtime.block_on(consumer_worker::run(worker)),
+        Some(ConsumerBenchRole::Worker(worker)) => runtime.block_on(consumer_worker::run(*worker)),
         None => runtime.block_on(run(args)),
     }
 }
