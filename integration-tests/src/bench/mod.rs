@@ -6,12 +6,14 @@
 //!    │ put loop ──receipts (in chunks)──▶ receipts: a task tallying them (Tally)
 //!    │ metrics recorder ──every second──▶ sampler: per-second samples and totals
 //!    └ after the run ──read_shards──▶ read_back: every record there once, at its receipt's place
+//!  consumer-bench's scale scenario ──▶ scale: even splits, the KCL's arithmetic, prices, verdicts
 //! ```
 
 pub mod args;
 pub mod read_back;
 pub mod receipts;
 pub mod sampler;
+pub mod scale;
 
 use std::process::Command;
 
