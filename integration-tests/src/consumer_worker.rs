@@ -24,7 +24,7 @@
 //!
 //! Arguments: `--kinesis URL --dynamodb URL --stream S --application A --worker-id W
 //! [--failover-ms N] [--scan-ms N] [--renew-ms N] [--quiet] [--fan-out] [--panic-on DATA]
-//! [--panic-marker FILE] [--consumers N] [--max-handoffs N]`.
+//! [--panic-marker FILE] [--consumers N] [--max-handoffs N] [--max-leases N]`.
 //! `--fan-out` reads with enhanced fan-out (the stream consumer is named after the application)
 //! instead of polling. `--panic-on DATA` makes a processor panic the first time a record whose
 //! data is `DATA` is met (before processing it); with `--panic-marker FILE`, the first time in the
@@ -205,6 +205,9 @@ pub struct WorkerArgs {
     /// still taken). Default: as many as the fair share needs.
     #[arg(long, value_name = "N")]
     pub max_handoffs: Option<usize>,
+    /// Most leases a worker holds (at least 1). Default: no limit.
+    #[arg(long, value_name = "N")]
+    pub max_leases: Option<std::num::NonZeroUsize>,
 }
 
 /// Runs the worker (or `--consumers` workers) with these arguments until SIGTERM or the end of
@@ -225,6 +228,7 @@ pub async fn run(args: WorkerArgs) -> Result<(), BoxError> {
         panic_marker,
         consumers,
         max_handoffs,
+        max_leases,
     } = args;
     let options = ClientOptions::new();
     let count = Arc::new(AtomicU64::new(0));
@@ -270,6 +274,10 @@ pub async fn run(args: WorkerArgs) -> Result<(), BoxError> {
         });
         let consumer = match max_handoffs {
             Some(max) => consumer.max_handoffs_per_cycle(max),
+            None => consumer,
+        };
+        let consumer = match max_leases {
+            Some(max) => consumer.max_leases(max),
             None => consumer,
         };
         built.push(consumer.build()?);

@@ -1171,6 +1171,9 @@ impl ScaleFleet {
         since: Instant,
         patience: Duration,
     ) -> fleet_scale::Figure {
+        if orphans.is_empty() {
+            return Err("it held none".to_owned());
+        }
         loop {
             let mut starts: HashMap<String, Instant> = HashMap::new();
             for host in &self.hosts {
@@ -1215,15 +1218,18 @@ async fn when(patience: Duration, mut done: impl FnMut() -> bool) -> Option<Inst
 }
 
 impl Stage {
-    /// A process of ours running `consumers` workers (`id`, or `id-0` ..).
+    /// A process of ours running `consumers` workers (`id`, or `id-0` ..), with `extra` worker
+    /// arguments.
     fn scale_member(
         &self,
         to: &Target<'_>,
         id: &str,
         consumers: usize,
+        extra: &[&str],
     ) -> Result<Member, BoxError> {
         let mut command = self.worker_command(Impl::Ours, to, id, true, false)?;
         command.args(["--consumers", &consumers.to_string()]);
+        command.args(extra);
         let workers = if consumers == 1 {
             vec![id.to_owned()]
         } else {
@@ -1293,17 +1299,23 @@ impl ScaleCell<'_> {
     }
 
     /// A fleet on a new lease table (returned with it): every worker at once, or the victim
-    /// first (it takes every lease, then hands all but its share over), which with fewer leases
-    /// than workers is the only way to be sure the victim holds one.
+    /// first, limited to its share (`--max-leases`, ceil(L/W)), the others once it holds that:
+    /// with fewer leases than workers, the way to be sure the victim holds one (unlimited, it
+    /// would take them all, and the others could ask for every one of them).
     async fn start(&mut self, victim_first: bool) -> Result<(ScaleFleet, String), BoxError> {
         self.generation += 1;
         let application = unique_name("scale-app");
         self.tables.push(application.clone());
         let target = self.target(&application);
         let g = self.generation;
-        let victim = self
-            .stage
-            .scale_member(&target, &format!("g{g}-victim"), 1)?;
+        let share = self.leases.div_ceil(self.workers).to_string();
+        let limit = ["--max-leases", share.as_str()];
+        let victim = self.stage.scale_member(
+            &target,
+            &format!("g{g}-victim"),
+            1,
+            if victim_first { &limit } else { &[] },
+        )?;
         if victim_first
             && when(SCALE_EVEN_PATIENCE, || victim.leases() > 0)
                 .await
@@ -1315,7 +1327,10 @@ impl ScaleCell<'_> {
             .hosts
             .iter()
             .enumerate()
-            .map(|(p, n)| self.stage.scale_member(&target, &format!("g{g}-h{p}"), *n))
+            .map(|(p, n)| {
+                self.stage
+                    .scale_member(&target, &format!("g{g}-h{p}"), *n, &[])
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok((ScaleFleet { victim, hosts }, application))
     }
@@ -1332,8 +1347,10 @@ impl ScaleCell<'_> {
         }
         println!(
             "  the victim holds no lease ({} leases, {} workers): a new fleet on a new table, the \
-             victim started first",
-            self.leases, self.workers
+             victim started first, holding at most {} (--max-leases)",
+            self.leases,
+            self.workers,
+            self.leases.div_ceil(self.workers)
         );
         drop(fleet);
         let (fleet, application) = self.start(true).await?;
@@ -1487,7 +1504,7 @@ async fn scale_measure(
 
     // A new victim joins; then SIGSTOP.
     let joined = Instant::now();
-    fleet.victim = stage.scale_member(&cell.target(&application), "victim-2", 1)?;
+    fleet.victim = stage.scale_member(&cell.target(&application), "victim-2", 1, &[])?;
     match when(SCALE_EVEN_PATIENCE, || fleet.even(leases)).await {
         Some(at) => println!(
             "  a new victim joined: even again after {:.1} s",
