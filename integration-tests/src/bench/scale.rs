@@ -11,6 +11,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::tools::thousands;
+
 /// The Java KCL's renewal interval: `failoverTimeMillis / 3 - 25 ms` with the default 10 s.
 pub const KCL_RENEW: Duration = Duration::from_micros(3_308_333);
 
@@ -167,33 +169,44 @@ pub struct ScaleRow {
 }
 
 impl ScaleRow {
-    /// The verdicts against issue 16's targets (those that apply to this row).
+    /// The verdicts against issue 16's targets (those that apply to this row), the cost with its
+    /// ratio to the KCL's arithmetic. A peer's row gets only that ratio: the targets are ours.
     pub fn verdicts(&self) -> String {
         let mut out = Vec::new();
-        if let (Some(ours), Some(kcl)) = (self.measured, self.kcl) {
-            out.push(if ours.dollars() <= kcl.dollars() {
-                "cost ok"
-            } else {
-                "cost OVER"
+        let ratio = match (self.measured, self.kcl) {
+            (Some(measured), Some(kcl)) if kcl.dollars() > 0.0 => {
+                Some(measured.dollars() / kcl.dollars())
+            }
+            _ => None,
+        };
+        if self.implementation != "ours" {
+            return ratio.map_or_else(String::new, |r| {
+                format!("(a peer) cost {r:.2}x the KCL's arithmetic")
             });
+        }
+        if let Some(ratio) = ratio {
+            out.push(format!(
+                "cost {} ({ratio:.2}x)",
+                if ratio <= 1.0 { "ok" } else { "OVER" }
+            ));
         }
         let limit = (self.failover + Duration::from_secs(3)).as_secs_f64();
         let failovers: Vec<&Figure> = [&self.kill, &self.stop].into_iter().flatten().collect();
         if !failovers.is_empty() {
             out.push(
                 if failovers.iter().all(|f| matches!(f, Ok(s) if *s <= limit)) {
-                    "failover ok"
+                    "failover ok".to_owned()
                 } else {
-                    "failover OVER"
+                    "failover OVER".to_owned()
                 },
             );
         }
         if let Some(cold) = &self.cold_start {
             out.push(
                 if matches!(cold, Ok(s) if *s <= COLD_START_TARGET.as_secs_f64()) {
-                    "even ok"
+                    "even ok".to_owned()
                 } else {
-                    "even OVER"
+                    "even OVER".to_owned()
                 },
             );
         }
@@ -201,9 +214,9 @@ impl ScaleRow {
             out.push(
                 if rss <= IDLE_SHARD_RSS_LIMIT_KIB && cpu <= IDLE_SHARD_CPU_LIMIT_MICROS_PER_SECOND
                 {
-                    "idle ok"
+                    "idle ok".to_owned()
                 } else {
-                    "idle OVER"
+                    "idle OVER".to_owned()
                 },
             );
         }
@@ -230,7 +243,7 @@ fn dollars(value: Option<f64>) -> String {
             if v < 10.0 {
                 format!("${v:.2}")
             } else {
-                format!("${v:.0}")
+                format!("${}", thousands(v))
             }
         },
     )
@@ -384,7 +397,10 @@ mod tests {
             cpu_per_shard: Some(50.0),
             failover: Duration::from_secs(10),
         };
-        assert_eq!(row.verdicts(), "cost ok, failover OVER, even ok, idle ok");
+        assert_eq!(
+            row.verdicts(),
+            "cost ok (0.94x), failover OVER, even ok, idle ok"
+        );
         let kcl_rs = ScaleRow {
             implementation: "kcl-rs",
             cold_start: None,
@@ -398,7 +414,10 @@ mod tests {
             }),
             ..row.clone()
         };
-        assert_eq!(kcl_rs.verdicts(), "cost OVER");
+        assert_eq!(
+            kcl_rs.verdicts(),
+            "(a peer) cost 1.82x the KCL's arithmetic"
+        );
         let failed = ScaleRow {
             kill: Some(Err("none in 70 s".to_owned())),
             stop: Some(Ok(10.0)),
@@ -407,7 +426,7 @@ mod tests {
         };
         assert_eq!(
             failed.verdicts(),
-            "cost ok, failover OVER, even OVER, idle ok"
+            "cost ok (0.94x), failover OVER, even OVER, idle ok"
         );
         let printed = table(&[failed, kcl_rs]);
         assert!(printed.contains("none in 70 s"), "{printed}");
