@@ -1,7 +1,9 @@
 //! One `kinesis-consumer` worker meant to run in its own process (the `consumer-worker` bin, or
 //! the consumer benchmark re-executed), for the fleet tests and benchmarks (kill -9, SIGSTOP,
 //! balancing, graceful shutdown, drain), and [`WorkerProcess`], the handle that starts one and
-//! reads its report. The worker reports on stdout, one event per line:
+//! reads its report. With `--consumers N` the process runs N workers instead, each with its own
+//! clients, lease-table view and clock (`--worker-id W` names them `W-0` .. `W-{N-1}`), and each
+//! line of theirs starts with `@<worker id> `. The worker reports on stdout, one event per line:
 //!
 //! ```text
 //! START <shard> <checkpoint>          the processor was initialized
@@ -14,12 +16,15 @@
 //! PANIC <shard> <data>                with --panic-on: the processor is about to panic
 //! EXIT                                the worker shut down (after SIGTERM or stdin closed)
 //! COUNT <records>                     with --quiet, instead of REC and CKPT lines: records
-//!                                     processed so far, every 20 ms while it changes
+//!                                     processed so far (by every worker of the process),
+//!                                     every 20 ms while it changes
+//! RSS <bytes>                         first: the process's resident memory once its workers
+//!                                     are built, before they start (no lease held)
 //! ```
 //!
 //! Arguments: `--kinesis URL --dynamodb URL --stream S --application A --worker-id W
 //! [--failover-ms N] [--scan-ms N] [--renew-ms N] [--quiet] [--fan-out] [--panic-on DATA]
-//! [--panic-marker FILE]`.
+//! [--panic-marker FILE] [--consumers N] [--max-handoffs N] [--max-leases N]`.
 //! `--fan-out` reads with enhanced fan-out (the stream consumer is named after the application)
 //! instead of polling. `--panic-on DATA` makes a processor panic the first time a record whose
 //! data is `DATA` is met (before processing it); with `--panic-marker FILE`, the first time in the
@@ -47,6 +52,8 @@ fn say(line: String) {
 
 struct Printer {
     shard: String,
+    /// `@<worker id> ` when the process runs several workers, else empty.
+    prefix: Arc<str>,
     /// With --quiet: records are counted here instead of printed.
     quiet: Option<Arc<AtomicU64>>,
     /// With --panic-on: the data that triggers a panic, whether one happened already in this
@@ -56,7 +63,10 @@ struct Printer {
 
 impl ShardProcessor for Printer {
     async fn initialize(&mut self, start: &Start) -> Result<(), BoxError> {
-        say(format!("START {} {}", self.shard, start.checkpoint));
+        say(format!(
+            "{}START {} {}",
+            self.prefix, self.shard, start.checkpoint
+        ));
         Ok(())
     }
 
@@ -85,7 +95,8 @@ impl ShardProcessor for Printer {
             })
         {
             say(format!(
-                "PANIC {} {}",
+                "{}PANIC {} {}",
+                self.prefix,
                 self.shard,
                 String::from_utf8_lossy(&record.data)
             ));
@@ -94,7 +105,8 @@ impl ShardProcessor for Printer {
         let mut lines = String::new();
         for r in &batch.records {
             lines.push_str(&format!(
-                "REC {} {} {} {}\n",
+                "{}REC {} {} {} {}\n",
+                self.prefix,
                 self.shard,
                 r.sequence_number,
                 r.sub_sequence_number,
@@ -111,17 +123,17 @@ impl ShardProcessor for Printer {
             Err(ConsumerError::LeaseLost { .. }) => "lost",
             Err(_) => "error",
         };
-        say(format!("CKPT {} {outcome}", self.shard));
+        say(format!("{}CKPT {} {outcome}", self.prefix, self.shard));
         Ok(())
     }
 
     async fn lease_lost(&mut self) {
-        say(format!("LOST {}", self.shard));
+        say(format!("{}LOST {}", self.prefix, self.shard));
     }
 
     async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), BoxError> {
         if checkpointer.checkpoint_shard_end().await.is_ok() {
-            say(format!("END {}", self.shard));
+            say(format!("{}END {}", self.prefix, self.shard));
         }
         Ok(())
     }
@@ -136,7 +148,7 @@ impl ShardProcessor for Printer {
             Err(ConsumerError::LeaseLost { .. }) => "lost",
             Err(_) => "error",
         };
-        say(format!("STOP {} {outcome}", self.shard));
+        say(format!("{}STOP {} {outcome}", self.prefix, self.shard));
         Ok(())
     }
 }
@@ -185,9 +197,21 @@ pub struct WorkerArgs {
     /// With `--panic-on`: panic only if this file can be created (once in the whole fleet).
     #[arg(long, value_name = "FILE")]
     pub panic_marker: Option<String>,
+    /// Workers in this process (at least 1): with more, they are named `<worker-id>-<i>` and
+    /// their lines start with `@<their id> `.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub consumers: u16,
+    /// Most leases asked of other workers per cycle (0: never ask; expired and free leases are
+    /// still taken). Default: as many as the fair share needs.
+    #[arg(long, value_name = "N")]
+    pub max_handoffs: Option<usize>,
+    /// Most leases a worker holds (at least 1). Default: no limit.
+    #[arg(long, value_name = "N")]
+    pub max_leases: Option<std::num::NonZeroUsize>,
 }
 
-/// Runs one worker with these arguments until SIGTERM or the end of stdin.
+/// Runs the worker (or `--consumers` workers) with these arguments until SIGTERM or the end of
+/// stdin.
 pub async fn run(args: WorkerArgs) -> Result<(), BoxError> {
     let WorkerArgs {
         kinesis,
@@ -202,38 +226,64 @@ pub async fn run(args: WorkerArgs) -> Result<(), BoxError> {
         fan_out,
         panic_on,
         panic_marker,
+        consumers,
+        max_handoffs,
+        max_leases,
     } = args;
     let options = ClientOptions::new();
-    let kinesis = kinesis_client(&kinesis, &options);
-    let dynamodb = dynamodb_client(&dynamodb, &options);
     let count = Arc::new(AtomicU64::new(0));
-    let counted = quiet.then(|| count.clone());
     let panicked = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let running = Consumer::builder(
-        kinesis,
-        dynamodb,
-        stream,
-        ApplicationName::new(application)?,
-        move |shard: &str| Printer {
-            shard: shard.to_owned(),
-            quiet: counted.clone(),
-            panic_on: panic_on
-                .clone()
-                .map(|data| (data, panicked.clone(), panic_marker.clone())),
-        },
-    )
-    .worker_id(worker_id)
-    .initial_position(InitialPosition::TrimHorizon)
-    .failover_time(Duration::from_millis(failover))
-    .scan_interval(Duration::from_millis(scan))
-    .renew_interval(Duration::from_millis(renew))
-    .retrieval(if fan_out {
-        Retrieval::FanOut(FanOut::new())
-    } else {
-        Retrieval::Polling
-    })
-    .build()?
-    .spawn();
+    let application = ApplicationName::new(application)?;
+    let mut built = Vec::with_capacity(usize::from(consumers));
+    for i in 0..consumers {
+        let (id, prefix): (String, Arc<str>) = if consumers == 1 {
+            (worker_id.clone(), Arc::from(""))
+        } else {
+            let id = format!("{worker_id}-{i}");
+            let prefix = Arc::from(format!("@{id} "));
+            (id, prefix)
+        };
+        let counted = quiet.then(|| count.clone());
+        let panic_on = panic_on.clone();
+        let panicked = panicked.clone();
+        let panic_marker = panic_marker.clone();
+        // Each worker its own clients (connection pools), as separate processes would have.
+        let consumer = Consumer::builder(
+            kinesis_client(&kinesis, &options),
+            dynamodb_client(&dynamodb, &options),
+            stream.clone(),
+            application.clone(),
+            move |shard: &str| Printer {
+                shard: shard.to_owned(),
+                prefix: prefix.clone(),
+                quiet: counted.clone(),
+                panic_on: panic_on
+                    .clone()
+                    .map(|data| (data, panicked.clone(), panic_marker.clone())),
+            },
+        )
+        .worker_id(id)
+        .initial_position(InitialPosition::TrimHorizon)
+        .failover_time(Duration::from_millis(failover))
+        .scan_interval(Duration::from_millis(scan))
+        .renew_interval(Duration::from_millis(renew))
+        .retrieval(if fan_out {
+            Retrieval::FanOut(FanOut::new())
+        } else {
+            Retrieval::Polling
+        });
+        let consumer = match max_handoffs {
+            Some(max) => consumer.max_handoffs_per_cycle(max),
+            None => consumer,
+        };
+        let consumer = match max_leases {
+            Some(max) => consumer.max_leases(max),
+            None => consumer,
+        };
+        built.push(consumer.build()?);
+    }
+    say(format!("RSS {}", crate::resident_memory::of_self()?));
+    let workers: Vec<_> = built.into_iter().map(|c| c.spawn()).collect();
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut stdin = tokio::io::stdin();
@@ -253,7 +303,17 @@ pub async fn run(args: WorkerArgs) -> Result<(), BoxError> {
             }
         }
     }
-    running.shutdown().await?;
+    let mut stopping = tokio::task::JoinSet::new();
+    for worker in workers {
+        stopping.spawn(worker.shutdown());
+    }
+    let mut outcome = Ok(());
+    while let Some(stopped) = stopping.join_next().await {
+        if let Err(error) = stopped? {
+            outcome = Err(error);
+        }
+    }
+    outcome?;
     say("EXIT".to_owned());
     Ok(())
 }
@@ -330,22 +390,72 @@ impl WorkerProcess {
             .clone()
     }
 
-    /// Shards whose processor started and has not stopped, with when it started.
+    /// Shards whose processor started and has not stopped, with when it started (of every
+    /// worker of the process).
     pub fn held(&self) -> std::collections::HashMap<String, tokio::time::Instant> {
-        let mut held = std::collections::HashMap::new();
-        for (at, line) in self.lines() {
-            let mut words = line.split(' ');
+        self.held_by_worker().into_values().flatten().collect()
+    }
+
+    /// Per worker of the process (see `--consumers`), the shards whose processor started and has
+    /// not stopped, with when it started. A worker that never started one is absent.
+    pub fn held_by_worker(
+        &self,
+    ) -> std::collections::BTreeMap<String, std::collections::HashMap<String, tokio::time::Instant>>
+    {
+        let mut held: std::collections::BTreeMap<String, std::collections::HashMap<_, _>> =
+            std::collections::BTreeMap::new();
+        let log = self
+            .log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (at, line) in log.iter() {
+            let (worker, event) = split_worker(line);
+            let mut words = event.split(' ');
             match (words.next(), words.next()) {
                 (Some("START"), Some(shard)) => {
-                    held.insert(shard.to_owned(), at);
+                    held.entry(worker.unwrap_or(&self.id).to_owned())
+                        .or_default()
+                        .insert(shard.to_owned(), *at);
                 }
                 (Some("LOST" | "END" | "STOP"), Some(shard)) => {
-                    held.remove(shard);
+                    if let Some(its) = held.get_mut(worker.unwrap_or(&self.id)) {
+                        its.remove(shard);
+                    }
                 }
                 _ => {}
             }
         }
         held
+    }
+
+    /// For each shard started by a worker of this process after `after`, when it was first
+    /// started then.
+    pub fn first_starts_after(
+        &self,
+        after: tokio::time::Instant,
+    ) -> std::collections::HashMap<String, tokio::time::Instant> {
+        let mut starts = std::collections::HashMap::new();
+        let log = self
+            .log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (at, line) in log.iter().filter(|(at, _)| *at >= after) {
+            let mut words = split_worker(line).1.split(' ');
+            if let (Some("START"), Some(shard)) = (words.next(), words.next()) {
+                starts.entry(shard.to_owned()).or_insert(*at);
+            }
+        }
+        starts
+    }
+
+    /// The resident memory the process reported before its workers started (`RSS` line).
+    pub fn rss_at_start(&self) -> Option<u64> {
+        let log = self
+            .log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        log.iter()
+            .find_map(|(_, line)| line.strip_prefix("RSS ").and_then(|n| n.parse().ok()))
     }
 
     /// The last `COUNT` reported (with `--quiet`), and when.
@@ -375,5 +485,31 @@ impl WorkerProcess {
         } else {
             Err(format!("kill {signal} {} failed", self.pid).into())
         }
+    }
+}
+
+/// A line's worker (its `@<worker id> ` prefix, when the process runs several) and its event.
+fn split_worker(line: &str) -> (Option<&str>, &str) {
+    match line.strip_prefix('@').and_then(|rest| rest.split_once(' ')) {
+        Some((worker, event)) => (Some(worker), event),
+        None => (None, line),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_name_their_worker_when_the_process_runs_several() {
+        assert_eq!(
+            split_worker("@h0-3 START shardId-000000000001 TRIM_HORIZON"),
+            (Some("h0-3"), "START shardId-000000000001 TRIM_HORIZON")
+        );
+        assert_eq!(
+            split_worker("START s TRIM_HORIZON"),
+            (None, "START s TRIM_HORIZON")
+        );
+        assert_eq!(split_worker("RSS 1024"), (None, "RSS 1024"));
     }
 }

@@ -24,7 +24,9 @@
 //!
 //! For benchmarks that must count the client process's CPU alone, [`ferrokinesis_process`] runs
 //! ferrokinesis in a child process of its own (the `ferrokinesis-server` bin), and [`cpu_time`]
-//! reads a process's user and system CPU time.
+//! reads a process's user and system CPU time ([`resident_memory`]: its RSS).
+//! [`consumed_capacity`] is a proxy in front of a DynamoDB stand-in that asks DynamoDB for the
+//! capacity each call consumed and sums it.
 //! What the benchmark binaries share (that child stand-in, the receipt tally, the metrics
 //! sampler, the stream read back, their arguments) is in [`bench`](mod@bench).
 //!
@@ -47,6 +49,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod consumed_capacity;
 pub mod consumer_worker;
 pub mod cpu_time;
 pub mod dynamodb;
@@ -60,11 +63,13 @@ pub mod kinesis_local;
 pub mod metrics_capture;
 pub mod peers;
 pub mod proxy;
+pub mod resident_memory;
 pub mod sdk;
 mod serve;
 pub mod tools;
 pub mod watchdog;
 
+pub use consumed_capacity::CapacityProxy;
 pub use dynamodb::{DynamoBackend, DynamoDb, DynamoDbLocal, Dynoxide};
 pub use embedded_kinesis::{Ferrokinesis, FerrokinesisOptions};
 pub use error::HarnessError;

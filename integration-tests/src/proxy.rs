@@ -40,19 +40,17 @@ pub struct FaultProxy {
     controller: Arc<FaultController>,
 }
 
+/// Where a proxy forwards: an `http://host:port` endpoint and a hyper client to it.
 #[derive(Clone)]
-struct Upstream {
+pub(crate) struct Upstream {
     scheme: Scheme,
     authority: http::uri::Authority,
     client: Client<HttpConnector, Body>,
 }
 
-impl FaultProxy {
-    /// Starts a proxy to `upstream` (an `http://host:port` URL) applying `controller`'s faults.
-    pub async fn start(
-        upstream: &str,
-        controller: Arc<FaultController>,
-    ) -> Result<Self, HarnessError> {
+impl Upstream {
+    /// `upstream`, which must be an `http://host:port` URL.
+    pub(crate) fn parse(upstream: &str) -> Result<Self, HarnessError> {
         let invalid = |reason: &str| HarnessError::InvalidUpstream {
             url: upstream.to_owned(),
             reason: reason.to_owned(),
@@ -62,11 +60,21 @@ impl FaultProxy {
             return Err(invalid("only http:// is supported"));
         }
         let authority = uri.authority().cloned().ok_or_else(|| invalid("no host"))?;
-        let target = Upstream {
+        Ok(Self {
             scheme: Scheme::HTTP,
             authority,
             client: Client::builder(TokioExecutor::new()).build_http(),
-        };
+        })
+    }
+}
+
+impl FaultProxy {
+    /// Starts a proxy to `upstream` (an `http://host:port` URL) applying `controller`'s faults.
+    pub async fn start(
+        upstream: &str,
+        controller: Arc<FaultController>,
+    ) -> Result<Self, HarnessError> {
+        let target = Upstream::parse(upstream)?;
 
         let service_controller = controller.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -111,7 +119,9 @@ impl FaultProxy {
     }
 }
 
-async fn forward(
+/// Sends `request` to `upstream` (hop-by-hop headers removed both ways); an upstream that cannot be
+/// reached is answered with 502.
+pub(crate) async fn forward(
     upstream: Upstream,
     mut request: Request<Body>,
 ) -> Result<Response<Body>, BoxError> {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use kinesis_integration_tests::fixtures::{create_table, unique_name};
-use kinesis_integration_tests::{DynamoBackend, DynamoDb, DynamoDbLocal};
+use kinesis_integration_tests::{CapacityProxy, DynamoBackend, DynamoDb, DynamoDbLocal};
 
 /// Creates a table, then conditional puts and updates as the lease table does them.
 async fn exercise(db: &DynamoDb) {
@@ -125,4 +125,74 @@ async fn dynamodb_local_answers_shared_and_per_test_and_stops_on_drop() {
         !alive(pid),
         "DynamoDB Local (pid {pid}) survived its handle"
     );
+}
+
+/// DynamoDB Local reports consumed capacity when asked, and the consumed-capacity proxy asks on
+/// the client's behalf and sums what it reports: the SDK's calls through it still succeed (the
+/// rewritten body keeps a valid signature for the stand-in, the answer its CRC).
+#[tokio::test]
+async fn dynamodb_local_reports_consumed_capacity_through_the_proxy() {
+    let db = DynamoDb::start(DynamoBackend::SharedLocal).await.unwrap();
+    let proxy = CapacityProxy::start(db.endpoint()).await.unwrap();
+    let client = kinesis_integration_tests::dynamodb_client(
+        proxy.endpoint(),
+        &kinesis_integration_tests::ClientOptions::new(),
+    );
+    let table = unique_name("capacity");
+    create_table(&client, &table, "leaseKey").await.unwrap();
+    let key = |i: usize| AttributeValue::S(format!("shardId-{i:012}"));
+    let before = proxy.meter().snapshot();
+    // Three items of about 300 bytes: one write unit each, 0.5 read unit for a scan of them all
+    // (under 4 KB, eventually consistent).
+    for i in 0..3 {
+        client
+            .put_item()
+            .table_name(&table)
+            .item("leaseKey", key(i))
+            .item("leaseOwner", AttributeValue::S("x".repeat(250)))
+            .condition_expression("attribute_not_exists(leaseKey)")
+            .send()
+            .await
+            .unwrap();
+    }
+    let refused = client
+        .put_item()
+        .table_name(&table)
+        .item("leaseKey", key(0))
+        .condition_expression("attribute_not_exists(leaseKey)")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(refused.is_conditional_check_failed_exception());
+    let scanned = client.scan().table_name(&table).send().await.unwrap();
+    assert_eq!(scanned.count(), 3);
+    // The client did not ask: the answer carries the capacity anyway, which the SDK accepts.
+    assert!(scanned.consumed_capacity().is_some());
+    client
+        .get_item()
+        .table_name(&table)
+        .key("leaseKey", key(1))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    client
+        .update_item()
+        .table_name(&table)
+        .key("leaseKey", key(1))
+        .update_expression("SET leaseCounter = :one")
+        .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
+        .send()
+        .await
+        .unwrap();
+
+    let tally = proxy.meter().snapshot().since(&before);
+    assert_eq!(tally.unmetered(), 0, "{tally:?}");
+    assert_eq!(tally.write_units(), 4.0, "{tally:?}");
+    assert_eq!(tally.failed_conditional_writes(), 1, "{tally:?}");
+    assert_eq!(tally.units("Scan"), 0.5, "{tally:?}");
+    assert_eq!(tally.units("GetItem"), 1.0, "{tally:?}");
+    assert_eq!(tally.read_units(), 1.5, "{tally:?}");
+    assert_eq!(tally.calls("PutItem"), 4, "{tally:?}");
 }

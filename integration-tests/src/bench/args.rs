@@ -2,7 +2,8 @@
 //! out of range is refused with an error naming the flag and the range (nothing is clamped).
 //!
 //! Each benchmark binary also takes the hidden forms it is re-executed with:
-//! `--serve-ferrokinesis [--enforce-limits]` (its child stand-in, see [`super::start_stand_in`])
+//! `--serve-ferrokinesis [--enforce-limits] [--shard-limit N]` (its child stand-in, see
+//! [`super::start_stand_in`])
 //! and, for `consumer-bench`, `--worker <worker arguments>` (see [`crate::consumer_worker`]).
 
 use std::ops::RangeInclusive;
@@ -12,6 +13,7 @@ use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::consumer_worker::WorkerArgs;
+use crate::embedded_kinesis::FerrokinesisOptions;
 
 /// The stand-in a benchmark re-executes itself as (`--serve-ferrokinesis`).
 #[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
@@ -19,6 +21,21 @@ pub struct StandInArgs {
     /// Throttle writes per shard (1 MiB/s and 1000 records/s) as Kinesis does.
     #[arg(long)]
     pub enforce_limits: bool,
+    /// Most open shards over all streams.
+    #[arg(long, default_value_t = StandInArgs::DEFAULT_SHARD_LIMIT)]
+    pub shard_limit: u32,
+}
+
+impl StandInArgs {
+    /// The stand-in's default shard limit (ferrokinesis's own).
+    pub const DEFAULT_SHARD_LIMIT: u32 = 100;
+
+    /// The options the stand-in is served with.
+    pub fn options(&self) -> FerrokinesisOptions {
+        FerrokinesisOptions::new()
+            .enforce_limits(self.enforce_limits)
+            .shard_limit(self.shard_limit)
+    }
 }
 
 /// `producer-bench`'s command line.
@@ -119,9 +136,39 @@ pub struct ConsumerBenchArgs {
     /// Run one implementation only.
     #[arg(long, value_enum)]
     pub only: Option<Implementation>,
-    /// A scenario to run (repeatable; default all).
+    /// A scenario to run (repeatable; default all but `scale`, which runs only when named).
     #[arg(long = "scenario", value_enum)]
     pub scenarios: Vec<Scenario>,
+    /// The scale scenario's fleet sizes, workers (comma-separated, each at least 2).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "2,10,50",
+        value_parser = count_in(2..=1_000).map(|n| n as usize)
+    )]
+    pub scale_workers: Vec<usize>,
+    /// The scale scenario's lease counts, one idle shard each (comma-separated, each at least 1).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "8,100,1000",
+        value_parser = count_in(1..=10_000).map(|n| n as usize)
+    )]
+    pub scale_leases: Vec<usize>,
+    /// How long the scale scenario measures an idle fleet's cost, in seconds (at least 10).
+    #[arg(long, allow_negative_numbers = true, default_value = "60", value_parser = count_in(10..=u64::MAX))]
+    pub scale_idle_seconds: u64,
+    /// The fleet sizes kcl-rs is measured at in the scale scenario (comma-separated, at least 1).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "2,3,4",
+        value_parser = count_in(1..=100).map(|n| n as usize)
+    )]
+    pub scale_kcl_rs_workers: Vec<usize>,
+    /// The leases kcl-rs holds in the scale scenario.
+    #[arg(long, allow_negative_numbers = true, default_value = "100", value_parser = count_in(1..=10_000).map(|n| n as usize))]
+    pub scale_kcl_rs_leases: usize,
     /// The re-executed forms (hidden).
     #[command(subcommand)]
     pub role: Option<ConsumerBenchRole>,
@@ -146,9 +193,32 @@ impl ConsumerBenchArgs {
         }
     }
 
-    /// Whether `scenario` runs (every scenario, unless `--scenario` names some).
+    /// Whether `scenario` runs: every scenario but [`Scenario::Scale`] (tens of minutes), unless
+    /// `--scenario` names some.
     pub fn runs(&self, scenario: Scenario) -> bool {
-        self.scenarios.is_empty() || self.scenarios.contains(&scenario)
+        if self.scenarios.is_empty() {
+            scenario != Scenario::Scale
+        } else {
+            self.scenarios.contains(&scenario)
+        }
+    }
+
+    /// The scale scenario's idle window.
+    pub fn scale_idle(&self) -> Duration {
+        Duration::from_secs(self.scale_idle_seconds)
+    }
+
+    /// The scale scenario's cells, (workers, leases), fleet size first.
+    pub fn scale_cells(&self) -> Vec<(usize, usize)> {
+        let mut cells = Vec::new();
+        for &workers in &self.scale_workers {
+            for &leases in &self.scale_leases {
+                if !cells.contains(&(workers, leases)) {
+                    cells.push((workers, leases));
+                }
+            }
+        }
+        cells
     }
 }
 
@@ -200,6 +270,9 @@ pub enum Scenario {
     Latency,
     /// Cold start and drain over enhanced fan-out.
     FanOutDrain,
+    /// Fleet scale: W workers on L idle shards (cost, cold start, failover, memory and CPU per
+    /// shard); runs only when named.
+    Scale,
 }
 
 /// What `consumer-bench` is re-executed as.
@@ -210,7 +283,7 @@ pub enum ConsumerBenchRole {
     ServeFerrokinesis(StandInArgs),
     /// One worker of ours (the `consumer-worker` program's arguments follow).
     #[command(long_flag = "worker", hide = true)]
-    Worker(WorkerArgs),
+    Worker(Box<WorkerArgs>),
 }
 
 /// `agg-bench`'s command line.
@@ -397,14 +470,16 @@ mod tests {
         assert_eq!(
             args.role,
             Some(ProducerBenchRole::ServeFerrokinesis(StandInArgs {
-                enforce_limits: true
+                enforce_limits: true,
+                shard_limit: 100
             }))
         );
-        let args = producer(&["--serve-ferrokinesis"]).unwrap();
+        let args = producer(&["--serve-ferrokinesis", "--shard-limit", "2000"]).unwrap();
         assert_eq!(
             args.role,
             Some(ProducerBenchRole::ServeFerrokinesis(StandInArgs {
-                enforce_limits: false
+                enforce_limits: false,
+                shard_limit: 2000
             }))
         );
     }
@@ -423,6 +498,31 @@ mod tests {
             vec![Implementation::Ours, Implementation::KclRs]
         );
         assert!(args.runs(Scenario::FanOutDrain));
+        assert!(!args.runs(Scenario::Scale));
+        assert_eq!(args.scale_idle(), Duration::from_secs(60));
+        assert_eq!(args.scale_cells().len(), 9);
+        assert_eq!(args.scale_cells()[0], (2, 8));
+        assert_eq!(args.scale_cells()[8], (50, 1000));
+        assert_eq!(args.scale_kcl_rs_workers, vec![2, 3, 4]);
+        assert_eq!(args.scale_kcl_rs_leases, 100);
+
+        let args = consumer(&[
+            "--scenario",
+            "scale",
+            "--scale-workers",
+            "2,10",
+            "--scale-leases",
+            "8,1e2",
+            "--scale-idle-seconds",
+            "20",
+        ])
+        .unwrap();
+        assert!(args.runs(Scenario::Scale) && !args.runs(Scenario::Drain));
+        assert_eq!(
+            args.scale_cells(),
+            vec![(2, 8), (2, 100), (10, 8), (10, 100)]
+        );
+        assert_eq!(args.scale_idle(), Duration::from_secs(20));
 
         let args = consumer(&[
             "--scenario",
@@ -452,6 +552,12 @@ mod tests {
         refused(consumer(&["--kills", "0"]), "--kills");
         refused(consumer(&["--scenario", "nap"]), "--scenario");
         refused(consumer(&["--only", "java"]), "--only");
+        refused(consumer(&["--scale-workers", "1,10"]), "--scale-workers");
+        refused(consumer(&["--scale-leases", "0"]), "--scale-leases");
+        refused(
+            consumer(&["--scale-idle-seconds", "5"]),
+            "--scale-idle-seconds",
+        );
         assert_eq!(
             consumer(&["--idle-seconds", "10"]).unwrap().idle_seconds,
             10

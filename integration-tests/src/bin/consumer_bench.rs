@@ -8,7 +8,9 @@
 //! `--idle-seconds S` (the lease-table cost measurement, default 60), `--failover-secs S`
 //! (ours, default 10; kcl-rs keeps its own 10 s), `--only ours|kcl-rs`, `--scenario NAME`
 //! (repeatable: `drain`, `failover`, `churn`, `balance`, `split`, `cost`, `latency`,
-//! `fan-out-drain`; default all), `--kills N` (the churn scenario's kills, default 10).
+//! `fan-out-drain`, `scale`; default all but `scale`), `--kills N` (the churn scenario's kills,
+//! default 10); for `scale`: `--scale-workers 2,10,50`, `--scale-leases 8,100,1000`,
+//! `--scale-idle-seconds 60`, `--scale-kcl-rs-workers 2,3,4`, `--scale-kcl-rs-leases 100`.
 //!
 //! ```text
 //!  this process ──spawns──▶ workers: ours (this binary re-executed with --worker) or kcl-rs
@@ -38,6 +40,15 @@
 //!    enhanced fan-out.
 //! 7. **Drain over fan-out**: scenario 1's backlogs read with enhanced fan-out (kcl-rs in its
 //!    `FANOUT` mode, its default).
+//! 8. **Scale** (only when named, tens of minutes): for each W workers and L leases on L idle
+//!    shards, W workers in a few processes (the victim alone in its own; the others in processes
+//!    of up to ten, each worker with its own clients and lease-table view): from a cold start of
+//!    all W to an even split; the lease table's consumed capacity per lease-hour as DynamoDB
+//!    reports it (a proxy asks for `ReturnConsumedCapacity`), next to the KCL's arithmetic; the
+//!    RSS and CPU an idle shard adds to its worker (the victim against a worker holding none);
+//!    failover after kill -9 of the victim, and after SIGSTOP (then SIGCONT: the fleet settles).
+//!    kcl-rs: the lease table's cost at L = 100 for W = 2, 3, 4. A table at the end, with the
+//!    verdicts against issue 16's targets.
 
 #![forbid(unsafe_code)]
 
@@ -49,17 +60,23 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Parser;
+use kinesis_integration_tests::bench::args::StandInArgs;
 use kinesis_integration_tests::bench::args::{
     ConsumerBenchArgs as Args, ConsumerBenchRole, Implementation as Impl, Scenario,
 };
-use kinesis_integration_tests::bench::start_stand_in;
+use kinesis_integration_tests::bench::scale::{
+    self as fleet_scale, PerLeaseHour, ScaleRow, even_split, host_sizes, kcl_arithmetic,
+    ours_arithmetic,
+};
+use kinesis_integration_tests::bench::start_stand_in_with;
 use kinesis_integration_tests::consumer_worker::{self, WorkerProcess};
 use kinesis_integration_tests::cpu_time::CpuTime;
 use kinesis_integration_tests::ferrokinesis_process::{FerrokinesisProcess, serve};
 use kinesis_integration_tests::fixtures::{create_stream, unique_name, wait_for_stream};
 use kinesis_integration_tests::peers::{KCL_RS, kcl_rs_command};
+use kinesis_integration_tests::resident_memory;
 use kinesis_integration_tests::tools::{machine, thousands};
-use kinesis_integration_tests::{DynamoDbLocal, FaultController, FaultProxy, FerrokinesisOptions};
+use kinesis_integration_tests::{CapacityProxy, DynamoDbLocal, FaultController, FaultProxy};
 use kinesis_producer::{Producer, UserRecord};
 use tokio::time::Instant;
 
@@ -74,10 +91,9 @@ fn main() -> Result<(), BoxError> {
         .build()?;
     match args.role.take() {
         Some(ConsumerBenchRole::ServeFerrokinesis(stand_in)) => {
-            let options = FerrokinesisOptions::new().enforce_limits(stand_in.enforce_limits);
-            Ok(runtime.block_on(serve(options, true))?)
+            Ok(runtime.block_on(serve(stand_in.options(), true))?)
         }
-        Some(ConsumerBenchRole::Worker(worker)) => runtime.block_on(consumer_worker::run(worker)),
+        Some(ConsumerBenchRole::Worker(worker)) => runtime.block_on(consumer_worker::run(*worker)),
         None => runtime.block_on(run(args)),
     }
 }
@@ -118,6 +134,19 @@ impl Stage {
         quiet: bool,
         fan_out: bool,
     ) -> Result<WorkerProcess, BoxError> {
+        let command = self.worker_command(kind, to, id, quiet, fan_out)?;
+        WorkerProcess::from_command(command, id)
+    }
+
+    /// The command line of [`Stage::worker_reading`]'s worker.
+    fn worker_command(
+        &self,
+        kind: Impl,
+        to: &Target<'_>,
+        id: &str,
+        quiet: bool,
+        fan_out: bool,
+    ) -> Result<Command, BoxError> {
         let mut command = match kind {
             Impl::Ours => {
                 let mut command = Command::new(&self.exe);
@@ -145,17 +174,20 @@ impl Stage {
         if quiet {
             command.arg("--quiet");
         }
-        WorkerProcess::from_command(command, id)
+        Ok(command)
     }
 }
 
-/// Figures per scenario line and implementation.
+/// Figures per scenario line and implementation, and the scale scenario's table.
 #[derive(Default)]
-struct Results(BTreeMap<String, BTreeMap<Impl, String>>);
+struct Results {
+    lines: BTreeMap<String, BTreeMap<Impl, String>>,
+    scale: Vec<ScaleRow>,
+}
 
 impl Results {
     fn put(&mut self, line: &str, kind: Impl, figure: String) {
-        self.0
+        self.lines
             .entry(line.to_owned())
             .or_default()
             .insert(kind, figure);
@@ -173,7 +205,18 @@ async fn run(args: Args) -> Result<(), BoxError> {
         kcl_rs_command()?;
     }
     let exe = std::env::current_exe()?;
-    let kinesis = start_stand_in(false).await?;
+    // The scale scenario's streams hold up to --scale-leases shards each (one stream at a time).
+    let scale_shards = if args.runs(Scenario::Scale) {
+        let most = args.scale_leases.iter().copied().max().unwrap_or(0);
+        most.max(args.scale_kcl_rs_leases)
+    } else {
+        0
+    };
+    let kinesis = start_stand_in_with(&StandInArgs {
+        enforce_limits: false,
+        shard_limit: StandInArgs::DEFAULT_SHARD_LIMIT + u32::try_from(scale_shards)?,
+    })
+    .await?;
     let dynamodb = DynamoDbLocal::start().await?;
     let stage = Stage {
         client: kinesis.client(),
@@ -199,7 +242,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     }
     println!("\nsummary (goals are to read against, not assertions):");
     println!("  {:<58} {:>24} {:>24}", "", "ours", "kcl-rs");
-    for (line, figures) in &results.0 {
+    for (line, figures) in &results.lines {
         let cell = |kind| figures.get(&kind).map_or("-", String::as_str).to_owned();
         println!(
             "  {line:<58} {:>24} {:>24}",
@@ -212,6 +255,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
          lease table no costlier than the KCL's",
         (args.failover() + Duration::from_secs(3)).as_secs()
     );
+    if !results.scale.is_empty() {
+        print_scale_table(&results.scale, args.failover());
+    }
     Ok(())
 }
 
@@ -250,6 +296,17 @@ async fn scenarios(
         drain(stage, kind, true, args.records, true, results).await?;
         if args.plain_records > 0 {
             drain(stage, kind, false, args.plain_records, true, results).await?;
+        }
+    }
+    if args.runs(Scenario::Scale) {
+        match kind {
+            Impl::Ours => {
+                for (workers, leases) in args.scale_cells() {
+                    let row = scale_cell(stage, args, workers, leases).await;
+                    results.scale.push(row);
+                }
+            }
+            Impl::KclRs => scale_kcl_rs(stage, args, results).await?,
         }
     }
     Ok(())
@@ -1022,4 +1079,828 @@ async fn latency(
     );
     results.put(&line, kind, format!("{p50:.0} / {p99:.0}"));
     Ok(())
+}
+
+// --- 8. scale -------------------------------------------------------------------------------------
+
+/// How often the scale scenario reads the workers' reports (thousands of lines at 1,000 leases).
+const SCALE_POLL: Duration = Duration::from_millis(100);
+
+/// How long a cold start (or a rejoin) may take to reach an even split before the scenario goes on
+/// without one.
+const SCALE_EVEN_PATIENCE: Duration = Duration::from_secs(120);
+
+/// After an even split, before the idle window: the first scans (every 0.5 s) and handoffs end.
+const SCALE_SETTLE: Duration = Duration::from_secs(5);
+
+/// How long kcl-rs may take to run every lease (and each newcomer one).
+const KCL_RS_PATIENCE: Duration = Duration::from_secs(240);
+
+/// A worker process of the scale scenario and the workers it runs.
+struct Member {
+    process: WorkerProcess,
+    workers: Vec<String>,
+}
+
+impl Member {
+    /// Leases held by its workers.
+    fn leases(&self) -> usize {
+        self.process
+            .held_by_worker()
+            .values()
+            .map(|h| h.len())
+            .sum()
+    }
+}
+
+/// One cell's fleet: the victim alone in its process, the other workers in processes of up to ten.
+struct ScaleFleet {
+    victim: Member,
+    hosts: Vec<Member>,
+}
+
+impl ScaleFleet {
+    fn members(&self) -> impl Iterator<Item = &Member> {
+        std::iter::once(&self.victim).chain(&self.hosts)
+    }
+
+    /// Leases per worker (zeros included), and how many distinct shards are running.
+    fn holdings(&self) -> (Vec<usize>, usize) {
+        let mut per_worker = Vec::new();
+        let mut shards = std::collections::HashSet::new();
+        for member in self.members() {
+            let held = member.process.held_by_worker();
+            for worker in &member.workers {
+                let its = held.get(worker);
+                per_worker.push(its.map_or(0, |h| h.len()));
+                shards.extend(its.into_iter().flat_map(|h| h.keys().cloned()));
+            }
+        }
+        (per_worker, shards.len())
+    }
+
+    fn even(&self, leases: usize) -> bool {
+        let (per_worker, distinct) = self.holdings();
+        distinct == leases && even_split(leases, &per_worker)
+    }
+
+    /// Every lease running on exactly one worker.
+    fn held_once(&self, leases: usize) -> bool {
+        let (per_worker, distinct) = self.holdings();
+        distinct == leases && per_worker.iter().sum::<usize>() == leases
+    }
+
+    fn spread(&self) -> String {
+        let (per_worker, distinct) = self.holdings();
+        format!(
+            "{distinct} shards running; {} to {} per worker",
+            per_worker.iter().min().unwrap_or(&0),
+            per_worker.iter().max().unwrap_or(&0)
+        )
+    }
+
+    fn victim_holds(&self) -> std::collections::BTreeSet<String> {
+        self.victim.process.held().into_keys().collect()
+    }
+
+    /// When every shard of `orphans` was first started by another process after `since`: the
+    /// seconds from `since` to the last of those starts, or how many were not within `patience`.
+    async fn taken_over(
+        &self,
+        orphans: &std::collections::BTreeSet<String>,
+        since: Instant,
+        patience: Duration,
+    ) -> fleet_scale::Figure {
+        if orphans.is_empty() {
+            return Err("it held none".to_owned());
+        }
+        loop {
+            let mut starts: HashMap<String, Instant> = HashMap::new();
+            for host in &self.hosts {
+                for (shard, at) in host.process.first_starts_after(since) {
+                    let first = starts.entry(shard).or_insert(at);
+                    *first = (*first).min(at);
+                }
+            }
+            let taken: Vec<Instant> = orphans
+                .iter()
+                .filter_map(|s| starts.get(s).copied())
+                .collect();
+            if taken.len() == orphans.len() {
+                let last = taken.into_iter().max().unwrap_or(since);
+                return Ok(last.duration_since(since).as_secs_f64());
+            }
+            if since.elapsed() > patience {
+                return Err(format!(
+                    "{} of {} not in {} s",
+                    orphans.len() - taken.len(),
+                    orphans.len(),
+                    patience.as_secs()
+                ));
+            }
+            tokio::time::sleep(SCALE_POLL).await;
+        }
+    }
+}
+
+/// When `done` first held, polled every [`SCALE_POLL`] for at most `patience`.
+async fn when(patience: Duration, mut done: impl FnMut() -> bool) -> Option<Instant> {
+    let deadline = Instant::now() + patience;
+    loop {
+        if done() {
+            return Some(Instant::now());
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(SCALE_POLL).await;
+    }
+}
+
+impl Stage {
+    /// A process of ours running `consumers` workers (`id`, or `id-0` ..), with `extra` worker
+    /// arguments.
+    fn scale_member(
+        &self,
+        to: &Target<'_>,
+        id: &str,
+        consumers: usize,
+        extra: &[&str],
+    ) -> Result<Member, BoxError> {
+        let mut command = self.worker_command(Impl::Ours, to, id, true, false)?;
+        command.args(["--consumers", &consumers.to_string()]);
+        command.args(extra);
+        let workers = if consumers == 1 {
+            vec![id.to_owned()]
+        } else {
+            (0..consumers).map(|i| format!("{id}-{i}")).collect()
+        };
+        Ok(Member {
+            process: WorkerProcess::from_command(command, id)?,
+            workers,
+        })
+    }
+}
+
+/// The read units of one full, eventually consistent scan of `table`, as DynamoDB reports them,
+/// and its items (read directly, not through the cell's proxy).
+async fn full_scan(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<(f64, usize), BoxError> {
+    let mut units = 0.0;
+    let mut items = 0;
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await?;
+        units += page
+            .consumed_capacity()
+            .and_then(|c| c.capacity_units())
+            .unwrap_or(0.0);
+        items += page.items().len();
+        match page.last_evaluated_key() {
+            Some(key) if !key.is_empty() => start = Some(key.clone()),
+            _ => return Ok((units, items)),
+        }
+    }
+}
+
+/// Our workers' renewal and scan intervals (the worker's defaults), for our arithmetic.
+const OUR_RENEW: Duration = Duration::from_secs(4);
+const OUR_SCAN: Duration = Duration::from_secs(2);
+
+/// One cell of the scale scenario: where its fleets run, and the lease tables they made.
+struct ScaleCell<'a> {
+    stage: &'a Stage,
+    proxy: CapacityProxy,
+    stream: String,
+    /// The workers besides the victim, per process.
+    hosts: Vec<usize>,
+    workers: usize,
+    leases: usize,
+    tables: Vec<String>,
+    /// Names each start's workers apart.
+    generation: usize,
+}
+
+impl ScaleCell<'_> {
+    fn target<'t>(&'t self, application: &'t str) -> Target<'t> {
+        Target {
+            dynamodb: self.proxy.endpoint(),
+            stream: &self.stream,
+            application,
+        }
+    }
+
+    /// A fleet on a new lease table (returned with it): every worker at once, or the victim
+    /// first, limited to its share (`--max-leases`, ceil(L/W)), the others once it holds that:
+    /// with fewer leases than workers, the way to be sure the victim holds one (unlimited, it
+    /// would take them all, and the others could ask for every one of them).
+    async fn start(&mut self, victim_first: bool) -> Result<(ScaleFleet, String), BoxError> {
+        self.generation += 1;
+        let application = unique_name("scale-app");
+        self.tables.push(application.clone());
+        let target = self.target(&application);
+        let g = self.generation;
+        let share = self.leases.div_ceil(self.workers).to_string();
+        let limit = ["--max-leases", share.as_str()];
+        let victim = self.stage.scale_member(
+            &target,
+            &format!("g{g}-victim"),
+            1,
+            if victim_first { &limit } else { &[] },
+        )?;
+        if victim_first
+            && when(SCALE_EVEN_PATIENCE, || victim.leases() > 0)
+                .await
+                .is_none()
+        {
+            return Err("the victim, alone, took no lease".into());
+        }
+        let hosts = self
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(p, n)| {
+                self.stage
+                    .scale_member(&target, &format!("g{g}-h{p}"), *n, &[])
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((ScaleFleet { victim, hosts }, application))
+    }
+
+    /// `fleet` if its victim holds a lease, else a new fleet started victim first (which holds
+    /// one once even).
+    async fn with_victim_holding(
+        &mut self,
+        fleet: ScaleFleet,
+        application: String,
+    ) -> Result<(ScaleFleet, String), BoxError> {
+        if !fleet.victim_holds().is_empty() {
+            return Ok((fleet, application));
+        }
+        println!(
+            "  the victim holds no lease ({} leases, {} workers): a new fleet on a new table, the \
+             victim started first, holding at most {} (--max-leases)",
+            self.leases,
+            self.workers,
+            self.leases.div_ceil(self.workers)
+        );
+        drop(fleet);
+        let (fleet, application) = self.start(true).await?;
+        let started = Instant::now();
+        match when(SCALE_EVEN_PATIENCE, || fleet.even(self.leases)).await {
+            Some(at) => println!(
+                "  even {:.1} s after the others started",
+                at.duration_since(started).as_secs_f64()
+            ),
+            None => println!(
+                "  not even within {} s: {}",
+                SCALE_EVEN_PATIENCE.as_secs(),
+                fleet.spread()
+            ),
+        }
+        Ok((fleet, application))
+    }
+}
+
+/// One cell of the scale scenario (ours): its row, with whatever was measured before a failure.
+async fn scale_cell(stage: &Stage, args: &Args, workers: usize, leases: usize) -> ScaleRow {
+    let hosts = host_sizes(workers - 1);
+    println!(
+        "\n(8) scale: {workers} workers on {leases} idle shards (the victim alone in a process, the \
+         other {} in {} process{} of {hosts:?})",
+        workers - 1,
+        hosts.len(),
+        if hosts.len() == 1 { "" } else { "es" },
+    );
+    let mut row = ScaleRow {
+        implementation: "ours",
+        workers,
+        leases,
+        measured: None,
+        kcl: None,
+        cold_start: None,
+        kill: None,
+        stop: None,
+        rss_per_shard_kib: None,
+        cpu_per_shard: None,
+        failover: stage.failover,
+    };
+    let stream = unique_name("bench-scale");
+    let proxy = match CapacityProxy::start(stage.dynamodb.endpoint()).await {
+        Ok(proxy) => proxy,
+        Err(error) => {
+            println!("  stopped: {error}");
+            return row;
+        }
+    };
+    let mut cell = ScaleCell {
+        stage,
+        proxy,
+        stream,
+        hosts,
+        workers,
+        leases,
+        tables: Vec::new(),
+        generation: 0,
+    };
+    if let Err(error) = scale_measure(&mut cell, args, &mut row).await {
+        println!("  stopped: {error}");
+    }
+    // The processes are gone (killed on drop); free the stand-ins for the next cell.
+    let _ = stage
+        .client
+        .delete_stream()
+        .stream_name(&cell.stream)
+        .enforce_consumer_deletion(true)
+        .send()
+        .await;
+    let direct = stage.dynamodb.client();
+    for table in &cell.tables {
+        let _ = direct.delete_table().table_name(table).send().await;
+    }
+    row
+}
+
+async fn scale_measure(
+    cell: &mut ScaleCell<'_>,
+    args: &Args,
+    row: &mut ScaleRow,
+) -> Result<(), BoxError> {
+    let stage = cell.stage;
+    let (workers, leases) = (cell.workers, cell.leases);
+    let created = Instant::now();
+    create_stream(&stage.client, &cell.stream, i32::try_from(leases)?).await?;
+    println!(
+        "  stream of {leases} shards created in {:.1} s; lease-table calls go through a proxy that \
+         asks DynamoDB Local for their consumed capacity",
+        created.elapsed().as_secs_f64()
+    );
+
+    // Cold start: every worker at once.
+    let before = cell.proxy.meter().snapshot();
+    let started = Instant::now();
+    let (mut fleet, application) = cell.start(false).await?;
+    let even = when(SCALE_EVEN_PATIENCE, || fleet.even(leases)).await;
+    let cold = cell.proxy.meter().snapshot().since(&before);
+    let share = if leases < workers {
+        "at most 1 each".to_owned()
+    } else if leases % workers == 0 {
+        format!("{} each", leases / workers)
+    } else {
+        format!("{} or {} each", leases / workers, leases.div_ceil(workers))
+    };
+    row.cold_start = Some(match even {
+        Some(at) => {
+            let took = at.duration_since(started).as_secs_f64();
+            println!("  cold start to an even split ({share}): {took:.1} s");
+            Ok(took)
+        }
+        None => {
+            println!(
+                "  no even split ({share}) within {} s of the cold start: {}",
+                SCALE_EVEN_PATIENCE.as_secs(),
+                fleet.spread()
+            );
+            Err(format!("none in {} s", SCALE_EVEN_PATIENCE.as_secs()))
+        }
+    });
+    println!(
+        "  DynamoDB meanwhile: {:.0} write units reported + {} conditional writes refused (charged, \
+         not reported), {:.0} read units; {} PutItem, {} UpdateItem, {} Scan calls",
+        cold.write_units(),
+        thousands(cold.failed_conditional_writes() as f64),
+        cold.read_units(),
+        thousands(cold.calls("PutItem") as f64),
+        thousands(cold.calls("UpdateItem") as f64),
+        thousands(cold.calls("Scan") as f64),
+    );
+
+    idle_window(cell, args, &fleet, &application, row).await?;
+
+    // kill -9 of the victim.
+    let (next, application) = cell.with_victim_holding(fleet, application).await?;
+    fleet = next;
+    let orphans = fleet.victim_holds();
+    let killed = Instant::now();
+    fleet.victim.process.child.start_kill()?;
+    let patience = stage.failover + Duration::from_secs(60);
+    let kill = fleet.taken_over(&orphans, killed, patience).await;
+    match &kill {
+        Ok(took) => println!(
+            "  kill -9 of the victim ({} leases): all running elsewhere after {took:.1} s",
+            orphans.len()
+        ),
+        Err(why) => println!("  kill -9 of the victim ({} leases): {why}", orphans.len()),
+    }
+    row.kill = Some(kill);
+
+    // A new victim joins; then SIGSTOP.
+    let joined = Instant::now();
+    fleet.victim = stage.scale_member(&cell.target(&application), "victim-2", 1, &[])?;
+    match when(SCALE_EVEN_PATIENCE, || fleet.even(leases)).await {
+        Some(at) => println!(
+            "  a new victim joined: even again after {:.1} s",
+            at.duration_since(joined).as_secs_f64()
+        ),
+        None => println!(
+            "  a new victim joined: no even split within {} s ({})",
+            SCALE_EVEN_PATIENCE.as_secs(),
+            fleet.spread()
+        ),
+    }
+    let (mut fleet, _) = cell.with_victim_holding(fleet, application).await?;
+    let orphans = fleet.victim_holds();
+    let stopped = Instant::now();
+    fleet.victim.process.signal("-STOP")?;
+    let stop = fleet.taken_over(&orphans, stopped, patience).await;
+    match &stop {
+        Ok(took) => println!(
+            "  SIGSTOP of the victim ({} leases): all running elsewhere after {took:.1} s",
+            orphans.len()
+        ),
+        Err(why) => println!("  SIGSTOP of the victim ({} leases): {why}", orphans.len()),
+    }
+    row.stop = Some(stop);
+    fleet.victim.process.signal("-CONT")?;
+    let resumed = Instant::now();
+    let once = when(Duration::from_secs(60), || fleet.held_once(leases)).await;
+    let alive = fleet.victim.process.child.try_wait()?.is_none();
+    // How the victim's stale processors ended once it ran again (the process was stopped: no
+    // line of its after `stopped` is from before).
+    let lines = fleet.victim.process.lines();
+    let mut endings: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, line) in lines.iter().filter(|(at, _)| *at >= stopped) {
+        let mut words = line.split(' ');
+        if let (Some(kind @ ("LOST" | "STOP" | "END")), Some(shard)) = (words.next(), words.next())
+            && orphans.contains(shard)
+        {
+            *endings.entry(kind).or_default() += 1;
+        }
+    }
+    println!(
+        "  SIGCONT: the victim {}; its {} processors ended: {}; {}",
+        if alive { "runs on" } else { "has exited" },
+        orphans.len(),
+        if endings.is_empty() {
+            "none".to_owned()
+        } else {
+            endings
+                .iter()
+                .map(|(kind, n)| format!("{n} {kind}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        match once {
+            Some(at) => format!(
+                "every lease on exactly one worker {:.1} s after SIGCONT",
+                at.duration_since(resumed).as_secs_f64()
+            ),
+            None => format!(
+                "leases not each on one worker within 60 s ({})",
+                fleet.spread()
+            ),
+        }
+    );
+    fleet.victim.process.child.start_kill()?;
+    Ok(())
+}
+
+/// The idle window: DynamoDB's figures per lease-hour next to the KCL's arithmetic, and each
+/// process's memory and CPU per lease.
+async fn idle_window(
+    cell: &ScaleCell<'_>,
+    args: &Args,
+    fleet: &ScaleFleet,
+    application: &str,
+    row: &mut ScaleRow,
+) -> Result<(), BoxError> {
+    let stage = cell.stage;
+    let (workers, leases) = (cell.workers, cell.leases);
+    // A worker process holding no lease, as the baseline of the victim's (one worker too): it
+    // never asks for a handoff, so in a settled fleet it takes nothing, and it writes nothing,
+    // so the others do not count it. It reads the same table as often, directly (its scans are
+    // not the fleet's cost).
+    let mut baseline = {
+        let target = Target {
+            dynamodb: stage.dynamodb.endpoint(),
+            stream: &cell.stream,
+            application,
+        };
+        let mut command = stage.worker_command(Impl::Ours, &target, "baseline", true, false)?;
+        command.args(["--max-handoffs", "0"]);
+        Member {
+            process: WorkerProcess::from_command(command, "baseline")?,
+            workers: vec!["baseline".to_owned()],
+        }
+    };
+    tokio::time::sleep(SCALE_SETTLE).await;
+    let idle = args.scale_idle();
+    let cpu_of_members = || -> Result<Vec<CpuTime>, BoxError> {
+        Ok(fleet
+            .members()
+            .chain(std::iter::once(&baseline))
+            .map(|m| CpuTime::of_pid(m.process.pid))
+            .collect::<Result<_, _>>()?)
+    };
+    let stand_ins = || -> Result<[CpuTime; 3], BoxError> {
+        Ok([
+            CpuTime::of_pid(stage.dynamodb.pid())?,
+            stage.kinesis.cpu_time()?,
+            CpuTime::of_self()?,
+        ])
+    };
+    let cpu_before = cpu_of_members()?;
+    let stand_ins_before = stand_ins()?;
+    let before = cell.proxy.meter().snapshot();
+    tokio::time::sleep(idle).await;
+    let tally = cell.proxy.meter().snapshot().since(&before);
+    let cpu_after = cpu_of_members()?;
+    let stand_ins_after = stand_ins()?;
+
+    let refused = tally.failed_conditional_writes();
+    let measured = PerLeaseHour::measured(
+        tally.write_units() + refused as f64,
+        tally.read_units(),
+        leases,
+        idle,
+    );
+    let (scan_units, items) = full_scan(&stage.dynamodb.client(), application).await?;
+    let kcl = kcl_arithmetic(workers, leases, scan_units);
+    let expected = ours_arithmetic(workers, leases, scan_units, OUR_RENEW, OUR_SCAN);
+    row.measured = Some(measured);
+    row.kcl = Some(kcl);
+    println!(
+        "  idle {} s: per lease-hour {:.0} write + {:.0} read units (DynamoDB's figures{}; {}) = \
+         {}/month for {leases} leases; calls: {}",
+        idle.as_secs(),
+        measured.write,
+        measured.read,
+        if refused > 0 {
+            format!(", and {refused} refused conditional writes computed at 1 unit each")
+        } else {
+            String::new()
+        },
+        match tally.unmetered() {
+            0 => "every call metered".to_owned(),
+            n => format!("{n} calls unmetered"),
+        },
+        money(measured.monthly(leases)),
+        tally
+            .0
+            .iter()
+            .map(|(op, t)| format!("{op} {}", thousands(t.calls as f64)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    println!(
+        "  a full scan of the table ({items} items) costs {scan_units} read units (DynamoDB's \
+         figure); arithmetic at our defaults (a renewal per lease every 4 s, a scan per worker every \
+         2 s): {:.0} write + {:.0} read; the KCL's: {:.0} write + {:.0} read = {}/month",
+        expected.write,
+        expected.read,
+        kcl.write,
+        kcl.read,
+        money(kcl.monthly(leases)),
+    );
+
+    let seconds = idle.as_secs_f64();
+    let mut usage = Vec::new();
+    let mut fleet_cpu = 0.0;
+    for ((member, before), after) in fleet
+        .members()
+        .chain(std::iter::once(&baseline))
+        .zip(&cpu_before)
+        .zip(&cpu_after)
+    {
+        let cpu = (*after - *before).total().as_secs_f64();
+        let rss = resident_memory::of_pid(member.process.pid)? as f64;
+        let held = member.leases();
+        if member.process.id != "baseline" {
+            fleet_cpu += cpu;
+        }
+        let per_lease = |v: f64| {
+            if held == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.0}", v / held as f64)
+            }
+        };
+        println!(
+            "  {} ({} worker{}): {held} leases; RSS {:.1} MiB ({:.1} before its workers started), \
+             {} KiB per lease; CPU {cpu:.2} s, {} us/s per lease; {} sockets open",
+            member.process.id,
+            member.workers.len(),
+            if member.workers.len() == 1 { "" } else { "s" },
+            rss / 1_048_576.0,
+            member.process.rss_at_start().unwrap_or(0) as f64 / 1_048_576.0,
+            per_lease(rss / 1024.0),
+            per_lease(cpu * 1e6 / seconds),
+            sockets(member.process.pid),
+        );
+        usage.push((held, rss, cpu));
+    }
+    baseline.process.child.start_kill()?;
+    // What an idle shard adds: the victim (one worker) against the baseline (one worker, none).
+    if let (Some(&(held, rss, cpu)), Some(&(zero, base_rss, base_cpu))) =
+        (usage.first(), usage.last())
+    {
+        if held > 0 && zero == 0 {
+            let rss_per = (rss - base_rss) / 1024.0 / held as f64;
+            let cpu_per = (cpu - base_cpu) * 1e6 / seconds / held as f64;
+            println!(
+                "  an idle shard adds {rss_per:.1} KiB of RSS and {cpu_per:.0} us of CPU per second \
+                 to its worker (the victim's {held} leases against the baseline's none)"
+            );
+            row.rss_per_shard_kib = Some(rss_per);
+            row.cpu_per_shard = Some(cpu_per);
+        } else {
+            println!(
+                "  no figure per idle shard: the victim holds {held} leases, the baseline {zero}"
+            );
+        }
+    }
+    let core = |i: usize| {
+        100.0
+            * (stand_ins_after[i] - stand_ins_before[i])
+                .total()
+                .as_secs_f64()
+            / seconds
+    };
+    println!(
+        "  over the window, % of a core: DynamoDB Local {:.0}, ferrokinesis {:.0}, this process \
+         (the proxy) {:.0}, the workers {:.0}{}",
+        core(0),
+        core(1),
+        core(2),
+        100.0 * fleet_cpu / seconds,
+        if fleet.even(leases) {
+            String::new()
+        } else {
+            format!(" (not evenly split at the end: {})", fleet.spread())
+        },
+    );
+    Ok(())
+}
+
+/// kcl-rs in the scale scenario: its lease-table cost at `--scale-kcl-rs-leases` idle shards for
+/// each fleet size of `--scale-kcl-rs-workers`, grown one worker at a time on one application
+/// (its workers take a minute or more to start).
+async fn scale_kcl_rs(stage: &Stage, args: &Args, results: &mut Results) -> Result<(), BoxError> {
+    let leases = args.scale_kcl_rs_leases;
+    let mut sizes = args.scale_kcl_rs_workers.clone();
+    sizes.sort_unstable();
+    sizes.dedup();
+    println!(
+        "\n(8) scale, kcl-rs: {leases} idle shards; fleets of {sizes:?} workers, grown one at a time \
+         on one application; the lease table's cost only"
+    );
+    let stream = unique_name("bench-scale-kcl");
+    create_stream(&stage.client, &stream, i32::try_from(leases)?).await?;
+    let proxy = CapacityProxy::start(stage.dynamodb.endpoint()).await?;
+    let application = unique_name("scale-kcl-app");
+    let target = Target {
+        dynamodb: proxy.endpoint(),
+        stream: &stream,
+        application: &application,
+    };
+    let mut fleet: Vec<WorkerProcess> = Vec::new();
+    let outcome = async {
+        for &size in &sizes {
+            let joined = Instant::now();
+            let newcomers = fleet.len()..size;
+            for i in newcomers.clone() {
+                fleet.push(stage.worker(Impl::KclRs, &target, &format!("kcl-{i}"), true)?);
+            }
+            let ready = when(KCL_RS_PATIENCE, || {
+                let mut shards = std::collections::HashSet::new();
+                for worker in &fleet {
+                    shards.extend(worker.held().into_keys());
+                }
+                shards.len() == leases && newcomers.clone().all(|i| !fleet[i].held().is_empty())
+            })
+            .await;
+            let counts: Vec<usize> = fleet.iter().map(|w| w.held().len()).collect();
+            match ready {
+                Some(at) => println!(
+                    "  {size} workers: every lease running and each newcomer holding one {:.1} s \
+                     after they started ({counts:?})",
+                    at.duration_since(joined).as_secs_f64()
+                ),
+                None => println!(
+                    "  {size} workers: not every lease running with each newcomer holding one \
+                     within {} s ({counts:?}); measuring anyway",
+                    KCL_RS_PATIENCE.as_secs()
+                ),
+            }
+            tokio::time::sleep(SCALE_SETTLE).await;
+            let before = proxy.meter().snapshot();
+            tokio::time::sleep(args.scale_idle()).await;
+            let tally = proxy.meter().snapshot().since(&before);
+            let refused = tally.failed_conditional_writes();
+            let measured = PerLeaseHour::measured(
+                tally.write_units() + refused as f64,
+                tally.read_units(),
+                leases,
+                args.scale_idle(),
+            );
+            let (scan_units, _) = full_scan(&stage.dynamodb.client(), &application).await?;
+            let kcl = kcl_arithmetic(size, leases, scan_units);
+            println!(
+                "  {size} workers, idle {} s: per lease-hour {:.0} write + {:.0} read units \
+                 (DynamoDB's figures, every table of the application{}) = {}/month; the KCL's \
+                 arithmetic {:.0} + {:.0} = {}/month; calls: {}",
+                args.scale_idle_seconds,
+                measured.write,
+                measured.read,
+                if refused > 0 {
+                    format!(", {refused} refused conditional writes at 1 unit each")
+                } else {
+                    String::new()
+                },
+                money(measured.monthly(leases)),
+                kcl.write,
+                kcl.read,
+                money(kcl.monthly(leases)),
+                tally
+                    .0
+                    .iter()
+                    .map(|(op, t)| format!("{op} {}", thousands(t.calls as f64)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+            results.scale.push(ScaleRow {
+                implementation: "kcl-rs",
+                workers: size,
+                leases,
+                measured: Some(measured),
+                kcl: Some(kcl),
+                cold_start: None,
+                kill: None,
+                stop: None,
+                rss_per_shard_kib: None,
+                cpu_per_shard: None,
+                failover: Duration::from_secs(10),
+            });
+        }
+        Ok::<(), BoxError>(())
+    }
+    .await;
+    drop(fleet);
+    let _ = stage
+        .client
+        .delete_stream()
+        .stream_name(&stream)
+        .enforce_consumer_deletion(true)
+        .send()
+        .await;
+    outcome
+}
+
+fn print_scale_table(rows: &[ScaleRow], failover: Duration) {
+    println!(
+        "\nscale (per lease-hour: DynamoDB's consumed capacity over the idle window; $/month: the \
+         cell's leases at on-demand list prices, ${} per million write and ${} per million read \
+         units, {} h a month):",
+        fleet_scale::WRITE_PRICE_PER_MILLION,
+        fleet_scale::READ_PRICE_PER_MILLION,
+        fleet_scale::HOURS_PER_MONTH
+    );
+    print!("{}", fleet_scale::table(rows));
+    println!("  the KCL's arithmetic: {}", fleet_scale::KCL_FORMULA);
+    println!(
+        "  targets: cost no more than the KCL's; failovers (kill -9, SIGSTOP) within the failover \
+         time + 3 s = {} s; an even split within {} s of a cold start (set at W = 10, L = 1,000); \
+         an idle shard adds at most {} KiB of RSS and {} us of CPU per second (0.1 % of a core) to \
+         its worker (the victim's process against a worker process holding none)",
+        (failover + Duration::from_secs(3)).as_secs(),
+        fleet_scale::COLD_START_TARGET.as_secs(),
+        fleet_scale::IDLE_SHARD_RSS_LIMIT_KIB,
+        fleet_scale::IDLE_SHARD_CPU_LIMIT_MICROS_PER_SECOND,
+    );
+}
+
+/// Sockets process `pid` holds open (its connections), from `/proc/<pid>/fd`; 0 if unreadable.
+fn sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |fds| {
+        fds.filter_map(Result::ok)
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter(|target| target.to_string_lossy().starts_with("socket:"))
+            .count()
+    })
+}
+
+fn money(dollars: f64) -> String {
+    if dollars < 10.0 {
+        format!("${dollars:.2}")
+    } else {
+        format!("${}", thousands(dollars))
+    }
 }

@@ -41,7 +41,6 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use kinesis_aggregation::{HashKey, HashKeyRange};
-use kinesis_integration_tests::FerrokinesisOptions;
 use kinesis_integration_tests::bench::args::{
     ProducerBenchArgs as Args, ProducerBenchRole, ProducerPart,
 };
@@ -77,8 +76,7 @@ fn main() -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     if let Some(ProducerBenchRole::ServeFerrokinesis(stand_in)) = &args.role {
-        let options = FerrokinesisOptions::new().enforce_limits(stand_in.enforce_limits);
-        return Ok(runtime.block_on(serve(options, true))?);
+        return Ok(runtime.block_on(serve(stand_in.options(), true))?);
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
