@@ -475,9 +475,11 @@ async fn enforced_write_limits_cause_no_retry_storm_and_no_loss() {
         "{} delivered, {expired} expired, {calls} PutRecords calls in {elapsed:?} ({per_second:.1}/s)",
         delivered.len()
     );
-    // A retry storm is hundreds of calls per second; paced retries stay near the shipping rate.
+    // A retry storm (throttled entries sent again at once, at the round trip's pace) is hundreds
+    // of calls per second; paced retries stay near the shipping rate: 62 to 66 calls per second
+    // with this test alone on a 2-core machine, fewer while other tests load it.
     assert!(
-        per_second < 60.0,
+        per_second < 100.0,
         "{per_second:.1} PutRecords calls per second"
     );
     let ReadBack { seen, .. } = read_back(&h.direct, &h.stream).await;
