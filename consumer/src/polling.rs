@@ -78,14 +78,14 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
     loop {
         let current = match iterator.take() {
             Some(it) => it,
-            None => match kinesis::shard_iterator(
+            None => match Box::pin(kinesis::shard_iterator(
                 &reader.client,
                 &reader.stream,
                 &reader.shard_id,
                 &start,
                 reader.timestamp,
                 reader.call_timeout,
-            )
+            ))
             .await
             {
                 Ok(Some(it)) => it,
@@ -123,12 +123,12 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
         } else {
             reader.max_records
         };
-        let fetched = match kinesis::get_records(
+        let fetched = match Box::pin(kinesis::get_records(
             &reader.client,
             &current,
             limit,
             reader.call_timeout,
-        )
+        ))
         .await
         {
             Ok(fetched) => fetched,
@@ -147,12 +147,12 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
                     }
                     Decision::CheckShard => {
                         count_error(&reader, &failure);
-                        let found = look_at_shard(
+                        let found = Box::pin(look_at_shard(
                             &reader.client,
                             &reader.stream,
                             &reader.shard_id,
                             reader.call_timeout,
-                        )
+                        ))
                         .await;
                         match decide(Happened::ShardLooked(found), Context::default()) {
                             Decision::ShardEnd { children } => {
@@ -191,15 +191,14 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
         }
         // One batch per answer, as the KCL: the first read is small already, and answers are at
         // most 10 MB.
-        let handed = budgets
-            .hand_over(
-                &mut unpacker,
-                fetched.records.into_iter(),
-                usize::MAX,
-                fetched.millis_behind_latest,
-                &tx,
-            )
-            .await;
+        let handed = Box::pin(budgets.hand_over(
+            &mut unpacker,
+            fetched.records.into_iter(),
+            usize::MAX,
+            fetched.millis_behind_latest,
+            &tx,
+        ))
+        .await;
         if !handed {
             return;
         }
@@ -219,13 +218,32 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
             // The small first read is not counted against the pace.
             continue;
         }
-        idle = if kinesis_records == 0 && !behind {
-            (idle * 2).min(reader.max_idle).max(reader.min_interval)
-        } else {
-            reader.min_interval
-        };
-        tokio::time::sleep(idle).await;
+        idle = next_idle(idle, kinesis_records == 0 && !behind, &reader);
+        tokio::time::sleep(jittered(idle, reader.min_interval, rand::random::<f64>())).await;
     }
+}
+
+/// The pause before the next read: doubling while the shard is quiet (nothing read and not
+/// behind), up to `max_idle`; the minimum interval otherwise.
+fn next_idle(idle: Duration, quiet: bool, reader: &Reader) -> Duration {
+    if quiet {
+        (idle * 2).min(reader.max_idle).max(reader.min_interval)
+    } else {
+        reader.min_interval
+    }
+}
+
+/// `pause` spread by up to a quarter either way (`random` in `[0, 1)`), never below `floor`: the
+/// same pace on average, but readers that started together (a worker taking many leases at once)
+/// drift apart instead of calling in bursts, so that few calls are in flight at once and the
+/// client's connection pool stays small.
+fn jittered(pause: Duration, floor: Duration, random: f64) -> Duration {
+    if pause <= floor {
+        return pause;
+    }
+    pause
+        .mul_f64(0.75 + 0.5 * random.clamp(0.0, 1.0))
+        .max(floor)
 }
 
 fn count_error(reader: &Reader, failure: &CallFailure) {
@@ -246,4 +264,55 @@ async fn wait(delays: &mut Backoff, failure: &CallFailure) {
 fn failed(reader: &Reader, operation: &'static str, failure: CallFailure) -> Error {
     count_error(reader, &failure);
     Error::kinesis(operation, reader.stream.to_string(), failure)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pause_is_spread_by_a_quarter_either_way_and_never_below_the_floor() {
+        let ms = Duration::from_millis;
+        // (pause, floor, random, expected)
+        let table = [
+            (ms(1000), ms(200), 0.0, ms(750)),
+            (ms(1000), ms(200), 0.5, ms(1000)),
+            (ms(1000), ms(200), 0.999_999, ms(1250)),
+            (ms(1000), ms(900), 0.0, ms(900)),
+            // At the floor (a backlog): not spread, reading goes on at the minimum interval.
+            (ms(200), ms(200), 0.0, ms(200)),
+            (ms(200), ms(200), 0.9, ms(200)),
+            // Out-of-range randomness is clamped.
+            (ms(1000), ms(200), 7.0, ms(1250)),
+            (ms(1000), ms(200), -1.0, ms(750)),
+        ];
+        for (pause, floor, random, expected) in table {
+            let got = jittered(pause, floor, random);
+            let diff = got.abs_diff(expected);
+            assert!(
+                diff < Duration::from_micros(1),
+                "jittered({pause:?}, {floor:?}, {random}) = {got:?}, expected {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn spread_pauses_keep_the_pace_on_average() {
+        let pause = Duration::from_secs(1);
+        let n = 10_000;
+        let total: Duration = (0..n)
+            .map(|i| {
+                jittered(
+                    pause,
+                    Duration::from_millis(200),
+                    (f64::from(i) + 0.5) / f64::from(n),
+                )
+            })
+            .sum();
+        let mean = total / n;
+        assert!(
+            mean.abs_diff(pause) < Duration::from_millis(1),
+            "mean {mean:?}"
+        );
+    }
 }

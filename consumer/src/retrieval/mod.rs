@@ -158,7 +158,9 @@ async fn take(
 /// and skips records at or before a position already delivered or checkpointed.
 pub(crate) struct Unpacker {
     range: Option<HashKeyRange>,
-    hash_keys: HashKeyCache,
+    /// Made at the first aggregated record whose hash key must be computed: an idle shard, or
+    /// one whose aggregates carry explicit hash keys, never pays for it (80 KiB).
+    hash_keys: Option<HashKeyCache>,
     /// Records at or before this are not delivered (again). Cleared at the first record after
     /// it: records arrive in order, so none after that can be at or before it.
     done_through: Option<(SequenceNumber, u64)>,
@@ -188,7 +190,7 @@ impl Unpacker {
         };
         Unpacker {
             range,
-            hash_keys: HashKeyCache::default(),
+            hash_keys: None,
             done_through,
             last: None,
         }
@@ -252,7 +254,9 @@ impl Unpacker {
                 let inside = !record.aggregated
                     || self.range.is_none_or(|range| {
                         range.contains(record.explicit_hash_key.unwrap_or_else(|| {
-                            self.hash_keys.of_partition_key(&record.partition_key)
+                            self.hash_keys
+                                .get_or_insert_with(HashKeyCache::default)
+                                .of_partition_key(&record.partition_key)
                         }))
                     });
                 if inside {
