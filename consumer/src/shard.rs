@@ -250,8 +250,7 @@ where
             Ok(processor) => processor,
             Err(payload) => {
                 let cause = FailureCause::Panic(panic_message(payload.as_ref()));
-                return match self
-                    .failure(None, &mut checkpointer, None, "make", cause)
+                return match Box::pin(self.failure(None, &mut checkpointer, None, "make", cause))
                     .await
                 {
                     AfterFailure::Done(next) => next,
@@ -270,15 +269,14 @@ where
                 Call::Done(Err(error)) => FailureCause::Error(error.to_string()),
                 Call::Panicked(message) => FailureCause::Panic(message),
             };
-            match self
-                .failure(
-                    Some(&mut processor),
-                    &mut checkpointer,
-                    None,
-                    "initialize",
-                    cause,
-                )
-                .await
+            match Box::pin(self.failure(
+                Some(&mut processor),
+                &mut checkpointer,
+                None,
+                "initialize",
+                cause,
+            ))
+            .await
             {
                 AfterFailure::Again => continue,
                 AfterFailure::Done(next) => return next,
@@ -298,7 +296,7 @@ where
                     if changed.is_ok() && *self.stop.borrow_and_update() == Stop::Run {
                         continue;
                     }
-                    return Next::Exit(self.stop_gracefully(&mut processor, &mut checkpointer, Exited::Stopped).await);
+                    return Next::Exit(Box::pin(self.stop_gracefully(&mut processor, &mut checkpointer, Exited::Stopped)).await);
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     if *self.trust.borrow() <= Instant::now() {
@@ -319,21 +317,21 @@ where
                                 .and_then(|ms| u64::try_from(ms).ok())
                                 .map(Duration::from_millis),
                         };
-                        if let Some(next) = self.batch(&mut processor, &mut checkpointer, batch).await {
+                        if let Some(next) = Box::pin(self.batch(&mut processor, &mut checkpointer, batch)).await {
                             return next;
                         }
                     }
                     Some(Fetch::End { children }) => {
-                        return self.shard_end(&mut processor, &mut checkpointer, children).await;
+                        return Box::pin(self.shard_end(&mut processor, &mut checkpointer, children)).await;
                     }
                     Some(Fetch::Failed(failure)) => {
                         error!(shard_id = %self.ctx.shard_id, error = %failure, "reading the shard failed; the lease is released");
                         self.ctx.board.error(format!("reading failed: {failure}"));
-                        return Next::Exit(self.stop_gracefully(&mut processor, &mut checkpointer, Exited::ReadFailed).await);
+                        return Next::Exit(Box::pin(self.stop_gracefully(&mut processor, &mut checkpointer, Exited::ReadFailed)).await);
                     }
                     None => {
                         error!(shard_id = %self.ctx.shard_id, "the shard's reader ended; the lease is released");
-                        return Next::Exit(self.stop_gracefully(&mut processor, &mut checkpointer, Exited::ReadFailed).await);
+                        return Next::Exit(Box::pin(self.stop_gracefully(&mut processor, &mut checkpointer, Exited::ReadFailed)).await);
                     }
                 },
             }
