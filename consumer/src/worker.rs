@@ -1057,15 +1057,35 @@ async fn sync_shards(
     // Never write beside a KCL multi-stream application's leases.
     one_stream_table(table.name(), &scan)?;
     let by_key: HashMap<&str, &Lease> = scan.leases.iter().map(|l| (l.key.as_str(), l)).collect();
-    let create = if scan.leases.is_empty() {
+    let create = if scan.leases.is_empty()
+        || lineage::first_leases_in_progress(&scan.leases, cfg.initial_position)
+    {
+        // The first leases, or the rest of them while other workers create them too.
         lineage::initial_leases(&shards, cfg.initial_position)
+            .into_iter()
+            .filter(|l| !by_key.contains_key(l.key.as_str()))
+            .collect()
     } else {
         lineage::repairs(&shards, &by_key)
     };
-    for lease in &create {
+    let mut plan = lineage::Creation::new(create, crate::coordination::rank(&cfg.worker_id));
+    let mut refusals = 0usize;
+    while let Some(lease) = plan.next() {
         if table.create(lease).await? {
             debug!(lease = %lease.key, checkpoint = %lease.checkpoint, "lease created");
+            plan.created();
+        } else {
+            // Another worker is creating leases too: go on with what is still missing.
+            refusals += 1;
+            plan.refused();
+            let now = table.scan().await?;
+            let keys: std::collections::HashSet<&str> =
+                now.leases.iter().map(|l| l.key.as_str()).collect();
+            plan.rescanned(|key| keys.contains(key));
         }
+    }
+    if refusals > 0 {
+        debug!(refusals, "leases created beside other workers");
     }
     for key in lineage::removable(&by_key) {
         if table.delete_finished(&key).await? {

@@ -151,7 +151,7 @@ impl Watch {
 
 /// A worker's rank among the owners that may watch: FNV-1a of its id, which every process
 /// computes alike.
-fn rank(id: &str) -> u64 {
+pub(crate) fn rank(id: &str) -> u64 {
     id.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
@@ -401,7 +401,9 @@ impl Machine {
     /// worker's leases are taken within the failover time and a scan interval. The others,
     /// once their plan wants nothing, scan less often (`scan_interval` x live owners /
     /// watchers, up to [`Settings::slow_scan`]; the slowest when they hold nothing): the
-    /// fleet's scans stay about twice the watchers' whatever its size.
+    /// fleet's scans stay about twice the watchers' whatever its size. (For the tests and the
+    /// simulation: the machine itself reads `watch`.)
+    #[cfg(any(test, feature = "unstable-internals"))]
     pub(crate) fn watching(&self) -> bool {
         self.watch.watching
     }
