@@ -85,7 +85,6 @@
 
 mod aggregator;
 mod deaggregator;
-#[cfg(feature = "unstable-internals")]
 mod digest;
 mod error;
 mod hash_key;
@@ -111,9 +110,11 @@ pub use aggregator::{Finished, UndigestedAggregate, digest_aggregates};
 /// that use it.
 pub use bytes::Bytes;
 pub use deaggregator::{
-    DeaggregatedRecord, Deaggregation, PassThrough, StreamRecord, deaggregate,
-    deaggregate_explained, has_aggregate_magic,
+    DeaggregateBatch, DeaggregatedRecord, Deaggregation, PassThrough, StreamRecord, deaggregate,
+    deaggregate_batch, deaggregate_explained, has_aggregate_magic,
 };
+#[cfg(feature = "unstable-internals")]
+pub use digest::md5_digests;
 pub use error::{Error, HashKeyProblem};
 pub use hash_key::HashKey;
 #[cfg(feature = "unstable-internals")]
