@@ -1,6 +1,11 @@
 //! Packing user records into one Kinesis record.
 
-use std::{collections::HashMap, num::NonZeroUsize};
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, BuildHasherDefault, Hasher},
+    num::NonZeroUsize,
+    ops::Range,
+};
 
 use foldhash::fast::RandomState;
 
@@ -236,7 +241,8 @@ impl KinesisRecord {
 #[derive(Debug)]
 pub struct Aggregator {
     limits: AggregationLimits,
-    partition_keys: HashMap<String, u64, RandomState>,
+    /// Where each partition key is in `partition_key_table`, found by its hash.
+    partition_keys: KeyIndex,
     explicit_hash_keys: HashMap<HashKey, u64, RandomState>,
     /// The encoded `partition_key_table` entries (field 1), in index order.
     partition_key_table: BytesMut,
@@ -251,8 +257,8 @@ pub struct Aggregator {
     proto_len: usize,
     /// Hash key of the first record: the aggregate's outer explicit hash key.
     first_hash_key: Option<HashKey>,
-    /// UTF-8 length of the first record's partition key, for the size of a lone record.
-    first_partition_key_len: usize,
+    /// The first record's partition key: a lone record is sent with it.
+    first_partition_key: String,
     /// The first record's data and whether it had an explicit hash key: a lone record is sent
     /// as itself.
     first_data: Bytes,
@@ -264,7 +270,7 @@ impl Aggregator {
     pub fn new(limits: AggregationLimits) -> Self {
         Aggregator {
             limits,
-            partition_keys: HashMap::default(),
+            partition_keys: KeyIndex::default(),
             explicit_hash_keys: HashMap::default(),
             partition_key_table: BytesMut::new(),
             explicit_hash_key_table: BytesMut::new(),
@@ -272,7 +278,7 @@ impl Aggregator {
             count: 0,
             proto_len: 0,
             first_hash_key: None,
-            first_partition_key_len: 0,
+            first_partition_key: String::new(),
             first_data: Bytes::new(),
             first_explicit: false,
         }
@@ -307,7 +313,7 @@ impl Aggregator {
     pub fn size(&self) -> usize {
         match self.count {
             0 => 0,
-            1 => self.first_partition_key_len + self.data_len(),
+            1 => self.first_partition_key.len() + self.data_len(),
             _ => AGGREGATE_PARTITION_KEY.len() + self.data_len(),
         }
     }
@@ -331,46 +337,19 @@ impl Aggregator {
     /// An empty aggregator accepts any record up to the maximum record size: one too big to
     /// share an aggregate is then emitted alone, unaggregated, by [`finish`](Self::finish).
     pub fn try_push(&mut self, record: UserRecord) -> Result<(), PushError> {
-        let placement = match self.admit(&record) {
-            Ok(placement) => placement,
-            Err(reason) => return Err(PushError { record, reason }),
-        };
-        let (partition_key, explicit_hash_key, data) = record.into_parts();
-        let pk_index = match placement.partition_key_index {
-            Some(index) => index,
-            None => self.add_partition_key(partition_key.as_bytes(), || partition_key.clone()),
-        };
-        self.add_record(
-            placement,
-            pk_index,
-            &partition_key,
-            explicit_hash_key,
-            &data,
-        );
-        if self.count == 1 {
-            self.first_data = data;
-        }
-        Ok(())
+        // The record's parts are copied into the aggregate either way (the data of a first
+        // record, which may be sent alone, is shared, not copied).
+        self.try_push_ref(&record)
+            .map_err(|reason| PushError { record, reason })
     }
 
     /// Like [`try_push`](Self::try_push), but keeps the caller's record: the data is copied into
-    /// the aggregate (no reference to it is kept unless the record is the first) and the partition
-    /// key is copied only when it is new to this aggregate. A producer that must be able to hand
+    /// the aggregate (no reference to it is kept unless the record is the first), as is the
+    /// partition key when it is new to this aggregate. A producer that must be able to hand
     /// records back or resend them uses this.
     pub fn try_push_ref(&mut self, record: &UserRecord) -> Result<(), Refusal> {
         let placement = self.admit(record)?;
-        let partition_key = record.partition_key();
-        let pk_index = match placement.partition_key_index {
-            Some(index) => index,
-            None => self.add_partition_key(partition_key.as_bytes(), || partition_key.to_owned()),
-        };
-        self.add_record(
-            placement,
-            pk_index,
-            partition_key,
-            record.explicit_hash_key(),
-            record.data(),
-        );
+        self.add_record(placement, record);
         if self.count == 1 {
             self.first_data = record.data().clone();
         }
@@ -396,32 +375,27 @@ impl Aggregator {
         }
     }
 
-    /// Appends a new partition key to the table; returns its index.
-    fn add_partition_key(&mut self, key: &[u8], owned: impl FnOnce() -> String) -> u64 {
-        let index = self.partition_keys.len() as u64;
-        self.partition_key_table
-            .put_u8(proto::TAG_PARTITION_KEY_TABLE);
-        prost::encoding::encode_varint(key.len() as u64, &mut self.partition_key_table);
-        self.partition_key_table.put_slice(key);
-        self.partition_keys.insert(owned(), index);
-        index
-    }
-
-    /// Encodes one record whose placement fits (its partition key already in the table).
-    fn add_record(
-        &mut self,
-        placement: Placement,
-        pk_index: u64,
-        partition_key: &str,
-        explicit_hash_key: Option<HashKey>,
-        data: &[u8],
-    ) {
+    /// Encodes one record whose placement fits, adding its keys to the tables if they are new.
+    fn add_record(&mut self, placement: Placement, record: &UserRecord) {
+        let partition_key = record.partition_key();
+        let explicit_hash_key = record.explicit_hash_key();
+        let data = record.data();
         if self.count == 0 {
             // Only the first record's hash key is needed: it routes the whole aggregate.
             self.first_hash_key = Some(HashKey::of_record(explicit_hash_key, partition_key));
-            self.first_partition_key_len = partition_key.len();
+            self.first_partition_key.clear();
+            self.first_partition_key.push_str(partition_key);
             self.first_explicit = explicit_hash_key.is_some();
         }
+        let pk_index = placement.partition_key_index.unwrap_or_else(|| {
+            let table = &mut self.partition_key_table;
+            table.put_u8(proto::TAG_PARTITION_KEY_TABLE);
+            prost::encoding::encode_varint(partition_key.len() as u64, table);
+            let start = table.len();
+            table.put_slice(partition_key.as_bytes());
+            self.partition_keys
+                .insert(placement.partition_key_hash, start..table.len())
+        });
         let ehk_index = explicit_hash_key.map(|key| {
             placement.explicit_hash_key_index.unwrap_or_else(|| {
                 let index = self.explicit_hash_keys.len() as u64;
@@ -485,7 +459,7 @@ impl Aggregator {
         let first_data = std::mem::take(&mut self.first_data);
         // The buffers and maps keep their allocations for the next aggregate.
         let result = if count == 1 {
-            let partition_key = self.partition_keys.drain().next().map(|(key, _)| key)?;
+            let partition_key = std::mem::take(&mut self.first_partition_key);
             Finished::Ready(KinesisRecord {
                 partition_key,
                 explicit_hash_key: self.first_explicit.then_some(first_hash_key),
@@ -522,7 +496,11 @@ impl Aggregator {
     /// reuse. One look-up per key, shared by the size check and the insertion.
     fn place(&self, record: &UserRecord) -> Placement {
         let mut bytes = 0;
-        let partition_key_index = self.partition_keys.get(record.partition_key()).copied();
+        let key = record.partition_key().as_bytes();
+        let partition_key_hash = self.partition_keys.hash(key);
+        let partition_key_index =
+            self.partition_keys
+                .get(partition_key_hash, key, &self.partition_key_table);
         if partition_key_index.is_none() {
             bytes += proto::delimited_field_len(record.partition_key().len());
         }
@@ -541,6 +519,7 @@ impl Aggregator {
         bytes += proto::delimited_field_len(inner);
         Placement {
             bytes,
+            partition_key_hash,
             partition_key_index,
             explicit_hash_key_index,
         }
@@ -551,10 +530,82 @@ impl Aggregator {
 struct Placement {
     /// Protobuf bytes the record adds (its table entries, if new, and its record entry).
     bytes: usize,
+    /// Hash of its partition key, for [`KeyIndex`].
+    partition_key_hash: u64,
     /// Index of its partition key, if the table has it already.
     partition_key_index: Option<u64>,
     /// Index of its explicit hash key, if it has one and the table has it already.
     explicit_hash_key_index: Option<u64>,
+}
+
+/// The partition keys of an aggregate and their indices in its table, found by hash. The keys'
+/// bytes are not copied again: they are compared where they already are, in the encoded table,
+/// so adding a key allocates nothing per key.
+#[derive(Debug, Default)]
+struct KeyIndex {
+    hasher: RandomState,
+    /// The last key added with each hash (an index into `keys`).
+    by_hash: HashMap<u64, usize, BuildHasherDefault<Prehashed>>,
+    /// Each key in table order: where its bytes are in the table, and the key added before it
+    /// with the same hash, if any.
+    keys: Vec<(Range<usize>, Option<usize>)>,
+}
+
+impl KeyIndex {
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The index of `key` (whose hash is `hash`), if it is in `table`.
+    fn get(&self, hash: u64, key: &[u8], table: &[u8]) -> Option<u64> {
+        let mut at = self.by_hash.get(&hash).copied();
+        while let Some(index) = at {
+            let (range, before) = &self.keys[index];
+            if table.get(range.clone()) == Some(key) {
+                return Some(index as u64);
+            }
+            at = *before;
+        }
+        None
+    }
+
+    /// Adds the key at `range` of the table, whose hash is `hash`; returns its index.
+    fn insert(&mut self, hash: u64, range: Range<usize>) -> u64 {
+        let index = self.keys.len();
+        let before = self.by_hash.insert(hash, index);
+        self.keys.push((range, before));
+        index as u64
+    }
+
+    fn clear(&mut self) {
+        self.by_hash.clear();
+        self.keys.clear();
+    }
+}
+
+/// Hashes a `u64` that is already a hash to itself.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is expected; anything else is still hashed, slowly.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
 }
 
 /// What [`Aggregator::finish_undigested`] yields. Unstable (feature `unstable-internals`).
@@ -724,6 +775,31 @@ mod tests {
         assert_eq!(decoded.partition_key_table.len(), 2);
         assert_eq!(decoded.explicit_hash_key_table, vec![Bytes::from("123")]);
         assert_eq!(decoded.records[3].explicit_hash_key_index, None);
+    }
+
+    #[test]
+    fn keys_with_the_same_hash_keep_their_own_indices() {
+        // Collisions of a 64-bit hash do not happen by chance in a test: force them.
+        let mut index = KeyIndex::default();
+        let mut table = Vec::new();
+        let mut add = |index: &mut KeyIndex, key: &[u8], hash: u64| {
+            let start = table.len();
+            table.extend_from_slice(key);
+            index.insert(hash, start..table.len())
+        };
+        assert_eq!(add(&mut index, b"alpha", 7), 0);
+        assert_eq!(add(&mut index, b"beta", 7), 1);
+        assert_eq!(add(&mut index, b"gamma", 9), 2);
+        assert_eq!(add(&mut index, b"delta", 7), 3);
+        assert_eq!(index.get(7, b"alpha", &table), Some(0));
+        assert_eq!(index.get(7, b"beta", &table), Some(1));
+        assert_eq!(index.get(7, b"delta", &table), Some(3));
+        assert_eq!(index.get(9, b"gamma", &table), Some(2));
+        assert_eq!(index.get(7, b"gamma", &table), None);
+        assert_eq!(index.get(8, b"alpha", &table), None);
+        assert_eq!(index.len(), 4);
+        index.clear();
+        assert_eq!(index.get(7, b"alpha", &table), None);
     }
 
     fn limits(max_bytes: usize, max_records: usize) -> AggregationLimits {

@@ -34,89 +34,119 @@ const CONSTANTS: [u32; 64] = [
 
 const INITIAL: [u32; 4] = [0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476];
 
-/// MD5 of each message, in order. Fewer than two messages are hashed one at a time.
+/// Below this many messages, hashing them one at a time is as fast as lanes.
+const FEWEST_FOR_LANES: usize = 3;
+
+/// MD5 of each message, in order.
+///
+/// The messages go through [`LANES`] lanes, longest first; a lane whose message ends takes the
+/// next one at its next block, so lanes idle only once every message has been started, and then
+/// only over the shortest messages. Fewer than [`FEWEST_FOR_LANES`] messages are hashed one at a
+/// time.
 pub(crate) fn md5_many(messages: &[&[u8]]) -> Vec<[u8; 16]> {
     let mut digests = vec![[0u8; 16]; messages.len()];
-    if messages.len() < 2 {
+    if messages.len() < FEWEST_FOR_LANES {
         for (digest, message) in digests.iter_mut().zip(messages) {
             *digest = Md5::digest(message).into();
         }
         return digests;
     }
-    // Messages of similar length side by side, so that few lanes idle at the end of a group.
     let mut order: Vec<usize> = (0..messages.len()).collect();
     order.sort_unstable_by_key(|&i| std::cmp::Reverse(messages[i].len()));
-    for group in order.chunks(LANES) {
-        let lanes: Vec<&[u8]> = group.iter().map(|&i| messages[i]).collect();
-        for (&i, digest) in group.iter().zip(md5_lanes(&lanes)) {
-            digests[i] = digest;
+    let mut queue = order.into_iter();
+    let mut next_lane = || queue.next().map(|index| Lane::new(index, messages[index]));
+    let mut lanes: [Option<Lane>; LANES] = std::array::from_fn(|_| next_lane());
+    let mut state = INITIAL.map(|word| [word; LANES]);
+    let mut words = [[0u32; LANES]; 16];
+    loop {
+        let mut busy = false;
+        for (lane, slot) in lanes.iter().enumerate() {
+            // An idle lane hashes whatever its words hold; its state is thrown away.
+            if let Some(current) = slot {
+                busy = true;
+                let block = current.block(messages[current.index]);
+                for (word, bytes) in words.iter_mut().zip(block.chunks_exact(4)) {
+                    word[lane] = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+                }
+            }
+        }
+        if !busy {
+            break;
+        }
+        compress(&mut state, &words);
+        for (lane, slot) in lanes.iter_mut().enumerate() {
+            let Some(current) = slot else { continue };
+            current.next += 1;
+            if current.next < current.blocks {
+                continue;
+            }
+            let digest = &mut digests[current.index];
+            for (bytes, word) in digest.chunks_exact_mut(4).zip(&state) {
+                bytes.copy_from_slice(&word[lane].to_le_bytes());
+            }
+            *slot = next_lane();
+            for (word, initial) in state.iter_mut().zip(INITIAL) {
+                word[lane] = initial;
+            }
         }
     }
     digests
 }
 
-/// MD5 of up to [`LANES`] messages in lock step.
-fn md5_lanes(messages: &[&[u8]]) -> Vec<[u8; 16]> {
-    let count = messages.len().min(LANES);
-    let mut state = INITIAL.map(|word| [word; LANES]);
-    // Each message's last one or two blocks: the bytes after its last full block, then the
-    // padding (0x80, zeros, the bit length).
-    let tails: Vec<([u8; 128], usize)> = messages[..count].iter().map(|m| tail(m)).collect();
-    let blocks: Vec<usize> = messages[..count]
-        .iter()
-        .zip(&tails)
-        .map(|(m, (_, tail_blocks))| m.len() / 64 + tail_blocks)
-        .collect();
-    let most = blocks.iter().copied().max().unwrap_or(0);
-    let mut words = [[0u32; LANES]; 16];
-    for index in 0..most {
-        for (lane, message) in messages[..count].iter().enumerate() {
-            if index >= blocks[lane] {
-                continue;
-            }
-            let full = message.len() / 64;
-            let block = if index < full {
-                &message[index * 64..index * 64 + 64]
-            } else {
-                let at = (index - full) * 64;
-                &tails[lane].0[at..at + 64]
-            };
-            for (word, bytes) in words.iter_mut().zip(block.chunks_exact(4)) {
-                word[lane] = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-            }
-        }
-        let before = state;
-        compress(&mut state, &words);
-        // A message that has ended keeps its state.
-        for (lane, &lane_blocks) in blocks.iter().enumerate() {
-            if index >= lane_blocks {
-                for (word, kept) in state.iter_mut().zip(&before) {
-                    word[lane] = kept[lane];
-                }
-            }
-        }
-    }
-    (0..count)
-        .map(|lane| {
-            let mut digest = [0u8; 16];
-            for (bytes, word) in digest.chunks_exact_mut(4).zip(&state) {
-                bytes.copy_from_slice(&word[lane].to_le_bytes());
-            }
-            digest
-        })
-        .collect()
+/// MD5 of each message, in order, computed side by side as [`digest_aggregates`] and
+/// [`deaggregate_batch`] compute trailers: for benchmarks that measure the lane bound.
+/// Unstable (feature `unstable-internals`).
+///
+/// [`digest_aggregates`]: crate::digest_aggregates
+/// [`deaggregate_batch`]: crate::deaggregate_batch
+#[cfg(feature = "unstable-internals")]
+pub fn md5_digests(messages: &[&[u8]]) -> Vec<[u8; 16]> {
+    md5_many(messages)
 }
 
-/// The padded end of a message and how many blocks it spans (1 or 2).
-fn tail(message: &[u8]) -> ([u8; 128], usize) {
-    let rest = &message[message.len() / 64 * 64..];
-    let mut tail = [0u8; 128];
-    tail[..rest.len()].copy_from_slice(rest);
-    tail[rest.len()] = 0x80;
-    let blocks = if rest.len() < 56 { 1 } else { 2 };
-    let bits = (message.len() as u64).wrapping_mul(8);
-    tail[blocks * 64 - 8..blocks * 64].copy_from_slice(&bits.to_le_bytes());
-    (tail, blocks)
+/// A message being hashed in one lane.
+struct Lane {
+    /// Its position among the messages.
+    index: usize,
+    /// Its full 64-byte blocks.
+    full: usize,
+    /// Its last one or two blocks: the bytes after its last full block, then the padding (0x80,
+    /// zeros, the length in bits).
+    tail: [u8; 128],
+    /// Blocks in all (full and tail).
+    blocks: usize,
+    /// The block to hash next.
+    next: usize,
+}
+
+impl Lane {
+    fn new(index: usize, message: &[u8]) -> Self {
+        let full = message.len() / 64;
+        let rest = &message[full * 64..];
+        let mut tail = [0u8; 128];
+        tail[..rest.len()].copy_from_slice(rest);
+        tail[rest.len()] = 0x80;
+        let tail_blocks = if rest.len() < 56 { 1 } else { 2 };
+        let bits = (message.len() as u64).wrapping_mul(8);
+        tail[tail_blocks * 64 - 8..tail_blocks * 64].copy_from_slice(&bits.to_le_bytes());
+        Lane {
+            index,
+            full,
+            tail,
+            blocks: full + tail_blocks,
+            next: 0,
+        }
+    }
+
+    /// The 64 bytes of its next block.
+    fn block<'a>(&'a self, message: &'a [u8]) -> &'a [u8] {
+        if self.next < self.full {
+            &message[self.next * 64..self.next * 64 + 64]
+        } else {
+            let at = (self.next - self.full) * 64;
+            &self.tail[at..at + 64]
+        }
+    }
 }
 
 /// One 64-byte block of every lane.
@@ -194,6 +224,33 @@ mod tests {
         for (message, digest) in messages.iter().zip(&digests) {
             let expected: [u8; 16] = Md5::digest(message).into();
             assert_eq!(digest, &expected, "length {}", message.len());
+        }
+    }
+
+    #[test]
+    fn any_count_and_mix_of_lengths_matches_md5() {
+        // Few messages (hashed one at a time), and long ones among short ones: a lane whose
+        // message ends takes the next while the long ones go on.
+        let lengths = [
+            0usize, 1, 5_000, 3, 64, 20_000, 119, 120, 0, 55, 56, 63, 9_999, 2,
+        ];
+        let messages: Vec<Vec<u8>> = lengths
+            .iter()
+            .map(|&len| (0..len).map(|i| (i * 7 + len) as u8).collect())
+            .collect();
+        for count in 0..=messages.len() {
+            let refs: Vec<&[u8]> = messages[..count].iter().map(Vec::as_slice).collect();
+            let digests = md5_many(&refs);
+            assert_eq!(digests.len(), count);
+            for (message, digest) in refs.iter().zip(&digests) {
+                let expected: [u8; 16] = Md5::digest(message).into();
+                assert_eq!(
+                    digest,
+                    &expected,
+                    "{count} messages, length {}",
+                    message.len()
+                );
+            }
         }
     }
 

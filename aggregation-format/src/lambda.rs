@@ -29,7 +29,7 @@ use bytes::Bytes;
 
 use crate::{
     Error,
-    deaggregator::{DeaggregatedRecord, StreamRecord, deaggregate},
+    deaggregator::{DeaggregatedRecord, StreamRecord, deaggregate_batch},
 };
 
 impl From<KinesisEventRecord> for StreamRecord {
@@ -53,16 +53,15 @@ impl From<KinesisEventRecord> for StreamRecord {
 ///
 /// Every Kinesis record yields at least one user record: an aggregate that does not verify
 /// (wrong MD5, bad protobuf...) comes back whole, as one record with `aggregated` false and the
-/// aggregate's bytes as its data (see [`deaggregate`]).
+/// aggregate's bytes as its data (see [`deaggregate`](crate::deaggregate)).
 ///
 /// To report failed user records, use [`BatchFailures`]: Lambda retries from the Kinesis record
 /// of the earliest failure, so the user records before it in the same aggregate are delivered
 /// again.
 pub fn deaggregate_event(event: KinesisEvent) -> Vec<DeaggregatedRecord> {
-    event
-        .records
-        .into_iter()
-        .flat_map(|record| deaggregate(record.into()))
+    // The event's aggregates are verified several at a time (`deaggregate_batch`).
+    deaggregate_batch(event.records.into_iter().map(StreamRecord::from))
+        .flat_map(|split| split.records)
         .collect()
 }
 

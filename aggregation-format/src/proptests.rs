@@ -6,7 +6,7 @@ use prost::Message;
 
 use crate::{
     AggregationLimits, Aggregator, HashKey, KinesisRecord, MAGIC, StreamRecord, UserRecord,
-    deaggregate, deaggregate_explained, hash_key::md5_digest, proto,
+    deaggregate, deaggregate_batch, deaggregate_explained, hash_key::md5_digest, proto,
 };
 
 fn partition_key() -> impl Strategy<Value = String> {
@@ -403,6 +403,54 @@ proptest! {
         prop_assert_eq!(x.cmp(&y), a.cmp(&b));
         prop_assert_eq!(x.to_string(), a.to_string());
         prop_assert_eq!(HashKey::parse(&a.to_string()).ok(), Some(x));
+    }
+
+    #[test]
+    fn a_batch_deaggregates_as_each_record_alone(
+        batch in proptest::collection::vec(
+            (0u8..7, proptest::collection::vec(small_user_record(), 1..30),
+             any::<usize>(), 1u8..=255, proptest::collection::vec(any::<u8>(), 0..120)),
+            0..80),
+    ) {
+        // Valid aggregates of any length among every kind of record that is passed through:
+        // corrupt (a flipped byte: bad magic, bad checksum or bad protobuf), truncated, framed
+        // with a valid checksum around arbitrary bytes, bare magic, and not aggregated at all.
+        let limits = AggregationLimits::default()
+            .with_max_bytes(1024 * 1024)
+            .unwrap();
+        let reads: Vec<StreamRecord> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, (kind, records, at, flip, raw))| {
+                let aggregate = aggregate_all(limits, records)[0].data.clone();
+                let data = match kind {
+                    0 | 1 => aggregate,
+                    // A lone record with no data is sent raw, as nothing.
+                    2 | 3 if aggregate.is_empty() => aggregate,
+                    2 => {
+                        let mut bad = aggregate.to_vec();
+                        bad[at % aggregate.len()] ^= flip;
+                        Bytes::from(bad)
+                    }
+                    3 => aggregate.slice(..at % aggregate.len()),
+                    4 => frame(raw),
+                    5 => Bytes::from([&MAGIC[..], raw].concat()),
+                    _ => Bytes::from(raw.clone()),
+                };
+                StreamRecord::new(i.to_string(), format!("outer-{i}"), data)
+            })
+            .collect();
+        let alone: Vec<_> = reads.iter().cloned().map(deaggregate_explained).collect();
+        let together: Vec<_> = deaggregate_batch(reads.clone()).collect();
+        prop_assert_eq!(together, alone);
+        // Consumed a few at a time, as a consumer that hands records over in batches does.
+        let mut iter = deaggregate_batch(reads.clone());
+        let mut taken = Vec::new();
+        while let Some(first) = iter.next() {
+            taken.push(first);
+            taken.extend(iter.by_ref().take(3));
+        }
+        prop_assert_eq!(taken.len(), reads.len());
     }
 
     #[test]

@@ -6,7 +6,9 @@ pub(crate) mod decide;
 
 use std::{cmp::Ordering, sync::Arc, time::Duration};
 
-use kinesis_aggregation::{HashKeyCache, HashKeyRange, StreamRecord, deaggregate};
+use kinesis_aggregation::{
+    Deaggregation, HashKeyCache, HashKeyRange, StreamRecord, deaggregate_batch,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::{
@@ -79,14 +81,18 @@ impl Budgets {
 
     /// Unpacks `records` and hands them to the shard's task in batches of about `max` user
     /// records, each waiting for its read-ahead budget. `false` once the task is gone.
+    ///
+    /// The records are split by `deaggregate_batch`, which verifies the checksums of up to 32
+    /// aggregates at a time, side by side; each is split only when the batch reaches it.
     pub(crate) async fn hand_over(
         &self,
         unpacker: &mut Unpacker,
-        mut records: impl Iterator<Item = StreamRecord>,
+        records: impl Iterator<Item = StreamRecord>,
         max: usize,
         millis_behind_latest: Option<i64>,
         tx: &mpsc::Sender<Fetch>,
     ) -> bool {
+        let mut records = deaggregate_batch(records);
         while let Some(unpacked) = unpacker.next_batch(&mut records, max) {
             if unpacked.records.is_empty() && unpacked.outside_range == 0 {
                 continue;
@@ -209,44 +215,48 @@ impl Unpacker {
     /// Unpacks all of `stream_records` into one batch.
     #[cfg(test)]
     pub(crate) fn unpack(&mut self, stream_records: Vec<StreamRecord>) -> Unpacked {
-        self.next_batch(&mut stream_records.into_iter(), usize::MAX)
+        self.next_batch(&mut deaggregate_batch(stream_records), usize::MAX)
             .unwrap_or_default()
     }
 
-    /// Unpacks Kinesis records from `stream_records` until the batch holds at least `max` user
-    /// records (an aggregate is not split) or they run out; `None` once they have run out. A
-    /// large answer is handed over in batches as it is unpacked, so the first records reach the
-    /// processor early and the read-ahead budget is taken a batch at a time.
+    /// Unpacks deaggregated Kinesis records from `stream_records` until the batch holds at least
+    /// `max` user records (an aggregate is not split) or they run out; `None` once they have run
+    /// out. A large answer is handed over in batches as it is unpacked, so the first records
+    /// reach the processor early and the read-ahead budget is taken a batch at a time.
     pub(crate) fn next_batch(
         &mut self,
-        stream_records: &mut impl Iterator<Item = StreamRecord>,
+        stream_records: &mut impl Iterator<Item = Deaggregation>,
         max: usize,
     ) -> Option<Unpacked> {
         let mut out = Unpacked::default();
         let mut any = false;
         while out.records.len() < max {
-            let Some(stream_record) = stream_records.next() else {
+            let Some(split) = stream_records.next() else {
                 break;
             };
             any = true;
+            // Every user record carries the Kinesis record's sequence number; a split record
+            // always has at least one (a record passed through whole is one).
+            let Some(sequence_number) = split.records.first().map(|r| r.sequence_number.clone())
+            else {
+                continue;
+            };
             // How much of this Kinesis record was delivered already: none, all, or the user
             // records up to a subsequence number.
             let mut done_sub: Option<u64> = None;
             if let Some((done_sequence, sub)) = &self.done_through {
                 // A sequence number that is not a number cannot be compared: deliver the record
                 // rather than lose it.
-                match SequenceNumber::parse(&stream_record.sequence_number)
-                    .map(|s| s.cmp(done_sequence))
-                {
+                match SequenceNumber::parse(&sequence_number).map(|s| s.cmp(done_sequence)) {
                     Ok(Ordering::Less) => {
-                        out.replayed += deaggregate(stream_record).len();
+                        out.replayed += split.records.len();
                         continue;
                     }
                     Ok(Ordering::Equal) => done_sub = Some(*sub),
                     Ok(Ordering::Greater) | Err(_) => self.done_through = None,
                 }
             }
-            for record in deaggregate(stream_record) {
+            for record in split.records {
                 if done_sub.is_some_and(|sub| record.sub_sequence_number <= sub) {
                     out.replayed += 1;
                     continue;
@@ -370,11 +380,45 @@ mod tests {
             aggregate("3", 4),
             plain("4", "b"),
         ];
-        let mut records = records.into_iter();
+        let mut records = deaggregate_batch(records);
         let sizes: Vec<usize> = std::iter::from_fn(|| unpacker.next_batch(&mut records, 4))
             .map(|b| b.records.len())
             .collect();
         assert_eq!(sizes, vec![4, 4, 1]);
+    }
+
+    #[test]
+    fn answers_longer_than_the_checksum_window_unpack_whole_and_in_order() {
+        // 70 Kinesis records (more than the 32 whose checksums are verified together), every
+        // tenth not aggregated, with a checkpoint inside aggregate 41, handed over in small
+        // batches.
+        let start = Checkpoint::at(SequenceNumber::parse("41").expect("number"), 0);
+        let mut unpacker = Unpacker::new(None, &start);
+        let records: Vec<StreamRecord> = (1..=70)
+            .map(|i| match i % 10 {
+                0 => plain(&i.to_string(), "p"),
+                _ => aggregate(&i.to_string(), 2),
+            })
+            .collect();
+        let mut split = deaggregate_batch(records);
+        let batches: Vec<Unpacked> =
+            std::iter::from_fn(|| unpacker.next_batch(&mut split, 5)).collect();
+        let delivered: Vec<(String, u64)> = batches.iter().flat_map(positions).collect();
+        let replayed: usize = batches.iter().map(|b| b.replayed).sum();
+        // Records 1 to 40 (36 aggregates of 2, 4 plain) and the first of 41 came before.
+        assert_eq!(replayed, 36 * 2 + 4 + 1);
+        let mut want = vec![("41".to_string(), 1)];
+        for i in 42..=70 {
+            match i % 10 {
+                0 => want.push((i.to_string(), 0)),
+                _ => want.extend([(i.to_string(), 0), (i.to_string(), 1)]),
+            }
+        }
+        assert_eq!(delivered, want);
+        assert!(
+            batches.iter().all(|b| b.records.len() <= 6),
+            "batches of about 5"
+        );
     }
 
     #[test]

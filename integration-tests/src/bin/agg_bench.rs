@@ -1,5 +1,7 @@
 //! `agg-bench`: the same record sets aggregated and deaggregated by our crate and by the three
-//! peers (Python and Node `aws-kinesis-agg`, `aiokpl`) in one run, plus the MD5 ceiling.
+//! peers (Python and Node `aws-kinesis-agg`, `aiokpl`) in one run, plus two MD5 bounds: MD5 alone
+//! over the same aggregates one at a time (single stream), and in lanes, several side by side
+//! (what `digest_aggregates` and `deaggregate_batch` use).
 //!
 //! Run with `cargo run --release -p kinesis-integration-tests --bin agg-bench`. Each timed phase
 //! runs passes over its record set until `--seconds S` (or `AGG_BENCH_SECONDS`; default 1) have
@@ -18,15 +20,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Parser;
 use kinesis_aggregation::{
-    AggregationLimits, Aggregator, KPL_DEFAULT_AGGREGATE_MAX_BYTES, KinesisRecord, MAGIC, MD5_LEN,
-    StreamRecord, UserRecord, deaggregate,
+    AggregationLimits, Aggregator, Finished, KPL_DEFAULT_AGGREGATE_MAX_BYTES, KinesisRecord, MAGIC,
+    MD5_LEN, StreamRecord, UndigestedAggregate, UserRecord, deaggregate, deaggregate_batch,
+    digest_aggregates, md5_digests,
 };
 use kinesis_integration_tests::bench::args::AggBenchArgs;
 use kinesis_integration_tests::peers::{
     BenchReport, BenchWorkload, Peer, bench_block, bench_record,
 };
 use kinesis_integration_tests::tools::{machine, program_version as version, thousands};
-use md5::{Digest, Md5};
+use md5::{Digest as _, Md5};
 
 type BoxError = Box<dyn Error>;
 
@@ -127,21 +130,37 @@ fn main() -> Result<(), BoxError> {
 
         eprintln!("[{}] ours ...", spec.name);
         let (encode, aggregates) = our_encode(&records, limits, seconds)?;
-        let decode = our_decode(&aggregates, seconds);
+        let (batched_encode, batched) = our_encode_batched(&records, limits, seconds)?;
+        if batched != aggregates {
+            return Err("the producer's path encoded other bytes than finish".into());
+        }
+        let decode = our_decode(&aggregates, seconds, Decoder::OneAtATime);
+        let batched_decode = our_decode(&aggregates, seconds, Decoder::Batch);
         let aggregate_bytes: usize = aggregates.iter().map(|k| k.data.len()).sum();
         let bytes_per_record = aggregate_bytes as f64 / records.len() as f64;
-        let md5 = md5_ceiling(&aggregates, seconds);
+        let md5 = md5_bound(&aggregates, seconds, Digest::Single);
+        let md5_lanes = md5_bound(&aggregates, seconds, Digest::Lanes);
 
         let peer_spec = BenchWorkload {
             records: workload.peer_records,
             ..spec.clone()
         };
         let want_md5 = input_md5(&records[..workload.peer_records]);
-        let mut rows = vec![Row {
-            name: "ours (kinesis-aggregation)".into(),
-            encode: Some(encode),
-            decode: Some(decode),
-        }];
+        let mut rows = vec![
+            Row {
+                name: "ours (kinesis-aggregation), one at a time: try_push, finish / deaggregate"
+                    .into(),
+                encode: Some(encode),
+                decode: Some(decode),
+            },
+            Row {
+                name: "ours, MD5 in lanes: the producer's path (try_push_ref, \
+                       finish_undigested, digest_aggregates per call) / deaggregate_batch"
+                    .into(),
+                encode: Some(batched_encode),
+                decode: Some(batched_decode),
+            },
+        ];
         for peer in Peer::ALL {
             eprintln!("[{}] {} ...", spec.name, peer.name());
             let report = peer
@@ -156,7 +175,7 @@ fn main() -> Result<(), BoxError> {
         let (ours_enc, ours_dec) = (ours.encode, ours.decode);
         for (i, row) in rows.iter().enumerate() {
             let ratio = |ours: Option<Rate>, peer: Option<Rate>| match (ours, peer) {
-                (Some(o), Some(p)) if i > 0 => format!("{:.1}x", o.per_second() / p.per_second()),
+                (Some(o), Some(p)) if i > 1 => format!("{:.1}x", o.per_second() / p.per_second()),
                 _ => "-".into(),
             };
             out.push_str(&format!(
@@ -171,13 +190,41 @@ fn main() -> Result<(), BoxError> {
                 ratio(ours_dec, row.decode),
             ));
         }
-        out.push_str(&format!(
-            "|  | MD5 alone over the same aggregates (ceiling) | {} | {} | {} | {} | - | - |\n",
-            rate_cell(Some(md5)),
-            mb_cell(Some(md5), bytes_per_record),
-            rate_cell(Some(md5)),
-            mb_cell(Some(md5), bytes_per_record),
-        ));
+        for (name, bound) in [
+            (
+                "MD5 alone over the same aggregates, one at a time (single-stream bound)",
+                md5,
+            ),
+            (
+                "MD5 alone over the same aggregates, in lanes (lane bound)",
+                md5_lanes,
+            ),
+        ] {
+            out.push_str(&format!(
+                "|  | {name} | {} | {} | {} | {} | - | - |\n",
+                rate_cell(Some(bound)),
+                mb_cell(Some(bound), bytes_per_record),
+                rate_cell(Some(bound)),
+                mb_cell(Some(bound), bytes_per_record),
+            ));
+        }
+        for (name, row) in [
+            ("ours, one at a time", &rows[0]),
+            ("ours, MD5 in lanes", &rows[1]),
+        ] {
+            let share = |rate: Option<Rate>, bound: Rate| match rate {
+                Some(r) => format!("{:.0} %", 100.0 * r.per_second() / bound.per_second()),
+                None => "-".into(),
+            };
+            out.push_str(&format!(
+                "|  | {name}, as % of the single-stream / lane bound | {} / {} |  | {} / {} \
+                 |  |  |  |\n",
+                share(row.encode, md5),
+                share(row.encode, md5_lanes),
+                share(row.decode, md5),
+                share(row.decode, md5_lanes),
+            ));
+        }
         out.push_str(&format!(
             "|  | ({} records, {} aggregates of ~{} records, {:.1} aggregate bytes per record) \
              |  |  |  |  |  |  |\n",
@@ -188,13 +235,19 @@ fn main() -> Result<(), BoxError> {
         ));
     }
     out.push_str(
-        "\nours/peer = our rate divided by the peer's. Node's aggregator has a fixed 1 MiB limit: \
+        "\nours/peer = our one-at-a-time rate divided by the peer's. Node's aggregator has a fixed 1 MiB limit: \
          its main row drives RecordAggregator through calculateUserRecordSize/addUserRecord/build \
          at the same limit as everyone else. aiokpl's main row is its producer-side Aggregator \
          (size estimate + async reducer + encode_aggregated). Python aws-kinesis-agg decode \
          includes the base64 re-encoding of every payload (its output format); Node decode takes \
-         base64 input (its API). Our encode includes cloning each UserRecord (the input is \
-         reused across passes).\n",
+         base64 input (its API). Our one-at-a-time encode includes cloning each UserRecord \
+         (the input is reused across passes; try_push takes the record) and digests each \
+         aggregate as it is finished. Our MD5-in-lanes encode is what kinesis-producer does: \
+         try_push_ref (no clone), then the trailers of each PutRecords call's aggregates \
+         (up to 500 or 5 MiB) digested together. Our decodes take a clone of each StreamRecord \
+         (as a consumer owns what GetRecords returned); deaggregate_batch is given the whole \
+         record set as one iterator and verifies up to 32 trailers at a time. The lane bound \
+         digests all of a workload's aggregates in one call.\n",
     );
     print!("{out}");
     Ok(())
@@ -238,8 +291,77 @@ fn our_encode(
     Ok((rate, first.unwrap_or_default()))
 }
 
+/// The producer's path, time-bounded passes over `records`: `try_push_ref`, aggregates finished
+/// without their trailer, and the trailers of each `PutRecords` call's aggregates (up to 500
+/// entries or 5 MiB) digested together. Returns the rate and the first pass's records.
+fn our_encode_batched(
+    records: &[UserRecord],
+    limits: AggregationLimits,
+    seconds: f64,
+) -> Result<(Rate, Vec<KinesisRecord>), BoxError> {
+    const CALL_ENTRIES: usize = 500;
+    const CALL_BYTES: usize = 5 * 1024 * 1024;
+    fn finish(
+        agg: &mut Aggregator,
+        out: &mut Vec<KinesisRecord>,
+        call: &mut Vec<UndigestedAggregate>,
+    ) {
+        match agg.finish_undigested() {
+            Some(Finished::Ready(record)) => out.push(record),
+            Some(Finished::Undigested(aggregate)) => {
+                let bytes: usize = call.iter().map(UndigestedAggregate::size).sum();
+                if call.len() == CALL_ENTRIES || bytes + aggregate.size() > CALL_BYTES {
+                    out.extend(digest_aggregates(std::mem::take(call)));
+                }
+                call.push(aggregate);
+            }
+            None => {}
+        }
+    }
+    let start = Instant::now();
+    let budget = Duration::from_secs_f64(seconds);
+    let mut total = 0u64;
+    let mut first = None;
+    loop {
+        let mut agg = Aggregator::new(limits);
+        let mut out = Vec::new();
+        let mut call = Vec::new();
+        for record in records {
+            if agg.try_push_ref(record).is_err() {
+                finish(&mut agg, &mut out, &mut call);
+                agg.try_push_ref(record)?;
+            }
+        }
+        finish(&mut agg, &mut out, &mut call);
+        out.extend(digest_aggregates(call));
+        total += records.len() as u64;
+        if first.is_none() {
+            first = Some(out);
+        } else {
+            black_box(out);
+        }
+        if start.elapsed() >= budget {
+            break;
+        }
+    }
+    let rate = Rate {
+        records: total,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    Ok((rate, first.unwrap_or_default()))
+}
+
+/// How our decode is called.
+#[derive(Clone, Copy)]
+enum Decoder {
+    /// `deaggregate` on each record.
+    OneAtATime,
+    /// `deaggregate_batch` over all of them.
+    Batch,
+}
+
 /// Our deaggregation (checksums verified), time-bounded passes over `aggregates`.
-fn our_decode(aggregates: &[KinesisRecord], seconds: f64) -> Rate {
+fn our_decode(aggregates: &[KinesisRecord], seconds: f64, decoder: Decoder) -> Rate {
     let inputs: Vec<StreamRecord> = aggregates
         .iter()
         .enumerate()
@@ -255,10 +377,20 @@ fn our_decode(aggregates: &[KinesisRecord], seconds: f64) -> Rate {
     let budget = Duration::from_secs_f64(seconds);
     let mut total = 0u64;
     loop {
-        for input in &inputs {
-            let users = deaggregate(input.clone());
-            total += users.len() as u64;
-            black_box(users);
+        match decoder {
+            Decoder::OneAtATime => {
+                for input in &inputs {
+                    let users = deaggregate(input.clone());
+                    total += users.len() as u64;
+                    black_box(users);
+                }
+            }
+            Decoder::Batch => {
+                for split in deaggregate_batch(inputs.iter().cloned()) {
+                    total += split.records.len() as u64;
+                    black_box(split);
+                }
+            }
         }
         if start.elapsed() >= budget {
             break;
@@ -270,18 +402,38 @@ fn our_decode(aggregates: &[KinesisRecord], seconds: f64) -> Rate {
     }
 }
 
+/// How the MD5 bound digests.
+#[derive(Clone, Copy)]
+enum Digest {
+    /// One aggregate at a time (the `md-5` crate).
+    Single,
+    /// All of them in one call of the lane digest.
+    Lanes,
+}
+
 /// MD5 alone over the aggregates' protobuf bytes: both encoding and decoding must digest every
-/// one of them, so no implementation can beat this rate.
-fn md5_ceiling(aggregates: &[KinesisRecord], seconds: f64) -> Rate {
+/// one of them, so no implementation digesting that way can beat this rate.
+fn md5_bound(aggregates: &[KinesisRecord], seconds: f64, digest: Digest) -> Rate {
+    let bodies: Vec<&[u8]> = aggregates
+        .iter()
+        .map(|k| &k.data[MAGIC.len()..k.data.len() - MD5_LEN])
+        .collect();
+    let records: u64 = aggregates.iter().map(|k| k.user_records as u64).sum();
     let start = Instant::now();
     let budget = Duration::from_secs_f64(seconds);
     let mut total = 0u64;
     loop {
-        for k in aggregates {
-            let proto = &k.data[MAGIC.len()..k.data.len() - MD5_LEN];
-            black_box(Md5::digest(proto));
-            total += k.user_records as u64;
+        match digest {
+            Digest::Single => {
+                for body in &bodies {
+                    black_box(Md5::digest(body));
+                }
+            }
+            Digest::Lanes => {
+                black_box(md5_digests(&bodies));
+            }
         }
+        total += records;
         if start.elapsed() >= budget {
             break;
         }
