@@ -34,11 +34,14 @@ use crate::{
     lineage::{Readiness, readiness},
 };
 
-/// When this worker first saw a lease's current counter.
+/// When this worker first saw a lease's current counter, and whether it has seen the counter
+/// move (its owner renewing, as far as this worker knows, rather than dead since before this
+/// worker started looking).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Seen {
     counter: u64,
     since: Instant,
+    moved: bool,
 }
 
 /// What this worker has seen of every lease's counter, by its own clock.
@@ -65,6 +68,7 @@ impl Observations {
                 *seen = Seen {
                     counter: lease.counter,
                     since: at,
+                    moved: true,
                 }
             }
             None => {
@@ -73,6 +77,7 @@ impl Observations {
                     Seen {
                         counter: lease.counter,
                         since: at,
+                        moved: false,
                     },
                 );
             }
@@ -86,6 +91,12 @@ impl Observations {
             .get(&lease.key)
             .filter(|seen| seen.counter == lease.counter)
             .map(|seen| seen.since + failover)
+    }
+
+    /// Whether this worker has seen `lease`'s counter move since it first saw the lease: its
+    /// owner has shown itself alive to this worker.
+    pub fn has_moved(&self, lease: &Lease) -> bool {
+        self.seen.get(&lease.key).is_some_and(|seen| seen.moved)
     }
 
     /// Whether `lease` has an owner whose counter has not moved for the failover time.
@@ -145,7 +156,7 @@ pub struct Plan {
     /// that failover does not wait for a worker below its share; balance is restored afterwards
     /// by graceful handoffs), free leases up to the fair share, and leases the table names this
     /// worker as owner of that it does not hold (handed over, or held by an earlier run of a
-    /// worker with the same id).
+    /// worker with the same id, or lost during a pause), within `max_leases`.
     pub take: Vec<Lease>,
     /// Leases the table shows being handed to this worker that it is not waiting for (its request
     /// was written but the answer lost, or it restarted): wait for the previous owner to release.
@@ -185,6 +196,7 @@ pub fn plan(
     let mut plan = Plan::default();
     let mut free: Vec<&Lease> = Vec::new();
     let mut stale: Vec<&Lease> = Vec::new();
+    let mut named_mine: Vec<&Lease> = Vec::new();
     for lease in &workable {
         let owner = lease.owner.as_deref();
         if mine.held.contains(&lease.key) {
@@ -199,11 +211,12 @@ pub fn plan(
         }
         match owner {
             Some(owner) if owner == me => {
-                *counts.entry(me).or_insert(0) += 1;
                 if lease.in_handoff() {
+                    *counts.entry(me).or_insert(0) += 1;
                     plan.adopt.push((*lease).clone());
                 } else {
-                    plan.take.push((*lease).clone());
+                    // Taken back below, within `max_leases`.
+                    named_mine.push(*lease);
                 }
             }
             Some(owner) if !expired(lease) => *counts.entry(owner).or_insert(0) += 1,
@@ -211,11 +224,21 @@ pub fn plan(
             None => free.push(lease),
         }
     }
+    let cap = limits.max_leases.unwrap_or(usize::MAX);
+    // Leases the table names this worker as owner of that it does not hold (handed over to it, or
+    // held by an earlier run, or lost during a pause and not yet taken by anyone): taken back
+    // first, but only within the cap; the rest are left to expire for workers with room (a
+    // worker that resumed from a pause may already have taken others' expired leases).
+    let held = counts.get(me).copied().unwrap_or(0);
+    let room = cap.saturating_sub(held);
+    for lease in named_mine.iter().take(room) {
+        plan.take.push((*lease).clone());
+    }
+    *counts.entry(me).or_insert(0) += named_mine.len().min(room);
     let total = workable.len();
     let workers = counts.len();
     let floor = total / workers;
     let ceil = total.div_ceil(workers);
-    let cap = limits.max_leases.unwrap_or(usize::MAX);
     let mut have = counts.get(me).copied().unwrap_or(0);
     let target = ceil.min(cap);
     plan.above_share = have > ceil;
@@ -415,6 +438,33 @@ mod tests {
             ..limits()
         };
         assert_eq!(decide(&leases, "m", one), (0, 1));
+    }
+
+    #[test]
+    fn leases_named_mine_are_taken_back_only_within_the_cap() {
+        // m resumed from a pause: it already runs 3 leases (taken from others meanwhile), and the
+        // table still names it owner of the 2 it lost. Under a cap of 3 it takes none of them
+        // back; under a cap of 4, one; without a cap, both.
+        let mut leases: Vec<Lease> = (0..3).map(|k| owned(k, Some("m"))).collect();
+        leases.extend((3..5).map(|k| owned(k, Some("m"))));
+        leases.push(owned(5, Some("a")));
+        let held: BTreeSet<String> = leases[..3].iter().map(|l| l.key.clone()).collect();
+        let obs = Observations::default();
+        let now = Instant::now();
+        for (cap, want) in [(Some(3), 0), (Some(4), 1), (None, 2)] {
+            let limits = BalanceLimits {
+                max_leases: cap,
+                ..limits()
+            };
+            let plan = plan(&leases, &obs, "m", mine(&held), now, limits);
+            assert_eq!(plan.take.len(), want, "cap {cap:?}");
+            assert!(
+                plan.take.iter().all(|l| l.owner.as_deref() == Some("m")),
+                "cap {cap:?}: {:?}",
+                plan.take
+            );
+            assert!(plan.hand_off.is_empty(), "cap {cap:?}");
+        }
     }
 
     #[test]

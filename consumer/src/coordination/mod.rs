@@ -105,7 +105,9 @@ pub(crate) struct Watch {
 impl Watch {
     /// Judges from the table as last scanned. The `k` live owners that rank first watch, among
     /// those with room for more leases under `max_leases` (a watcher at its cap could not take
-    /// a dead worker's leases); every worker watches while fewer than `k` such owners are live
+    /// a dead worker's leases) that this worker has seen renew (one that has not renewed since
+    /// this worker started looking may be dead); every worker watches while fewer than `k` such
+    /// owners are live
     /// (a fleet that small, an idle fleet, or one whose owners died). Owners rank by a hash of
     /// their ids, the same in every process, so that ids that sort together (one host group, one
     /// deployment's pods) are not all watchers and do not all leave together. A dead owner's
@@ -123,21 +125,29 @@ impl Watch {
         max_leases: Option<usize>,
     ) -> Watch {
         let mut held: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut seen_alive: BTreeSet<&str> = BTreeSet::new();
         for lease in table {
             if let Some(owner) = lease.owner.as_deref()
                 && !observations.is_expired(lease, now, failover)
             {
                 *held.entry(owner).or_default() += 1;
+                if observations.has_moved(lease) {
+                    seen_alive.insert(owner);
+                }
             }
         }
         if holding {
             held.entry(me).or_insert(1);
         }
+        seen_alive.insert(me);
         let live_owners = held.len();
         let cap = max_leases.unwrap_or(usize::MAX);
+        // Only owners this worker has seen renew may be counted on to watch: a worker that
+        // started after an owner died would otherwise leave the watching to it until its leases
+        // expire, and then find them only at its own slower scans.
         let mut eligible: Vec<&str> = held
             .iter()
-            .filter(|(_, n)| **n < cap)
+            .filter(|(owner, n)| **n < cap && seen_alive.contains(*owner))
             .map(|(owner, _)| *owner)
             .collect();
         eligible.sort_by_key(|owner| (rank(owner), *owner));

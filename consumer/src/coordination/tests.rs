@@ -543,6 +543,23 @@ fn fleet_of(owners: &[&str], me_counter: u64, others_counter: u64) -> Vec<Lease>
         .collect()
 }
 
+/// The table as a worker sees it after watching every owner renew once: `table` first seen a
+/// second before `now`, then every counter moved.
+fn seen_renewing(table: &[Lease], now: Instant) -> (Vec<Lease>, Observations) {
+    let mut observations = Observations::default();
+    observations.record(table, now - Duration::from_secs(1));
+    let renewed: Vec<Lease> = table
+        .iter()
+        .map(|l| {
+            let mut l = l.clone();
+            l.counter += 1;
+            l
+        })
+        .collect();
+    observations.record(&renewed, now);
+    (renewed, observations)
+}
+
 /// The owners in the order they rank for watching.
 fn by_rank<'a>(owners: &[&'a str]) -> Vec<&'a str> {
     let mut owners = owners.to_vec();
@@ -552,11 +569,10 @@ fn by_rank<'a>(owners: &[&'a str]) -> Vec<&'a str> {
 
 #[test]
 fn the_live_owners_that_rank_first_watch() {
-    let now = Instant::now();
-    let observations = Observations::default();
+    let now = Instant::now() + Duration::from_secs(5);
     let names = ["a", "b", "c", "d", "e"];
     let order = by_rank(&names);
-    let table = fleet_of(&names, 1, 1);
+    let (table, observations) = seen_renewing(&fleet_of(&names, 1, 1), now);
     let judge = |me: &str, holding: bool, k: usize, cap: Option<usize>| {
         Watch::judge(&table, &observations, me, holding, now, F, k, cap)
     };
@@ -588,6 +604,27 @@ fn the_live_owners_that_rank_first_watch() {
     }
     // Holding a lease the table does not show yet counts it.
     assert_eq!(judge("zz", true, 3, None).live_owners, 6);
+    // A worker that has not yet seen the others renew (it just started; they may have died
+    // before it looked) does not count on them: it watches until it has seen them renew or
+    // their leases expire.
+    let fresh = Observations::default();
+    let first_look = fleet_of(&names, 1, 1);
+    for (me, holding) in [(order[3], true), (order[4], true), ("zz", false)] {
+        assert!(
+            Watch::judge(&first_look, &fresh, me, holding, now, F, 3, None).watching,
+            "{me} holding {holding}"
+        );
+    }
+    // Having seen two of them renew, it counts on those two only: with three watchers it still
+    // watches.
+    let mut partly = Observations::default();
+    partly.record(&first_look, now - Duration::from_secs(1));
+    let mut moved = first_look.clone();
+    for lease in moved.iter_mut().take(2) {
+        lease.counter += 1;
+    }
+    partly.record(&moved, now);
+    assert!(Watch::judge(&moved, &partly, order[4], true, now, F, 3, None).watching);
     // The rank is the same in every process (FNV-1a of the id).
     assert_eq!(super::rank(""), 0xcbf2_9ce4_8422_2325);
     assert_eq!(super::rank("a"), 0xaf63_dc4c_8601_ec8c);
@@ -651,9 +688,11 @@ fn settled_workers_that_do_not_watch_scan_less_often() {
                 revoked: false,
             }),
         );
-        // The first answer finds the rescan the sync asked for due; the second is settled.
+        // The first answer finds the rescan the sync asked for due; the second is settled and
+        // has seen every owner renew.
+        let (renewed, _) = seen_renewing(&table, w.now);
         w.scan(&table);
-        w.scan(&table);
+        w.scan(&renewed);
         w.machine.next_scan - w.now
     };
     // 10 live owners, 3 watchers, 2 s: 6.67 s (at most 20 s).
@@ -675,7 +714,7 @@ fn settled_workers_that_do_not_watch_scan_less_often() {
     let mut idle = Worker::new("zz");
     idle.at(Duration::from_secs(5));
     idle.scan(&fleet_of(&owners, 1, 1));
-    idle.scan(&fleet_of(&owners, 1, 1));
+    idle.scan(&fleet_of(&owners, 2, 2));
     assert!(!idle.machine.watching());
     assert_eq!(idle.machine.next_scan - idle.now, Duration::from_secs(20));
 

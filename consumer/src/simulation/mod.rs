@@ -12,7 +12,8 @@
 //! without a replacement, under the same id or a new one), pauses shorter and longer than the
 //! failover time, workers joining, graceful shutdowns, processor panics, splits and merges, and,
 //! in some schedules, failed, slow and lost writes (applied, answer lost) and brownouts of the
-//! table.
+//! table. A quarter of the schedules cap each worker's leases (`max_leases` 1 to 4), often below
+//! what the shards need.
 //!
 //! After every step it checks:
 //! - **one trusted processor per shard**: at any instant at most one processor of a shard is
@@ -27,13 +28,16 @@
 //! - **takeover in time** (schedules without faults in the table): no workable shard goes without
 //!   a trusted processor for longer than the failover time + the scan interval + 1 s after the
 //!   last disruption (kill, pause, resume, shutdown, panic), as long as some worker ran, unpaused
-//!   and not shutting down, throughout;
+//!   and not shutting down, throughout; under `max_leases`, while the running workers have room
+//!   for fewer leases than the workable shards, some rightly wait, and the bound counts from when
+//!   room came back;
 //! - **checkpoints only move forward** in the table; **no record skipped**: a processor starts
 //!   only from a checkpoint below which every record was processed; **no duplicates after a
 //!   graceful handoff**: a processor that follows one stopped with a written checkpoint starts
 //!   exactly there;
 //! - **parents first**: a child starts only once every parent's lease is at `SHARD_END`;
-//! - at the end, after a quiet period: every workable shard runs, the split is even
+//! - at the end, after a quiet period: every workable shard runs (under `max_leases` without
+//!   room for all, all but the excess, and every worker is at its cap), the split is even
 //!   (max - min <= 1) and nothing moved in the last 30 s (no handoff ping-pong).
 //!
 //! A failing seed is run again with its trace on, and the trace is printed; `SIM_SEED=n` replays

@@ -25,7 +25,8 @@ fn the_lease_contract_holds_in_thousands_of_schedules() {
         .unwrap_or(0);
     let started = Instant::now();
     let mut ran = 0u64;
-    let (mut faulty, mut gentle, mut events, mut simulated) = (0u64, 0u64, 0u64, Duration::ZERO);
+    let (mut faulty, mut gentle, mut capped, mut events, mut simulated) =
+        (0u64, 0u64, 0u64, 0u64, Duration::ZERO);
     let (mut kills, mut pauses, mut long_pauses, mut panics, mut splits, mut merges) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut longest_gap = Duration::ZERO;
@@ -39,6 +40,7 @@ fn the_lease_contract_holds_in_thousands_of_schedules() {
                 ran += 1;
                 faulty += u64::from(report.faulty);
                 gentle += u64::from(report.gentle);
+                capped += u64::from(report.max_leases.is_some());
                 events += report.events;
                 simulated += report.simulated;
                 kills += u64::from(report.kills);
@@ -63,7 +65,7 @@ fn the_lease_contract_holds_in_thousands_of_schedules() {
         }
     }
     println!(
-        "simulation: {ran} schedules ({faulty} with table faults, {gentle} gentle) in {:.1} s: {events} events, \
+        "simulation: {ran} schedules ({faulty} with table faults, {gentle} gentle, {capped} with max_leases) in {:.1} s: {events} events, \
          {:.0} simulated hours; {kills} kills, {pauses} pauses ({long_pauses} past the failover \
          time), {panics} panics, {splits} splits, {merges} merges; longest time a workable shard \
          went unserved after a disruption (schedules without table faults): {:.2} s with a \

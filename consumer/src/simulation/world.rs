@@ -44,6 +44,8 @@ pub struct Report {
     pub faulty: bool,
     /// Whether the schedule only added and removed workers gracefully and resharded.
     pub gentle: bool,
+    /// The schedule's `max_leases` per worker, if it set one.
+    pub max_leases: Option<usize>,
     /// Events the scheduler ran.
     pub events: u64,
     /// Simulated time.
@@ -391,8 +393,14 @@ struct World {
     /// Latest proc per shard.
     last_proc: BTreeMap<String, usize>,
     last_disruption: T,
+    /// The last time the running workers had less room under `max_leases` than the workable
+    /// shards need: some shards then rightly go unserved, and the takeover bounds count from
+    /// when the room came back.
+    short_of_room: T,
     /// Since when a workable shard has had no trusted processor, and its lease's counter then.
     unserved_since: BTreeMap<String, (T, u64)>,
+    /// Since when no running worker has watched for expiries.
+    unwatched_since: Option<T>,
     /// Takes and handoff requests written, and when.
     moves: Vec<T>,
     report: Report,
@@ -426,7 +434,10 @@ impl World {
             shard_sync_interval: Duration::from_secs(60),
             handoff_timeout: failover * 3 / 2,
             shutdown_timeout: failover * 3,
-            max_leases: None,
+            // Some fleets cap each worker's leases, at times below what the shards need.
+            max_leases: rng
+                .random_bool(0.25)
+                .then(|| rng.random_range(1..=4)),
             max_handoffs: if rng.random_bool(0.2) { Some(1) } else { None },
             // Fewer watchers than the default too, so that fleets of a few workers have
             // workers that do not watch.
@@ -459,6 +470,7 @@ impl World {
         // As the worker's: half a renewal interval, so that a renewal can be tried again while
         // the lease is trusted.
         let call_timeout = micros(settings.renew_interval) / 2;
+        let max_leases = settings.max_leases;
         let mut world = World {
             seed,
             base: Instant::now(),
@@ -488,17 +500,22 @@ impl World {
             procs: Vec::new(),
             last_proc: BTreeMap::new(),
             last_disruption: 0,
+            short_of_room: 0,
             unserved_since: BTreeMap::new(),
+            unwatched_since: None,
             moves: Vec::new(),
             report: Report {
                 seed,
                 faulty,
                 gentle,
+                max_leases,
                 ..Report::default()
             },
             failure: None,
             rng,
         };
+        let settings = format!("{:?}", world.settings);
+        world.note(|| format!("SETTINGS {settings}"));
         let shards = world.rng.random_range(1..=12);
         for _ in 0..shards {
             world.open_shard(BTreeSet::new());
@@ -632,6 +649,7 @@ impl World {
             Ev::Chaos => self.chaos(),
             Ev::Check => {
                 self.check_takeover();
+                self.check_watching();
                 self.push(self.t + CHECK_EVERY, Ev::Check);
             }
         }
@@ -1905,6 +1923,12 @@ impl World {
         let workable = self.workable();
         let bound = micros(self.settings.failover + self.settings.scan_interval) + TAKEOVER_MARGIN;
         self.unserved_since.retain(|k, _| workable.contains(k));
+        if workable.len() > self.room() {
+            self.short_of_room = self.t;
+            return;
+        }
+        // Room came back (a worker joined, a shard ended): from then on as after a disruption.
+        let calm_since = self.last_disruption.max(self.short_of_room);
         for key in workable {
             if self.served_by(&key).is_some() {
                 self.unserved_since.remove(&key);
@@ -1936,21 +1960,21 @@ impl World {
             // A healthy fleet (nothing disruptive within a failover time before the shard
             // stopped being served) moves leases by handoff, starts children and takes free
             // leases within a couple of scans, never by waiting for an expiry.
-            let healthy = self.last_disruption + micros(self.settings.failover) + bound < from
+            let healthy = calm_since + micros(self.settings.failover) + bound < from
                 && self.stable_watcher(from);
             let quick = 2 * micros(self.settings.scan_interval) + TAKEOVER_MARGIN;
             if healthy && self.t - from > quick {
                 let detail = format!(
-                    "{key} has had no trusted processor for {:.3} s (since {:.3} s) in a healthy fleet (last disruption at {:.3} s; bound {:.3} s)",
+                    "{key} has had no trusted processor for {:.3} s (since {:.3} s) in a healthy fleet (last disruption or shortage of room at {:.3} s; bound {:.3} s)",
                     secs(self.t - from),
                     secs(from),
-                    secs(self.last_disruption),
+                    secs(calm_since),
                     secs(quick)
                 );
                 self.fail("no stall in a healthy fleet", detail);
                 return;
             }
-            let start = from.max(self.last_disruption);
+            let start = from.max(calm_since);
             if !self.stable_observer(start) {
                 continue;
             }
@@ -1970,10 +1994,10 @@ impl World {
             };
             if gap > bound {
                 let detail = format!(
-                    "{key} has had no trusted processor for {:.3} s (since {:.3} s; last disruption at {:.3} s; bound {:.3} s)",
+                    "{key} has had no trusted processor for {:.3} s (since {:.3} s; last disruption or shortage of room at {:.3} s; bound {:.3} s)",
                     secs(self.t - from),
                     secs(from),
-                    secs(self.last_disruption),
+                    secs(calm_since),
                     secs(bound)
                 );
                 self.fail("takeover in time", detail);
@@ -1982,14 +2006,75 @@ impl World {
         }
     }
 
+    /// Ground truth for the takeover bound's two regimes: in a fleet left alone long enough for
+    /// every worker to have seen the dead workers' leases expire and to have scanned since, some
+    /// running worker watches for expiries (the ones the watchers' ranking picks, or all of them
+    /// when fewer owners than the watchers' count have room). Joins and lease moves may leave a
+    /// short gap, while the old watcher has seen the new owner and the new owner has not yet
+    /// scanned; it may last one slow scan.
+    fn check_watching(&mut self) {
+        let watched = self.workers.values().any(|w| {
+            w.life == Life::Alive && !w.shutting_down && w.machine.watching()
+        });
+        let running = self
+            .workers
+            .values()
+            .any(|w| w.life == Life::Alive && !w.shutting_down);
+        if watched || !running {
+            self.unwatched_since = None;
+            return;
+        }
+        let since = *self.unwatched_since.get_or_insert(self.t);
+        let settle = micros(self.settings.failover + self.settings.slow_scan * 2) + TAKEOVER_MARGIN;
+        let calm = self.last_disruption + settle < since;
+        let allowed = micros(self.settings.slow_scan + self.settings.scan_interval) + TAKEOVER_MARGIN;
+        if calm && self.t - since > allowed {
+            let detail = format!(
+                "no running worker has watched for expiries since {:.3} s (last disruption at {:.3} s; allowed {:.3} s)",
+                secs(since),
+                secs(self.last_disruption),
+                secs(allowed)
+            );
+            self.fail("someone watches", detail);
+        }
+    }
+
+    /// How many leases the running workers (alive, unpaused, not shutting down) may hold under
+    /// `max_leases`.
+    fn room(&self) -> usize {
+        self.settings.max_leases.map_or(usize::MAX, |cap| {
+            cap * self
+                .workers
+                .values()
+                .filter(|w| w.life == Life::Alive && !w.shutting_down)
+                .count()
+        })
+    }
+
     /// Whether some worker has run, unpaused and not shutting down, and watched for expiries,
     /// since `from` or before.
+    /// Under `max_leases` only a watcher with room counts: one at its cap cannot take what it
+    /// sees expire, and the workers with room may be spares (holding nothing) that scan at their
+    /// own slower pace.
     fn stable_watcher(&self, from: T) -> bool {
         self.workers.values().any(|w| {
             w.life == Life::Alive
                 && !w.shutting_down
                 && w.running_since <= from
                 && w.watching_since.is_some_and(|since| since <= from)
+                && self.has_room(&w.id)
+        })
+    }
+
+    /// Whether the worker holds fewer unfinished leases than `max_leases`.
+    fn has_room(&self, id: &str) -> bool {
+        self.settings.max_leases.is_none_or(|cap| {
+            self.table
+                .scan()
+                .iter()
+                .filter(|l| l.owner.as_deref() == Some(id) && !l.is_finished())
+                .count()
+                < cap
         })
     }
 
@@ -2009,20 +2094,40 @@ impl World {
             .filter(|w| w.life == Life::Alive && !w.shutting_down)
             .map(|w| (w.inc, 0))
             .collect();
+        // Under `max_leases` with too few workers, the shards beyond their room wait, and every
+        // worker must then be at its cap.
+        let may_wait = workable.len().saturating_sub(self.room());
+        let mut unserved = Vec::new();
         for key in &workable {
             match self.served_by(key) {
                 Some(inc) => *counts.entry(inc).or_insert(0) += 1,
-                None => {
-                    self.fail(
-                        "every shard runs at the end",
-                        format!("{key} has no trusted processor after the quiet period"),
-                    );
-                    return;
-                }
+                None => unserved.push(key.clone()),
             }
+        }
+        if unserved.len() > may_wait {
+            self.fail(
+                "every shard runs at the end",
+                format!(
+                    "{unserved:?} have no trusted processor after the quiet period (room for all but {may_wait})"
+                ),
+            );
+            return;
         }
         let max = counts.values().max().copied().unwrap_or(0);
         let min = counts.values().min().copied().unwrap_or(0);
+        if let Some(cap) = self.settings.max_leases
+            && may_wait > 0
+            && min < cap
+        {
+            self.fail(
+                "workers at their cap while shards wait",
+                format!(
+                    "{} shards wait for room, but a worker holds only {min} of its {cap}",
+                    unserved.len()
+                ),
+            );
+            return;
+        }
         if max - min > 1 {
             let spread: Vec<String> = counts
                 .iter()
