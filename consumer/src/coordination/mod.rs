@@ -126,7 +126,9 @@ impl Watch {
     ) -> Watch {
         let mut held: BTreeMap<&str, usize> = BTreeMap::new();
         let mut seen_alive: BTreeSet<&str> = BTreeSet::new();
-        for lease in table {
+        // A finished lease (at SHARD_END) is renewed no more: it says nothing of its owner's
+        // life, and counting it kept a worker that had left ranked first, so nobody watched.
+        for lease in table.iter().filter(|l| !l.is_finished()) {
             if let Some(owner) = lease.owner.as_deref()
                 && !observations.is_expired(lease, now, failover)
             {

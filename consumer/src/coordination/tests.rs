@@ -631,6 +631,32 @@ fn the_live_owners_that_rank_first_watch() {
 }
 
 #[test]
+fn owners_of_finished_leases_only_do_not_count() {
+    // The first-ranked owner left after its shard ended: it still owns the finished lease, whose
+    // counter will not move again. The others do not leave the watching to it.
+    let now = Instant::now() + Duration::from_secs(5);
+    let names = ["a", "b", "c", "d"];
+    let order = by_rank(&names);
+    let (mut table, observations) = seen_renewing(&fleet_of(&names, 1, 1), now);
+    let Some(first) = table
+        .iter_mut()
+        .find(|l| l.owner.as_deref() == Some(order[0]))
+    else {
+        panic!("no lease of {}", order[0]);
+    };
+    first.checkpoint = Checkpoint::ShardEnd;
+    let watch = Watch::judge(&table, &observations, order[1], true, now, F, 1, None);
+    assert_eq!(
+        watch,
+        Watch {
+            watching: true,
+            live_owners: 3
+        },
+        "{order:?}"
+    );
+}
+
+#[test]
 fn owners_whose_leases_expired_do_not_count() {
     let start = Instant::now();
     let mut observations = Observations::default();

@@ -777,11 +777,22 @@ impl World {
         };
         let actions = worker.machine.handle(input, now);
         let finished = worker.machine.is_finished();
+        let was_watching = worker.watching_since.is_some();
         worker.watching_since = if worker.machine.watching() {
             worker.watching_since.or(Some(t))
         } else {
             None
         };
+        let watching = worker.watching_since.is_some();
+        if watching != was_watching {
+            let name = self.name(inc);
+            self.note(|| {
+                format!(
+                    "{name} {}",
+                    if watching { "WATCHES" } else { "STOPS WATCHING" }
+                )
+            });
+        }
         for action in actions {
             self.perform(inc, action);
         }
