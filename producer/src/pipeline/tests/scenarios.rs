@@ -99,7 +99,7 @@ fn a_throttled_entry_is_retried_after_its_backoff_and_not_before() {
 
 #[test]
 fn a_throttled_round_lowers_the_shard_rate_and_the_limiter_holds_the_retry_back() {
-    // 10 records/s per shard (1 % of the limit): the records bucket holds 1.03 records.
+    // 10 records/s per shard (1 % of the limit): the records bucket holds 1.25 records.
     let cfg = config(|c| {
         c.rate_limit_percent = 1;
         c.aggregation = None;
@@ -117,9 +117,9 @@ fn a_throttled_round_lowers_the_shard_rate_and_the_limiter_holds_the_retry_back(
         retry_at < sim.start + ms(1350),
         "the backoff is under 200 ms"
     );
-    // The backoff has passed but the bucket has not refilled: it held 0.03 records after the
-    // first send at 1100 ms, 0.53 at 1150 ms, and paying the throttled record back left it at
-    // -0.47; at 5 records/s it holds a record again 294 ms later, at 1444 ms.
+    // The backoff has passed but the bucket has not refilled: it held 0.25 records after the
+    // first send at 1100 ms, 0.75 at 1150 ms, and paying the throttled record back left it at
+    // -0.25; at 5 records/s it holds a record again 250 ms later, at 1400 ms.
     assert_eq!(
         Sim::shipped(&sim.at(retry_at - sim.start).tick()),
         Vec::<u64>::new()
@@ -127,7 +127,7 @@ fn a_throttled_round_lowers_the_shard_rate_and_the_limiter_holds_the_retry_back(
     let ready = sim.machine.shards[0]
         .ready_at
         .unwrap_or_else(|| panic!("the limiter refused the retry"));
-    let expected = sim.start + ms(1444);
+    let expected = sim.start + ms(1400);
     assert!(
         ready >= expected - Duration::from_micros(10) && ready <= expected + ms(1),
         "ready at {:?}",
