@@ -481,14 +481,15 @@ mod tests {
             limiter.set_share(PACE);
             for (i, (accepted, throttled)) in rounds.iter().enumerate() {
                 let at = start + ROUND * i as u32 + ms(1);
-                // Hold a record back: the buckets are emptied first.
-                while limiter.try_take(UNIT as usize, at).is_ok() {}
+                // The round's first answer judges the round before.
                 for _ in 0..*accepted {
                     limiter.on_accepted(at);
                 }
                 for _ in 0..*throttled {
                     limiter.on_throttled(1, 0, at);
                 }
+                // Hold a record back in this round: the buckets are emptied first.
+                while limiter.try_take(UNIT as usize, at).is_ok() {}
             }
             // The last round is judged by the next answer.
             limiter.on_accepted(start + ROUND * rounds.len() as u32 + ms(1));
