@@ -296,7 +296,10 @@ impl Config {
     pub(crate) fn pacing_unit_bytes(&self) -> f64 {
         let bytes = match self.aggregation_for_pacing() {
             Some(limits) => limits.max_bytes(),
-            None => fill_fraction(PACING_UNIT_WITHOUT_AGGREGATION, SHARD_BYTES_PER_SECOND as usize),
+            None => fill_fraction(
+                PACING_UNIT_WITHOUT_AGGREGATION,
+                SHARD_BYTES_PER_SECOND as usize,
+            ),
         };
         bytes as f64
     }

@@ -385,10 +385,7 @@ mod tests {
         );
         let (_, bytes) = drain(&mut limiter, now, 10, 50_000);
         let max = 10.0 * MIB + UNIT + 0.025 * MIB + 50_000.0;
-        assert!(
-            bytes as f64 <= max && bytes as f64 >= 9.9 * MIB,
-            "{bytes}"
-        );
+        assert!(bytes as f64 <= max && bytes as f64 >= 9.9 * MIB, "{bytes}");
     }
 
     #[test]
@@ -427,7 +424,8 @@ mod tests {
         let at = |ms: f64| start + Duration::from_secs_f64(ms / 1e3);
         let period = UNIT / (PACE * MIB) * 1e3;
         let near = |ready: Instant, expected: Instant| {
-            ready > expected - Duration::from_micros(5) && ready <= expected + Duration::from_micros(1)
+            ready > expected - Duration::from_micros(5)
+                && ready <= expected + Duration::from_micros(1)
         };
         // After the first aggregate the bucket held its slack, 25 ms' worth at 150 %; at 5 ms,
         // 30 ms' worth at 150 %, which lasts 30 x 1.5 / 0.99 ms at the paced rate.
@@ -440,24 +438,36 @@ mod tests {
         assert_eq!(limiter.share(), PACE, "paying back is enough");
         let next = limiter.try_take(UNIT as usize, ready).unwrap_err();
         let expected = ready + Duration::from_secs_f64(2.0 * period / 1e3);
-        assert!(near(next, expected), "{:?} against {:?}", next - start, expected - start);
+        assert!(
+            near(next, expected),
+            "{:?} against {:?}",
+            next - start,
+            expected - start
+        );
     }
+
+    /// (accepted, throttled) answers in one round.
+    type Answers = (u32, u32);
 
     /// (accepted, throttled) answers in each round, then the share of the limit expected after
     /// it, starting from the paced rate with records held back in every round.
     #[test]
     fn rounds_lower_hold_or_probe_the_rate() {
         let held = |accepted: u32, throttled: u32| (accepted, throttled);
-        let table: &[(&str, &[(u32, u32)], f64)] = &[
+        let table: &[(&str, &[Answers], f64)] = &[
             ("a few throttles hold it", &[held(95, 5)], PACE),
-            ("more than a tenth lowers it", &[held(80, 20)], PACE * DECREASE),
             (
-                "nearly all collapses it",
-                &[held(10, 90)],
-                PACE * COLLAPSE,
+                "more than a tenth lowers it",
+                &[held(80, 20)],
+                PACE * DECREASE,
             ),
+            ("nearly all collapses it", &[held(10, 90)], PACE * COLLAPSE),
             ("ten clean rounds hold it", &[held(20, 0); 10], PACE),
-            ("the eleventh probes by 1 %", &[held(20, 0); 11], PACE * 1.01),
+            (
+                "the eleventh probes by 1 %",
+                &[held(20, 0); 11],
+                PACE * 1.01,
+            ),
             (
                 "then by 2 %, 4 %",
                 &[held(20, 0); 13],
@@ -465,12 +475,7 @@ mod tests {
             ),
             (
                 "a throttle ends the probe and restarts the hold",
-                &[
-                    &[held(20, 0); 11][..],
-                    &[held(19, 1)],
-                    &[held(20, 0); 11],
-                ]
-                .concat(),
+                &[&[held(20, 0); 11][..], &[held(19, 1)], &[held(20, 0); 11]].concat(),
                 PACE * 1.01,
             ),
             ("up to the ceiling, not beyond", &[held(20, 0); 30], 1.5),
@@ -726,16 +731,7 @@ mod tests {
             let now = Instant::now();
             let mut limiter = limiter(1.5, now);
             let mut shard = WindowedShard::new(LIMIT);
-            let m = simulate(
-                &mut limiter,
-                &mut shard,
-                60,
-                2,
-                ms(1),
-                ms(4),
-                |_| 0.0,
-                seed,
-            );
+            let m = simulate(&mut limiter, &mut shard, 60, 2, ms(1), ms(4), |_| 0.0, seed);
             let share = m.written_bytes / m.seconds / MIB;
             let throttled = m.throttled as f64 / m.sent as f64;
             assert!(share > 0.97, "seed {seed}: {share} of the limit, {m:?}");
@@ -770,10 +766,7 @@ mod tests {
                 ours + theirs > 0.9,
                 "seed {seed}: the shard is left idle: ours {ours}, theirs {theirs}"
             );
-            assert!(
-                ours > 0.35,
-                "seed {seed}: ours {ours}, theirs {theirs}"
-            );
+            assert!(ours > 0.35, "seed {seed}: ours {ours}, theirs {theirs}");
             assert!(
                 throttled < 0.2,
                 "seed {seed}: {throttled} of our entries throttled, {m:?}"
@@ -805,7 +798,10 @@ mod tests {
         );
         assert_eq!(limiter.share(), 1.5, "back at the ceiling");
         let ours = m.written_bytes / m.seconds / MIB;
-        assert!(ours > 1.45, "{ours} of the documented limit in the last 10 s");
+        assert!(
+            ours > 1.45,
+            "{ours} of the documented limit in the last 10 s"
+        );
         assert_eq!(m.throttled, 0);
     }
 }

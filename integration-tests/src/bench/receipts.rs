@@ -152,7 +152,13 @@ mod tests {
         assert_eq!(tally.latency_quantile(0.5), None);
         tally.latencies = (1..=100).rev().map(Duration::from_millis).collect();
         assert_eq!(tally.latency_quantile(0.5), Some(Duration::from_millis(51)));
-        assert_eq!(tally.latency_quantile(0.99), Some(Duration::from_millis(100)));
-        assert_eq!(tally.latency_quantile(1.0), Some(Duration::from_millis(100)));
+        assert_eq!(
+            tally.latency_quantile(0.99),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            tally.latency_quantile(1.0),
+            Some(Duration::from_millis(100))
+        );
     }
 }

@@ -667,7 +667,9 @@ async fn under_limits(
         }
     );
     let (p50, p99) = (tally.latency_quantile(0.50), tally.latency_quantile(0.99));
-    let seconds = |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), |d| format!("{:.2}", d.as_secs_f64()));
+    let seconds = |d: Option<Duration>| {
+        d.map_or_else(|| "-".to_owned(), |d| format!("{:.2}", d.as_secs_f64()))
+    };
     println!(
         "    put to receipt (from put returning to the receipt resolving, every delivery): p50 \
          {} s, p99 {} s (fed faster than the limit: the wait is the backlog that \
