@@ -734,6 +734,7 @@ mod tests {
             let m = simulate(&mut limiter, &mut shard, 60, 2, ms(1), ms(4), |_| 0.0, seed);
             let share = m.written_bytes / m.seconds / MIB;
             let throttled = m.throttled as f64 / m.sent as f64;
+            // 98.9 % and 0.3 % in these runs.
             assert!(share > 0.97, "seed {seed}: {share} of the limit, {m:?}");
             assert!(
                 throttled < 0.03,
@@ -766,9 +767,14 @@ mod tests {
                 ours + theirs > 0.9,
                 "seed {seed}: the shard is left idle: ours {ours}, theirs {theirs}"
             );
-            assert!(ours > 0.35, "seed {seed}: ours {ours}, theirs {theirs}");
+            // Near half each (0.50 and 0.47 in these runs): neither starves the other.
             assert!(
-                throttled < 0.2,
+                ours > 0.4 && theirs > 0.4,
+                "seed {seed}: ours {ours}, theirs {theirs}"
+            );
+            // 6 to 8 % in these runs.
+            assert!(
+                throttled < 0.12,
                 "seed {seed}: {throttled} of our entries throttled, {m:?}"
             );
             assert!(limiter.share() < PACE, "seed {seed}: {}", limiter.share());
