@@ -276,16 +276,98 @@ impl Config {
         Ok(())
     }
 
-    /// Per-shard ceiling in records and bytes per second, at the configured percentage.
-    pub(crate) fn shard_rates(&self) -> (f64, f64) {
-        let scale = f64::from(self.rate_limit_percent) / 100.0;
-        (
-            SHARD_RECORDS_PER_SECOND * scale,
-            SHARD_BYTES_PER_SECOND * scale,
-        )
+    /// The highest share of a shard's write limit the producer sends at
+    /// (`rate_limit_percent` / 100).
+    pub(crate) fn rate_ceiling(&self) -> f64 {
+        f64::from(self.rate_limit_percent) / 100.0
     }
+
+    /// The aggregation limits the shards aggregate with: the configured ones, with the largest
+    /// aggregate made a whole fraction of a shard's bytes per second (see [`fill_fraction`]).
+    pub(crate) fn aggregation_for_pacing(&self) -> Option<AggregationLimits> {
+        self.aggregation.map(|limits| {
+            let bytes = fill_fraction(limits.max_bytes(), SHARD_BYTES_PER_SECOND as usize);
+            limits.with_max_bytes(bytes).unwrap_or(limits)
+        })
+    }
+
+    /// The most bytes a shard's limiter lets through at once (besides a few milliseconds'
+    /// worth): one full aggregate, or without aggregation a twentieth of the shard's limit.
+    pub(crate) fn pacing_unit_bytes(&self) -> f64 {
+        let bytes = match self.aggregation_for_pacing() {
+            Some(limits) => limits.max_bytes(),
+            None => fill_fraction(
+                PACING_UNIT_WITHOUT_AGGREGATION,
+                SHARD_BYTES_PER_SECOND as usize,
+            ),
+        };
+        bytes as f64
+    }
+}
+
+/// Without aggregation, the bytes a shard's limiter lets through at once (about a twentieth of
+/// the shard's limit).
+const PACING_UNIT_WITHOUT_AGGREGATION: usize = 51_200;
+
+/// The largest size at most `max` of which a whole number fill `per_second` exactly (or as
+/// nearly as whole bytes allow): `per_second / ceil(per_second / max)`. A shard counts its
+/// writes over one-second windows, so with 51,200-byte aggregates only 20 fit the 1 MiB limit
+/// (97.7 % of it) and the 21st is throttled; at 49,932 bytes, 21 fit (99.99 %).
+pub(crate) fn fill_fraction(max: usize, per_second: usize) -> usize {
+    if max == 0 || max >= per_second {
+        return max;
+    }
+    per_second / per_second.div_ceil(max)
 }
 
 pub(crate) fn non_zero(value: NonZeroUsize) -> usize {
     value.get()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregates_are_sized_so_that_a_whole_number_fill_a_second() {
+        let mib = 1_048_576;
+        // (configured largest aggregate, size used, how many fill a second)
+        let table = [
+            (51_200, 49_932, 21),
+            (mib, mib, 1),
+            (2 * mib, 2 * mib, 0),
+            (mib / 2, mib / 2, 2),
+            (mib / 2 + 1, mib / 2, 2),
+            (400_000, 349_525, 3),
+            (52_428, 49_932, 21),
+            (52_429, 52_428, 20),
+            (1, 1, mib),
+            (0, 0, 0),
+        ];
+        for (max, size, fill) in table {
+            assert_eq!(fill_fraction(max, mib), size, "{max}");
+            assert!(size <= max.max(1));
+            if size > 0 && size <= mib {
+                assert_eq!(mib / size, fill, "{max}");
+                // One more would pass the limit.
+                assert!((mib / size + 1) * size > mib);
+            }
+        }
+    }
+
+    #[test]
+    fn the_default_aggregates_are_paced_at_21_a_second() {
+        let cfg = Config::default();
+        let limits = cfg
+            .aggregation_for_pacing()
+            .unwrap_or_else(|| panic!("aggregation is on by default"));
+        assert_eq!(limits.max_bytes(), 49_932);
+        assert_eq!(cfg.pacing_unit_bytes(), 49_932.0);
+        let off = Config {
+            aggregation: None,
+            ..Config::default()
+        };
+        assert_eq!(off.pacing_unit_bytes(), 49_932.0);
+        assert_eq!(cfg.rate_ceiling(), 1.5);
+    }
 }

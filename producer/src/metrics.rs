@@ -45,5 +45,8 @@ pub const USER_RECORDS_PENDING_BYTES: &str = "kinesis_producer_user_records_pend
 pub const SHARD_RATE_FACTOR: &str = "kinesis_producer_shard_rate_factor";
 /// Counter: `PutRecords` calls made.
 pub const PUT_RECORDS_CALLS: &str = "kinesis_producer_put_records_calls";
+/// Counter: `PutRecords` calls answered with at least one throttled entry (the throttled entries
+/// themselves are counted in [`ERRORS_BY_CODE`]).
+pub const PUT_RECORDS_CALLS_THROTTLED: &str = "kinesis_producer_put_records_calls_throttled";
 /// Counter: shard map refreshes, labelled `outcome` (`ok` / `error`).
 pub const SHARD_MAP_REFRESHES: &str = "kinesis_producer_shard_map_refreshes";

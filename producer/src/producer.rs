@@ -320,7 +320,9 @@ impl ProducerBuilder {
 
     /// Largest aggregate, partition key + data (default 51200 bytes, the KPL's
     /// `AggregationMaxSize`; 1 byte to 10 MiB, and at most the maximum record size). Turns
-    /// aggregation on.
+    /// aggregation on. Below 1 MiB, aggregates are closed at the largest size of which a whole
+    /// number fill a shard's 1 MiB per second (49,932 bytes for 51,200: 21 a second), so that
+    /// paced shards fill their limit.
     pub fn aggregation_max_bytes(mut self, bytes: usize) -> Self {
         let result = self.config.set_aggregation_max_bytes(bytes);
         self.keep(result);
@@ -408,8 +410,9 @@ impl ProducerBuilder {
     /// Per-shard rate ceiling as a percentage of the shard's write limit of 1000 records/s and
     /// 1 MiB/s (default 150, the KPL's `RateLimit`; 1 to
     /// [`MAX_RATE_LIMIT_PERCENT`](crate::MAX_RATE_LIMIT_PERCENT), which in effect leaves the pacing
-    /// to the service). Heavy throttling lowers a shard's actual rate below this and successes
-    /// raise it back.
+    /// to the service). A shard starts at this rate; its first throttle paces it at 99 % of its
+    /// limit, heavy throttling lowers it further, and seconds without throttling probe it back up
+    /// to this ceiling.
     pub fn rate_limit_percent(mut self, percent: u32) -> Self {
         let result = self.config.set_rate_limit_percent(percent);
         self.keep(result);

@@ -2,7 +2,7 @@
 //! waits on them, and tallied ([`Tally`]).
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kinesis_producer::{Error as ProducerError, Failure, Receipt};
 use tokio::sync::mpsc;
@@ -10,8 +10,9 @@ use tokio::sync::mpsc;
 /// The error code of a throttled `PutRecords` entry.
 pub const THROTTLED: &str = "ProvisionedThroughputExceededException";
 
-/// Receipts with the index of their record, sent to the tallying task in chunks.
-pub type ReceiptChunk = Vec<(u64, Receipt)>;
+/// Receipts with the index of their record and, when timed, when `put` returned it, sent to the
+/// tallying task in chunks.
+pub type ReceiptChunk = Vec<(u64, Receipt, Option<Instant>)>;
 
 /// What the receipts said.
 #[derive(Debug, Default)]
@@ -32,9 +33,22 @@ pub struct Tally {
     pub acked: Vec<(String, u64, u64)>,
     /// When the last receipt resolved.
     pub finished: Option<Instant>,
+    /// From `put` returning to the receipt resolving, for each timed delivery (as the tallying
+    /// task sees it resolve: it awaits the receipts in put order).
+    pub latencies: Vec<Duration>,
 }
 
 impl Tally {
+    /// The `q` quantile (0 to 1) of the timed deliveries' latencies, if any were timed.
+    pub fn latency_quantile(&mut self, q: f64) -> Option<Duration> {
+        if self.latencies.is_empty() {
+            return None;
+        }
+        self.latencies.sort_unstable();
+        let index = ((self.latencies.len() as f64 * q) as usize).min(self.latencies.len() - 1);
+        Some(self.latencies[index])
+    }
+
     /// Records that finally failed, every kind together.
     pub fn failed_total(&self) -> u64 {
         self.failures.values().sum()
@@ -67,9 +81,12 @@ pub fn spawn_receipt_consumer(
     let task = tokio::spawn(async move {
         let mut tally = Tally::default();
         while let Some(chunk) = rx.recv().await {
-            for (index, receipt) in chunk {
+            for (index, receipt, put_at) in chunk {
                 match receipt.await {
                     Ok(delivery) => {
+                        if let Some(put_at) = put_at {
+                            tally.latencies.push(put_at.elapsed());
+                        }
                         tally.delivered += 1;
                         tally.attempts += delivery.attempts().len() as u64;
                         let throttled = delivery
@@ -127,5 +144,21 @@ mod tests {
         tally.failures.insert("Cancelled".into(), 1);
         assert_eq!(tally.failed_total(), 3);
         assert_eq!(tally.failures_text(), " (Cancelled: 1, Throttled: 2)");
+    }
+
+    #[test]
+    fn latency_quantiles_come_from_the_sorted_latencies() {
+        let mut tally = Tally::default();
+        assert_eq!(tally.latency_quantile(0.5), None);
+        tally.latencies = (1..=100).rev().map(Duration::from_millis).collect();
+        assert_eq!(tally.latency_quantile(0.5), Some(Duration::from_millis(51)));
+        assert_eq!(
+            tally.latency_quantile(0.99),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            tally.latency_quantile(1.0),
+            Some(Duration::from_millis(100))
+        );
     }
 }

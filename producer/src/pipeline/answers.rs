@@ -101,7 +101,8 @@ impl Machine {
                 }
             }
             Ok(results) => {
-                let mut throttled: Vec<Arc<str>> = Vec::new();
+                // Per shard: throttled entries and their bytes, paid back to its limiter.
+                let mut throttled: Vec<(Arc<str>, u32, usize)> = Vec::new();
                 for (krec, result) in krecs.into_iter().zip(results) {
                     match result {
                         EntryResult::Written {
@@ -122,10 +123,14 @@ impl Machine {
                         } => {
                             // Entry errors come with the call's 200: their code decides.
                             self.count_error(&code);
-                            if ErrorClass::of(kind) == ErrorClass::Throttled
-                                && !throttled.contains(&krec.shard)
-                            {
-                                throttled.push(krec.shard.clone());
+                            if ErrorClass::of(kind) == ErrorClass::Throttled {
+                                match throttled.iter_mut().find(|(id, ..)| *id == krec.shard) {
+                                    Some((_, entries, bytes)) => {
+                                        *entries += 1;
+                                        *bytes += krec.size;
+                                    }
+                                    None => throttled.push((krec.shard.clone(), 1, krec.size)),
+                                }
                             }
                             // The service answered for this entry: it was not written.
                             let error = AttemptError {
@@ -137,12 +142,20 @@ impl Machine {
                         }
                     }
                 }
-                for id in throttled {
+                if !throttled.is_empty() {
+                    self.metrics.calls_throttled.increment(1);
+                }
+                for (id, entries, bytes) in throttled {
                     if let Some(shard) = self.shard_mut(&id) {
-                        shard.limiter.on_throttled(finished);
+                        shard.limiter.on_throttled(entries, bytes, finished);
                         shard.metrics.rate_factor.set(shard.limiter.factor());
                         let _span = shard.span.enter();
-                        debug!(factor = shard.limiter.factor(), "throttled; rate lowered");
+                        debug!(
+                            entries,
+                            bytes,
+                            factor = shard.limiter.factor(),
+                            "throttled; paid back"
+                        );
                     }
                 }
             }

@@ -18,8 +18,8 @@ use super::{
     machine::{Action, Machine},
 };
 use crate::{
-    config::{Config, Ordering},
-    limiter::Limiter,
+    config::{Config, Ordering, SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND},
+    limiter::{Limiter, ShardLimit},
     metrics as m,
     shard_map::ShardInfo,
 };
@@ -59,18 +59,25 @@ pub(super) struct Shard {
 
 impl Shard {
     pub(super) fn new(info: ShardInfo, cfg: &Config, stream: &str, now: Instant) -> Self {
-        let (records, bytes) = cfg.shard_rates();
         let labels = [
             ("stream", stream.to_owned()),
             ("shard_id", info.id.to_string()),
         ];
         Shard {
-            aggregator: cfg.aggregation.map(Aggregator::new),
+            aggregator: cfg.aggregation_for_pacing().map(Aggregator::new),
             aggregated: Vec::new(),
             agg_deadline: None,
             agg_expiry: None,
             queue: VecDeque::new(),
-            limiter: Limiter::new(records, bytes, now),
+            limiter: Limiter::new(
+                ShardLimit {
+                    records: SHARD_RECORDS_PER_SECOND,
+                    bytes: SHARD_BYTES_PER_SECOND,
+                },
+                cfg.rate_ceiling(),
+                cfg.pacing_unit_bytes(),
+                now,
+            ),
             ready_at: None,
             busy: 0,
             retrying: 0,
@@ -270,10 +277,16 @@ impl Machine {
                 // The call goes out now: every shard's aggregate under construction goes with
                 // it, before its own deadline (never after). The shards' next aggregates then
                 // start together and fall due together, so calls carry one per shard instead of
-                // one each.
+                // one each. Not the aggregates of shards with Kinesis records queued (held by
+                // their limiters): they would not go with this call, and closing them early
+                // would only make aggregates smaller (more entries for the same bytes, and more
+                // calls, which close more of them).
                 let mut took = false;
                 for shard in &mut self.shards {
-                    if !shard.aggregated.is_empty() && shard.may_batch(self.cfg.ordering) {
+                    if !shard.aggregated.is_empty()
+                        && shard.queue.is_empty()
+                        && shard.may_batch(self.cfg.ordering)
+                    {
                         shard.finish_aggregate(&mut self.spare, now);
                         took = true;
                     }
