@@ -26,7 +26,8 @@
 //! `build` added and the RSS after `--idle-seconds` idle, the CPU used meanwhile, then for
 //! `--shards-records` records at full rate with every receipt awaited: CPU-s per million, the mean
 //! and peak RSS (sampled every 20 ms) and the rate. Both streams run in this one process, the
-//! large one second: its RSS figures include what the allocator kept from the first.
+//! large one second (both producers are built and measured idle before either puts): its
+//! full-rate RSS figures include what the allocator kept from the first.
 //!
 //! ```text
 //!  (1) CPU cost                                   (2) throughput under limits
@@ -68,8 +69,8 @@ use kinesis_integration_tests::peers::{
     Peer, ProduceReport, ProduceRequest, balanced_keys, bench_block, produce_keys,
     produce_record_data,
 };
-use kinesis_integration_tests::sdk::REGION;
 use kinesis_integration_tests::resident_memory;
+use kinesis_integration_tests::sdk::REGION;
 use kinesis_integration_tests::tools::{machine, program_version, thousands};
 use kinesis_producer::{Producer, SHARD_BYTES_PER_SECOND, UserRecord};
 
@@ -1017,11 +1018,7 @@ fn mib_delta(after: u64, before: u64) -> f64 {
     (after as f64 - before as f64) / (1024.0 * 1024.0)
 }
 
-async fn many_shards(
-    args: &Args,
-    block: &[u8],
-    summary: &mut Vec<String>,
-) -> Result<(), BoxError> {
+async fn many_shards(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Result<(), BoxError> {
     let many = args.many_shards;
     println!(
         "\n(4) Many shards: a stream of {SHARDS} shards, then one of {many}, limits off; \
@@ -1039,9 +1036,15 @@ async fn many_shards(
         server.pid(),
         server.endpoint()
     );
-    let mut runs = Vec::new();
+    // Both producers are built (and measured idle) before either puts anything, so that each
+    // start-up's RSS is measured on a heap no full-rate run has grown yet.
+    let mut started = Vec::new();
     for shards in [SHARDS as u32, many] {
-        runs.push(shards_run(args, &server, block, shards).await?);
+        started.push(start_shards_run(args, &server, shards).await?);
+    }
+    let mut runs = Vec::new();
+    for start in started {
+        runs.push(full_rate(args, block, start).await?);
     }
     println!(
         "  {:>6} {:>7} {:>11} {:>11} {:>13} {:>12} {:>11} {:>14} {:>11} {:>11} {:>10}",
@@ -1086,9 +1089,10 @@ async fn many_shards(
     }
     println!(
         "    start ms: build() until it returns (the shard map loaded); start MiB: RSS added by \
-         build(); idle MiB and CPU: the process after {} s idle with the producer built; mean \
-         and peak MiB: RSS sampled every 20 ms while putting (the process, after the runs \
-         before it: the allocator keeps what they freed)",
+         build(); idle MiB and CPU: the process after {} s idle with the producer built (both \
+         producers are built, one after the other, before either puts anything); mean and peak \
+         MiB: RSS sampled every 20 ms while putting (the process, after the runs before it: the \
+         allocator keeps what they freed)",
         args.idle_seconds
     );
     if let [few, lots] = &runs[..] {
@@ -1111,12 +1115,20 @@ async fn many_shards(
     Ok(())
 }
 
-async fn shards_run(
+/// A producer of part 4, built and measured idle, with its keys.
+struct StartedRun {
+    producer: Producer,
+    keys: Vec<String>,
+    run: ShardsRun,
+}
+
+/// Creates a stream of `shards` shards, builds its producer (start-up, `ListShards` calls, RSS)
+/// and leaves it idle for `--idle-seconds` (CPU, RSS).
+async fn start_shards_run(
     args: &Args,
     server: &FerrokinesisProcess,
-    block: &[u8],
     shards: u32,
-) -> Result<ShardsRun, BoxError> {
+) -> Result<StartedRun, BoxError> {
     let stream = unique_name("bench-shards");
     eprintln!("[shards] creating a stream of {shards} shards ...");
     create_stream(&server.client(), &stream, shards as i32).await?;
@@ -1144,7 +1156,10 @@ async fn shards_run(
     let list_shards = calls.get();
     let rss_started = resident_memory::of_self()?;
 
-    eprintln!("[shards] {shards} shards: idle for {} s ...", args.idle_seconds);
+    eprintln!(
+        "[shards] {shards} shards: idle for {} s ...",
+        args.idle_seconds
+    );
     let idle_cpu0 = CpuTime::of_self()?;
     let idle_started = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(args.idle_seconds)).await;
@@ -1152,7 +1167,42 @@ async fn shards_run(
     let idle_cpu = (CpuTime::of_self()? - idle_cpu0).total();
     let rss_idle = resident_memory::of_self()?;
 
-    eprintln!("[shards] {shards} shards: {} records ...", args.shards_records);
+    Ok(StartedRun {
+        producer,
+        run: ShardsRun {
+            shards,
+            keys: keys.len(),
+            startup,
+            list_shards,
+            rss_before,
+            rss_started,
+            rss_idle,
+            idle_cpu,
+            idle_wall,
+            records: args.shards_records,
+            cpu: Duration::ZERO,
+            wall: Duration::ZERO,
+            rss_mean: 0,
+            rss_peak: 0,
+            tally: Tally::default(),
+        },
+        keys,
+    })
+}
+
+/// Puts `--shards-records` records through a started producer at full rate, every receipt
+/// awaited, sampling RSS; then shuts it down.
+async fn full_rate(args: &Args, block: &[u8], start: StartedRun) -> Result<ShardsRun, BoxError> {
+    let StartedRun {
+        producer,
+        keys,
+        run,
+    } = start;
+    let shards = run.shards;
+    eprintln!(
+        "[shards] {shards} shards: {} records ...",
+        args.shards_records
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
         let stop = stop.clone();
@@ -1196,20 +1246,11 @@ async fn shards_run(
     stop.store(true, AtomicOrdering::Relaxed);
     let (rss_mean, rss_peak) = sampler.await?;
     Ok(ShardsRun {
-        shards,
-        keys: keys.len(),
-        startup,
-        list_shards,
-        rss_before,
-        rss_started,
-        rss_idle,
-        idle_cpu,
-        idle_wall,
-        records: args.shards_records,
         cpu,
         wall,
         rss_mean,
         rss_peak,
         tally,
+        ..run
     })
 }
