@@ -24,7 +24,7 @@ use metrics::{Counter, Histogram, counter, histogram};
 use super::{
     answers::{RetryAt, Unverified},
     batching::{Batch, Shard},
-    entries::{CallFailure, Entry, EntryResult, KRec, Pending, Resolution},
+    entries::{CallFailure, Entry, EntryResult, KRec, Pending, Prior, Resolution},
     flush::{FlushToken, Flushes},
     intake::Admitted,
     map_refresh::Refresh,
@@ -232,7 +232,7 @@ impl Machine {
                 record,
                 tx,
                 put_at: now,
-                prior: Vec::new(),
+                prior: Prior::default(),
                 epoch: self.flushes.admit(),
             };
             self.route(pending, now);
