@@ -127,66 +127,108 @@ fn parse_decimal(text: &str, allow_leading_zeros: bool) -> Result<u128, HashKeyP
 /// Remembers the hash keys of recently seen partition keys, so that a stream of records over a
 /// working set of keys pays for MD5 once per key rather than once per record.
 ///
-/// Direct-mapped and of fixed size: each slot holds one key of up to [`HashKeyCache::MAX_KEY_BYTES`]
-/// bytes and its hash key, and a new key evicts whatever shared its slot. Keys are compared in
-/// full, so an answer is always exactly [`HashKey::from_partition_key`]; longer keys are hashed
-/// every time. Memory is `slots * 80` bytes, allocated once.
+/// A map of up to [`capacity`](Self::capacity) keys of up to [`HashKeyCache::MAX_KEY_BYTES`]
+/// bytes each, which grows with the keys seen (nothing is allocated up front) and starts over
+/// when it is full. Any working set up to the capacity is hashed once, whatever the keys: a
+/// direct-mapped cache of the same size lost about a third of a working set as large as itself
+/// to collisions, cycled through (each record missing), and all of one twice as large. Keys are
+/// compared in full, so an answer is always exactly [`HashKey::from_partition_key`]; longer keys
+/// are hashed every time. Memory is at most about `capacity * 150` bytes (the table's slack
+/// included).
 ///
 /// Unstable (feature `unstable-internals`): for `kinesis-producer` and `kinesis-consumer`.
 #[derive(Clone)]
 #[cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub, dead_code))]
 pub struct HashKeyCache {
-    slots: Box<[Slot]>,
-    state: foldhash::fast::FixedState,
+    keys: std::collections::HashMap<CachedKey, HashKey, foldhash::fast::FixedState>,
+    capacity: usize,
 }
 
+/// A partition key held inline (no allocation per key), looked up by its bytes.
 #[derive(Clone, Copy)]
-struct Slot {
-    /// 0: empty (an empty key is never cached).
+struct CachedKey {
     len: u8,
-    key: [u8; HashKeyCache::MAX_KEY_BYTES],
-    hash: HashKey,
+    bytes: [u8; HashKeyCache::MAX_KEY_BYTES],
+}
+
+impl CachedKey {
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+// Hash and equality are those of the key's bytes, as `Borrow<[u8]>` requires.
+impl std::hash::Hash for CachedKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl PartialEq for CachedKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for CachedKey {}
+
+impl std::borrow::Borrow<[u8]> for CachedKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
 }
 
 #[cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub, dead_code))]
 impl HashKeyCache {
     /// Longest partition key (in UTF-8 bytes) the cache holds; a UUID's text form fits.
     pub const MAX_KEY_BYTES: usize = 48;
-    /// Slots of [`HashKeyCache::default`].
-    pub const DEFAULT_SLOTS: usize = 1024;
+    /// Capacity of [`HashKeyCache::default`].
+    pub const DEFAULT_CAPACITY: usize = 1024;
 
-    /// A cache of `slots` entries, rounded up to a power of two (at least 1).
-    pub fn new(slots: usize) -> Self {
-        let empty = Slot {
-            len: 0,
-            key: [0; Self::MAX_KEY_BYTES],
-            hash: HashKey::MIN,
-        };
+    /// A cache of up to `capacity` keys (at least 1).
+    pub fn new(capacity: usize) -> Self {
         HashKeyCache {
-            slots: vec![empty; slots.max(1).next_power_of_two()].into_boxed_slice(),
-            state: foldhash::fast::FixedState::default(),
+            keys: std::collections::HashMap::with_hasher(foldhash::fast::FixedState::default()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Most keys held at once.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Holds up to `capacity` keys from now on (at least 1), keeping those it holds if they fit.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
+        if self.keys.len() > self.capacity {
+            self.keys = std::collections::HashMap::with_hasher(self.keys.hasher().clone());
         }
     }
 
     /// [`HashKey::from_partition_key`], remembered.
     pub fn of_partition_key(&mut self, partition_key: &str) -> HashKey {
-        use std::hash::BuildHasher;
         let bytes = partition_key.as_bytes();
         if bytes.is_empty() || bytes.len() > Self::MAX_KEY_BYTES {
             return HashKey::from_partition_key(partition_key);
         }
-        // The mask keeps the index in bounds: the slot count is a power of two.
-        let index = (self.state.hash_one(bytes) as usize) & (self.slots.len() - 1);
-        let slot = &mut self.slots[index];
-        let len = bytes.len();
-        if usize::from(slot.len) == len && slot.key[..len] == *bytes {
-            return slot.hash;
+        if let Some(hash) = self.keys.get(bytes) {
+            return *hash;
         }
         let hash = HashKey::from_partition_key(partition_key);
-        // `len` is at most MAX_KEY_BYTES (48), so it fits a u8.
-        slot.len = len as u8;
-        slot.key[..len].copy_from_slice(bytes);
-        slot.hash = hash;
+        if self.keys.len() >= self.capacity {
+            // Full: start over (keeping the table's allocation). A working set that fits is
+            // hashed again once; one that does not would miss under any eviction order when
+            // cycled through.
+            self.keys.clear();
+        }
+        let mut key = CachedKey {
+            // At most MAX_KEY_BYTES (48): fits a u8.
+            len: bytes.len() as u8,
+            bytes: [0; Self::MAX_KEY_BYTES],
+        };
+        key.bytes[..bytes.len()].copy_from_slice(bytes);
+        self.keys.insert(key, hash);
         hash
     }
 
@@ -202,15 +244,15 @@ impl HashKeyCache {
 
 impl Default for HashKeyCache {
     fn default() -> Self {
-        Self::new(Self::DEFAULT_SLOTS)
+        Self::new(Self::DEFAULT_CAPACITY)
     }
 }
 
 impl fmt::Debug for HashKeyCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HashKeyCache")
-            .field("slots", &self.slots.len())
-            .field("held", &self.slots.iter().filter(|s| s.len > 0).count())
+            .field("capacity", &self.capacity)
+            .field("held", &self.keys.len())
             .finish()
     }
 }
@@ -257,6 +299,35 @@ mod tests {
             one.of_partition_key("abcd"),
             HashKey::from_partition_key("abcd")
         );
+    }
+
+    #[test]
+    fn cache_holds_a_working_set_up_to_its_capacity_and_no_more() {
+        let keys: Vec<String> = (0..65).map(|i| format!("pk-{i}")).collect();
+        let mut cache = HashKeyCache::new(64);
+        for _ in 0..3 {
+            for key in &keys[..64] {
+                cache.of_partition_key(key);
+            }
+        }
+        // Every key of a working set that fits stays (none pushed out by a collision).
+        assert_eq!(cache.keys.len(), 64);
+        assert!(
+            keys[..64]
+                .iter()
+                .all(|k| cache.keys.contains_key(k.as_bytes()))
+        );
+        cache.of_partition_key(&keys[64]);
+        assert!(cache.keys.len() <= 64);
+        // Growing keeps what is held; shrinking below it starts over.
+        cache.set_capacity(128);
+        let held = cache.keys.len();
+        cache.of_partition_key(&keys[64]);
+        assert!(cache.keys.len() >= held);
+        cache.set_capacity(2);
+        assert!(cache.keys.len() <= 2);
+        assert_eq!(cache.capacity(), 2);
+        assert_eq!(HashKeyCache::new(0).capacity(), 1);
     }
 
     #[test]

@@ -255,6 +255,7 @@ impl Cells {
             Receipt {
                 block: block.clone(),
                 index,
+                taken: false,
             },
         );
         self.current = Some((block, index + 1));
@@ -310,6 +311,9 @@ impl Sender {
 pub struct Receipt {
     block: Arc<Block>,
     index: usize,
+    /// The outcome was taken (the cell is closed): neither polling again nor dropping needs
+    /// the cell's lock.
+    taken: bool,
 }
 
 impl std::fmt::Debug for Receipt {
@@ -327,11 +331,17 @@ impl std::fmt::Debug for Receipt {
 impl Future for Receipt {
     type Output = Result<Delivery, Failure>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.taken {
+            // Polled again after it resolved: a completed future has nothing more to give.
+            return Poll::Pending;
+        }
         let mut cell = self.block.cell(self.index);
         match std::mem::take(&mut *cell) {
             Cell::Ready(outcome) => {
                 *cell = Cell::Closed;
+                drop(cell);
+                self.taken = true;
                 Poll::Ready(outcome.map_err(|failure| *failure))
             }
             Cell::Watched(waker) if waker.will_wake(cx.waker()) => {
@@ -355,6 +365,9 @@ impl Drop for Receipt {
     /// An outcome nobody will read is dropped now, and one arriving later at once: a dropped
     /// receipt keeps no record alive.
     fn drop(&mut self) {
+        if self.taken {
+            return;
+        }
         let outcome = std::mem::replace(&mut *self.block.cell(self.index), Cell::Closed);
         drop(outcome);
     }

@@ -78,6 +78,15 @@ pub struct ProducerBenchArgs {
         value_parser = count_in(1..=kinesis_producer::MAX_RATE_LIMIT_PERCENT.into()).map(|n| n as u32)
     )]
     pub rate_limit_percent: Option<u32>,
+    /// Shards of part 4's large stream (next to a 4-shard one).
+    #[arg(long, allow_negative_numbers = true, default_value = "1000", value_parser = count_in(1..=10_000).map(|n| n as u32))]
+    pub many_shards: u32,
+    /// Records of each full-rate run of part 4.
+    #[arg(long, allow_negative_numbers = true, default_value = "1000000", value_parser = count_in(1..=u64::MAX))]
+    pub shards_records: u64,
+    /// How long part 4 measures each idle producer, in seconds.
+    #[arg(long, allow_negative_numbers = true, default_value = "5", value_parser = positive_seconds)]
+    pub idle_seconds: f64,
     /// The re-executed forms (hidden).
     #[command(subcommand)]
     pub role: Option<ProducerBenchRole>,
@@ -92,6 +101,8 @@ pub enum ProducerPart {
     Limits,
     /// (3) Moderate rate.
     Moderate,
+    /// (4) A stream of many shards next to one of 4.
+    Shards,
 }
 
 impl ProducerBenchArgs {
@@ -413,10 +424,13 @@ mod tests {
                 per_second: false,
                 unbalanced_keys: false,
                 rate_limit_percent: None,
+                many_shards: 1000,
+                shards_records: 1_000_000,
+                idle_seconds: 5.0,
                 role: None,
             }
         );
-        assert!(args.runs(ProducerPart::Cpu) && args.runs(ProducerPart::Moderate));
+        assert!(args.runs(ProducerPart::Cpu) && args.runs(ProducerPart::Shards));
     }
 
     #[test]

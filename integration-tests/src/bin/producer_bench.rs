@@ -5,10 +5,12 @@
 //! Run with `cargo run --release -p kinesis-integration-tests --bin producer-bench` (after
 //! `bash scripts/install-tools.sh`, which installs aiokpl). Flags: `--records N` (default
 //! 1,000,000), `--aiokpl-records N` (default 200,000), `--keys N` (default 64), `--seconds S`
-//! (default 30), `--only cpu|limits|moderate`, `--per-second` (print the producer's metrics
-//! second by second in part 2), `--unbalanced-keys` (`pk-0` .. `pk-{N-1}` as they fall),
+//! (default 30), `--only cpu|limits|moderate|shards`, `--per-second` (print the producer's
+//! metrics second by second in part 2), `--unbalanced-keys` (`pk-0` .. `pk-{N-1}` as they fall),
 //! `--rate-limit-percent P` (part 2 with this `rate_limit_percent` instead of the default),
-//! `--moderate-seconds S` (each run of part 3, default 20).
+//! `--moderate-seconds S` (each run of part 3, default 20), `--many-shards N` (part 4's large
+//! stream, default 1,000), `--shards-records N` (each full-rate run of part 4, default
+//! 1,000,000), `--idle-seconds S` (each idle measurement of part 4, default 5).
 //!
 //! Part (3), **moderate rate**: 2,500 records/s (25 every 10 ms) for `--moderate-seconds` on
 //! streams of 4 and 16 shards (1,024 partition keys), each twice in the same run: with calls
@@ -16,6 +18,16 @@
 //! for its own deadline). It prints entries per `PutRecords` call, calls per second (counted by
 //! a proxy in front of the stand-in), the process's CPU per million records, and the time from
 //! `put` returning to the receipt resolving (p50, p99), next to the linger time.
+//!
+//! Part (4), **many shards**: a stream of 4 shards, then one of `--many-shards` (the stand-in's
+//! shard limit raised to fit), each with 16 balanced partition keys per shard (part 1's density)
+//! and its own producer (limits off). For each it prints the start-up (`build` until it returns,
+//! the shard map loaded, and the `ListShards` calls made, counted by an SDK interceptor), the RSS
+//! `build` added and the RSS after `--idle-seconds` idle, the CPU used meanwhile, then for
+//! `--shards-records` records at full rate with every receipt awaited: CPU-s per million, the mean
+//! and peak RSS (sampled every 20 ms) and the rate. Both streams run in this one process, the
+//! large one second (both producers are built and measured idle before either puts): its
+//! full-rate RSS figures include what the allocator kept from the first.
 //!
 //! ```text
 //!  (1) CPU cost                                   (2) throughput under limits
@@ -37,17 +49,19 @@
 #![forbid(unsafe_code)]
 
 use std::error::Error;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use kinesis_aggregation::{HashKey, HashKeyRange};
 use kinesis_integration_tests::bench::args::{
-    ProducerBenchArgs as Args, ProducerBenchRole, ProducerPart,
+    ProducerBenchArgs as Args, ProducerBenchRole, ProducerPart, StandInArgs,
 };
 use kinesis_integration_tests::bench::read_back::{StreamCheck, check_stream, read_back_receipts};
 use kinesis_integration_tests::bench::receipts::{THROTTLED, Tally, spawn_receipt_consumer};
 use kinesis_integration_tests::bench::sampler::{Sample, Sampler, install_recorder};
-use kinesis_integration_tests::bench::start_stand_in;
+use kinesis_integration_tests::bench::{start_stand_in, start_stand_in_with};
 use kinesis_integration_tests::cpu_time::CpuTime;
 use kinesis_integration_tests::ferrokinesis_process::{FerrokinesisProcess, serve};
 use kinesis_integration_tests::fixtures::{create_stream, open_shards, unique_name};
@@ -55,6 +69,7 @@ use kinesis_integration_tests::peers::{
     Peer, ProduceReport, ProduceRequest, balanced_keys, bench_block, produce_keys,
     produce_record_data,
 };
+use kinesis_integration_tests::resident_memory;
 use kinesis_integration_tests::sdk::REGION;
 use kinesis_integration_tests::tools::{machine, program_version, thousands};
 use kinesis_producer::{Producer, SHARD_BYTES_PER_SECOND, UserRecord};
@@ -123,6 +138,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
     }
     if args.runs(ProducerPart::Moderate) {
         moderate_rate(&args, &block, &mut summary).await?;
+    }
+    if args.runs(ProducerPart::Shards) {
+        many_shards(&args, &block, &mut summary).await?;
     }
     println!("\nsummary (targets are goals to read against, not assertions):");
     for line in summary {
@@ -964,4 +982,314 @@ async fn moderate_run(
 
 fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "NOT met" }
+}
+
+// --- (4) many shards ------------------------------------------------------------------------------
+
+/// Partition keys per shard in part 4: as many as part 1 puts on each of its 4 shards.
+const KEYS_PER_SHARD: usize = 16;
+
+/// Counts the `ListShards` calls a client makes (an SDK interceptor: no proxy, whose CPU would
+/// count as ours).
+#[derive(Clone, Debug, Default)]
+struct ListShardsCalls(Arc<AtomicU64>);
+
+impl ListShardsCalls {
+    fn get(&self) -> u64 {
+        self.0.load(AtomicOrdering::Relaxed)
+    }
+}
+
+impl aws_sdk_kinesis::config::Intercept for ListShardsCalls {
+    fn name(&self) -> &'static str {
+        "ListShardsCalls"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &aws_sdk_kinesis::config::interceptors::BeforeSerializationInterceptorContextRef<
+            '_,
+        >,
+        _cfg: &mut aws_sdk_kinesis::config::ConfigBag,
+    ) -> Result<(), aws_sdk_kinesis::error::BoxError> {
+        if context
+            .input()
+            .downcast_ref::<aws_sdk_kinesis::operation::list_shards::ListShardsInput>()
+            .is_some()
+        {
+            self.0.fetch_add(1, AtomicOrdering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// One stream of part 4.
+struct ShardsRun {
+    shards: u32,
+    keys: usize,
+    /// From `build` to its return (the shard map loaded, ready to accept records).
+    startup: Duration,
+    list_shards: u64,
+    rss_before: u64,
+    rss_started: u64,
+    rss_idle: u64,
+    idle_cpu: Duration,
+    idle_wall: Duration,
+    records: u64,
+    cpu: Duration,
+    wall: Duration,
+    rss_mean: u64,
+    rss_peak: u64,
+    tally: Tally,
+}
+
+impl ShardsRun {
+    fn per_million(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.records as f64
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn mib_delta(after: u64, before: u64) -> f64 {
+    (after as f64 - before as f64) / (1024.0 * 1024.0)
+}
+
+async fn many_shards(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Result<(), BoxError> {
+    let many = args.many_shards;
+    println!(
+        "\n(4) Many shards: a stream of {SHARDS} shards, then one of {many}, limits off; \
+         {KEYS_PER_SHARD} partition keys per shard (as part 1), {} records at full rate each, \
+         every receipt awaited; RSS of this process (the stand-in runs apart)",
+        thousands(args.shards_records as f64)
+    );
+    let server = start_stand_in_with(&StandInArgs {
+        enforce_limits: false,
+        shard_limit: many + SHARDS as u32 + 8,
+    })
+    .await?;
+    println!(
+        "  stand-in: ferrokinesis, pid {}, {}",
+        server.pid(),
+        server.endpoint()
+    );
+    // Both producers are built (and measured idle) before either puts anything, so that each
+    // start-up's RSS is measured on a heap no full-rate run has grown yet.
+    let mut started = Vec::new();
+    for shards in [SHARDS as u32, many] {
+        started.push(start_shards_run(args, &server, shards).await?);
+    }
+    let mut runs = Vec::new();
+    for start in started {
+        runs.push(full_rate(args, block, start).await?);
+    }
+    println!(
+        "  {:>6} {:>7} {:>11} {:>11} {:>13} {:>12} {:>11} {:>14} {:>11} {:>11} {:>10}",
+        "shards",
+        "keys",
+        "start ms",
+        "ListShards",
+        "start MiB",
+        "idle MiB",
+        "idle CPU %",
+        "CPU s/million",
+        "mean MiB",
+        "peak MiB",
+        "records/s"
+    );
+    for run in &runs {
+        println!(
+            "  {:>6} {:>7} {:>11.1} {:>11} {:>13.2} {:>12.1} {:>11.3} {:>14.3} {:>11.1} {:>11.1} {:>10}{}",
+            run.shards,
+            run.keys,
+            run.startup.as_secs_f64() * 1e3,
+            run.list_shards,
+            mib_delta(run.rss_started, run.rss_before),
+            mib(run.rss_idle),
+            run.idle_cpu.as_secs_f64() / run.idle_wall.as_secs_f64() * 100.0,
+            run.per_million(),
+            mib(run.rss_mean),
+            mib(run.rss_peak),
+            thousands(run.records as f64 / run.wall.as_secs_f64()),
+            if run.tally.delivered == run.records {
+                String::new()
+            } else {
+                format!(
+                    "  NOT all delivered: {} of {} ({} failed{})",
+                    thousands(run.tally.delivered as f64),
+                    thousands(run.records as f64),
+                    run.tally.failed_total(),
+                    run.tally.failures_text()
+                )
+            }
+        );
+    }
+    println!(
+        "    start ms: build() until it returns (the shard map loaded); start MiB: RSS added by \
+         build(); idle MiB and CPU: the process after {} s idle with the producer built (both \
+         producers are built, one after the other, before either puts anything); mean and peak \
+         MiB: RSS sampled every 20 ms while putting (the process, after the runs before it: the \
+         allocator keeps what they freed)",
+        args.idle_seconds
+    );
+    if let [few, lots] = &runs[..] {
+        summary.push(format!(
+            "{} shards against {}: start-up {:.1} ms against {:.1} ({} and {} ListShards calls), \
+             CPU {:.3} against {:.3} s per million, peak RSS {:.0} against {:.0} MiB",
+            lots.shards,
+            few.shards,
+            lots.startup.as_secs_f64() * 1e3,
+            few.startup.as_secs_f64() * 1e3,
+            lots.list_shards,
+            few.list_shards,
+            lots.per_million(),
+            few.per_million(),
+            mib(lots.rss_peak),
+            mib(few.rss_peak),
+        ));
+    }
+    server.stop().await?;
+    Ok(())
+}
+
+/// A producer of part 4, built and measured idle, with its keys.
+struct StartedRun {
+    producer: Producer,
+    keys: Vec<String>,
+    run: ShardsRun,
+}
+
+/// Creates a stream of `shards` shards, builds its producer (start-up, `ListShards` calls, RSS)
+/// and leaves it idle for `--idle-seconds` (CPU, RSS).
+async fn start_shards_run(
+    args: &Args,
+    server: &FerrokinesisProcess,
+    shards: u32,
+) -> Result<StartedRun, BoxError> {
+    let stream = unique_name("bench-shards");
+    eprintln!("[shards] creating a stream of {shards} shards ...");
+    create_stream(&server.client(), &stream, shards as i32).await?;
+    let mut ranges = Vec::new();
+    for (_, start, end) in open_shards(&server.client(), &stream).await? {
+        ranges.push(HashKeyRange::new(HashKey::new(start), HashKey::new(end))?);
+    }
+    let keys = balanced_keys(KEYS_PER_SHARD * shards as usize, &ranges);
+    let calls = ListShardsCalls::default();
+    let config = aws_sdk_kinesis::config::Builder::from(&kinesis_integration_tests::sdk_config(
+        server.endpoint(),
+        &kinesis_integration_tests::ClientOptions::new(),
+    ))
+    .interceptor(calls.clone())
+    .build();
+    let client = aws_sdk_kinesis::Client::from_conf(config);
+
+    let rss_before = resident_memory::of_self()?;
+    let started = Instant::now();
+    let producer = Producer::builder(client, stream.as_str())
+        .rate_limit_percent(kinesis_producer::MAX_RATE_LIMIT_PERCENT)
+        .build()
+        .await?;
+    let startup = started.elapsed();
+    let list_shards = calls.get();
+    let rss_started = resident_memory::of_self()?;
+
+    eprintln!(
+        "[shards] {shards} shards: idle for {} s ...",
+        args.idle_seconds
+    );
+    let idle_cpu0 = CpuTime::of_self()?;
+    let idle_started = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(args.idle_seconds)).await;
+    let idle_wall = idle_started.elapsed();
+    let idle_cpu = (CpuTime::of_self()? - idle_cpu0).total();
+    let rss_idle = resident_memory::of_self()?;
+
+    Ok(StartedRun {
+        producer,
+        run: ShardsRun {
+            shards,
+            keys: keys.len(),
+            startup,
+            list_shards,
+            rss_before,
+            rss_started,
+            rss_idle,
+            idle_cpu,
+            idle_wall,
+            records: args.shards_records,
+            cpu: Duration::ZERO,
+            wall: Duration::ZERO,
+            rss_mean: 0,
+            rss_peak: 0,
+            tally: Tally::default(),
+        },
+        keys,
+    })
+}
+
+/// Puts `--shards-records` records through a started producer at full rate, every receipt
+/// awaited, sampling RSS; then shuts it down.
+async fn full_rate(args: &Args, block: &[u8], start: StartedRun) -> Result<ShardsRun, BoxError> {
+    let StartedRun {
+        producer,
+        keys,
+        run,
+    } = start;
+    let shards = run.shards;
+    eprintln!(
+        "[shards] {shards} shards: {} records ...",
+        args.shards_records
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut sum, mut count, mut peak) = (0u64, 0u64, 0u64);
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            while !stop.load(AtomicOrdering::Relaxed) {
+                tick.tick().await;
+                if let Ok(rss) = resident_memory::of_self() {
+                    sum += rss;
+                    count += 1;
+                    peak = peak.max(rss);
+                }
+            }
+            (sum / count.max(1), peak)
+        })
+    };
+    let cpu0 = CpuTime::of_self()?;
+    let started = Instant::now();
+    let (receipts, consumer) = spawn_receipt_consumer(false);
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut refused = 0u64;
+    for i in 0..args.shards_records {
+        let key = keys[(i % keys.len() as u64) as usize].clone();
+        let record = UserRecord::new(key, produce_record_data(i, DATA_LEN, block))?;
+        match producer.put(record).await {
+            Ok(receipt) => chunk.push((i, receipt)),
+            Err(_) => refused += 1,
+        }
+        if chunk.len() == CHUNK {
+            receipts.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))?;
+        }
+    }
+    receipts.send(chunk)?;
+    drop(receipts);
+    producer.shutdown().await;
+    let mut tally = consumer.await?;
+    tally.refused = refused;
+    let wall = started.elapsed();
+    let cpu = (CpuTime::of_self()? - cpu0).total();
+    stop.store(true, AtomicOrdering::Relaxed);
+    let (rss_mean, rss_peak) = sampler.await?;
+    Ok(ShardsRun {
+        cpu,
+        wall,
+        rss_mean,
+        rss_peak,
+        tally,
+        ..run
+    })
 }

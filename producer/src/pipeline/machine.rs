@@ -24,7 +24,7 @@ use metrics::{Counter, Histogram, counter, histogram};
 use super::{
     answers::{RetryAt, Unverified},
     batching::{Batch, Shard},
-    entries::{CallFailure, Entry, EntryResult, KRec, Pending, Resolution},
+    entries::{CallFailure, Entry, EntryResult, KRec, Pending, Prior, Resolution},
     flush::{FlushToken, Flushes},
     intake::Admitted,
     map_refresh::Refresh,
@@ -89,6 +89,13 @@ pub(super) struct Metrics {
 /// Most emptied record vectors kept for reuse.
 const SPARE_RECORD_VECTORS: usize = 64;
 
+/// Partition keys whose hash keys the pipeline remembers for a stream of `shards` shards: 16 per
+/// shard (a working set of keys spread over the stream), from 1,024 to 65,536 (at most about
+/// 10 MiB, held only as keys are seen).
+pub(super) fn hash_key_capacity(shards: usize) -> usize {
+    shards.saturating_mul(16).clamp(1024, 65_536)
+}
+
 /// The pipeline's state and every decision about it.
 pub(crate) struct Machine {
     pub(super) cfg: Arc<Config>,
@@ -114,7 +121,8 @@ pub(crate) struct Machine {
     pub(super) metrics: Metrics,
     /// Emptied record vectors of delivered Kinesis records, for the next aggregates.
     pub(super) spare: Vec<Vec<Pending>>,
-    /// Hash keys of recent partition keys (MD5 once per key, not once per record).
+    /// Hash keys of recent partition keys (MD5 once per key, not once per record), up to
+    /// [`hash_key_capacity`] of the map's shards.
     pub(super) hash_keys: HashKeyCache,
     /// State of the generator of retry backoffs' jitter seeds.
     jitter: u64,
@@ -154,6 +162,7 @@ impl Machine {
             user_per_request: histogram!(m::USER_RECORDS_PER_REQUEST, &labels),
         };
         Machine {
+            hash_keys: HashKeyCache::new(hash_key_capacity(map.len())),
             refresh: Refresh::new(now, cfg.shard_map_refresh),
             cfg,
             stream,
@@ -170,7 +179,6 @@ impl Machine {
             taking: true,
             metrics,
             spare: Vec::new(),
-            hash_keys: HashKeyCache::default(),
             jitter: seed,
             actions: VecDeque::new(),
         }
@@ -226,7 +234,7 @@ impl Machine {
                 record,
                 tx,
                 put_at: now,
-                prior: Vec::new(),
+                prior: Prior::default(),
                 epoch: self.flushes.admit(),
             };
             self.route(pending, now);

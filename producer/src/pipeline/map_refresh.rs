@@ -140,6 +140,11 @@ impl Machine {
                 })
                 .collect();
             self.map = map;
+            // A stream that grew spreads more keys: remember more of them.
+            let capacity = super::machine::hash_key_capacity(self.map.len());
+            if capacity > self.hash_keys.capacity() {
+                self.hash_keys.set_capacity(capacity);
+            }
             // Records of the shards that closed, oldest first: the queue, then the aggregate.
             self.batch_return(now);
             for (_, mut shard) in old {

@@ -672,3 +672,54 @@ fn a_failed_periodic_refresh_waits_for_its_backoff() {
         assert_eq!(sim.tick(), [], "not again at once after {at} ms");
     }
 }
+
+/// `n` shards of equal ranges tiling the key space, named `s-0` ..
+fn even_shards(n: u128) -> Vec<(String, u128, u128)> {
+    let width = u128::MAX / n;
+    (0..n)
+        .map(|i| {
+            let end = if i == n - 1 {
+                u128::MAX
+            } else {
+                (i + 1) * width - 1
+            };
+            (format!("s-{i}"), i * width, end)
+        })
+        .collect()
+}
+
+#[test]
+fn the_hash_key_cache_holds_sixteen_keys_per_shard_and_grows_with_the_stream() {
+    use crate::pipeline::machine::hash_key_capacity;
+    let table = [
+        (1, 1024),
+        (4, 1024),
+        (64, 1024),
+        (65, 1040),
+        (1000, 16_000),
+        (5000, 65_536),
+    ];
+    for (shards, capacity) in table {
+        assert_eq!(hash_key_capacity(shards), capacity, "{shards} shards");
+    }
+    let owned = even_shards(100);
+    let shards: Vec<(&str, u128, u128)> = owned
+        .iter()
+        .map(|(id, s, e)| (id.as_str(), *s, *e))
+        .collect();
+    let mut sim = Sim::new(config(|_| {}), &shards);
+    assert_eq!(sim.machine.hash_keys.capacity(), 1600);
+    let owned = even_shards(300);
+    let grown: Vec<(&str, u128, u128)> = owned
+        .iter()
+        .map(|(id, s, e)| (id.as_str(), *s, *e))
+        .collect();
+    sim.at(ms(10)).listed(&grown);
+    assert_eq!(
+        sim.machine.hash_keys.capacity(),
+        4800,
+        "grown with the stream"
+    );
+    sim.at(ms(20)).listed(&shards);
+    assert_eq!(sim.machine.hash_keys.capacity(), 4800, "never shrunk");
+}
