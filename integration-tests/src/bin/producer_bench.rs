@@ -1268,7 +1268,7 @@ async fn full_rate(args: &Args, block: &[u8], start: StartedRun) -> Result<Shard
         let key = keys[(i % keys.len() as u64) as usize].clone();
         let record = UserRecord::new(key, produce_record_data(i, DATA_LEN, block))?;
         match producer.put(record).await {
-            Ok(receipt) => chunk.push((i, receipt)),
+            Ok(receipt) => chunk.push((i, receipt, None)),
             Err(_) => refused += 1,
         }
         if chunk.len() == CHUNK {
