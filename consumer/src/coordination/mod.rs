@@ -105,9 +105,7 @@ pub(crate) struct Watch {
 impl Watch {
     /// Judges from the table as last scanned. The `k` live owners that rank first watch, among
     /// those with room for more leases under `max_leases` (a watcher at its cap could not take
-    /// a dead worker's leases) that this worker has seen renew (one that has not renewed since
-    /// this worker started looking may be dead); every worker watches while fewer than `k` such
-    /// owners are live
+    /// a dead worker's leases); every worker watches while fewer than `k` such owners are live
     /// (a fleet that small, an idle fleet, or one whose owners died). Owners rank by a hash of
     /// their ids, the same in every process, so that ids that sort together (one host group, one
     /// deployment's pods) are not all watchers and do not all leave together. A dead owner's
@@ -125,7 +123,6 @@ impl Watch {
         max_leases: Option<usize>,
     ) -> Watch {
         let mut held: BTreeMap<&str, usize> = BTreeMap::new();
-        let mut seen_alive: BTreeSet<&str> = BTreeSet::new();
         // A finished lease (at SHARD_END) is renewed no more: it says nothing of its owner's
         // life, and counting it kept a worker that had left ranked first, so nobody watched.
         for lease in table.iter().filter(|l| !l.is_finished()) {
@@ -133,23 +130,16 @@ impl Watch {
                 && !observations.is_expired(lease, now, failover)
             {
                 *held.entry(owner).or_default() += 1;
-                if observations.has_moved(lease) {
-                    seen_alive.insert(owner);
-                }
             }
         }
         if holding {
             held.entry(me).or_insert(1);
         }
-        seen_alive.insert(me);
         let live_owners = held.len();
         let cap = max_leases.unwrap_or(usize::MAX);
-        // Only owners this worker has seen renew may be counted on to watch: a worker that
-        // started after an owner died would otherwise leave the watching to it until its leases
-        // expire, and then find them only at its own slower scans.
         let mut eligible: Vec<&str> = held
             .iter()
-            .filter(|(owner, n)| **n < cap && seen_alive.contains(*owner))
+            .filter(|(_, n)| **n < cap)
             .map(|(owner, _)| *owner)
             .collect();
         eligible.sort_by_key(|owner| (rank(owner), *owner));
@@ -742,12 +732,23 @@ impl Machine {
             self.next_scan = self.next_scan.min(now + HANDOFF_POLL);
         }
         // Watchers look again when a lease they saw may expire; the others learn of expiries
-        // from their own slower scans (or from a watcher's take).
-        if !relaxed
-            && let Some(at) = self
-                .observations
+        // from their own slower scans (or from a watcher's take), except for leases they have
+        // never seen renewed: their owner may have died before this worker started looking, so
+        // that the watchers it counts on are not watching them (one look at their expiry, once,
+        // while this worker is new to them).
+        let unconfirmed = || {
+            self.table
+                .iter()
+                .filter(|l| !l.is_finished() && !self.observations.has_moved(l))
+        };
+        let expiry = if relaxed {
+            self.observations
+                .next_expiry(unconfirmed(), &self.me, now, failover)
+        } else {
+            self.observations
                 .next_expiry(&self.table, &self.me, now, failover)
-        {
+        };
+        if let Some(at) = expiry {
             self.next_scan = self.next_scan.min(at + Duration::from_millis(1));
         }
         // A free lease nobody took within the patience is taken whatever the fair share says

@@ -604,27 +604,6 @@ fn the_live_owners_that_rank_first_watch() {
     }
     // Holding a lease the table does not show yet counts it.
     assert_eq!(judge("zz", true, 3, None).live_owners, 6);
-    // A worker that has not yet seen the others renew (it just started; they may have died
-    // before it looked) does not count on them: it watches until it has seen them renew or
-    // their leases expire.
-    let fresh = Observations::default();
-    let first_look = fleet_of(&names, 1, 1);
-    for (me, holding) in [(order[3], true), (order[4], true), ("zz", false)] {
-        assert!(
-            Watch::judge(&first_look, &fresh, me, holding, now, F, 3, None).watching,
-            "{me} holding {holding}"
-        );
-    }
-    // Having seen two of them renew, it counts on those two only: with three watchers it still
-    // watches.
-    let mut partly = Observations::default();
-    partly.record(&first_look, now - Duration::from_secs(1));
-    let mut moved = first_look.clone();
-    for lease in moved.iter_mut().take(2) {
-        lease.counter += 1;
-    }
-    partly.record(&moved, now);
-    assert!(Watch::judge(&moved, &partly, order[4], true, now, F, 3, None).watching);
     // The rank is the same in every process (FNV-1a of the id).
     assert_eq!(super::rank(""), 0xcbf2_9ce4_8422_2325);
     assert_eq!(super::rank("a"), 0xaf63_dc4c_8601_ec8c);
@@ -733,6 +712,24 @@ fn settled_workers_that_do_not_watch_scan_less_often() {
         relaxed > Duration::from_millis(6_600) && relaxed < Duration::from_millis(6_700),
         "{relaxed:?}"
     );
+
+    // A worker that has not seen an owner renew since it started looking (the owner may have
+    // died before, and the watchers it counts on may not be watching it) looks again when that
+    // owner's lease may expire, though settled; once it has seen it renew, at its own pace.
+    let mut new = Worker::new("zz");
+    new.at(Duration::from_secs(5));
+    let first = fleet_of(&owners, 1, 1);
+    new.scan(&first);
+    let mut one_silent = fleet_of(&owners, 2, 2);
+    one_silent[0].counter = 1;
+    new.scan(&one_silent);
+    assert!(!new.machine.watching());
+    let wait = new.machine.next_scan - new.now;
+    assert_eq!(wait, F + Duration::from_millis(1), "its expiry, first seen at this instant");
+    let mut renewed = one_silent.clone();
+    renewed[0].counter = 2;
+    new.scan(&renewed);
+    assert_eq!(new.machine.next_scan - new.now, Duration::from_secs(20));
 
     // A worker holding nothing, settled, with ten live owners: the slow maximum.
     // Ten owners of one lease each and a worker with none: its share is 0 or 1, the others
