@@ -725,7 +725,11 @@ fn settled_workers_that_do_not_watch_scan_less_often() {
     new.scan(&one_silent);
     assert!(!new.machine.watching());
     let wait = new.machine.next_scan - new.now;
-    assert_eq!(wait, F + Duration::from_millis(1), "its expiry, first seen at this instant");
+    assert_eq!(
+        wait,
+        F + Duration::from_millis(1),
+        "its expiry, first seen at this instant"
+    );
     let mut renewed = one_silent.clone();
     renewed[0].counter = 2;
     new.scan(&renewed);

@@ -435,9 +435,7 @@ impl World {
             handoff_timeout: failover * 3 / 2,
             shutdown_timeout: failover * 3,
             // Some fleets cap each worker's leases, at times below what the shards need.
-            max_leases: rng
-                .random_bool(0.25)
-                .then(|| rng.random_range(1..=4)),
+            max_leases: rng.random_bool(0.25).then(|| rng.random_range(1..=4)),
             max_handoffs: if rng.random_bool(0.2) { Some(1) } else { None },
             // Fewer watchers than the default too, so that fleets of a few workers have
             // workers that do not watch.
@@ -789,7 +787,11 @@ impl World {
             self.note(|| {
                 format!(
                     "{name} {}",
-                    if watching { "WATCHES" } else { "STOPS WATCHING" }
+                    if watching {
+                        "WATCHES"
+                    } else {
+                        "STOPS WATCHING"
+                    }
                 )
             });
         }
@@ -2024,9 +2026,10 @@ impl World {
     /// short gap, while the old watcher has seen the new owner and the new owner has not yet
     /// scanned; it may last one slow scan.
     fn check_watching(&mut self) {
-        let watched = self.workers.values().any(|w| {
-            w.life == Life::Alive && !w.shutting_down && w.machine.watching()
-        });
+        let watched = self
+            .workers
+            .values()
+            .any(|w| w.life == Life::Alive && !w.shutting_down && w.machine.watching());
         let running = self
             .workers
             .values()
@@ -2038,7 +2041,8 @@ impl World {
         let since = *self.unwatched_since.get_or_insert(self.t);
         let settle = micros(self.settings.failover + self.settings.slow_scan * 2) + TAKEOVER_MARGIN;
         let calm = self.last_disruption + settle < since;
-        let allowed = micros(self.settings.slow_scan + self.settings.scan_interval) + TAKEOVER_MARGIN;
+        let allowed =
+            micros(self.settings.slow_scan + self.settings.scan_interval) + TAKEOVER_MARGIN;
         if calm && self.t - since > allowed {
             let detail = format!(
                 "no running worker has watched for expiries since {:.3} s (last disruption at {:.3} s; allowed {:.3} s)",
