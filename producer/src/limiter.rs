@@ -35,8 +35,8 @@ use std::{
 /// The share of the shard's write limit a shard is paced at after a throttle: enough below the
 /// limit that records sent evenly leave 10 ms of slack in each one-second window.
 pub(crate) const PACE: f64 = 0.99;
-/// Lowest share of the shard's write limit (or of the ceiling, when that is lower) the rate falls
-/// to.
+/// Lowest share of the shard's write limit the rate falls to (half the ceiling, when that is
+/// lower).
 const MIN_SHARE: f64 = 0.05;
 /// A round with more than this share of throttled entries lowers the rate (paying back absorbs
 /// the few throttles of a shard run at its limit).
@@ -64,6 +64,10 @@ const SLACK: Duration = Duration::from_millis(25);
 /// While paced, no window this long holds more than the shard's limit of our writes: a second,
 /// and 10 ms for the writes' travel times to differ.
 const GUARD_WINDOW: Duration = Duration::from_millis(1010);
+/// For this long after the first throttle paced the shard, throttles come from what was sent
+/// before (the rest of the window that throttle fell in, and the answers of calls already under
+/// way): they are paid back but do not lower the paced rate.
+const PACING_GRACE: Duration = Duration::from_millis(1500);
 
 /// A shard's write limit, per second.
 #[derive(Clone, Copy, Debug)]
@@ -145,6 +149,8 @@ pub(crate) struct Limiter {
     /// and their bytes in all.
     guard: VecDeque<(Instant, f64)>,
     guarded_bytes: f64,
+    /// When the first throttle paced the shard.
+    paced_at: Option<Instant>,
 }
 
 impl Limiter {
@@ -172,14 +178,21 @@ impl Limiter {
             step: FIRST_STEP,
             guard: VecDeque::new(),
             guarded_bytes: 0.0,
+            paced_at: None,
         };
         limiter.records.tokens = limiter.records.capacity();
         limiter.bytes.tokens = limiter.bytes.capacity();
         limiter
     }
 
+    /// Credits the time since the last refill. An answer's time may be earlier than the last
+    /// `try_take`'s (the answer was timed where the call ended, before the driver saw it): time
+    /// never goes back, or the time between would be credited twice.
     fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        if now <= self.updated {
+            return;
+        }
+        let elapsed = (now - self.updated).as_secs_f64();
         self.updated = now;
         self.records.refill(elapsed);
         self.bytes.refill(elapsed);
@@ -259,9 +272,20 @@ impl Limiter {
             // Sending above the limit explains the throttle; pacing corrects it.
             self.set_share(PACE);
             self.round.paced = true;
+            self.paced_at = Some(now);
         } else {
-            self.records.tokens -= f64::from(records);
-            self.bytes.tokens -= bytes as f64;
+            // Paid back, but at most one bucket's worth of debt: a call with many throttled
+            // entries must not stall the shard for many seconds (the rounds lower the rate if
+            // throttling goes on).
+            for (bucket, charge) in [
+                (&mut self.records, f64::from(records)),
+                (&mut self.bytes, bytes as f64),
+            ] {
+                bucket.tokens = (bucket.tokens - charge).max(-bucket.capacity());
+            }
+            if self.paced_at.is_some_and(|at| now < at + PACING_GRACE) {
+                self.round.paced = true;
+            }
         }
         self.judge_round(now);
     }
@@ -288,7 +312,10 @@ impl Limiter {
                 } else {
                     DECREASE
                 };
-                let floor = MIN_SHARE * self.ceiling.min(1.0);
+                // A share of the limit, or half the ceiling if that is lower: a low
+                // `rate_limit_percent` is not cut to a crawl (at 1 %, a 49,932-byte aggregate
+                // takes 5 s; at the floor, 10 s).
+                let floor = MIN_SHARE.min(self.ceiling / 2.0);
                 self.set_share((self.share * decrease).max(floor));
             }
         } else if round.held && self.share < self.ceiling {
@@ -446,6 +473,91 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_answer_timed_before_the_last_take_credits_no_time_twice() {
+        let start = Instant::now();
+        let mut limiter = Limiter::new(
+            ShardLimit {
+                records: 1e9,
+                bytes: MIB,
+            },
+            PACE,
+            UNIT,
+            start,
+        );
+        let now = start + ms(100);
+        while limiter.try_take(UNIT as usize, now).is_ok() {}
+        let Err(ready) = limiter.try_take(UNIT as usize, now) else {
+            panic!("the bucket is empty");
+        };
+        // An answer timed where its call ended, half a second before the driver's last take.
+        limiter.on_throttled(0, 0, now - ms(500));
+        assert_eq!(limiter.try_take(UNIT as usize, now), Err(ready));
+    }
+
+    #[test]
+    fn throttles_just_after_pacing_are_paid_back_without_lowering_the_rate() {
+        let start = Instant::now();
+        let mut limiter = limiter(1.5, start);
+        assert!(limiter.try_take(UNIT as usize, start).is_ok());
+        limiter.on_throttled(1, UNIT as usize, start + ms(5));
+        assert_eq!(limiter.share(), PACE);
+        // The next round opens at 1.2 s with throttles of what was sent at 150 % into the window
+        // already full: three of eight answers, more than a tenth.
+        for _ in 0..5 {
+            limiter.on_accepted(start + ms(1200));
+        }
+        for _ in 0..3 {
+            limiter.on_throttled(1, 1000, start + ms(1200));
+        }
+        // The round is judged by the next answer: still paced, not cut.
+        limiter.on_accepted(start + ms(2300));
+        assert_eq!(limiter.share(), PACE);
+        // After the grace, the same throttling lowers the rate.
+        for _ in 0..5 {
+            limiter.on_accepted(start + ms(2400));
+        }
+        for _ in 0..3 {
+            limiter.on_throttled(1, 1000, start + ms(2400));
+        }
+        limiter.on_accepted(start + ms(3400));
+        assert!((limiter.share() - PACE * DECREASE).abs() < 1e-12);
+    }
+
+    #[test]
+    fn paying_back_leaves_at_most_one_bucket_of_debt() {
+        let start = Instant::now();
+        let mut limiter = limiter(PACE, start);
+        // A call with 500 throttled entries of 1,000 bytes.
+        limiter.on_throttled(500, 500_000, start);
+        let ready = limiter.try_take(UNIT as usize, start).unwrap_err();
+        // The bytes bucket decides: in debt by its capacity, it needs that and one aggregate.
+        let rate = MIB * PACE;
+        let capacity = UNIT + rate * SLACK.as_secs_f64();
+        let most = (capacity + UNIT) / rate;
+        assert!(
+            ready <= start + Duration::from_secs_f64(most) + ms(1),
+            "{:?}",
+            ready - start
+        );
+    }
+
+    #[test]
+    fn a_low_ceiling_falls_to_half_of_itself_at_most() {
+        let start = Instant::now();
+        let mut limiter = limiter(0.01, start);
+        for i in 1..30u32 {
+            let at = start + ROUND * i + ms(1);
+            limiter.on_accepted(at);
+            limiter.on_throttled(9, 0, at);
+        }
+        assert!(
+            (limiter.share() - 0.005).abs() < 1e-12,
+            "{}",
+            limiter.share()
+        );
+    }
+
     /// (accepted, throttled) answers in one round.
     type Answers = (u32, u32);
 
@@ -533,9 +645,10 @@ mod tests {
                 Err(at) => now = at,
             }
         }
-        // Without feedback it would be 20,000 (20 s at 1000/s); paid back and collapsing, the
-        // rate falls to its floor in about 5 s and stays there.
-        assert!(sent < 2_000, "{sent} sends in 20 s of throttling");
+        // Without feedback it would be 20,000 (20 s at 1000/s); paced (1.5 s of grace for what
+        // was sent before), paid back (at most a bucket of debt at a time) and collapsing, the
+        // rate falls to its floor in about 7 s and stays there.
+        assert!(sent < 2_500, "{sent} sends in 20 s of throttling");
         assert!((limiter.share() - MIN_SHARE).abs() < 1e-9);
     }
 
