@@ -188,6 +188,8 @@ struct Worker {
     running_since: T,
     /// Since when its machine has watched for expiries without a break (`None`: it does not).
     watching_since: Option<T>,
+    /// The last check at which it held `max_leases` unfinished leases (0: never).
+    full_at: T,
     wake_generation: u64,
     deferred: Vec<Ev>,
     /// Lease key -> copy id.
@@ -646,6 +648,7 @@ impl World {
             Ev::Resume { inc } => self.resume(inc),
             Ev::Chaos => self.chaos(),
             Ev::Check => {
+                self.note_full_workers();
                 self.check_takeover();
                 self.check_watching();
                 self.push(self.t + CHECK_EVERY, Ev::Check);
@@ -725,6 +728,7 @@ impl World {
                 shutting_down: false,
                 running_since: self.t,
                 watching_since: Some(self.t),
+                full_at: 0,
                 wake_generation: 0,
                 deferred: Vec::new(),
                 copies: BTreeMap::new(),
@@ -2068,17 +2072,36 @@ impl World {
 
     /// Whether some worker has run, unpaused and not shutting down, and watched for expiries,
     /// since `from` or before.
-    /// Under `max_leases` only a watcher with room counts: one at its cap cannot take what it
-    /// sees expire, and the workers with room may be spares (holding nothing) that scan at their
-    /// own slower pace.
+    /// Under `max_leases` only a watcher that had room throughout counts: one at its cap cannot
+    /// take what it sees expire, and the workers with room may be spares (holding nothing) that
+    /// scan at their own slower pace.
     fn stable_watcher(&self, from: T) -> bool {
         self.workers.values().any(|w| {
             w.life == Life::Alive
                 && !w.shutting_down
                 && w.running_since <= from
                 && w.watching_since.is_some_and(|since| since <= from)
+                && w.full_at < from
                 && self.has_room(&w.id)
         })
+    }
+
+    /// Notes which workers are at `max_leases` now.
+    fn note_full_workers(&mut self) {
+        if self.settings.max_leases.is_none() {
+            return;
+        }
+        let full: Vec<u32> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.life == Life::Alive && !self.has_room(&w.id))
+            .map(|(inc, _)| *inc)
+            .collect();
+        for inc in full {
+            if let Some(w) = self.workers.get_mut(&inc) {
+                w.full_at = self.t;
+            }
+        }
     }
 
     /// Whether the worker holds fewer unfinished leases than `max_leases`.
