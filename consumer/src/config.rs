@@ -34,6 +34,7 @@ pub(crate) struct Config {
     pub(crate) max_records: usize,
     pub(crate) min_fetch_interval: Duration,
     pub(crate) max_idle: Duration,
+    pub(crate) max_concurrent_reads: usize,
     pub(crate) prefetch_records: usize,
     pub(crate) prefetch_bytes: usize,
     pub(crate) call_timeout: Duration,
@@ -119,6 +120,12 @@ impl FanOut {
 
 /// Most records `GetRecords` returns per call (the service limit, and the KCL's `maxRecords`).
 pub const MAX_RECORDS_PER_CALL: usize = 10_000;
+
+/// Most polling reads (`GetRecords`, `GetShardIterator`) a worker has under way at once, by
+/// default ([`ConsumerBuilder::max_concurrent_reads`](crate::ConsumerBuilder::max_concurrent_reads)).
+/// At 20 to 200 ms a call, 64 is 300 to 3,000 calls a second: a second's poll of 300 or more
+/// idle shards, or a read every 200 ms of 60 or more shards with a backlog.
+pub const MAX_CONCURRENT_READS: usize = 64;
 
 /// The shortest pause between two reads of a shard (Kinesis allows 5 `GetRecords` per second per
 /// shard, shared by every application reading it).
@@ -241,6 +248,7 @@ impl Config {
             max_records: MAX_RECORDS_PER_CALL,
             min_fetch_interval: MIN_FETCH_INTERVAL,
             max_idle: Duration::from_secs(1),
+            max_concurrent_reads: MAX_CONCURRENT_READS,
             prefetch_records: 30_000,
             prefetch_bytes: 16 * 1024 * 1024,
             call_timeout: Duration::from_secs(10),
@@ -355,6 +363,13 @@ impl Config {
                 "max_records",
                 self.max_records.to_string(),
                 "must be 1 to 10,000 (the GetRecords limit)",
+            );
+        }
+        if self.max_concurrent_reads > tokio::sync::Semaphore::MAX_PERMITS {
+            return bad(
+                "max_concurrent_reads",
+                self.max_concurrent_reads.to_string(),
+                "must be at most 2^61 - 1",
             );
         }
         if self.max_idle < self.min_fetch_interval {

@@ -13,7 +13,7 @@ use std::{sync::Arc, time::Duration, time::SystemTime};
 
 use aws_sdk_kinesis::Client;
 use kinesis_aggregation::HashKeyRange;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use crate::{
@@ -46,6 +46,9 @@ pub(crate) struct Reader {
     pub(crate) prefetch_records: usize,
     pub(crate) prefetch_bytes: usize,
     pub(crate) call_timeout: Duration,
+    /// Permits for reads under way, shared by the worker's readers: one is held for each
+    /// `GetShardIterator` and `GetRecords` call (with the SDK's own attempts), not between them.
+    pub(crate) reads: Arc<Semaphore>,
 }
 
 /// Starts reading; batches arrive on the returned channel until the shard ends, reading fails,
@@ -78,14 +81,19 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
     loop {
         let current = match iterator.take() {
             Some(it) => it,
-            None => match Box::pin(kinesis::shard_iterator(
-                &reader.client,
-                &reader.stream,
-                &reader.shard_id,
-                &start,
-                reader.timestamp,
-                reader.call_timeout,
-            ))
+            None => match Box::pin(async {
+                // Never closed; were it, reading on without a permit is still correct.
+                let _permit = reader.reads.acquire().await.ok();
+                kinesis::shard_iterator(
+                    &reader.client,
+                    &reader.stream,
+                    &reader.shard_id,
+                    &start,
+                    reader.timestamp,
+                    reader.call_timeout,
+                )
+                .await
+            })
             .await
             {
                 Ok(Some(it)) => it,
@@ -123,12 +131,10 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
         } else {
             reader.max_records
         };
-        let fetched = match Box::pin(kinesis::get_records(
-            &reader.client,
-            &current,
-            limit,
-            reader.call_timeout,
-        ))
+        let fetched = match Box::pin(async {
+            let _permit = reader.reads.acquire().await.ok();
+            kinesis::get_records(&reader.client, &current, limit, reader.call_timeout).await
+        })
         .await
         {
             Ok(fetched) => fetched,

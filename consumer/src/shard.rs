@@ -47,6 +47,8 @@ pub(crate) struct ShardContext {
     pub(crate) lease: Arc<Mutex<Lease>>,
     /// The stream consumer, with enhanced fan-out retrieval.
     pub(crate) fan_out: Option<Arc<Registration>>,
+    /// Permits for polling reads, shared by the worker's shards.
+    pub(crate) reads: Arc<tokio::sync::Semaphore>,
     /// Where the task reports what its processor does.
     pub(crate) board: ShardBoard,
 }
@@ -373,6 +375,7 @@ where
                 prefetch_records: ctx.cfg.prefetch_records,
                 prefetch_bytes: ctx.cfg.prefetch_bytes,
                 call_timeout: ctx.cfg.call_timeout,
+                reads: ctx.reads.clone(),
             }),
         }
     }

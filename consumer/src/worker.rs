@@ -12,7 +12,7 @@ use std::{
 };
 
 use tokio::{
-    sync::{Mutex, watch},
+    sync::{Mutex, Semaphore, watch},
     task::JoinSet,
     time::Instant,
 };
@@ -145,6 +145,18 @@ where
     /// between all reads; at least 200 ms). A shard with a backlog is read again after 200 ms.
     pub fn max_idle(mut self, idle: Duration) -> Self {
         self.cfg.max_idle = idle;
+        self
+    }
+
+    /// Most `GetRecords` and `GetShardIterator` calls this worker has under way at once, over
+    /// all its shards (default [`MAX_CONCURRENT_READS`](crate::MAX_CONCURRENT_READS), 64; polling
+    /// only). The SDK's client opens a connection per call under way and keeps it, so this also
+    /// bounds the worker's connections to Kinesis: without it, a worker that takes 500 leases at
+    /// once opens about 500, and keeps them while its shards are polled. A call waits for a
+    /// permit, first come first served; raise it for a worker with hundreds of shards read at
+    /// their limit (each busy shard has at most one call under way).
+    pub fn max_concurrent_reads(mut self, max: NonZeroUsize) -> Self {
+        self.cfg.max_concurrent_reads = max.get();
         self
     }
 
@@ -429,6 +441,8 @@ struct Worker<F> {
     fallbacks: HashMap<tokio::task::Id, Input>,
     /// The stream consumer, with enhanced fan-out retrieval.
     fan_out: Option<Arc<Registration>>,
+    /// Permits for the polling reads under way, shared by the worker's shards.
+    reads: Arc<Semaphore>,
     labels: [(&'static str, String); 2],
     /// What the worker and its shards report.
     board: Board,
@@ -522,6 +536,7 @@ where
         });
         Worker {
             fan_out,
+            reads: Arc::new(Semaphore::new(consumer.cfg.max_concurrent_reads)),
             labels: [
                 ("stream", consumer.cfg.stream.stream_name().to_owned()),
                 ("worker", consumer.cfg.worker_id.clone()),
@@ -974,6 +989,7 @@ where
             shard_id,
             lease,
             fan_out: self.fan_out.clone(),
+            reads: self.reads.clone(),
         };
         // The application's processors are made inside the shard's task (a panic there is
         // handled as a processor's, under the failure policy), again after failures.
@@ -1178,6 +1194,14 @@ mod tests {
                 .build()
                 .is_ok()
         );
+
+        // More permits than the semaphore can hold: refused, not a panic when the worker starts.
+        let (name, value, _) = refused(builder().max_concurrent_reads(NonZeroUsize::MAX));
+        assert_eq!(
+            (name, value),
+            ("max_concurrent_reads", usize::MAX.to_string())
+        );
+        assert!(builder().max_concurrent_reads(non_zero(1)).build().is_ok());
 
         let (name, _, _) = refused(builder().shard_sync_interval(Duration::ZERO));
         assert_eq!(name, "shard_sync_interval");

@@ -171,3 +171,105 @@ async fn lease_table_and_read_faults_cause_retries_not_losses() {
     faults.clear();
     worker.shutdown().await.unwrap();
 }
+
+/// One run of [`reads_under_way_stay_within_max_concurrent_reads`]: a worker (with `cap`, or
+/// the default) on `stream` through a proxy adding 150 ms to every read, until every record in
+/// `sent` is processed. Returns the most `GetRecords` calls under way at once, and the most
+/// Kinesis calls of any kind.
+async fn read_with_slow_answers(
+    kinesis: &Ferrokinesis,
+    db: &DynamoDb,
+    stream: &str,
+    sent: &[String],
+    cap: Option<usize>,
+) -> (u64, u64) {
+    let faults = FaultController::new(3);
+    let proxy = FaultProxy::start(kinesis.endpoint(), faults.clone())
+        .await
+        .unwrap();
+    for operation in ["GetRecords", "GetShardIterator"] {
+        faults.add(FaultRule::on(
+            operation,
+            Fault::latency(Duration::from_millis(150)),
+        ));
+    }
+    let tally = Tally::default();
+    let worker = {
+        let tally = tally.clone();
+        let mut builder = Consumer::builder(
+            kinesis_client(proxy.endpoint(), &ClientOptions::new()),
+            db.client(),
+            stream.to_owned(),
+            ApplicationName::new(unique_name("reads-app")).unwrap(),
+            move |_: &str| Counter(tally.clone()),
+        )
+        .initial_position(InitialPosition::TrimHorizon)
+        .max_idle(Duration::from_millis(200));
+        if let Some(cap) = cap {
+            builder = builder.max_concurrent_reads(std::num::NonZeroUsize::new(cap).unwrap());
+        }
+        builder.build().unwrap().spawn()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let missing = {
+            let seen = tally.seen.lock().unwrap();
+            sent.iter().filter(|d| !seen.contains_key(*d)).count()
+        };
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} records never processed (cap {cap:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    worker.shutdown().await.unwrap();
+    assert_eq!(*tally.lost.lock().unwrap(), 0, "a lease was lost");
+    (
+        faults.most_in_flight("GetRecords"),
+        faults.most_in_flight_together(),
+    )
+}
+
+/// `max_concurrent_reads` bounds the reads a worker has under way over all its shards (and so
+/// its connections to Kinesis), and every shard is still read; without it, a worker reads its
+/// 12 shards at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_under_way_stay_within_max_concurrent_reads() {
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    let db = DynamoDb::start(DynamoBackend::Dynoxide).await.unwrap();
+    let stream = unique_name("reads-cap");
+    create_stream(&kinesis.client(), &stream, 12).await.unwrap();
+    let producer = Producer::builder(kinesis.client(), stream.as_str())
+        .build()
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    let mut receipts = Vec::new();
+    for i in 0..600 {
+        let data = format!("r{i}");
+        let record = UserRecord::new(format!("k{i}"), Bytes::from(data.clone())).unwrap();
+        receipts.push(producer.put(record).await.unwrap());
+        sent.push(data);
+    }
+    for receipt in receipts {
+        receipt.await.unwrap();
+    }
+    producer.shutdown().await;
+
+    // Besides the reads, a worker calls ListShards (its shard syncs and the lineage), at most
+    // one at a time here: the bound on all Kinesis calls is the cap + 1.
+    let (records, together) = read_with_slow_answers(&kinesis, &db, &stream, &sent, Some(3)).await;
+    println!("cap 3: at most {records} GetRecords, {together} Kinesis calls under way");
+    assert!(records <= 3 && together <= 4, "{records}, {together}");
+    assert_eq!(records, 3, "the cap was reached: the test would see more");
+
+    let (records, together) = read_with_slow_answers(&kinesis, &db, &stream, &sent, None).await;
+    println!("default cap: at most {records} GetRecords, {together} Kinesis calls under way");
+    assert!(
+        records > 3,
+        "12 shards read without a low cap overlap more than 3 calls"
+    );
+}

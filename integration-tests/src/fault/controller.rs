@@ -65,6 +65,27 @@ struct State {
     calls: u64,
     stats: FaultStats,
     history: Vec<Injection>,
+    /// Per operation: calls under way now, and the most at once.
+    in_flight: BTreeMap<String, (u64, u64)>,
+    /// All operations together: calls under way now, and the most at once.
+    all_in_flight: (u64, u64),
+}
+
+/// A call under way, counted by [`FaultController::most_in_flight`] until dropped.
+#[derive(Debug)]
+pub(crate) struct InFlight<'a> {
+    controller: &'a FaultController,
+    operation: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut state = self.controller.lock();
+        if let Some((now, _)) = state.in_flight.get_mut(&self.operation) {
+            *now = now.saturating_sub(1);
+        }
+        state.all_in_flight.0 = state.all_in_flight.0.saturating_sub(1);
+    }
 }
 
 #[derive(Debug)]
@@ -86,6 +107,8 @@ impl FaultController {
                 calls: 0,
                 stats: FaultStats::default(),
                 history: Vec::new(),
+                in_flight: BTreeMap::new(),
+                all_in_flight: (0, 0),
             }),
             shard_ends: Arc::default(),
         })
@@ -129,6 +152,36 @@ impl FaultController {
     /// Calls seen for `operation`.
     pub fn calls(&self, operation: &str) -> u64 {
         self.lock().stats.calls.get(operation).copied().unwrap_or(0)
+    }
+
+    /// The most calls of `operation` that were under way at once through the proxies sharing
+    /// this controller (from their arrival to their answer, or to the client giving up).
+    pub fn most_in_flight(&self, operation: &str) -> u64 {
+        self.lock()
+            .in_flight
+            .get(operation)
+            .map_or(0, |&(_, most)| most)
+    }
+
+    /// The most calls under way at once through the proxies sharing this controller, all
+    /// operations together.
+    pub fn most_in_flight_together(&self) -> u64 {
+        self.lock().all_in_flight.1
+    }
+
+    /// Counts a call of `operation` under way until the returned guard is dropped.
+    pub(crate) fn enter(&self, operation: &str) -> InFlight<'_> {
+        let mut state = self.lock();
+        let (now, most) = state.in_flight.entry(operation.to_owned()).or_default();
+        *now += 1;
+        *most = (*most).max(*now);
+        let (now, most) = &mut state.all_in_flight;
+        *now += 1;
+        *most = (*most).max(*now);
+        InFlight {
+            controller: self,
+            operation: operation.to_owned(),
+        }
     }
 
     /// Calls seen, all operations together.

@@ -44,6 +44,7 @@ where
     let Some(operation) = operation_name(request.headers()) else {
         return forward(request).await;
     };
+    let _in_flight = controller.enter(&operation);
     let content_type = request
         .headers()
         .get(CONTENT_TYPE)
