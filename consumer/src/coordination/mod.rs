@@ -159,6 +159,25 @@ pub(crate) fn rank(id: &str) -> u64 {
     })
 }
 
+/// How long after its take a lease is first renewed: between half the renewal interval and the
+/// whole of it, by the lease's key. Leases taken together (a cold start, a takeover of a dead
+/// worker's leases) would otherwise be renewed together every interval, each burst a call under
+/// way per lease, and a connection each in the client's pool; spread over half an interval they
+/// stay spread, as each renewal is timed from the one before. Earlier than needed is safe: it
+/// only renews sooner, once.
+pub(crate) fn first_renewal(key: &str, interval: Duration) -> Duration {
+    // FNV-1a's high bits hardly move with the last characters of keys that differ only there
+    // (shardId-000000000001, -002, ...): mixed first (MurmurHash3's finalizer).
+    let mut hash = rank(key);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^= hash >> 33;
+    let phase = (hash >> 11) as f64 / (1u64 << 53) as f64;
+    interval.mul_f64(0.5 + 0.5 * phase)
+}
+
 /// What the worker asks of a running shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Stop {
@@ -950,6 +969,7 @@ impl Machine {
                     return;
                 }
                 info!(lease = %key, "lease taken");
+                let renew_at = sent + first_renewal(&key, self.settings.renew_interval);
                 self.locals.insert(
                     key,
                     Local::Running(Run {
@@ -957,7 +977,7 @@ impl Machine {
                         started: sent,
                         trust_until,
                         renewing: false,
-                        renew_at: sent + self.settings.renew_interval,
+                        renew_at,
                         stop: Stop::Run,
                         handing_off: false,
                         revoked: false,

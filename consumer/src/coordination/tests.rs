@@ -769,3 +769,60 @@ fn settled_workers_that_do_not_watch_scan_less_often() {
     assert!(watcher.machine.watching());
     assert!(watcher.machine.next_scan - watcher.now <= Duration::from_secs(2));
 }
+
+/// Leases taken together are first renewed spread over the second half of the renewal interval
+/// (by key), never later than one interval after the take, and each renewal after is timed
+/// from the one before: bursts of renewals (a call under way and a connection each) do not
+/// come back every interval.
+#[test]
+fn leases_taken_together_are_renewed_spread_out() {
+    let mut b = Worker::new("b");
+    let keys: Vec<String> = (0..400).map(|i| format!("shardId-{i:012}")).collect();
+    let leases: Vec<Lease> = keys.iter().map(|k| lease(k, None, 1)).collect();
+    // Take them all at once, at 0 (no cap: the fair share of a fleet of one is everything).
+    let asked = takes(&b.scan(&leases));
+    assert_eq!(asked.len(), keys.len());
+    for key in &keys {
+        b.feed(Input::Taken {
+            key: key.clone(),
+            sent: b.now,
+            outcome: written(lease(key, Some("b"), 2)),
+        });
+    }
+    // Step through 8 s in 50 ms ticks; answer each renewal as sent, 10 ms later in its tick.
+    let mut first: std::collections::HashMap<String, Duration> = std::collections::HashMap::new();
+    let mut per_tick: Vec<usize> = Vec::new();
+    for tick in 1..=160u64 {
+        let at = Duration::from_millis(50 * tick);
+        let renewed: Vec<String> = b
+            .at(at)
+            .feed(Input::Tick)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Renew { key } => Some(key),
+                _ => None,
+            })
+            .collect();
+        per_tick.push(renewed.len());
+        for key in renewed {
+            first.entry(key.clone()).or_insert(at);
+            b.feed(Input::Renewed {
+                key: key.clone(),
+                sent: b.now,
+                outcome: written(lease(&key, Some("b"), 3)),
+            });
+        }
+    }
+    assert_eq!(first.len(), keys.len(), "every lease renewed");
+    let earliest = first.values().min().copied().unwrap_or_default();
+    let latest = first.values().max().copied().unwrap_or_default();
+    assert!(earliest >= Duration::from_secs(2), "{earliest:?}");
+    assert!(latest <= Duration::from_secs(4), "{latest:?}");
+    // Spread evenly over 2 s (40 ticks): 10 a tick on average; all at once would be 400.
+    let most = per_tick.iter().copied().max().unwrap_or(0);
+    assert!(most <= 30, "{most} renewals in one 50 ms tick");
+    // Each lease renewed again an interval after its first renewal: the spread holds.
+    for key in &keys {
+        assert_eq!(b.renewals(key), 2, "{key}");
+    }
+}

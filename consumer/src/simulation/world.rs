@@ -403,6 +403,9 @@ struct World {
     unserved_since: BTreeMap<String, (T, u64)>,
     /// Since when no running worker has watched for expiries.
     unwatched_since: Option<T>,
+    /// The last time a worker that watched began to shut down: the others go on counting on it
+    /// to watch until its leases are released, or expire if its processors outlast their trust.
+    watcher_left: Option<T>,
     /// Takes and handoff requests written, and when.
     moves: Vec<T>,
     report: Report,
@@ -503,6 +506,7 @@ impl World {
             short_of_room: 0,
             unserved_since: BTreeMap::new(),
             unwatched_since: None,
+            watcher_left: None,
             moves: Vec::new(),
             report: Report {
                 seed,
@@ -1831,6 +1835,9 @@ impl World {
         self.report.shutdowns += 1;
         if let Some(worker) = self.workers.get_mut(&inc) {
             worker.shutting_down = true;
+            if worker.life == Life::Alive && worker.machine.watching() {
+                self.watcher_left = Some(self.t);
+            }
         }
         self.drive(inc, Input::ShutdownAsked);
     }
@@ -2044,7 +2051,12 @@ impl World {
         }
         let since = *self.unwatched_since.get_or_insert(self.t);
         let settle = micros(self.settings.failover + self.settings.slow_scan * 2) + TAKEOVER_MARGIN;
-        let calm = self.last_disruption + settle < since;
+        // A watcher shutting down holds its leases until its processors stop (within the
+        // shutdown timeout), or until they expire: the others learn it has gone only then.
+        let left = self
+            .watcher_left
+            .map_or(0, |t| t + micros(self.settings.shutdown_timeout) + settle);
+        let calm = self.last_disruption + settle < since && left < since;
         let allowed =
             micros(self.settings.slow_scan + self.settings.scan_interval) + TAKEOVER_MARGIN;
         if calm && self.t - since > allowed {
