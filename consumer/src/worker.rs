@@ -415,6 +415,13 @@ impl Drop for Running {
     }
 }
 
+/// Most takes, handoff requests and releases a worker has under way at once. A worker that
+/// starts beside a table of 1,000 free leases asks for its share in one cycle: unbounded, each
+/// write is a call under way and a connection the client then keeps. Renewals are not bounded
+/// (a renewal waiting for a permit could outlast the lease's trust); they are spread instead
+/// (see `first_renewal`).
+const MOVES_AT_ONCE: usize = 32;
+
 /// A shard task this worker runs.
 struct Task {
     key: String,
@@ -443,6 +450,8 @@ struct Worker<F> {
     fan_out: Option<Arc<Registration>>,
     /// Permits for the polling reads under way, shared by the worker's shards.
     reads: Arc<Semaphore>,
+    /// Permits for the takes, handoff requests and releases under way (not renewals).
+    moves: Arc<Semaphore>,
     labels: [(&'static str, String); 2],
     /// What the worker and its shards report.
     board: Board,
@@ -537,6 +546,7 @@ where
         Worker {
             fan_out,
             reads: Arc::new(Semaphore::new(consumer.cfg.max_concurrent_reads)),
+            moves: Arc::new(Semaphore::new(MOVES_AT_ONCE)),
             labels: [
                 ("stream", consumer.cfg.stream.stream_name().to_owned()),
                 ("worker", consumer.cfg.worker_id.clone()),
@@ -882,7 +892,11 @@ where
                     sent: Instant::now(),
                     outcome: Outcome::Failed,
                 };
+                let moves = self.moves.clone();
                 self.call(fallback, async move {
+                    // Never closed; were it, writing without a permit is still correct.
+                    let _permit = moves.acquire().await.ok();
+                    // Timed once the permit is held: the trust counts from the write.
                     let sent = Instant::now();
                     let result = table.take(&lease, &me).await;
                     Input::Taken {
@@ -898,7 +912,9 @@ where
                     key: key.clone(),
                     outcome: Outcome::Failed,
                 };
+                let moves = self.moves.clone();
                 self.call(fallback, async move {
+                    let _permit = moves.acquire().await.ok();
                     let result = table.hand_off(&lease, &me).await;
                     Input::HandoffAsked {
                         key,
@@ -918,7 +934,9 @@ where
                     key: key.clone(),
                     outcome: Outcome::Failed,
                 };
+                let moves = self.moves.clone();
                 self.call(fallback, async move {
+                    let _permit = moves.acquire().await.ok();
                     // The shard's own copy, if it ran, unless the machine knows a newer item
                     // (a release tried again with the item a refusal showed).
                     let mut own = match &copy {

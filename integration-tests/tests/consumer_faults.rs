@@ -273,3 +273,64 @@ async fn reads_under_way_stay_within_max_concurrent_reads() {
         "12 shards read without a low cap overlap more than 3 calls"
     );
 }
+
+/// A worker starting beside 64 free leases, with every lease-table write answered after 100 ms:
+/// its takes are at most 32 under way at once, and the renewals that follow are spread over
+/// the renewal interval instead of coming in bursts of one call per lease taken together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takes_are_bounded_and_renewals_spread_out() {
+    const SHARDS: usize = 64;
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    let db = DynamoDb::start(DynamoBackend::Dynoxide).await.unwrap();
+    let faults = FaultController::new(5);
+    let proxy = FaultProxy::start(db.endpoint(), faults.clone())
+        .await
+        .unwrap();
+    let stream = unique_name("writes-cap");
+    create_stream(&kinesis.client(), &stream, SHARDS as i32)
+        .await
+        .unwrap();
+    let worker = Consumer::builder(
+        kinesis.client(),
+        dynamodb_client(proxy.endpoint(), &ClientOptions::new()),
+        stream.clone(),
+        ApplicationName::new(unique_name("writes-app")).unwrap(),
+        |_: &str| Counter(Tally::default()),
+    )
+    .build()
+    .unwrap()
+    .spawn();
+    // The worker creates the leases first (PutItem), then takes them (UpdateItem).
+    faults.add(FaultRule::on(
+        "UpdateItem",
+        Fault::latency(Duration::from_millis(100)),
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while worker.status().await.leases_held < SHARDS {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {SHARDS} leases taken in 60 s",
+            worker.status().await.leases_held
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let takes = faults.most_in_flight("UpdateItem");
+    println!("taking {SHARDS} leases: at most {takes} writes under way");
+    // The takes (32 at most), and any first renewals already due.
+    assert!(
+        takes <= 32 + 8,
+        "{takes} lease-table writes under way while taking"
+    );
+
+    // Two and a half renewal intervals: every lease renewed twice or more.
+    faults.reset_most_in_flight();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let renewals = faults.most_in_flight("UpdateItem");
+    println!("renewing {SHARDS} leases every 4 s: at most {renewals} writes under way");
+    // 16 renewals a second of 100 ms each: about 2 under way on average. Leases taken in two
+    // waves of 32 and renewed together would put 32 under way at once.
+    assert!(renewals <= 12, "{renewals} renewals under way at once");
+    assert_eq!(worker.status().await.leases_held, SHARDS, "no lease lost");
+    faults.clear();
+    worker.shutdown().await.unwrap();
+}

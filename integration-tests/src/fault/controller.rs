@@ -169,6 +169,15 @@ impl FaultController {
         self.lock().all_in_flight.1
     }
 
+    /// Starts counting the most calls under way at once afresh, from those under way now.
+    pub fn reset_most_in_flight(&self) {
+        let mut state = self.lock();
+        for (now, most) in state.in_flight.values_mut() {
+            *most = *now;
+        }
+        state.all_in_flight.1 = state.all_in_flight.0;
+    }
+
     /// Counts a call of `operation` under way until the returned guard is dropped.
     pub(crate) fn enter(&self, operation: &str) -> InFlight<'_> {
         let mut state = self.lock();
