@@ -123,9 +123,16 @@ pub const MAX_RECORDS_PER_CALL: usize = 10_000;
 
 /// Most polling reads (`GetRecords`, `GetShardIterator`) a worker has under way at once, by
 /// default ([`ConsumerBuilder::max_concurrent_reads`](crate::ConsumerBuilder::max_concurrent_reads)).
-/// At 20 to 200 ms a call, 64 is 300 to 3,000 calls a second: a second's poll of 300 or more
-/// idle shards, or a read every 200 ms of 60 or more shards with a backlog.
+/// An idle shard holds a permit for its poll every second (20 to 50 ms against Kinesis): 64
+/// serve well over 1,000 idle shards. A shard with a backlog is read again 200 ms after each
+/// answer, and holds a permit for the call: at 200 ms a call, 64 permits serve about 128 such
+/// shards, at 1 s (answers of several MB) about 75; past that, reads wait for permits (see the
+/// histogram `kinesis_consumer_read_permit_wait_seconds`) and the shards fall behind.
 pub const MAX_CONCURRENT_READS: usize = 64;
+
+/// The longest failover time, and the longest of every other duration setting: instants
+/// computed from them must stay far from the clock's limits.
+const MAX_FAILOVER: Duration = Duration::from_secs(24 * 3600);
 
 /// The shortest pause between two reads of a shard (Kinesis allows 5 `GetRecords` per second per
 /// shard, shared by every application reading it).
@@ -307,14 +314,42 @@ impl Config {
         if self.worker_id.is_empty() {
             return bad("worker_id", String::new(), "must not be empty");
         }
-        if self.failover < Duration::from_secs(1) {
+        // Every duration within a day: instants a setting away from now must not overflow the
+        // clock (a panic), and longer ones are mistakes.
+        let mut durations = vec![
+            ("renew_interval", self.renew_interval),
+            ("scan_interval", self.scan_interval),
+            ("shard_sync_interval", self.shard_sync_interval),
+            ("handoff_timeout", self.handoff_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
+            ("max_idle", self.max_idle),
+            ("call_timeout", self.call_timeout),
+            ("table_timeout", self.table_timeout),
+            ("slow_callback_warning", self.slow_callback),
+            ("fatal_error_timeout", self.fatal_after),
+            ("on_failure", self.failure_policy.max_backoff),
+            ("on_failure", self.failure_policy.within.unwrap_or_default()),
+        ];
+        if let Retrieval::FanOut(fan_out) = &self.retrieval {
+            durations.push(("register_timeout", fan_out.register_timeout));
+            durations.push(("silence_timeout", fan_out.silence_timeout));
+        }
+        if let Some((name, value)) = durations.into_iter().find(|(_, d)| *d > MAX_FAILOVER) {
+            return bad(name, format!("{value:?}"), "must be at most 24 h");
+        }
+        if self.failover < Duration::from_secs(1) || self.failover > MAX_FAILOVER {
             return bad(
                 "failover_time",
                 format!("{:?}", self.failover),
-                "must be at least 1 s",
+                "must be at least 1 s and at most 24 h",
             );
         }
-        if self.renew_interval.is_zero() || self.renew_interval * 2 > self.trust() {
+        if self.renew_interval.is_zero()
+            || self
+                .renew_interval
+                .checked_mul(2)
+                .is_none_or(|twice| twice > self.trust())
+        {
             return bad(
                 "renew_interval",
                 format!("{:?}", self.renew_interval),
@@ -369,7 +404,7 @@ impl Config {
             return bad(
                 "max_concurrent_reads",
                 self.max_concurrent_reads.to_string(),
-                "must be at most 2^61 - 1",
+                "must be at most usize::MAX >> 3 (the most permits a semaphore holds)",
             );
         }
         if self.max_idle < self.min_fetch_interval {

@@ -57,6 +57,10 @@ pub const SHARD_END_NOT_CHECKPOINTED: &str = "kinesis_consumer_shard_end_not_che
 pub const PREFETCHED_RECORDS: &str = "kinesis_consumer_prefetched_records";
 /// Gauge, bytes: data and partition keys of the records read ahead and not yet processed.
 pub const PREFETCHED_BYTES: &str = "kinesis_consumer_prefetched_bytes";
+/// Histogram, seconds: how long polling reads waited for a permit, recorded only for those that
+/// found all `max_concurrent_reads` permits taken (a worker reading more busy shards than the
+/// cap serves: raise it).
+pub const READ_PERMIT_WAIT: &str = "kinesis_consumer_read_permit_wait_seconds";
 /// Counter: enhanced fan-out events received (`SubscribeToShardEvent`).
 pub const FAN_OUT_EVENTS: &str = "kinesis_consumer_fan_out_events";
 /// Counter: Kinesis records received over enhanced fan-out (an aggregate counts once).

@@ -20,6 +20,7 @@ use crate::{
     checkpoint::Checkpoint,
     error::Error,
     kinesis::{self, Start},
+    metrics as m,
     retrieval::{
         Budgets, Fetch, count_read_error,
         decide::{Backoff, Call, Context, Decision, Happened, decide},
@@ -82,8 +83,7 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
         let current = match iterator.take() {
             Some(it) => it,
             None => match Box::pin(async {
-                // Never closed; were it, reading on without a permit is still correct.
-                let _permit = reader.reads.acquire().await.ok();
+                let _permit = permit(&reader).await;
                 kinesis::shard_iterator(
                     &reader.client,
                     &reader.stream,
@@ -132,7 +132,7 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
             reader.max_records
         };
         let fetched = match Box::pin(async {
-            let _permit = reader.reads.acquire().await.ok();
+            let _permit = permit(&reader).await;
             kinesis::get_records(&reader.client, &current, limit, reader.call_timeout).await
         })
         .await
@@ -227,6 +227,19 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
         idle = next_idle(idle, kinesis_records == 0 && !behind, &reader);
         tokio::time::sleep(jittered(idle, reader.min_interval, rand::random::<f64>())).await;
     }
+}
+
+/// A permit for one read (see [`Reader::reads`]); the wait, if there is one, is recorded.
+async fn permit(reader: &Reader) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    if let Ok(permit) = reader.reads.try_acquire() {
+        return Some(permit);
+    }
+    let waiting = tokio::time::Instant::now();
+    // Never closed; were it, reading on without a permit is still correct.
+    let permit = reader.reads.acquire().await.ok();
+    metrics::histogram!(m::READ_PERMIT_WAIT, "stream" => reader.stream.stream_name().to_owned())
+        .record(waiting.elapsed().as_secs_f64());
+    permit
 }
 
 /// The pause before the next read: doubling while the shard is quiet (nothing read and not

@@ -300,7 +300,7 @@ async fn takes_are_bounded_and_renewals_spread_out() {
     .build()
     .unwrap()
     .spawn();
-    // The worker creates the leases first (PutItem), then takes them (UpdateItem).
+    // Takes, renewals (and releases) are UpdateItem calls; the leases are created with PutItem.
     faults.add(FaultRule::on(
         "UpdateItem",
         Fault::latency(Duration::from_millis(100)),
@@ -333,4 +333,78 @@ async fn takes_are_bounded_and_renewals_spread_out() {
     assert_eq!(worker.status().await.leases_held, SHARDS, "no lease lost");
     faults.clear();
     worker.shutdown().await.unwrap();
+}
+
+/// A worker asked to shut down while most of its takes still wait for a permit (100 free
+/// leases, every lease-table write answered after 300 ms): the waiting takes are not sent, the
+/// worker stops promptly, and it leaves no lease owned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takes_still_waiting_at_shutdown_are_not_sent() {
+    const SHARDS: usize = 100;
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    let db = DynamoDb::start(DynamoBackend::Dynoxide).await.unwrap();
+    let faults = FaultController::new(7);
+    let proxy = FaultProxy::start(db.endpoint(), faults.clone())
+        .await
+        .unwrap();
+    let stream = unique_name("takes-at-shutdown");
+    create_stream(&kinesis.client(), &stream, SHARDS as i32)
+        .await
+        .unwrap();
+    let application = unique_name("takes-app");
+    let worker = Consumer::builder(
+        kinesis.client(),
+        dynamodb_client(proxy.endpoint(), &ClientOptions::new()),
+        stream.clone(),
+        ApplicationName::new(application.clone()).unwrap(),
+        |_: &str| Counter(Tally::default()),
+    )
+    .worker_id("w")
+    .build()
+    .unwrap()
+    .spawn();
+    faults.add(FaultRule::on(
+        "UpdateItem",
+        Fault::latency(Duration::from_millis(300)),
+    ));
+    // The first takes answered: the rest (up to 32 under way, the others waiting) are asked.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while worker.status().await.leases_held == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no lease taken");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let held = worker.status().await.leases_held;
+    let before = faults.calls("UpdateItem");
+    let asked = tokio::time::Instant::now();
+    worker.shutdown().await.unwrap();
+    let took = asked.elapsed();
+    let writes = faults.calls("UpdateItem") - before;
+    println!(
+        "shut down holding {held} of {SHARDS} leases: {writes} UpdateItem calls after, in {took:?}"
+    );
+    // After the shutdown: a release per lease held or taken by a write already under way (32 at
+    // most), and renewals then due. Sending the waiting takes would add two writes each (the
+    // take and its release): over 100 more.
+    assert!(
+        writes <= (held + 32 + 32 + 10) as u64,
+        "{writes} writes after the shutdown was asked, holding {held}"
+    );
+    assert!(took < Duration::from_secs(15), "shutdown took {took:?}");
+    faults.clear();
+    let owned = db
+        .client()
+        .scan()
+        .table_name(&application)
+        .send()
+        .await
+        .unwrap()
+        .items()
+        .iter()
+        .filter(|item| {
+            item.get("leaseOwner")
+                .and_then(|owner| owner.as_s().ok())
+                .is_some_and(|owner| owner == "w")
+        })
+        .count();
+    assert_eq!(owned, 0, "leases left owned by the worker that shut down");
 }

@@ -159,13 +159,22 @@ pub(crate) fn rank(id: &str) -> u64 {
     })
 }
 
-/// How long after its take a lease is first renewed: between half the renewal interval and the
-/// whole of it, by the lease's key. Leases taken together (a cold start, a takeover of a dead
-/// worker's leases) would otherwise be renewed together every interval, each burst a call under
-/// way per lease, and a connection each in the client's pool; spread over half an interval they
-/// stay spread, as each renewal is timed from the one before. Earlier than needed is safe: it
-/// only renews sooner, once.
-pub(crate) fn first_renewal(key: &str, interval: Duration) -> Duration {
+/// When to renew a lease next, after a take or renewal sent at `sent`: at the lease's own phase
+/// of the renewal interval (by its key, counted from `epoch`), between half an interval and a
+/// whole one after `sent`. Leases taken together (a cold start, a takeover of a dead worker's
+/// leases), or renewed together after the table failed for a while, would otherwise be renewed
+/// together every interval ever after, each burst a call under way per lease and a connection
+/// each in the client's pool. Locked to their phases they are spread over the interval: a
+/// renewal off its phase is sent early (never late), spread still, and lands on it within two
+/// renewals, after which one renewal an interval is sent, as before. Earlier than needed is safe: it only renews
+/// sooner.
+pub(crate) fn next_renewal(
+    key: &str,
+    sent: Instant,
+    epoch: Instant,
+    interval: Duration,
+) -> Instant {
+    let period = interval.as_nanos().max(2);
     // FNV-1a's high bits hardly move with the last characters of keys that differ only there
     // (shardId-000000000001, -002, ...): mixed first (MurmurHash3's finalizer).
     let mut hash = rank(key);
@@ -174,8 +183,19 @@ pub(crate) fn first_renewal(key: &str, interval: Duration) -> Duration {
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     hash ^= hash >> 33;
-    let phase = (hash >> 11) as f64 / (1u64 << 53) as f64;
-    interval.mul_f64(0.5 + 0.5 * phase)
+    let phase = u128::from(hash).checked_mul(period).map_or(0, |p| p >> 64);
+    let at = sent.saturating_duration_since(epoch).as_nanos();
+    // How far past its phase point the lease was sent.
+    let past = (at % period + period - phase) % period;
+    // Close enough: wait for the phase point. Otherwise it comes less than half an interval
+    // after `sent`: go halfway to the one after (a renewal is never more than an interval
+    // after the last, nor less than half of one), and land on the phase from there.
+    let wait = if past <= period / 2 {
+        period - past
+    } else {
+        period + period / 2 - past
+    };
+    sent + Duration::from_nanos(u64::try_from(wait).unwrap_or(u64::MAX))
 }
 
 /// What the worker asks of a running shard.
@@ -300,8 +320,9 @@ pub(crate) struct Run {
     started: Instant,
     trust_until: Instant,
     renewing: bool,
-    /// When to renew next: a renewal interval after the last successful take or renewal was
-    /// sent, or soon after a failed renewal.
+    /// When to renew next: half a renewal interval to a whole one after the last successful take
+    /// or renewal was sent, at the lease's phase (see [`next_renewal`]), or soon after a failed
+    /// renewal.
     renew_at: Instant,
     /// What the processor was asked (`Stop::Run` while it runs on).
     stop: Stop,
@@ -378,6 +399,8 @@ pub(crate) struct Machine {
     /// the first plans are made blind and the handoffs that even them out follow within a poll
     /// or two instead of a scan interval or two.
     eager_until: Instant,
+    /// The instant the renewals' phases are counted from (the machine's start).
+    epoch: Instant,
 }
 
 impl Machine {
@@ -405,6 +428,7 @@ impl Machine {
             },
             relaxed: false,
             eager_until,
+            epoch: now,
         }
     }
 
@@ -903,7 +927,8 @@ impl Machine {
                 match outcome {
                     Outcome::Written(lease) => {
                         self.observations.note(&lease, now);
-                        run.renew_at = sent + self.settings.renew_interval;
+                        run.renew_at =
+                            next_renewal(&key, sent, self.epoch, self.settings.renew_interval);
                         let until = sent + trust;
                         if until > run.trust_until {
                             run.trust_until = until;
@@ -969,7 +994,7 @@ impl Machine {
                     return;
                 }
                 info!(lease = %key, "lease taken");
-                let renew_at = sent + first_renewal(&key, self.settings.renew_interval);
+                let renew_at = next_renewal(&key, sent, self.epoch, self.settings.renew_interval);
                 self.locals.insert(
                     key,
                     Local::Running(Run {

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::table::TableModel;
 use crate::{
     checkpoint::{Checkpoint, SequenceNumber},
-    coordination::{Action, Exited, Input, Machine, Outcome, Role, Settings, Stop},
+    coordination::{Action, Exited, Input, Machine, Outcome, Role, SHUTDOWN_GRACE, Settings, Stop},
     lease::Lease,
     lineage::{self, ChildShard, InitialPosition, ShardDescription},
 };
@@ -2052,18 +2052,22 @@ impl World {
         let since = *self.unwatched_since.get_or_insert(self.t);
         let settle = micros(self.settings.failover + self.settings.slow_scan * 2) + TAKEOVER_MARGIN;
         // A watcher shutting down holds its leases until its processors stop (within the
-        // shutdown timeout), or until they expire: the others learn it has gone only then.
-        let left = self
-            .watcher_left
-            .map_or(0, |t| t + micros(self.settings.shutdown_timeout) + settle);
-        let calm = self.last_disruption + settle < since && left < since;
+        // shutdown timeout and its grace), or until they expire: the others count on it to
+        // watch until then.
+        let left = self.watcher_left.map_or(0, |t| {
+            t + micros(self.settings.shutdown_timeout + SHUTDOWN_GRACE + self.settings.failover)
+                + TAKEOVER_MARGIN
+        });
+        // The gap counts from when the fleet should have settled, if it began before.
+        let from = since.max(self.last_disruption + settle).max(left);
         let allowed =
             micros(self.settings.slow_scan + self.settings.scan_interval) + TAKEOVER_MARGIN;
-        if calm && self.t - since > allowed {
+        if self.t > from && self.t - from > allowed {
             let detail = format!(
-                "no running worker has watched for expiries since {:.3} s (last disruption at {:.3} s; allowed {:.3} s)",
+                "no running worker has watched for expiries since {:.3} s (last disruption at {:.3} s; counted from {:.3} s; allowed {:.3} s)",
                 secs(since),
                 secs(self.last_disruption),
+                secs(from),
                 secs(allowed)
             );
             self.fail("someone watches", detail);

@@ -155,7 +155,8 @@ impl FaultController {
     }
 
     /// The most calls of `operation` that were under way at once through the proxies sharing
-    /// this controller (from their arrival to their answer, or to the client giving up).
+    /// this controller, from their arrival to their answer (a call whose client hung up may be
+    /// counted until its forwarding ends).
     pub fn most_in_flight(&self, operation: &str) -> u64 {
         self.lock()
             .in_flight
