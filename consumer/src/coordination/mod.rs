@@ -1058,6 +1058,13 @@ impl Machine {
             Outcome::Written(_) => {
                 debug!(lease = %key, "lease released");
                 self.forget(&key, now, out);
+                // Below `max_leases` again, it may now be the owner that should watch: the
+                // others stop counting on it as full only when they scan (seed 43323: the
+                // top-ranked owner handed a lease over while at its cap and did not scan, or
+                // watch, for 13 s).
+                if self.mode == Mode::Working && self.settings.max_leases.is_some() {
+                    self.want_scan(now);
+                }
             }
             Outcome::Refused(Some(current)) if *attempts < RELEASE_ATTEMPTS => {
                 // Released with an out-of-date copy (a write whose answer was lost): try again
