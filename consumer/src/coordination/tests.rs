@@ -899,3 +899,61 @@ fn renewals_bunched_by_a_table_outage_spread_again() {
         "every lease still renewed at the end"
     );
 }
+
+/// Under `max_leases`, a worker that hands a lease over is below its cap again: it scans at
+/// once to judge whether it should now watch for expiries (the others count on it as full until
+/// they scan), instead of at its next, perhaps slow, scan.
+#[test]
+fn a_worker_below_its_cap_again_after_a_handoff_scans_at_once() {
+    let start = Instant::now();
+    let mut capped = settings();
+    capped.max_leases = Some(1);
+    let mut b = Worker {
+        machine: Machine::new("b", capped, start),
+        start,
+        now: start,
+        log: Vec::new(),
+    };
+    b.feed(Input::Tick);
+    b.feed(Input::Synced(true));
+    assert_eq!(takes(&b.scan(&[lease("s0", None, 1)])), ["s0"]);
+    b.feed(Input::Taken {
+        key: "s0".into(),
+        sent: b.now,
+        outcome: written(lease("s0", Some("b"), 2)),
+    });
+    // c asks for it; b stops its processor and releases it as the previous owner.
+    let asked = in_handoff("s0", "c", "b", 3);
+    b.at(Duration::from_secs(5));
+    let actions = b.scan(&[asked.clone()]);
+    assert!(
+        actions.iter().any(|a| matches!(
+            a,
+            Action::Stop {
+                reason: Stop::Handoff,
+                ..
+            }
+        )),
+        "{actions:?}"
+    );
+    let actions = b.feed(Input::Exited {
+        key: "s0".into(),
+        how: Exited::Stopped,
+    });
+    assert!(
+        actions.iter().any(|a| matches!(
+            a,
+            Action::Release {
+                role: Role::PreviousOwner,
+                ..
+            }
+        )),
+        "{actions:?}"
+    );
+    b.at(Duration::from_millis(5_100));
+    let actions = b.feed(Input::Released {
+        key: "s0".into(),
+        outcome: written(lease("s0", Some("c"), 4)),
+    });
+    assert!(actions.contains(&Action::Scan), "{actions:?}");
+}
