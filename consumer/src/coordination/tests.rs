@@ -925,7 +925,7 @@ fn a_worker_below_its_cap_again_after_a_handoff_scans_at_once() {
     // c asks for it; b stops its processor and releases it as the previous owner.
     let asked = in_handoff("s0", "c", "b", 3);
     b.at(Duration::from_secs(5));
-    let actions = b.scan(&[asked.clone()]);
+    let actions = b.scan(&[asked]);
     assert!(
         actions.iter().any(|a| matches!(
             a,
