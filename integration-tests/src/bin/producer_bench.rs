@@ -305,23 +305,15 @@ impl OursCpuRun {
     }
 }
 
-async fn ours_cpu_run(
-    server: &FerrokinesisProcess,
-    stream: String,
+/// Puts `n` records (keys in turn, `DATA_LEN` bytes of `block` each) as fast as `producer` takes
+/// them, its receipts awaited by a task in chunks, then shuts it down: what the receipts said,
+/// with the puts refused at once.
+async fn put_all(
+    producer: Producer,
     keys: &[String],
-    block: &[u8],
     n: u64,
-) -> Result<OursCpuRun, BoxError> {
-    let client = server.client();
-    eprintln!("[cpu] ours: {n} records ...");
-
-    let server_cpu0 = server.cpu_time()?;
-    let cpu0 = CpuTime::of_self()?;
-    let started = Instant::now();
-    let producer = Producer::builder(client.clone(), stream.as_str())
-        .rate_limit_percent(kinesis_producer::MAX_RATE_LIMIT_PERCENT)
-        .build()
-        .await?;
+    block: &[u8],
+) -> Result<Tally, BoxError> {
     let (receipts, consumer) = spawn_receipt_consumer(false);
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut refused = 0u64;
@@ -340,10 +332,31 @@ async fn ours_cpu_run(
     drop(receipts);
     producer.shutdown().await;
     let mut tally = consumer.await?;
+    tally.refused = refused;
+    Ok(tally)
+}
+
+async fn ours_cpu_run(
+    server: &FerrokinesisProcess,
+    stream: String,
+    keys: &[String],
+    block: &[u8],
+    n: u64,
+) -> Result<OursCpuRun, BoxError> {
+    let client = server.client();
+    eprintln!("[cpu] ours: {n} records ...");
+
+    let server_cpu0 = server.cpu_time()?;
+    let cpu0 = CpuTime::of_self()?;
+    let started = Instant::now();
+    let producer = Producer::builder(client.clone(), stream.as_str())
+        .rate_limit_percent(kinesis_producer::MAX_RATE_LIMIT_PERCENT)
+        .build()
+        .await?;
+    let tally = put_all(producer, keys, n, block).await?;
     let wall = started.elapsed();
     let cpu = CpuTime::of_self()? - cpu0;
     let server_cpu = (server.cpu_time()? - server_cpu0).total();
-    tally.refused = refused;
 
     let stream = check_stream(&client, &stream, n, DATA_LEN).await?;
     Ok(OursCpuRun {
@@ -1261,25 +1274,7 @@ async fn full_rate(args: &Args, block: &[u8], start: StartedRun) -> Result<Shard
     };
     let cpu0 = CpuTime::of_self()?;
     let started = Instant::now();
-    let (receipts, consumer) = spawn_receipt_consumer(false);
-    let mut chunk = Vec::with_capacity(CHUNK);
-    let mut refused = 0u64;
-    for i in 0..args.shards_records {
-        let key = keys[(i % keys.len() as u64) as usize].clone();
-        let record = UserRecord::new(key, produce_record_data(i, DATA_LEN, block))?;
-        match producer.put(record).await {
-            Ok(receipt) => chunk.push((i, receipt, None)),
-            Err(_) => refused += 1,
-        }
-        if chunk.len() == CHUNK {
-            receipts.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))?;
-        }
-    }
-    receipts.send(chunk)?;
-    drop(receipts);
-    producer.shutdown().await;
-    let mut tally = consumer.await?;
-    tally.refused = refused;
+    let tally = put_all(producer, &keys, args.shards_records, block).await?;
     let wall = started.elapsed();
     let cpu = (CpuTime::of_self()? - cpu0).total();
     stop.store(true, AtomicOrdering::Relaxed);
