@@ -458,7 +458,8 @@ struct Worker<F> {
     reads: Arc<Semaphore>,
     /// Permits for the takes and handoff requests under way.
     moves: Arc<Semaphore>,
-    /// Set once the worker shuts down: takes still waiting for a permit are not sent.
+    /// Set once the worker shuts down (see `begin_shutdown`): takes still waiting for a permit
+    /// are not sent.
     stopping: Arc<AtomicBool>,
     labels: [(&'static str, String); 2],
     /// What the worker and its shards report.
@@ -679,7 +680,6 @@ where
     async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), Error> {
         let mut machine = Machine::new(self.me.to_string(), self.cfg.settings(), Instant::now());
         let mut input = Input::Tick;
-        let mut shutdown_asked = false;
         let mut exit_error: Option<Error> = None;
         loop {
             self.count(&input);
@@ -693,7 +693,7 @@ where
                 break;
             }
             // An error retrying cannot fix, gone on for the fatal error timeout: shut down.
-            if !shutdown_asked
+            if !self.stopping.load(Ordering::Relaxed)
                 && let Some(about) = self
                     .fatal
                     .iter()
@@ -703,10 +703,8 @@ where
                 && let Some((since, error)) = self.fatal.remove(&about)
             {
                 error!(%error, for_ = ?since.elapsed(), "the worker cannot go on; shutting down");
-                self.board.lock().stopping = true;
                 exit_error = Some(error);
-                shutdown_asked = true;
-                self.stopping.store(true, Ordering::Relaxed);
+                self.begin_shutdown();
                 for action in machine.handle(Input::ShutdownAsked, Instant::now()) {
                     self.perform(action);
                 }
@@ -722,11 +720,9 @@ where
                 // has already stopped because a timer came due at the same moment.
                 biased;
                 Some(joined) = self.shards.join_next_with_id() => self.exited(joined),
-                changed = stop.changed(), if !shutdown_asked => {
+                changed = stop.changed(), if !self.stopping.load(Ordering::Relaxed) => {
                     if changed.is_err() || *stop.borrow() {
-                        shutdown_asked = true;
-                        self.board.lock().stopping = true;
-                        self.stopping.store(true, Ordering::Relaxed);
+                        self.begin_shutdown();
                         Input::ShutdownAsked
                     } else {
                         Input::Tick
@@ -1043,6 +1039,13 @@ where
                 stop: stop_tx,
             },
         );
+    }
+
+    /// The worker shuts down: its status says so, and takes still waiting for a permit are not
+    /// sent.
+    fn begin_shutdown(&self) {
+        self.board.lock().stopping = true;
+        self.stopping.store(true, Ordering::Relaxed);
     }
 
     /// Metrics of what happened.

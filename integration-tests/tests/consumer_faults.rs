@@ -26,6 +26,28 @@ struct Tally {
     lost: Arc<Mutex<usize>>,
 }
 
+impl Tally {
+    /// Waits until every record of `sent` (by its data) has been processed, failing the test
+    /// after `within` with how many were not (`context` added to the message).
+    async fn until_all_seen(&self, sent: &[String], within: Duration, context: &str) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let missing = {
+                let seen = self.seen.lock().unwrap();
+                sent.iter().filter(|d| !seen.contains_key(*d)).count()
+            };
+            if missing == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{missing} records never processed{context}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 struct Counter(Tally);
 
 impl ShardProcessor for Counter {
@@ -144,21 +166,9 @@ async fn lease_table_and_read_faults_cause_retries_not_losses() {
     }
     producer.shutdown().await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let missing = {
-            let seen = tally.seen.lock().unwrap();
-            sent.iter().filter(|d| !seen.contains_key(*d)).count()
-        };
-        if missing == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{missing} records never processed"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    tally
+        .until_all_seen(&sent, Duration::from_secs(90), "")
+        .await;
     let stats = faults.stats();
     println!(
         "faults injected: {} errors, {} latencies over {:?} calls",
@@ -210,21 +220,9 @@ async fn read_with_slow_answers(
         }
         builder.build().unwrap().spawn()
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let missing = {
-            let seen = tally.seen.lock().unwrap();
-            sent.iter().filter(|d| !seen.contains_key(*d)).count()
-        };
-        if missing == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{missing} records never processed (cap {cap:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    tally
+        .until_all_seen(sent, Duration::from_secs(60), &format!(" (cap {cap:?})"))
+        .await;
     worker.shutdown().await.unwrap();
     assert_eq!(*tally.lost.lock().unwrap(), 0, "a lease was lost");
     (

@@ -85,6 +85,17 @@ impl Worker {
             .count()
     }
 
+    /// The leases a tick at the current time renews.
+    fn renewals_due(&mut self) -> Vec<String> {
+        self.feed(Input::Tick)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Renew { key } => Some(key),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn renewals(&self, key: &str) -> usize {
         self.log
             .iter()
@@ -105,6 +116,22 @@ fn takes(actions: &[Action]) -> Vec<String> {
 
 fn written(lease: Lease) -> Outcome {
     Outcome::Written(lease)
+}
+
+/// 400 free leases scanned and taken by `b` at once, at its current time (no cap: the fair
+/// share of a fleet of one is everything); their keys.
+fn take_400_at_once(b: &mut Worker) -> Vec<String> {
+    let keys: Vec<String> = (0..400).map(|i| format!("shardId-{i:012}")).collect();
+    let leases: Vec<Lease> = keys.iter().map(|k| lease(k, None, 1)).collect();
+    assert_eq!(takes(&b.scan(&leases)).len(), keys.len());
+    for key in &keys {
+        b.feed(Input::Taken {
+            key: key.clone(),
+            sent: b.now,
+            outcome: written(lease(key, Some("b"), 2)),
+        });
+    }
+    keys
 }
 
 /// Defect 1: a lease asked of a worker that then died was taken at its expiry and then started a
@@ -777,32 +804,13 @@ fn settled_workers_that_do_not_watch_scan_less_often() {
 #[test]
 fn leases_taken_together_are_renewed_spread_out() {
     let mut b = Worker::new("b");
-    let keys: Vec<String> = (0..400).map(|i| format!("shardId-{i:012}")).collect();
-    let leases: Vec<Lease> = keys.iter().map(|k| lease(k, None, 1)).collect();
-    // Take them all at once, at 0 (no cap: the fair share of a fleet of one is everything).
-    let asked = takes(&b.scan(&leases));
-    assert_eq!(asked.len(), keys.len());
-    for key in &keys {
-        b.feed(Input::Taken {
-            key: key.clone(),
-            sent: b.now,
-            outcome: written(lease(key, Some("b"), 2)),
-        });
-    }
+    let keys = take_400_at_once(&mut b);
     // Step through 8 s in 50 ms ticks; answer each renewal as sent, 10 ms later in its tick.
     let mut first: std::collections::HashMap<String, Duration> = std::collections::HashMap::new();
     let mut per_tick: Vec<usize> = Vec::new();
     for tick in 1..=160u64 {
         let at = Duration::from_millis(50 * tick);
-        let renewed: Vec<String> = b
-            .at(at)
-            .feed(Input::Tick)
-            .into_iter()
-            .filter_map(|a| match a {
-                Action::Renew { key } => Some(key),
-                _ => None,
-            })
-            .collect();
+        let renewed = b.at(at).renewals_due();
         per_tick.push(renewed.len());
         for key in renewed {
             first.entry(key.clone()).or_insert(at);
@@ -836,31 +844,14 @@ fn leases_taken_together_are_renewed_spread_out() {
 #[test]
 fn renewals_bunched_by_a_table_outage_spread_again() {
     let mut b = Worker::new("b");
-    let keys: Vec<String> = (0..400).map(|i| format!("shardId-{i:012}")).collect();
-    let leases: Vec<Lease> = keys.iter().map(|k| lease(k, None, 1)).collect();
-    takes(&b.scan(&leases));
-    for key in &keys {
-        b.feed(Input::Taken {
-            key: key.clone(),
-            sent: b.now,
-            outcome: written(lease(key, Some("b"), 2)),
-        });
-    }
+    let keys = take_400_at_once(&mut b);
     // The table fails every renewal from 1 s to 4.5 s (within the 9 s trust), then answers.
     let mut per_tick_after: Vec<usize> = Vec::new();
     let mut last: std::collections::HashMap<String, Duration> = std::collections::HashMap::new();
     let mut longest = Duration::ZERO;
     for tick in 1..=400u64 {
         let at = Duration::from_millis(50 * tick);
-        let renewed: Vec<String> = b
-            .at(at)
-            .feed(Input::Tick)
-            .into_iter()
-            .filter_map(|a| match a {
-                Action::Renew { key } => Some(key),
-                _ => None,
-            })
-            .collect();
+        let renewed = b.at(at).renewals_due();
         if at > Duration::from_secs(12) {
             per_tick_after.push(renewed.len());
         }
