@@ -112,6 +112,70 @@ async fn unaggregated_records_are_read_back_exactly_as_their_receipts_say() {
     );
 }
 
+/// The producer writes `PutRecords` bodies itself (one pass, not the SDK's serializer): keys a
+/// JSON string must escape, keys of every length and explicit hash keys at both ends of the
+/// range reach the service as they were put. (A stream given by ARN is checked on the body
+/// alone: ferrokinesis refuses `ListShards` by `StreamARN`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_json_must_escape_travel_exactly() {
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    let client = kinesis.client();
+    let stream = unique_name("producer-json");
+    create_stream(&client, &stream, 3).await.unwrap();
+    let keys = [
+        "quote\" and \\ backslash / slash".to_owned(),
+        "control \u{1} \u{8} \t \n \u{c} \r \u{1f} \u{7f}".to_owned(),
+        "ünïcødé ☃ 𝄞 \u{2028}".to_owned(),
+        "</script>{\"Records\":[]}".to_owned(),
+        // 256 characters (the limit); ferrokinesis counts bytes, so the multi-byte key is shorter.
+        "k".repeat(256),
+        "é".repeat(128),
+        "k".to_owned(),
+    ];
+    let hash_keys = [Some(0), Some(u128::MAX), Some(u128::MAX / 3 * 2), None];
+    let mut sent = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        for (j, hash) in hash_keys.iter().enumerate() {
+            let data: Vec<u8> = (0..(i * 31 + j * 7) % 200).map(|b| b as u8).collect();
+            let record = UserRecord::new(key.clone(), data).unwrap();
+            sent.push(match hash {
+                Some(h) => record.with_explicit_hash_key(HashKey::new(*h)),
+                None => record,
+            });
+        }
+    }
+    for aggregation in [false, true] {
+        let producer = Producer::builder(client.clone(), stream.as_str())
+            .aggregation(aggregation)
+            .linger(Duration::from_millis(20))
+            .build()
+            .await
+            .unwrap();
+        let deliveries = put_all(&producer, &sent).await;
+        producer.shutdown().await;
+        let ReadBack { seen, .. } = read_back(&client, &stream).await;
+        check_receipts(&sent, &deliveries, &seen);
+        // The explicit hash key routed each record: both ends of the range land on the first
+        // and last shards.
+        for (record, delivery) in sent.iter().zip(&deliveries) {
+            if record.explicit_hash_key() == Some(HashKey::new(0)) {
+                assert!(
+                    delivery.shard_id().ends_with('0'),
+                    "{}",
+                    delivery.shard_id()
+                );
+            }
+            if record.explicit_hash_key() == Some(HashKey::new(u128::MAX)) {
+                assert!(
+                    delivery.shard_id().ends_with('2'),
+                    "{}",
+                    delivery.shard_id()
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_typed_errors_and_nothing_else_is_affected() {
     let kinesis = Ferrokinesis::start().await.unwrap();

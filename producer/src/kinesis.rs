@@ -5,33 +5,18 @@
 
 use std::time::Duration;
 
-use aws_sdk_kinesis::{
-    Client, config::retry::RetryConfig, primitives::Blob, types::PutRecordsRequestEntry,
-};
+use aws_sdk_kinesis::{Client, config::retry::RetryConfig};
+use aws_smithy_types::body::SdkBody;
 use kinesis_calls::{StreamRef, Which, within};
 
 use crate::{
-    pipeline::{CallFailure, Entry, EntryResult},
+    body::RecordsBody,
+    pipeline::{CallFailure, EntryResult},
     receipt::Wrote,
     shard_map::ListedShard,
 };
 
 pub(crate) use kinesis_calls::{CallError, LIST_SHARDS_PAGE};
-
-/// The SDK's entries for a call (built in the call's task, off the pipeline's).
-pub(crate) fn request_entries(entries: Vec<Entry>) -> Vec<PutRecordsRequestEntry> {
-    entries
-        .into_iter()
-        .filter_map(|entry| {
-            PutRecordsRequestEntry::builder()
-                .partition_key(entry.partition_key)
-                .set_explicit_hash_key(entry.explicit_hash_key.map(|k| k.to_string()))
-                .data(Blob::new(Vec::from(entry.data)))
-                .build()
-                .ok()
-        })
-        .collect()
-}
 
 /// A failed call as the pipeline's core takes it.
 impl From<CallError> for CallFailure {
@@ -59,16 +44,21 @@ fn wrote(error: &CallError) -> Wrote {
 
 /// Calls `PutRecords` with SDK retries off and a deadline. The answer has one result per entry,
 /// in order, or the whole call failed.
+///
+/// The SDK builds the request from an input without entries (the stream in it still chooses the
+/// endpoint), and `body`, written by [`records_body`](crate::body::records_body), takes the place
+/// of the body it serialized just before the request is signed.
 pub(crate) async fn put_records(
     client: &Client,
     stream: &StreamRef,
-    entries: Vec<PutRecordsRequestEntry>,
+    body: RecordsBody,
     timeout: Duration,
 ) -> Result<Vec<EntryResult>, CallError> {
-    let count = entries.len();
+    let count = body.entries;
+    let json = body.json;
     let request = client
         .put_records()
-        .set_records(Some(entries))
+        .set_records(Some(Vec::new()))
         .set_stream_name(stream.name().map(str::to_owned))
         .set_stream_arn(stream.arn().map(str::to_owned));
     let send = request
@@ -76,6 +66,12 @@ pub(crate) async fn put_records(
         .config_override(
             aws_sdk_kinesis::config::Builder::default().retry_config(RetryConfig::disabled()),
         )
+        .mutate_request(move |request| {
+            request
+                .headers_mut()
+                .insert("Content-Length", json.len().to_string());
+            *request.body_mut() = SdkBody::from(json.clone());
+        })
         .send();
     let output = within(timeout, send).await?;
     let records = output.records;

@@ -63,6 +63,7 @@
 // caller unbox it.
 #![allow(clippy::result_large_err)]
 
+mod body;
 mod config;
 mod error;
 mod kinesis;

@@ -81,7 +81,8 @@ const DATA_LEN: usize = 100;
 /// Receipts travel to the task awaiting them in chunks of this many.
 const CHUNK: usize = 10_000;
 
-const TARGET_CPU_PER_MILLION: f64 = 1.0;
+/// Part 1's goal in CPU-s per million records (the intrinsic part, aggregate MD5, SigV4, JSON and one copy, is about 0.45).
+const TARGET_CPU_PER_MILLION: f64 = 0.6;
 const TARGET_RATIO: f64 = 20.0;
 const TARGET_SHARE: f64 = 0.92;
 /// Part 2: most entries throttled, as a share of the entries sent.

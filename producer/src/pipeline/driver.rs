@@ -25,6 +25,7 @@ use super::{
     machine::{Action, Input, Machine},
 };
 use crate::{
+    body,
     config::{Config, StreamRef},
     kinesis, metrics as m,
     producer::Admission,
@@ -278,9 +279,10 @@ impl Pipeline {
         let events = self.events_tx.clone();
         tokio::spawn(
             async move {
-                let entries = kinesis::request_entries(entries);
+                let body = body::records_body(&entries, &stream);
+                drop(entries);
                 let started = now();
-                let result = kinesis::put_records(&client, &stream, entries, timeout)
+                let result = kinesis::put_records(&client, &stream, body, timeout)
                     .await
                     .map_err(CallFailure::from);
                 let _ = events.send(Event::Answered {
