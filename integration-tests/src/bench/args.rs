@@ -166,6 +166,16 @@ pub struct ConsumerBenchArgs {
         value_parser = count_in(1..=10_000).map(|n| n as usize)
     )]
     pub scale_leases: Vec<usize>,
+    /// The scale scenario's idle-cost curve: one worker alone on each of these numbers of idle
+    /// shards (comma-separated; `0` alone skips the curve). A line through the points gives what
+    /// one more idle shard costs apart from the worker's own costs.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,250,1000",
+        value_parser = count_in(0..=10_000).map(|n| n as usize)
+    )]
+    pub scale_curve: Vec<usize>,
     /// How long the scale scenario measures an idle fleet's cost, in seconds (at least 10).
     #[arg(long, allow_negative_numbers = true, default_value = "60", value_parser = count_in(10..=u64::MAX))]
     pub scale_idle_seconds: u64,
@@ -217,6 +227,15 @@ impl ConsumerBenchArgs {
     /// The scale scenario's idle window.
     pub fn scale_idle(&self) -> Duration {
         Duration::from_secs(self.scale_idle_seconds)
+    }
+
+    /// The idle-cost curve's lease counts, ascending, without repeats or zeros; empty when fewer
+    /// than two remain (no line through one point).
+    pub fn scale_curve_points(&self) -> Vec<usize> {
+        let mut points: Vec<usize> = self.scale_curve.iter().copied().filter(|&n| n > 0).collect();
+        points.sort_unstable();
+        points.dedup();
+        if points.len() < 2 { Vec::new() } else { points }
     }
 
     /// The scale scenario's cells, (workers, leases), fleet size first.
@@ -519,6 +538,15 @@ mod tests {
         assert_eq!(args.scale_cells()[8], (50, 1000));
         assert_eq!(args.scale_kcl_rs_workers, vec![2, 3, 4]);
         assert_eq!(args.scale_kcl_rs_leases, 100);
+        assert_eq!(args.scale_curve_points(), vec![1, 250, 1000]);
+        let curve = |list: &str| {
+            consumer(&["--scale-curve", list])
+                .unwrap()
+                .scale_curve_points()
+        };
+        assert_eq!(curve("1000,1,1000,0"), vec![1, 1000]);
+        assert!(curve("0").is_empty(), "skipped");
+        assert!(curve("50").is_empty(), "no line through one point");
 
         let args = consumer(&[
             "--scenario",

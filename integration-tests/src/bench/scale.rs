@@ -224,6 +224,79 @@ impl ScaleRow {
     }
 }
 
+/// A least-squares line through `points` (x, y): (intercept, slope), or `None` with fewer than
+/// two distinct x.
+pub fn fit_line(points: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let n = points.len() as f64;
+    if n < 2.0 {
+        return None;
+    }
+    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+    if sxx <= f64::EPSILON * mean_x.abs().max(1.0) {
+        return None;
+    }
+    let sxy: f64 = points
+        .iter()
+        .map(|p| (p.0 - mean_x) * (p.1 - mean_y))
+        .sum();
+    let slope = sxy / sxx;
+    Some((mean_y - slope * mean_x, slope))
+}
+
+/// One point of the idle-cost curve: a worker alone on `leases` idle shards.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CurvePoint {
+    /// Leases it held over the window.
+    pub leases: usize,
+    /// Its process's resident memory at the end of the window, KiB.
+    pub rss_kib: f64,
+    /// Its process's CPU over the window, microseconds per second.
+    pub cpu: f64,
+}
+
+/// What the idle-cost curve says: the cost of one more idle shard (the slopes) apart from the
+/// worker's own (the intercepts).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct IdleCurve {
+    /// Resident memory an idle shard adds, KiB.
+    pub rss_per_shard_kib: f64,
+    /// CPU an idle shard adds, microseconds per second.
+    pub cpu_per_shard: f64,
+    /// A worker's own resident memory (no shard), KiB.
+    pub rss_base_kib: f64,
+    /// A worker's own CPU (no shard), microseconds per second.
+    pub cpu_base: f64,
+}
+
+impl IdleCurve {
+    /// Lines through the points, or `None` with fewer than two distinct lease counts.
+    pub fn fit(points: &[CurvePoint]) -> Option<IdleCurve> {
+        let rss: Vec<(f64, f64)> = points.iter().map(|p| (p.leases as f64, p.rss_kib)).collect();
+        let cpu: Vec<(f64, f64)> = points.iter().map(|p| (p.leases as f64, p.cpu)).collect();
+        let (rss_base_kib, rss_per_shard_kib) = fit_line(&rss)?;
+        let (cpu_base, cpu_per_shard) = fit_line(&cpu)?;
+        Some(IdleCurve {
+            rss_per_shard_kib,
+            cpu_per_shard,
+            rss_base_kib,
+            cpu_base,
+        })
+    }
+
+    /// Against the idle-shard limits.
+    pub fn verdict(&self) -> &'static str {
+        if self.rss_per_shard_kib <= IDLE_SHARD_RSS_LIMIT_KIB
+            && self.cpu_per_shard <= IDLE_SHARD_CPU_LIMIT_MICROS_PER_SECOND
+        {
+            "idle ok"
+        } else {
+            "idle OVER"
+        }
+    }
+}
+
 fn seconds(figure: &Option<Figure>) -> String {
     match figure {
         None => "-".to_owned(),
@@ -315,6 +388,36 @@ pub fn table(rows: &[ScaleRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_fitted_through_points_gives_the_cost_per_shard_apart_from_the_workers_own() {
+        let (a, b) = fit_line(&[(1.0, 3.0), (2.0, 5.0), (3.0, 7.0)]).unwrap();
+        assert!((a - 1.0).abs() < 1e-9 && (b - 2.0).abs() < 1e-9, "{a} {b}");
+        // Noise around y = 10 + 0.5 x: least squares, not the two ends.
+        let (a, b) = fit_line(&[(0.0, 11.0), (10.0, 14.0), (20.0, 21.0)]).unwrap();
+        assert!((b - 0.5).abs() < 1e-9, "{b}");
+        assert!((a - 10.5).abs() < 1e-9, "{a}");
+        assert_eq!(fit_line(&[(5.0, 1.0)]), None);
+        assert_eq!(fit_line(&[(5.0, 1.0), (5.0, 2.0)]), None, "one lease count only");
+
+        let point = |leases, rss_kib, cpu| CurvePoint {
+            leases,
+            rss_kib,
+            cpu,
+        };
+        let curve = IdleCurve::fit(&[
+            point(1, 20_040.0, 2_400.0),
+            point(250, 30_000.0, 102_000.0),
+            point(1000, 60_000.0, 402_000.0),
+        ])
+        .unwrap();
+        assert!((curve.rss_per_shard_kib - 40.0).abs() < 0.01, "{curve:?}");
+        assert!((curve.cpu_per_shard - 400.0).abs() < 0.01, "{curve:?}");
+        assert!((curve.rss_base_kib - 20_000.0).abs() < 1.0, "{curve:?}");
+        assert_eq!(curve.verdict(), "idle ok");
+        let heavy = IdleCurve::fit(&[point(1, 0.0, 0.0), point(2, 100.0, 0.0)]).unwrap();
+        assert_eq!(heavy.verdict(), "idle OVER");
+    }
 
     #[test]
     fn an_even_split_holds_every_lease_within_one_of_the_fair_share() {

@@ -65,8 +65,8 @@ use kinesis_integration_tests::bench::args::{
     ConsumerBenchArgs as Args, ConsumerBenchRole, Implementation as Impl, Scenario,
 };
 use kinesis_integration_tests::bench::scale::{
-    self as fleet_scale, PerLeaseHour, ScaleRow, even_split, host_sizes, kcl_arithmetic,
-    ours_arithmetic,
+    self as fleet_scale, CurvePoint, IdleCurve, PerLeaseHour, ScaleRow, even_split, host_sizes,
+    kcl_arithmetic, ours_arithmetic,
 };
 use kinesis_integration_tests::bench::start_stand_in_with;
 use kinesis_integration_tests::consumer_worker::{self, WorkerProcess};
@@ -183,6 +183,8 @@ impl Stage {
 struct Results {
     lines: BTreeMap<String, BTreeMap<Impl, String>>,
     scale: Vec<ScaleRow>,
+    /// The idle-cost curve's points and the lines through them.
+    curve: Option<(Vec<CurvePoint>, IdleCurve)>,
 }
 
 impl Results {
@@ -208,7 +210,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
     // The scale scenario's streams hold up to --scale-leases shards each (one stream at a time).
     let scale_shards = if args.runs(Scenario::Scale) {
         let most = args.scale_leases.iter().copied().max().unwrap_or(0);
-        most.max(args.scale_kcl_rs_leases)
+        let curve = args.scale_curve_points().last().copied().unwrap_or(0);
+        most.max(args.scale_kcl_rs_leases).max(curve)
     } else {
         0
     };
@@ -258,6 +261,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
     if !results.scale.is_empty() {
         print_scale_table(&results.scale, args.failover());
     }
+    if let Some((points, curve)) = &results.curve {
+        print_curve(points, curve);
+    }
     Ok(())
 }
 
@@ -304,6 +310,10 @@ async fn scenarios(
                 for (workers, leases) in args.scale_cells() {
                     let row = scale_cell(stage, args, workers, leases).await;
                     results.scale.push(row);
+                }
+                let points = args.scale_curve_points();
+                if !points.is_empty() {
+                    results.curve = idle_curve(stage, args, &points).await;
                 }
             }
             Impl::KclRs => scale_kcl_rs(stage, args, results).await?,
@@ -1748,6 +1758,128 @@ async fn idle_window(
         },
     );
     Ok(())
+}
+
+/// What one more idle shard costs a worker, apart from the worker's own costs: one worker alone
+/// on `points` idle shards in turn (a fresh process, stream and lease table each), its memory and
+/// CPU over an idle window, and a line through the points (the slope per shard, the intercept the
+/// worker's own: runtime, clients, its scans of the table). A figure per shard from one process
+/// (the cells') divides the worker's own costs among its shards, and with few shards they are
+/// most of it. `None` if fewer than two points were measured.
+async fn idle_curve(
+    stage: &Stage,
+    args: &Args,
+    points: &[usize],
+) -> Option<(Vec<CurvePoint>, IdleCurve)> {
+    println!(
+        "\n(8) scale, idle-cost curve: one worker alone on {points:?} idle shards in turn (a fresh \
+         process, stream and table each; {} s idle after an even start and {} s to settle)",
+        args.scale_idle().as_secs(),
+        CURVE_SETTLE.as_secs()
+    );
+    let mut measured = Vec::new();
+    for &leases in points {
+        let stream = unique_name("bench-curve");
+        let application = unique_name("curve-app");
+        match curve_point(stage, args, &stream, &application, leases).await {
+            Ok(point) => measured.push(point),
+            Err(error) => println!("  {leases} shards: stopped: {error}"),
+        }
+        let _ = stage
+            .client
+            .delete_stream()
+            .stream_name(&stream)
+            .enforce_consumer_deletion(true)
+            .send()
+            .await;
+        let _ = stage
+            .dynamodb
+            .client()
+            .delete_table()
+            .table_name(&application)
+            .send()
+            .await;
+    }
+    let curve = IdleCurve::fit(&measured)?;
+    print_curve(&measured, &curve);
+    Some((measured, curve))
+}
+
+/// After a lone worker holds every lease, before its idle window: its first renewals spread out
+/// (within two renewal intervals) and the cold start's garbage is freed.
+const CURVE_SETTLE: Duration = Duration::from_secs(15);
+
+async fn curve_point(
+    stage: &Stage,
+    args: &Args,
+    stream: &str,
+    application: &str,
+    leases: usize,
+) -> Result<CurvePoint, BoxError> {
+    create_stream(&stage.client, stream, i32::try_from(leases)?).await?;
+    let target = Target {
+        dynamodb: stage.dynamodb.endpoint(),
+        stream,
+        application,
+    };
+    let started = Instant::now();
+    let mut member = stage.scale_member(&target, &format!("alone-{leases}"), 1, &[])?;
+    let Some(at) = when(SCALE_EVEN_PATIENCE, || member.leases() == leases).await else {
+        member.process.child.start_kill()?;
+        return Err(format!(
+            "it held {} of {leases} after {} s",
+            member.leases(),
+            SCALE_EVEN_PATIENCE.as_secs()
+        )
+        .into());
+    };
+    let took = at.duration_since(started).as_secs_f64();
+    tokio::time::sleep(CURVE_SETTLE).await;
+    let pid = member.process.pid;
+    let idle = args.scale_idle();
+    let before = CpuTime::of_pid(pid)?;
+    tokio::time::sleep(idle).await;
+    let cpu = (CpuTime::of_pid(pid)? - before).total().as_secs_f64() * 1e6 / idle.as_secs_f64();
+    let rss_kib = resident_memory::of_pid(pid)? as f64 / 1024.0;
+    let held = member.leases();
+    let open = sockets(pid);
+    member.process.child.start_kill()?;
+    println!(
+        "  {leases} shards: all held {took:.1} s after the start; over {} s idle: RSS {:.1} MiB, \
+         CPU {cpu:.0} us/s ({:.2} % of a core); {held} leases at the end; {open} sockets open",
+        idle.as_secs(),
+        rss_kib / 1024.0,
+        cpu / 1e4,
+    );
+    if held != leases {
+        return Err(format!("it held {held} of {leases} at the end of the window").into());
+    }
+    Ok(CurvePoint {
+        leases,
+        rss_kib,
+        cpu,
+    })
+}
+
+fn print_curve(points: &[CurvePoint], curve: &IdleCurve) {
+    println!(
+        "  idle-cost curve through {} points ({}): one more idle shard adds {:.1} KiB of RSS and \
+         {:.0} us of CPU per second to its worker; the worker's own: {:.1} MiB and {:.0} us/s; \
+         limits {} KiB and {} us/s per shard: {}",
+        points.len(),
+        points
+            .iter()
+            .map(|p| p.leases.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        curve.rss_per_shard_kib,
+        curve.cpu_per_shard,
+        curve.rss_base_kib / 1024.0,
+        curve.cpu_base,
+        fleet_scale::IDLE_SHARD_RSS_LIMIT_KIB,
+        fleet_scale::IDLE_SHARD_CPU_LIMIT_MICROS_PER_SECOND,
+        curve.verdict(),
+    );
 }
 
 /// kcl-rs in the scale scenario: its lease-table cost at `--scale-kcl-rs-leases` idle shards for
