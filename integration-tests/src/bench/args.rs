@@ -232,7 +232,12 @@ impl ConsumerBenchArgs {
     /// The idle-cost curve's lease counts, ascending, without repeats or zeros; empty when fewer
     /// than two remain (no line through one point).
     pub fn scale_curve_points(&self) -> Vec<usize> {
-        let mut points: Vec<usize> = self.scale_curve.iter().copied().filter(|&n| n > 0).collect();
+        let mut points: Vec<usize> = self
+            .scale_curve
+            .iter()
+            .copied()
+            .filter(|&n| n > 0)
+            .collect();
         points.sort_unstable();
         points.dedup();
         if points.len() < 2 { Vec::new() } else { points }

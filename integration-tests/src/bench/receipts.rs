@@ -39,6 +39,19 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Adds what `earlier` counted (records put before, on the same producer) to this tally's
+    /// counts; its deliveries' positions and latencies are not kept.
+    pub fn add_counts(&mut self, earlier: &Tally) {
+        self.delivered += earlier.delivered;
+        for (kind, n) in &earlier.failures {
+            *self.failures.entry(kind.clone()).or_default() += n;
+        }
+        self.refused += earlier.refused;
+        self.attempts += earlier.attempts;
+        self.throttled_attempts += earlier.throttled_attempts;
+        self.records_throttled += earlier.records_throttled;
+    }
+
     /// The `q` quantile (0 to 1) of the timed deliveries' latencies, if any were timed.
     pub fn latency_quantile(&mut self, q: f64) -> Option<Duration> {
         if self.latencies.is_empty() {

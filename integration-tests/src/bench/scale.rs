@@ -237,10 +237,7 @@ pub fn fit_line(points: &[(f64, f64)]) -> Option<(f64, f64)> {
     if sxx <= f64::EPSILON * mean_x.abs().max(1.0) {
         return None;
     }
-    let sxy: f64 = points
-        .iter()
-        .map(|p| (p.0 - mean_x) * (p.1 - mean_y))
-        .sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
     let slope = sxy / sxx;
     Some((mean_y - slope * mean_x, slope))
 }
@@ -273,7 +270,10 @@ pub struct IdleCurve {
 impl IdleCurve {
     /// Lines through the points, or `None` with fewer than two distinct lease counts.
     pub fn fit(points: &[CurvePoint]) -> Option<IdleCurve> {
-        let rss: Vec<(f64, f64)> = points.iter().map(|p| (p.leases as f64, p.rss_kib)).collect();
+        let rss: Vec<(f64, f64)> = points
+            .iter()
+            .map(|p| (p.leases as f64, p.rss_kib))
+            .collect();
         let cpu: Vec<(f64, f64)> = points.iter().map(|p| (p.leases as f64, p.cpu)).collect();
         let (rss_base_kib, rss_per_shard_kib) = fit_line(&rss)?;
         let (cpu_base, cpu_per_shard) = fit_line(&cpu)?;
@@ -398,7 +398,11 @@ mod tests {
         assert!((b - 0.5).abs() < 1e-9, "{b}");
         assert!((a - 10.5).abs() < 1e-9, "{a}");
         assert_eq!(fit_line(&[(5.0, 1.0)]), None);
-        assert_eq!(fit_line(&[(5.0, 1.0), (5.0, 2.0)]), None, "one lease count only");
+        assert_eq!(
+            fit_line(&[(5.0, 1.0), (5.0, 2.0)]),
+            None,
+            "one lease count only"
+        );
 
         let point = |leases, rss_kib, cpu| CurvePoint {
             leases,
