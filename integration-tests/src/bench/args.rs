@@ -176,6 +176,9 @@ pub struct ConsumerBenchArgs {
         value_parser = count_in(0..=10_000).map(|n| n as usize)
     )]
     pub scale_curve: Vec<usize>,
+    /// Runs the idle-cost curve a second time with enhanced fan-out (`SubscribeToShard`).
+    #[arg(long)]
+    pub scale_curve_fan_out: bool,
     /// How long the scale scenario measures an idle fleet's cost, in seconds (at least 10).
     #[arg(long, allow_negative_numbers = true, default_value = "60", value_parser = count_in(10..=u64::MAX))]
     pub scale_idle_seconds: u64,

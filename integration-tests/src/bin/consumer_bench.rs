@@ -185,6 +185,8 @@ struct Results {
     scale: Vec<ScaleRow>,
     /// The idle-cost curve's points and the lines through them.
     curve: Option<(Vec<CurvePoint>, IdleCurve)>,
+    /// The same with enhanced fan-out.
+    curve_fan_out: Option<(Vec<CurvePoint>, IdleCurve)>,
 }
 
 impl Results {
@@ -261,8 +263,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
     if !results.scale.is_empty() {
         print_scale_table(&results.scale, args.failover());
     }
-    if let Some((points, curve)) = &results.curve {
-        print_curve(points, curve);
+    for ((points, curve), fan_out) in results
+        .curve
+        .iter()
+        .map(|c| (c, false))
+        .chain(results.curve_fan_out.iter().map(|c| (c, true)))
+    {
+        print_curve(points, curve, fan_out);
     }
     Ok(())
 }
@@ -313,7 +320,10 @@ async fn scenarios(
                 }
                 let points = args.scale_curve_points();
                 if !points.is_empty() {
-                    results.curve = idle_curve(stage, args, &points).await;
+                    results.curve = idle_curve(stage, args, &points, false).await;
+                    if args.scale_curve_fan_out {
+                        results.curve_fan_out = idle_curve(stage, args, &points, true).await;
+                    }
                 }
             }
             Impl::KclRs => scale_kcl_rs(stage, args, results).await?,
@@ -1770,10 +1780,16 @@ async fn idle_curve(
     stage: &Stage,
     args: &Args,
     points: &[usize],
+    fan_out: bool,
 ) -> Option<(Vec<CurvePoint>, IdleCurve)> {
     println!(
-        "\n(8) scale, idle-cost curve: one worker alone on {points:?} idle shards in turn (a fresh \
-         process, stream and table each; {} s idle after an even start and {} s to settle)",
+        "\n(8) scale, idle-cost curve{}: one worker alone on {points:?} idle shards in turn (a \
+         fresh process, stream and table each; {} s idle after an even start and {} s to settle)",
+        if fan_out {
+            " with enhanced fan-out (SubscribeToShard)"
+        } else {
+            " (polling)"
+        },
         args.scale_idle().as_secs(),
         CURVE_SETTLE.as_secs()
     );
@@ -1781,7 +1797,7 @@ async fn idle_curve(
     for &leases in points {
         let stream = unique_name("bench-curve");
         let application = unique_name("curve-app");
-        match curve_point(stage, args, &stream, &application, leases).await {
+        match curve_point(stage, args, &stream, &application, leases, fan_out).await {
             Ok(point) => measured.push(point),
             Err(error) => println!("  {leases} shards: stopped: {error}"),
         }
@@ -1801,7 +1817,7 @@ async fn idle_curve(
             .await;
     }
     let curve = IdleCurve::fit(&measured)?;
-    print_curve(&measured, &curve);
+    print_curve(&measured, &curve, fan_out);
     Some((measured, curve))
 }
 
@@ -1815,6 +1831,7 @@ async fn curve_point(
     stream: &str,
     application: &str,
     leases: usize,
+    fan_out: bool,
 ) -> Result<CurvePoint, BoxError> {
     create_stream(&stage.client, stream, i32::try_from(leases)?).await?;
     let target = Target {
@@ -1823,7 +1840,14 @@ async fn curve_point(
         application,
     };
     let started = Instant::now();
-    let mut member = stage.scale_member(&target, &format!("alone-{leases}"), 1, &[])?;
+    let id = format!("alone-{leases}");
+    let mut member = Member {
+        process: WorkerProcess::from_command(
+            stage.worker_command(Impl::Ours, &target, &id, true, fan_out)?,
+            &id,
+        )?,
+        workers: vec![id.clone()],
+    };
     let Some(at) = when(SCALE_EVEN_PATIENCE, || member.leases() == leases).await else {
         member.process.child.start_kill()?;
         return Err(format!(
@@ -1861,11 +1885,12 @@ async fn curve_point(
     })
 }
 
-fn print_curve(points: &[CurvePoint], curve: &IdleCurve) {
+fn print_curve(points: &[CurvePoint], curve: &IdleCurve, fan_out: bool) {
     println!(
-        "  idle-cost curve through {} points ({}): one more idle shard adds {:.1} KiB of RSS and \
+        "  idle-cost curve, {}, through {} points ({}): one more idle shard adds {:.1} KiB of RSS and \
          {:.0} us of CPU per second to its worker; the worker's own: {:.1} MiB and {:.0} us/s; \
          limits {} KiB and {} us/s per shard: {}",
+        if fan_out { "enhanced fan-out" } else { "polling" },
         points.len(),
         points
             .iter()
