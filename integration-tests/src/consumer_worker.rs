@@ -208,6 +208,10 @@ pub struct WorkerArgs {
     /// Most leases a worker holds (at least 1). Default: no limit.
     #[arg(long, value_name = "N")]
     pub max_leases: Option<std::num::NonZeroUsize>,
+    /// The longest pause between polls of a quiet shard (`max_idle`), in milliseconds. Default:
+    /// the consumer's.
+    #[arg(long, value_name = "MS")]
+    pub max_idle_ms: Option<u64>,
 }
 
 /// Runs the worker (or `--consumers` workers) with these arguments until SIGTERM or the end of
@@ -229,6 +233,7 @@ pub async fn run(args: WorkerArgs) -> Result<(), BoxError> {
         consumers,
         max_handoffs,
         max_leases,
+        max_idle_ms,
     } = args;
     let options = ClientOptions::new();
     let count = Arc::new(AtomicU64::new(0));
@@ -278,6 +283,10 @@ pub async fn run(args: WorkerArgs) -> Result<(), BoxError> {
         };
         let consumer = match max_leases {
             Some(max) => consumer.max_leases(max),
+            None => consumer,
+        };
+        let consumer = match max_idle_ms {
+            Some(ms) => consumer.max_idle(Duration::from_millis(ms)),
             None => consumer,
         };
         built.push(consumer.build()?);

@@ -179,6 +179,10 @@ pub struct ConsumerBenchArgs {
     /// Runs the idle-cost curve a second time with enhanced fan-out (`SubscribeToShard`).
     #[arg(long)]
     pub scale_curve_fan_out: bool,
+    /// Runs the idle-cost curve once more, polling with this `max_idle` (the longest pause
+    /// between polls of a quiet shard), in milliseconds.
+    #[arg(long, value_name = "MS", value_parser = count_in(1..=86_400_000))]
+    pub scale_curve_max_idle_ms: Option<u64>,
     /// How long the scale scenario measures an idle fleet's cost, in seconds (at least 10).
     #[arg(long, allow_negative_numbers = true, default_value = "60", value_parser = count_in(10..=u64::MAX))]
     pub scale_idle_seconds: u64,
@@ -555,6 +559,12 @@ mod tests {
         assert_eq!(curve("1000,1,1000,0"), vec![1, 1000]);
         assert!(curve("0").is_empty(), "skipped");
         assert!(curve("50").is_empty(), "no line through one point");
+        assert_eq!(
+            consumer(&["--scale-curve-max-idle-ms", "5000"])
+                .unwrap()
+                .scale_curve_max_idle_ms,
+            Some(5000)
+        );
 
         let args = consumer(&[
             "--scenario",
@@ -604,6 +614,10 @@ mod tests {
         refused(consumer(&["--only", "java"]), "--only");
         refused(consumer(&["--scale-workers", "1,10"]), "--scale-workers");
         refused(consumer(&["--scale-leases", "0"]), "--scale-leases");
+        refused(
+            consumer(&["--scale-curve-max-idle-ms", "0"]),
+            "--scale-curve-max-idle-ms",
+        );
         refused(
             consumer(&["--scale-idle-seconds", "5"]),
             "--scale-idle-seconds",

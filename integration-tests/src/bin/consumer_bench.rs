@@ -183,10 +183,8 @@ impl Stage {
 struct Results {
     lines: BTreeMap<String, BTreeMap<Impl, String>>,
     scale: Vec<ScaleRow>,
-    /// The idle-cost curve's points and the lines through them.
-    curve: Option<(Vec<CurvePoint>, IdleCurve)>,
-    /// The same with enhanced fan-out.
-    curve_fan_out: Option<(Vec<CurvePoint>, IdleCurve)>,
+    /// The idle-cost curves: how the worker read, the points and the lines through them.
+    curves: Vec<(CurveMode, Vec<CurvePoint>, IdleCurve)>,
 }
 
 impl Results {
@@ -263,13 +261,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
     if !results.scale.is_empty() {
         print_scale_table(&results.scale, args.failover());
     }
-    for ((points, curve), fan_out) in results
-        .curve
-        .iter()
-        .map(|c| (c, false))
-        .chain(results.curve_fan_out.iter().map(|c| (c, true)))
-    {
-        print_curve(points, curve, fan_out);
+    for (mode, points, curve) in &results.curves {
+        print_curve(points, curve, *mode);
     }
     Ok(())
 }
@@ -320,9 +313,18 @@ async fn scenarios(
                 }
                 let points = args.scale_curve_points();
                 if !points.is_empty() {
-                    results.curve = idle_curve(stage, args, &points, false).await;
+                    let mut modes = vec![CurveMode::Polling(None)];
                     if args.scale_curve_fan_out {
-                        results.curve_fan_out = idle_curve(stage, args, &points, true).await;
+                        modes.push(CurveMode::FanOut);
+                    }
+                    if let Some(ms) = args.scale_curve_max_idle_ms {
+                        modes.push(CurveMode::Polling(Some(Duration::from_millis(ms))));
+                    }
+                    for mode in modes {
+                        if let Some((points, curve)) = idle_curve(stage, args, &points, mode).await
+                        {
+                            results.curves.push((mode, points, curve));
+                        }
                     }
                 }
             }
@@ -1780,16 +1782,12 @@ async fn idle_curve(
     stage: &Stage,
     args: &Args,
     points: &[usize],
-    fan_out: bool,
+    mode: CurveMode,
 ) -> Option<(Vec<CurvePoint>, IdleCurve)> {
     println!(
-        "\n(8) scale, idle-cost curve{}: one worker alone on {points:?} idle shards in turn (a \
-         fresh process, stream and table each; {} s idle after an even start and {} s to settle)",
-        if fan_out {
-            " with enhanced fan-out (SubscribeToShard)"
-        } else {
-            " (polling)"
-        },
+        "\n(8) scale, idle-cost curve, {mode}: one worker alone on {points:?} idle shards in turn \
+         (a fresh process, stream and table each; {} s idle after an even start and {} s to \
+         settle)",
         args.scale_idle().as_secs(),
         CURVE_SETTLE.as_secs()
     );
@@ -1797,7 +1795,7 @@ async fn idle_curve(
     for &leases in points {
         let stream = unique_name("bench-curve");
         let application = unique_name("curve-app");
-        match curve_point(stage, args, &stream, &application, leases, fan_out).await {
+        match curve_point(stage, args, &stream, &application, leases, mode).await {
             Ok(point) => measured.push(point),
             Err(error) => println!("  {leases} shards: stopped: {error}"),
         }
@@ -1817,8 +1815,27 @@ async fn idle_curve(
             .await;
     }
     let curve = IdleCurve::fit(&measured)?;
-    print_curve(&measured, &curve, fan_out);
+    print_curve(&measured, &curve, mode);
     Some((measured, curve))
+}
+
+/// How the idle-cost curve's worker reads.
+#[derive(Clone, Copy, Debug)]
+enum CurveMode {
+    /// Polling, with the consumer's `max_idle` or this one.
+    Polling(Option<Duration>),
+    /// Enhanced fan-out.
+    FanOut,
+}
+
+impl std::fmt::Display for CurveMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CurveMode::Polling(None) => write!(f, "polling"),
+            CurveMode::Polling(Some(idle)) => write!(f, "polling with max_idle {idle:?}"),
+            CurveMode::FanOut => write!(f, "enhanced fan-out"),
+        }
+    }
 }
 
 /// After a lone worker holds every lease, before its idle window: its first renewals spread out
@@ -1831,7 +1848,7 @@ async fn curve_point(
     stream: &str,
     application: &str,
     leases: usize,
-    fan_out: bool,
+    mode: CurveMode,
 ) -> Result<CurvePoint, BoxError> {
     create_stream(&stage.client, stream, i32::try_from(leases)?).await?;
     let target = Target {
@@ -1841,11 +1858,18 @@ async fn curve_point(
     };
     let started = Instant::now();
     let id = format!("alone-{leases}");
+    let mut command = stage.worker_command(
+        Impl::Ours,
+        &target,
+        &id,
+        true,
+        matches!(mode, CurveMode::FanOut),
+    )?;
+    if let CurveMode::Polling(Some(idle)) = mode {
+        command.args(["--max-idle-ms", &idle.as_millis().to_string()]);
+    }
     let mut member = Member {
-        process: WorkerProcess::from_command(
-            stage.worker_command(Impl::Ours, &target, &id, true, fan_out)?,
-            &id,
-        )?,
+        process: WorkerProcess::from_command(command, &id)?,
         workers: vec![id.clone()],
     };
     let Some(at) = when(SCALE_EVEN_PATIENCE, || member.leases() == leases).await else {
@@ -1885,12 +1909,12 @@ async fn curve_point(
     })
 }
 
-fn print_curve(points: &[CurvePoint], curve: &IdleCurve, fan_out: bool) {
+fn print_curve(points: &[CurvePoint], curve: &IdleCurve, mode: CurveMode) {
     println!(
         "  idle-cost curve, {}, through {} points ({}): one more idle shard adds {:.1} KiB of RSS and \
          {:.0} us of CPU per second to its worker; the worker's own: {:.1} MiB and {:.0} us/s; \
          limits {} KiB and {} us/s per shard: {}",
-        if fan_out { "enhanced fan-out" } else { "polling" },
+        mode,
         points.len(),
         points
             .iter()
