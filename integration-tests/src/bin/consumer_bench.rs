@@ -1983,8 +1983,37 @@ async fn scale_kcl_rs(stage: &Stage, args: &Args, results: &mut Results) -> Resu
             }
             tokio::time::sleep(SCALE_SETTLE).await;
             let before = proxy.meter().snapshot();
+            let cpu_before = fleet
+                .iter()
+                .map(|w| CpuTime::of_pid(w.pid))
+                .collect::<Result<Vec<_>, _>>()?;
             tokio::time::sleep(args.scale_idle()).await;
             let tally = proxy.meter().snapshot().since(&before);
+            // Each worker's process, as ours are measured in the cells: CPU and RSS per lease
+            // it holds (its own costs divided among them).
+            let seconds = args.scale_idle().as_secs_f64();
+            for (worker, before) in fleet.iter().zip(&cpu_before) {
+                let cpu = (CpuTime::of_pid(worker.pid)? - *before)
+                    .total()
+                    .as_secs_f64();
+                let rss = resident_memory::of_pid(worker.pid)? as f64;
+                let held = worker.held().len();
+                let per_lease = |v: f64| {
+                    if held == 0 {
+                        "-".to_owned()
+                    } else {
+                        format!("{:.0}", v / held as f64)
+                    }
+                };
+                println!(
+                    "  {} (kcl-rs): {held} leases; RSS {:.1} MiB, {} KiB per lease; CPU {cpu:.2} \
+                     s, {} us/s per lease",
+                    worker.id,
+                    rss / 1_048_576.0,
+                    per_lease(rss / 1024.0),
+                    per_lease(cpu * 1e6 / seconds),
+                );
+            }
             let refused = tally.failed_conditional_writes();
             let measured = PerLeaseHour::measured(
                 tally.write_units() + refused as f64,
