@@ -1166,6 +1166,12 @@ async fn many_shards(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Re
          every receipt awaited; RSS of this process (the stand-in runs apart)",
         thousands(args.shards_records as f64)
     );
+    if args.runs(ProducerPart::Cpu) || args.runs(ProducerPart::Limits) {
+        println!(
+            "  the RSS figures include what the parts before left in the allocator (part 1 reads \
+             2,000,000 records back): --only shards measures them alone"
+        );
+    }
     let server = start_stand_in_with(&StandInArgs {
         enforce_limits: false,
         shard_limit: many + SHARDS as u32 + 8,
