@@ -1168,8 +1168,8 @@ async fn many_shards(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Re
     );
     if args.runs(ProducerPart::Cpu) || args.runs(ProducerPart::Limits) {
         println!(
-            "  the RSS figures include what the parts before left in the allocator (part 1 reads \
-             2,000,000 records back): --only shards measures them alone"
+            "  the RSS figures include what the parts before left in the allocator (part 1 reads back \
+             every record it put): --only shards measures them alone"
         );
     }
     let server = start_stand_in_with(&StandInArgs {
