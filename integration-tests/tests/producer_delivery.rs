@@ -176,6 +176,130 @@ async fn keys_json_must_escape_travel_exactly() {
     }
 }
 
+/// `awsJson1_1` under another name: to the producer a client of this protocol speaks another
+/// protocol, which ferrokinesis still reads. Counts the `PutRecords` requests it serialized with
+/// entries in them.
+#[derive(Debug)]
+struct Renamed(aws_smithy_json::protocol::aws_json_rpc::AwsJsonRpcProtocol);
+
+static SERIALIZED_WITH_ENTRIES: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+const RENAMED: aws_smithy_schema::ShapeId<'static> =
+    aws_smithy_schema::ShapeId::from_parts("test.protocols#renamed", "test.protocols", "renamed");
+
+mod renamed {
+    use super::{RENAMED, Renamed};
+    use aws_smithy_runtime_api::http::{Request, Response};
+    use aws_smithy_schema::protocol::ClientProtocol;
+    use aws_smithy_schema::serde::{SerdeError, SerializableStruct, ShapeDeserializer};
+    use aws_smithy_schema::{Schema, ShapeId};
+    use aws_smithy_types::config_bag::ConfigBag;
+    use aws_smithy_types::endpoint::Endpoint;
+    use aws_smithy_types::error::metadata::Builder as ErrorMetadataBuilder;
+
+    impl ClientProtocol for Renamed {
+        fn protocol_id(&self) -> &ShapeId<'static> {
+            &RENAMED
+        }
+        fn serialize_request(
+            &self,
+            input: &dyn SerializableStruct,
+            input_schema: &Schema<'_>,
+            endpoint: &str,
+            cfg: &ConfigBag,
+        ) -> Result<Request, SerdeError> {
+            let request = self
+                .0
+                .serialize_request(input, input_schema, endpoint, cfg)?;
+            if request
+                .body()
+                .bytes()
+                .is_some_and(|body| body.starts_with(b"{\"Records\":[{"))
+            {
+                super::SERIALIZED_WITH_ENTRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(request)
+        }
+        fn deserialize_response<'a>(
+            &self,
+            response: &'a Response,
+            output_schema: &Schema<'_>,
+            cfg: &'a ConfigBag,
+        ) -> Result<Box<dyn ShapeDeserializer + 'a>, SerdeError> {
+            self.0.deserialize_response(response, output_schema, cfg)
+        }
+        fn parse_error_metadata(
+            &self,
+            response: &Response,
+            cfg: &ConfigBag,
+        ) -> Result<ErrorMetadataBuilder, SerdeError> {
+            self.0.parse_error_metadata(response, cfg)
+        }
+        fn deserialize_error_response<'a>(
+            &self,
+            response: &'a Response,
+            cfg: &'a ConfigBag,
+        ) -> Result<Box<dyn ShapeDeserializer + 'a>, SerdeError> {
+            self.0.deserialize_error_response(response, cfg)
+        }
+        fn update_endpoint(
+            &self,
+            request: &mut Request,
+            endpoint: &Endpoint,
+            cfg: &ConfigBag,
+        ) -> Result<(), SerdeError> {
+            self.0.update_endpoint(request, endpoint, cfg)
+        }
+        fn payload_codec(&self) -> Option<&dyn aws_smithy_schema::codec::DynCodec> {
+            self.0.payload_codec()
+        }
+        fn event_stream_media_type(&self) -> Option<&str> {
+            self.0.event_stream_media_type()
+        }
+        fn parse_event_stream_error_metadata(
+            &self,
+            payload: &[u8],
+        ) -> Result<ErrorMetadataBuilder, SerdeError> {
+            self.0.parse_event_stream_error_metadata(payload)
+        }
+    }
+}
+
+/// A client set to another protocol than the service's `awsJson1_1` gets the SDK's own
+/// serialization of the entries: the producer writes bodies only in the protocol it knows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_another_protocol_gets_the_sdks_serialization() {
+    use aws_smithy_json::protocol::aws_json_rpc::AwsJsonRpcProtocol;
+
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    let client = kinesis.client();
+    let stream = unique_name("producer-renamed");
+    create_stream(&client, &stream, 2).await.unwrap();
+    let renamed = aws_sdk_kinesis::Client::from_conf(
+        client
+            .config()
+            .to_builder()
+            .protocol(Renamed(AwsJsonRpcProtocol::aws_json_1_1()))
+            .build(),
+    );
+    let producer = Producer::builder(renamed, stream.as_str())
+        .linger(Duration::from_millis(20))
+        .build()
+        .await
+        .unwrap();
+    let sent = records(500, 50);
+    let deliveries = put_all(&producer, &sent).await;
+    producer.shutdown().await;
+    let ReadBack { seen, total, .. } = read_back(&client, &stream).await;
+    assert_eq!(total, sent.len());
+    check_receipts(&sent, &deliveries, &seen);
+    assert!(
+        SERIALIZED_WITH_ENTRIES.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the SDK serialized the entries (the producer wrote no body)"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_typed_errors_and_nothing_else_is_affected() {
     let kinesis = Ferrokinesis::start().await.unwrap();

@@ -3,44 +3,24 @@
 //! The SDK's serializer copies each entry's data (a clone of the blob), base64-encodes it into a
 //! string of its own, appends that to a body that grows by doubling, and so touches every byte
 //! of a call (up to 5 MiB of data, 6.7 MiB once encoded) four or five times, in memory freshly
-//! allocated each time. Here the body is sized exactly first and each entry's data is encoded
-//! straight into it: one allocation and one pass per call. The SDK still signs the body (SigV4
-//! hashes it), sends it and reads the answer; the request it serialized (no entries) is replaced
-//! just before signing. The JSON is the one the SDK writes (the `awsJson1_1` protocol: the same
-//! members and values, with member order and string escapes free as JSON allows).
+//! allocated each time. Here the body's exact length is computed first and each entry's data is
+//! encoded straight into it: one allocation and one pass per call. The SDK still signs the body
+//! (SigV4 hashes it), sends it and reads the answer; the request it serialized (no entries) is
+//! replaced just before signing. The JSON is the one the SDK writes for the `awsJson1_1` protocol
+//! (the same members and values, with member order and string escapes free as JSON allows).
 
 use bytes::Bytes;
 use kinesis_calls::StreamRef;
 
 use crate::pipeline::Entry;
 
-/// A `PutRecords` body and the number of entries in it.
-#[derive(Clone, Debug)]
-pub(crate) struct RecordsBody {
-    pub(crate) json: Bytes,
-    pub(crate) entries: usize,
-}
-
 /// The body of a `PutRecords` call putting `entries` to `stream`:
 /// `{"Records":[{"Data":"<base64>","PartitionKey":"..","ExplicitHashKey":".."},..],"StreamName":".."}`
 /// (`"StreamARN"` for a stream given by ARN).
-pub(crate) fn records_body(entries: &[Entry], stream: &StreamRef) -> RecordsBody {
+pub(crate) fn records_body(entries: &[Entry], stream: &StreamRef) -> Bytes {
     let base64 = &base64_simd::STANDARD;
-    let mut len = 0;
-    for entry in entries {
-        len += ENTRY_FRAME
-            + base64.encoded_length(entry.data.len())
-            + escaped_len(&entry.partition_key)
-            + entry
-                .explicit_hash_key
-                .map_or(0, |_| EXPLICIT_FRAME + MAX_HASH_KEY_DIGITS);
-    }
-    let (member, value) = match stream {
-        StreamRef::Name(name) => ("\"StreamName\":", name.as_str()),
-        StreamRef::Arn(arn) => ("\"StreamARN\":", arn.as_str()),
-    };
-    len += RECORDS_FRAME + member.len() + escaped_len(value);
-
+    let (member, value) = stream_member(stream);
+    let len = body_len(entries, stream);
     let mut out: Vec<u8> = Vec::with_capacity(len);
     out.extend_from_slice(b"{\"Records\":[");
     for (i, entry) in entries.iter().enumerate() {
@@ -54,7 +34,7 @@ pub(crate) fn records_body(entries: &[Entry], stream: &StreamRef) -> RecordsBody
         if let Some(key) = entry.explicit_hash_key {
             // Decimal digits only: nothing to escape.
             out.extend_from_slice(b",\"ExplicitHashKey\":\"");
-            out.extend_from_slice(key.to_string().as_bytes());
+            push_decimal(&mut out, u128::from(key));
             out.push(b'"');
         }
         out.push(b'}');
@@ -63,21 +43,60 @@ pub(crate) fn records_body(entries: &[Entry], stream: &StreamRef) -> RecordsBody
     out.extend_from_slice(member.as_bytes());
     push_string(&mut out, value);
     out.push(b'}');
-    debug_assert!(out.len() <= len, "body {} > reserved {len}", out.len());
-    RecordsBody {
-        json: Bytes::from(out),
-        entries: entries.len(),
+    debug_assert_eq!(out.len(), len, "the body's length as computed");
+    Bytes::from(out)
+}
+
+/// The stream's member: its name (with the colon) and its value.
+fn stream_member(stream: &StreamRef) -> (&'static str, &str) {
+    match stream {
+        StreamRef::Name(name) => ("\"StreamName\":", name.as_str()),
+        StreamRef::Arn(arn) => ("\"StreamARN\":", arn.as_str()),
     }
 }
 
-/// `{"Data":"","PartitionKey":}` and the comma before an entry.
-const ENTRY_FRAME: usize = r#"{"Data":"","PartitionKey":},"#.len();
+/// The exact length of [`records_body`]'s output.
+fn body_len(entries: &[Entry], stream: &StreamRef) -> usize {
+    let base64 = &base64_simd::STANDARD;
+    let mut len = entries.len().saturating_sub(1); // the commas between entries
+    for entry in entries {
+        len += ENTRY_FRAME
+            + base64.encoded_length(entry.data.len())
+            + escaped_len(&entry.partition_key)
+            + entry
+                .explicit_hash_key
+                .map_or(0, |key| EXPLICIT_FRAME + decimal_len(u128::from(key)));
+    }
+    let (member, value) = stream_member(stream);
+    len + RECORDS_FRAME + member.len() + escaped_len(value)
+}
+
+/// `{"Data":"","PartitionKey":}`.
+const ENTRY_FRAME: usize = r#"{"Data":"","PartitionKey":}"#.len();
 /// `,"ExplicitHashKey":""`.
 const EXPLICIT_FRAME: usize = r#","ExplicitHashKey":"""#.len();
-/// A hash key is at most 2^128 - 1: 39 decimal digits.
-const MAX_HASH_KEY_DIGITS: usize = 39;
 /// `{"Records":[],}`.
 const RECORDS_FRAME: usize = r#"{"Records":[],}"#.len();
+
+/// Digits of `value` in decimal.
+fn decimal_len(value: u128) -> usize {
+    value.checked_ilog10().map_or(1, |log| log as usize + 1)
+}
+
+/// Appends `value` in decimal (at most 39 digits), without allocating.
+fn push_decimal(out: &mut Vec<u8>, mut value: u128) {
+    let mut digits = [0u8; 39];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
 
 /// Length of `s` as a JSON string, quotes included.
 fn escaped_len(s: &str) -> usize {
@@ -145,8 +164,8 @@ mod tests {
 
     /// What the body says, read back by a JSON parser: each entry, and the stream member's name
     /// and value.
-    fn read(body: &RecordsBody) -> (Vec<ReadEntry>, String, String) {
-        let value: Value = serde_json::from_slice(&body.json).expect("the body is JSON");
+    fn read(body: &Bytes) -> (Vec<ReadEntry>, String, String) {
+        let value: Value = serde_json::from_slice(body).expect("the body is JSON");
         let object = value.as_object().expect("an object");
         assert_eq!(object.len(), 2, "Records and the stream: {object:?}");
         let records = object["Records"].as_array().expect("Records is an array");
@@ -193,7 +212,6 @@ mod tests {
             entry("ünïcødé ☃ 𝄞", Some(1 << 100), &[7; 1000]),
         ];
         let body = records_body(&entries, &StreamRef::Name("stream \"x\"".into()));
-        assert_eq!(body.entries, 4);
         let (read, member, stream) = read(&body);
         assert_eq!(member, "StreamName");
         assert_eq!(stream, "stream \"x\"");
@@ -210,7 +228,7 @@ mod tests {
         let arn = "arn:aws:kinesis:eu-west-1:123456789012:stream/s";
         let body = records_body(&[], &StreamRef::Arn(arn.into()));
         assert_eq!(
-            &body.json[..],
+            &body[..],
             format!(r#"{{"Records":[],"StreamARN":"{arn}"}}"#).as_bytes()
         );
     }
@@ -222,25 +240,51 @@ mod tests {
             &StreamRef::Name("s".into()),
         );
         assert_eq!(
-            std::str::from_utf8(&body.json).expect("UTF-8"),
+            std::str::from_utf8(&body).expect("UTF-8"),
             r#"{"Records":[{"Data":"YWI=","PartitionKey":"k"},{"Data":"Yw==","PartitionKey":"j","ExplicitHashKey":"5"}],"StreamName":"s"}"#
         );
     }
 
+    /// Strings of any characters, control characters (which JSON must escape) often among them.
+    fn any_text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![proptest::char::range('\0', '\u{7f}'), any::<char>()],
+            0..40,
+        )
+        .prop_map(|chars| chars.into_iter().collect())
+    }
+
+    #[test]
+    fn hash_keys_are_written_in_decimal_at_their_exact_length() {
+        for value in [0, 9, 10, 99, 100, 12_345, u128::from(u64::MAX), u128::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, value);
+            assert_eq!(out, value.to_string().into_bytes());
+            assert_eq!(decimal_len(value), out.len(), "{value}");
+        }
+    }
+
     proptest! {
         #[test]
-        fn any_entries_read_back_and_fit_the_room_reserved(
+        fn any_entries_read_back_at_the_length_computed(
             raw in proptest::collection::vec(
-                (any::<String>(), proptest::option::of(any::<u128>()), proptest::collection::vec(any::<u8>(), 0..300)),
+                (any_text(), proptest::option::of(any::<u128>()), proptest::collection::vec(any::<u8>(), 0..300)),
                 0..20,
             ),
-            name in any::<String>(),
+            name in any_text(),
+            by_arn in any::<bool>(),
         ) {
             let entries: Vec<Entry> = raw.iter().map(|(k, h, d)| entry(k, *h, d)).collect();
-            let body = records_body(&entries, &StreamRef::Name(name.clone()));
-            let (read, member, stream) = read(&body);
-            prop_assert_eq!(member, "StreamName");
-            prop_assert_eq!(stream, name);
+            let stream = if by_arn {
+                StreamRef::Arn(name.clone())
+            } else {
+                StreamRef::Name(name.clone())
+            };
+            let body = records_body(&entries, &stream);
+            prop_assert_eq!(body.len(), body_len(&entries, &stream));
+            let (read, member, value) = read(&body);
+            prop_assert_eq!(member, if by_arn { "StreamARN" } else { "StreamName" });
+            prop_assert_eq!(value, name);
             prop_assert_eq!(read.len(), entries.len());
             for (entry, (data, key, hash)) in entries.iter().zip(&read) {
                 prop_assert_eq!(&entry.data[..], &data[..]);

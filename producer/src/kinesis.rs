@@ -5,13 +5,15 @@
 
 use std::time::Duration;
 
-use aws_sdk_kinesis::{Client, config::retry::RetryConfig};
+use aws_sdk_kinesis::{
+    Client, config::retry::RetryConfig, primitives::Blob, types::PutRecordsRequestEntry,
+};
 use aws_smithy_types::body::SdkBody;
 use kinesis_calls::{StreamRef, Which, within};
 
 use crate::{
-    body::RecordsBody,
-    pipeline::{CallFailure, EntryResult},
+    body,
+    pipeline::{CallFailure, Entry, EntryResult},
     receipt::Wrote,
     shard_map::ListedShard,
 };
@@ -42,37 +44,67 @@ fn wrote(error: &CallError) -> Wrote {
     }
 }
 
+/// Whether the client speaks the `awsJson1_1` protocol, the one [`body::records_body`] writes:
+/// the service's own, unless the application chose another (`Config::builder().protocol(..)`).
+pub(crate) fn speaks_json_1_1(client: &Client) -> bool {
+    client.config().protocol().is_none_or(|protocol| {
+        let id = protocol.protocol_id();
+        id.namespace() == "aws.protocols" && id.shape_name() == "awsJson1_1"
+    })
+}
+
+/// The SDK's entries for a call, for a client of another protocol than `awsJson1_1`.
+fn request_entries(entries: Vec<Entry>) -> Vec<PutRecordsRequestEntry> {
+    entries
+        .into_iter()
+        .filter_map(|entry| {
+            PutRecordsRequestEntry::builder()
+                .partition_key(entry.partition_key)
+                .set_explicit_hash_key(entry.explicit_hash_key.map(|k| k.to_string()))
+                .data(Blob::new(Vec::from(entry.data)))
+                .build()
+                .ok()
+        })
+        .collect()
+}
+
 /// Calls `PutRecords` with SDK retries off and a deadline. The answer has one result per entry,
 /// in order, or the whole call failed.
 ///
-/// The SDK builds the request from an input without entries (the stream in it still chooses the
-/// endpoint), and `body`, written by [`records_body`](crate::body::records_body), takes the place
-/// of the body it serialized just before the request is signed.
+/// On a client of the `awsJson1_1` protocol (see [`speaks_json_1_1`]) the SDK builds the request
+/// from an input without entries (the stream in it still chooses the endpoint), and the body
+/// [`body::records_body`] writes takes the place of the one it serialized just before the
+/// request is signed. On another protocol the SDK serializes the entries itself.
 pub(crate) async fn put_records(
     client: &Client,
     stream: &StreamRef,
-    body: RecordsBody,
+    entries: Vec<Entry>,
+    json_1_1: bool,
     timeout: Duration,
 ) -> Result<Vec<EntryResult>, CallError> {
-    let count = body.entries;
-    let json = body.json;
+    let count = entries.len();
     let request = client
         .put_records()
-        .set_records(Some(Vec::new()))
         .set_stream_name(stream.name().map(str::to_owned))
         .set_stream_arn(stream.arn().map(str::to_owned));
-    let send = request
-        .customize()
-        .config_override(
-            aws_sdk_kinesis::config::Builder::default().retry_config(RetryConfig::disabled()),
-        )
-        .mutate_request(move |request| {
+    let (request, json) = if json_1_1 {
+        let json = body::records_body(&entries, stream);
+        (request.set_records(Some(Vec::new())), Some(json))
+    } else {
+        (request.set_records(Some(request_entries(entries))), None)
+    };
+    let mut send = request.customize().config_override(
+        aws_sdk_kinesis::config::Builder::default().retry_config(RetryConfig::disabled()),
+    );
+    if let Some(json) = json {
+        send = send.mutate_request(move |request| {
             request
                 .headers_mut()
                 .insert("Content-Length", json.len().to_string());
             *request.body_mut() = SdkBody::from(json.clone());
-        })
-        .send();
+        });
+    }
+    let send = send.send();
     let output = within(timeout, send).await?;
     let records = output.records;
     if records.len() != count {
@@ -143,4 +175,35 @@ pub(crate) async fn max_record_size_kib(
     Ok(output
         .stream_description_summary
         .and_then(|s| s.max_record_size_in_kib))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_kinesis::config::{BehaviorVersion, Region};
+    use aws_smithy_json::protocol::aws_json_rpc::AwsJsonRpcProtocol;
+
+    fn client(
+        configure: impl FnOnce(aws_sdk_kinesis::config::Builder) -> aws_sdk_kinesis::config::Builder,
+    ) -> Client {
+        let builder = aws_sdk_kinesis::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-1"));
+        Client::from_conf(configure(builder).build())
+    }
+
+    #[test]
+    fn the_producer_writes_bodies_only_for_clients_of_the_json_1_1_protocol() {
+        assert!(
+            speaks_json_1_1(&client(|b| b)),
+            "the service's own protocol"
+        );
+        assert!(speaks_json_1_1(&client(
+            |b| b.protocol(AwsJsonRpcProtocol::aws_json_1_1())
+        )));
+        assert!(
+            !speaks_json_1_1(&client(|b| b.protocol(AwsJsonRpcProtocol::aws_json_1_0()))),
+            "another protocol: the SDK serializes the entries"
+        );
+    }
 }

@@ -393,10 +393,12 @@ mod tests {
     fn a_line_fitted_through_points_gives_the_cost_per_shard_apart_from_the_workers_own() {
         let (a, b) = fit_line(&[(1.0, 3.0), (2.0, 5.0), (3.0, 7.0)]).unwrap();
         assert!((a - 1.0).abs() < 1e-9 && (b - 2.0).abs() < 1e-9, "{a} {b}");
-        // Noise around y = 10 + 0.5 x: least squares, not the two ends.
+        // Least squares, not the two ends (which would give 0.5 and 11): mean (10, 15 1/3).
         let (a, b) = fit_line(&[(0.0, 11.0), (10.0, 14.0), (20.0, 21.0)]).unwrap();
         assert!((b - 0.5).abs() < 1e-9, "{b}");
-        assert!((a - 10.5).abs() < 1e-9, "{a}");
+        assert!((a - 31.0 / 3.0).abs() < 1e-9, "{a}");
+        let (a, b) = fit_line(&[(0.0, 10.0), (10.0, 20.0), (20.0, 18.0)]).unwrap();
+        assert!((b - 0.4).abs() < 1e-9 && (a - 12.0).abs() < 1e-9, "{a} {b}");
         assert_eq!(fit_line(&[(5.0, 1.0)]), None);
         assert_eq!(
             fit_line(&[(5.0, 1.0), (5.0, 2.0)]),

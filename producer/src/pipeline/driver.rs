@@ -25,7 +25,6 @@ use super::{
     machine::{Action, Input, Machine},
 };
 use crate::{
-    body,
     config::{Config, StreamRef},
     kinesis, metrics as m,
     producer::Admission,
@@ -63,6 +62,8 @@ pub(crate) struct Pipeline {
     machine: Machine,
     cfg: Arc<Config>,
     client: Client,
+    /// Whether the client speaks `awsJson1_1`, so that the producer writes the bodies itself.
+    json_1_1: bool,
     stream: StreamRef,
     admission: Arc<Admission>,
     rx: mpsc::UnboundedReceiver<Command>,
@@ -103,6 +104,7 @@ impl Pipeline {
             pending: gauge!(m::USER_RECORDS_PENDING, &labels),
             pending_bytes: gauge!(m::USER_RECORDS_PENDING_BYTES, &labels),
             cfg,
+            json_1_1: kinesis::speaks_json_1_1(&client),
             client,
             stream,
             admission,
@@ -274,15 +276,14 @@ impl Pipeline {
     /// Sends one `PutRecords` call in a task of its own.
     fn put_records(&self, call: u64, entries: Vec<Entry>) {
         let client = self.client.clone();
+        let json_1_1 = self.json_1_1;
         let stream = self.stream.clone();
         let timeout = self.cfg.request_timeout;
         let events = self.events_tx.clone();
         tokio::spawn(
             async move {
-                let body = body::records_body(&entries, &stream);
-                drop(entries);
                 let started = now();
-                let result = kinesis::put_records(&client, &stream, body, timeout)
+                let result = kinesis::put_records(&client, &stream, entries, json_1_1, timeout)
                     .await
                     .map_err(CallFailure::from);
                 let _ = events.send(Event::Answered {
