@@ -461,6 +461,8 @@ struct Worker<F> {
     /// Set once the worker shuts down (see `begin_shutdown`): takes still waiting for a permit
     /// are not sent.
     stopping: Arc<AtomicBool>,
+    /// Takes waiting for a permit, and whether a later scan already shows them refused.
+    waiting_takes: Arc<WaitingTakes>,
     labels: [(&'static str, String); 2],
     /// What the worker and its shards report.
     board: Board,
@@ -557,6 +559,7 @@ where
             reads: Arc::new(Semaphore::new(consumer.cfg.max_concurrent_reads)),
             moves: Arc::new(Semaphore::new(MOVES_AT_ONCE)),
             stopping: Arc::new(AtomicBool::new(false)),
+            waiting_takes: Arc::new(WaitingTakes::default()),
             labels: [
                 ("stream", consumer.cfg.stream.stream_name().to_owned()),
                 ("worker", consumer.cfg.worker_id.clone()),
@@ -684,6 +687,9 @@ where
         loop {
             self.count(&input);
             self.note(&input);
+            if let Input::Scanned(Some(leases)) = &input {
+                self.waiting_takes.supersede(leases);
+            }
             for action in machine.handle(input, Instant::now()) {
                 self.perform(action);
             }
@@ -901,14 +907,19 @@ where
                 };
                 let moves = self.moves.clone();
                 let stopping = self.stopping.clone();
+                let waiting = self.waiting_takes.clone();
+                waiting.wait(&lease);
                 self.call(fallback, async move {
                     // Never closed; were it, writing without a permit is still correct.
                     let _permit = moves.acquire().await.ok();
                     // Timed once the permit is held: the trust counts from the write.
                     let sent = Instant::now();
-                    if stopping.load(Ordering::Relaxed) {
-                        // Shutting down: the lease would only be released again. Not sent, so
-                        // answered as a take someone else won (the machine forgets the lease).
+                    let superseded = waiting.send(&key);
+                    if stopping.load(Ordering::Relaxed) || superseded {
+                        // Shutting down (the lease would only be released again), or a scan
+                        // since the take was planned shows the lease changed (the conditional
+                        // write would be refused): not sent, and answered as a take someone
+                        // else won (the machine forgets the lease).
                         return Input::Taken {
                             key,
                             sent,
@@ -1079,6 +1090,62 @@ where
     }
 }
 
+/// Takes waiting for a permit (at most [`MOVES_AT_ONCE`] are under way), by lease key: the
+/// counter each was planned on, and whether a scan since showed a higher one. A take is a write
+/// conditional on that counter, and counters only grow, so such a take would be refused: it is
+/// not sent. (A lower counter, from a scan older than the plan's, says nothing.) When many
+/// workers start at once, each first plans to take every free lease, as it sees no other owner
+/// yet; without this, the takes queued behind the first ones went out after later scans showed
+/// those leases taken, each a refused write.
+#[derive(Default)]
+struct WaitingTakes(std::sync::Mutex<HashMap<String, WaitingTake>>);
+
+struct WaitingTake {
+    counter: u64,
+    superseded: bool,
+}
+
+impl WaitingTakes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, WaitingTake>> {
+        // Nothing panics while holding the lock; a poisoned map is still consistent.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A take of `lease`, as last seen, waits for a permit.
+    fn wait(&self, lease: &Lease) {
+        self.lock().insert(
+            lease.key.clone(),
+            WaitingTake {
+                counter: lease.counter,
+                superseded: false,
+            },
+        );
+    }
+
+    /// A scan's leases: a waiting take whose lease now has a higher counter is marked.
+    fn supersede(&self, leases: &[Lease]) {
+        let mut waiting = self.lock();
+        if waiting.is_empty() {
+            return;
+        }
+        for lease in leases {
+            if let Some(take) = waiting.get_mut(&lease.key)
+                && lease.counter > take.counter
+            {
+                take.superseded = true;
+            }
+        }
+    }
+
+    /// The take of `key` has its permit: whether a scan since it was planned showed its lease
+    /// written (then it is not sent).
+    fn send(&self, key: &str) -> bool {
+        self.lock().remove(key).is_some_and(|take| take.superseded)
+    }
+}
+
 fn outcome_label(outcome: &Outcome, written: &'static str, refused: &'static str) -> &'static str {
     match outcome {
         Outcome::Written(_) => written,
@@ -1157,6 +1224,36 @@ mod tests {
 
     use super::*;
     use crate::{Batch, BoxError, Checkpointer};
+
+    #[test]
+    fn a_waiting_take_is_not_sent_once_a_scan_shows_its_lease_written() {
+        let lease = |key: &str, counter: u64, owner: Option<&str>| {
+            let mut lease = Lease::new(key, crate::Checkpoint::TrimHorizon);
+            lease.counter = counter;
+            lease.owner = owner.map(str::to_owned);
+            lease
+        };
+        let waiting = WaitingTakes::default();
+        waiting.wait(&lease("a", 5, None));
+        waiting.wait(&lease("b", 5, None));
+        waiting.wait(&lease("c", 5, Some("old")));
+        waiting.supersede(&[
+            // Taken by another worker since: the take's condition can never hold.
+            lease("a", 6, Some("other")),
+            // As planned: the take may succeed.
+            lease("b", 5, None),
+            // An older read than the plan's (a lower counter) says nothing.
+            lease("c", 4, Some("older")),
+        ]);
+        assert!(waiting.send("a"), "a is written since: not sent");
+        assert!(!waiting.send("b"));
+        assert!(!waiting.send("c"));
+        assert!(!waiting.send("a"), "answered once; a key not waiting is sent");
+        // A take planned again after a scan is judged by the scans after it only.
+        waiting.wait(&lease("a", 6, Some("other")));
+        waiting.supersede(&[lease("a", 6, Some("other"))]);
+        assert!(!waiting.send("a"));
+    }
 
     struct Idle;
 

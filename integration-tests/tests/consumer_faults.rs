@@ -333,6 +333,66 @@ async fn takes_are_bounded_and_renewals_spread_out() {
     worker.shutdown().await.unwrap();
 }
 
+/// Two workers start at once on 100 free leases, one of them with every lease-table write
+/// answered after 1 s. Each first plans to take every lease (it sees no other owner yet); the
+/// fast one takes them all at once, and the slow one's scans show it. The slow one's takes still
+/// waiting for a permit are then not sent (each would be a write refused by its condition): it
+/// sends its first 32 and few more, not 100.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takes_a_later_scan_shows_refused_are_not_sent() {
+    const SHARDS: usize = 100;
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    let db = DynamoDb::start(DynamoBackend::Dynoxide).await.unwrap();
+    let faults = FaultController::new(11);
+    let proxy = FaultProxy::start(db.endpoint(), faults.clone())
+        .await
+        .unwrap();
+    let stream = unique_name("takes-superseded");
+    create_stream(&kinesis.client(), &stream, SHARDS as i32)
+        .await
+        .unwrap();
+    let application = unique_name("superseded-app");
+    faults.add(FaultRule::on(
+        "UpdateItem",
+        Fault::latency(Duration::from_secs(1)),
+    ));
+    let worker = |id: &str, dynamodb: &str| {
+        Consumer::builder(
+            kinesis.client(),
+            dynamodb_client(dynamodb, &ClientOptions::new()),
+            stream.clone(),
+            ApplicationName::new(application.clone()).unwrap(),
+            |_: &str| Counter(Tally::default()),
+        )
+        .worker_id(id)
+        // No renewal, handoff or expiry within the test: its writes are takes.
+        .failover_time(Duration::from_secs(120))
+        .renew_interval(Duration::from_secs(30))
+        .max_handoffs_per_cycle(0)
+        .build()
+        .unwrap()
+        .spawn()
+    };
+    let slow = worker("slow", proxy.endpoint());
+    let fast = worker("fast", db.endpoint());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let takes = faults.calls("UpdateItem");
+    let (slow_held, fast_held) = (
+        slow.status().await.leases_held,
+        fast.status().await.leases_held,
+    );
+    println!("slow sent {takes} takes; slow holds {slow_held}, fast {fast_held}");
+    assert_eq!(slow_held + fast_held, SHARDS, "every lease held");
+    // Without the check, the slow worker sends all 100 (in batches of 32, a second each).
+    assert!(
+        takes <= 50,
+        "{takes} takes sent by the slow worker (holding {slow_held})"
+    );
+    faults.clear();
+    slow.shutdown().await.unwrap();
+    fast.shutdown().await.unwrap();
+}
+
 /// A worker asked to shut down while most of its takes still wait for a permit (100 free
 /// leases, every lease-table write answered after 300 ms): the waiting takes are not sent, the
 /// worker stops promptly, and it leaves no lease owned.
