@@ -1248,7 +1248,10 @@ mod tests {
         assert!(waiting.send("a"), "a is written since: not sent");
         assert!(!waiting.send("b"));
         assert!(!waiting.send("c"));
-        assert!(!waiting.send("a"), "answered once; a key not waiting is sent");
+        assert!(
+            !waiting.send("a"),
+            "answered once; a key not waiting is sent"
+        );
         // A take planned again after a scan is judged by the scans after it only.
         waiting.wait(&lease("a", 6, Some("other")));
         waiting.supersede(&[lease("a", 6, Some("other"))]);
