@@ -461,7 +461,7 @@ struct Worker<F> {
     /// Set once the worker shuts down (see `begin_shutdown`): takes still waiting for a permit
     /// are not sent.
     stopping: Arc<AtomicBool>,
-    /// Takes waiting for a permit, and whether a later scan already shows them refused.
+    /// Takes waiting for a permit, and whether a later scan shows them bound to be refused.
     waiting_takes: Arc<WaitingTakes>,
     labels: [(&'static str, String); 2],
     /// What the worker and its shards report.
@@ -917,9 +917,9 @@ where
                     let superseded = waiting.send(&key);
                     if stopping.load(Ordering::Relaxed) || superseded {
                         // Shutting down (the lease would only be released again), or a scan
-                        // since the take was planned shows the lease changed (the conditional
-                        // write would be refused): not sent, and answered as a take someone
-                        // else won (the machine forgets the lease).
+                        // since the take was planned shows the lease written since (the
+                        // conditional write would be refused): not sent, and answered as a take
+                        // someone else won (the machine forgets the lease).
                         return Input::Taken {
                             key,
                             sent,
