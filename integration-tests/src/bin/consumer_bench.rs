@@ -1240,6 +1240,22 @@ async fn when(patience: Duration, mut done: impl FnMut() -> bool) -> Option<Inst
 }
 
 impl Stage {
+    /// Deletes `stream` and the lease `tables`, freeing the stand-ins for what runs next (errors
+    /// ignored: the scenario is over either way).
+    async fn remove(&self, stream: &str, tables: &[String]) {
+        let _ = self
+            .client
+            .delete_stream()
+            .stream_name(stream)
+            .enforce_consumer_deletion(true)
+            .send()
+            .await;
+        let direct = self.dynamodb.client();
+        for table in tables {
+            let _ = direct.delete_table().table_name(table).send().await;
+        }
+    }
+
     /// A process of ours running `consumers` workers (`id`, or `id-0` ..), with `extra` worker
     /// arguments.
     fn scale_member(
@@ -1437,17 +1453,7 @@ async fn scale_cell(stage: &Stage, args: &Args, workers: usize, leases: usize) -
         println!("  stopped: {error}");
     }
     // The processes are gone (killed on drop); free the stand-ins for the next cell.
-    let _ = stage
-        .client
-        .delete_stream()
-        .stream_name(&cell.stream)
-        .enforce_consumer_deletion(true)
-        .send()
-        .await;
-    let direct = stage.dynamodb.client();
-    for table in &cell.tables {
-        let _ = direct.delete_table().table_name(table).send().await;
-    }
+    stage.remove(&cell.stream, &cell.tables).await;
     row
 }
 
@@ -1708,13 +1714,7 @@ async fn idle_window(
         if member.process.id != "baseline" {
             fleet_cpu += cpu;
         }
-        let per_lease = |v: f64| {
-            if held == 0 {
-                "-".to_owned()
-            } else {
-                format!("{:.0}", v / held as f64)
-            }
-        };
+        let per_lease = |v: f64| per_lease(v, held);
         println!(
             "  {} ({} worker{}): {held} leases; RSS {:.1} MiB ({:.1} before its workers started), \
              {} KiB per lease; CPU {cpu:.2} s, {} us/s per lease; {} sockets open",
@@ -1799,20 +1799,7 @@ async fn idle_curve(
             Ok(point) => measured.push(point),
             Err(error) => println!("  {leases} shards: stopped: {error}"),
         }
-        let _ = stage
-            .client
-            .delete_stream()
-            .stream_name(&stream)
-            .enforce_consumer_deletion(true)
-            .send()
-            .await;
-        let _ = stage
-            .dynamodb
-            .client()
-            .delete_table()
-            .table_name(&application)
-            .send()
-            .await;
+        stage.remove(&stream, &[application]).await;
     }
     let curve = IdleCurve::fit(&measured)?;
     print_curve(&measured, &curve, mode);
@@ -1857,21 +1844,16 @@ async fn curve_point(
         application,
     };
     let started = Instant::now();
-    let id = format!("alone-{leases}");
-    let mut command = stage.worker_command(
-        Impl::Ours,
-        &target,
-        &id,
-        true,
-        matches!(mode, CurveMode::FanOut),
-    )?;
-    if let CurveMode::Polling(Some(idle)) = mode {
-        command.args(["--max-idle-ms", &idle.as_millis().to_string()]);
-    }
-    let mut member = Member {
-        process: WorkerProcess::from_command(command, &id)?,
-        workers: vec![id.clone()],
+    let idle_ms;
+    let extra: Vec<&str> = match mode {
+        CurveMode::Polling(None) => Vec::new(),
+        CurveMode::Polling(Some(idle)) => {
+            idle_ms = idle.as_millis().to_string();
+            vec!["--max-idle-ms", &idle_ms]
+        }
+        CurveMode::FanOut => vec!["--fan-out"],
     };
+    let mut member = stage.scale_member(&target, &format!("alone-{leases}"), 1, &extra)?;
     let Some(at) = when(SCALE_EVEN_PATIENCE, || member.leases() == leases).await else {
         member.process.child.start_kill()?;
         return Err(format!(
@@ -1998,13 +1980,7 @@ async fn scale_kcl_rs(stage: &Stage, args: &Args, results: &mut Results) -> Resu
                     .as_secs_f64();
                 let rss = resident_memory::of_pid(worker.pid)? as f64;
                 let held = worker.held().len();
-                let per_lease = |v: f64| {
-                    if held == 0 {
-                        "-".to_owned()
-                    } else {
-                        format!("{:.0}", v / held as f64)
-                    }
-                };
+                let per_lease = |v: f64| per_lease(v, held);
                 println!(
                     "  {} (kcl-rs): {held} leases; RSS {:.1} MiB, {} KiB per lease; CPU {cpu:.2} \
                      s, {} us/s per lease",
@@ -2064,13 +2040,7 @@ async fn scale_kcl_rs(stage: &Stage, args: &Args, results: &mut Results) -> Resu
     }
     .await;
     drop(fleet);
-    let _ = stage
-        .client
-        .delete_stream()
-        .stream_name(&stream)
-        .enforce_consumer_deletion(true)
-        .send()
-        .await;
+    stage.remove(&stream, &[]).await;
     outcome
 }
 
@@ -2095,6 +2065,15 @@ fn print_scale_table(rows: &[ScaleRow], failover: Duration) {
         fleet_scale::IDLE_SHARD_RSS_LIMIT_KIB,
         fleet_scale::IDLE_SHARD_CPU_LIMIT_MICROS_PER_SECOND,
     );
+}
+
+/// `value` divided among `held` leases, or "-" when none is held.
+fn per_lease(value: f64, held: usize) -> String {
+    if held == 0 {
+        "-".to_owned()
+    } else {
+        format!("{:.0}", value / held as f64)
+    }
 }
 
 /// Sockets process `pid` holds open (its connections), from `/proc/<pid>/fd`; 0 if unreadable.

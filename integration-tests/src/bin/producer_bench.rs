@@ -166,7 +166,7 @@ async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Resul
     let keys = &choose_keys(args, &client, &stream).await?;
 
     let generation = generate_only(args.records, keys, block);
-    let ours = ours_cpu_run(&server, stream, keys, block, args.records).await?;
+    let ours = ours_cpu_run(&server, stream, keys, block, args.records, false).await?;
     println!(
         "  ours: kinesis-producer with rate_limit_percent(MAX_RATE_LIMIT_PERCENT) (its limiter \
          out of the way: the stand-in enforces no limits), every other setting default (linger 100 ms, aggregates up to \
@@ -177,7 +177,7 @@ async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Resul
     // The same on a producer in its steady state: the first run's one-time costs left out.
     let stream = unique_name("bench-cpu-warm");
     create_stream(&client, &stream, SHARDS).await?;
-    let warm = ours_warm_run(&server, stream, keys, block, args.records).await?;
+    let warm = ours_cpu_run(&server, stream, keys, block, args.records, true).await?;
     println!("  ours, warm (the same producer settings, measured after as many records):");
     print_ours_cpu(&warm, &generation);
 
@@ -186,7 +186,7 @@ async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Resul
     let same_n = if args.aiokpl_records > 0 && args.aiokpl_records != args.records {
         let stream = unique_name("bench-cpu-ours");
         create_stream(&client, &stream, SHARDS).await?;
-        let run = ours_cpu_run(&server, stream, keys, block, args.aiokpl_records).await?;
+        let run = ours_cpu_run(&server, stream, keys, block, args.aiokpl_records, false).await?;
         let gen_same = generate_only(args.aiokpl_records, keys, block);
         println!(
             "  ours again with {} records (aiokpl's count):",
@@ -198,28 +198,8 @@ async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Resul
         None
     };
 
-    summary.push(format!(
-        "ours: {:.3} CPU-s per million records ({} records{})   target <= {TARGET_CPU_PER_MILLION}: {}",
-        ours.per_million(),
-        thousands(ours.n as f64),
-        if ours.tally.delivered == ours.put && ours.stream.distinct == ours.put {
-            ", all delivered and read back"
-        } else {
-            ", NOT all delivered: not comparable"
-        },
-        verdict(ours.per_million() <= TARGET_CPU_PER_MILLION)
-    ));
-    summary.push(format!(
-        "ours, warm: {:.3} CPU-s per million records ({} records after as many{})   target <= {TARGET_CPU_PER_MILLION}: {}",
-        warm.per_million(),
-        thousands(warm.n as f64),
-        if warm.tally.delivered == warm.put && warm.stream.distinct == warm.put {
-            ", all delivered and read back"
-        } else {
-            ", NOT all delivered: not comparable"
-        },
-        verdict(warm.per_million() <= TARGET_CPU_PER_MILLION)
-    ));
+    summary.push(ours.summary());
+    summary.push(warm.summary());
 
     if args.aiokpl_records > 0 {
         let peer = aiokpl_cpu_run(&server, args, keys).await?;
@@ -327,6 +307,28 @@ impl OursCpuRun {
     fn per_million(&self) -> f64 {
         self.cpu.total().as_secs_f64() * 1e6 / self.n as f64
     }
+
+    /// Every record put was delivered and read back.
+    fn complete(&self) -> bool {
+        self.tally.delivered == self.put && self.stream.distinct == self.put
+    }
+
+    /// The summary's line.
+    fn summary(&self) -> String {
+        format!(
+            "ours{}: {:.3} CPU-s per million records ({} records{}{})   target <= {TARGET_CPU_PER_MILLION}: {}",
+            if self.warm { ", warm" } else { "" },
+            self.per_million(),
+            thousands(self.n as f64),
+            if self.warm { " after as many" } else { "" },
+            if self.complete() {
+                ", all delivered and read back"
+            } else {
+                ", NOT all delivered: not comparable"
+            },
+            verdict(self.per_million() <= TARGET_CPU_PER_MILLION)
+        )
+    }
 }
 
 /// Puts `n` records (keys in turn, `DATA_LEN` bytes of `block` each) as fast as `producer` takes
@@ -374,72 +376,52 @@ async fn put_range(
     Ok(tally)
 }
 
+/// Ours on `n` records: the CPU from building the producer to its shutdown with every receipt
+/// awaited; or, `warm`, on a producer that has already put `n` records (every receipt resolved,
+/// not measured): the next `n` cost a producer in its steady state, without the first run's
+/// one-time costs (building it, and page faults on memory touched for the first time up to its
+/// peak, the records held up to the outstanding bound).
 async fn ours_cpu_run(
     server: &FerrokinesisProcess,
     stream: String,
     keys: &[String],
     block: &[u8],
     n: u64,
+    warm: bool,
 ) -> Result<OursCpuRun, BoxError> {
     let client = server.client();
-    eprintln!("[cpu] ours: {n} records ...");
-
-    let server_cpu0 = server.cpu_time()?;
-    let cpu0 = CpuTime::of_self()?;
-    let started = Instant::now();
+    let earlier = if warm { n } else { 0 };
+    if warm {
+        eprintln!("[cpu] ours, warm: {n} records, then {n} more measured ...");
+    } else {
+        eprintln!("[cpu] ours: {n} records ...");
+    }
+    let mut from = (server.cpu_time()?, CpuTime::of_self()?, Instant::now());
     let producer = Producer::builder(client.clone(), stream.as_str())
         .rate_limit_percent(kinesis_producer::MAX_RATE_LIMIT_PERCENT)
         .build()
         .await?;
-    let tally = put_all(producer, keys, n, block).await?;
+    let warm_up = if warm {
+        let tally = put_range(producer.clone(), keys, 0..earlier, block, false).await?;
+        from = (server.cpu_time()?, CpuTime::of_self()?, Instant::now());
+        Some(tally)
+    } else {
+        None
+    };
+    let (server_cpu0, cpu0, started) = from;
+    let mut tally = put_range(producer, keys, earlier..earlier + n, block, true).await?;
     let wall = started.elapsed();
     let cpu = CpuTime::of_self()? - cpu0;
     let server_cpu = (server.cpu_time()? - server_cpu0).total();
+    if let Some(warm_up) = &warm_up {
+        tally.add_counts(warm_up);
+    }
 
-    let stream = check_stream(&client, &stream, n, DATA_LEN).await?;
+    let stream = check_stream(&client, &stream, earlier + n, DATA_LEN).await?;
     Ok(OursCpuRun {
         n,
-        put: n,
-        warm: false,
-        cpu,
-        wall,
-        server_cpu,
-        tally,
-        stream,
-    })
-}
-
-/// Like [`ours_cpu_run`], on a producer that has already put `n` records (every receipt
-/// resolved, not measured): the next `n` cost a producer in its steady state, without the first
-/// run's one-time costs (building it, and page faults on memory touched for the first time up to
-/// its peak, the records held up to the outstanding bound).
-async fn ours_warm_run(
-    server: &FerrokinesisProcess,
-    stream: String,
-    keys: &[String],
-    block: &[u8],
-    n: u64,
-) -> Result<OursCpuRun, BoxError> {
-    let client = server.client();
-    eprintln!("[cpu] ours, warm: {n} records, then {n} more measured ...");
-    let producer = Producer::builder(client.clone(), stream.as_str())
-        .rate_limit_percent(kinesis_producer::MAX_RATE_LIMIT_PERCENT)
-        .build()
-        .await?;
-    let warm_up = put_range(producer.clone(), keys, 0..n, block, false).await?;
-    let server_cpu0 = server.cpu_time()?;
-    let cpu0 = CpuTime::of_self()?;
-    let started = Instant::now();
-    let mut tally = put_range(producer, keys, n..2 * n, block, true).await?;
-    let wall = started.elapsed();
-    let cpu = CpuTime::of_self()? - cpu0;
-    let server_cpu = (server.cpu_time()? - server_cpu0).total();
-    tally.add_counts(&warm_up);
-    let stream = check_stream(&client, &stream, 2 * n, DATA_LEN).await?;
-    Ok(OursCpuRun {
-        n,
-        put: 2 * n,
-        warm: true,
+        put: earlier + n,
+        warm,
         cpu,
         wall,
         server_cpu,
@@ -497,7 +479,7 @@ fn print_ours_cpu(run: &OursCpuRun, generation: &Generation) {
         run.tally.throttled_attempts
     );
     println!("    stream read back: {}", run.stream.describe());
-    if run.tally.delivered != run.put || run.stream.distinct != run.put {
+    if !run.complete() {
         println!(
             "    WARNING: not every record was delivered: the CPU figure above is not comparable"
         );
