@@ -264,7 +264,9 @@ impl Resolution {
                 ..
             } => {
                 let aggregated = written.aggregated;
-                for (index, mut pending) in records.drain(..).enumerate() {
+                // Resolved in place and dropped together after: a record is 152 bytes (on x86-64), and
+                // moving each out of the vector (as `drain` does) was a `memmove` call apiece.
+                for (index, pending) in records.iter_mut().enumerate() {
                     let written = if pending.prior.is_empty() {
                         written.clone()
                     } else {
@@ -282,6 +284,7 @@ impl Resolution {
                     let sub_sequence_number = if aggregated { index as u64 } else { 0 };
                     pending.resolve(Ok(Delivery::new(written, sub_sequence_number)));
                 }
+                records.clear();
                 Some(records)
             }
             Resolution::Failed { failures, .. } => {
