@@ -121,6 +121,11 @@ impl FanOut {
 /// Most records `GetRecords` returns per call (the service limit, and the KCL's `maxRecords`).
 pub const MAX_RECORDS_PER_CALL: usize = 10_000;
 
+/// The longest pause between reads of an idle shard, by default
+/// ([`ConsumerBuilder::max_idle`](crate::ConsumerBuilder::max_idle)): after each empty answer the
+/// pause doubles from 200 ms up to this.
+pub const DEFAULT_MAX_IDLE: Duration = Duration::from_secs(1);
+
 /// Most polling reads (`GetRecords`, `GetShardIterator`) a worker has under way at once, by
 /// default ([`ConsumerBuilder::max_concurrent_reads`](crate::ConsumerBuilder::max_concurrent_reads)).
 /// An idle shard holds a permit for its poll every second (20 to 50 ms against Kinesis): 64
@@ -254,7 +259,7 @@ impl Config {
             max_handoffs: None,
             max_records: MAX_RECORDS_PER_CALL,
             min_fetch_interval: MIN_FETCH_INTERVAL,
-            max_idle: Duration::from_secs(1),
+            max_idle: DEFAULT_MAX_IDLE,
             max_concurrent_reads: MAX_CONCURRENT_READS,
             prefetch_records: 30_000,
             prefetch_bytes: 16 * 1024 * 1024,

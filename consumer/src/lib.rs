@@ -135,7 +135,10 @@ mod worker;
 /// use it.
 pub use bytes::Bytes;
 pub use checkpoint::{Checkpoint, CheckpointError, Position, SequenceNumber};
-pub use config::{ApplicationName, FanOut, MAX_CONCURRENT_READS, MAX_RECORDS_PER_CALL, Retrieval};
+pub use config::{
+    ApplicationName, DEFAULT_MAX_IDLE, FanOut, MAX_CONCURRENT_READS, MAX_RECORDS_PER_CALL,
+    Retrieval,
+};
 pub use error::{BoxError, Error};
 pub use failure::{
     DeadLetter, DeadLetterHandler, FailureCause, FailurePolicy, HandlerFuture, Then,

@@ -2,7 +2,8 @@
 protocol as our `consumer-worker` so that the consumer benchmark drives both alike.
 
 Arguments: --kinesis URL --dynamodb URL --stream S --application A --worker-id W [--quiet]
-[--polling] (other flags of our worker are accepted and ignored). Prints on stdout:
+[--polling [--idle-ms MS]] (other flags of our worker are accepted and ignored; --idle-ms sets
+kcl-rs's idle_time_between_reads_millis, 1,500 ms by its default). Prints on stdout:
 
     START <shard>     a processor was initialized
     REC <shard> <seq> <subseq> <data>   a record was processed (without --quiet; data as UTF-8)
@@ -96,6 +97,13 @@ class Processor(RecordProcessorBase):
         say("STOP " + self.shard)
 
 
+def polling_options():
+    """kcl-rs's polling settings given on the command line (it refuses them with fan-out)."""
+    if POLLING and "--idle-ms" in ARGS:
+        return {"idle_time_between_reads_millis": int(ARGS["--idle-ms"])}
+    return {}
+
+
 def main():
     scheduler = Scheduler(
         stream_name=ARGS["--stream"],
@@ -105,6 +113,7 @@ def main():
         region="us-east-1",
         initial_position="TRIM_HORIZON",
         retrieval_mode="POLLING" if POLLING else "FANOUT",
+        **polling_options(),
     )
     scheduler.start()
     done = threading.Event()

@@ -197,6 +197,11 @@ pub struct ConsumerBenchArgs {
     /// The leases kcl-rs holds in the scale scenario.
     #[arg(long, allow_negative_numbers = true, default_value = "100", value_parser = count_in(1..=10_000).map(|n| n as usize))]
     pub scale_kcl_rs_leases: usize,
+    /// kcl-rs's pause between reads of an idle shard in the scale scenario, in milliseconds
+    /// (its `idle_time_between_reads_millis`, 1,500 by its default; 1,000 by ours: our workers'
+    /// `max_idle`, so both poll an idle shard as often).
+    #[arg(long, value_name = "MS", allow_negative_numbers = true, default_value = "1000", value_parser = count_in(200..=60_000))]
+    pub scale_kcl_rs_idle_ms: u64,
     /// The re-executed forms (hidden).
     #[command(subcommand)]
     pub role: Option<ConsumerBenchRole>,
@@ -550,6 +555,10 @@ mod tests {
         assert_eq!(args.scale_cells()[8], (50, 1000));
         assert_eq!(args.scale_kcl_rs_workers, vec![2, 3, 4]);
         assert_eq!(args.scale_kcl_rs_leases, 100);
+        assert_eq!(
+            u128::from(args.scale_kcl_rs_idle_ms),
+            kinesis_consumer::DEFAULT_MAX_IDLE.as_millis()
+        );
         assert_eq!(args.scale_curve_points(), vec![1, 250, 1000]);
         let curve = |list: &str| {
             consumer(&["--scale-curve", list])

@@ -125,6 +125,18 @@ impl Stage {
         self.worker_reading(kind, to, id, quiet, false)
     }
 
+    /// A kcl-rs worker polling, with `idle_ms` between reads of an idle shard.
+    fn kcl_rs_polling(
+        &self,
+        to: &Target<'_>,
+        id: &str,
+        idle_ms: u64,
+    ) -> Result<WorkerProcess, BoxError> {
+        let mut command = self.worker_command(Impl::KclRs, to, id, true, false)?;
+        command.args(["--idle-ms", &idle_ms.to_string()]);
+        WorkerProcess::from_command(command, id)
+    }
+
     /// A worker reading with polling, or with enhanced fan-out when `fan_out`.
     fn worker_reading(
         &self,
@@ -1923,7 +1935,10 @@ async fn scale_kcl_rs(stage: &Stage, args: &Args, results: &mut Results) -> Resu
     sizes.dedup();
     println!(
         "\n(8) scale, kcl-rs: {leases} idle shards; fleets of {sizes:?} workers, grown one at a time \
-         on one application; the lease table's cost only"
+         on one application, polling with idle_time_between_reads_millis={} (ours: max_idle {} \
+         ms); the lease table's cost, and each worker's CPU and RSS per lease",
+        args.scale_kcl_rs_idle_ms,
+        kinesis_consumer::DEFAULT_MAX_IDLE.as_millis()
     );
     let stream = unique_name("bench-scale-kcl");
     create_stream(&stage.client, &stream, i32::try_from(leases)?).await?;
@@ -1940,7 +1955,11 @@ async fn scale_kcl_rs(stage: &Stage, args: &Args, results: &mut Results) -> Resu
             let joined = Instant::now();
             let newcomers = fleet.len()..size;
             for i in newcomers.clone() {
-                fleet.push(stage.worker(Impl::KclRs, &target, &format!("kcl-{i}"), true)?);
+                fleet.push(stage.kcl_rs_polling(
+                    &target,
+                    &format!("kcl-{i}"),
+                    args.scale_kcl_rs_idle_ms,
+                )?);
             }
             let ready = when(KCL_RS_PATIENCE, || {
                 let mut shards = std::collections::HashSet::new();
