@@ -12,6 +12,7 @@ use kinesis_integration_tests::Ferrokinesis;
 use kinesis_integration_tests::fixtures::{create_stream, unique_name};
 use kinesis_producer::{
     Delivery, Error, HashKey, MaxRecordSize, Producer, RecordError, RecordSizeLimit, UserRecord,
+    WireFormat,
 };
 
 mod support;
@@ -112,10 +113,10 @@ async fn unaggregated_records_are_read_back_exactly_as_their_receipts_say() {
     );
 }
 
-/// The producer writes `PutRecords` bodies itself (one pass, not the SDK's serializer): keys a
-/// JSON string must escape, keys of every length and explicit hash keys at both ends of the
-/// range reach the service as they were put. (A stream given by ARN is checked on the body
-/// alone: ferrokinesis refuses `ListShards` by `StreamARN`.)
+/// The producer writes `PutRecords` bodies itself (one pass, not the SDK's serializer), in JSON
+/// or CBOR: keys a JSON string must escape, keys of every length and explicit hash keys at both
+/// ends of the range reach the service as they were put, and CBOR answers are read. (A stream
+/// given by ARN is checked on the body alone: ferrokinesis refuses `ListShards` by `StreamARN`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_json_must_escape_travel_exactly() {
     let kinesis = Ferrokinesis::start().await.unwrap();
@@ -144,9 +145,15 @@ async fn keys_json_must_escape_travel_exactly() {
             });
         }
     }
-    for aggregation in [false, true] {
+    for (format, aggregation) in [
+        (WireFormat::Json, false),
+        (WireFormat::Json, true),
+        (WireFormat::Cbor, false),
+        (WireFormat::Cbor, true),
+    ] {
         let producer = Producer::builder(client.clone(), stream.as_str())
             .aggregation(aggregation)
+            .wire_format(format)
             .linger(Duration::from_millis(20))
             .build()
             .await
@@ -582,5 +589,44 @@ fn metrics_are_recorded_under_the_kpl_names() {
         shard_labels.len(),
         2,
         "per-shard counters carry the shard id"
+    );
+}
+
+/// A CBOR error answer (the stand-in's own: the stream was deleted under the producer) is read
+/// as the error it is, not as an unreadable answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cbor_error_answer_is_read_as_its_error() {
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    let client = kinesis.client();
+    let stream = unique_name("producer-cbor-gone");
+    create_stream(&client, &stream, 1).await.unwrap();
+    let producer = Producer::builder(client.clone(), stream.as_str())
+        .wire_format(WireFormat::Cbor)
+        .linger(Duration::from_millis(10))
+        .record_ttl(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    client
+        .delete_stream()
+        .stream_name(&stream)
+        .send()
+        .await
+        .unwrap();
+    let failure = producer
+        .put(UserRecord::new("k", "v").unwrap())
+        .await
+        .unwrap()
+        .await
+        .unwrap_err();
+    let codes: Vec<&str> = failure
+        .attempts
+        .iter()
+        .filter_map(|a| a.error.as_ref().map(|e| e.code.as_str()))
+        .collect();
+    assert!(
+        !codes.is_empty() && codes.iter().all(|c| *c == "ResourceNotFoundException"),
+        "every attempt failed with the stand-in's error: {codes:?} ({:?})",
+        failure.error
     );
 }

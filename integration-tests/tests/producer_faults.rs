@@ -16,7 +16,9 @@ use kinesis_integration_tests::{
     ClientOptions, EntryErrorCode, EntryFailures, Fault, FaultController, FaultKind, FaultProxy,
     FaultRule, Ferrokinesis, FerrokinesisOptions, ServiceError, kinesis_client,
 };
-use kinesis_producer::{Bound, Error, ErrorKind, InStream, Ordering, Producer, UserRecord, Wrote};
+use kinesis_producer::{
+    Bound, Error, ErrorKind, InStream, Ordering, Producer, UserRecord, WireFormat, Wrote,
+};
 
 mod support;
 use support::{ReadBack, check_receipts, read_back, records};
@@ -439,8 +441,19 @@ async fn ordering_mode_keeps_per_key_order_under_partial_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enforced_write_limits_cause_no_retry_storm_and_no_loss() {
-    let h = faulty(2, 19, FerrokinesisOptions::new().enforce_limits(true)).await;
+    under_enforced_limits(WireFormat::Json, 19).await;
+}
+
+/// The same over CBOR: the stand-in's own throttled entries come back in CBOR answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforced_write_limits_over_cbor_cause_no_retry_storm_and_no_loss() {
+    under_enforced_limits(WireFormat::Cbor, 20).await;
+}
+
+async fn under_enforced_limits(format: WireFormat, seed: u64) {
+    let h = faulty(2, seed, FerrokinesisOptions::new().enforce_limits(true)).await;
     let producer = Producer::builder(h.client.clone(), h.stream.as_str())
+        .wire_format(format)
         .build()
         .await
         .unwrap();
@@ -485,6 +498,20 @@ async fn enforced_write_limits_cause_no_retry_storm_and_no_loss() {
     );
     let ReadBack { seen, .. } = read_back(&h.direct, &h.stream).await;
     check_receipts(delivered.iter().map(|(r, d)| (r, d)), &seen);
+    let throttled = delivered
+        .iter()
+        .flat_map(|(_, d)| d.attempts())
+        .filter(|a| {
+            a.error
+                .as_ref()
+                .is_some_and(|e| e.code.contains("Throughput"))
+        })
+        .count();
+    println!("{format:?}: {throttled} throttled attempts of delivered records");
+    assert!(
+        throttled > 0,
+        "the limits were reached: throttled entries were read"
+    );
 }
 
 /// If the runtime that runs the producer goes away with records still held, every receipt still

@@ -112,7 +112,7 @@ fn escaped_len(s: &str) -> usize {
 
 /// Appends `s` as a JSON string: quotes, backslashes and control characters escaped, everything
 /// else (multi-byte UTF-8 included) as it is.
-fn push_string(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn push_string(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = s.as_bytes();

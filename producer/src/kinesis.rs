@@ -12,7 +12,7 @@ use aws_smithy_types::body::SdkBody;
 use kinesis_calls::{StreamRef, Which, within};
 
 use crate::{
-    body,
+    body, cbor,
     pipeline::{CallFailure, Entry, EntryResult},
     receipt::Wrote,
     shard_map::ListedShard,
@@ -44,6 +44,28 @@ fn wrote(error: &CallError) -> Wrote {
     }
 }
 
+/// Who writes a `PutRecords` body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BodyWriter {
+    /// The SDK serializes the entries (a client of another protocol than `awsJson1_1`).
+    Sdk,
+    /// [`body::records_body`], JSON.
+    Json,
+    /// [`cbor::records_body`], CBOR; the answer is read through [`cbor::CborAnswers`].
+    Cbor,
+}
+
+impl BodyWriter {
+    /// The writer for `client` and the wire format chosen.
+    pub(crate) fn for_client(client: &Client, format: crate::WireFormat) -> Self {
+        match (speaks_json_1_1(client), format) {
+            (false, _) => BodyWriter::Sdk,
+            (true, crate::WireFormat::Json) => BodyWriter::Json,
+            (true, crate::WireFormat::Cbor) => BodyWriter::Cbor,
+        }
+    }
+}
+
 /// Whether the client speaks the `awsJson1_1` protocol, the one [`body::records_body`] writes:
 /// the service's own, unless the application chose another (`Config::builder().protocol(..)`).
 pub(crate) fn speaks_json_1_1(client: &Client) -> bool {
@@ -72,14 +94,15 @@ fn request_entries(entries: Vec<Entry>) -> Vec<PutRecordsRequestEntry> {
 /// in order, or the whole call failed.
 ///
 /// On a client of the `awsJson1_1` protocol (see [`speaks_json_1_1`]) the SDK builds the request
-/// from an input without entries (the stream in it still chooses the endpoint), and the body
-/// [`body::records_body`] writes takes the place of the one it serialized just before the
-/// request is signed. On another protocol the SDK serializes the entries itself.
+/// from an input without entries (the stream in it still chooses the endpoint), and the body the
+/// producer writes (JSON, or CBOR with its content type) takes the place of the one it serialized
+/// just before the request is signed; a CBOR answer is read as JSON before the SDK deserializes
+/// it. On another protocol the SDK serializes the entries itself.
 pub(crate) async fn put_records(
     client: &Client,
     stream: &StreamRef,
     entries: Vec<Entry>,
-    json_1_1: bool,
+    writer: BodyWriter,
     timeout: Duration,
 ) -> Result<Vec<EntryResult>, CallError> {
     let count = entries.len();
@@ -87,21 +110,34 @@ pub(crate) async fn put_records(
         .put_records()
         .set_stream_name(stream.name().map(str::to_owned))
         .set_stream_arn(stream.arn().map(str::to_owned));
-    let (request, json) = if json_1_1 {
-        let json = body::records_body(&entries, stream);
-        (request.set_records(Some(Vec::new())), Some(json))
-    } else {
-        (request.set_records(Some(request_entries(entries))), None)
+    let (request, written) = match writer {
+        BodyWriter::Sdk => (request.set_records(Some(request_entries(entries))), None),
+        BodyWriter::Json => (
+            request.set_records(Some(Vec::new())),
+            Some((body::records_body(&entries, stream), None)),
+        ),
+        BodyWriter::Cbor => (
+            request.set_records(Some(Vec::new())),
+            Some((
+                cbor::records_body(&entries, stream),
+                Some(cbor::CONTENT_TYPE),
+            )),
+        ),
     };
     let mut send = request.customize().config_override(
         aws_sdk_kinesis::config::Builder::default().retry_config(RetryConfig::disabled()),
     );
-    if let Some(json) = json {
+    if let Some((bytes, content_type)) = written {
+        if content_type.is_some() {
+            send = send.interceptor(cbor::CborAnswers);
+        }
         send = send.mutate_request(move |request| {
-            request
-                .headers_mut()
-                .insert("Content-Length", json.len().to_string());
-            *request.body_mut() = SdkBody::from(json.clone());
+            let headers = request.headers_mut();
+            headers.insert("Content-Length", bytes.len().to_string());
+            if let Some(content_type) = content_type {
+                headers.insert("Content-Type", content_type);
+            }
+            *request.body_mut() = SdkBody::from(bytes.clone());
         });
     }
     let send = send.send();

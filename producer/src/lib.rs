@@ -64,6 +64,7 @@
 #![allow(clippy::result_large_err)]
 
 mod body;
+mod cbor;
 mod config;
 mod error;
 mod kinesis;
@@ -82,7 +83,7 @@ mod shard_map;
 pub use bytes::Bytes;
 pub use config::{
     MAX_BYTES_PER_CALL, MAX_ENTRIES_PER_CALL, MAX_RATE_LIMIT_PERCENT, Ordering, RecordSizeLimit,
-    SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND, StreamRef,
+    SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND, StreamRef, WireFormat,
 };
 pub use error::{Bound, BoxError, Error, ErrorKind};
 /// What [`UserRecord`], [`HashKey`] and [`MaxRecordSize`] reject (from `kinesis-aggregation`),

@@ -360,6 +360,13 @@ impl ProducerBuilder {
         self
     }
 
+    /// How `PutRecords` requests are encoded (default [`WireFormat::Json`]; see
+    /// [`WireFormat::Cbor`]).
+    pub fn wire_format(mut self, format: crate::WireFormat) -> Self {
+        self.config.wire_format = format;
+        self
+    }
+
     /// Longest a record waits to be aggregated and collected before it is sent (default 100 ms,
     /// the KPL's `RecordMaxBufferedTime`). Zero sends every record as soon as the producer's task
     /// takes it in (with whatever arrived meanwhile). Must be less than the record TTL, else

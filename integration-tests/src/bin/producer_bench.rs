@@ -72,7 +72,7 @@ use kinesis_integration_tests::peers::{
 use kinesis_integration_tests::resident_memory;
 use kinesis_integration_tests::sdk::REGION;
 use kinesis_integration_tests::tools::{machine, program_version, thousands};
-use kinesis_producer::{Producer, SHARD_BYTES_PER_SECOND, UserRecord};
+use kinesis_producer::{Producer, SHARD_BYTES_PER_SECOND, UserRecord, WireFormat};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -166,7 +166,16 @@ async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Resul
     let keys = &choose_keys(args, &client, &stream).await?;
 
     let generation = generate_only(args.records, keys, block);
-    let ours = ours_cpu_run(&server, stream, keys, block, args.records, false).await?;
+    let ours = ours_cpu_run(
+        &server,
+        stream,
+        keys,
+        block,
+        args.records,
+        false,
+        WireFormat::Json,
+    )
+    .await?;
     println!(
         "  ours: kinesis-producer with rate_limit_percent(MAX_RATE_LIMIT_PERCENT) (its limiter \
          out of the way: the stand-in enforces no limits), every other setting default (linger 100 ms, aggregates up to \
@@ -177,7 +186,16 @@ async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Resul
     // The same on a producer in its steady state: the first run's one-time costs left out.
     let stream = unique_name("bench-cpu-warm");
     create_stream(&client, &stream, SHARDS).await?;
-    let warm = ours_cpu_run(&server, stream, keys, block, args.records, true).await?;
+    let warm = ours_cpu_run(
+        &server,
+        stream,
+        keys,
+        block,
+        args.records,
+        true,
+        WireFormat::Json,
+    )
+    .await?;
     println!("  ours, warm (the same producer settings, measured after as many records):");
     print_ours_cpu(&warm, &generation);
 
@@ -186,7 +204,16 @@ async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Resul
     let same_n = if args.aiokpl_records > 0 && args.aiokpl_records != args.records {
         let stream = unique_name("bench-cpu-ours");
         create_stream(&client, &stream, SHARDS).await?;
-        let run = ours_cpu_run(&server, stream, keys, block, args.aiokpl_records, false).await?;
+        let run = ours_cpu_run(
+            &server,
+            stream,
+            keys,
+            block,
+            args.aiokpl_records,
+            false,
+            WireFormat::Json,
+        )
+        .await?;
         let gen_same = generate_only(args.aiokpl_records, keys, block);
         println!(
             "  ours again with {} records (aiokpl's count):",
@@ -198,8 +225,32 @@ async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Resul
         None
     };
 
+    // The same two runs with CBOR bodies (`WireFormat::Cbor`, not the default).
+    let mut cbor = Vec::new();
+    for warm in [false, true] {
+        let stream = unique_name("bench-cpu-cbor");
+        create_stream(&client, &stream, SHARDS).await?;
+        let run = ours_cpu_run(
+            &server,
+            stream,
+            keys,
+            block,
+            args.records,
+            warm,
+            WireFormat::Cbor,
+        )
+        .await?;
+        println!(
+            "  ours, CBOR bodies (wire_format(WireFormat::Cbor), otherwise the same){}:",
+            if warm { ", warm" } else { "" }
+        );
+        print_ours_cpu(&run, &generation);
+        cbor.push(run);
+    }
+
     summary.push(ours.summary());
     summary.push(warm.summary());
+    summary.extend(cbor.iter().map(OursCpuRun::summary));
 
     if args.aiokpl_records > 0 {
         let peer = aiokpl_cpu_run(&server, args, keys).await?;
@@ -296,6 +347,8 @@ struct OursCpuRun {
     put: u64,
     /// Measured after as many records on the same producer.
     warm: bool,
+    /// How its `PutRecords` bodies were encoded.
+    format: WireFormat,
     cpu: CpuTime,
     wall: Duration,
     server_cpu: Duration,
@@ -316,7 +369,12 @@ impl OursCpuRun {
     /// The summary's line.
     fn summary(&self) -> String {
         format!(
-            "ours{}: {:.3} CPU-s per million records ({} records{}{})   target <= {TARGET_CPU_PER_MILLION}: {}",
+            "ours{}{}: {:.3} CPU-s per million records ({} records{}{})   target <= {TARGET_CPU_PER_MILLION}: {}",
+            if self.format == WireFormat::Cbor {
+                ", CBOR"
+            } else {
+                ""
+            },
             if self.warm { ", warm" } else { "" },
             self.per_million(),
             thousands(self.n as f64),
@@ -388,6 +446,7 @@ async fn ours_cpu_run(
     block: &[u8],
     n: u64,
     warm: bool,
+    format: WireFormat,
 ) -> Result<OursCpuRun, BoxError> {
     let client = server.client();
     let earlier = if warm { n } else { 0 };
@@ -399,6 +458,7 @@ async fn ours_cpu_run(
     let mut from = (server.cpu_time()?, CpuTime::of_self()?, Instant::now());
     let producer = Producer::builder(client.clone(), stream.as_str())
         .rate_limit_percent(kinesis_producer::MAX_RATE_LIMIT_PERCENT)
+        .wire_format(format)
         .build()
         .await?;
     let warm_up = if warm {
@@ -422,6 +482,7 @@ async fn ours_cpu_run(
         n,
         put: earlier + n,
         warm,
+        format,
         cpu,
         wall,
         server_cpu,

@@ -17,6 +17,69 @@ use crate::serve::BoxError;
 
 /// The content type Kinesis answers with when the request does not say.
 const DEFAULT_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+/// The content type of CBOR requests and answers.
+const CBOR_CONTENT_TYPE: &str = "application/x-amz-cbor-1.1";
+
+fn is_cbor(content_type: &HeaderValue) -> bool {
+    content_type
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim() == CBOR_CONTENT_TYPE)
+}
+
+/// A CBOR request's JSON form, as the service reads it: byte strings as base64 strings.
+fn cbor_to_json(cbor: &[u8]) -> Option<Vec<u8>> {
+    fn convert(value: ciborium::Value) -> Option<serde_json::Value> {
+        use ciborium::Value as C;
+        use serde_json::Value as J;
+        Some(match value {
+            C::Null => J::Null,
+            C::Bool(b) => J::Bool(b),
+            C::Integer(n) => J::from(i64::try_from(i128::from(n)).ok()?),
+            C::Float(f) => J::from(f),
+            C::Text(t) => J::String(t),
+            C::Bytes(b) => {
+                use base64::{Engine, engine::general_purpose::STANDARD};
+                J::String(STANDARD.encode(b))
+            }
+            C::Array(items) => J::Array(items.into_iter().map(convert).collect::<Option<_>>()?),
+            C::Map(pairs) => J::Object(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| Some((k.into_text().ok()?, convert(v)?)))
+                    .collect::<Option<_>>()?,
+            ),
+            C::Tag(_, inner) => convert(*inner)?,
+            _ => return None,
+        })
+    }
+    let value: ciborium::Value = ciborium::from_reader(cbor).ok()?;
+    serde_json::to_vec(&convert(value)?).ok()
+}
+
+/// A JSON answer's CBOR form (answers hold no blobs here: strings stay text).
+fn json_to_cbor(json: &[u8]) -> Option<Vec<u8>> {
+    let value: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let mut cbor = Vec::new();
+    ciborium::into_writer(&value, &mut cbor).ok()?;
+    Some(cbor)
+}
+
+/// A JSON answer given to a CBOR request: re-encoded in CBOR, as the service answers one.
+async fn in_cbor(response: Response<Body>) -> Result<Response<Body>, BoxError> {
+    let (mut parts, body) = response.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let Some(cbor) = json_to_cbor(&body) else {
+        return Ok(Response::from_parts(parts, Body::from(body)));
+    };
+    parts.headers.remove("x-amz-crc32");
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static(CBOR_CONTENT_TYPE));
+    set_length(&mut parts.headers, cbor.len());
+    Ok(Response::from_parts(parts, Body::from(cbor)))
+}
 
 /// The operation of an AWS JSON call: `X-Amz-Target` without the service prefix.
 pub(crate) fn operation_name(headers: &HeaderMap) -> Option<String> {
@@ -67,13 +130,34 @@ where
     // PutRecords: the body is needed to count (and maybe remove) entries.
     let (mut parts, body) = request.into_parts();
     let body = body.collect().await?.to_bytes();
-    let plan = controller.plan(&operation, put_records::entry_count(&body));
+    // A CBOR request is read as its JSON form; it goes to the stand-in as it came unless entry
+    // faults change it, and then in JSON, its answer given back in CBOR.
+    let cbor = is_cbor(&content_type);
+    let json = if cbor {
+        cbor_to_json(&body).map(Bytes::from)
+    } else {
+        Some(body.clone())
+    };
+    let plan = controller.plan(
+        &operation,
+        json.as_deref().and_then(put_records::entry_count),
+    );
     if let Some(answer) = before_forward(&plan, &content_type).await {
         return answer;
     }
     let Some(entries) = &plan.entries else {
         let response = forward(Request::from_parts(parts, Body::from(body))).await?;
         return after_forward(&plan, response, None);
+    };
+    let body = match (cbor, json) {
+        (true, Some(json)) => {
+            parts
+                .headers
+                .insert(CONTENT_TYPE, HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
+            set_length(&mut parts.headers, json.len());
+            json
+        }
+        _ => body,
     };
 
     let response = match entries.mode {
@@ -104,7 +188,16 @@ where
             }
         }
     };
+    let response = if cbor && !is_cbor_response(&response) {
+        in_cbor(response).await?
+    } else {
+        response
+    };
     after_forward(&plan, response, None)
+}
+
+fn is_cbor_response(response: &Response<Body>) -> bool {
+    response.headers().get(CONTENT_TYPE).is_some_and(is_cbor)
 }
 
 /// The `ListShards` call a shard-end rewrite makes at the final event, prepared from the
@@ -223,7 +316,13 @@ fn request_id() -> HeaderValue {
     )
 }
 
+/// An answer of `body` (JSON), in CBOR when the request's content type is CBOR.
 fn json_response(status: StatusCode, content_type: &HeaderValue, body: Vec<u8>) -> Response<Body> {
+    let body = if is_cbor(content_type) {
+        json_to_cbor(&body).unwrap_or(body)
+    } else {
+        body
+    };
     let mut response = Response::new(Body::from(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();

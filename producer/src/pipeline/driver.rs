@@ -62,8 +62,9 @@ pub(crate) struct Pipeline {
     machine: Machine,
     cfg: Arc<Config>,
     client: Client,
-    /// Whether the client speaks `awsJson1_1`, so that the producer writes the bodies itself.
-    json_1_1: bool,
+    /// Who writes the `PutRecords` bodies: the producer (JSON or CBOR) on a client of
+    /// `awsJson1_1`, else the SDK.
+    body_writer: kinesis::BodyWriter,
     stream: StreamRef,
     admission: Arc<Admission>,
     rx: mpsc::UnboundedReceiver<Command>,
@@ -99,12 +100,13 @@ impl Pipeline {
         let labels = [("stream", name.clone())];
         // Each producer jitters its retries differently.
         let seed = RandomState::new().hash_one(name.as_str());
+        let body_writer = kinesis::BodyWriter::for_client(&client, cfg.wire_format);
         Pipeline {
             machine: Machine::new(cfg.clone(), name, map, now(), seed),
             pending: gauge!(m::USER_RECORDS_PENDING, &labels),
             pending_bytes: gauge!(m::USER_RECORDS_PENDING_BYTES, &labels),
             cfg,
-            json_1_1: kinesis::speaks_json_1_1(&client),
+            body_writer,
             client,
             stream,
             admission,
@@ -276,14 +278,14 @@ impl Pipeline {
     /// Sends one `PutRecords` call in a task of its own.
     fn put_records(&self, call: u64, entries: Vec<Entry>) {
         let client = self.client.clone();
-        let json_1_1 = self.json_1_1;
+        let body_writer = self.body_writer;
         let stream = self.stream.clone();
         let timeout = self.cfg.request_timeout;
         let events = self.events_tx.clone();
         tokio::spawn(
             async move {
                 let started = now();
-                let result = kinesis::put_records(&client, &stream, entries, json_1_1, timeout)
+                let result = kinesis::put_records(&client, &stream, entries, body_writer, timeout)
                     .await
                     .map_err(CallFailure::from);
                 let _ = events.send(Event::Answered {
