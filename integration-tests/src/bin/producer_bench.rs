@@ -173,13 +173,13 @@ async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Resul
         block,
         args.records,
         false,
-        WireFormat::Json,
+        WireFormat::default(),
     )
     .await?;
     println!(
         "  ours: kinesis-producer with rate_limit_percent(MAX_RATE_LIMIT_PERCENT) (its limiter \
          out of the way: the stand-in enforces no limits), every other setting default (linger 100 ms, aggregates up to \
-         51,200 bytes, 200,000 outstanding records); no metrics recorder installed"
+         51,200 bytes, 200,000 outstanding records, CBOR bodies); no metrics recorder installed"
     );
     print_ours_cpu(&ours, &generation);
 
@@ -193,7 +193,7 @@ async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Resul
         block,
         args.records,
         true,
-        WireFormat::Json,
+        WireFormat::default(),
     )
     .await?;
     println!("  ours, warm (the same producer settings, measured after as many records):");
@@ -211,7 +211,7 @@ async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Resul
             block,
             args.aiokpl_records,
             false,
-            WireFormat::Json,
+            WireFormat::default(),
         )
         .await?;
         let gen_same = generate_only(args.aiokpl_records, keys, block);
@@ -225,10 +225,10 @@ async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Resul
         None
     };
 
-    // The same two runs with CBOR bodies (`WireFormat::Cbor`, not the default).
-    let mut cbor = Vec::new();
+    // The same two runs with JSON bodies (`WireFormat::Json`; CBOR is the default).
+    let mut json = Vec::new();
     for warm in [false, true] {
-        let stream = unique_name("bench-cpu-cbor");
+        let stream = unique_name("bench-cpu-json");
         create_stream(&client, &stream, SHARDS).await?;
         let run = ours_cpu_run(
             &server,
@@ -237,20 +237,20 @@ async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Resul
             block,
             args.records,
             warm,
-            WireFormat::Cbor,
+            WireFormat::Json,
         )
         .await?;
         println!(
-            "  ours, CBOR bodies (wire_format(WireFormat::Cbor), otherwise the same){}:",
+            "  ours, JSON bodies (wire_format(WireFormat::Json), otherwise the same){}:",
             if warm { ", warm" } else { "" }
         );
         print_ours_cpu(&run, &generation);
-        cbor.push(run);
+        json.push(run);
     }
 
     summary.push(ours.summary());
     summary.push(warm.summary());
-    summary.extend(cbor.iter().map(OursCpuRun::summary));
+    summary.extend(json.iter().map(OursCpuRun::summary));
 
     if args.aiokpl_records > 0 {
         let peer = aiokpl_cpu_run(&server, args, keys).await?;
@@ -370,10 +370,10 @@ impl OursCpuRun {
     fn summary(&self) -> String {
         format!(
             "ours{}{}: {:.3} CPU-s per million records ({} records{}{})   target <= {TARGET_CPU_PER_MILLION}: {}",
-            if self.format == WireFormat::Cbor {
-                ", CBOR"
-            } else {
+            if self.format == WireFormat::default() {
                 ""
+            } else {
+                ", JSON bodies"
             },
             if self.warm { ", warm" } else { "" },
             self.per_million(),
