@@ -246,11 +246,11 @@ impl CallError {
 
     /// Whether the request may have been carried out although the call failed: an answer was
     /// lost (a timeout, a connection that failed after the request went out, an answer that
-    /// could not be read) or the service failed with a 5xx. A 4xx answer, or a request never
-    /// sent, carried out nothing.
+    /// could not be read, a success's included) or the service failed with a 5xx. A 4xx answer,
+    /// or a request never sent, carried out nothing.
     pub fn may_have_taken_effect(&self) -> bool {
         match self.status {
-            Some(status) => status >= 500,
+            Some(status) => !(400..500).contains(&status),
             None => !matches!(self.code.as_str(), DISPATCH_FAILURE | CONSTRUCTION_FAILURE),
         }
     }

@@ -172,6 +172,20 @@ fn transport_failures() {
     assert!(!call.may_have_taken_effect());
 }
 
+/// A success whose answer could not be read (a body the SDK could not deserialize) carried the
+/// request out: a caller must not take it as refused. An unreadable 4xx refused it.
+#[test]
+fn an_unreadable_answer_may_have_taken_effect_unless_it_was_a_refusal() {
+    for (status, effect) in [(200, true), (503, true), (400, false)] {
+        let err: SdkError<ListShardsError, HttpResponse> =
+            SdkError::response_error("could not deserialize", response(status, None));
+        let call = CallError::from_sdk(err);
+        assert_eq!(call.code, RESPONSE_ERROR);
+        assert_eq!(call.status, Some(status));
+        assert_eq!(call.may_have_taken_effect(), effect, "HTTP {status}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn within_gives_a_timeout_when_no_answer_comes() {
     let call = std::future::pending::<Result<(), SdkError<ListShardsError, HttpResponse>>>();

@@ -360,8 +360,10 @@ impl ProducerBuilder {
         self
     }
 
-    /// How `PutRecords` requests are encoded (default [`WireFormat::Json`]; see
-    /// [`WireFormat::Cbor`]).
+    /// How `PutRecords` requests are encoded: CBOR by default
+    /// ([`WireFormat::Cbor`](crate::WireFormat::Cbor), as the AWS SDK for Java sends them), or
+    /// JSON ([`WireFormat::Json`](crate::WireFormat::Json)) for an endpoint on the way that takes
+    /// only JSON.
     pub fn wire_format(mut self, format: crate::WireFormat) -> Self {
         self.config.wire_format = format;
         self
