@@ -2,7 +2,7 @@
 //! (the AWS SDK for Java sends it by default): data travels as byte strings, not base64, so a
 //! body is about a quarter smaller, SigV4 hashes a quarter fewer bytes and nothing is
 //! base64-encoded. Kinesis answers a CBOR request in CBOR; the SDK reads JSON, so the answer is
-//! transcoded to the JSON it would have been ([`to_json`]) before the SDK deserializes it.
+//! transcoded to JSON ([`to_json`]) before the SDK deserializes it.
 
 use std::{
     pin::Pin,
@@ -150,8 +150,10 @@ pub(crate) struct CborError {
 const MAX_DEPTH: usize = 64;
 
 /// The JSON document a CBOR one stands for, as the `awsJson1_1` protocol writes it: byte strings
-/// as base64 strings, tags dropped (their content kept), `undefined` as `null`, non-finite floats
-/// as `null`. Exactly one data item, nothing after it; map keys must be text.
+/// as base64 strings, `undefined` as `null`, non-finite floats as `null`. Exactly one data item,
+/// nothing after it; map keys must be text. Tags are dropped, their content kept: right for the
+/// `PutRecords` answers this reads, which hold none, but not for AWS's CBOR timestamps (tag 1 and
+/// epoch milliseconds, where JSON carries seconds), which this does not convert.
 pub(crate) fn to_json(cbor: &[u8]) -> Result<Vec<u8>, CborError> {
     let mut reader = Reader { cbor, at: 0 };
     let mut out = Vec::with_capacity(cbor.len() + cbor.len() / 2);
@@ -323,7 +325,7 @@ impl Reader<'_> {
                 }
                 out.push(b'}');
             }
-            // A tag (a timestamp's, for one): its content stands for it.
+            // A tag: its content stands for it (see `to_json` on timestamps).
             (TAG, Argument::Definite(_)) => self.item(out, depth + 1)?,
             (SIMPLE, argument) => match (info, argument) {
                 (20, _) => out.extend_from_slice(b"false"),
@@ -386,27 +388,38 @@ impl Intercept for CborAnswers {
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let response = context.response_mut();
-        let cbor = response
-            .headers()
-            .get("content-type")
-            .is_some_and(|value| value.split(';').next().map(str::trim) == Some(CONTENT_TYPE));
+        let cbor = response.headers().get("content-type").is_some_and(is_cbor);
         if !cbor {
             return Ok(());
         }
+        // An error answer that cannot be read still has its code in `x-amzn-ErrorType`, which
+        // the SDK reads when the body has none: it is given as `{}` rather than failing.
+        let error = !response.status().is_success();
         response
             .headers_mut()
             .insert("content-type", JSON_CONTENT_TYPE);
         response.headers_mut().remove("content-length");
         let body = response.take_body();
-        *response.body_mut() = body.map_preserve_contents(|body| {
+        // `map`, not `map_preserve_contents`: the contents change (an in-memory body would
+        // otherwise still show its CBOR bytes to the hooks after this one).
+        *response.body_mut() = body.map(move |body| {
             SdkBody::from_body_1_x(Transcoded {
                 inner: body,
                 read: Vec::new(),
                 done: false,
+                error,
             })
         });
         Ok(())
     }
+}
+
+/// Whether a content type is CBOR's (media types are case-insensitive; parameters ignored).
+fn is_cbor(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case(CONTENT_TYPE))
 }
 
 /// A CBOR body read whole, then given as its JSON.
@@ -414,6 +427,20 @@ struct Transcoded {
     inner: SdkBody,
     read: Vec<u8>,
     done: bool,
+    /// An error answer: one that cannot be read is given as `{}` (its code is in a header).
+    error: bool,
+}
+
+impl Transcoded {
+    /// The JSON of what was read.
+    fn json(&mut self) -> Result<Bytes, BoxError> {
+        let read = std::mem::take(&mut self.read);
+        match to_json(&read) {
+            Ok(json) => Ok(Bytes::from(json)),
+            Err(_) if self.error => Ok(Bytes::from_static(b"{}")),
+            Err(error) => Err(error.into()),
+        }
+    }
 }
 
 impl Body for Transcoded {
@@ -438,12 +465,7 @@ impl Body for Transcoded {
                 Some(Err(error)) => return Poll::Ready(Some(Err(error))),
                 None => {
                     this.done = true;
-                    let read = std::mem::take(&mut this.read);
-                    return Poll::Ready(Some(
-                        to_json(&read)
-                            .map(|json| Frame::data(Bytes::from(json)))
-                            .map_err(BoxError::from),
-                    ));
+                    return Poll::Ready(Some(this.json().map(Frame::data)));
                 }
             }
         }
@@ -533,6 +555,74 @@ mod tests {
     }
 
     #[test]
+    fn large_data_takes_longer_heads_and_the_length_is_exact() {
+        // 3-byte and 5-byte heads for the data (the property test's data is under 300 bytes).
+        for len in [256, 65_535, 65_536, 70_000] {
+            let entries = [entry("k", None, &vec![9; len])];
+            let stream = StreamRef::Name("s".into());
+            let body = records_body(&entries, &stream);
+            assert_eq!(body.len(), body_len(&entries, &stream), "{len}");
+            let read: Cbor = ciborium::from_reader(&body[..]).expect("CBOR");
+            let Cbor::Map(members) = read else {
+                panic!("a map")
+            };
+            let Cbor::Array(records) = &members[0].1 else {
+                panic!("an array")
+            };
+            let Cbor::Map(record) = &records[0] else {
+                panic!("a map")
+            };
+            assert_eq!(record[0].1, Cbor::Bytes(vec![9; len]));
+        }
+    }
+
+    #[test]
+    fn content_types_match_without_case_or_parameters() {
+        assert!(is_cbor("application/x-amz-cbor-1.1"));
+        assert!(is_cbor("Application/X-Amz-CBOR-1.1; charset=utf-8"));
+        assert!(!is_cbor("application/x-amz-json-1.1"));
+        assert!(!is_cbor(""));
+    }
+
+    /// The body an unreadable answer gives: `{}` for an error answer (the SDK then reads the
+    /// error's code from its header), an error for a success.
+    #[tokio::test]
+    async fn an_unreadable_error_answer_reads_as_an_empty_object() {
+        async fn read(error: bool, cbor: &'static [u8]) -> Result<Bytes, BoxError> {
+            let mut body = Transcoded {
+                inner: SdkBody::from(cbor),
+                read: Vec::new(),
+                done: false,
+                error,
+            };
+            let mut all = Vec::new();
+            while let Some(frame) =
+                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+            {
+                if let Ok(data) = frame?.into_data() {
+                    all.extend_from_slice(&data);
+                }
+            }
+            assert!(body.is_end_stream());
+            Ok(Bytes::from(all))
+        }
+        let garbage: &[u8] = b"<html>proxy error</html>";
+        assert_eq!(
+            read(true, garbage).await.ok(),
+            Some(Bytes::from_static(b"{}"))
+        );
+        assert!(read(false, garbage).await.is_err());
+        // A readable one reads as its JSON either way.
+        let answer: &[u8] = &[0xa1, 0x66, b'_', b'_', b't', b'y', b'p', b'e', 0x61, b'X'];
+        for error in [true, false] {
+            assert_eq!(
+                read(error, answer).await.ok(),
+                Some(Bytes::from_static(br#"{"__type":"X"}"#))
+            );
+        }
+    }
+
+    #[test]
     fn heads_take_the_shortest_form_at_each_boundary() {
         for n in [
             0,
@@ -599,7 +689,7 @@ mod tests {
             Cbor::Float(1.5),
             Cbor::Float(0.1),
             Cbor::Float(f64::INFINITY),
-            Cbor::Tag(1, Box::new(Cbor::Float(1_700_000_000.25))),
+            Cbor::Tag(24, Box::new(Cbor::Float(1_700_000_000.25))),
         ]);
         assert_eq!(
             json_of(&cbor_of(&every)),
@@ -742,6 +832,18 @@ mod tests {
             let stream = if by_arn { StreamRef::Arn(name) } else { StreamRef::Name(name) };
             let cbor = records_body(&entries, &stream);
             prop_assert_eq!(cbor.len(), body_len(&entries, &stream));
+            // Read back by a CBOR parser of its own: each entry's data, key and hash key.
+            let read: Cbor = ciborium::from_reader(&cbor[..]).expect("CBOR");
+            let Cbor::Map(members) = read else { panic!("a map") };
+            let Cbor::Array(records) = &members[0].1 else { panic!("an array") };
+            prop_assert_eq!(records.len(), entries.len());
+            for (entry, record) in entries.iter().zip(records) {
+                let Cbor::Map(fields) = record else { panic!("a map") };
+                prop_assert_eq!(&fields[0], &(text("Data"), Cbor::Bytes(entry.data.to_vec())));
+                prop_assert_eq!(&fields[1], &(text("PartitionKey"), text(&entry.partition_key)));
+                let hash = entry.explicit_hash_key.map(|k| (text("ExplicitHashKey"), text(&k.to_string())));
+                prop_assert_eq!(fields.get(2), hash.as_ref());
+            }
             let json: Value = serde_json::from_slice(&crate::body::records_body(&entries, &stream))
                 .expect("JSON");
             prop_assert_eq!(json_of(&cbor), json);

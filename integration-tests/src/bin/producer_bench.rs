@@ -241,7 +241,8 @@ async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Resul
         )
         .await?;
         println!(
-            "  ours, JSON bodies (wire_format(WireFormat::Json), otherwise the same){}:",
+            "  ours, JSON bodies (wire_format(WireFormat::Json), otherwise the same; after the \
+             runs above in the same process, so its first run starts on memory they freed){}:",
             if warm { ", warm" } else { "" }
         );
         print_ours_cpu(&run, &generation);
