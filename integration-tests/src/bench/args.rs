@@ -78,6 +78,11 @@ pub struct ProducerBenchArgs {
         value_parser = count_in(1..=kinesis_producer::MAX_RATE_LIMIT_PERCENT.into()).map(|n| n as u32)
     )]
     pub rate_limit_percent: Option<u32>,
+    /// How part 1's producers encode `PutRecords` bodies (the library's default: cbor). To compare
+    /// the two, alternate runs of separate processes: a run after another in the same process
+    /// starts on memory the first freed.
+    #[arg(long, value_enum, default_value = "cbor")]
+    pub wire_format: BodyFormat,
     /// Shards of part 4's large stream (next to a 4-shard one).
     #[arg(long, allow_negative_numbers = true, default_value = "1000", value_parser = count_in(1..=10_000).map(|n| n as u32))]
     pub many_shards: u32,
@@ -90,6 +95,25 @@ pub struct ProducerBenchArgs {
     /// The re-executed forms (hidden).
     #[command(subcommand)]
     pub role: Option<ProducerBenchRole>,
+}
+
+/// `PutRecords` bodies in producer-bench part 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BodyFormat {
+    /// JSON (`WireFormat::Json`).
+    Json,
+    /// CBOR (`WireFormat::Cbor`).
+    Cbor,
+}
+
+impl BodyFormat {
+    /// The producer's setting.
+    pub fn wire_format(self) -> kinesis_producer::WireFormat {
+        match self {
+            BodyFormat::Json => kinesis_producer::WireFormat::Json,
+            BodyFormat::Cbor => kinesis_producer::WireFormat::Cbor,
+        }
+    }
 }
 
 /// A part of `producer-bench`.
@@ -460,6 +484,7 @@ mod tests {
                 per_second: false,
                 unbalanced_keys: false,
                 rate_limit_percent: None,
+                wire_format: BodyFormat::Cbor,
                 many_shards: 1000,
                 shards_records: 1_000_000,
                 idle_seconds: 5.0,
@@ -467,6 +492,17 @@ mod tests {
             }
         );
         assert!(args.runs(ProducerPart::Cpu) && args.runs(ProducerPart::Shards));
+        assert_eq!(
+            args.wire_format.wire_format(),
+            kinesis_producer::WireFormat::default(),
+            "part 1 runs the library's default"
+        );
+        let json = producer(&["--wire-format", "json"]).unwrap();
+        assert_eq!(
+            json.wire_format.wire_format(),
+            kinesis_producer::WireFormat::Json
+        );
+        assert!(producer(&["--wire-format", "xml"]).is_err());
     }
 
     #[test]

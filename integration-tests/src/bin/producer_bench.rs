@@ -173,13 +173,14 @@ async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Resul
         block,
         args.records,
         false,
-        WireFormat::default(),
+        args.wire_format.wire_format(),
     )
     .await?;
     println!(
         "  ours: kinesis-producer with rate_limit_percent(MAX_RATE_LIMIT_PERCENT) (its limiter \
          out of the way: the stand-in enforces no limits), every other setting default (linger 100 ms, aggregates up to \
-         51,200 bytes, 200,000 outstanding records, CBOR bodies); no metrics recorder installed"
+         51,200 bytes, 200,000 outstanding records); {:?} bodies (--wire-format); no metrics recorder installed",
+        args.wire_format.wire_format()
     );
     print_ours_cpu(&ours, &generation);
 
@@ -193,7 +194,7 @@ async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Resul
         block,
         args.records,
         true,
-        WireFormat::default(),
+        args.wire_format.wire_format(),
     )
     .await?;
     println!("  ours, warm (the same producer settings, measured after as many records):");
@@ -211,7 +212,7 @@ async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Resul
             block,
             args.aiokpl_records,
             false,
-            WireFormat::default(),
+            args.wire_format.wire_format(),
         )
         .await?;
         let gen_same = generate_only(args.aiokpl_records, keys, block);
@@ -225,33 +226,8 @@ async fn cpu_cost(args: &Args, block: &[u8], summary: &mut Vec<String>) -> Resul
         None
     };
 
-    // The same two runs with JSON bodies (`WireFormat::Json`; CBOR is the default).
-    let mut json = Vec::new();
-    for warm in [false, true] {
-        let stream = unique_name("bench-cpu-json");
-        create_stream(&client, &stream, SHARDS).await?;
-        let run = ours_cpu_run(
-            &server,
-            stream,
-            keys,
-            block,
-            args.records,
-            warm,
-            WireFormat::Json,
-        )
-        .await?;
-        println!(
-            "  ours, JSON bodies (wire_format(WireFormat::Json), otherwise the same; after the \
-             runs above in the same process, so its first run starts on memory they freed){}:",
-            if warm { ", warm" } else { "" }
-        );
-        print_ours_cpu(&run, &generation);
-        json.push(run);
-    }
-
     summary.push(ours.summary());
     summary.push(warm.summary());
-    summary.extend(json.iter().map(OursCpuRun::summary));
 
     if args.aiokpl_records > 0 {
         let peer = aiokpl_cpu_run(&server, args, keys).await?;
@@ -371,10 +347,9 @@ impl OursCpuRun {
     fn summary(&self) -> String {
         format!(
             "ours{}{}: {:.3} CPU-s per million records ({} records{}{})   target <= {TARGET_CPU_PER_MILLION}: {}",
-            if self.format == WireFormat::default() {
-                ""
-            } else {
-                ", JSON bodies"
+            match self.format {
+                WireFormat::Json => ", JSON bodies",
+                _ => ", CBOR bodies",
             },
             if self.warm { ", warm" } else { "" },
             self.per_million(),
