@@ -78,9 +78,9 @@ pub struct ProducerBenchArgs {
         value_parser = count_in(1..=kinesis_producer::MAX_RATE_LIMIT_PERCENT.into()).map(|n| n as u32)
     )]
     pub rate_limit_percent: Option<u32>,
-    /// How part 1's producers encode `PutRecords` bodies (the library's default: cbor). To compare
-    /// the two, alternate runs of separate processes: a run after another in the same process
-    /// starts on memory the first freed.
+    /// How the producers of parts 1 to 3 encode `PutRecords` bodies (the library's default:
+    /// cbor). To compare the two, alternate runs of separate processes: a run after another in
+    /// the same process starts on memory the first freed.
     #[arg(long, value_enum, default_value = "cbor")]
     pub wire_format: BodyFormat,
     /// Shards of part 4's large stream (next to a 4-shard one).

@@ -650,7 +650,8 @@ async fn under_limits(
     let cpu0 = CpuTime::of_self()?;
     let started = Instant::now();
     let sampler = Sampler::start(snapshotter, started);
-    let mut builder = Producer::builder(client.clone(), stream.as_str());
+    let mut builder = Producer::builder(client.clone(), stream.as_str())
+        .wire_format(args.wire_format.wire_format());
     if let Some(percent) = args.rate_limit_percent {
         builder = builder.rate_limit_percent(percent);
     }
@@ -989,6 +990,7 @@ async fn moderate_rate(
             let producer = Producer::builder(client.clone(), stream.as_str())
                 .linger(linger)
                 .fill_calls(fill)
+                .wire_format(args.wire_format.wire_format())
                 .build()
                 .await?;
             let calls0 = faults.calls("PutRecords");
