@@ -79,12 +79,12 @@ const EXPLICIT_FRAME: usize = r#","ExplicitHashKey":"""#.len();
 const RECORDS_FRAME: usize = r#"{"Records":[],}"#.len();
 
 /// Digits of `value` in decimal.
-fn decimal_len(value: u128) -> usize {
+pub(crate) fn decimal_len(value: u128) -> usize {
     value.checked_ilog10().map_or(1, |log| log as usize + 1)
 }
 
 /// Appends `value` in decimal (at most 39 digits), without allocating.
-fn push_decimal(out: &mut Vec<u8>, mut value: u128) {
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut value: u128) {
     let mut digits = [0u8; 39];
     let mut at = digits.len();
     loop {
@@ -145,13 +145,13 @@ pub(crate) fn push_string(out: &mut Vec<u8>, s: &str) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use kinesis_aggregation::HashKey;
     use proptest::prelude::*;
     use serde_json::Value;
 
-    fn entry(key: &str, hash: Option<u128>, data: &[u8]) -> Entry {
+    pub(crate) fn entry(key: &str, hash: Option<u128>, data: &[u8]) -> Entry {
         Entry {
             partition_key: key.to_owned(),
             explicit_hash_key: hash.map(HashKey::from),

@@ -18,10 +18,13 @@ use aws_smithy_runtime_api::{
 };
 use aws_smithy_types::{body::SdkBody, config_bag::ConfigBag};
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body, Frame};
 use kinesis_calls::StreamRef;
 
-use crate::pipeline::Entry;
+use crate::{
+    body::{decimal_len, push_decimal},
+    pipeline::Entry,
+};
 
 /// The content type of CBOR requests and answers.
 pub(crate) const CONTENT_TYPE: &str = "application/x-amz-cbor-1.1";
@@ -59,8 +62,11 @@ pub(crate) fn records_body(entries: &[Entry], stream: &StreamRef) -> Bytes {
         text(&mut out, "PartitionKey");
         text(&mut out, &entry.partition_key);
         if let Some(key) = entry.explicit_hash_key {
+            // Decimal digits, written in place (no string per entry).
+            let key = u128::from(key);
             text(&mut out, "ExplicitHashKey");
-            text(&mut out, &u128::from(key).to_string());
+            head(&mut out, TEXT, decimal_len(key) as u64);
+            push_decimal(&mut out, key);
         }
     }
     text(&mut out, member);
@@ -87,9 +93,7 @@ fn body_len(entries: &[Entry], stream: &StreamRef) -> usize {
             + text_len("PartitionKey")
             + text_len(&entry.partition_key);
         if let Some(key) = entry.explicit_hash_key {
-            let digits = u128::from(key)
-                .checked_ilog10()
-                .map_or(1, |log| log as usize + 1);
+            let digits = decimal_len(u128::from(key));
             len += text_len("ExplicitHashKey") + head_len(digits as u64) + digits;
         }
     }
@@ -229,6 +233,15 @@ impl Reader<'_> {
         }
     }
 
+    /// Whether an array or map of `argument` items has more after `count`: its count not
+    /// reached, or no "break" next (consumed if there is one).
+    fn more(&mut self, argument: &Argument, count: u64) -> Result<bool, CborError> {
+        match argument {
+            Argument::Definite(n) => Ok(count < *n),
+            Argument::Indefinite => Ok(!self.at_break()?),
+        }
+    }
+
     fn length(&self, n: u64) -> Result<usize, CborError> {
         usize::try_from(n).map_err(|_| self.error("length too large"))
     }
@@ -280,14 +293,7 @@ impl Reader<'_> {
             (ARRAY, argument) => {
                 out.push(b'[');
                 let mut count = 0u64;
-                loop {
-                    let more = match argument {
-                        Argument::Definite(n) => count < n,
-                        Argument::Indefinite => !self.at_break()?,
-                    };
-                    if !more {
-                        break;
-                    }
+                while self.more(&argument, count)? {
                     if count > 0 {
                         out.push(b',');
                     }
@@ -299,14 +305,7 @@ impl Reader<'_> {
             (MAP, argument) => {
                 out.push(b'{');
                 let mut count = 0u64;
-                loop {
-                    let more = match argument {
-                        Argument::Definite(n) => count < n,
-                        Argument::Indefinite => !self.at_break()?,
-                    };
-                    if !more {
-                        break;
-                    }
+                while self.more(&argument, count)? {
                     if count > 0 {
                         out.push(b',');
                     }
@@ -474,28 +473,16 @@ impl Body for Transcoded {
     fn is_end_stream(&self) -> bool {
         self.done
     }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use ciborium::Value as Cbor;
-    use kinesis_aggregation::HashKey;
     use proptest::prelude::*;
     use serde_json::{Value, json};
 
     use super::*;
-
-    fn entry(key: &str, hash: Option<u128>, data: &[u8]) -> Entry {
-        Entry {
-            partition_key: key.to_owned(),
-            explicit_hash_key: hash.map(HashKey::from),
-            data: Bytes::copy_from_slice(data),
-        }
-    }
+    use crate::body::tests::entry;
 
     fn cbor_of(value: &Cbor) -> Vec<u8> {
         let mut out = Vec::new();
