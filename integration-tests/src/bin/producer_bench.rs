@@ -469,11 +469,12 @@ async fn ours_cpu_run(
 
 fn print_ours_cpu(run: &OursCpuRun, generation: &Generation) {
     println!(
-        "    {} records: CPU {:.3} s (user {:.3}, sys {:.3}) = {:.3} CPU-s per million   target <= {TARGET_CPU_PER_MILLION}: {}",
+        "    {} records: CPU {:.3} s (user {:.3}, sys {:.3}; {} minor page faults) = {:.3} CPU-s per million   target <= {TARGET_CPU_PER_MILLION}: {}",
         thousands(run.n as f64),
         run.cpu.total().as_secs_f64(),
         run.cpu.user.as_secs_f64(),
         run.cpu.system.as_secs_f64(),
+        thousands(run.cpu.minor_faults as f64),
         run.per_million(),
         verdict(run.per_million() <= TARGET_CPU_PER_MILLION)
     );
