@@ -9,10 +9,16 @@ use std::{
     task::{Context, Poll, ready},
 };
 
+use aws_runtime::auth::PayloadSigningOverride;
 use aws_smithy_runtime_api::{
     box_error::BoxError,
     client::{
-        interceptors::{Intercept, context::BeforeDeserializationInterceptorContextMut},
+        interceptors::{
+            Intercept,
+            context::{
+                BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut,
+            },
+        },
         runtime_components::RuntimeComponents,
     },
 };
@@ -43,10 +49,79 @@ const SIMPLE: u8 = 7;
 /// The body of a `PutRecords` call putting `entries` to `stream`, in CBOR:
 /// `{"Records": [{"Data": h'..', "PartitionKey": "..", "ExplicitHashKey": ".."}, ..],
 /// "StreamName": ".."}` (`"StreamARN"` for a stream given by ARN), definite lengths throughout.
+/// In one buffer: see [`records_body_parts`] for the form a call sends.
+#[cfg(test)]
 pub(crate) fn records_body(entries: &[Entry], stream: &StreamRef) -> Bytes {
+    let parts = records_body_parts(entries, stream);
+    let mut out = Vec::with_capacity(parts.len());
+    for part in parts.parts() {
+        out.extend_from_slice(part);
+    }
+    Bytes::from(out)
+}
+
+/// Data of at least this many bytes is not copied into a body: the body refers to it.
+pub(crate) const REFERENCED_DATA_BYTES: usize = 4096;
+
+/// A `PutRecords` body as a sequence of parts, whose concatenation is the CBOR body: the
+/// framing (heads, member names, partition keys, small data) written in one buffer, and each
+/// entry's data of [`REFERENCED_DATA_BYTES`] or more (aggregates, large records) as the entry's
+/// own bytes, not copied. A call's body is up to 5 MiB; written whole, it is a fresh allocation
+/// whose every page faults in as it is filled, and a copy of data the call's entries hold anyway.
+#[derive(Clone, Debug)]
+pub(crate) struct BodyParts {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl BodyParts {
+    /// The parts, in order.
+    #[cfg(test)]
+    pub(crate) fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+
+    /// The body's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The body's SHA-256, lowercase hex: the payload hash SigV4 signs.
+    pub(crate) fn sha256_hex(&self) -> String {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        for part in &self.parts {
+            hasher.update(part);
+        }
+        let digest = hasher.finalize();
+        let mut hex = String::with_capacity(2 * digest.len());
+        for byte in digest {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
+            hex.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+        }
+        hex
+    }
+
+    /// The body, for the request: its parts as frames, again from the start for every attempt.
+    pub(crate) fn sdk_body(&self) -> SdkBody {
+        let parts = self.parts.clone();
+        SdkBody::retryable(move || SdkBody::from_body_1_x(PartsBody::new(parts.clone())))
+    }
+}
+
+/// [`records_body`]'s bytes as [`BodyParts`].
+pub(crate) fn records_body_parts(entries: &[Entry], stream: &StreamRef) -> BodyParts {
     let (member, value) = stream_member(stream);
     let len = body_len(entries, stream);
-    let mut out = Vec::with_capacity(len);
+    let referenced = entries
+        .iter()
+        .filter(|e| e.data.len() >= REFERENCED_DATA_BYTES)
+        .map(|e| e.data.len())
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(len - referenced);
+    // Where each referenced entry's data goes: after this many framing bytes.
+    let mut splits: Vec<(usize, &Bytes)> = Vec::new();
     head(&mut out, MAP, 2);
     text(&mut out, "Records");
     head(&mut out, ARRAY, entries.len() as u64);
@@ -58,7 +133,11 @@ pub(crate) fn records_body(entries: &[Entry], stream: &StreamRef) -> Bytes {
         );
         text(&mut out, "Data");
         head(&mut out, BYTES, entry.data.len() as u64);
-        out.extend_from_slice(&entry.data);
+        if entry.data.len() >= REFERENCED_DATA_BYTES {
+            splits.push((out.len(), &entry.data));
+        } else {
+            out.extend_from_slice(&entry.data);
+        }
         text(&mut out, "PartitionKey");
         text(&mut out, &entry.partition_key);
         if let Some(key) = entry.explicit_hash_key {
@@ -71,8 +150,88 @@ pub(crate) fn records_body(entries: &[Entry], stream: &StreamRef) -> Bytes {
     }
     text(&mut out, member);
     text(&mut out, value);
-    debug_assert_eq!(out.len(), len, "the body's length as computed");
-    Bytes::from(out)
+    debug_assert_eq!(out.len() + referenced, len, "the body's length as computed");
+    let mut framing = Bytes::from(out);
+    let mut parts = Vec::with_capacity(2 * splits.len() + 1);
+    let mut taken = 0;
+    for (at, data) in splits {
+        parts.push(framing.split_to(at - taken));
+        taken = at;
+        parts.push(data.clone());
+    }
+    parts.push(framing);
+    parts.retain(|part| !part.is_empty());
+    BodyParts { parts, len }
+}
+
+/// A body sent part by part: one frame per part.
+struct PartsBody {
+    parts: std::vec::IntoIter<Bytes>,
+    remaining: u64,
+}
+
+impl PartsBody {
+    fn new(parts: Vec<Bytes>) -> Self {
+        let remaining = parts.iter().map(|p| p.len() as u64).sum();
+        PartsBody {
+            parts: parts.into_iter(),
+            remaining,
+        }
+    }
+}
+
+impl Body for PartsBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let next = self.parts.next();
+        if let Some(part) = &next {
+            self.remaining -= part.len() as u64;
+        }
+        Poll::Ready(next.map(|part| Ok(Frame::data(part))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// Sends a CBOR body given as parts: the body, its length and content type replace what the
+/// SDK serialized, and its SHA-256, computed over the parts, is the payload hash SigV4 signs (a
+/// body of frames is not in memory as one slice, which the signer would otherwise hash).
+#[derive(Debug)]
+pub(crate) struct CborRequest {
+    pub(crate) body: BodyParts,
+}
+
+impl Intercept for CborRequest {
+    fn name(&self) -> &'static str {
+        "kinesis_producer::CborRequest"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request_mut();
+        let headers = request.headers_mut();
+        headers.insert("Content-Length", self.body.len().to_string());
+        headers.insert("Content-Type", CONTENT_TYPE);
+        *request.body_mut() = self.body.sdk_body();
+        cfg.interceptor_state()
+            .store_put(PayloadSigningOverride::Precomputed(self.body.sha256_hex()));
+        Ok(())
+    }
 }
 
 fn stream_member(stream: &StreamRef) -> (&'static str, &str) {
@@ -82,7 +241,7 @@ fn stream_member(stream: &StreamRef) -> (&'static str, &str) {
     }
 }
 
-/// The exact length of [`records_body`]'s output.
+/// The exact length of the body [`records_body_parts`] writes.
 fn body_len(entries: &[Entry], stream: &StreamRef) -> usize {
     let mut len = head_len(2) + text_len("Records") + head_len(entries.len() as u64);
     for entry in entries {
@@ -798,6 +957,64 @@ mod tests {
         })
     }
 
+    /// Data of any length up to 300 bytes, or around [`REFERENCED_DATA_BYTES`].
+    fn any_data() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            3 => proptest::collection::vec(any::<u8>(), 0..300),
+            1 => (REFERENCED_DATA_BYTES - 2..REFERENCED_DATA_BYTES + 300, any::<u8>())
+                .prop_map(|(len, byte)| (0..len).map(|i| byte.wrapping_add(i as u8)).collect()),
+        ]
+    }
+
+    /// A body's bytes as its frames give them (and what its size hint said first).
+    fn frames(mut body: SdkBody) -> Vec<u8> {
+        let hinted = Body::size_hint(&body).exact();
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut out = Vec::new();
+        loop {
+            match Pin::new(&mut body).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    out.extend_from_slice(&frame.into_data().expect("data frames only"))
+                }
+                Poll::Ready(None) => break,
+                Poll::Ready(Some(Err(e))) => panic!("{e}"),
+                Poll::Pending => panic!("an in-memory body is always ready"),
+            }
+        }
+        assert!(body.is_end_stream());
+        assert_eq!(hinted, Some(out.len() as u64), "the size hint is exact");
+        out
+    }
+
+    #[test]
+    fn a_body_sent_as_parts_refers_to_large_data_and_is_sent_again_whole() {
+        let big = vec![5u8; REFERENCED_DATA_BYTES];
+        let entries = [
+            entry("a", None, &[1, 2]),
+            entry("b", Some(7), &big),
+            entry("c", None, &big[..REFERENCED_DATA_BYTES - 1]),
+        ];
+        let stream = StreamRef::Name("s".into());
+        let parts = records_body_parts(&entries, &stream);
+        // Framing up to b's data, b's data, the rest (c's data copied into it).
+        assert_eq!(parts.parts().len(), 3);
+        assert_eq!(parts.parts()[1].as_ptr(), entries[1].data.as_ptr());
+        let body = parts.sdk_body();
+        let again = body
+            .try_clone()
+            .expect("a body sent as parts can be sent again");
+        let whole = records_body(&entries, &stream);
+        assert_eq!(frames(body), whole);
+        assert_eq!(frames(again), whole);
+        assert_eq!(parts.len(), whole.len());
+        // The payload hash over the parts is the whole body's.
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(&whole);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(parts.sha256_hex(), hex);
+    }
+
     proptest! {
         #[test]
         fn any_json_value_survives_cbor_and_back(value in any_json()) {
@@ -809,7 +1026,7 @@ mod tests {
         #[test]
         fn a_cbor_body_read_as_json_is_the_json_body(
             raw in proptest::collection::vec(
-                (any_text(), proptest::option::of(any::<u128>()), proptest::collection::vec(any::<u8>(), 0..300)),
+                (any_text(), proptest::option::of(any::<u128>()), any_data()),
                 0..20,
             ),
             name in any_text(),
@@ -819,6 +1036,16 @@ mod tests {
             let stream = if by_arn { StreamRef::Arn(name) } else { StreamRef::Name(name) };
             let cbor = records_body(&entries, &stream);
             prop_assert_eq!(cbor.len(), body_len(&entries, &stream));
+            // Sent as parts: large data referred to, not copied; the frames are the body.
+            let parts = records_body_parts(&entries, &stream);
+            prop_assert_eq!(parts.len(), cbor.len());
+            let referenced = entries.iter().filter(|e| e.data.len() >= REFERENCED_DATA_BYTES);
+            prop_assert!(parts.parts().len() <= 2 * referenced.clone().count() + 1);
+            for entry in referenced {
+                prop_assert!(parts.parts().iter().any(|p| p.as_ptr() == entry.data.as_ptr()));
+            }
+            prop_assert!(parts.parts().iter().all(|p| !p.is_empty()));
+            prop_assert_eq!(&frames(parts.sdk_body())[..], &cbor[..]);
             // Read back by a CBOR parser of its own: each entry's data, key and hash key.
             let read: Cbor = ciborium::from_reader(&cbor[..]).expect("CBOR");
             let Cbor::Map(members) = read else { panic!("a map") };
