@@ -295,11 +295,36 @@ impl CallError {
     }
 }
 
+/// An error's message followed by those of its sources, `: ` between them (the SDK's own
+/// messages say only which step failed; the reason is further down).
+fn reasons(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(source) = next {
+        let message = source.to_string();
+        // Wrappers often repeat their source's message as their own.
+        if !text.ends_with(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        next = source.source();
+    }
+    text
+}
+
+/// `what`, then the reasons an SDK error wraps (its sources'), if any.
+fn with_reasons(what: &str, err: &(dyn std::error::Error + 'static)) -> String {
+    match err.source() {
+        Some(reason) => format!("{what}: {}", reasons(reason)),
+        None => what.to_owned(),
+    }
+}
+
 /// The service's error code and message, or names for a transport failure.
 fn code_and_message<E, R>(err: &SdkError<E, R>) -> (String, String)
 where
-    E: ProvideErrorMetadata + fmt::Debug,
-    R: fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug + 'static,
 {
     match err {
         SdkError::ServiceError(service) => (
@@ -318,10 +343,13 @@ where
             };
             (code.to_owned(), format!("{failure:?}"))
         }
-        SdkError::ResponseError(_) => (RESPONSE_ERROR.to_owned(), "unreadable answer".to_owned()),
+        SdkError::ResponseError(_) => (
+            RESPONSE_ERROR.to_owned(),
+            with_reasons("unreadable answer", err),
+        ),
         SdkError::ConstructionFailure(_) => (
             CONSTRUCTION_FAILURE.to_owned(),
-            "the request could not be built".to_owned(),
+            with_reasons("the request could not be built", err),
         ),
         _ => (UNKNOWN.to_owned(), format!("{err:?}")),
     }

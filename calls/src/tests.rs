@@ -163,11 +163,16 @@ fn transport_failures() {
     let sdk_timeout: SdkError<ListShardsError, HttpResponse> = SdkError::timeout_error("slow");
     assert_eq!(CallError::from_sdk(sdk_timeout).code, REQUEST_TIMEOUT);
 
-    let built: SdkError<ListShardsError, HttpResponse> = SdkError::construction_failure("no");
+    let built: SdkError<ListShardsError, HttpResponse> =
+        SdkError::construction_failure("no stream name");
     let call = CallError::from_sdk(built);
     assert_eq!(
         (call.code.as_str(), call.kind),
         (CONSTRUCTION_FAILURE, ErrorKind::Rejected)
+    );
+    assert_eq!(
+        call.message,
+        "the request could not be built: no stream name"
     );
     assert!(!call.may_have_taken_effect());
 }
@@ -184,6 +189,49 @@ fn an_unreadable_answer_may_have_taken_effect_unless_it_was_a_refusal() {
         assert_eq!(call.status, Some(status));
         assert_eq!(call.may_have_taken_effect(), effect, "HTTP {status}");
     }
+}
+
+/// A deserialization failure nested the way the SDK nests it: its own message names the step,
+/// the source the reason.
+#[derive(Debug)]
+struct Nested(&'static str, Option<Box<Nested>>);
+
+impl std::fmt::Display for Nested {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Nested {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.1.as_deref().map(|e| e as _)
+    }
+}
+
+/// An unreadable answer's message carries the reasons down its source chain, once each.
+#[test]
+fn an_unreadable_answer_says_why() {
+    let reason = Nested(
+        "failed to parse JSON",
+        Some(Box::new(Nested(
+            "CBOR item at byte 17: truncated",
+            Some(Box::new(Nested("CBOR item at byte 17: truncated", None))),
+        ))),
+    );
+    let err: SdkError<ListShardsError, HttpResponse> =
+        SdkError::response_error(reason, response(200, None));
+    let call = CallError::from_sdk(err);
+    assert_eq!(call.code, RESPONSE_ERROR);
+    assert_eq!(
+        call.message,
+        "unreadable answer: failed to parse JSON: CBOR item at byte 17: truncated"
+    );
+    let plain: SdkError<ListShardsError, HttpResponse> =
+        SdkError::response_error("unexpected end", response(200, None));
+    assert_eq!(
+        CallError::from_sdk(plain).message,
+        "unreadable answer: unexpected end"
+    );
 }
 
 #[tokio::test(start_paused = true)]
