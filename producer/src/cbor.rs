@@ -151,6 +151,8 @@ pub(crate) fn records_body_parts(entries: &[Entry], stream: &StreamRef) -> BodyP
     text(&mut out, member);
     text(&mut out, value);
     debug_assert_eq!(out.len() + referenced, len, "the body's length as computed");
+    // Content-Length is the length of the bytes written, whatever the computation said.
+    let len = out.len() + referenced;
     let mut framing = Bytes::from(out);
     let mut parts = Vec::with_capacity(2 * splits.len() + 1);
     let mut taken = 0;
@@ -966,16 +968,23 @@ mod tests {
         ]
     }
 
-    /// A body's bytes as its frames give them (and what its size hint said first).
+    /// A body's bytes as its frames give them (and what its size hint said first). The body
+    /// says it has ended right after its last data frame, not only once polled past it (the
+    /// SDK's upload throughput check counts on it), and keeps saying nothing more after.
     fn frames(mut body: SdkBody) -> Vec<u8> {
         let hinted = Body::size_hint(&body).exact();
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         let mut out = Vec::new();
         loop {
+            let ended = body.is_end_stream();
             match Pin::new(&mut body).poll_frame(&mut cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    out.extend_from_slice(&frame.into_data().expect("data frames only"))
+                    assert!(!ended, "a frame after the body said it had ended");
+                    out.extend_from_slice(&frame.into_data().expect("data frames only"));
+                    if Some(out.len() as u64) == hinted {
+                        assert!(body.is_end_stream(), "ended right after the last data");
+                    }
                 }
                 Poll::Ready(None) => break,
                 Poll::Ready(Some(Err(e))) => panic!("{e}"),
@@ -983,6 +992,10 @@ mod tests {
             }
         }
         assert!(body.is_end_stream());
+        assert!(matches!(
+            Pin::new(&mut body).poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
         assert_eq!(hinted, Some(out.len() as u64), "the size hint is exact");
         out
     }

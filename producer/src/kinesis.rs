@@ -325,9 +325,11 @@ mod tests {
     }
 
     /// Each body writer's request is signed as SigV4 signs its bytes: the signature the request
-    /// carries is the one computed here, independently, over the body as received. A CBOR body
-    /// sent as parts is signed with a payload hash the producer computes, so a wrong hash (or
-    /// parts in another order than sent) would show here; no stand-in checks signatures.
+    /// carries is the one computed here over the body as received. A CBOR body sent as parts is
+    /// signed with a payload hash the producer computes, so a wrong hash (or parts in another
+    /// order than sent) would show here; no stand-in checks signatures. The signature is
+    /// computed again with the same `aws-sigv4` crate the SDK uses: this checks the payload hash
+    /// and what is signed, not SigV4's canonical form itself.
     #[tokio::test]
     async fn every_body_is_signed_over_the_bytes_sent() {
         use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
