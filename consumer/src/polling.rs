@@ -9,10 +9,11 @@
 //! shard is quiet. What each failure means is decided in [`decide`](crate::retrieval::decide),
 //! as for fan-out.
 //!
-//! A quiet shard's next poll is put on a grid of [`QUIET_GRID`] shared by every reader in the
-//! process: a worker polling many idle shards wakes once for several of them (and takes their
-//! answers together) rather than once each, about a quarter less CPU per idle shard at 1,000
-//! shards. A backlog is read at the minimum interval, off the grid.
+//! An idle shard's next poll (its pause grown to the maximum) is put on a grid of
+//! [`QUIET_GRID`] shared by every reader in the process: a worker polling many idle shards wakes
+//! once for several of them (and takes their answers together) rather than once each, about a
+//! quarter less CPU per idle shard at 1,000 shards. A backlog, and a shard that found nothing
+//! once between records, are read off the grid.
 
 use std::{sync::Arc, time::Duration, time::SystemTime};
 
@@ -232,7 +233,7 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
         idle = next_idle(idle, kinesis_records == 0 && !behind, &reader);
         let pause = jittered(idle, reader.min_interval, rand::random::<f64>());
         let until = tokio::time::Instant::now() + pause;
-        let until = if pause > reader.min_interval {
+        let until = if on_the_grid(idle, pause, reader.min_interval, reader.max_idle) {
             on_quiet_grid(until)
         } else {
             until
@@ -295,6 +296,18 @@ fn next_idle(idle: Duration, quiet: bool, reader: &Reader) -> Duration {
     } else {
         reader.min_interval
     }
+}
+
+/// Whether a pause grown to `idle` and spread to `pause` ends on the quiet grid: only for a
+/// shard quiet for several reads in a row (its pause grown to `max_idle`); one that found
+/// nothing once, between records, is read again without the grid's delay, as is a backlog.
+fn on_the_grid(
+    idle: Duration,
+    pause: Duration,
+    min_interval: Duration,
+    max_idle: Duration,
+) -> bool {
+    idle >= max_idle && pause > min_interval
 }
 
 /// `pause` spread by up to a quarter either way (`random` in `[0, 1)`), never below `floor`: the
@@ -396,6 +409,32 @@ mod tests {
         let a = on_grid(epoch + ms(1_203), epoch, step);
         let b = on_grid(epoch + ms(1_249), epoch, step);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn only_a_shard_quiet_for_several_reads_waits_for_the_grid() {
+        let ms = Duration::from_millis;
+        let (floor, max) = (ms(200), ms(1000));
+        // (grown pause, spread pause, on the grid)
+        let table = [
+            // Quiet for several reads: grown to the maximum.
+            (ms(1000), ms(750), true),
+            (ms(1000), ms(1250), true),
+            // Nothing found once or twice between records: still growing.
+            (ms(400), ms(450), false),
+            (ms(800), ms(900), false),
+            // A backlog: at the minimum interval.
+            (ms(200), ms(200), false),
+        ];
+        for (idle, pause, expected) in table {
+            assert_eq!(
+                on_the_grid(idle, pause, floor, max),
+                expected,
+                "{idle:?} {pause:?}"
+            );
+        }
+        // `max_idle` at the floor: never spread, never on the grid.
+        assert!(!on_the_grid(floor, floor, floor, floor));
     }
 
     #[test]

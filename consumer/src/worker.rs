@@ -146,9 +146,10 @@ where
 
     /// The longest pause between reads of a quiet shard (default 1 s; the KCL waits 1.5 s
     /// between all reads; at least 200 ms). A shard with a backlog is read again after 200 ms.
-    /// A quiet shard's pause is spread by up to a quarter either way and then ends on a 50 ms
-    /// grid shared by the process's shards (up to 50 ms later), so that idle shards are polled
-    /// together: a quarter less CPU per idle shard.
+    /// A quiet shard's pause is spread by up to a quarter either way; once it has grown to
+    /// `max_idle` (nothing read several times in a row) it then ends on a 50 ms grid shared by
+    /// the process's shards (up to 50 ms later), so that idle shards are polled together: a
+    /// quarter less CPU per idle shard.
     pub fn max_idle(mut self, idle: Duration) -> Self {
         self.cfg.max_idle = idle;
         self
