@@ -239,6 +239,17 @@ impl TryFrom<String> for ApplicationName {
     }
 }
 
+/// What the lease coordination decides with under the worker's default settings (for the
+/// simulation's cold starts).
+#[cfg(any(test, feature = "unstable-internals"))]
+pub(crate) fn default_settings() -> Settings {
+    Config::new(
+        StreamRef::Name("stream".to_owned()),
+        ApplicationName("application".to_owned()),
+    )
+    .settings()
+}
+
 impl Config {
     pub(crate) fn new(stream: StreamRef, application: ApplicationName) -> Self {
         Config {

@@ -42,12 +42,18 @@
 //!
 //! A failing seed is run again with its trace on, and the trace is printed; `SIM_SEED=n` replays
 //! one seed.
+//!
+//! [`cold_start`] runs the same world without faults: W workers with the default settings
+//! started together on L idle shards, and measures the simulated time to an even split (every
+//! workable shard served, the workers' counts within one), every invariant checked on the way and
+//! nothing moving for 30 s after. It is the balancing algorithm's own time, without a stand-in
+//! that queues the calls of tens of workers on two cores.
 
 mod table;
 mod world;
 
 pub use table::{Refused, TableModel};
-pub use world::{Failure, Report, run};
+pub use world::{ColdStart, Failure, Report, cold_start, run};
 
 #[cfg(test)]
 mod tests;

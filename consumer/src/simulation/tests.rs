@@ -80,3 +80,50 @@ fn the_lease_contract_holds_in_thousands_of_schedules() {
         "only {ran} schedules ran within {BUDGET:?}"
     );
 }
+
+/// A fleet started cold on idle shards, at the scale benchmark's sizes: the time to an even
+/// split in simulated time, which is the algorithm's alone (table calls take 1 to 15 ms and never
+/// queue, every worker has a core of its own), with every invariant checked on the way and
+/// nothing moving for 30 s after. Each cell must be even within [`EVEN_WITHIN`], in every seed.
+#[test]
+fn a_cold_fleet_splits_evenly_within_five_scan_intervals() {
+    use super::cold_start;
+    /// Five scan intervals of the default settings.
+    const EVEN_WITHIN: Duration = Duration::from_secs(10);
+    // (workers, shards, seeds)
+    let cells: &[(usize, usize, u64)] = &[
+        (2, 8, 8),
+        (10, 100, 4),
+        (10, 1000, 2),
+        (50, 100, 2),
+        (50, 1000, 2),
+    ];
+    for &(workers, shards, seeds) in cells {
+        let started = Instant::now();
+        for seed in 0..seeds {
+            let cold = match cold_start(seed, workers, shards, Duration::from_secs(120)) {
+                Ok(cold) => cold,
+                Err(failure) => panic!("{workers} workers on {shards} shards: {failure}"),
+            };
+            let Some(even) = cold.even_after else {
+                panic!("{workers} workers on {shards} shards, seed {seed}: never even");
+            };
+            println!(
+                "{workers} workers on {shards} shards, seed {seed}: even after {:.2} s (simulated), \
+                 {} takes and handoff requests written, {} scans; {} events",
+                even.as_secs_f64(),
+                cold.moves,
+                cold.scans,
+                cold.report.events
+            );
+            assert!(
+                even <= EVEN_WITHIN,
+                "{workers} workers on {shards} shards, seed {seed}: even only after {even:?}"
+            );
+        }
+        println!(
+            "{workers} workers on {shards} shards: {seeds} seeds in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}

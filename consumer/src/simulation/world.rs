@@ -76,6 +76,23 @@ pub struct Report {
     pub longest_gap: Duration,
     /// The same while no worker watched throughout (every watcher died or froze).
     pub longest_unwatched_gap: Duration,
+    /// Table scans sent.
+    pub scans: u64,
+}
+
+/// A fleet's cold start, as [`cold_start`] measured it.
+#[derive(Clone, Debug, Default)]
+pub struct ColdStart {
+    /// From the start to the first check (every 250 ms) at which every workable shard ran, with
+    /// a trusted processor, and the running workers' counts differed by at most one.
+    pub even_after: Option<Duration>,
+    /// Takes and handoff requests written up to then.
+    pub moves: usize,
+    /// Table scans sent up to then.
+    pub scans: u64,
+    /// The whole run (which goes on for 30 s after the split is even, and then makes the final
+    /// checks: nothing moved meanwhile, nothing skipped).
+    pub report: Report,
 }
 
 /// An invariant that did not hold.
@@ -114,6 +131,36 @@ impl std::fmt::Display for Failure {
 pub fn run(seed: u64, trace: bool) -> Result<Report, Failure> {
     let mut world = World::new(seed, trace);
     world.run()
+}
+
+/// Starts `workers` workers together on a stream of `shards` shards, with the worker's default
+/// settings, a table without faults and nothing else happening, and measures how long the fleet
+/// takes to an even split (see [`ColdStart`]); gives up after `limit` of simulated time. Every
+/// invariant is checked on the way, as in [`run`]; after the split is even the world runs on for
+/// 30 s and must stay still (no take, no handoff).
+pub fn cold_start(
+    seed: u64,
+    workers: usize,
+    shards: usize,
+    limit: Duration,
+) -> Result<ColdStart, Failure> {
+    let mut world = World::cold(seed, workers, shards, limit);
+    let report = world.run()?;
+    let cold = world.cold.unwrap_or_default();
+    Ok(ColdStart {
+        even_after: cold.even_at.map(Duration::from_micros),
+        moves: cold.moves,
+        scans: cold.scans,
+        report,
+    })
+}
+
+/// What a cold start's run watches for.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cold {
+    even_at: Option<T>,
+    moves: usize,
+    scans: u64,
 }
 
 /// A worker's clock: its own offset and drift from real time.
@@ -410,6 +457,18 @@ struct World {
     moves: Vec<T>,
     report: Report,
     failure: Option<Failure>,
+    /// Set in a cold start's run (see [`cold_start`]).
+    cold: Option<Cold>,
+}
+
+/// How a world is set up, apart from its shards and workers.
+struct Setup {
+    settings: Settings,
+    net: Network,
+    batch_interval: T,
+    chaos_until: T,
+    gentle: bool,
+    end: T,
 }
 
 /// The longest a schedule's chaos phase lasts, and the quiet period after it.
@@ -470,11 +529,85 @@ impl World {
             + QUIET_EXTRA
             + micros(settings.failover) * 3
             + micros(settings.handoff_timeout);
+        let batch_interval = rng.random_range(200..=1000) * MS;
+        let mut world = World::empty(
+            seed,
+            trace,
+            rng,
+            Setup {
+                settings,
+                net,
+                batch_interval,
+                chaos_until,
+                gentle,
+                end,
+            },
+        );
+        let settings = format!("{:?}", world.settings);
+        world.note(|| format!("SETTINGS {settings}"));
+        let shards = world.rng.random_range(1..=12);
+        for _ in 0..shards {
+            world.open_shard(BTreeSet::new());
+        }
+        let workers = world.rng.random_range(1..=8);
+        for _ in 0..workers {
+            world.start_worker(None);
+        }
+        let first = world.rng.random_range(SEC..5 * SEC);
+        world.push(first, Ev::Chaos);
+        world.push(CHECK_EVERY, Ev::Check);
+        world
+    }
+
+    /// A cold start (see [`cold_start`]): the worker's default settings, no faults, no chaos.
+    fn cold(seed: u64, workers: usize, shards: usize, limit: Duration) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let batch_interval = rng.random_range(200..=1000) * MS;
+        let mut world = World::empty(
+            seed,
+            false,
+            rng,
+            Setup {
+                settings: crate::config::default_settings(),
+                net: Network {
+                    faulty: false,
+                    fail_before: 0.0,
+                    answer_lost: 0.0,
+                    slow: 0.0,
+                    brownouts: [(0, 0); 2],
+                },
+                batch_interval,
+                chaos_until: 0,
+                gentle: false,
+                end: micros(limit),
+            },
+        );
+        world.cold = Some(Cold::default());
+        for _ in 0..shards {
+            world.open_shard(BTreeSet::new());
+        }
+        for _ in 0..workers {
+            world.start_worker(None);
+        }
+        world.push(CHECK_EVERY, Ev::Check);
+        world
+    }
+
+    /// A world with no shard and no worker yet.
+    fn empty(seed: u64, trace: bool, rng: StdRng, setup: Setup) -> Self {
+        let Setup {
+            settings,
+            net,
+            batch_interval,
+            chaos_until,
+            gentle,
+            end,
+        } = setup;
         // As the worker's: half a renewal interval, so that a renewal can be tried again while
         // the lease is trusted.
         let call_timeout = micros(settings.renew_interval) / 2;
         let max_leases = settings.max_leases;
-        let mut world = World {
+        World {
             seed,
             base: Instant::now(),
             t: 0,
@@ -484,7 +617,7 @@ impl World {
             settings,
             net,
             call_timeout,
-            batch_interval: rng.random_range(200..=1000) * MS,
+            batch_interval,
             chaos_until,
             gentle,
             end,
@@ -510,28 +643,15 @@ impl World {
             moves: Vec::new(),
             report: Report {
                 seed,
-                faulty,
+                faulty: net.faulty,
                 gentle,
                 max_leases,
                 ..Report::default()
             },
             failure: None,
+            cold: None,
             rng,
-        };
-        let settings = format!("{:?}", world.settings);
-        world.note(|| format!("SETTINGS {settings}"));
-        let shards = world.rng.random_range(1..=12);
-        for _ in 0..shards {
-            world.open_shard(BTreeSet::new());
         }
-        let workers = world.rng.random_range(1..=8);
-        for _ in 0..workers {
-            world.start_worker(None);
-        }
-        let first = world.rng.random_range(SEC..5 * SEC);
-        world.push(first, Ev::Chaos);
-        world.push(CHECK_EVERY, Ev::Check);
-        world
     }
 
     fn note(&mut self, line: impl FnOnce() -> String) {
@@ -655,6 +775,7 @@ impl World {
                 self.note_full_workers();
                 self.check_takeover();
                 self.check_watching();
+                self.watch_cold_start();
                 self.push(self.t + CHECK_EVERY, Ev::Check);
             }
         }
@@ -986,6 +1107,9 @@ impl World {
         } else {
             Fate::Answered
         };
+        if matches!(op, Op::Scan) {
+            self.report.scans += 1;
+        }
         let there = self.latency();
         let sent = self.local(inc);
         self.reqs.insert(
@@ -2079,6 +2203,57 @@ impl World {
             );
             self.fail("someone watches", detail);
         }
+    }
+
+    /// In a cold start's run: notes the first check at which the split is even, and lets the
+    /// world run on for [`STILL`], in which nothing may move (the final checks).
+    fn watch_cold_start(&mut self) {
+        let Some(cold) = self.cold else {
+            return;
+        };
+        if cold.even_at.is_some() || !self.evenly_served() {
+            return;
+        }
+        self.cold = Some(Cold {
+            even_at: Some(self.t),
+            moves: self.moves.len(),
+            scans: self.report.scans,
+        });
+        self.end = self.t + STILL;
+        self.note(|| "EVEN".to_owned());
+    }
+
+    /// Whether every workable shard has a trusted processor, and the running workers' counts
+    /// differ by at most one.
+    fn evenly_served(&self) -> bool {
+        let mut serving: BTreeMap<&str, u32> = BTreeMap::new();
+        for task in self.tasks.values() {
+            if task.alive
+                && task.proc != usize::MAX
+                && self
+                    .workers
+                    .get(&task.inc)
+                    .is_some_and(|w| w.life == Life::Alive)
+                && task.trust_until > self.local(task.inc)
+            {
+                serving.insert(task.key.as_str(), task.inc);
+            }
+        }
+        let mut counts: BTreeMap<u32, usize> = self
+            .workers
+            .values()
+            .filter(|w| w.life == Life::Alive && !w.shutting_down)
+            .map(|w| (w.inc, 0))
+            .collect();
+        for key in self.workable() {
+            match serving.get(key.as_str()) {
+                Some(inc) => *counts.entry(*inc).or_insert(0) += 1,
+                None => return false,
+            }
+        }
+        let max = counts.values().max().copied().unwrap_or(0);
+        let min = counts.values().min().copied().unwrap_or(0);
+        max - min <= 1
     }
 
     /// How many leases the running workers (alive, unpaused, not shutting down) may hold under
