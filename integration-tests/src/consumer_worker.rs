@@ -217,6 +217,15 @@ pub struct WorkerArgs {
 /// Runs the worker (or `--consumers` workers) with these arguments until SIGTERM or the end of
 /// stdin.
 pub async fn run(args: WorkerArgs) -> Result<(), BoxError> {
+    // The workers' own log on stderr (`RUST_LOG`, `warn` by default): a process that already has
+    // a subscriber keeps it.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .try_init();
     let WorkerArgs {
         kinesis,
         dynamodb,

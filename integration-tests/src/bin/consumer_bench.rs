@@ -1486,10 +1486,39 @@ async fn scale_measure(
 
     // Cold start: every worker at once.
     let before = cell.proxy.meter().snapshot();
+    let stand_ins_before = [
+        CpuTime::of_pid(stage.dynamodb.pid())?,
+        stage.kinesis.cpu_time()?,
+    ];
     let started = Instant::now();
     let (mut fleet, application) = cell.start(false).await?;
-    let even = when(SCALE_EVEN_PATIENCE, || fleet.even(leases)).await;
+    // The spread every 5 s on stderr, to see how a slow split got there.
+    let mut next_trace = started + Duration::from_secs(5);
+    let even = when(SCALE_EVEN_PATIENCE, || {
+        if Instant::now() >= next_trace {
+            next_trace += Duration::from_secs(5);
+            eprintln!(
+                "[scale] {workers} workers, {leases} leases, {:.0} s after the cold start: {}",
+                started.elapsed().as_secs_f64(),
+                fleet.spread()
+            );
+        }
+        fleet.even(leases)
+    })
+    .await;
     let cold = cell.proxy.meter().snapshot().since(&before);
+    // Where the machine's time went meanwhile: with tens of workers on two cores, DynamoDB
+    // Local serving their scans of the whole table can be what the split waits for.
+    let window = started.elapsed().as_secs_f64();
+    let stand_ins_after = [
+        CpuTime::of_pid(stage.dynamodb.pid())?,
+        stage.kinesis.cpu_time()?,
+    ];
+    let workers_cpu: f64 = fleet
+        .members()
+        .filter_map(|m| CpuTime::of_pid(m.process.pid).ok())
+        .map(|cpu| cpu.total().as_secs_f64())
+        .sum();
     let share = if leases < workers {
         "at most 1 each".to_owned()
     } else if leases % workers == 0 {
@@ -1521,6 +1550,21 @@ async fn scale_measure(
         thousands(cold.calls("PutItem") as f64),
         thousands(cold.calls("UpdateItem") as f64),
         thousands(cold.calls("Scan") as f64),
+    );
+    let core = |i: usize| {
+        100.0
+            * (stand_ins_after[i] - stand_ins_before[i])
+                .total()
+                .as_secs_f64()
+            / window
+    };
+    println!(
+        "  meanwhile ({window:.1} s), % of a core: DynamoDB Local {:.0}, ferrokinesis {:.0}, the \
+         workers {:.0} (their start-up included); {:.1} scans served a second",
+        core(0),
+        core(1),
+        100.0 * workers_cpu / window,
+        cold.calls("Scan") as f64 / window,
     );
 
     idle_window(cell, args, &fleet, &application, row).await?;
