@@ -56,15 +56,6 @@ mod tests;
 /// How often the table is scanned while a handoff to or from this worker is under way or
 /// expected.
 pub(crate) const HANDOFF_POLL: Duration = Duration::from_millis(500);
-/// A worker's next scan starts no sooner than this many times its last scan's duration after
-/// that scan ended (at most a scan interval later): one worker keeps a table busy with its scans
-/// at most a quarter of the time.
-/// A healthy table answers a scan of a thousand leases in tens of milliseconds, so this waits
-/// longer than the scan intervals only when the table is slow; then every worker scans less
-/// often and the load on the table falls, instead of scans, renewals and takes queueing behind
-/// one another until renewals time out and leases are lost (seen with 50 workers on 1,000
-/// leases against DynamoDB Local on two cores).
-pub(crate) const SCAN_PACE: u32 = 3;
 /// How soon a failed renewal or release is tried again.
 pub(crate) const RETRY: Duration = Duration::from_millis(250);
 /// How many times a release is tried before the lease is left to expire.
@@ -390,9 +381,6 @@ pub(crate) struct Machine {
     /// The table as last scanned.
     table: Vec<Lease>,
     scanning: Option<Instant>,
-    /// No scan starts before this instant ([`SCAN_PACE`] times the last scan's duration after
-    /// it ended).
-    scan_floor: Instant,
     /// A scan is wanted as soon as the one under way ends.
     rescan: bool,
     next_scan: Instant,
@@ -428,7 +416,6 @@ impl Machine {
             observations: Observations::default(),
             table: Vec::new(),
             scanning: None,
-            scan_floor: now,
             rescan: false,
             next_scan: now,
             syncing: false,
@@ -498,7 +485,7 @@ impl Machine {
             }
         }
         if self.scanning.is_none() && self.wants_scans() {
-            at(self.scan_due());
+            at(self.next_scan);
         }
         for local in self.locals.values() {
             match local {
@@ -538,8 +525,7 @@ impl Machine {
             Input::Tick => {}
             Input::Scanned(Some(leases)) => self.on_scan(leases, now, &mut out),
             Input::Scanned(None) => {
-                let sent = self.scanning.take().unwrap_or(now);
-                self.pace_scans(sent, now);
+                self.scanning = None;
                 self.rescan = false;
                 self.next_scan = now + self.settings.scan_interval.min(Duration::from_secs(1));
             }
@@ -651,31 +637,15 @@ impl Machine {
             self.syncing = true;
             out.push(Action::SyncShards);
         }
-        if self.scanning.is_none() && self.wants_scans() && now >= self.scan_due() {
+        if self.scanning.is_none() && self.wants_scans() && now >= self.next_scan {
             self.scanning = Some(now);
             self.rescan = false;
             out.push(Action::Scan);
         }
     }
 
-    /// When the next scan may start: when it is wanted, but not before the pace allows.
-    fn scan_due(&self) -> Instant {
-        self.next_scan.max(self.scan_floor)
-    }
-
-    /// A scan sent at `sent` ended (answered or failed) at `now`: the next waits [`SCAN_PACE`]
-    /// times as long, at most a scan interval (a scan that seemed long because this worker's
-    /// process was paused must not keep it from looking for that long again).
-    fn pace_scans(&mut self, sent: Instant, now: Instant) {
-        let pause = now
-            .saturating_duration_since(sent)
-            .saturating_mul(SCAN_PACE);
-        self.scan_floor = now + pause.min(self.settings.scan_interval);
-    }
-
     fn on_scan(&mut self, leases: Vec<Lease>, now: Instant, out: &mut Vec<Action>) {
         let sent = self.scanning.take().unwrap_or(now);
-        self.pace_scans(sent, now);
         self.observations.record(&leases, now);
         self.table = leases;
         let me = self.me.clone();

@@ -73,19 +73,9 @@ impl Worker {
         // A scan is answered only if one was asked for; ask if need be.
         if self.machine.scanning.is_none() {
             self.machine.next_scan = self.now;
-            self.scan_floor_now();
             self.feed(Input::Tick);
         }
-        let actions = self.feed(Input::Scanned(Some(leases.to_vec())));
-        // The clock jumps between the steps of these scripts, so a scan in flight across a jump
-        // would seem slow and pace the next; the table of these scripts is quick (the pace has
-        // its own test).
-        self.scan_floor_now();
-        actions
-    }
-
-    fn scan_floor_now(&mut self) {
-        self.machine.scan_floor = self.machine.scan_floor.min(self.now);
+        self.feed(Input::Scanned(Some(leases.to_vec())))
     }
 
     fn starts(&self, key: &str) -> usize {
@@ -544,7 +534,6 @@ fn a_scan_sent_before_a_release_does_not_take_the_lease_back() {
         b.feed(Input::Scanned(Some(vec![lease("s0", Some("b"), 2)])));
     }
     b.machine.next_scan = b.now;
-    b.scan_floor_now();
     let asked = b.feed(Input::Tick);
     assert!(asked.contains(&Action::Scan));
     b.feed(Input::Exited {
@@ -958,45 +947,4 @@ fn a_worker_below_its_cap_again_after_a_handoff_scans_at_once() {
         outcome: written(lease("s0", Some("c"), 4)),
     });
     assert!(actions.contains(&Action::Scan), "{actions:?}");
-}
-
-#[test]
-fn a_slow_table_is_scanned_less_often_but_at_least_every_scan_interval() {
-    let scans = |actions: &[Action]| actions.iter().filter(|a| matches!(a, Action::Scan)).count();
-    let mut w = Worker::new("me");
-    assert!(w.machine.scanning.is_some(), "the first scan is under way");
-    // Answered after 600 ms: the eager start would look again in 500 ms, the pace waits three
-    // times the scan's 600 ms.
-    w.at(Duration::from_millis(600));
-    w.feed(Input::Scanned(Some(Vec::new())));
-    assert_eq!(
-        w.machine.next_wake(),
-        Some(w.start + Duration::from_millis(2_400))
-    );
-    w.at(Duration::from_millis(2_399));
-    assert_eq!(scans(&w.feed(Input::Tick)), 0, "before the pace allows");
-    w.at(Duration::from_millis(2_400));
-    assert_eq!(scans(&w.feed(Input::Tick)), 1);
-    // A quick answer (10 ms): the eager poll's 500 ms again.
-    w.at(Duration::from_millis(2_410));
-    w.feed(Input::Scanned(Some(Vec::new())));
-    w.at(Duration::from_millis(2_910));
-    assert_eq!(scans(&w.feed(Input::Tick)), 1, "the handoff poll");
-    // A failed scan of 2 s (a timeout): looked at again after a scan interval, not the 1 s of
-    // a failure on a healthy table.
-    w.at(Duration::from_millis(4_910));
-    w.feed(Input::Scanned(None));
-    w.at(Duration::from_millis(6_909));
-    assert_eq!(scans(&w.feed(Input::Tick)), 0);
-    w.at(Duration::from_millis(6_910));
-    assert_eq!(scans(&w.feed(Input::Tick)), 1);
-    // An answer 20 s after its scan was sent (the worker's process was paused): the next scan
-    // is wanted at once and waits a scan interval, not three times 20 s.
-    w.at(Duration::from_millis(26_910));
-    w.feed(Input::Scanned(Some(Vec::new())));
-    w.machine.want_scan(w.now);
-    w.at(Duration::from_millis(28_909));
-    assert_eq!(scans(&w.feed(Input::Tick)), 0);
-    w.at(Duration::from_millis(28_910));
-    assert_eq!(scans(&w.feed(Input::Tick)), 1);
 }
