@@ -2245,7 +2245,12 @@ impl World {
             .filter(|w| w.life == Life::Alive && !w.shutting_down)
             .map(|w| (w.inc, 0))
             .collect();
-        for key in self.workable() {
+        let workable = self.workable();
+        if workable.is_empty() {
+            // No lease yet (the first shard sync has not landed): nothing to call even.
+            return false;
+        }
+        for key in workable {
             match serving.get(key.as_str()) {
                 Some(inc) => *counts.entry(*inc).or_insert(0) += 1,
                 None => return false,
