@@ -163,7 +163,9 @@ where
     /// permit, first come first served: 64 serve over 1,000 idle shards, but only about 75 to
     /// 130 shards read without pause (each holds a permit for every call, 200 ms to 1 s); raise
     /// it for a worker with more busy shards (waits are recorded in the histogram
-    /// `kinesis_consumer_read_permit_wait_seconds`).
+    /// `kinesis_consumer_read_permit_wait_seconds`). A shard that stops with a call under way
+    /// (shutdown, handoff, a lost lease) keeps its permit until that call ends (within the call
+    /// timeout), its answer dropped: the bound holds for the requests at Kinesis too.
     pub fn max_concurrent_reads(mut self, max: NonZeroUsize) -> Self {
         self.cfg.max_concurrent_reads = max.get();
         self
