@@ -86,21 +86,26 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
     // it a 10 MB answer, and the processor would wait for all of it to see its first record.
     let mut first_read = true;
     loop {
+        // The shard stopped (its receiver dropped): the reader ends here, after the call it had
+        // under way, if any. It is not aborted, so that its read permit is not freed while its
+        // request is still at Kinesis (see `max_concurrent_reads`).
+        if tx.is_closed() {
+            return;
+        }
         let current = match iterator.take() {
             Some(it) => it,
-            None => match Box::pin(under_permit(&reader, {
-                let (client, stream, shard_id, start) = (
-                    reader.client.clone(),
-                    reader.stream.clone(),
-                    reader.shard_id.clone(),
-                    start.clone(),
-                );
-                let (timestamp, timeout) = (reader.timestamp, reader.call_timeout);
-                async move {
-                    kinesis::shard_iterator(&client, &stream, &shard_id, &start, timestamp, timeout)
-                        .await
-                }
-            }))
+            None => match Box::pin(async {
+                let _permit = permit(&reader).await;
+                kinesis::shard_iterator(
+                    &reader.client,
+                    &reader.stream,
+                    &reader.shard_id,
+                    &start,
+                    reader.timestamp,
+                    reader.call_timeout,
+                )
+                .await
+            })
             .await
             {
                 Ok(Some(it)) => it,
@@ -138,11 +143,10 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
         } else {
             reader.max_records
         };
-        let fetched = match Box::pin(under_permit(&reader, {
-            let (client, iterator, timeout) =
-                (reader.client.clone(), current.clone(), reader.call_timeout);
-            async move { kinesis::get_records(&client, &iterator, limit, timeout).await }
-        }))
+        let fetched = match Box::pin(async {
+            let _permit = permit(&reader).await;
+            kinesis::get_records(&reader.client, &current, limit, reader.call_timeout).await
+        })
         .await
         {
             Ok(fetched) => fetched,
@@ -240,7 +244,10 @@ async fn read(reader: Reader, tx: mpsc::Sender<Fetch>) {
         } else {
             until
         };
-        tokio::time::sleep_until(until).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => {}
+            () = tx.closed() => return,
+        }
     }
 }
 
@@ -277,43 +284,14 @@ fn on_grid(
     epoch + Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
 }
 
-/// Makes `call` under a read permit, in a task of its own that holds the permit until the call
-/// ends. A reader stopped while its call is under way (its shard stopped: shutdown, handoff, a
-/// lost lease) is dropped at once, but its request may still be at Kinesis: the permit is not
-/// handed to another shard's read before that request is over, so the requests a worker has
-/// under way stay within `max_concurrent_reads` (a test with a cap of 3 saw 4 at a shutdown). The
-/// answer nobody waits for is dropped; the call ends within its timeout.
-async fn under_permit<T, F>(reader: &Reader, call: F) -> Result<T, CallFailure>
-where
-    F: std::future::Future<Output = Result<T, CallFailure>> + Send + 'static,
-    T: Send + 'static,
-{
-    let permit = permit(reader).await;
-    let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
-        let _permit = permit;
-        call.await
-    }));
-    match task.await {
-        Ok(result) => result,
-        // A panic in the call is the reader's, as it was before the call had its own task.
-        Err(ended) if ended.is_panic() => std::panic::resume_unwind(ended.into_panic()),
-        // The runtime is shutting down.
-        Err(ended) => Err(CallFailure::new(
-            kinesis_calls::UNKNOWN,
-            format!("the read was cancelled: {ended}"),
-            None,
-        )),
-    }
-}
-
 /// A permit for one read (see [`Reader::reads`]); the wait, if there is one, is recorded.
-async fn permit(reader: &Reader) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    if let Ok(permit) = reader.reads.clone().try_acquire_owned() {
+async fn permit(reader: &Reader) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    if let Ok(permit) = reader.reads.try_acquire() {
         return Some(permit);
     }
     let waiting = tokio::time::Instant::now();
     // Never closed; were it, reading on without a permit is still correct.
-    let permit = reader.reads.clone().acquire_owned().await.ok();
+    let permit = reader.reads.acquire().await.ok();
     metrics::histogram!(m::READ_PERMIT_WAIT, "stream" => reader.stream.stream_name().to_owned())
         .record(waiting.elapsed().as_secs_f64());
     permit

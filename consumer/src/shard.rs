@@ -287,7 +287,7 @@ where
         }
         self.ctx.board.set(ProcessorState::Idle);
         let (mut fetches, reading) = self.read_from(&lease);
-        let _stop_reading = AbortOnDrop(reading);
+        let _stop_reading = reading.map(AbortOnDrop);
         loop {
             let deadline = *self.trust.borrow_and_update();
             tokio::select! {
@@ -345,38 +345,47 @@ where
         lease: &Lease,
     ) -> (
         tokio::sync::mpsc::Receiver<Fetch>,
-        tokio::task::JoinHandle<()>,
+        Option<tokio::task::JoinHandle<()>>,
     ) {
         let ctx = &self.ctx;
         match (&ctx.fan_out, ctx.cfg.fan_out()) {
-            (Some(registration), Some((fan_out, _))) => fanout::spawn(Subscriber {
-                client: ctx.kinesis.clone(),
-                registration: registration.clone(),
-                stream: ctx.cfg.stream.clone(),
-                shard_id: ctx.shard_id.clone(),
-                range: lease.hash_key_range,
-                start: lease.checkpoint.clone(),
-                timestamp: ctx.cfg.initial_timestamp,
-                prefetch_records: ctx.cfg.prefetch_records,
-                prefetch_bytes: ctx.cfg.prefetch_bytes,
-                call_timeout: ctx.cfg.call_timeout,
-                silence: fan_out.silence_timeout,
-            }),
-            _ => polling::spawn(Reader {
-                client: ctx.kinesis.clone(),
-                stream: ctx.cfg.stream.clone(),
-                shard_id: ctx.shard_id.clone(),
-                range: lease.hash_key_range,
-                start: lease.checkpoint.clone(),
-                timestamp: ctx.cfg.initial_timestamp,
-                max_records: ctx.cfg.max_records_per_call(),
-                min_interval: ctx.cfg.min_fetch_interval,
-                max_idle: ctx.cfg.max_idle,
-                prefetch_records: ctx.cfg.prefetch_records,
-                prefetch_bytes: ctx.cfg.prefetch_bytes,
-                call_timeout: ctx.cfg.call_timeout,
-                reads: ctx.reads.clone(),
-            }),
+            (Some(registration), Some((fan_out, _))) => {
+                let (fetches, task) = fanout::spawn(Subscriber {
+                    client: ctx.kinesis.clone(),
+                    registration: registration.clone(),
+                    stream: ctx.cfg.stream.clone(),
+                    shard_id: ctx.shard_id.clone(),
+                    range: lease.hash_key_range,
+                    start: lease.checkpoint.clone(),
+                    timestamp: ctx.cfg.initial_timestamp,
+                    prefetch_records: ctx.cfg.prefetch_records,
+                    prefetch_bytes: ctx.cfg.prefetch_bytes,
+                    call_timeout: ctx.cfg.call_timeout,
+                    silence: fan_out.silence_timeout,
+                });
+                // Aborted when the shard stops.
+                (fetches, Some(task))
+            }
+            _ => {
+                // Not aborted: the reader ends by itself once the receiver is dropped, after the
+                // call it has under way, so that its read permit outlives its request.
+                let (fetches, _detached) = polling::spawn(Reader {
+                    client: ctx.kinesis.clone(),
+                    stream: ctx.cfg.stream.clone(),
+                    shard_id: ctx.shard_id.clone(),
+                    range: lease.hash_key_range,
+                    start: lease.checkpoint.clone(),
+                    timestamp: ctx.cfg.initial_timestamp,
+                    max_records: ctx.cfg.max_records_per_call(),
+                    min_interval: ctx.cfg.min_fetch_interval,
+                    max_idle: ctx.cfg.max_idle,
+                    prefetch_records: ctx.cfg.prefetch_records,
+                    prefetch_bytes: ctx.cfg.prefetch_bytes,
+                    call_timeout: ctx.cfg.call_timeout,
+                    reads: ctx.reads.clone(),
+                });
+                (fetches, None)
+            }
         }
     }
 

@@ -165,7 +165,8 @@ where
     /// it for a worker with more busy shards (waits are recorded in the histogram
     /// `kinesis_consumer_read_permit_wait_seconds`). A shard that stops with a call under way
     /// (shutdown, handoff, a lost lease) keeps its permit until that call ends (within the call
-    /// timeout), its answer dropped: the bound holds for the requests at Kinesis too.
+    /// timeout; its reader then stops, the answer dropped): the bound holds for the requests at
+    /// Kinesis too.
     pub fn max_concurrent_reads(mut self, max: NonZeroUsize) -> Self {
         self.cfg.max_concurrent_reads = max.get();
         self
