@@ -2054,14 +2054,44 @@ impl World {
     fn served_by(&self, key: &str) -> Option<u32> {
         self.tasks
             .values()
-            .filter(|t| t.alive && t.key == key && t.proc != usize::MAX)
-            .filter(|t| {
-                self.workers
-                    .get(&t.inc)
-                    .is_some_and(|w| w.life == Life::Alive)
-            })
-            .find(|t| t.trust_until > self.local(t.inc))
+            .find(|t| t.key == key && self.serves(t))
             .map(|t| t.inc)
+    }
+
+    /// Whether `task` serves its shard now: alive, with a processor, on an alive, unpaused
+    /// worker, and trusted.
+    fn serves(&self, task: &Task) -> bool {
+        task.alive
+            && task.proc != usize::MAX
+            && self
+                .workers
+                .get(&task.inc)
+                .is_some_and(|w| w.life == Life::Alive)
+            && task.trust_until > self.local(task.inc)
+    }
+
+    /// Of the `workable` leases: how many each running worker (alive, not shutting down) serves,
+    /// zeros included, and those nobody serves. One pass over the tasks.
+    fn serving(&self, workable: &[String]) -> (BTreeMap<u32, usize>, Vec<String>) {
+        let mut serving: BTreeMap<&str, u32> = BTreeMap::new();
+        for task in self.tasks.values().filter(|t| self.serves(t)) {
+            // The first, as `served_by` finds it.
+            serving.entry(task.key.as_str()).or_insert(task.inc);
+        }
+        let mut counts: BTreeMap<u32, usize> = self
+            .workers
+            .values()
+            .filter(|w| w.life == Life::Alive && !w.shutting_down)
+            .map(|w| (w.inc, 0))
+            .collect();
+        let mut unserved = Vec::new();
+        for key in workable {
+            match serving.get(key.as_str()) {
+                Some(inc) => *counts.entry(*inc).or_insert(0) += 1,
+                None => unserved.push(key.clone()),
+            }
+        }
+        (counts, unserved)
     }
 
     fn check_takeover(&mut self) {
@@ -2226,35 +2256,14 @@ impl World {
     /// Whether every workable shard has a trusted processor, and the running workers' counts
     /// differ by at most one.
     fn evenly_served(&self) -> bool {
-        let mut serving: BTreeMap<&str, u32> = BTreeMap::new();
-        for task in self.tasks.values() {
-            if task.alive
-                && task.proc != usize::MAX
-                && self
-                    .workers
-                    .get(&task.inc)
-                    .is_some_and(|w| w.life == Life::Alive)
-                && task.trust_until > self.local(task.inc)
-            {
-                serving.insert(task.key.as_str(), task.inc);
-            }
-        }
-        let mut counts: BTreeMap<u32, usize> = self
-            .workers
-            .values()
-            .filter(|w| w.life == Life::Alive && !w.shutting_down)
-            .map(|w| (w.inc, 0))
-            .collect();
         let workable = self.workable();
         if workable.is_empty() {
             // No lease yet (the first shard sync has not landed): nothing to call even.
             return false;
         }
-        for key in workable {
-            match serving.get(key.as_str()) {
-                Some(inc) => *counts.entry(*inc).or_insert(0) += 1,
-                None => return false,
-            }
+        let (counts, unserved) = self.serving(&workable);
+        if !unserved.is_empty() {
+            return false;
         }
         let max = counts.values().max().copied().unwrap_or(0);
         let min = counts.values().min().copied().unwrap_or(0);
@@ -2329,22 +2338,10 @@ impl World {
     fn final_checks(&mut self) {
         // Every workable shard runs, evenly spread, and nothing moved at the end.
         let workable = self.workable();
-        let mut counts: BTreeMap<u32, usize> = self
-            .workers
-            .values()
-            .filter(|w| w.life == Life::Alive && !w.shutting_down)
-            .map(|w| (w.inc, 0))
-            .collect();
         // Under `max_leases` with too few workers, the shards beyond their room wait, and every
         // worker must then be at its cap.
         let may_wait = workable.len().saturating_sub(self.room());
-        let mut unserved = Vec::new();
-        for key in &workable {
-            match self.served_by(key) {
-                Some(inc) => *counts.entry(inc).or_insert(0) += 1,
-                None => unserved.push(key.clone()),
-            }
-        }
+        let (counts, unserved) = self.serving(&workable);
         if unserved.len() > may_wait {
             self.fail(
                 "every shard runs at the end",

@@ -1469,6 +1469,16 @@ async fn scale_cell(stage: &Stage, args: &Args, workers: usize, leases: usize) -
     row
 }
 
+/// The CPU used so far by DynamoDB Local, ferrokinesis and this process (the proxy the lease-table
+/// calls go through).
+fn stand_ins_cpu(stage: &Stage) -> Result<[CpuTime; 3], BoxError> {
+    Ok([
+        CpuTime::of_pid(stage.dynamodb.pid())?,
+        stage.kinesis.cpu_time()?,
+        CpuTime::of_self()?,
+    ])
+}
+
 async fn scale_measure(
     cell: &mut ScaleCell<'_>,
     args: &Args,
@@ -1486,10 +1496,7 @@ async fn scale_measure(
 
     // Cold start: every worker at once.
     let before = cell.proxy.meter().snapshot();
-    let stand_ins_before = [
-        CpuTime::of_pid(stage.dynamodb.pid())?,
-        stage.kinesis.cpu_time()?,
-    ];
+    let stand_ins_before = stand_ins_cpu(stage)?;
     let started = Instant::now();
     let (mut fleet, application) = cell.start(false).await?;
     // The spread every 5 s on stderr, to see how a slow split got there.
@@ -1510,10 +1517,7 @@ async fn scale_measure(
     // Where the machine's time went meanwhile: with tens of workers on two cores, DynamoDB
     // Local serving their scans of the whole table can be what the split waits for.
     let window = started.elapsed().as_secs_f64();
-    let stand_ins_after = [
-        CpuTime::of_pid(stage.dynamodb.pid())?,
-        stage.kinesis.cpu_time()?,
-    ];
+    let stand_ins_after = stand_ins_cpu(stage)?;
     let workers_cpu: f64 = fleet
         .members()
         .filter_map(|m| CpuTime::of_pid(m.process.pid).ok())
@@ -1559,10 +1563,12 @@ async fn scale_measure(
             / window
     };
     println!(
-        "  meanwhile ({window:.1} s), % of a core: DynamoDB Local {:.0}, ferrokinesis {:.0}, the \
-         workers {:.0} (their start-up included); {:.1} scans served a second",
+        "  meanwhile ({window:.1} s), % of a core: DynamoDB Local {:.0}, ferrokinesis {:.0}, this \
+         process (the proxy) {:.0}, the workers {:.0} (their start-up included); {:.1} scans \
+         served a second",
         core(0),
         core(1),
+        core(2),
         100.0 * workers_cpu / window,
         cold.calls("Scan") as f64 / window,
     );
@@ -1694,13 +1700,7 @@ async fn idle_window(
             .map(|m| CpuTime::of_pid(m.process.pid))
             .collect::<Result<_, _>>()?)
     };
-    let stand_ins = || -> Result<[CpuTime; 3], BoxError> {
-        Ok([
-            CpuTime::of_pid(stage.dynamodb.pid())?,
-            stage.kinesis.cpu_time()?,
-            CpuTime::of_self()?,
-        ])
-    };
+    let stand_ins = || stand_ins_cpu(stage);
     let cpu_before = cpu_of_members()?;
     let stand_ins_before = stand_ins()?;
     let before = cell.proxy.meter().snapshot();
