@@ -115,6 +115,35 @@ impl Lease {
         self.checkpoint_owner.is_some()
     }
 
+    /// Whether `me` may write the lease as its holder (renew, checkpoint): the condition of
+    /// every holder write, less the counter. `me` is its owner with no handoff under way, or the
+    /// previous owner of a handoff under way.
+    pub(crate) fn held_by(&self, me: &str) -> bool {
+        match &self.checkpoint_owner {
+            Some(previous) => previous == me,
+            None => self.owner.as_deref() == Some(me),
+        }
+    }
+
+    /// Whether a holder write of `me` from `base` was refused only because an earlier write of
+    /// `me` itself raised the counter after `me` had stopped waiting for its answer. That
+    /// earlier write may be a call that timed out, or a request the SDK sent again after its
+    /// connection dropped. `self` is the item as the refusal returned it: `me` still holds it,
+    /// with a higher counter.
+    ///
+    /// No other worker's write leaves a lease held by `me` with a raised counter while `me`
+    /// trusts it:
+    /// - a take names the taker as owner and clears any handoff;
+    /// - a release removes its holder;
+    /// - an operator's reset removes the owner;
+    /// - a handoff completed by its previous owner leaves the lease to the worker that asked
+    ///   for it, which does not run it while asking.
+    ///
+    /// So the write can be made again from `self`, and the lease was not lost.
+    pub(crate) fn raised_by_own_write(&self, base: &Lease, me: &str) -> bool {
+        self.key == base.key && self.counter > base.counter && self.held_by(me)
+    }
+
     /// The whole item, as the Java KCL writes a new lease. Absent values are omitted, as the KCL
     /// does (DynamoDB has no empty sets).
     pub(crate) fn to_item(&self) -> HashMap<String, AttributeValue> {
@@ -389,6 +418,40 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect()
+    }
+
+    #[test]
+    fn a_refusal_is_put_down_to_an_own_write_only_while_the_worker_still_holds_the_lease() {
+        let item = |owner: Option<&str>, handoff: Option<&str>, counter: u64| {
+            let mut lease = Lease::new("shardId-1", Checkpoint::TrimHorizon);
+            lease.owner = owner.map(str::to_owned);
+            lease.checkpoint_owner = handoff.map(str::to_owned);
+            lease.counter = counter;
+            lease
+        };
+        let base = item(Some("me"), None, 5);
+        // (the item the refusal returned, own write?)
+        let cases = [
+            (item(Some("me"), None, 6), true),
+            (item(Some("me"), None, 9), true),
+            // A handoff asked for since: the previous owner still writes as holder.
+            (item(Some("other"), Some("me"), 6), true),
+            // Not raised: refused for another reason.
+            (item(Some("me"), None, 5), false),
+            (item(Some("me"), None, 4), false),
+            // Taken by another worker.
+            (item(Some("other"), None, 6), false),
+            // Released, or reset by an operator.
+            (item(None, None, 6), false),
+            // This worker asked another for it: the other still holds it.
+            (item(Some("me"), Some("other"), 6), false),
+        ];
+        for (current, own) in cases {
+            assert_eq!(current.raised_by_own_write(&base, "me"), own, "{current:?}");
+        }
+        let mut elsewhere = item(Some("me"), None, 6);
+        elsewhere.key = "shardId-2".into();
+        assert!(!elsewhere.raised_by_own_write(&base, "me"));
     }
 
     #[test]

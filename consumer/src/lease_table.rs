@@ -7,7 +7,10 @@
 //! Every write after a lease's creation is an `UpdateItem` of named attributes, so attributes
 //! written by other implementations (the Java KCL's `throughputKBps`, ...) survive. Each write is
 //! fenced by a condition; a refused write comes back as [`Error::LeaseLost`] carrying the item as
-//! the table held it.
+//! the table held it. A checkpoint, prepared checkpoint or children write refused only because
+//! an earlier write of the same worker landed after its answer was lost is made again from that
+//! item instead (the rule is `Lease::raised_by_own_write`); a renewal's refusal goes back to the caller,
+//! whose coordination decides.
 //!
 //! | write | condition | change |
 //! | --- | --- | --- |
@@ -467,13 +470,7 @@ impl LeaseTable {
         me: &str,
         checkpoint: &Checkpoint,
     ) -> Result<Lease, Error> {
-        self.holder_update(lease, me)
-            .update_expression(
-                "SET #cp = :cp, #cpsub = :cpsub, #switches = :zero, #counter = :next \
-                 REMOVE #pending, #pendingsub, #pendingstate",
-            )
-            .checkpoint_values(checkpoint)
-            .send_fenced(self, lease, "checkpoint")
+        self.holder_write(lease, me, HolderWrite::Checkpoint(checkpoint))
             .await
     }
 
@@ -486,29 +483,8 @@ impl LeaseTable {
         pending: &Checkpoint,
         state: Option<&Bytes>,
     ) -> Result<Lease, Error> {
-        let mut request = self
-            .holder_update(lease, me)
-            .expression_attribute_names("#pending", attr::PENDING_CHECKPOINT)
-            .expression_attribute_names("#pendingsub", attr::PENDING_CHECKPOINT_SUB)
-            .expression_attribute_names("#pendingstate", attr::PENDING_CHECKPOINT_STATE)
-            .expression_attribute_values(":pending", s(pending.attribute_text()))
-            .expression_attribute_values(":pendingsub", n(pending.sub_sequence_number()));
-        request = match state {
-            Some(state) => request
-                .update_expression(
-                    "SET #pending = :pending, #pendingsub = :pendingsub, \
-                     #pendingstate = :state, #counter = :next",
-                )
-                .expression_attribute_values(
-                    ":state",
-                    AttributeValue::B(Blob::new(state.to_vec())),
-                ),
-            None => request.update_expression(
-                "SET #pending = :pending, #pendingsub = :pendingsub, #counter = :next \
-                 REMOVE #pendingstate",
-            ),
-        };
-        request.send_fenced(self, lease, "prepare checkpoint").await
+        self.holder_write(lease, me, HolderWrite::Prepare(pending, state))
+            .await
     }
 
     /// Records the children of a shard that ended, on a lease `me` holds or is handing off.
@@ -518,14 +494,10 @@ impl LeaseTable {
         me: &str,
         children: &BTreeSet<String>,
     ) -> Result<Lease, Error> {
-        let Some(set) = string_set(children) else {
+        if children.is_empty() {
             return Ok(lease.clone());
-        };
-        self.holder_update(lease, me)
-            .update_expression("SET #children = :children, #counter = :next")
-            .expression_attribute_names("#children", attr::CHILD_SHARD_IDS)
-            .expression_attribute_values(":children", set)
-            .send_fenced(self, lease, "set children")
+        }
+        self.holder_write(lease, me, HolderWrite::SetChildren(children))
             .await
     }
 
@@ -625,6 +597,115 @@ impl LeaseTable {
             .expression_attribute_values(":next", n(lease.counter + 1))
     }
 
+    /// Makes a holder write of a shard's task (from `lease`, the task's copy) and, when it is
+    /// refused only because an earlier write of `me` itself landed after `me` stopped waiting for
+    /// its answer ([`Lease::raised_by_own_write`]), makes it again from the item the refusal
+    /// returned, [`HOLDER_WRITE_ATTEMPTS`] attempts in all; see [`after_refusal`]. Without this,
+    /// a renewal or checkpoint whose answer was lost would cost the lease at the next
+    /// checkpoint: its processor stopped, the shard started again elsewhere, records processed
+    /// twice.
+    async fn holder_write(
+        &self,
+        lease: &Lease,
+        me: &str,
+        write: HolderWrite<'_>,
+    ) -> Result<Lease, Error> {
+        let mut again: Option<Lease> = None;
+        let mut attempts = 1;
+        loop {
+            let base = again.as_ref().unwrap_or(lease);
+            let result = self.send_holder_write(write, base, me).await;
+            let Err(Error::LeaseLost {
+                current: Some(current),
+                operation,
+                ..
+            }) = &result
+            else {
+                return result;
+            };
+            match after_refusal(write, base, current, me) {
+                AfterRefusal::Lost => return result,
+                AfterRefusal::Done => return Ok((**current).clone()),
+                AfterRefusal::Behind => {
+                    return Err(Error::InvalidCheckpoint {
+                        lease_key: base.key.clone(),
+                        requested: match write {
+                            HolderWrite::Checkpoint(at) => at.to_string(),
+                            _ => String::new(),
+                        },
+                        problem: "behind the current checkpoint",
+                    });
+                }
+                AfterRefusal::Again if attempts < HOLDER_WRITE_ATTEMPTS => {
+                    debug!(lease = %base.key, operation, counter = current.counter,
+                        "an earlier write of this worker landed after its answer was lost; \
+                         written again from the item");
+                    attempts += 1;
+                    again = Some((**current).clone());
+                }
+                AfterRefusal::Again => return result,
+            }
+        }
+    }
+
+    /// One attempt at a holder write, from `base`.
+    async fn send_holder_write(
+        &self,
+        write: HolderWrite<'_>,
+        base: &Lease,
+        me: &str,
+    ) -> Result<Lease, Error> {
+        let request = self.holder_update(base, me);
+        let (request, operation) = match write {
+            HolderWrite::Checkpoint(checkpoint) => (
+                request
+                    .update_expression(
+                        "SET #cp = :cp, #cpsub = :cpsub, #switches = :zero, #counter = :next \
+                         REMOVE #pending, #pendingsub, #pendingstate",
+                    )
+                    .checkpoint_values(checkpoint),
+                "checkpoint",
+            ),
+            HolderWrite::Prepare(pending, state) => {
+                let request = request
+                    .expression_attribute_names("#pending", attr::PENDING_CHECKPOINT)
+                    .expression_attribute_names("#pendingsub", attr::PENDING_CHECKPOINT_SUB)
+                    .expression_attribute_names("#pendingstate", attr::PENDING_CHECKPOINT_STATE)
+                    .expression_attribute_values(":pending", s(pending.attribute_text()))
+                    .expression_attribute_values(":pendingsub", n(pending.sub_sequence_number()));
+                let request = match state {
+                    Some(state) => request
+                        .update_expression(
+                            "SET #pending = :pending, #pendingsub = :pendingsub, \
+                             #pendingstate = :state, #counter = :next",
+                        )
+                        .expression_attribute_values(
+                            ":state",
+                            AttributeValue::B(Blob::new(state.to_vec())),
+                        ),
+                    None => request.update_expression(
+                        "SET #pending = :pending, #pendingsub = :pendingsub, #counter = :next \
+                         REMOVE #pendingstate",
+                    ),
+                };
+                (request, "prepare checkpoint")
+            }
+            HolderWrite::SetChildren(children) => {
+                let Some(set) = string_set(children) else {
+                    return Ok(base.clone());
+                };
+                (
+                    request
+                        .update_expression("SET #children = :children, #counter = :next")
+                        .expression_attribute_names("#children", attr::CHILD_SHARD_IDS)
+                        .expression_attribute_values(":children", set),
+                    "set children",
+                )
+            }
+        };
+        request.send_fenced(self, base, operation).await
+    }
+
     /// Waits for `call` at most the call timeout.
     async fn bounded<T>(
         &self,
@@ -709,6 +790,82 @@ impl CheckpointValues for UpdateItemFluentBuilder {
     }
 }
 
+/// A holder write, as [`after_refusal`] tells what follows its refusal.
+#[derive(Clone, Copy, Debug)]
+///
+/// Renewals are not among them: their refusals go to the coordination machine, which makes a
+/// renewal again only for the lease's current run (`Machine::on_renewed`), and a renewal of an
+/// earlier run, answered late, is not made again at all.
+pub(crate) enum HolderWrite<'a> {
+    Checkpoint(&'a Checkpoint),
+    /// A prepared checkpoint and its state.
+    Prepare(&'a Checkpoint, Option<&'a Bytes>),
+    SetChildren(&'a BTreeSet<String>),
+}
+
+/// What follows a holder write's refusal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AfterRefusal {
+    /// The lease is not `me`'s to write any more: the refusal stands.
+    Lost,
+    /// Refused only by an earlier write of `me`'s own: write again from the refused item.
+    Again,
+    /// Refused only by an earlier write of `me`'s own that already wrote what this write
+    /// would (a checkpoint sent again after its answer was lost): the item is the answer.
+    Done,
+    /// A checkpoint refused only by an earlier checkpoint of `me`'s own, past this one: writing
+    /// it would move the checkpoint back. Answered as any checkpoint behind the current one.
+    Behind,
+}
+
+/// Attempts of a task's holder write, the first included, while its refusals come only from
+/// the worker's own earlier writes (see [`after_refusal`]). Each such refusal means one more
+/// write of the worker's own landed while its answer was lost (the SDK sends a call again after
+/// its connection dropped, and that call is refused), so the loop ends with the first answer
+/// that arrives; the bound only stops a table that keeps losing answers. A task's write is also
+/// dropped when its lease's trust runs out.
+pub(crate) const HOLDER_WRITE_ATTEMPTS: u32 = 10;
+
+/// What follows the refusal of `write`, sent by `me` from `base`, when the table answered with
+/// `current`: the decision of [`LeaseTable`]'s holder writes, and of the simulation's.
+pub(crate) fn after_refusal(
+    write: HolderWrite<'_>,
+    base: &Lease,
+    current: &Lease,
+    me: &str,
+) -> AfterRefusal {
+    if !current.raised_by_own_write(base, me) {
+        return AfterRefusal::Lost;
+    }
+    match write {
+        HolderWrite::Checkpoint(at) => {
+            if current.checkpoint == *at && current.pending_checkpoint.is_none() {
+                AfterRefusal::Done
+            } else if current.checkpoint > *at {
+                AfterRefusal::Behind
+            } else {
+                AfterRefusal::Again
+            }
+        }
+        HolderWrite::Prepare(at, state) => {
+            if current.pending_checkpoint.as_ref() == Some(at)
+                && current.pending_checkpoint_state.as_ref() == state
+            {
+                AfterRefusal::Done
+            } else {
+                AfterRefusal::Again
+            }
+        }
+        HolderWrite::SetChildren(children) => {
+            if current.child_shard_ids == *children {
+                AfterRefusal::Done
+            } else {
+                AfterRefusal::Again
+            }
+        }
+    }
+}
+
 /// Sending a fenced update and reading its answer.
 trait FencedUpdate {
     async fn send_fenced(
@@ -754,6 +911,72 @@ impl FencedUpdate for UpdateItemFluentBuilder {
                 }
                 Err(table.failed("UpdateItem", CallFailure::from_sdk(err)))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::SequenceNumber;
+
+    fn at(n: u64) -> Checkpoint {
+        match SequenceNumber::parse(&n.to_string()) {
+            Ok(sequence_number) => Checkpoint::At {
+                sequence_number,
+                sub_sequence_number: 0,
+            },
+            Err(error) => panic!("{error}"),
+        }
+    }
+
+    fn item(owner: &str, counter: u64, checkpoint: Checkpoint) -> Lease {
+        let mut lease = Lease::new("shardId-1", checkpoint);
+        lease.owner = Some(owner.to_owned());
+        lease.counter = counter;
+        lease
+    }
+
+    #[test]
+    fn a_refused_holder_write_is_made_again_only_when_its_own_earlier_write_refused_it() {
+        let base = item("me", 5, at(10));
+        let children: BTreeSet<String> = ["shardId-2".to_owned()].into();
+        let state = Bytes::from_static(b"state");
+        let mut prepared = item("me", 6, at(10));
+        prepared.pending_checkpoint = Some(at(12));
+        prepared.pending_checkpoint_state = Some(state.clone());
+        let mut with_children = item("me", 6, at(10));
+        with_children.child_shard_ids = children.clone();
+        let mut pending = item("me", 6, at(12));
+        pending.pending_checkpoint = Some(at(13));
+        // (write, the refused item, what follows)
+        let cases = [
+            // Taken by another: the lease is lost, whatever the write.
+            (HolderWrite::Checkpoint(&at(12)), item("other", 6, at(10)), AfterRefusal::Lost),
+            (HolderWrite::SetChildren(&children), item("other", 6, at(10)), AfterRefusal::Lost),
+            // The same checkpoint already written (asked again after its answer was lost).
+            (HolderWrite::Checkpoint(&at(12)), item("me", 6, at(12)), AfterRefusal::Done),
+            // Written, but a prepared checkpoint since: written again, which clears it.
+            (HolderWrite::Checkpoint(&at(12)), pending, AfterRefusal::Again),
+            // An earlier write (a renewal, an earlier checkpoint): written again.
+            (HolderWrite::Checkpoint(&at(12)), item("me", 7, at(11)), AfterRefusal::Again),
+            // A later checkpoint of its own already written: this one would move it back.
+            (HolderWrite::Checkpoint(&at(12)), item("me", 6, at(14)), AfterRefusal::Behind),
+            (
+                HolderWrite::Prepare(&at(12), Some(&state)),
+                prepared.clone(),
+                AfterRefusal::Done,
+            ),
+            (HolderWrite::Prepare(&at(12), None), prepared, AfterRefusal::Again),
+            (HolderWrite::SetChildren(&children), with_children, AfterRefusal::Done),
+            (HolderWrite::SetChildren(&children), item("me", 6, at(10)), AfterRefusal::Again),
+        ];
+        for (write, current, expected) in cases {
+            assert_eq!(
+                after_refusal(write, &base, &current, "me"),
+                expected,
+                "{write:?} refused with {current:?}"
+            );
         }
     }
 }

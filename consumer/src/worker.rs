@@ -881,7 +881,7 @@ where
                     }
                 });
             }
-            Action::Renew { key } => {
+            Action::Renew { key, base } => {
                 let Some(copy) = self.copies.get(&key).cloned() else {
                     error!(lease = %key, "no copy of a running lease to renew");
                     return;
@@ -893,6 +893,13 @@ where
                 };
                 self.call(fallback, async move {
                     let mut lease = copy.lock().await;
+                    // The item a refusal showed, if newer than the copy: this worker's own
+                    // write landed after its answer was lost.
+                    if let Some(base) = base
+                        && base.counter > lease.counter
+                    {
+                        *lease = base;
+                    }
                     let sent = Instant::now();
                     let result = table.renew(&lease, &me).await;
                     if let Ok(renewed) = &result {

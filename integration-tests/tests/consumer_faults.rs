@@ -182,6 +182,96 @@ async fn lease_table_and_read_faults_cause_retries_not_losses() {
     worker.shutdown().await.unwrap();
 }
 
+/// Lease-table writes that take effect but whose answers are lost: the proxy drops the
+/// connection after DynamoDB answered a third of the `UpdateItem` calls (renewals, checkpoints,
+/// takes). The SDK (default retries, as users run it) sends the call again, which the table
+/// refuses: the counter it is fenced on was raised by the first. Such a refusal names the worker
+/// as holder still, with a higher counter, and is not a lost lease: the renewal or checkpoint is
+/// made again from the refused item. Every record is processed, no processor hears
+/// `lease_lost`, and each shard's processor is started once.
+///
+/// The failover time is 30 s (renewals every 4 s as by default): a renewal whose answers are
+/// lost again and again (each round a lost answer, the SDK's backoff, a refusal) loses its lease
+/// when its trust runs out, rightly; at a third of the answers lost, 9 s of trust were seen to
+/// run out in about one run in five. The refusals this test is about are met within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_answers_of_lease_writes_cost_no_lease() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    let db = DynamoDb::start(DynamoBackend::SharedLocal).await.unwrap();
+    let faults = FaultController::new(17);
+    let dynamodb_proxy = FaultProxy::start(db.endpoint(), faults.clone())
+        .await
+        .unwrap();
+    let stream = unique_name("lost-answers");
+    create_stream(&kinesis.client(), &stream, 4).await.unwrap();
+
+    let tally = Tally::default();
+    let starts = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let worker = {
+        let (tally, starts) = (tally.clone(), starts.clone());
+        Consumer::builder(
+            kinesis.client(),
+            dynamodb_client(dynamodb_proxy.endpoint(), &ClientOptions::new()),
+            stream.clone(),
+            ApplicationName::new(unique_name("lost-answers-app")).unwrap(),
+            move |shard: &str| {
+                *starts.lock().unwrap().entry(shard.to_owned()).or_default() += 1;
+                Counter(tally.clone())
+            },
+        )
+        .initial_position(InitialPosition::TrimHorizon)
+        .max_idle(Duration::from_millis(300))
+        .failover_time(Duration::from_secs(30))
+        .renew_interval(Duration::from_secs(4))
+        .build()
+        .unwrap()
+        .spawn()
+    };
+    faults.add(FaultRule::on("UpdateItem", Fault::drop_response()).probability(0.33));
+
+    let producer = Producer::builder(kinesis.client(), stream.as_str())
+        .build()
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    let mut receipts = Vec::new();
+    // 12 s: three renewals of each lease, and a checkpoint after each batch.
+    for round in 0..24 {
+        for i in 0..50 {
+            let data = format!("r{round}-{i}");
+            let record = UserRecord::new(format!("k{i}"), Bytes::from(data.clone())).unwrap();
+            receipts.push(producer.put(record).await.unwrap());
+            sent.push(data);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for receipt in receipts {
+        receipt.await.unwrap();
+    }
+    producer.shutdown().await;
+
+    tally
+        .until_all_seen(&sent, Duration::from_secs(60), "")
+        .await;
+    let dropped = faults.injected(FaultKind::DropAfterForward);
+    let writes = faults.calls("UpdateItem");
+    println!("{dropped} of {writes} UpdateItem answers dropped after the table applied them");
+    assert!(dropped >= 20, "only {dropped} answers were dropped");
+    assert_eq!(*tally.lost.lock().unwrap(), 0, "a lease was lost");
+    let starts = starts.lock().unwrap().clone();
+    assert_eq!(starts.len(), 4, "every shard started: {starts:?}");
+    assert!(
+        starts.values().all(|&n| n == 1),
+        "a shard's processor was started again: {starts:?}"
+    );
+    faults.clear();
+    worker.shutdown().await.unwrap();
+}
+
 /// One run of [`reads_under_way_stay_within_max_concurrent_reads`]: a worker (with `cap`, or
 /// the default) on `stream` through a proxy adding 150 ms to every read, until every record in
 /// `sent` is processed. Returns the most `GetRecords` calls under way at once, and the most

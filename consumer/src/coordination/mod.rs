@@ -58,6 +58,9 @@ mod tests;
 pub(crate) const HANDOFF_POLL: Duration = Duration::from_millis(500);
 /// How soon a failed renewal or release is tried again.
 pub(crate) const RETRY: Duration = Duration::from_millis(250);
+/// How many renewals refused in a row by this worker's own earlier writes are made again at
+/// once; after them, the next waits [`RETRY`].
+const OWN_REFUSALS_AT_ONCE: u32 = 2;
 /// How many times a release is tried before the lease is left to expire.
 pub(crate) const RELEASE_ATTEMPTS: u32 = 3;
 /// How long after the shutdown timeout the worker still waits for its releases.
@@ -283,9 +286,10 @@ pub(crate) enum Action {
     /// Compare the shard list with the leases (create missing ones, delete finished ones);
     /// answer with [`Input::Synced`].
     SyncShards,
-    /// Renew a running lease (with the shard's own copy, whose counter its checkpoints raise);
-    /// answer with [`Input::Renewed`].
-    Renew { key: String },
+    /// Renew a running lease (with the shard's own copy, whose counter its checkpoints raise,
+    /// or with `base` if its counter is higher: the item a refusal showed); answer with
+    /// [`Input::Renewed`].
+    Renew { key: String, base: Option<Lease> },
     /// Take a lease as observed; answer with [`Input::Taken`].
     Take { lease: Lease },
     /// Ask the owner of a lease to hand it over; answer with [`Input::HandoffAsked`].
@@ -330,6 +334,12 @@ pub(crate) struct Run {
     handing_off: bool,
     /// The lease was lost or its trust ran out; the processor is stopping by itself.
     revoked: bool,
+    /// Renewals refused in a row (no other answer between) only because of this worker's own
+    /// earlier writes.
+    own_refusals: u32,
+    /// The next renewal is made from `lease` (the item a refusal showed) if the shard's copy is
+    /// older.
+    rebase: bool,
 }
 
 /// What to do with a lease once its take is written.
@@ -613,7 +623,10 @@ impl Machine {
                     }
                     if !run.renewing && now >= run.renew_at {
                         run.renewing = true;
-                        out.push(Action::Renew { key: key.clone() });
+                        out.push(Action::Renew {
+                            key: key.clone(),
+                            base: std::mem::take(&mut run.rebase).then(|| run.lease.clone()),
+                        });
                     }
                 }
                 Local::Releasing {
@@ -927,6 +940,7 @@ impl Machine {
                 match outcome {
                     Outcome::Written(lease) => {
                         self.observations.note(&lease, now);
+                        run.own_refusals = 0;
                         run.renew_at =
                             next_renewal(&key, sent, self.epoch, self.settings.renew_interval);
                         let until = sent + trust;
@@ -944,6 +958,28 @@ impl Machine {
                             ask_to_hand_over(&key, run, &lease, out);
                         }
                     }
+                    Outcome::Refused(Some(current))
+                        if current.raised_by_own_write(&run.lease, &me) =>
+                    {
+                        // Refused only because an earlier write of this worker raised the
+                        // counter after its answer was lost (a renewal or checkpoint that timed
+                        // out, a request the SDK sent again after its connection dropped):
+                        // nobody else took the lease while it is trusted (see
+                        // `Lease::raised_by_own_write`). Renewed again from the item, at once
+                        // the first times in a row, then after a pause (answers lost again and
+                        // again); the trust still counts from the last renewal known to be
+                        // written, and bounds how long this goes on.
+                        debug!(lease = %key, counter = current.counter,
+                            "renewal refused by this worker's own earlier write; renewing again");
+                        run.own_refusals += 1;
+                        run.lease = current;
+                        run.rebase = true;
+                        run.renew_at = if run.own_refusals <= OWN_REFUSALS_AT_ONCE {
+                            now
+                        } else {
+                            now + RETRY
+                        };
+                    }
                     Outcome::Refused(current) => {
                         info!(lease = %key, owner = ?current.as_ref().and_then(|l| l.owner.clone()),
                             "lease lost: renewal refused");
@@ -952,6 +988,7 @@ impl Machine {
                     }
                     Outcome::Failed => {
                         // Tried again soon, while trusted (past the deadline nothing is sent).
+                        run.own_refusals = 0;
                         run.renew_at = now + RETRY;
                     }
                 }
@@ -1006,6 +1043,8 @@ impl Machine {
                         stop: Stop::Run,
                         handing_off: false,
                         revoked: false,
+                        own_refusals: 0,
+                        rebase: false,
                     }),
                 );
                 out.push(Action::Start { lease, trust_until });

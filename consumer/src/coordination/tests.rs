@@ -90,7 +90,7 @@ impl Worker {
         self.feed(Input::Tick)
             .into_iter()
             .filter_map(|a| match a {
-                Action::Renew { key } => Some(key),
+                Action::Renew { key, .. } => Some(key),
                 _ => None,
             })
             .collect()
@@ -99,7 +99,7 @@ impl Worker {
     fn renewals(&self, key: &str) -> usize {
         self.log
             .iter()
-            .filter(|a| matches!(a, Action::Renew { key: k } if k == key))
+            .filter(|a| matches!(a, Action::Renew { key: k, .. } if k == key))
             .count()
     }
 }
@@ -264,6 +264,8 @@ fn expired_leases_are_taken_by_the_first_worker_to_see_them_whatever_its_share()
                 stop: Stop::Run,
                 handing_off: false,
                 revoked: false,
+                own_refusals: 0,
+                rebase: false,
             }),
         );
     }
@@ -333,6 +335,133 @@ fn a_panicked_processor_releases_its_lease_and_is_renewed_no_more() {
     );
 }
 
+/// A renewal refused only because an earlier write of this worker landed after its answer was
+/// lost (the item still names it holder, with a higher counter) does not lose the lease: it is
+/// renewed again at once from that item, then after [`RETRY`] once refusals keep coming, and
+/// the trust still counts from the last renewal known to be written.
+#[test]
+fn a_renewal_refused_by_its_own_earlier_write_renews_again_from_the_item() {
+    let mut b = Worker::new("b");
+    b.scan(&[lease("s0", None, 3)]);
+    b.feed(Input::Taken {
+        key: "s0".into(),
+        sent: b.now,
+        outcome: written(lease("s0", Some("b"), 4)),
+    });
+    b.at(Duration::from_secs(4)).feed(Input::Tick);
+    assert_eq!(b.renewals("s0"), 1);
+    // Twice in a row: renewed again at once, from the item the refusal showed.
+    for (round, counter) in [(1, 6), (2, 8)] {
+        let refused = lease("s0", Some("b"), counter);
+        let actions = b.feed(Input::Renewed {
+            key: "s0".into(),
+            sent: b.now,
+            outcome: Outcome::Refused(Some(refused.clone())),
+        });
+        assert!(
+            actions.contains(&Action::Renew {
+                key: "s0".into(),
+                base: Some(refused),
+            }),
+            "round {round}: {actions:?}"
+        );
+        assert!(!actions.iter().any(|a| matches!(a, Action::Revoke { .. })));
+    }
+    // A third in a row: renewed again after a pause, still from the item.
+    let refused = lease("s0", Some("b"), 10);
+    let actions = b.feed(Input::Renewed {
+        key: "s0".into(),
+        sent: b.now,
+        outcome: Outcome::Refused(Some(refused.clone())),
+    });
+    assert!(actions.is_empty(), "{actions:?}");
+    b.now += RETRY;
+    let actions = b.feed(Input::Tick);
+    assert!(
+        actions.contains(&Action::Renew {
+            key: "s0".into(),
+            base: Some(refused),
+        }),
+        "{actions:?}"
+    );
+    // A handoff asked for meanwhile: the item names another owner, this worker as the one
+    // handing off; still this worker's to renew (after a pause: the fourth in a row).
+    let asked = in_handoff("s0", "c", "b", 11);
+    b.feed(Input::Renewed {
+        key: "s0".into(),
+        sent: b.now,
+        outcome: Outcome::Refused(Some(asked.clone())),
+    });
+    b.now += RETRY;
+    let actions = b.feed(Input::Tick);
+    assert!(
+        actions.contains(&Action::Renew {
+            key: "s0".into(),
+            base: Some(asked),
+        }),
+        "{actions:?}"
+    );
+    // Written at last: trusted from that renewal's send, the next renewal a normal one.
+    let sent = b.now;
+    let actions = b.feed(Input::Renewed {
+        key: "s0".into(),
+        sent,
+        outcome: written(in_handoff("s0", "c", "b", 12)),
+    });
+    assert!(
+        actions.contains(&Action::Trust {
+            key: "s0".into(),
+            until: sent + settings().trust,
+        }),
+        "{actions:?}"
+    );
+    b.at(Duration::from_secs(9)).feed(Input::Tick);
+    assert!(
+        b.log
+            .iter()
+            .rev()
+            .find_map(|a| match a {
+                Action::Renew { key, base } if key == "s0" => Some(base.is_none()),
+                _ => None,
+            })
+            .unwrap_or(false),
+        "{:?}",
+        b.log
+    );
+}
+
+/// Refusals that do not name this worker holder with a higher counter still lose the lease:
+/// taken by another, released, reset by an operator (no owner), or this worker only asking for
+/// it.
+#[test]
+fn a_renewal_refused_by_anything_but_its_own_write_still_loses_the_lease() {
+    let refusals = [
+        lease("s0", Some("c"), 9),
+        lease("s0", None, 9),
+        in_handoff("s0", "b", "c", 9),
+        lease("s0", Some("b"), 4),
+    ];
+    for refused in refusals {
+        let mut b = Worker::new("b");
+        b.scan(&[lease("s0", None, 3)]);
+        b.feed(Input::Taken {
+            key: "s0".into(),
+            sent: b.now,
+            outcome: written(lease("s0", Some("b"), 4)),
+        });
+        b.at(Duration::from_secs(4)).feed(Input::Tick);
+        let actions = b.feed(Input::Renewed {
+            key: "s0".into(),
+            sent: b.now,
+            outcome: Outcome::Refused(Some(refused.clone())),
+        });
+        assert!(
+            actions.contains(&Action::Revoke { key: "s0".into() }),
+            "{refused:?}: {actions:?}"
+        );
+    }
+}
+
 #[test]
 fn a_refused_renewal_revokes_the_lease_and_renewals_stop() {
     let mut b = Worker::new("b");
@@ -383,7 +512,7 @@ fn renewals_that_never_answer_stop_at_the_trust_deadline() {
     while t < Duration::from_secs(20) {
         let actions = b.at(t).feed(Input::Tick);
         for action in actions {
-            if let Action::Renew { key } = action {
+            if let Action::Renew { key, .. } = action {
                 b.feed(Input::Renewed {
                     key,
                     sent: b.now,
@@ -718,6 +847,8 @@ fn settled_workers_that_do_not_watch_scan_less_often() {
                 stop: Stop::Run,
                 handing_off: false,
                 revoked: false,
+                own_refusals: 0,
+                rebase: false,
             }),
         );
         // The first answer finds the rescan the sync asked for due; the second is settled and

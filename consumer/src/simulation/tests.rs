@@ -31,7 +31,13 @@ fn the_lease_contract_holds_in_thousands_of_schedules() {
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut longest_gap = Duration::ZERO;
     let mut longest_unwatched_gap = Duration::ZERO;
-    for seed in first..first + SCHEDULES {
+    let mut own_writes_resolved = 0u64;
+    let mut duplicates = 0u64;
+    let schedules: u64 = std::env::var("SIM_SCHEDULES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SCHEDULES);
+    for seed in first..first + schedules {
         if started.elapsed() > BUDGET {
             break;
         }
@@ -51,6 +57,8 @@ fn the_lease_contract_holds_in_thousands_of_schedules() {
                 merges += u64::from(report.merges);
                 longest_gap = longest_gap.max(report.longest_gap);
                 longest_unwatched_gap = longest_unwatched_gap.max(report.longest_unwatched_gap);
+                own_writes_resolved += report.own_writes_resolved;
+                duplicates += report.duplicates;
             }
             Err(_) => {
                 // Run it again with the trace on: the schedule is the same.
@@ -67,7 +75,9 @@ fn the_lease_contract_holds_in_thousands_of_schedules() {
     println!(
         "simulation: {ran} schedules ({faulty} with table faults, {gentle} gentle, {capped} with max_leases) in {:.1} s: {events} events, \
          {:.0} simulated hours; {kills} kills, {pauses} pauses ({long_pauses} past the failover \
-         time), {panics} panics, {splits} splits, {merges} merges; longest time a workable shard \
+         time), {panics} panics, {splits} splits, {merges} merges; {own_writes_resolved} writes \
+         refused only by the worker's own earlier write, made again; {duplicates} records \
+         processed more than once; longest time a workable shard \
          went unserved after a disruption (schedules without table faults): {:.2} s with a \
          watcher throughout, {:.2} s without",
         started.elapsed().as_secs_f64(),

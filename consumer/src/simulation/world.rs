@@ -18,6 +18,7 @@ use crate::{
     checkpoint::{Checkpoint, SequenceNumber},
     coordination::{Action, Exited, Input, Machine, Outcome, Role, SHUTDOWN_GRACE, Settings, Stop},
     lease::Lease,
+    lease_table::{AfterRefusal, HOLDER_WRITE_ATTEMPTS, HolderWrite, after_refusal},
     lineage::{self, ChildShard, InitialPosition, ShardDescription},
 };
 
@@ -78,6 +79,10 @@ pub struct Report {
     pub longest_unwatched_gap: Duration,
     /// Table scans sent.
     pub scans: u64,
+    /// Holder writes refused only by the worker's own earlier write (whose answer was lost):
+    /// a task's checkpoint or children made again or answered from the item, or a renewal of
+    /// a lease's current run heard by its machine, which must renew again, not give it up.
+    pub own_writes_resolved: u64,
 }
 
 /// A fleet's cold start, as [`cold_start`] measured it.
@@ -208,7 +213,8 @@ struct Copy {
 
 #[derive(Clone, Debug)]
 enum Pending {
-    Renew,
+    /// With the item a refusal showed, if any (used when newer than the copy).
+    Renew(Option<Lease>),
     Release {
         lease: Lease,
         role: Role,
@@ -329,6 +335,14 @@ enum Answer {
     Failed,
 }
 
+/// A holder write's refusal, resolved (see `World::after_own_write`).
+enum Resolved {
+    /// Made again.
+    Again(Op),
+    /// Answered without a write.
+    Answer(Answer),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Origin {
     Machine,
@@ -356,6 +370,9 @@ struct Req {
     copy: Option<u64>,
     /// The task that sent it ended: its answer goes nowhere.
     orphan: bool,
+    /// Attempts of this write so far, this one included (a holder write is made again when it
+    /// was refused only by the worker's own earlier write, as `LeaseTable` does).
+    attempts: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -456,6 +473,9 @@ struct World {
     /// Takes and handoff requests written, and when.
     moves: Vec<T>,
     report: Report,
+    /// While a worker's machine hears of a renewal of its current run refused only because of
+    /// the worker's own earlier write: the worker and the lease, which it must not revoke.
+    own_refusal: Option<(u32, String)>,
     failure: Option<Failure>,
     /// Set in a cold start's run (see [`cold_start`]).
     cold: Option<Cold>,
@@ -648,6 +668,7 @@ impl World {
                 max_leases,
                 ..Report::default()
             },
+            own_refusal: None,
             failure: None,
             cold: None,
             rng,
@@ -956,7 +977,7 @@ impl World {
         match action {
             Action::Scan => self.send(inc, Origin::Machine, Op::Scan, None),
             Action::SyncShards => self.send(inc, Origin::Machine, Op::Sync, None),
-            Action::Renew { key } => {
+            Action::Renew { key, base } => {
                 let running = self
                     .workers
                     .get(&inc)
@@ -973,7 +994,7 @@ impl World {
                 match self.workers.get(&inc).and_then(|w| w.copies.get(&key)) {
                     Some(copy) => {
                         let copy = *copy;
-                        self.enqueue(inc, copy, Pending::Renew);
+                        self.enqueue(inc, copy, Pending::Renew(base));
                     }
                     None => {
                         let name = self.name(inc);
@@ -1016,6 +1037,13 @@ impl World {
                 }
             }
             Action::Revoke { key } => {
+                if self.own_refusal.as_ref() == Some(&(inc, key.clone())) {
+                    let name = self.name(inc);
+                    self.fail(
+                        "a lease is not lost to its own write",
+                        format!("{name} gave up {key}: its renewal was refused by its own write"),
+                    );
+                }
                 let now = self.local(inc);
                 if let Some(task) = self.task_of(inc, &key) {
                     if let Some(t) = self.tasks.get_mut(&task) {
@@ -1085,6 +1113,21 @@ impl World {
     }
 
     fn send(&mut self, inc: u32, origin: Origin, op: Op, copy: Option<u64>) {
+        let sent = self.local(inc);
+        self.send_attempt(inc, origin, op, copy, sent, 1);
+    }
+
+    /// Sends a request: a first attempt (`send`), or a holder write made again (`answer`),
+    /// which keeps the first attempt's `sent` as `LeaseTable`'s callers do.
+    fn send_attempt(
+        &mut self,
+        inc: u32,
+        origin: Origin,
+        op: Op,
+        copy: Option<u64>,
+        sent: Instant,
+        attempts: u32,
+    ) -> u64 {
         let id = self.next_req;
         self.next_req += 1;
         let browned = self
@@ -1111,7 +1154,6 @@ impl World {
             self.report.scans += 1;
         }
         let there = self.latency();
-        let sent = self.local(inc);
         self.reqs.insert(
             id,
             Req {
@@ -1123,6 +1165,7 @@ impl World {
                 answer: None,
                 copy,
                 orphan: false,
+                attempts,
             },
         );
         match fate {
@@ -1143,6 +1186,7 @@ impl World {
                 self.push(self.t + there, Ev::Apply { req: id });
             }
         }
+        id
     }
 
     fn enqueue(&mut self, inc: u32, copy: u64, pending: Pending) {
@@ -1165,7 +1209,13 @@ impl World {
         };
         let own = c.lease.clone();
         let (origin, op) = match pending {
-            Pending::Renew => (Origin::Machine, Op::Renew(own)),
+            Pending::Renew(Some(base)) if base.counter > own.counter => {
+                if let Some(c) = self.copies.get_mut(&copy) {
+                    c.lease = base.clone();
+                }
+                (Origin::Machine, Op::Renew(base))
+            }
+            Pending::Renew(_) => (Origin::Machine, Op::Renew(own)),
             Pending::Release { lease, role } => {
                 let base = if own.counter >= lease.counter {
                     own
@@ -1288,11 +1338,108 @@ impl World {
         }
     }
 
+    /// What `LeaseTable` makes of a holder write refused only because the worker's own earlier
+    /// write landed after its answer was lost (`after_refusal`): `None` when the refusal stands.
+    fn after_own_write(&mut self, req: &Req, answer: &Answer) -> Option<Resolved> {
+        let Answer::Write(Outcome::Refused(Some(current))) = answer else {
+            return None;
+        };
+        let me = self.workers.get(&req.inc)?.id.clone();
+        let (write, base) = match &req.op {
+            Op::Checkpoint(base, at) => (HolderWrite::Checkpoint(at), base),
+            Op::SetChildren(base, children) => (HolderWrite::SetChildren(children), base),
+            _ => return None,
+        };
+        let resolved = match after_refusal(write, base, current, &me) {
+            AfterRefusal::Lost => None,
+            AfterRefusal::Again if req.attempts < HOLDER_WRITE_ATTEMPTS => {
+                self.report.own_writes_resolved += 1;
+                Some(Resolved::Again(match &req.op {
+                    Op::Checkpoint(_, at) => Op::Checkpoint(current.clone(), at.clone()),
+                    Op::SetChildren(_, children) => {
+                        Op::SetChildren(current.clone(), children.clone())
+                    }
+                    _ => return None,
+                }))
+            }
+            AfterRefusal::Again => None,
+            AfterRefusal::Done => {
+                self.report.own_writes_resolved += 1;
+                Some(Resolved::Answer(Answer::Write(Outcome::Written(
+                    current.clone(),
+                ))))
+            }
+            AfterRefusal::Behind => {
+                let detail = format!(
+                    "{} checkpointed behind its own earlier checkpoint ({})",
+                    base.key, current.checkpoint
+                );
+                self.fail("checkpoints only move forward", detail);
+                None
+            }
+        };
+        if resolved.is_none() && current.raised_by_own_write(base, &me) {
+            let detail = format!(
+                "{me}'s write to {} was refused by its own earlier write {} times",
+                base.key, req.attempts
+            );
+            self.fail("a lease is not lost to its own write", detail);
+        }
+        resolved
+    }
+
+    /// Whether `input` answers a renewal of the lease's current run on its worker (sent from
+    /// the run's copy) with a refusal caused only by the worker's own earlier write.
+    fn own_renewal_refusal(&mut self, req: &Req, input: &Input) -> Option<(u32, String)> {
+        let (Op::Renew(base), Input::Renewed { key, outcome, .. }) = (&req.op, input) else {
+            return None;
+        };
+        let Outcome::Refused(Some(current)) = outcome else {
+            return None;
+        };
+        let worker = self.workers.get(&req.inc)?;
+        let current_run = req.copy.is_some() && worker.copies.get(key) == req.copy.as_ref();
+        if !current_run || !current.raised_by_own_write(base, &worker.id) {
+            return None;
+        }
+        self.report.own_writes_resolved += 1;
+        Some((req.inc, key.clone()))
+    }
+
     fn answer(&mut self, id: u64) {
         let Some(req) = self.reqs.remove(&id) else {
             return;
         };
-        let answer = req.answer.clone().unwrap_or(Answer::Failed);
+        let mut answer = req.answer.clone().unwrap_or(Answer::Failed);
+        if !req.orphan {
+            match self.after_own_write(&req, &answer) {
+                Some(Resolved::Again(op)) => {
+                    // Made again from the refused item, holding the copy still.
+                    let again = self.send_attempt(
+                        req.inc,
+                        req.origin,
+                        op,
+                        req.copy,
+                        req.sent,
+                        req.attempts + 1,
+                    );
+                    if let Some(c) = req.copy.and_then(|copy| self.copies.get_mut(&copy))
+                        && c.busy == Some(id)
+                    {
+                        c.busy = Some(again);
+                    }
+                    if let Origin::Task(task) = req.origin
+                        && let Some(t) = self.tasks.get_mut(&task)
+                        && t.writing == Some(id)
+                    {
+                        t.writing = Some(again);
+                    }
+                    return;
+                }
+                Some(Resolved::Answer(resolved)) => answer = resolved,
+                None => {}
+            }
+        }
         // The copy's holder updates it with what the table wrote, then lets the next one in.
         if let Some(copy) = req.copy {
             if let Some(c) = self.copies.get_mut(&copy)
@@ -1337,7 +1484,9 @@ impl World {
                     },
                     _ => return,
                 };
+                self.own_refusal = self.own_renewal_refusal(&req, &input);
                 self.drive(req.inc, input);
+                self.own_refusal = None;
             }
             Origin::Task(task) => self.task_answer(task, answer),
         }
