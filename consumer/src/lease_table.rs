@@ -796,16 +796,18 @@ impl CheckpointValues for UpdateItemFluentBuilder {
 /// Renewals are not among them: their refusals go to the coordination machine, which makes a
 /// renewal again only for the lease's current run (`Machine::on_renewed`), and a renewal of an
 /// earlier run, answered late, is not made again at all.
-pub(crate) enum HolderWrite<'a> {
+pub enum HolderWrite<'a> {
+    /// A checkpoint ([`LeaseTable::checkpoint`]).
     Checkpoint(&'a Checkpoint),
-    /// A prepared checkpoint and its state.
+    /// A prepared checkpoint and its state ([`LeaseTable::prepare_checkpoint`]).
     Prepare(&'a Checkpoint, Option<&'a Bytes>),
+    /// A shard's children ([`LeaseTable::set_children`]).
     SetChildren(&'a BTreeSet<String>),
 }
 
 /// What follows a holder write's refusal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum AfterRefusal {
+pub enum AfterRefusal {
     /// The lease is not `me`'s to write any more: the refusal stands.
     Lost,
     /// Refused only by an earlier write of `me`'s own: write again from the refused item.
@@ -824,11 +826,11 @@ pub(crate) enum AfterRefusal {
 /// its connection dropped, and that call is refused), so the loop ends with the first answer
 /// that arrives; the bound only stops a table that keeps losing answers. A task's write is also
 /// dropped when its lease's trust runs out.
-pub(crate) const HOLDER_WRITE_ATTEMPTS: u32 = 10;
+pub const HOLDER_WRITE_ATTEMPTS: u32 = 10;
 
 /// What follows the refusal of `write`, sent by `me` from `base`, when the table answered with
 /// `current`: the decision of [`LeaseTable`]'s holder writes, and of the simulation's.
-pub(crate) fn after_refusal(
+pub fn after_refusal(
     write: HolderWrite<'_>,
     base: &Lease,
     current: &Lease,
