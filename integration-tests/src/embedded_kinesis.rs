@@ -137,7 +137,21 @@ pub struct Ferrokinesis {
     endpoint: String,
     controller: Arc<FaultController>,
     store: ferrokinesis::store::Store,
+    /// The stand-in's own runtime (see [`Ferrokinesis::start_with`]); shut down in the
+    /// background on drop, which an async test may do.
+    runtime: Option<tokio::runtime::Runtime>,
 }
+
+impl Drop for Ferrokinesis {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Worker threads of the embedded stand-in's runtime.
+const STAND_IN_THREADS: usize = 8;
 
 impl std::fmt::Debug for Ferrokinesis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,12 +168,30 @@ impl Ferrokinesis {
     }
 
     /// Starts ferrokinesis with `options`, serving its router behind a [`FaultLayer`].
+    ///
+    /// It runs on a runtime of its own, not the test's. ferrokinesis 0.7.0 takes its stream map's
+    /// lock for writing, blocking the thread, on every `PutRecords`, while reads hold that lock
+    /// for reading across an `.await`. On the test's runtime (two threads) two `PutRecords`
+    /// blocked there left no thread to finish the reads: the whole test hung for good
+    /// (`consumer_fanout::a_slow_processor_keeps_the_read_ahead_within_its_bounds`, seen once,
+    /// both threads in `ensure_shard_map`). On its own runtime of [`STAND_IN_THREADS`] threads, a
+    /// blocked call no longer stops the code under test, and the reads have threads to finish on.
     pub async fn start_with(options: FerrokinesisOptions) -> Result<Self, HarnessError> {
         let controller = options
             .faults
             .clone()
             .unwrap_or_else(|| FaultController::new(options.fault_seed));
-        let (router, store) = ferrokinesis::create_app(options.store_options());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(STAND_IN_THREADS)
+            .thread_name("ferrokinesis")
+            .enable_all()
+            .build()
+            .map_err(|e| HarnessError::io("starting ferrokinesis's runtime", e))?;
+        // Whatever the store spawns runs there too.
+        let (router, store) = {
+            let _entered = runtime.enter();
+            ferrokinesis::create_app(options.store_options())
+        };
         // Kinesis takes PutRecords calls of up to 10 MiB of records, about 14 MB of JSON; axum's
         // default body limit (2 MB) would refuse calls of more than about 1.5 MiB of records.
         let router = router.layer(axum::extract::DefaultBodyLimit::max(
@@ -169,7 +201,12 @@ impl Ferrokinesis {
         let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
             service.clone().oneshot(request.map(Body::new))
         });
-        let server = Server::start("ferrokinesis", options.port, hyper_service).await?;
+        let server = Server::start_on(
+            runtime.handle(),
+            "ferrokinesis",
+            options.port,
+            hyper_service,
+        )?;
         let endpoint = server.endpoint();
         tracing::debug!(%endpoint, "ferrokinesis started");
         Ok(Self {
@@ -177,6 +214,7 @@ impl Ferrokinesis {
             endpoint,
             controller,
             store,
+            runtime: Some(runtime),
         })
     }
 

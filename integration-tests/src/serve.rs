@@ -53,6 +53,39 @@ impl Server {
         Ok(Self { addr, task })
     }
 
+    /// As [`Server::start`], on the runtime `runtime` (which must outlive the server).
+    pub(crate) fn start_on<S>(
+        runtime: &tokio::runtime::Handle,
+        name: &'static str,
+        port: u16,
+        service: S,
+    ) -> Result<Self, HarnessError>
+    where
+        S: hyper::service::Service<Request<Incoming>, Response = Response<Body>>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+    {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+            .map_err(|e| HarnessError::io(format!("binding {name} to 127.0.0.1:{port}"), e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| HarnessError::io(format!("making {name}'s socket non-blocking"), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| HarnessError::io(format!("reading the address of {name}"), e))?;
+        // Registered with the reactor of the runtime that serves it.
+        let listener = {
+            let _entered = runtime.enter();
+            TcpListener::from_std(listener)
+                .map_err(|e| HarnessError::io(format!("registering {name}'s socket"), e))?
+        };
+        let task = runtime.spawn(accept_loop(name, listener, service));
+        Ok(Self { addr, task })
+    }
+
     /// The bound address.
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
