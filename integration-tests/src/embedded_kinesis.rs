@@ -174,7 +174,7 @@ impl Ferrokinesis {
     /// for reading across an `.await`. On the test's runtime (two threads) two `PutRecords`
     /// blocked there left no thread to finish the reads: the whole test hung for good
     /// (`consumer_fanout::a_slow_processor_keeps_the_read_ahead_within_its_bounds`, seen once,
-    /// both threads in `ensure_shard_map`). On its own runtime of [`STAND_IN_THREADS`] threads, a
+    /// both threads in `ensure_shard_map`). On its own runtime of 8 threads, a
     /// blocked call no longer stops the code under test, and the reads have threads to finish on.
     pub async fn start_with(options: FerrokinesisOptions) -> Result<Self, HarnessError> {
         let controller = options
