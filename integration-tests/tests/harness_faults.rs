@@ -430,7 +430,15 @@ async fn a_seed_reproduces_the_faults_seen_by_the_sdk(front: Front) {
     let (first, first_history) = observed_run(front, 11).await;
     let (again, again_history) = observed_run(front, 11).await;
     assert_eq!(first, again);
-    assert_eq!(first_history, again_history);
+    // The same faults on the same calls, in order. The calls' global numbers are left out: they
+    // count the set-up's status polls too, whose number depends on timing.
+    let faults = |history: &[kinesis_integration_tests::Injection]| {
+        history
+            .iter()
+            .map(|i| (i.operation.clone(), format!("{:?}", i.fault)))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(faults(&first_history), faults(&again_history));
     assert!(first.iter().any(|seen| seen.starts_with("error")));
     assert!(first.iter().any(|seen| seen.contains("InternalFailure")));
     let (other, _) = observed_run(front, 12).await;
