@@ -9,8 +9,8 @@
 //! fenced by a condition; a refused write comes back as [`Error::LeaseLost`] carrying the item as
 //! the table held it. A checkpoint, prepared checkpoint or children write refused only because
 //! an earlier write of the same worker landed after its answer was lost is made again from that
-//! item instead (the rule is `Lease::raised_by_own_write`); a renewal's refusal goes back to the caller,
-//! whose coordination decides.
+//! item instead (the rule is `Lease::raised_by_own_write`); a renewal's refusal goes back to the
+//! caller, whose coordination decides.
 //!
 //! | write | condition | change |
 //! | --- | --- | --- |
@@ -494,9 +494,6 @@ impl LeaseTable {
         me: &str,
         children: &BTreeSet<String>,
     ) -> Result<Lease, Error> {
-        if children.is_empty() {
-            return Ok(lease.clone());
-        }
         self.holder_write(lease, me, HolderWrite::SetChildren(children))
             .await
     }
@@ -691,6 +688,7 @@ impl LeaseTable {
                 (request, "prepare checkpoint")
             }
             HolderWrite::SetChildren(children) => {
+                // An empty set is no call at all.
                 let Some(set) = string_set(children) else {
                     return Ok(base.clone());
                 };
@@ -791,11 +789,11 @@ impl CheckpointValues for UpdateItemFluentBuilder {
 }
 
 /// A holder write, as [`after_refusal`] tells what follows its refusal.
-#[derive(Clone, Copy, Debug)]
 ///
 /// Renewals are not among them: their refusals go to the coordination machine, which makes a
 /// renewal again only for the lease's current run (`Machine::on_renewed`), and a renewal of an
 /// earlier run, answered late, is not made again at all.
+#[derive(Clone, Copy, Debug)]
 pub enum HolderWrite<'a> {
     /// A checkpoint ([`LeaseTable::checkpoint`]).
     Checkpoint(&'a Checkpoint),

@@ -29,7 +29,7 @@ pub(crate) struct Server {
 
 impl Server {
     /// Binds `127.0.0.1:<port>` (`0` for any free port) and serves `service` on every accepted
-    /// connection.
+    /// connection, on the current runtime.
     pub(crate) async fn start<S>(
         name: &'static str,
         port: u16,
@@ -43,14 +43,7 @@ impl Server {
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
     {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
-            .await
-            .map_err(|e| HarnessError::io(format!("binding {name} to 127.0.0.1:{port}"), e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| HarnessError::io(format!("reading the address of {name}"), e))?;
-        let task = tokio::spawn(accept_loop(name, listener, service));
-        Ok(Self { addr, task })
+        Self::start_on(&tokio::runtime::Handle::current(), name, port, service)
     }
 
     /// As [`Server::start`], on the runtime `runtime` (which must outlive the server).
@@ -68,20 +61,22 @@ impl Server {
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
     {
-        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
-            .map_err(|e| HarnessError::io(format!("binding {name} to 127.0.0.1:{port}"), e))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| HarnessError::io(format!("making {name}'s socket non-blocking"), e))?;
+        // Bound as `TcpListener::bind` does (address reuse, a backlog of 1,024), registered
+        // with the reactor of the runtime that serves it.
+        let listener = {
+            let _entered = runtime.enter();
+            let bind = || -> std::io::Result<TcpListener> {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.set_reuseaddr(true)?;
+                socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+                socket.listen(1024)
+            };
+            bind()
+                .map_err(|e| HarnessError::io(format!("binding {name} to 127.0.0.1:{port}"), e))?
+        };
         let addr = listener
             .local_addr()
             .map_err(|e| HarnessError::io(format!("reading the address of {name}"), e))?;
-        // Registered with the reactor of the runtime that serves it.
-        let listener = {
-            let _entered = runtime.enter();
-            TcpListener::from_std(listener)
-                .map_err(|e| HarnessError::io(format!("registering {name}'s socket"), e))?
-        };
         let task = runtime.spawn(accept_loop(name, listener, service));
         Ok(Self { addr, task })
     }

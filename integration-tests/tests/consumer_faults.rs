@@ -78,6 +78,36 @@ impl ShardProcessor for Counter {
     }
 }
 
+/// Writes `rounds` rounds of `per_round` records (`r{round}-{i}`, keys `k{i}`) to `stream`,
+/// 500 ms apart, directly (no faults), and waits for every receipt. The records' data, in order.
+async fn produce_in_rounds(
+    kinesis: &Ferrokinesis,
+    stream: &str,
+    rounds: usize,
+    per_round: usize,
+) -> Vec<String> {
+    let producer = Producer::builder(kinesis.client(), stream)
+        .build()
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    let mut receipts = Vec::new();
+    for round in 0..rounds {
+        for i in 0..per_round {
+            let data = format!("r{round}-{i}");
+            let record = UserRecord::new(format!("k{i}"), Bytes::from(data.clone())).unwrap();
+            receipts.push(producer.put(record).await.unwrap());
+            sent.push(data);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for receipt in receipts {
+        receipt.await.unwrap();
+    }
+    producer.shutdown().await;
+    sent
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_table_and_read_faults_cause_retries_not_losses() {
     let kinesis = Ferrokinesis::start().await.unwrap();
@@ -146,25 +176,7 @@ async fn lease_table_and_read_faults_cause_retries_not_losses() {
     }
 
     // Produce for a while (directly, without faults) while the worker reads through them.
-    let producer = Producer::builder(kinesis.client(), stream.as_str())
-        .build()
-        .await
-        .unwrap();
-    let mut sent = Vec::new();
-    let mut receipts = Vec::new();
-    for round in 0..20 {
-        for i in 0..100 {
-            let data = format!("r{round}-{i}");
-            let record = UserRecord::new(format!("k{i}"), Bytes::from(data.clone())).unwrap();
-            receipts.push(producer.put(record).await.unwrap());
-            sent.push(data);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    for receipt in receipts {
-        receipt.await.unwrap();
-    }
-    producer.shutdown().await;
+    let sent = produce_in_rounds(&kinesis, &stream, 20, 100).await;
 
     tally
         .until_all_seen(&sent, Duration::from_secs(90), "")
@@ -196,10 +208,6 @@ async fn lease_table_and_read_faults_cause_retries_not_losses() {
 /// run out in about one run in five. The refusals this test is about are met within seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_answers_of_lease_writes_cost_no_lease() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
     let kinesis = Ferrokinesis::start().await.unwrap();
     let db = DynamoDb::start(DynamoBackend::SharedLocal).await.unwrap();
     let faults = FaultController::new(17);
@@ -233,26 +241,8 @@ async fn lost_answers_of_lease_writes_cost_no_lease() {
     };
     faults.add(FaultRule::on("UpdateItem", Fault::drop_response()).probability(0.33));
 
-    let producer = Producer::builder(kinesis.client(), stream.as_str())
-        .build()
-        .await
-        .unwrap();
-    let mut sent = Vec::new();
-    let mut receipts = Vec::new();
     // 12 s: three renewals of each lease, and a checkpoint after each batch.
-    for round in 0..24 {
-        for i in 0..50 {
-            let data = format!("r{round}-{i}");
-            let record = UserRecord::new(format!("k{i}"), Bytes::from(data.clone())).unwrap();
-            receipts.push(producer.put(record).await.unwrap());
-            sent.push(data);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    for receipt in receipts {
-        receipt.await.unwrap();
-    }
-    producer.shutdown().await;
+    let sent = produce_in_rounds(&kinesis, &stream, 24, 50).await;
 
     tally
         .until_all_seen(&sent, Duration::from_secs(60), "")

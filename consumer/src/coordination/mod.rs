@@ -336,10 +336,9 @@ pub(crate) struct Run {
     revoked: bool,
     /// Renewals refused in a row (no other answer between) only because of this worker's own
     /// earlier writes.
+    /// While any, the next renewal is made from `lease` (the item the last refusal showed) if
+    /// the shard's copy is older.
     own_refusals: u32,
-    /// The next renewal is made from `lease` (the item a refusal showed) if the shard's copy is
-    /// older.
-    rebase: bool,
 }
 
 /// What to do with a lease once its take is written.
@@ -625,7 +624,7 @@ impl Machine {
                         run.renewing = true;
                         out.push(Action::Renew {
                             key: key.clone(),
-                            base: std::mem::take(&mut run.rebase).then(|| run.lease.clone()),
+                            base: (run.own_refusals > 0).then(|| run.lease.clone()),
                         });
                     }
                 }
@@ -973,7 +972,6 @@ impl Machine {
                             "renewal refused by this worker's own earlier write; renewing again");
                         run.own_refusals += 1;
                         run.lease = current;
-                        run.rebase = true;
                         run.renew_at = if run.own_refusals <= OWN_REFUSALS_AT_ONCE {
                             now
                         } else {
@@ -1044,7 +1042,6 @@ impl Machine {
                         handing_off: false,
                         revoked: false,
                         own_refusals: 0,
-                        rebase: false,
                     }),
                 );
                 out.push(Action::Start { lease, trust_until });

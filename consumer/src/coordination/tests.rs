@@ -58,6 +58,19 @@ impl Worker {
         worker
     }
 
+    /// `b`, which took `s0` (counter 4) at the start and, 4 s in, has sent its first renewal.
+    fn renewing_s0() -> Self {
+        let mut b = Worker::new("b");
+        b.scan(&[lease("s0", None, 3)]);
+        b.feed(Input::Taken {
+            key: "s0".into(),
+            sent: b.now,
+            outcome: written(lease("s0", Some("b"), 4)),
+        });
+        b.at(Duration::from_secs(4)).feed(Input::Tick);
+        b
+    }
+
     fn at(&mut self, since_start: Duration) -> &mut Self {
         self.now = self.start + since_start;
         self
@@ -83,6 +96,15 @@ impl Worker {
             .iter()
             .filter(|a| matches!(a, Action::Start { lease, .. } if lease.key == key))
             .count()
+    }
+
+    /// A renewal of `key` sent now, answered with `outcome`.
+    fn renewed(&mut self, key: &str, outcome: Outcome) -> Vec<Action> {
+        self.feed(Input::Renewed {
+            key: key.into(),
+            sent: self.now,
+            outcome,
+        })
     }
 
     /// The leases a tick at the current time renews.
@@ -265,7 +287,6 @@ fn expired_leases_are_taken_by_the_first_worker_to_see_them_whatever_its_share()
                 handing_off: false,
                 revoked: false,
                 own_refusals: 0,
-                rebase: false,
             }),
         );
     }
@@ -341,23 +362,12 @@ fn a_panicked_processor_releases_its_lease_and_is_renewed_no_more() {
 /// the trust still counts from the last renewal known to be written.
 #[test]
 fn a_renewal_refused_by_its_own_earlier_write_renews_again_from_the_item() {
-    let mut b = Worker::new("b");
-    b.scan(&[lease("s0", None, 3)]);
-    b.feed(Input::Taken {
-        key: "s0".into(),
-        sent: b.now,
-        outcome: written(lease("s0", Some("b"), 4)),
-    });
-    b.at(Duration::from_secs(4)).feed(Input::Tick);
+    let mut b = Worker::renewing_s0();
     assert_eq!(b.renewals("s0"), 1);
     // Twice in a row: renewed again at once, from the item the refusal showed.
     for (round, counter) in [(1, 6), (2, 8)] {
         let refused = lease("s0", Some("b"), counter);
-        let actions = b.feed(Input::Renewed {
-            key: "s0".into(),
-            sent: b.now,
-            outcome: Outcome::Refused(Some(refused.clone())),
-        });
+        let actions = b.renewed("s0", Outcome::Refused(Some(refused.clone())));
         assert!(
             actions.contains(&Action::Renew {
                 key: "s0".into(),
@@ -369,11 +379,7 @@ fn a_renewal_refused_by_its_own_earlier_write_renews_again_from_the_item() {
     }
     // A third in a row: renewed again after a pause, still from the item.
     let refused = lease("s0", Some("b"), 10);
-    let actions = b.feed(Input::Renewed {
-        key: "s0".into(),
-        sent: b.now,
-        outcome: Outcome::Refused(Some(refused.clone())),
-    });
+    let actions = b.renewed("s0", Outcome::Refused(Some(refused.clone())));
     assert!(actions.is_empty(), "{actions:?}");
     b.now += RETRY;
     let actions = b.feed(Input::Tick);
@@ -387,11 +393,7 @@ fn a_renewal_refused_by_its_own_earlier_write_renews_again_from_the_item() {
     // A handoff asked for meanwhile: the item names another owner, this worker as the one
     // handing off; still this worker's to renew (after a pause: the fourth in a row).
     let asked = in_handoff("s0", "c", "b", 11);
-    b.feed(Input::Renewed {
-        key: "s0".into(),
-        sent: b.now,
-        outcome: Outcome::Refused(Some(asked.clone())),
-    });
+    b.renewed("s0", Outcome::Refused(Some(asked.clone())));
     b.now += RETRY;
     let actions = b.feed(Input::Tick);
     assert!(
@@ -442,19 +444,8 @@ fn a_renewal_refused_by_anything_but_its_own_write_still_loses_the_lease() {
         lease("s0", Some("b"), 4),
     ];
     for refused in refusals {
-        let mut b = Worker::new("b");
-        b.scan(&[lease("s0", None, 3)]);
-        b.feed(Input::Taken {
-            key: "s0".into(),
-            sent: b.now,
-            outcome: written(lease("s0", Some("b"), 4)),
-        });
-        b.at(Duration::from_secs(4)).feed(Input::Tick);
-        let actions = b.feed(Input::Renewed {
-            key: "s0".into(),
-            sent: b.now,
-            outcome: Outcome::Refused(Some(refused.clone())),
-        });
+        let mut b = Worker::renewing_s0();
+        let actions = b.renewed("s0", Outcome::Refused(Some(refused.clone())));
         assert!(
             actions.contains(&Action::Revoke { key: "s0".into() }),
             "{refused:?}: {actions:?}"
@@ -464,14 +455,7 @@ fn a_renewal_refused_by_anything_but_its_own_write_still_loses_the_lease() {
 
 #[test]
 fn a_refused_renewal_revokes_the_lease_and_renewals_stop() {
-    let mut b = Worker::new("b");
-    b.scan(&[lease("s0", None, 3)]);
-    b.feed(Input::Taken {
-        key: "s0".into(),
-        sent: b.now,
-        outcome: written(lease("s0", Some("b"), 4)),
-    });
-    b.at(Duration::from_secs(4)).feed(Input::Tick);
+    let mut b = Worker::renewing_s0();
     let actions = b.feed(Input::Renewed {
         key: "s0".into(),
         sent: b.now,
@@ -848,7 +832,6 @@ fn settled_workers_that_do_not_watch_scan_less_often() {
                 handing_off: false,
                 revoked: false,
                 own_refusals: 0,
-                rebase: false,
             }),
         );
         // The first answer finds the rescan the sync asked for due; the second is settled and

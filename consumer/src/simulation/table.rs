@@ -178,11 +178,9 @@ impl TableModel {
         change: impl FnOnce(&mut Lease),
     ) -> Result<Lease, Refused> {
         let item = self.items.get_mut(&lease.key);
-        let holds = item.as_ref().is_some_and(|item| {
-            item.counter == lease.counter
-                && ((item.owner.as_deref() == Some(me) && item.checkpoint_owner.is_none())
-                    || item.checkpoint_owner.as_deref() == Some(me))
-        });
+        let holds = item
+            .as_ref()
+            .is_some_and(|item| item.counter == lease.counter && item.held_by(me));
         let Some(item) = item.filter(|_| holds) else {
             return Err(self.items.get(&lease.key).cloned().map(Box::new));
         };

@@ -1354,13 +1354,11 @@ impl World {
             AfterRefusal::Lost => None,
             AfterRefusal::Again if req.attempts < HOLDER_WRITE_ATTEMPTS => {
                 self.report.own_writes_resolved += 1;
-                Some(Resolved::Again(match &req.op {
-                    Op::Checkpoint(_, at) => Op::Checkpoint(current.clone(), at.clone()),
-                    Op::SetChildren(_, children) => {
-                        Op::SetChildren(current.clone(), children.clone())
-                    }
-                    _ => return None,
-                }))
+                let mut op = req.op.clone();
+                if let Op::Checkpoint(base, _) | Op::SetChildren(base, _) = &mut op {
+                    *base = current.clone();
+                }
+                Some(Resolved::Again(op))
             }
             AfterRefusal::Again => None,
             AfterRefusal::Done => {
