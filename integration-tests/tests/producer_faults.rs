@@ -65,6 +65,15 @@ async fn under_faults_every_receipt_resolves_and_nothing_acknowledged_is_lost() 
         .await
         .unwrap();
     let put = |fault| FaultRule::on("PutRecords", fault);
+    // Each kind of fault at least a few times whatever the number of calls (a busy machine
+    // aggregates more and makes fewer calls): these fire on fixed calls, and come first, as the
+    // first terminal fault of a call wins. A run makes at least fifty calls (6,000 records in
+    // 4 KiB aggregates, 5 a call).
+    h.faults
+        .add(put(Fault::latency(Duration::from_millis(1500))).every(17));
+    h.faults.add(put(Fault::drop_response()).every(13));
+    h.faults.add(put(Fault::drop_request()).every(19));
+    // Then the random mix.
     h.faults.add(put(Fault::PutRecordsEntries(
         EntryFailures::probability(0.25).codes([
             EntryErrorCode::ProvisionedThroughputExceeded,
@@ -103,6 +112,11 @@ async fn under_faults_every_receipt_resolves_and_nothing_acknowledged_is_lost() 
     }
     producer.shutdown().await;
 
+    println!(
+        "{} PutRecords calls; faults injected: {:?}",
+        h.faults.calls("PutRecords"),
+        h.faults.stats()
+    );
     for kind in [
         FaultKind::EntryFailures,
         FaultKind::Error,
