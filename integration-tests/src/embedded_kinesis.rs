@@ -3,6 +3,8 @@
 //! Fast (tens of thousands of records per second) and started in microseconds. Where it
 //! deviates from AWS (ListShards ignores `ShardFilter`, `NextToken` paging, closed-shard ends,
 //! reads never throttled) see `reference/local-aws.md`; [`crate::KinesisLocal`] is the faithful one.
+//! One deviation is corrected here: ferrokinesis could store concurrent puts to a shard out of
+//! order, so that a reader following the shard skipped records; puts are made one at a time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -197,6 +199,25 @@ impl Ferrokinesis {
         let router = router.layer(axum::extract::DefaultBodyLimit::max(
             STAND_IN_MAX_BODY_BYTES,
         ));
+        // ferrokinesis numbers a put's records, then stores them, with nothing between: two puts
+        // on one shard at once can be stored out of order, and a read in between sees the later
+        // record without the earlier one, which a reader continuing after the later one then
+        // never sees. Kinesis never shows a record before the ones numbered ahead of it, so puts
+        // are made one at a time here (the fault layer's latencies stay outside the lock).
+        let puts = Arc::new(tokio::sync::Mutex::new(()));
+        let router = router.layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let puts = puts.clone();
+                async move {
+                    if is_put(&request) {
+                        let _one_at_a_time = puts.lock().await;
+                        next.run(request).await
+                    } else {
+                        next.run(request).await
+                    }
+                }
+            },
+        ));
         let service = FaultLayer::new(controller.clone()).layer(router);
         let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
             service.clone().oneshot(request.map(Body::new))
@@ -252,4 +273,15 @@ impl Ferrokinesis {
     pub fn sdk_config(&self, options: &ClientOptions) -> SdkConfig {
         sdk::sdk_config(&self.endpoint, options)
     }
+}
+
+/// Whether `request` is a `PutRecord` or `PutRecords` call (JSON or CBOR: the operation is in
+/// `X-Amz-Target`).
+fn is_put<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get("x-amz-target")
+        .and_then(|target| target.to_str().ok())
+        .and_then(|target| target.rsplit_once('.'))
+        .is_some_and(|(_, operation)| matches!(operation, "PutRecord" | "PutRecords"))
 }

@@ -120,3 +120,93 @@ async fn ferrokinesis_stops_on_drop() {
         "{error:?}"
     );
 }
+
+/// A reader following a shard while puts land on it concurrently sees every record: a record is
+/// never readable before one numbered ahead of it (as in Kinesis). ferrokinesis itself numbers a
+/// put's records, then stores them, with nothing between; puts at once could be stored out of
+/// order and a reader continuing after the later record never saw the earlier one. The embedded
+/// server makes puts one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_following_concurrent_puts_misses_no_record() {
+    const WRITERS: usize = 8;
+    const CALLS: usize = 60;
+    const PER_CALL: usize = 10;
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    let client = kinesis.client();
+    let stream = unique_name("follow");
+    create_stream(&client, &stream, 1).await.unwrap();
+    let shard = client
+        .list_shards()
+        .stream_name(&stream)
+        .send()
+        .await
+        .unwrap()
+        .shards()[0]
+        .shard_id()
+        .to_owned();
+
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let client = client.clone();
+            let stream = stream.clone();
+            tokio::spawn(async move {
+                for c in 0..CALLS {
+                    let entries = (0..PER_CALL)
+                        .map(|i| {
+                            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                                .partition_key(format!("k{w}"))
+                                .data(Blob::new(format!("{w}-{c}-{i}").into_bytes()))
+                                .build()
+                                .unwrap()
+                        })
+                        .collect::<Vec<_>>();
+                    let answer = client
+                        .put_records()
+                        .stream_name(&stream)
+                        .set_records(Some(entries))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(answer.failed_record_count(), Some(0));
+                }
+            })
+        })
+        .collect();
+
+    let mut seen = std::collections::HashSet::new();
+    let mut iterator = client
+        .get_shard_iterator()
+        .stream_name(&stream)
+        .shard_id(&shard)
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap()
+        .shard_iterator
+        .unwrap();
+    let total = WRITERS * CALLS * PER_CALL;
+    let mut writers_done = false;
+    let mut empty_after_done = 0;
+    while empty_after_done < 3 {
+        let answer = client
+            .get_records()
+            .shard_iterator(&iterator)
+            .send()
+            .await
+            .unwrap();
+        for record in answer.records() {
+            seen.insert(record.data().as_ref().to_vec());
+        }
+        if writers_done && answer.records().is_empty() {
+            empty_after_done += 1;
+        }
+        if !writers_done && writers.iter().all(|w| w.is_finished()) {
+            writers_done = true;
+        }
+        iterator = answer.next_shard_iterator.unwrap();
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert_eq!(seen.len(), total, "records missed by the reader");
+}
