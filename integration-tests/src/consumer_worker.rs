@@ -7,6 +7,8 @@
 //!
 //! ```text
 //! START <shard> <checkpoint>          the processor was initialized
+//! CALL <shard> <unix µs>              a batch is handed to the processor (when the call began);
+//!                                     its REC lines follow
 //! REC <shard> <seq> <subseq> <data>   a record was processed (data is UTF-8)
 //! CKPT <shard> ok|lost|error          a checkpoint after a batch
 //! LOST <shard>                        lease lost
@@ -102,7 +104,13 @@ impl ShardProcessor for Printer {
             ));
             panic!("the test asked for a panic at {data}");
         }
-        let mut lines = String::new();
+        // When the call began (microseconds since the Unix epoch), for tests that freeze the
+        // process: a call begun before a freeze may print its records after the process
+        // resumes; one begun after must not exist once the lease is lost.
+        let began = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        let mut lines = format!("{}CALL {} {began}\n", self.prefix, self.shard);
         for r in &batch.records {
             lines.push_str(&format!(
                 "{}REC {} {} {} {}\n",
