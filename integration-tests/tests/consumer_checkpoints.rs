@@ -89,8 +89,11 @@ fn consumer(
         },
     )
     .initial_position(InitialPosition::TrimHorizon)
-    .failover_time(Duration::from_secs(2))
-    .renew_interval(Duration::from_millis(800))
+    // Short enough that the Java worker's lease expires soon; long enough that a renewal
+    // answered late on a busy machine does not cost a lease (its shard would start again from
+    // its checkpoint, and the exact counts below would see the records twice).
+    .failover_time(Duration::from_secs(5))
+    .renew_interval(Duration::from_secs(1))
     .scan_interval(Duration::from_millis(500))
     .build()
     .unwrap()

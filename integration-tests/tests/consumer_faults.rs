@@ -405,9 +405,11 @@ async fn takes_are_bounded_and_renewals_spread_out() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let renewals = faults.most_in_flight("UpdateItem");
     println!("renewing {SHARDS} leases every 4 s: at most {renewals} writes under way");
-    // 16 renewals a second of 100 ms each: about 2 under way on average. Leases taken in two
-    // waves of 32 and renewed together would put 32 under way at once.
-    assert!(renewals <= 12, "{renewals} renewals under way at once");
+    // 16 renewals a second of 100 ms each: about 2 under way on average; a stall of the busy
+    // test process (the table stand-in shares its threads) lets those due meanwhile go
+    // together, about 11 for 0.7 s. Leases taken in two waves of 32 and renewed together would
+    // put 32 under way at once.
+    assert!(renewals <= 20, "{renewals} renewals under way at once");
     assert_eq!(worker.status().await.leases_held, SHARDS, "no lease lost");
     faults.clear();
     worker.shutdown().await.unwrap();

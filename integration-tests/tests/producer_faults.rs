@@ -65,14 +65,17 @@ async fn under_faults_every_receipt_resolves_and_nothing_acknowledged_is_lost() 
         .await
         .unwrap();
     let put = |fault| FaultRule::on("PutRecords", fault);
-    // Each kind of fault at least a few times whatever the number of calls (a busy machine
-    // aggregates more and makes fewer calls): these fire on fixed calls, and come first, as the
-    // first terminal fault of a call wins. A run makes at least fifty calls (6,000 records in
-    // 4 KiB aggregates, 5 a call).
+    // Each kind of fault and error code at least a few times whatever the number of calls (a
+    // busy machine aggregates more and makes fewer calls): these fire on fixed calls, and come
+    // first, as the first terminal fault of a call wins (a lost answer is still not applied to a
+    // call answered early by a random error or dropped request below, about one in six). A run
+    // makes at least fifty calls (6,000 records in 4 KiB aggregates, 5 a call).
     h.faults
         .add(put(Fault::latency(Duration::from_millis(1500))).every(17));
     h.faults.add(put(Fault::drop_response()).every(13));
     h.faults.add(put(Fault::drop_request()).every(19));
+    h.faults
+        .add(put(Fault::Error(ServiceError::service_unavailable())).every(11));
     // Then the random mix.
     h.faults.add(put(Fault::PutRecordsEntries(
         EntryFailures::probability(0.25).codes([
