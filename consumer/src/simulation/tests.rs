@@ -32,6 +32,7 @@ fn the_lease_contract_holds_in_thousands_of_schedules() {
     let mut longest_gap = Duration::ZERO;
     let mut longest_unwatched_gap = Duration::ZERO;
     let mut own_writes_resolved = 0u64;
+    let mut trust_ran_out = 0u64;
     let mut duplicates = 0u64;
     let schedules: u64 = std::env::var("SIM_SCHEDULES")
         .ok()
@@ -58,6 +59,7 @@ fn the_lease_contract_holds_in_thousands_of_schedules() {
                 longest_gap = longest_gap.max(report.longest_gap);
                 longest_unwatched_gap = longest_unwatched_gap.max(report.longest_unwatched_gap);
                 own_writes_resolved += report.own_writes_resolved;
+                trust_ran_out += report.trust_ran_out;
                 duplicates += report.duplicates;
             }
             Err(_) => {
@@ -76,7 +78,9 @@ fn the_lease_contract_holds_in_thousands_of_schedules() {
         "simulation: {ran} schedules ({faulty} with table faults, {gentle} gentle, {capped} with max_leases) in {:.1} s: {events} events, \
          {:.0} simulated hours; {kills} kills, {pauses} pauses ({long_pauses} past the failover \
          time), {panics} panics, {splits} splits, {merges} merges; {own_writes_resolved} writes \
-         refused only by the worker's own earlier write, made again; {duplicates} records \
+         refused only by the worker's own earlier write, made again; {trust_ran_out} leases \
+         whose trust ran out on a worker running throughout (renewals not answered in time); \
+         {duplicates} records \
          processed more than once; longest time a workable shard \
          went unserved after a disruption (schedules without table faults): {:.2} s with a \
          watcher throughout, {:.2} s without",

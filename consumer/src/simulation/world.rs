@@ -83,6 +83,9 @@ pub struct Report {
     /// a task's checkpoint or children made again or answered from the item, or a renewal of
     /// a lease's current run heard by its machine, which must renew again, not give it up.
     pub own_writes_resolved: u64,
+    /// Leases whose trust ran out on a worker that ran throughout it (neither revoked nor
+    /// paused): no renewal was answered in time.
+    pub trust_ran_out: u64,
 }
 
 /// A fleet's cold start, as [`cold_start`] measured it.
@@ -297,6 +300,8 @@ struct Task {
     generation: u64,
     panic: bool,
     alive: bool,
+    /// The machine revoked the lease (its trust was moved to the instant of the revocation).
+    revoked: bool,
     /// The request of this task holding the copy, if any.
     writing: Option<u64>,
 }
@@ -358,7 +363,7 @@ enum Fate {
     AnswerLost,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Req {
     inc: u32,
     origin: Origin,
@@ -373,16 +378,38 @@ struct Req {
     /// Attempts of this write so far, this one included (a holder write is made again when it
     /// was refused only by the worker's own earlier write, as `LeaseTable` does).
     attempts: u32,
+    /// The worker was answered (timed out) before the table applied the request: the table
+    /// still applies it, and nobody hears of it.
+    delivered: bool,
 }
 
 #[derive(Clone, Debug)]
 enum Ev {
-    Wake { inc: u32, generation: u64 },
-    Apply { req: u64 },
-    Answer { req: u64 },
-    TaskStep { task: u64, generation: u64 },
-    Input { inc: u32, input: Input },
-    Resume { inc: u32 },
+    Wake {
+        inc: u32,
+        generation: u64,
+    },
+    Apply {
+        req: u64,
+    },
+    Answer {
+        req: u64,
+    },
+    /// The worker stops waiting for the answer.
+    TimedOut {
+        req: u64,
+    },
+    TaskStep {
+        task: u64,
+        generation: u64,
+    },
+    Input {
+        inc: u32,
+        input: Input,
+    },
+    Resume {
+        inc: u32,
+    },
     Chaos,
     Check,
 }
@@ -392,7 +419,7 @@ impl Ev {
     fn target(&self, world: &World) -> Option<u32> {
         match self {
             Ev::Wake { inc, .. } | Ev::Input { inc, .. } => Some(*inc),
-            Ev::Answer { req } => world.reqs.get(req).map(|r| r.inc),
+            Ev::Answer { req } | Ev::TimedOut { req } => world.reqs.get(req).map(|r| r.inc),
             Ev::TaskStep { task, .. } => world.tasks.get(task).map(|t| t.inc),
             _ => None,
         }
@@ -781,6 +808,7 @@ impl World {
             Ev::Input { inc, input } => self.drive(inc, input),
             Ev::Apply { req } => self.apply(req),
             Ev::Answer { req } => self.answer(req),
+            Ev::TimedOut { req } => self.timed_out(req),
             Ev::TaskStep { task, generation } => {
                 if self
                     .tasks
@@ -1048,6 +1076,7 @@ impl World {
                 if let Some(task) = self.task_of(inc, &key) {
                     if let Some(t) = self.tasks.get_mut(&task) {
                         t.trust_until = now;
+                        t.revoked = true;
                     }
                     self.schedule_task(task, Some(self.t));
                 }
@@ -1113,8 +1142,14 @@ impl World {
     }
 
     fn send(&mut self, inc: u32, origin: Origin, op: Op, copy: Option<u64>) {
+        let timeout = self.call_timeout;
+        self.send_within(inc, origin, op, copy, timeout);
+    }
+
+    /// As `send`, waiting at most `timeout` for the answer.
+    fn send_within(&mut self, inc: u32, origin: Origin, op: Op, copy: Option<u64>, timeout: T) {
         let sent = self.local(inc);
-        self.send_attempt(inc, origin, op, copy, sent, 1);
+        self.send_attempt(inc, origin, op, copy, sent, 1, timeout);
     }
 
     /// Sends a request: a first attempt (`send`), or a holder write made again (`answer`),
@@ -1127,6 +1162,7 @@ impl World {
         copy: Option<u64>,
         sent: Instant,
         attempts: u32,
+        timeout: T,
     ) -> u64 {
         let id = self.next_req;
         self.next_req += 1;
@@ -1166,6 +1202,7 @@ impl World {
                 copy,
                 orphan: false,
                 attempts,
+                delivered: false,
             },
         );
         match fate {
@@ -1175,15 +1212,17 @@ impl World {
                     req.answer = Some(Answer::Failed);
                 }
                 self.push(self.t + there + back, Ev::Answer { req: id });
+                self.push(self.t + timeout, Ev::TimedOut { req: id });
             }
             Fate::AnswerLost => {
+                // Applied, and never answered: the call times out.
                 self.push(self.t + there, Ev::Apply { req: id });
-                let timeout = self.call_timeout;
-                self.push(self.t + timeout, Ev::Answer { req: id });
+                self.push(self.t + timeout, Ev::TimedOut { req: id });
             }
             Fate::Answered => {
                 // A call slower than the timeout fails at the timeout; it may still apply.
                 self.push(self.t + there, Ev::Apply { req: id });
+                self.push(self.t + timeout, Ev::TimedOut { req: id });
             }
         }
         id
@@ -1252,6 +1291,7 @@ impl World {
         let Some(req) = self.reqs.get(&id) else {
             return;
         };
+        let delivered = req.delivered;
         let me = self
             .workers
             .get(&req.inc)
@@ -1319,6 +1359,11 @@ impl World {
         if self.trace.is_some() {
             let text = format!("{answer:?}");
             self.note(|| format!("table applies request {id}: {}", short(&text)));
+        }
+        if delivered {
+            // The worker stopped waiting for it: applied, and heard of by nobody.
+            self.reqs.remove(&id);
+            return;
         }
         match fate {
             Fate::AnswerLost => {
@@ -1404,10 +1449,41 @@ impl World {
         Some((req.inc, key.clone()))
     }
 
+    /// The worker stops waiting for request `id`: it fails as timed out. One the table has not
+    /// applied yet stays on its way there.
+    fn timed_out(&mut self, id: u64) {
+        let Some(req) = self.reqs.get_mut(&id) else {
+            return;
+        };
+        if req.delivered {
+            return;
+        }
+        if self.trace.is_some() {
+            self.note(|| format!("request {id} times out"));
+        }
+        let Some(req) = self.reqs.get_mut(&id) else {
+            return;
+        };
+        if req.answer.is_some() {
+            req.answer = Some(Answer::Failed);
+            self.answer(id);
+        } else {
+            req.delivered = true;
+            let mut failed = req.clone();
+            failed.answer = Some(Answer::Failed);
+            self.deliver(id, failed);
+        }
+    }
+
     fn answer(&mut self, id: u64) {
         let Some(req) = self.reqs.remove(&id) else {
             return;
         };
+        self.deliver(id, req);
+    }
+
+    /// Hands the answer to request `id` to its worker.
+    fn deliver(&mut self, id: u64, req: Req) {
         let mut answer = req.answer.clone().unwrap_or(Answer::Failed);
         if !req.orphan {
             match self.after_own_write(&req, &answer) {
@@ -1420,6 +1496,7 @@ impl World {
                         req.copy,
                         req.sent,
                         req.attempts + 1,
+                        self.call_timeout,
                     );
                     if let Some(c) = req.copy.and_then(|copy| self.copies.get_mut(&copy))
                         && c.busy == Some(id)
@@ -1534,6 +1611,7 @@ impl World {
             generation: 0,
             panic: false,
             alive: true,
+            revoked: false,
             writing: None,
         };
         if lease.is_finished() {
@@ -1694,6 +1772,16 @@ impl World {
             return;
         }
         if now >= task.trust_until {
+            // Its trust ran out on a worker that ran throughout it: its renewals were not
+            // answered in time (the table's faults).
+            let unrenewed = !task.revoked
+                && self.workers.get(&task.inc).is_some_and(|w| {
+                    matches!(w.life, Life::Alive)
+                        && w.running_since + micros(self.settings.trust) <= self.t
+                });
+            if unrenewed {
+                self.report.trust_ran_out += 1;
+            }
             // The task's guarded calls are dropped at the deadline.
             match phase {
                 Phase::Shutdown | Phase::EndCheckpoint | Phase::EndRetry => {}
