@@ -363,6 +363,14 @@ enum Fate {
     AnswerLost,
 }
 
+/// One attempt of a request: when its first attempt was sent, which attempt it is, and how long
+/// the worker waits for its answer.
+struct Attempt {
+    sent: Instant,
+    number: u32,
+    timeout: T,
+}
+
 #[derive(Clone, Debug)]
 struct Req {
     inc: u32,
@@ -1149,7 +1157,12 @@ impl World {
     /// As `send`, waiting at most `timeout` for the answer.
     fn send_within(&mut self, inc: u32, origin: Origin, op: Op, copy: Option<u64>, timeout: T) {
         let sent = self.local(inc);
-        self.send_attempt(inc, origin, op, copy, sent, 1, timeout);
+        let attempt = Attempt {
+            sent,
+            number: 1,
+            timeout,
+        };
+        self.send_attempt(inc, origin, op, copy, attempt);
     }
 
     /// Sends a request: a first attempt (`send`), or a holder write made again (`answer`),
@@ -1160,10 +1173,13 @@ impl World {
         origin: Origin,
         op: Op,
         copy: Option<u64>,
-        sent: Instant,
-        attempts: u32,
-        timeout: T,
+        attempt: Attempt,
     ) -> u64 {
+        let Attempt {
+            sent,
+            number: attempts,
+            timeout,
+        } = attempt;
         let id = self.next_req;
         self.next_req += 1;
         let browned = self
@@ -1494,9 +1510,11 @@ impl World {
                         req.origin,
                         op,
                         req.copy,
-                        req.sent,
-                        req.attempts + 1,
-                        self.call_timeout,
+                        Attempt {
+                            sent: req.sent,
+                            number: req.attempts + 1,
+                            timeout: self.call_timeout,
+                        },
                     );
                     if let Some(c) = req.copy.and_then(|copy| self.copies.get_mut(&copy))
                         && c.busy == Some(id)
