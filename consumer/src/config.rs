@@ -292,6 +292,13 @@ impl Config {
         self.failover.saturating_sub(margin)
     }
 
+    /// How long a lease-table call waits for its answer (renewals may wait longer, see
+    /// `coordination::renewal_window`): half a renewal interval, so that a call lost outright
+    /// can be made again while its lease is trusted, and at most the call timeout.
+    pub(crate) fn table_call_timeout(&self) -> Duration {
+        self.call_timeout.min(self.renew_interval / 2)
+    }
+
     /// What the lease coordination decides with.
     pub(crate) fn settings(&self) -> Settings {
         Settings {
@@ -306,6 +313,8 @@ impl Config {
             max_handoffs: self.max_handoffs,
             watchers: crate::coordination::WATCHERS,
             slow_scan: self.failover * 2,
+            call_timeout: self.table_call_timeout(),
+            longest_call: self.call_timeout,
         }
     }
 

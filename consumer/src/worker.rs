@@ -238,7 +238,7 @@ where
             // A call is given up early enough that a renewal can be tried again while the lease
             // is still trusted.
             table: LeaseTable::new(self.dynamodb, self.cfg.table.clone())
-                .with_call_timeout(self.cfg.call_timeout.min(self.cfg.renew_interval / 2)),
+                .with_call_timeout(self.cfg.table_call_timeout()),
             cfg: Arc::new(self.cfg),
             kinesis: self.kinesis,
             processors: Arc::new(self.processors),
@@ -881,7 +881,7 @@ where
                     }
                 });
             }
-            Action::Renew { key, base } => {
+            Action::Renew { key, base, within } => {
                 let Some(copy) = self.copies.get(&key).cloned() else {
                     error!(lease = %key, "no copy of a running lease to renew");
                     return;
@@ -901,7 +901,7 @@ where
                         *lease = base;
                     }
                     let sent = Instant::now();
-                    let result = table.renew(&lease, &me).await;
+                    let result = table.with_call_timeout(within).renew(&lease, &me).await;
                     if let Ok(renewed) = &result {
                         *lease = renewed.clone();
                     }

@@ -548,3 +548,64 @@ async fn takes_still_waiting_at_shutdown_are_not_sent() {
         .count();
     assert_eq!(owned, 0, "leases left owned by the worker that shut down");
 }
+
+/// A lease table answering every write in 2.3 s, past the ordinary call timeout (half the
+/// renewal interval: 2 s) on a saturated table: a renewal waits for its answer half the trust
+/// left (2.5 s or more under the default timings), so the worker keeps its leases. Cut at 2 s,
+/// every renewal timed out and every lease was lost when its trust ran out, 9 s in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_answering_renewals_in_2_3_s_keeps_the_leases() {
+    let kinesis = Ferrokinesis::start().await.unwrap();
+    let db = DynamoDb::start(DynamoBackend::Dynoxide).await.unwrap();
+    let faults = FaultController::new(23);
+    let proxy = FaultProxy::start(db.endpoint(), faults.clone())
+        .await
+        .unwrap();
+    let stream = unique_name("slow-table");
+    create_stream(&kinesis.client(), &stream, 4).await.unwrap();
+    let tally = Tally::default();
+    let starts = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let worker = {
+        let (tally, starts) = (tally.clone(), starts.clone());
+        Consumer::builder(
+            kinesis.client(),
+            dynamodb_client(proxy.endpoint(), &ClientOptions::new()),
+            stream.clone(),
+            ApplicationName::new(unique_name("slow-table-app")).unwrap(),
+            move |shard: &str| {
+                *starts.lock().unwrap().entry(shard.to_owned()).or_default() += 1;
+                Counter(tally.clone())
+            },
+        )
+        .build()
+        .unwrap()
+        .spawn()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while worker.status().await.leases_held < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "leases not taken");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Renewals (and any other write) answered in 2.3 s; no records, so no checkpoints.
+    faults.add(FaultRule::on(
+        "UpdateItem",
+        Fault::latency(Duration::from_millis(2300)),
+    ));
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let renewals = faults.calls("UpdateItem");
+    let held = worker.status().await.leases_held;
+    let lost = *tally.lost.lock().unwrap();
+    println!(
+        "16 s of renewals answered in 2.3 s: {renewals} renewals, {held} leases held, {lost} lost"
+    );
+    assert!(renewals >= 12, "only {renewals} renewals");
+    assert_eq!(lost, 0, "a lease was lost");
+    assert_eq!(held, 4, "leases held");
+    let starts = starts.lock().unwrap().clone();
+    assert!(
+        starts.values().all(|&n| n == 1),
+        "a shard's processor was started again: {starts:?}"
+    );
+    faults.clear();
+    worker.shutdown().await.unwrap();
+}

@@ -18,7 +18,17 @@ fn settings() -> Settings {
         max_handoffs: None,
         watchers: super::WATCHERS,
         slow_scan: Duration::from_secs(20),
+        call_timeout: Duration::from_secs(2),
+        longest_call: Duration::from_secs(10),
     }
+}
+
+/// The base of the renewal of `key` among `actions`, if one is renewed.
+fn renewal_base<'a>(actions: &'a [Action], key: &str) -> Option<Option<&'a Lease>> {
+    actions.iter().find_map(|a| match a {
+        Action::Renew { key: k, base, .. } if k == key => Some(base.as_ref()),
+        _ => None,
+    })
 }
 
 fn lease(key: &str, owner: Option<&str>, counter: u64) -> Lease {
@@ -369,10 +379,7 @@ fn a_renewal_refused_by_its_own_earlier_write_renews_again_from_the_item() {
         let refused = lease("s0", Some("b"), counter);
         let actions = b.renewed("s0", Outcome::Refused(Some(refused.clone())));
         assert!(
-            actions.contains(&Action::Renew {
-                key: "s0".into(),
-                base: Some(refused),
-            }),
+            renewal_base(&actions, "s0") == Some(Some(&refused)),
             "round {round}: {actions:?}"
         );
         assert!(!actions.iter().any(|a| matches!(a, Action::Revoke { .. })));
@@ -384,10 +391,7 @@ fn a_renewal_refused_by_its_own_earlier_write_renews_again_from_the_item() {
     b.now += RETRY;
     let actions = b.feed(Input::Tick);
     assert!(
-        actions.contains(&Action::Renew {
-            key: "s0".into(),
-            base: Some(refused),
-        }),
+        renewal_base(&actions, "s0") == Some(Some(&refused)),
         "{actions:?}"
     );
     // A handoff asked for meanwhile: the item names another owner, this worker as the one
@@ -397,10 +401,7 @@ fn a_renewal_refused_by_its_own_earlier_write_renews_again_from_the_item() {
     b.now += RETRY;
     let actions = b.feed(Input::Tick);
     assert!(
-        actions.contains(&Action::Renew {
-            key: "s0".into(),
-            base: Some(asked),
-        }),
+        renewal_base(&actions, "s0") == Some(Some(&asked)),
         "{actions:?}"
     );
     // Written at last: trusted from that renewal's send, the next renewal a normal one.
@@ -423,7 +424,7 @@ fn a_renewal_refused_by_its_own_earlier_write_renews_again_from_the_item() {
             .iter()
             .rev()
             .find_map(|a| match a {
-                Action::Renew { key, base } if key == "s0" => Some(base.is_none()),
+                Action::Renew { key, base, .. } if key == "s0" => Some(base.is_none()),
                 _ => None,
             })
             .unwrap_or(false),
@@ -1061,4 +1062,69 @@ fn a_worker_below_its_cap_again_after_a_handoff_scans_at_once() {
         outcome: written(lease("s0", Some("c"), 4)),
     });
     assert!(actions.contains(&Action::Scan), "{actions:?}");
+}
+
+/// How long the last renewal of `key` among `actions` waits for its answer, if one is renewed.
+fn renewal_window_of(actions: &[Action], key: &str) -> Option<Duration> {
+    actions.iter().rev().find_map(|a| match a {
+        Action::Renew { key: k, within, .. } if k == key => Some(*within),
+        _ => None,
+    })
+}
+
+/// A renewal waits for its answer half the trust left (the other half kept for more attempts);
+/// never less than the ordinary call timeout, nor more than the longest call.
+#[test]
+fn a_renewal_waits_for_its_answer_half_the_trust_left() {
+    let s = Duration::from_secs;
+    let ms = Duration::from_millis;
+    let (ordinary, longest) = (s(2), s(10));
+    for (left, within) in [
+        (s(30), s(10)),
+        (s(12), s(6)),
+        (s(7), ms(3500)),
+        (s(5), ms(2500)),
+        (s(3), s(2)),
+        (s(1), s(2)),
+        (Duration::ZERO, s(2)),
+    ] {
+        assert_eq!(
+            renewal_window(left, ordinary, longest),
+            within,
+            "{left:?} left"
+        );
+    }
+    // The machine's: the first renewal of a lease taken at the start is due 4 s in, 5 s before
+    // its trust (9 s) runs out: it waits 2.5 s.
+    let mut b = Worker::renewing_s0();
+    assert_eq!(renewal_window_of(&b.log, "s0"), Some(ms(2500)));
+    // It timed out (6.5 s in): tried again after `RETRY`, with 2.25 s of trust left, for the
+    // ordinary 2 s.
+    b.at(ms(6500));
+    b.feed(Input::Renewed {
+        key: "s0".into(),
+        sent: b.start + s(4),
+        outcome: Outcome::Failed,
+    });
+    b.now += RETRY;
+    let actions = b.feed(Input::Tick);
+    assert_eq!(renewal_window_of(&actions, "s0"), Some(s(2)), "{actions:?}");
+    // Written: the next renewal is due at most an interval after this one was sent, with 5 s
+    // or more of the new trust left, and waits 2.5 s or more.
+    let sent = b.now;
+    b.renewed("s0", written(lease("s0", Some("b"), 5)));
+    let mut waited = None;
+    for step in (50..=4_000).step_by(50) {
+        b.now = sent + ms(step);
+        let actions = b.feed(Input::Tick);
+        if let Some(within) = renewal_window_of(&actions, "s0") {
+            waited = Some(within);
+            break;
+        }
+    }
+    let waited = waited.unwrap_or_else(|| panic!("no renewal within an interval"));
+    assert!(
+        waited >= ms(2500) && waited <= ms(3500),
+        "the next renewal waits {waited:?}"
+    );
 }

@@ -216,8 +216,9 @@ struct Copy {
 
 #[derive(Clone, Debug)]
 enum Pending {
-    /// With the item a refusal showed, if any (used when newer than the copy).
-    Renew(Option<Lease>),
+    /// With the item a refusal showed, if any (used when newer than the copy), and how long to
+    /// wait for the answer.
+    Renew(Option<Lease>, T),
     Release {
         lease: Lease,
         role: Role,
@@ -460,6 +461,9 @@ struct Network {
     slow: f64,
     /// Brownouts: windows where most calls fail.
     brownouts: [(T, T); 2],
+    /// A window where every call is slow, answered in about the ordinary call timeout (0.6 to
+    /// 1.8 times it): a table saturated by its load.
+    sluggish: (T, T),
 }
 
 struct World {
@@ -560,17 +564,24 @@ impl World {
             // workers that do not watch.
             watchers: rng.random_range(1..=3),
             slow_scan: failover * 2,
+            call_timeout: failover / 5,
+            longest_call: Duration::from_secs(10),
         };
         let faulty = rng.random_bool(0.35);
         let gentle = !faulty && rng.random_bool(0.3);
         let chaos_until = rng.random_range(40..=150) * SEC;
         let mut brownouts = [(0, 0); 2];
+        let mut sluggish = (0, 0);
         if faulty {
             for window in &mut brownouts {
                 if rng.random_bool(0.5) {
                     let start = rng.random_range(0..chaos_until);
                     *window = (start, start + rng.random_range(2 * SEC..12 * SEC));
                 }
+            }
+            if rng.random_bool(0.5) {
+                let start = rng.random_range(0..chaos_until);
+                sluggish = (start, start + rng.random_range(5 * SEC..30 * SEC));
             }
         }
         let net = Network {
@@ -579,6 +590,7 @@ impl World {
             answer_lost: if faulty { 0.02 } else { 0.0 },
             slow: if faulty { 0.03 } else { 0.0 },
             brownouts,
+            sluggish,
         };
         let end = chaos_until
             + QUIET_EXTRA
@@ -630,6 +642,7 @@ impl World {
                     answer_lost: 0.0,
                     slow: 0.0,
                     brownouts: [(0, 0); 2],
+                    sluggish: (0, 0),
                 },
                 batch_interval,
                 chaos_until: 0,
@@ -658,9 +671,7 @@ impl World {
             gentle,
             end,
         } = setup;
-        // As the worker's: half a renewal interval, so that a renewal can be tried again while
-        // the lease is trusted.
-        let call_timeout = micros(settings.renew_interval) / 2;
+        let call_timeout = micros(settings.call_timeout);
         let max_leases = settings.max_leases;
         World {
             seed,
@@ -1013,7 +1024,7 @@ impl World {
         match action {
             Action::Scan => self.send(inc, Origin::Machine, Op::Scan, None),
             Action::SyncShards => self.send(inc, Origin::Machine, Op::Sync, None),
-            Action::Renew { key, base } => {
+            Action::Renew { key, base, within } => {
                 let running = self
                     .workers
                     .get(&inc)
@@ -1030,7 +1041,7 @@ impl World {
                 match self.workers.get(&inc).and_then(|w| w.copies.get(&key)) {
                     Some(copy) => {
                         let copy = *copy;
-                        self.enqueue(inc, copy, Pending::Renew(base));
+                        self.enqueue(inc, copy, Pending::Renew(base, micros(within)));
                     }
                     None => {
                         let name = self.name(inc);
@@ -1142,6 +1153,14 @@ impl World {
 
     fn latency(&mut self) -> T {
         let base = self.rng.random_range(MS..15 * MS);
+        let (from, to) = self.net.sluggish;
+        if self.t >= from && self.t < to {
+            // One way of the call: 0.3 to 0.9 times the call timeout.
+            return base
+                + self
+                    .rng
+                    .random_range(self.call_timeout * 3 / 10..self.call_timeout * 9 / 10);
+        }
         if self.net.faulty && self.t < self.chaos_until && self.rng.random_bool(self.net.slow) {
             base + self.rng.random_range(300 * MS..2_500 * MS)
         } else {
@@ -1263,14 +1282,19 @@ impl World {
             return;
         };
         let own = c.lease.clone();
+        let mut timeout = self.call_timeout;
         let (origin, op) = match pending {
-            Pending::Renew(Some(base)) if base.counter > own.counter => {
+            Pending::Renew(Some(base), within) if base.counter > own.counter => {
                 if let Some(c) = self.copies.get_mut(&copy) {
                     c.lease = base.clone();
                 }
+                timeout = within;
                 (Origin::Machine, Op::Renew(base))
             }
-            Pending::Renew(_) => (Origin::Machine, Op::Renew(own)),
+            Pending::Renew(_, within) => {
+                timeout = within;
+                (Origin::Machine, Op::Renew(own))
+            }
             Pending::Release { lease, role } => {
                 let base = if own.counter >= lease.counter {
                     own
@@ -1300,7 +1324,7 @@ impl World {
         {
             t.writing = Some(id);
         }
-        self.send(inc, origin, op, Some(copy));
+        self.send_within(inc, origin, op, Some(copy), timeout);
     }
 
     fn apply(&mut self, id: u64) {
