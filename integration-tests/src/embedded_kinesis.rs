@@ -17,6 +17,7 @@ use tower::{Layer, ServiceExt};
 
 use crate::error::HarnessError;
 use crate::fault::FaultController;
+use crate::fault::engine::operation_name;
 use crate::fault::layer::FaultLayer;
 
 use crate::sdk::{self, ClientOptions};
@@ -209,12 +210,10 @@ impl Ferrokinesis {
             move |request: axum::extract::Request, next: axum::middleware::Next| {
                 let puts = puts.clone();
                 async move {
-                    if is_put(&request) {
-                        let _one_at_a_time = puts.lock().await;
-                        next.run(request).await
-                    } else {
-                        next.run(request).await
-                    }
+                    let put = operation_name(request.headers())
+                        .is_some_and(|operation| matches!(&*operation, "PutRecord" | "PutRecords"));
+                    let _one_at_a_time = if put { Some(puts.lock().await) } else { None };
+                    next.run(request).await
                 }
             },
         ));
@@ -273,15 +272,4 @@ impl Ferrokinesis {
     pub fn sdk_config(&self, options: &ClientOptions) -> SdkConfig {
         sdk::sdk_config(&self.endpoint, options)
     }
-}
-
-/// Whether `request` is a `PutRecord` or `PutRecords` call (JSON or CBOR: the operation is in
-/// `X-Amz-Target`).
-fn is_put<B>(request: &Request<B>) -> bool {
-    request
-        .headers()
-        .get("x-amz-target")
-        .and_then(|target| target.to_str().ok())
-        .and_then(|target| target.rsplit_once('.'))
-        .is_some_and(|(_, operation)| matches!(operation, "PutRecord" | "PutRecords"))
 }

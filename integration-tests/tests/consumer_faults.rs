@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kinesis_consumer::{
-    ApplicationName, Batch, BoxError, Checkpointer, Consumer, InitialPosition, ShardProcessor,
+    ApplicationName, Batch, BoxError, Checkpointer, Consumer, InitialPosition, Running,
+    ShardProcessor,
 };
 use kinesis_integration_tests::fixtures::{create_stream, unique_name};
 use kinesis_integration_tests::{
@@ -24,9 +25,32 @@ use kinesis_producer::{Producer, UserRecord};
 struct Tally {
     seen: Arc<Mutex<HashMap<String, usize>>>,
     lost: Arc<Mutex<usize>>,
+    /// Processors started, by shard (counted by the processor factories that call `started`).
+    starts: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl Tally {
+    /// Counts a processor started for `shard`, and returns it.
+    fn started(&self, shard: &str) -> Counter {
+        *self
+            .starts
+            .lock()
+            .unwrap()
+            .entry(shard.to_owned())
+            .or_default() += 1;
+        Counter(self.clone())
+    }
+
+    /// Each of `shards` shards had its processor started once.
+    fn assert_each_started_once(&self, shards: usize) {
+        let starts = self.starts.lock().unwrap().clone();
+        assert_eq!(starts.len(), shards, "every shard started: {starts:?}");
+        assert!(
+            starts.values().all(|&n| n == 1),
+            "a shard's processor was started again: {starts:?}"
+        );
+    }
+
     /// Waits until every record of `sent` (by its data) has been processed, failing the test
     /// after `within` with how many were not (`context` added to the message).
     async fn until_all_seen(&self, sent: &[String], within: Duration, context: &str) {
@@ -75,6 +99,23 @@ impl ShardProcessor for Counter {
     async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), BoxError> {
         checkpointer.checkpoint_shard_end().await?;
         Ok(())
+    }
+}
+
+/// Waits until `worker` holds `leases` leases, failing the test after `within` with how many it
+/// holds.
+async fn until_held(worker: &Running, leases: usize, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let held = worker.status().await.leases_held;
+        if held >= leases {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{held} of {leases} leases taken in {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -218,18 +259,14 @@ async fn lost_answers_of_lease_writes_cost_no_lease() {
     create_stream(&kinesis.client(), &stream, 4).await.unwrap();
 
     let tally = Tally::default();
-    let starts = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
     let worker = {
-        let (tally, starts) = (tally.clone(), starts.clone());
+        let tally = tally.clone();
         Consumer::builder(
             kinesis.client(),
             dynamodb_client(dynamodb_proxy.endpoint(), &ClientOptions::new()),
             stream.clone(),
             ApplicationName::new(unique_name("lost-answers-app")).unwrap(),
-            move |shard: &str| {
-                *starts.lock().unwrap().entry(shard.to_owned()).or_default() += 1;
-                Counter(tally.clone())
-            },
+            move |shard: &str| tally.started(shard),
         )
         .initial_position(InitialPosition::TrimHorizon)
         .max_idle(Duration::from_millis(300))
@@ -252,12 +289,7 @@ async fn lost_answers_of_lease_writes_cost_no_lease() {
     println!("{dropped} of {writes} UpdateItem answers dropped after the table applied them");
     assert!(dropped >= 20, "only {dropped} answers were dropped");
     assert_eq!(*tally.lost.lock().unwrap(), 0, "a lease was lost");
-    let starts = starts.lock().unwrap().clone();
-    assert_eq!(starts.len(), 4, "every shard started: {starts:?}");
-    assert!(
-        starts.values().all(|&n| n == 1),
-        "a shard's processor was started again: {starts:?}"
-    );
+    tally.assert_each_started_once(4);
     faults.clear();
     worker.shutdown().await.unwrap();
 }
@@ -383,15 +415,7 @@ async fn takes_are_bounded_and_renewals_spread_out() {
         "UpdateItem",
         Fault::latency(Duration::from_millis(100)),
     ));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while worker.status().await.leases_held < SHARDS {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} of {SHARDS} leases taken in 60 s",
-            worker.status().await.leases_held
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_held(&worker, SHARDS, Duration::from_secs(60)).await;
     let takes = faults.most_in_flight("UpdateItem");
     println!("taking {SHARDS} leases: at most {takes} writes under way");
     // The takes (32 at most), and any first renewals already due.
@@ -564,28 +588,20 @@ async fn a_table_answering_renewals_in_2_3_s_keeps_the_leases() {
     let stream = unique_name("slow-table");
     create_stream(&kinesis.client(), &stream, 4).await.unwrap();
     let tally = Tally::default();
-    let starts = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
     let worker = {
-        let (tally, starts) = (tally.clone(), starts.clone());
+        let tally = tally.clone();
         Consumer::builder(
             kinesis.client(),
             dynamodb_client(proxy.endpoint(), &ClientOptions::new()),
             stream.clone(),
             ApplicationName::new(unique_name("slow-table-app")).unwrap(),
-            move |shard: &str| {
-                *starts.lock().unwrap().entry(shard.to_owned()).or_default() += 1;
-                Counter(tally.clone())
-            },
+            move |shard: &str| tally.started(shard),
         )
         .build()
         .unwrap()
         .spawn()
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while worker.status().await.leases_held < 4 {
-        assert!(tokio::time::Instant::now() < deadline, "leases not taken");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_held(&worker, 4, Duration::from_secs(60)).await;
     // Renewals (and any other write) answered in 2.3 s; no records, so no checkpoints.
     faults.add(FaultRule::on(
         "UpdateItem",
@@ -601,11 +617,7 @@ async fn a_table_answering_renewals_in_2_3_s_keeps_the_leases() {
     assert!(renewals >= 12, "only {renewals} renewals");
     assert_eq!(lost, 0, "a lease was lost");
     assert_eq!(held, 4, "leases held");
-    let starts = starts.lock().unwrap().clone();
-    assert!(
-        starts.values().all(|&n| n == 1),
-        "a shard's processor was started again: {starts:?}"
-    );
+    tally.assert_each_started_once(4);
     faults.clear();
     worker.shutdown().await.unwrap();
 }

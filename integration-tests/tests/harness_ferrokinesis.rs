@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::ShardIteratorType;
-use kinesis_integration_tests::fixtures::{create_stream, put_records, read_stream, unique_name};
+use kinesis_integration_tests::fixtures::{
+    create_stream, open_shards, put_records, read_stream, unique_name,
+};
 use kinesis_integration_tests::{ClientOptions, Ferrokinesis, FerrokinesisOptions};
 
 #[tokio::test]
@@ -135,15 +137,7 @@ async fn a_reader_following_concurrent_puts_misses_no_record() {
     let client = kinesis.client();
     let stream = unique_name("follow");
     create_stream(&client, &stream, 1).await.unwrap();
-    let shard = client
-        .list_shards()
-        .stream_name(&stream)
-        .send()
-        .await
-        .unwrap()
-        .shards()[0]
-        .shard_id()
-        .to_owned();
+    let shard = open_shards(&client, &stream).await.unwrap()[0].0.clone();
 
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
@@ -151,22 +145,8 @@ async fn a_reader_following_concurrent_puts_misses_no_record() {
             let stream = stream.clone();
             tokio::spawn(async move {
                 for c in 0..CALLS {
-                    let entries = (0..PER_CALL)
-                        .map(|i| {
-                            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
-                                .partition_key(format!("k{w}"))
-                                .data(Blob::new(format!("{w}-{c}-{i}").into_bytes()))
-                                .build()
-                                .unwrap()
-                        })
-                        .collect::<Vec<_>>();
-                    let answer = client
-                        .put_records()
-                        .stream_name(&stream)
-                        .set_records(Some(entries))
-                        .send()
-                        .await
-                        .unwrap();
+                    let entries = (0..PER_CALL).map(|i| (format!("k{w}"), format!("{w}-{c}-{i}")));
+                    let answer = put_records(&client, &stream, entries).await.unwrap();
                     assert_eq!(answer.failed_record_count(), Some(0));
                 }
             })

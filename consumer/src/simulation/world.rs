@@ -1413,11 +1413,9 @@ impl World {
             }
             _ => {
                 let back = self.latency();
-                let sent_at = self.t;
                 if let Some(req) = self.reqs.get_mut(&id) {
                     req.answer = Some(answer);
                 }
-                let _ = sent_at;
                 self.push(self.t + back, Ev::Answer { req: id });
             }
         }
@@ -1492,15 +1490,10 @@ impl World {
     /// The worker stops waiting for request `id`: it fails as timed out. One the table has not
     /// applied yet stays on its way there.
     fn timed_out(&mut self, id: u64) {
-        let Some(req) = self.reqs.get_mut(&id) else {
-            return;
-        };
-        if req.delivered {
+        if self.reqs.get(&id).is_none_or(|req| req.delivered) {
             return;
         }
-        if self.trace.is_some() {
-            self.note(|| format!("request {id} times out"));
-        }
+        self.note(|| format!("request {id} times out"));
         let Some(req) = self.reqs.get_mut(&id) else {
             return;
         };
