@@ -315,6 +315,7 @@ impl Config {
             slow_scan: self.failover * 2,
             call_timeout: self.table_call_timeout(),
             longest_call: self.call_timeout,
+            scan_budget: crate::coordination::FLEET_SCAN_ITEMS,
         }
     }
 

@@ -67,6 +67,20 @@ pub(crate) const RELEASE_ATTEMPTS: u32 = 3;
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a lease this worker let go of is not taken again on the word of a scan sent before.
 const FORGET_AFTER: Duration = Duration::from_secs(60);
+/// How many lease items a second the workers of a fleet that do not watch scan between them,
+/// whatever they wait for (handoffs, their start, expiries, rescans): each such worker's scans
+/// are at least `live owners x leases / FLEET_SCAN_ITEMS` apart, but never more than a scan
+/// interval (in a fleet larger than that, its unsettled workers scan every scan interval, and
+/// its settled ones seldom, see [`Machine::relaxed`]). Without it every worker
+/// of a fleet starting together scanned every [`HANDOFF_POLL`] until its share settled: 50 workers
+/// on 1,000 leases asked for about 115 scans of 1,000 items a second (the simulation's cold
+/// start), some 4,300 read units a second, more than one DynamoDB partition serves (3,000), and
+/// about eight times what a DynamoDB Local on two cores did, so that renewals timed out and
+/// leases were lost in turn. At this budget, 20,000 items (about 730 read units a second of
+/// 300-byte leases), the floor is [`HANDOFF_POLL`] up to 10 workers on 1,000 leases (or 100 on
+/// 100), and a scan interval (the most it is ever, 2 s by default) for 50 on 1,000. The
+/// watchers (see [`Machine::watching`]) are not held to it: failover rests on them.
+pub(crate) const FLEET_SCAN_ITEMS: u64 = 20_000;
 
 /// The timings and limits the machine decides with.
 #[derive(Clone, Debug)]
@@ -92,6 +106,9 @@ pub(crate) struct Settings {
     pub(crate) call_timeout: Duration,
     /// The longest any call waits for its answer (the consumer's `call_timeout`).
     pub(crate) longest_call: Duration,
+    /// How many lease items a second the workers that do not watch scan at most between them
+    /// ([`FLEET_SCAN_ITEMS`]; the simulation tries smaller budgets).
+    pub(crate) scan_budget: u64,
 }
 
 /// How long a renewal waits for its answer, with `left` of its lease's trust left: half of it,
@@ -415,6 +432,8 @@ pub(crate) struct Machine {
     /// A scan is wanted as soon as the one under way ends.
     rescan: bool,
     next_scan: Instant,
+    /// No scan before this instant: the fleet's scan budget (see [`FLEET_SCAN_ITEMS`]).
+    scan_floor: Instant,
     syncing: bool,
     next_sync: Instant,
     /// The last plan found this worker above its fair share.
@@ -449,6 +468,7 @@ impl Machine {
             scanning: None,
             rescan: false,
             next_scan: now,
+            scan_floor: now,
             syncing: false,
             next_sync: now,
             above_share: false,
@@ -516,7 +536,7 @@ impl Machine {
             }
         }
         if self.scanning.is_none() && self.wants_scans() {
-            at(self.next_scan);
+            at(self.scan_due());
         }
         for local in self.locals.values() {
             match local {
@@ -533,6 +553,11 @@ impl Machine {
             }
         }
         wake
+    }
+
+    /// When the next scan is due: when wanted, within the fleet's scan budget.
+    fn scan_due(&self) -> Instant {
+        self.next_scan.max(self.scan_floor)
     }
 
     fn wants_scans(&self) -> bool {
@@ -556,9 +581,11 @@ impl Machine {
             Input::Tick => {}
             Input::Scanned(Some(leases)) => self.on_scan(leases, now, &mut out),
             Input::Scanned(None) => {
-                self.scanning = None;
+                let sent = self.scanning.take().unwrap_or(now);
                 self.rescan = false;
                 self.next_scan = now + self.settings.scan_interval.min(Duration::from_secs(1));
+                // A scan that timed out may still have been served: it counts in the budget.
+                self.scan_floor = sent + self.budget_spacing();
             }
             Input::Synced(ok) => {
                 self.syncing = false;
@@ -676,7 +703,7 @@ impl Machine {
             self.syncing = true;
             out.push(Action::SyncShards);
         }
-        if self.scanning.is_none() && self.wants_scans() && now >= self.next_scan {
+        if self.scanning.is_none() && self.wants_scans() && now >= self.scan_due() {
             self.scanning = Some(now);
             self.rescan = false;
             out.push(Action::Scan);
@@ -851,6 +878,24 @@ impl Machine {
         if std::mem::take(&mut self.rescan) {
             self.next_scan = now;
         }
+        self.scan_floor = sent + self.budget_spacing();
+    }
+
+    /// How far apart this worker's scans are at least, sharing the fleet's scan budget
+    /// ([`Settings::scan_budget`]) with the other workers that do not watch, as of its last
+    /// scan: nothing for a watcher, and never more than a scan interval, so that a worker
+    /// awaiting a handoff still sees the lease released within a scan interval (a healthy fleet
+    /// moves a lease within a couple of scans), however large the fleet: the budget only spaces
+    /// out the polls and rescans that came sooner.
+    fn budget_spacing(&self) -> Duration {
+        if self.watch.watching {
+            return Duration::ZERO;
+        }
+        let items = (self.watch.live_owners.max(1) as u64).saturating_mul(self.table.len() as u64);
+        let spacing = Duration::from_micros(
+            items.saturating_mul(1_000_000) / self.settings.scan_budget.max(1),
+        );
+        spacing.min(self.settings.scan_interval)
     }
 
     /// How long a settled worker that does not watch waits between scans: the scan interval

@@ -20,6 +20,7 @@ fn settings() -> Settings {
         slow_scan: Duration::from_secs(20),
         call_timeout: Duration::from_secs(2),
         longest_call: Duration::from_secs(10),
+        scan_budget: super::FLEET_SCAN_ITEMS,
     }
 }
 
@@ -910,6 +911,66 @@ fn settled_workers_that_do_not_watch_scan_less_often() {
     watcher.scan(&fleet_of(&["me", "a", "b", "c"], 1, 1));
     assert!(watcher.machine.watching());
     assert!(watcher.machine.next_scan - watcher.now <= Duration::from_secs(2));
+}
+
+/// `owners` workers holding `leases` leases between them, each seen renewing; `me` holds none.
+fn wide_fleet(owners: usize, leases: usize) -> Vec<Lease> {
+    (0..leases)
+        .map(|i| lease(&format!("s{i:04}"), Some(&format!("w{:02}", i % owners)), 1))
+        .collect()
+}
+
+/// A worker that does not watch scans no more often than its part of the fleet's scan budget
+/// (live owners x leases / 20,000 items a second apart, at most a scan interval), whatever it
+/// waits for: 50 workers on 1,000 leases starting together each polled every 0.5 s until
+/// settled, 115 scans of the whole table a second in the simulation. A watcher polls as
+/// before, as does any worker where the budget allows the poll (10 owners on 1,000 leases).
+#[test]
+fn workers_that_do_not_watch_share_the_fleets_scan_budget() {
+    let ms = Duration::from_millis;
+    // (owners, leases, watching) -> (the wait from a scan to the next, the budget's floor)
+    let cases = [
+        // 2.5 s by the budget: at most a scan interval.
+        (50, 1_000, false, (ms(2_000), ms(2_000))),
+        (50, 100, false, (HANDOFF_POLL, ms(250))),
+        (10, 1_000, false, (HANDOFF_POLL, ms(500))),
+        (20, 1_000, false, (ms(1_000), ms(1_000))),
+        // Two owners: every worker watches, and polls.
+        (2, 1_000, true, (HANDOFF_POLL, Duration::ZERO)),
+    ];
+    for (owners, leases, watching, (wait, floor)) in cases {
+        let cell = format!("{owners} owners of {leases} leases");
+        // Early (eager: polling), and below its share (it asks for handoffs, and polls).
+        let mut w = Worker::new("zz");
+        w.at(Duration::from_secs(1));
+        // The answer to the scan sent at the start; the next is sent and answered at once.
+        w.scan(&[]);
+        w.scan(&wide_fleet(owners, leases));
+        let sent = w.now;
+        assert!(
+            w.log.iter().any(|a| matches!(a, Action::AskHandoff { .. })),
+            "{cell}: no handoff asked"
+        );
+        assert_eq!(w.machine.watching(), watching, "{cell}");
+        assert_eq!(w.machine.scan_due() - sent, wait, "{cell}: the next scan");
+        // Nothing brings it sooner than the floor: a rescan wanted a moment later (a take
+        // failed, a shard ended) waits for it, and is sent at it.
+        w.now = sent + ms(1);
+        w.machine.want_scan(w.now);
+        let scanned = |actions: &[Action]| actions.iter().any(|a| matches!(a, Action::Scan));
+        let early = w.feed(Input::Tick);
+        assert_eq!(
+            scanned(&early),
+            floor <= ms(1),
+            "{cell}: a rescan 1 ms after"
+        );
+        if floor > ms(1) {
+            assert_eq!(w.machine.next_wake(), Some(sent + floor), "{cell}");
+            w.now = sent + floor;
+            let due = w.feed(Input::Tick);
+            assert!(scanned(&due), "{cell}: no scan at the floor: {due:?}");
+        }
+    }
 }
 
 /// Leases taken together are first renewed spread over the second half of the renewal interval

@@ -566,6 +566,19 @@ impl World {
             slow_scan: failover * 2,
             call_timeout: failover / 5,
             longest_call: Duration::from_secs(10),
+            // The fleet's scan budget is far above what these fleets scan (at most 8 workers
+            // on a few dozen leases) unless set low: in 40 % of the schedules, 10 to 200 lease
+            // items a second, so that the workers that do not watch scan up to a few seconds
+            // apart (at most the slow pace). Drawn from a stream of its own, so that every
+            // other choice of a seed's schedule is as before.
+            scan_budget: {
+                let mut own = StdRng::seed_from_u64(seed ^ 0x5ca1_ab1e_b0d9_e700);
+                if own.random_bool(0.4) {
+                    own.random_range(10..=200)
+                } else {
+                    crate::coordination::FLEET_SCAN_ITEMS
+                }
+            },
         };
         let faulty = rng.random_bool(0.35);
         let gentle = !faulty && rng.random_bool(0.3);
