@@ -75,8 +75,7 @@ const FORGET_AFTER: Duration = Duration::from_secs(60);
 /// of a fleet starting together scanned every [`HANDOFF_POLL`] until its share settled: 50 workers
 /// on 1,000 leases asked for about 115 scans of 1,000 items a second (the simulation's cold
 /// start), some 4,300 read units a second, more than one DynamoDB partition serves (3,000), and
-/// about eight times what a DynamoDB Local on two cores did, so that renewals timed out and
-/// leases were lost in turn. At this budget, 20,000 items (about 730 read units a second of
+/// about eight times what a DynamoDB Local on two cores served. At this budget, 20,000 items (about 730 read units a second of
 /// 300-byte leases), the floor is [`HANDOFF_POLL`] up to 10 workers on 1,000 leases (or 100 on
 /// 100), and a scan interval (the most it is ever, 2 s by default) for 50 on 1,000. The
 /// watchers (see [`Machine::watching`]) are not held to it: failover rests on them.
@@ -106,7 +105,7 @@ pub(crate) struct Settings {
     pub(crate) call_timeout: Duration,
     /// The longest any call waits for its answer (the consumer's `call_timeout`).
     pub(crate) longest_call: Duration,
-    /// How many lease items a second the workers that do not watch scan at most between them
+    /// How many lease items a second the workers that do not watch scan between them
     /// ([`FLEET_SCAN_ITEMS`]; the simulation tries smaller budgets).
     pub(crate) scan_budget: u64,
 }

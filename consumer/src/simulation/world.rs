@@ -568,8 +568,8 @@ impl World {
             longest_call: Duration::from_secs(10),
             // The fleet's scan budget is far above what these fleets scan (at most 8 workers
             // on a few dozen leases) unless set low: in 40 % of the schedules, 10 to 200 lease
-            // items a second, so that the workers that do not watch scan up to a few seconds
-            // apart (at most the slow pace). Drawn from a stream of its own, so that every
+            // items a second, so that the workers that do not watch scan up to a scan interval
+            // apart whatever asks them to scan sooner. Drawn from a stream of its own, so that every
             // other choice of a seed's schedule is as before.
             scan_budget: {
                 let mut own = StdRng::seed_from_u64(seed ^ 0x5ca1_ab1e_b0d9_e700);
