@@ -119,6 +119,38 @@ async fn until_held(worker: &Running, leases: usize, within: Duration) {
     }
 }
 
+/// Ferrokinesis with a stream of `shards` shards, and a lease-table stand-in behind a fault
+/// proxy: the set-up of the tests that slow or fail lease-table calls.
+struct TableFaults {
+    kinesis: Ferrokinesis,
+    db: DynamoDb,
+    faults: Arc<FaultController>,
+    proxy: FaultProxy,
+    stream: String,
+}
+
+impl TableFaults {
+    async fn start(backend: DynamoBackend, seed: u64, stream: &str, shards: usize) -> Self {
+        let kinesis = Ferrokinesis::start().await.unwrap();
+        let db = DynamoDb::start(backend).await.unwrap();
+        let faults = FaultController::new(seed);
+        let proxy = FaultProxy::start(db.endpoint(), faults.clone())
+            .await
+            .unwrap();
+        let stream = unique_name(stream);
+        create_stream(&kinesis.client(), &stream, shards as i32)
+            .await
+            .unwrap();
+        TableFaults {
+            kinesis,
+            db,
+            faults,
+            proxy,
+            stream,
+        }
+    }
+}
+
 /// Writes `rounds` rounds of `per_round` records (`r{round}-{i}`, keys `k{i}`) to `stream`,
 /// 500 ms apart, directly (no faults), and waits for every receipt. The records' data, in order.
 async fn produce_in_rounds(
@@ -249,21 +281,20 @@ async fn lease_table_and_read_faults_cause_retries_not_losses() {
 /// run out in about one run in five. The refusals this test is about are met within seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_answers_of_lease_writes_cost_no_lease() {
-    let kinesis = Ferrokinesis::start().await.unwrap();
-    let db = DynamoDb::start(DynamoBackend::SharedLocal).await.unwrap();
-    let faults = FaultController::new(17);
-    let dynamodb_proxy = FaultProxy::start(db.endpoint(), faults.clone())
-        .await
-        .unwrap();
-    let stream = unique_name("lost-answers");
-    create_stream(&kinesis.client(), &stream, 4).await.unwrap();
+    let TableFaults {
+        kinesis,
+        db: _db,
+        faults,
+        proxy,
+        stream,
+    } = TableFaults::start(DynamoBackend::SharedLocal, 17, "lost-answers", 4).await;
 
     let tally = Tally::default();
     let worker = {
         let tally = tally.clone();
         Consumer::builder(
             kinesis.client(),
-            dynamodb_client(dynamodb_proxy.endpoint(), &ClientOptions::new()),
+            dynamodb_client(proxy.endpoint(), &ClientOptions::new()),
             stream.clone(),
             ApplicationName::new(unique_name("lost-answers-app")).unwrap(),
             move |shard: &str| tally.started(shard),
@@ -390,16 +421,13 @@ async fn reads_under_way_stay_within_max_concurrent_reads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn takes_are_bounded_and_renewals_spread_out() {
     const SHARDS: usize = 64;
-    let kinesis = Ferrokinesis::start().await.unwrap();
-    let db = DynamoDb::start(DynamoBackend::Dynoxide).await.unwrap();
-    let faults = FaultController::new(5);
-    let proxy = FaultProxy::start(db.endpoint(), faults.clone())
-        .await
-        .unwrap();
-    let stream = unique_name("writes-cap");
-    create_stream(&kinesis.client(), &stream, SHARDS as i32)
-        .await
-        .unwrap();
+    let TableFaults {
+        kinesis,
+        db: _db,
+        faults,
+        proxy,
+        stream,
+    } = TableFaults::start(DynamoBackend::Dynoxide, 5, "writes-cap", SHARDS).await;
     let worker = Consumer::builder(
         kinesis.client(),
         dynamodb_client(proxy.endpoint(), &ClientOptions::new()),
@@ -447,16 +475,13 @@ async fn takes_are_bounded_and_renewals_spread_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn takes_a_later_scan_shows_refused_are_not_sent() {
     const SHARDS: usize = 100;
-    let kinesis = Ferrokinesis::start().await.unwrap();
-    let db = DynamoDb::start(DynamoBackend::Dynoxide).await.unwrap();
-    let faults = FaultController::new(11);
-    let proxy = FaultProxy::start(db.endpoint(), faults.clone())
-        .await
-        .unwrap();
-    let stream = unique_name("takes-superseded");
-    create_stream(&kinesis.client(), &stream, SHARDS as i32)
-        .await
-        .unwrap();
+    let TableFaults {
+        kinesis,
+        db,
+        faults,
+        proxy,
+        stream,
+    } = TableFaults::start(DynamoBackend::Dynoxide, 11, "takes-superseded", SHARDS).await;
     let application = unique_name("superseded-app");
     faults.add(FaultRule::on(
         "UpdateItem",
@@ -505,16 +530,13 @@ async fn takes_a_later_scan_shows_refused_are_not_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn takes_still_waiting_at_shutdown_are_not_sent() {
     const SHARDS: usize = 100;
-    let kinesis = Ferrokinesis::start().await.unwrap();
-    let db = DynamoDb::start(DynamoBackend::Dynoxide).await.unwrap();
-    let faults = FaultController::new(7);
-    let proxy = FaultProxy::start(db.endpoint(), faults.clone())
-        .await
-        .unwrap();
-    let stream = unique_name("takes-at-shutdown");
-    create_stream(&kinesis.client(), &stream, SHARDS as i32)
-        .await
-        .unwrap();
+    let TableFaults {
+        kinesis,
+        db,
+        faults,
+        proxy,
+        stream,
+    } = TableFaults::start(DynamoBackend::Dynoxide, 7, "takes-at-shutdown", SHARDS).await;
     let application = unique_name("takes-app");
     let worker = Consumer::builder(
         kinesis.client(),
@@ -579,14 +601,13 @@ async fn takes_still_waiting_at_shutdown_are_not_sent() {
 /// every renewal timed out and every lease was lost when its trust ran out, 9 s in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_answering_renewals_in_2_3_s_keeps_the_leases() {
-    let kinesis = Ferrokinesis::start().await.unwrap();
-    let db = DynamoDb::start(DynamoBackend::Dynoxide).await.unwrap();
-    let faults = FaultController::new(23);
-    let proxy = FaultProxy::start(db.endpoint(), faults.clone())
-        .await
-        .unwrap();
-    let stream = unique_name("slow-table");
-    create_stream(&kinesis.client(), &stream, 4).await.unwrap();
+    let TableFaults {
+        kinesis,
+        db: _db,
+        faults,
+        proxy,
+        stream,
+    } = TableFaults::start(DynamoBackend::Dynoxide, 23, "slow-table", 4).await;
     let tally = Tally::default();
     let worker = {
         let tally = tally.clone();
